@@ -1,0 +1,3 @@
+from dsocr.cli import main
+
+main()

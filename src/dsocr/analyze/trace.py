@@ -1,0 +1,110 @@
+"""The loaded trace: what every analysis reads (the interface between loading and analysis).
+
+:func:`dsocr.analyze.load.load_trace` fills a :class:`Trace` from an nsys SQLite export or a
+``parquetdir`` export. All times are integer ns from session start. Frames are lazy; each
+analysis selects the columns it needs.
+
+Columns (dtype) of each frame
+-----------------------------
+``ranges`` (NVTX push/pop and start/end ranges, one row per range instance; marks and
+domain/category/thread-name events are not here):
+    ``range_id`` (u32, row id, unique), ``start`` (i64), ``end`` (i64; a push range still
+    open at exit ends at the session end), ``message`` (str), ``domain`` (str, null for the
+    default domain), ``name`` (str: ``domain:message``, or the bare message in the default
+    domain, as NVIDIA's 2023.4 report scripts print it), ``style`` (str: ``PushPop`` or
+    ``StartEnd``), ``global_tid`` (i64), ``pid`` (i64), ``tid`` (i64),
+    ``ended_on_start_thread`` (bool), ``payload`` (i64, null when there is no integer payload),
+    ``depth`` (u32, nesting level on the thread, 0 = outermost),
+    ``parent_id`` (u32, the enclosing range on the same thread, null at depth 0).
+``gpu_ops`` (kernels, memcpys, memsets; one row per GPU operation):
+    ``op_id`` (u32, unique), ``kind`` (str: ``kernel``, ``memcpy``, ``memset``), ``start``,
+    ``end`` (i64), ``device_id``, ``stream_id``, ``correlation_id`` (i64), ``global_pid``,
+    ``name`` (str: kernel demangled name; ``[CUDA memcpy Host-to-Device]`` style names for
+    copies and ``[CUDA memset]`` for memsets, as nsys prints them), ``short_name`` (str),
+    ``bytes`` (i64, 0 for kernels), ``copy_kind`` (i64, null unless memcpy: 1 HtoD, 2 DtoH,
+    8 DtoD, 10 PtoP), ``grid`` (str ``x,y,z`` or null), ``block`` (str or null),
+    ``graph_node_id`` (i64 or null), and from the launching API call (joined by
+    correlation id within the process; null when none was recorded): ``api_id`` (u32),
+    ``api_start``, ``api_end`` (i64), ``global_tid``, ``tid`` (i64).
+``api`` (CUDA runtime and driver API calls, one row per call):
+    ``api_id`` (u32), ``start``, ``end`` (i64), ``name`` (str, e.g. ``cudaLaunchKernel``,
+    version suffix ``_v7000`` removed), ``correlation_id``, ``global_tid``, ``pid``, ``tid``
+    (i64), ``category`` (str: ``launch``, ``memcpy``, ``memset``, ``sync``, ``graph``,
+    ``other``).
+``syncs`` (CUPTI synchronization records: the host waiting on the device):
+    ``start``, ``end`` (i64), ``sync_type`` (str), ``correlation_id``, ``global_pid`` (i64),
+    ``api_id`` (u32 or null), ``global_tid`` (i64 or null).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import polars as pl
+
+
+@attrs.frozen
+class SchemaVersion:
+    """An export schema version such as 3.20.3."""
+
+    major: int
+    minor: int
+    micro: int
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.micro}"
+
+
+@attrs.frozen
+class GpuInfo:
+    """One GPU as ``TARGET_INFO_GPU`` describes it."""
+
+    device_id: int
+    name: str
+    chip_name: str | None = None
+    sm_count: int | None = None
+    clock_hz: int | None = None
+    memory_bandwidth_bps: int | None = None
+    total_memory_bytes: int | None = None
+    l2_cache_bytes: int | None = None
+    compute_capability: str | None = None
+    uuid: str | None = None
+
+
+@attrs.frozen
+class TraceMeta:
+    """What the export says about itself."""
+
+    path: Path
+    product_version: str  #: e.g. ``2025.3.2.0``
+    schema: SchemaVersion
+    source_format: str  #: ``sqlite`` or ``parquetdir``
+    tables: frozenset[str]
+    session_start_utc_ns: int | None = None
+    duration_ns: int | None = None
+
+    @property
+    def has_cuda(self) -> bool:
+        """Whether the export holds any CUDA activity (kernels, copies, memsets)."""
+        return bool(
+            self.tables
+            & {"CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_MEMCPY", "CUPTI_ACTIVITY_KIND_MEMSET"}
+        )
+
+    @property
+    def has_nvtx(self) -> bool:
+        """Whether the export holds an NVTX table."""
+        return "NVTX_EVENTS" in self.tables
+
+
+@attrs.frozen
+class Trace:
+    """A loaded trace: metadata and lazy frames (columns in the module docstring)."""
+
+    meta: TraceMeta
+    gpus: tuple[GpuInfo, ...]
+    ranges: pl.LazyFrame
+    gpu_ops: pl.LazyFrame
+    api: pl.LazyFrame
+    syncs: pl.LazyFrame

@@ -1,0 +1,1 @@
+"""Layer 1: the facts that capture and analysis must agree on (names, layout, exit codes)."""

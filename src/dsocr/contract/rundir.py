@@ -1,0 +1,21 @@
+"""The run-directory layout written by ``dsocr capture`` and read by ``dsocr analyze``."""
+
+from __future__ import annotations
+
+from typing import Final
+
+MANIFEST: Final = "manifest.json"
+TIMING: Final = "timing.json"
+TRACE_REP: Final = "trace.nsys-rep"
+TRACE_SQLITE: Final = "trace.sqlite"
+TRACE_SQLITE_XZ: Final = "trace.sqlite.xz"
+ANALYSIS_JSON: Final = "analysis.json"
+REPORT_MD: Final = "report.md"
+REPORT_HTML: Final = "report.html"
+SUMMARY_MD: Final = "summary.md"
+RESULTS_SQLITE: Final = "results.sqlite"
+DEFAULT_REPORT_DIR: Final = "dsocr-report"
+RUNS_DIR: Final = "runs"
+
+#: Version of analysis.json (docs/analysis-schema.md); bump the major on breaking changes.
+ANALYSIS_SCHEMA_VERSION: Final = "1.0"
