@@ -89,7 +89,11 @@ class TraceMeta:
         """Whether the export holds any CUDA activity (kernels, copies, memsets)."""
         return bool(
             self.tables
-            & {"CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_MEMCPY", "CUPTI_ACTIVITY_KIND_MEMSET"}
+            & {
+                "CUPTI_ACTIVITY_KIND_KERNEL",
+                "CUPTI_ACTIVITY_KIND_MEMCPY",
+                "CUPTI_ACTIVITY_KIND_MEMSET",
+            }
         )
 
     @property

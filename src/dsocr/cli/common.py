@@ -11,18 +11,32 @@ from rich.console import Console
 
 QuietOpt = Annotated[
     bool,
-    typer.Option("--quiet", "-q", envvar="DSOCR_QUIET", show_envvar=True,
-                 help="Print nothing but errors (and the JSON with --json)."),
+    typer.Option(
+        "--quiet",
+        "-q",
+        envvar="DSOCR_QUIET",
+        show_envvar=True,
+        help="Print nothing but errors (and the JSON with --json).",
+    ),
 ]
 JsonOpt = Annotated[
     bool,
-    typer.Option("--json", envvar="DSOCR_JSON", show_envvar=True,
-                 help="Print the result as JSON on stdout (for scripts)."),
+    typer.Option(
+        "--json",
+        envvar="DSOCR_JSON",
+        show_envvar=True,
+        help="Print the result as JSON on stdout (for scripts).",
+    ),
 ]
 VerboseOpt = Annotated[
     bool,
-    typer.Option("--verbose", "-v", envvar="DSOCR_VERBOSE", show_envvar=True,
-                 help="Print debugging detail, and tracebacks of internal errors."),
+    typer.Option(
+        "--verbose",
+        "-v",
+        envvar="DSOCR_VERBOSE",
+        show_envvar=True,
+        help="Print debugging detail, and tracebacks of internal errors.",
+    ),
 ]
 
 
