@@ -1,1 +1,1 @@
-"""Layer 2: DeepSeek-OCR architecture facts as data, resolution modes, token counts; the replica (torch imported lazily)."""
+"""Layer 2: DeepSeek-OCR architecture facts as data, modes, token counts; the replica (torch lazily)."""
