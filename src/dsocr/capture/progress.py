@@ -1,0 +1,100 @@
+"""The worker -> driver progress protocol: one JSON object per line on the worker's stdout.
+
+The worker (``python -m dsocr.capture.worker``) prints lines such as::
+
+    @dsocr {"event": "page_done", "repeat": 0, "page": 3}
+
+and the driver, which reads the worker's stdout (through ``nsys profile``, which passes it
+on), parses them with :func:`parse` to drive its progress bar and to name what was running
+when the worker failed. Any other line is ordinary output and is passed through or logged.
+
+Events, in order (fields besides ``event``):
+
+- ``started``: ``pid``
+- ``inputs_ready``: ``pages`` (count), ``repeats``
+- ``model_ready``: ``seconds`` (time to build/load the model)
+- ``warmup_done``: ``rounds``
+- ``capture_start``
+- ``page_done``: ``repeat``, ``page`` (0-based indices), once per repeat x page
+- ``capture_end``
+- ``finished``: ``timing`` (path of the timing file written)
+- ``failed``: ``kind`` (``oom`` | ``error``), ``what`` (what was being run, e.g.
+  ``"repeat 1 page 3 prefill (gundam, 2x3 crops)"``), ``message`` (one line)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Final, TextIO
+
+import attrs
+
+PREFIX: Final = "@dsocr "
+
+STARTED: Final = "started"
+INPUTS_READY: Final = "inputs_ready"
+MODEL_READY: Final = "model_ready"
+WARMUP_DONE: Final = "warmup_done"
+CAPTURE_START: Final = "capture_start"
+PAGE_DONE: Final = "page_done"
+CAPTURE_END: Final = "capture_end"
+FINISHED: Final = "finished"
+FAILED: Final = "failed"
+
+EVENTS: Final[tuple[str, ...]] = (
+    STARTED,
+    INPUTS_READY,
+    MODEL_READY,
+    WARMUP_DONE,
+    CAPTURE_START,
+    PAGE_DONE,
+    CAPTURE_END,
+    FINISHED,
+    FAILED,
+)
+
+#: ``failed`` kinds.
+KIND_OOM: Final = "oom"
+KIND_ERROR: Final = "error"
+
+
+@attrs.frozen
+class ProgressEvent:
+    """One parsed progress line."""
+
+    event: str
+    fields: dict[str, Any] = attrs.field(factory=dict)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A field of the event, or ``default``."""
+        return self.fields.get(key, default)
+
+
+def format_event(event: str, **fields: Any) -> str:
+    """The line (without newline) that announces ``event`` with ``fields``."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown progress event {event!r}; known: {', '.join(EVENTS)}")
+    return PREFIX + json.dumps({"event": event, **fields}, separators=(",", ":"), sort_keys=False)
+
+
+def emit(event: str, stream: TextIO | None = None, **fields: Any) -> None:
+    """Print one progress line (flushed at once) on ``stream`` (default: stdout)."""
+    out = stream if stream is not None else sys.stdout
+    out.write(format_event(event, **fields) + "\n")
+    out.flush()
+
+
+def parse(line: str) -> ProgressEvent | None:
+    """The event a line announces, or None for ordinary output (or a garbled progress line)."""
+    text = line.strip()
+    if not text.startswith(PREFIX):
+        return None
+    try:
+        data = json.loads(text[len(PREFIX) :])
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("event"), str):
+        return None
+    event = data.pop("event")
+    return ProgressEvent(event=event, fields=data)
