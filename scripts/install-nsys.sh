@@ -63,8 +63,16 @@ else
   libssh="$(find "$dest" -name 'libssh.so.4*' -type f | head -n1 || true)"
   [ -n "$libssh" ] || { echo "install-nsys: libssh-4 did not unpack a libssh.so.4 under $dest" >&2; exit 4; }
   # QdstrmImporter dlopens libssh.so: without it `nsys profile` leaves only a .qdstrm.
-  ln -sf "$libssh" "$host_dir/libssh.so"
-  ln -sf "$libssh" "$host_dir/libssh.so.4"
+  # Relative links, so that DEST can be moved.
+  rel_libssh="$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$libssh" "$host_dir")"
+  ln -sfn "$rel_libssh" "$host_dir/libssh.so"
+  ln -sfn "$rel_libssh" "$host_dir/libssh.so.4"
+  # nsys looks for the importer in host-linux-x64 next to its own (resolved) target directory,
+  # which the packages put elsewhere (usr/lib/nsight-systems/): link it there.
+  sibling="$(dirname "$target_dir")/host-linux-x64"
+  if [ ! -e "$sibling" ]; then
+    ln -sfn "$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$host_dir" "$(dirname "$target_dir")")" "$sibling"
+  fi
   touch "$dest/.complete"
 fi
 echo "install-nsys: nsys:       $nsys_bin"
