@@ -1,0 +1,268 @@
+"""The report's view model: plain attrs data that the HTML report, the plots, the summary and
+``dsocr diff`` render.
+
+It is filled from the analysis result (:mod:`dsocr.report.adapt`); every field a template
+shows is here, so templates never compute. Times are in ns, rates in per-second units,
+fractions in 0..1. ``None`` means "not measured / not known", which the templates show as
+"n/a" (a section with no data at all says so in one line).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import attrs
+
+
+@attrs.frozen
+class Stat:
+    """One metric over the passes: the per-pass values, their mean, stddev and CV."""
+
+    values: tuple[float, ...]
+
+    @classmethod
+    def of(cls, values: Sequence[float | int]) -> Stat:
+        """A stat from per-pass values (one value: a single pass, spread unknown)."""
+        return cls(tuple(float(v) for v in values))
+
+    @classmethod
+    def summary(cls, mean: float, stddev: float | None, n: int) -> Stat:
+        """A stat known only by its mean and stddev (``n`` passes); values are reconstructed.
+
+        The reconstruction (mean +/- stddev alternately) has exactly the given mean and sample
+        stddev for ``n`` >= 2, so diff and the spread plot treat it like measured passes.
+        """
+        if n <= 1 or stddev is None:
+            return cls((float(mean),))
+        half = n // 2
+        if n % 2 == 0:
+            d = stddev * math.sqrt((n - 1) / n)
+            return cls(tuple([mean - d] * half + [mean + d] * half))
+        # odd n: the mean itself, then pairs at mean +/- stddev
+        return cls(tuple([float(mean)] + [mean - stddev] * half + [mean + stddev] * half))
+
+    @property
+    def n(self) -> int:
+        """Number of passes."""
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        """Arithmetic mean over passes."""
+        return sum(self.values) / len(self.values) if self.values else math.nan
+
+    @property
+    def stddev(self) -> float | None:
+        """Sample standard deviation (n-1); ``None`` with a single pass (spread unknown)."""
+        if self.n < 2:
+            return None
+        m = self.mean
+        return math.sqrt(sum((v - m) ** 2 for v in self.values) / (self.n - 1))
+
+    @property
+    def cv(self) -> float | None:
+        """Coefficient of variation (stddev / mean); ``None`` when unknown or mean is 0."""
+        sd = self.stddev
+        if sd is None or self.mean == 0:
+            return None
+        return sd / abs(self.mean)
+
+
+@attrs.frozen
+class Identity:
+    """Who and what was measured (all optional: a foreign trace knows little)."""
+
+    trace_files: tuple[str, ...] = ()
+    gpu: str | None = None
+    driver: str | None = None
+    cuda: str | None = None
+    nsys_version: str | None = None
+    schema_version: str | None = None
+    torch: str | None = None
+    model_source: str | None = None
+    random_weights: bool | None = None
+    dtype: str | None = None
+    mode: str | None = None
+    pages: int | None = None
+    repeats: int | None = None
+    prompt_tokens: int | None = None
+    new_tokens: int | None = None
+    created: str | None = None
+    dsocr_version: str | None = None
+
+
+@attrs.frozen
+class StageView:
+    """One stage (``vision``, ``prefill``, ``decode``, ...) over the passes."""
+
+    name: str
+    range_ns: Stat  #: profiled NVTX range (CPU) time
+    gpu_busy_ns: Stat  #: union of kernel/copy intervals inside the range
+    kernels: Stat
+    unprofiled_ns: Stat | None = None  #: the same stage timed without nsys (CUDA events)
+    launches: Stat | None = None  #: CUDA launch API calls
+    syncs: Stat | None = None  #: host waits on the device
+    d2h_copies: Stat | None = None
+    tokens: int | None = None  #: tokens produced (decode) or processed (prefill)
+    flops: float | None = None  #: analytic FLOPs of one pass
+    bytes: float | None = None  #: analytic bytes moved in one pass
+    predicted_ns: float | None = None  #: roofline-predicted time of one pass
+    mfu_busy: Stat | None = None  #: MFU against GPU busy time
+    mfu_wall: Stat | None = None  #: MFU against the range (wall) time
+    mbu_busy: Stat | None = None  #: memory-bandwidth utilization against GPU busy time
+    depth: int = 0  #: 0 for top stages, 1 for vision parts
+
+    @property
+    def idle_frac(self) -> Stat:
+        """Fraction of the range during which the GPU did nothing (per pass)."""
+        pairs = zip(self.range_ns.values, self.gpu_busy_ns.values, strict=False)
+        return Stat.of([max(0.0, 1.0 - b / r) if r > 0 else 0.0 for r, b in pairs])
+
+    @property
+    def tokens_per_s(self) -> Stat | None:
+        """Tokens per second of range time, per pass."""
+        if not self.tokens:
+            return None
+        return Stat.of([self.tokens / (r / 1e9) if r > 0 else 0.0 for r in self.range_ns.values])
+
+    def per_token(self, stat: Stat | None) -> float | None:
+        """Mean of ``stat`` divided by the stage's tokens (``None`` if either is unknown)."""
+        if stat is None or not self.tokens:
+            return None
+        return stat.mean / self.tokens
+
+    @property
+    def measured_over_predicted(self) -> float | None:
+        """Mean GPU busy time over the roofline-predicted time."""
+        if not self.predicted_ns:
+            return None
+        return self.gpu_busy_ns.mean / self.predicted_ns
+
+    @property
+    def overhead_frac(self) -> float | None:
+        """Profiled range time over unprofiled time, minus one (nsys's perturbation)."""
+        if self.unprofiled_ns is None or self.unprofiled_ns.mean <= 0:
+            return None
+        return self.range_ns.mean / self.unprofiled_ns.mean - 1.0
+
+    @property
+    def cv_flag(self) -> bool:
+        """Whether the range time varies by more than 10% across passes."""
+        cv = self.range_ns.cv
+        return cv is not None and cv > 0.10
+
+
+@attrs.frozen
+class KernelView:
+    """A kernel (or aten operator) row of a stage's top list."""
+
+    stage: str
+    name: str
+    total_ns: float
+    instances: int
+    share: float  #: of the stage's GPU busy time (0..1)
+    category: str = "other"
+    shapes: str | None = None  #: operators only: input shapes
+
+
+@attrs.frozen
+class DecodeStep:
+    """One decode step."""
+
+    step: int
+    range_ns: float
+    gpu_busy_ns: float | None = None
+    context_len: int | None = None
+
+
+@attrs.frozen
+class TimelineBin:
+    """A slice of the trace's time axis and how busy the GPU was in it."""
+
+    start_ns: float
+    end_ns: float
+    busy_frac: float
+    stage: str | None = None
+
+
+@attrs.frozen
+class RooflinePoint:
+    """A stage or module placed on the roofline."""
+
+    label: str
+    kind: str  #: ``stage`` or ``module``
+    intensity: float  #: FLOP per byte
+    achieved_flops: float  #: FLOP/s over GPU busy time
+
+
+@attrs.frozen
+class Peaks:
+    """The peak figures MFU/MBU were computed against."""
+
+    tflops: float
+    tbps: float
+    source: str  #: e.g. "table: NVIDIA H100 80GB HBM3" or "--peak-tflops"
+
+
+@attrs.frozen
+class MemoryView:
+    """Memory facts (any may be unknown)."""
+
+    weights_bytes: float | None = None
+    kv_cache_bytes: float | None = None
+    peak_allocated_by_stage: tuple[tuple[str, float], ...] = ()
+    copies: tuple[tuple[str, int, float], ...] = ()  #: (direction, count, bytes)
+
+
+@attrs.frozen
+class IdleGap:
+    """A stretch with no GPU work."""
+
+    stage: str
+    start_ns: float
+    duration_ns: float
+
+
+@attrs.frozen
+class Table:
+    """A generic table for sections the view does not model field by field."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@attrs.frozen
+class ReportView:
+    """Everything the HTML report, summary and diff show."""
+
+    identity: Identity
+    stages: tuple[StageView, ...]
+    kernels: tuple[KernelView, ...] = ()
+    operators: tuple[KernelView, ...] = ()
+    categories: tuple[tuple[str, str, float], ...] = ()  #: (stage, category, ns)
+    decode_steps: tuple[DecodeStep, ...] = ()
+    timeline: tuple[TimelineBin, ...] = ()
+    roofline: tuple[RooflinePoint, ...] = ()
+    peaks: Peaks | None = None
+    model_mfu: Stat | None = None
+    memory: MemoryView | None = None
+    idle_gaps: tuple[IdleGap, ...] = ()
+    assumptions: tuple[tuple[str, str], ...] = ()
+    pages: Table | None = None
+    caveats: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  #: analyzer warnings worth showing
+
+    def stage(self, name: str) -> StageView | None:
+        """The stage called ``name``, or ``None``."""
+        return next((s for s in self.stages if s.name == name), None)
+
+    @property
+    def top_stages(self) -> tuple[StageView, ...]:
+        """The depth-0 stages (their times do not overlap)."""
+        return tuple(s for s in self.stages if s.depth == 0)
+
+    @property
+    def passes(self) -> int:
+        """Number of passes (the most any stage has)."""
+        return max((s.range_ns.n for s in self.stages), default=0)
