@@ -1,0 +1,57 @@
+"""Operator attribution from PyTorch's ``emit_nvtx`` ranges.
+
+``torch.autograd.profiler.emit_nvtx(record_shapes=True)`` pushes one range per operator,
+e.g. ``aten::addmm, seq = 1, op_id = 5, sizes = [[16], [2, 8]], input_op_ids = [(4,0)]``.
+``op_id`` grows without end and ``seq``/``input_op_ids`` identify one call, so all three are
+stripped before grouping; the shapes go to their own column. Each GPU op is attributed to
+its innermost operator range.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+#: A range is an operator range when its message looks like ``aten::...`` or carries an op_id.
+OP_RANGE_PATTERN = r"^aten::|, op_id = \d+"
+
+
+def is_op_range(message: pl.Expr) -> pl.Expr:
+    """Whether a range message is an ``emit_nvtx`` operator range."""
+    return message.fill_null("").str.contains(OP_RANGE_PATTERN)
+
+
+def parse_op_message(message: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """Return (operator name, input shapes) expressions for ``emit_nvtx`` messages.
+
+    The name is the text before the first ``, ``; the shapes are the ``sizes = [...]`` value
+    (null when the range has no shapes). ``seq``, ``op_id`` and ``input_op_ids`` are dropped.
+    """
+    op = message.str.split(", ").list.first()
+    shapes = message.str.replace(r", input_op_ids = .*$", "").str.extract(r"sizes = (\[.*\])$", 1)
+    return op.alias("operator"), shapes.alias("input_shapes")
+
+
+def op_ranges_frame(ranges: pl.LazyFrame) -> pl.LazyFrame:
+    """The operator ranges with parsed ``operator`` and ``input_shapes`` (range_id, depth, ...)."""
+    op, shapes = parse_op_message(pl.col("message"))
+    return ranges.filter(is_op_range(pl.col("message"))).select("range_id", "depth", op, shapes)
+
+
+def innermost_op(op_ranges: pl.LazyFrame, ranges: pl.LazyFrame) -> pl.LazyFrame:
+    """For each GPU op inside an operator range: its innermost one.
+
+    ``op_ranges`` is the attribution long frame (``op_id``, ``range_id``: every enclosing
+    range). Returns ``op_id``, ``op_range_id``, ``operator``, ``input_shapes``.
+    """
+    ops = op_ranges_frame(ranges)
+    return (
+        op_ranges.select("op_id", "range_id")
+        .join(ops, on="range_id", how="inner")
+        .sort("op_id", "depth")
+        .group_by("op_id")
+        .agg(
+            pl.col("range_id").last().alias("op_range_id"),
+            pl.col("operator").last(),
+            pl.col("input_shapes").last(),
+        )
+    )

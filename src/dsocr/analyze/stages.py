@@ -1,0 +1,392 @@
+"""Stages: which NVTX ranges are stages, and what each stage instance did on CPU and GPU.
+
+A trace with ranges in dsocr's own domain (:mod:`dsocr.contract.nvtx_names`) has the stages
+``repeat > page > vision > sam|clip|projector, prefill, decode > decode_step``, with repeat,
+page and step indices from the payloads. In a foreign trace the stages are the outermost
+(depth 0) ranges grouped by name, plus any range, at any depth, named like one of dsocr's
+stages (``prefill``, ``decode``, ``decode_step``, ...). Operator ranges (``aten::...``) are
+never stages.
+
+Everything here works on the attribution long frames (every GPU op and every API call with
+every range enclosing its launch), so an op in a ``decode_step`` counts for the step and for
+its ``decode``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+import polars as pl
+
+from dsocr.analyze.categories import category_expr
+from dsocr.analyze.operators import innermost_op, is_op_range
+from dsocr.analyze.trace import Trace
+from dsocr.contract import nvtx_names as nv
+
+DSOCR: Final = "dsocr"
+FOREIGN: Final = "foreign"
+
+#: Names recognised as stages in any trace, at any depth.
+KNOWN_STAGES: Final = frozenset(nv.STAGES)
+
+#: memcpy copyKind values (ENUM_CUDA_MEMCPY_OPER).
+COPY_HTOD: Final = 1
+COPY_DTOH: Final = 2
+COPY_DTOD: Final = 8
+COPY_PTOP: Final = 10
+
+#: Per-instance count/byte columns that add up over instances (and over passes).
+SUM_METRICS: Final[tuple[str, ...]] = (
+    "cpu_ns",
+    "gpu_busy_ns",
+    "gpu_span_ns",
+    "kernel_ns",
+    "gpu_ops",
+    "kernels",
+    "memcpys",
+    "memsets",
+    "api_calls",
+    "launches",
+    "sync_calls",
+    "sync_records",
+    "syncs",
+    "d2h_copies",
+    "h2d_bytes",
+    "d2h_bytes",
+    "d2d_bytes",
+    "p2p_bytes",
+    "memset_bytes",
+)
+
+TOP_N: Final = 10
+
+
+@attrs.frozen
+class StageTables:
+    """Stage results of one trace (polars frames; columns in docs/analysis-schema.md)."""
+
+    mode: str  #: ``dsocr`` (own NVTX contract) or ``foreign``
+    instances: pl.DataFrame  #: one row per stage range instance
+    summary: pl.DataFrame  #: one row per stage name
+    categories: pl.DataFrame  #: kernel time by category per stage name
+    top_kernels: pl.DataFrame  #: the top kernels per stage name
+    operators: pl.DataFrame  #: top aten operators per stage name (empty without emit_nvtx)
+
+
+def _empty_ids(col: str) -> pl.LazyFrame:
+    return pl.LazyFrame(schema={col: pl.UInt32, "range_id": pl.UInt32})
+
+
+def select_stages(ranges: pl.LazyFrame) -> tuple[pl.DataFrame, str]:
+    """Pick the stage ranges of a trace; return them and the mode (``dsocr`` or ``foreign``).
+
+    Columns: ``range_id``, ``stage``, ``name``, ``start``, ``end``, ``global_tid``, ``depth``,
+    ``payload``.
+    """
+    cols = ("range_id", "name", "start", "end", "global_tid", "depth", "payload")
+    own = (
+        ranges.filter((pl.col("domain") == nv.DOMAIN) & pl.col("message").is_in(list(nv.STAGES)))
+        .select(pl.col("message").alias("stage"), *cols)
+        .collect()
+    )
+    if own.height:
+        return own, DSOCR
+    not_op = ~is_op_range(pl.col("message"))
+    known = pl.col("message").is_in(list(KNOWN_STAGES))
+    foreign = (
+        ranges.filter(not_op & ((pl.col("depth") == 0) | known))
+        .select(pl.when(known).then(pl.col("message")).otherwise(pl.col("name")).alias("stage"), *cols)
+        .collect()
+    )
+    return foreign, FOREIGN
+
+
+def _enclosing(child: pl.LazyFrame, parents: pl.LazyFrame, out: str, value: str) -> pl.LazyFrame:
+    """Add column ``out``: ``value`` of the parent range enclosing each child (same thread).
+
+    Parents of one name never overlap on a thread, so the last parent starting at or before
+    the child's start is the only candidate; it encloses the child if it ends after it.
+    """
+    par = parents.select(
+        pl.col("global_tid"),
+        pl.col("start").alias("_p_start"),
+        pl.col("end").alias("_p_end"),
+        pl.col(value).alias("_p_value"),
+    ).sort("_p_start")
+    return (
+        child.sort("start")
+        .join_asof(
+            par, left_on="start", right_on="_p_start", by="global_tid", strategy="backward", check_sortedness=False
+        )
+        .with_columns(pl.when(pl.col("_p_end") >= pl.col("end")).then(pl.col("_p_value")).otherwise(None).alias(out))
+        .drop("_p_start", "_p_end", "_p_value")
+    )
+
+
+def _indices(stages: pl.DataFrame, mode: str) -> pl.LazyFrame:
+    """Add ``instance`` (0-based by start within the stage), ``repeat``, ``page``, ``step``."""
+    lf = stages.lazy().with_columns(
+        pl.col("start").rank("ordinal").over("stage").sub(1).cast(pl.UInt32).alias("instance"),
+        pl.lit(None, dtype=pl.UInt32).alias("_ord"),
+    )
+    if mode == DSOCR:
+
+        def index_of(stage: str) -> pl.LazyFrame:
+            sel = stages.lazy().filter(pl.col("stage") == stage)
+            return sel.with_columns(
+                pl.col("payload").fill_null(pl.col("start").rank("ordinal").sub(1).cast(pl.Int64)).alias("_idx")
+            )
+
+        lf = _enclosing(lf, index_of(nv.REPEAT), "repeat", "_idx")
+        lf = _enclosing(lf, index_of(nv.PAGE), "page", "_idx")
+        step = pl.when(pl.col("stage") == nv.DECODE_STEP).then(pl.col("payload")).otherwise(None)
+        lf = lf.with_columns(step.alias("step"))
+    else:
+        lf = lf.with_columns(
+            pl.lit(None, dtype=pl.Int64).alias("repeat"),
+            pl.lit(None, dtype=pl.Int64).alias("page"),
+            pl.when(pl.col("stage") == nv.DECODE_STEP).then(pl.col("payload")).otherwise(None).alias("step"),
+        )
+    # number of decode_step ranges inside each decode range (per-token numbers)
+    steps = stages.lazy().filter(pl.col("stage") == nv.DECODE_STEP).select("start", "end", "global_tid")
+    decodes = stages.lazy().filter(pl.col("stage") == nv.DECODE).select("range_id", "start", "end", "global_tid")
+    counted = (
+        _enclosing(steps, decodes, "_decode_id", "range_id")
+        .group_by("_decode_id")
+        .agg(pl.len().cast(pl.Int64).alias("decode_steps"))
+    )
+    lf = lf.join(counted, left_on="range_id", right_on="_decode_id", how="left")
+    return lf.drop("_ord").sort("start")
+
+
+def busy_union(ops: pl.LazyFrame, key: str) -> pl.LazyFrame:
+    """Per ``key``: the length of the union of the ``[start, end)`` intervals (``busy_ns``)."""
+    s = ops.select(key, "start", "end").sort(key, "start")
+    s = s.with_columns(pl.col("end").cum_max().shift(1).over(key).alias("_prev"))
+    s = s.with_columns(
+        (pl.col("_prev").is_null() | (pl.col("start") > pl.col("_prev")))
+        .cast(pl.UInt32)
+        .cum_sum()
+        .over(key)
+        .alias("_seg")
+    )
+    segs = s.group_by(key, "_seg").agg(pl.col("start").min(), pl.col("end").max())
+    return segs.group_by(key).agg((pl.col("end") - pl.col("start")).sum().alias("busy_ns"))
+
+
+def _kernel_categories(gpu_ops: pl.LazyFrame) -> pl.LazyFrame:
+    """Kernel names with their category (computed on the unique names, then joined)."""
+    names = gpu_ops.filter(pl.col("kind") == "kernel").select("name").unique()
+    return names.with_columns(category_expr(pl.col("name")).alias("category"))
+
+
+def analyze_stages(
+    trace: Trace,
+    op_ranges: pl.LazyFrame | None,
+    api_ranges: pl.LazyFrame | None,
+    top_n: int = TOP_N,
+) -> StageTables:
+    """Compute the stage tables of one trace.
+
+    ``op_ranges`` (``op_id``, ``range_id``) and ``api_ranges`` (``api_id``, ``range_id``) are
+    the attribution long frames: every range enclosing each GPU op's launch and each API
+    call. ``None`` means no CUDA activity.
+    """
+    stages, mode = select_stages(trace.ranges)
+    inst = _indices(stages, mode).collect()
+    ids = inst.lazy().select("range_id", "stage")
+    op_r = op_ranges if op_ranges is not None else _empty_ids("op_id")
+    api_r = api_ranges if api_ranges is not None else _empty_ids("api_id")
+
+    ops = (
+        op_r.join(ids, on="range_id", how="inner")
+        .join(
+            trace.gpu_ops.select("op_id", "kind", "start", "end", "name", "bytes", "copy_kind"),
+            on="op_id",
+            how="inner",
+        )
+        .with_columns((pl.col("end") - pl.col("start")).alias("dur"))
+    )
+    is_k = pl.col("kind") == "kernel"
+    is_c = pl.col("kind") == "memcpy"
+
+    def copy_bytes(kind: int) -> pl.Expr:
+        return pl.col("bytes").filter(is_c & (pl.col("copy_kind") == kind)).sum()
+
+    op_metrics = ops.group_by("range_id").agg(
+        pl.len().alias("gpu_ops"),
+        is_k.sum().alias("kernels"),
+        is_c.sum().alias("memcpys"),
+        (pl.col("kind") == "memset").sum().alias("memsets"),
+        pl.col("dur").filter(is_k).sum().alias("kernel_ns"),
+        (pl.col("end").max() - pl.col("start").min()).alias("gpu_span_ns"),
+        (is_c & (pl.col("copy_kind") == COPY_DTOH)).sum().alias("d2h_copies"),
+        copy_bytes(COPY_HTOD).alias("h2d_bytes"),
+        copy_bytes(COPY_DTOH).alias("d2h_bytes"),
+        copy_bytes(COPY_DTOD).alias("d2d_bytes"),
+        copy_bytes(COPY_PTOP).alias("p2p_bytes"),
+        pl.col("bytes").filter(pl.col("kind") == "memset").sum().alias("memset_bytes"),
+    )
+    busy = busy_union(ops, "range_id").rename({"busy_ns": "gpu_busy_ns"})
+
+    api = api_r.join(ids.select("range_id"), on="range_id", how="inner").join(
+        trace.api.select("api_id", "category"), on="api_id", how="inner"
+    )
+    api_metrics = api.group_by("range_id").agg(
+        pl.len().alias("api_calls"),
+        pl.col("category").is_in(["launch", "graph"]).sum().alias("launches"),
+        (pl.col("category") == "sync").sum().alias("sync_calls"),
+    )
+    sync_api = api.filter(pl.col("category") == "sync").select("range_id", "api_id")
+    sync_rec = (
+        trace.syncs.select("api_id")
+        .filter(pl.col("api_id").is_not_null())
+        .join(api_r.join(ids.select("range_id"), on="range_id", how="inner"), on="api_id", how="inner")
+    )
+    rec_metrics = sync_rec.group_by("range_id").agg(pl.len().alias("sync_records"))
+    syncs = (
+        pl.concat([sync_api, sync_rec.select("range_id", "api_id")])
+        .group_by("range_id")
+        .agg(pl.col("api_id").n_unique().alias("syncs"))
+    )
+
+    lf = inst.lazy()
+    for part in (op_metrics, busy, api_metrics, rec_metrics, syncs):
+        lf = lf.join(part, on="range_id", how="left")
+    lf = lf.with_columns(
+        (pl.col("end") - pl.col("start")).alias("cpu_ns"),
+        *[pl.col(c).fill_null(0).cast(pl.Int64) for c in SUM_METRICS if c != "cpu_ns"],
+    ).with_columns(
+        _idle(pl.col("gpu_busy_ns"), pl.col("cpu_ns")).alias("gpu_idle_frac")
+        if op_ranges is not None
+        else pl.lit(None, dtype=pl.Float64).alias("gpu_idle_frac")
+    )
+    instances = (
+        lf.select(
+            "range_id",
+            "stage",
+            "name",
+            "instance",
+            "repeat",
+            "page",
+            "step",
+            "start",
+            "end",
+            "global_tid",
+            "depth",
+            *SUM_METRICS,
+            "gpu_idle_frac",
+            "decode_steps",
+        )
+        .sort("start", "depth")
+        .collect()
+    )
+
+    cats = _kernel_categories(trace.gpu_ops)
+    kern = ops.filter(is_k).join(cats, on="name", how="left")
+    categories = _category_table(kern)
+    top_kernels = _top_kernels(kern, top_n)
+    operators = _top_operators(ops, op_r, trace.ranges, top_n)
+    return StageTables(
+        mode=mode,
+        instances=instances,
+        summary=summarize(instances),
+        categories=categories,
+        top_kernels=top_kernels,
+        operators=operators,
+    )
+
+
+def _idle(busy: pl.Expr, cpu: pl.Expr) -> pl.Expr:
+    """GPU idle fraction of a range: ``1 - busy / range time``, clipped to [0, 1]."""
+    return pl.when(cpu > 0).then((1.0 - busy / cpu).clip(0.0, 1.0)).otherwise(None)
+
+
+def summarize(instances: pl.DataFrame) -> pl.DataFrame:
+    """Aggregate the instance table per stage name (stage order of the contract first)."""
+    order = {s: i for i, s in enumerate(nv.STAGES)}
+    per_step = {
+        "launches_per_step": "launches",
+        "syncs_per_step": "syncs",
+        "d2h_copies_per_step": "d2h_copies",
+        "kernels_per_step": "kernels",
+        "cpu_ns_per_step": "cpu_ns",
+        "gpu_busy_ns_per_step": "gpu_busy_ns",
+    }
+    steps = pl.col("decode_steps").sum()
+    out = (
+        instances.lazy()
+        .group_by("stage")
+        .agg(
+            pl.len().alias("instances"),
+            pl.col("start").min().alias("first_start"),
+            *[pl.col(c).sum() for c in SUM_METRICS],
+            pl.col("cpu_ns").mean().alias("cpu_ns_mean"),
+            pl.col("gpu_busy_ns").mean().alias("gpu_busy_ns_mean"),
+            pl.col("gpu_idle_frac").is_not_null().any().alias("_has_gpu"),
+            steps.alias("decode_steps"),
+            *[
+                pl.when(steps > 0).then(pl.col(src).filter(pl.col("decode_steps") > 0).sum() / steps).alias(dst)
+                for dst, src in per_step.items()
+            ],
+        )
+        .with_columns(
+            pl.when(pl.col("_has_gpu"))
+            .then(_idle(pl.col("gpu_busy_ns"), pl.col("cpu_ns")))
+            .otherwise(None)
+            .alias("gpu_idle_frac"),
+            pl.col("stage").replace_strict(order, default=len(order), return_dtype=pl.Int64).alias("_order"),
+        )
+        .sort("_order", "first_start")
+        .drop("_order", "first_start", "_has_gpu")
+        .collect()
+    )
+    return out
+
+
+def _category_table(kern: pl.LazyFrame) -> pl.DataFrame:
+    total = pl.col("total_ns").sum().over("stage")
+    return (
+        kern.group_by("stage", "category")
+        .agg(pl.len().alias("kernels"), pl.col("dur").sum().alias("total_ns"))
+        .with_columns(pl.when(total > 0).then(100.0 * pl.col("total_ns") / total).otherwise(0.0).alias("pct"))
+        .sort(["stage", "total_ns", "category"], descending=[False, True, False])
+        .collect()
+    )
+
+
+def _top_kernels(kern: pl.LazyFrame, top_n: int) -> pl.DataFrame:
+    total = pl.col("total_ns").sum().over("stage")
+    return (
+        kern.group_by("stage", "name", "category")
+        .agg(pl.len().alias("instances"), pl.col("dur").sum().alias("total_ns"))
+        .with_columns(pl.when(total > 0).then(100.0 * pl.col("total_ns") / total).otherwise(0.0).alias("pct"))
+        .sort(["stage", "total_ns", "name"], descending=[False, True, False])
+        .with_columns(pl.int_range(pl.len()).over("stage").add(1).alias("rank"))
+        .filter(pl.col("rank") <= top_n)
+        .select("stage", "rank", "name", "category", "instances", "total_ns", "pct")
+        .collect()
+    )
+
+
+def _top_operators(ops: pl.LazyFrame, op_ranges: pl.LazyFrame, ranges: pl.LazyFrame, top_n: int) -> pl.DataFrame:
+    inner = innermost_op(op_ranges, ranges)
+    total = pl.col("gpu_ns").sum().over("stage")
+    return (
+        ops.select("op_id", "stage", "kind", "dur")
+        .join(inner, on="op_id", how="inner")
+        .group_by("stage", "operator", "input_shapes")
+        .agg(
+            pl.col("op_range_id").n_unique().alias("calls"),
+            (pl.col("kind") == "kernel").sum().alias("kernels"),
+            pl.len().alias("gpu_ops"),
+            pl.col("dur").sum().alias("gpu_ns"),
+        )
+        .with_columns(pl.when(total > 0).then(100.0 * pl.col("gpu_ns") / total).otherwise(0.0).alias("pct"))
+        .sort(["stage", "gpu_ns", "operator"], descending=[False, True, False])
+        .with_columns(pl.int_range(pl.len()).over("stage").add(1).alias("rank"))
+        .filter(pl.col("rank") <= top_n)
+        .select("stage", "rank", "operator", "input_shapes", "calls", "kernels", "gpu_ops", "gpu_ns", "pct")
+        .collect()
+    )
