@@ -1,0 +1,225 @@
+"""Gathering the facts ``dsocr doctor`` checks: the only part that looks at the machine.
+
+Nothing heavy is imported at module level: pynvml and torch are imported inside the functions
+that need them, and package versions come from the installed metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+from dsocr.capture.doctor import (
+    ANALYSIS_PACKAGES,
+    CAPTURE_PACKAGES,
+    Facts,
+    GpuFact,
+    NsysFact,
+    PeakFact,
+    parse_nsys_version,
+)
+
+_DIST_NAMES: Final[tuple[str, ...]] = ("dsocr", *ANALYSIS_PACKAGES, *CAPTURE_PACKAGES)
+
+
+def package_versions(names: Sequence[str] = _DIST_NAMES) -> dict[str, str | None]:
+    """Installed distribution versions (None when absent), without importing the packages."""
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def has_deepseek_ocr2() -> bool | None:
+    """Whether the installed transformers ships ``models/deepseek_ocr2`` (without importing it)."""
+    spec = importlib.util.find_spec("transformers")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return any((Path(loc) / "models" / "deepseek_ocr2").is_dir() for loc in spec.submodule_search_locations)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def gpu_facts() -> tuple[tuple[GpuFact, ...], str | None, str | None, str | None]:
+    """GPUs, the reason there are none, the driver version and the driver's CUDA, via pynvml."""
+    try:
+        import pynvml
+    except ImportError:
+        return (), "nvidia-ml-py is not installed", None, None
+    try:
+        pynvml.nvmlInit()
+    except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
+        return (), f"NVML: {exc}", None, None
+    try:
+        driver = _text(pynvml.nvmlSystemGetDriverVersion())
+        cuda: str | None = None
+        try:
+            raw = int(pynvml.nvmlSystemGetCudaDriverVersion_v2())
+            cuda = f"{raw // 1000}.{raw % 1000 // 10}"
+        except Exception:
+            cuda = None
+        gpus = []
+        for i in range(int(pynvml.nvmlDeviceGetCount())):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            try:
+                memory: int | None = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
+            except Exception:
+                memory = None
+            try:
+                uuid: str | None = _text(pynvml.nvmlDeviceGetUUID(handle))
+            except Exception:
+                uuid = None
+            gpus.append(GpuFact(index=i, name=_text(pynvml.nvmlDeviceGetName(handle)), memory_bytes=memory, uuid=uuid))
+        return tuple(gpus), (None if gpus else "NVML lists no GPU"), driver, cuda
+    except Exception as exc:
+        return (), f"NVML: {exc}", None, None
+    finally:
+        with contextlib.suppress(Exception):
+            pynvml.nvmlShutdown()
+
+
+def torch_facts() -> tuple[str | None, bool | None, str | None]:
+    """``torch.version.cuda``, ``torch.cuda.is_available()`` and an import error, if any."""
+    if importlib.util.find_spec("torch") is None:
+        return None, None, None
+    try:
+        import torch
+    except Exception as exc:
+        return None, None, f"{type(exc).__name__}: {exc}"
+    cuda = getattr(torch.version, "cuda", None)
+    try:
+        available = bool(torch.cuda.is_available())
+    except Exception:
+        available = False
+    return (str(cuda) if cuda else None), available, None
+
+
+#: Places searched for nsys after ``--nsys``, ``$NSYS`` and PATH.
+NSYS_GLOBS: Final[tuple[str, ...]] = (
+    "/opt/nvidia/nsight-systems/*/bin/nsys",
+    "/opt/nvidia/nsight-compute/*/host/target-linux-x64/nsys",
+    "/usr/local/cuda/bin/nsys",
+)
+
+
+def find_nsys_fallback(explicit: str | None = None) -> tuple[str | None, str | None, str | None]:
+    """Where nsys is (path, how it was found, error): ``--nsys``, ``$NSYS``, PATH, the usual dirs."""
+    if explicit:
+        path = Path(explicit)
+        if path.is_dir():
+            path = path / "nsys"
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path), "--nsys", None
+        return None, None, f"--nsys {explicit} is not an executable"
+    env = os.environ.get("NSYS")
+    if env:
+        if Path(env).is_file() and os.access(env, os.X_OK):
+            return env, "$NSYS", None
+        return None, None, f"$NSYS={env} is not an executable"
+    on_path = shutil.which("nsys")
+    if on_path:
+        return on_path, "PATH", None
+    home = os.environ.get("DSOCR_NSYS_HOME")
+    patterns = ([f"{home}/**/nsys"] if home else []) + [".tools/nsys/**/bin/nsys", *NSYS_GLOBS]
+
+    for pattern in patterns:
+        for hit in sorted(glob.glob(pattern, recursive=True), reverse=True):
+            if Path(hit).is_file() and os.access(hit, os.X_OK):
+                return str(Path(hit).absolute()), f"search of {pattern}", None
+    return None, None, "not on PATH, $NSYS unset, none in /opt/nvidia or /usr/local/cuda"
+
+
+def nsys_facts(explicit: str | None = None) -> NsysFact:
+    """Find nsys and ask its version (H6's finder in ``dsocr.capture.nsys`` when present)."""
+    path, via, error = _find_nsys(explicit)
+    if path is None:
+        return NsysFact(error=error)
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return NsysFact(path=path, found_via=via, error=f"`{path} --version` failed: {exc}")
+    output = (done.stdout + done.stderr).strip()
+    version = parse_nsys_version(output)
+    error = None if version else (output.splitlines()[-1] if output else f"no output, exit code {done.returncode}")
+    return NsysFact(path=path, version=version, found_via=via, error=error)
+
+
+def _find_nsys(explicit: str | None) -> tuple[str | None, str | None, str | None]:
+    return find_nsys_fallback(explicit)
+
+
+def peak_facts(gpus: Sequence[GpuFact]) -> tuple[PeakFact, ...]:
+    """The peak each GPU would get (the analytic layer's table), None where it is unknown."""
+    lookup = _peak_lookup()
+    return tuple(lookup(g.name) for g in gpus)
+
+
+def _peak_lookup() -> Callable[[str], PeakFact]:
+    return lambda name: PeakFact(gpu=name)
+
+
+def disk_free(path: Path) -> tuple[str, int | None]:
+    """Free bytes on the disk that holds ``path`` (or its nearest existing parent)."""
+    probe = path.resolve()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return str(probe), shutil.disk_usage(probe).free
+    except OSError:
+        return str(probe), None
+
+
+def gather_facts(
+    *,
+    nsys: str | None = None,
+    runs_dir: Path = Path("runs"),
+    step: Callable[[str], None] | None = None,
+) -> Facts:
+    """Look at this machine once; ``step`` is told what is being looked at (for a spinner)."""
+
+    def tell(what: str) -> None:
+        if step is not None:
+            step(what)
+
+    tell("packages")
+    packages = package_versions()
+    tell("GPU and driver (NVML)")
+    gpus, gpu_error, driver, driver_cuda = gpu_facts()
+    tell("torch and CUDA")
+    torch_cuda, torch_available, torch_error = torch_facts()
+    tell("nsys")
+    nsys_fact = nsys_facts(nsys)
+    tell("peaks and disk")
+    disk_path, free = disk_free(runs_dir)
+    return Facts(
+        python_version=platform.python_version(),
+        platform=f"({sys.platform}, {platform.machine()})",
+        packages=packages,
+        deepseek_ocr2=has_deepseek_ocr2() if packages.get("transformers") else None,
+        gpus=gpus,
+        gpu_error=gpu_error,
+        driver_version=driver,
+        driver_cuda=driver_cuda,
+        torch_cuda=torch_cuda,
+        torch_cuda_available=torch_available,
+        torch_error=torch_error,
+        nsys=nsys_fact,
+        peaks=peak_facts(gpus),
+        disk_path=disk_path,
+        disk_free_bytes=free,
+    )
