@@ -63,10 +63,8 @@ def doctor(
 ) -> None:
     """Check Python, packages, GPU and driver, CUDA in torch, nsys, NVTX, peaks and disk.
 
-    Exit code 0 when GPU capture can work here, 7 when it cannot. Analysis (`dsocr analyze`,
-    `model`, `diff`) needs only the checks of scope "analysis": on a laptop without a GPU the
-    command says "analysis works here; capture needs ..." and exits 7 without anything being wrong.
-    """
+    Exit code 0 when GPU capture can work here, 7 when it cannot. Analysis (analyze, model, diff) needs only the checks marked "analysis": on a laptop without a GPU doctor says "analysis works here; GPU capture needs ..." and exits 7 although nothing is wrong.
+    """  # noqa: E501
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
     if ui.show_progress:
         with ui.err.status("dsocr doctor: looking at this machine") as status:
