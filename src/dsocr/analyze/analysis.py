@@ -1,0 +1,343 @@
+"""``run_analysis``: load each trace, attribute, compute every table, combine over files.
+
+The result (:class:`Analysis`) holds polars frames; :meth:`Analysis.to_dict` gives the
+``analysis.json`` document (docs/analysis-schema.md). Nothing is written here: the report
+layer writes the files, once everything was computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import lzma
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import polars as pl
+
+from dsocr.analyze.repeats import RepeatTables, analyze_repeats
+from dsocr.analyze.stages import TOP_N, StageTables, analyze_stages, summarize
+from dsocr.analyze.trace import Trace
+from dsocr.contract import rundir
+from dsocr.contract.errors import BadInput, InputNotFound
+
+#: Called with a step name before each step (for progress bars).
+Progress = Callable[[str], None]
+
+SAMPLE_RESOURCE: Final = ("data", "sample", "h100-decoder-moe", "trace.sqlite.xz")
+
+
+@attrs.frozen
+class TraceInfo:
+    """What one analyzed trace file is."""
+
+    file: str  #: the path as given (run directory, .sqlite, .sqlite.xz, parquet dir)
+    path: str  #: the export actually read
+    product_version: str
+    schema_version: str
+    source_format: str
+    gpus: tuple[dict[str, Any], ...]
+    has_cuda: bool
+    has_nvtx: bool
+    duration_ns: int | None
+    stage_mode: str  #: ``dsocr`` or ``foreign``
+
+
+@attrs.frozen
+class TraceResult:
+    """The per-file tables: NVIDIA-equal summaries and this file's stage tables."""
+
+    info: TraceInfo
+    nvtx_projection: pl.DataFrame
+    kernels: pl.DataFrame
+    stages: StageTables
+
+
+@attrs.frozen
+class Analysis:
+    """Everything ``dsocr analyze`` computed (frames; columns in docs/analysis-schema.md)."""
+
+    traces: tuple[TraceResult, ...]
+    stage_instances: pl.DataFrame  #: every file's instances, with ``file`` (index)
+    stages: pl.DataFrame  #: per stage name over all files
+    categories: pl.DataFrame
+    top_kernels: pl.DataFrame
+    operators: pl.DataFrame
+    repeats: RepeatTables
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``analysis.json`` document."""
+        first = self.traces[0]
+        return {
+            "schema_version": rundir.ANALYSIS_SCHEMA_VERSION,
+            "trace": _info_dict(first.info),
+            "traces": [
+                {**_info_dict(t.info), "nvtx_projection": _rows(t.nvtx_projection), "kernels": _rows(t.kernels)}
+                for t in self.traces
+            ]
+            if len(self.traces) > 1
+            else [],
+            "nvtx_projection": _rows(first.nvtx_projection),
+            "kernels": _rows(first.kernels),
+            "stages": _rows(self.stages),
+            "stage_instances": _rows(self.stage_instances),
+            "kernel_categories": _rows(self.categories),
+            "top_kernels": _rows(self.top_kernels),
+            "operators": _rows(self.operators),
+            "repeats": {
+                "passes": self.repeats.passes,
+                "cv_limit": 0.10,
+                "flagged": list(self.repeats.flagged),
+                "per_pass": _rows(self.repeats.per_pass),
+                "stats": _rows(self.repeats.stats),
+            },
+            "warnings": list(self.warnings),
+        }
+
+
+def _rows(df: pl.DataFrame) -> list[dict[str, Any]]:
+    return df.to_dicts()
+
+
+def _info_dict(info: TraceInfo) -> dict[str, Any]:
+    d = attrs.asdict(info)
+    d["gpus"] = list(info.gpus)
+    d["gpu"] = info.gpus[0]["name"] if info.gpus else None
+    return d
+
+
+# ---------------------------------------------------------------------------------------
+# inputs
+
+
+def cache_dir() -> Path:
+    """Where decompressed traces are kept: ``$DSOCR_CACHE_DIR``, else ``$XDG_CACHE_HOME/dsocr``."""
+    env = os.environ.get("DSOCR_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "dsocr"
+
+
+def sample_trace() -> Path:
+    """The bundled sample export (``.sqlite.xz``) shipped with the package."""
+    from importlib.resources import files
+
+    res = files("dsocr").joinpath(*SAMPLE_RESOURCE)
+    path = Path(str(res))
+    if not path.is_file():
+        raise InputNotFound(
+            f"{path}: the bundled sample trace is missing from this install; reinstall dsocr or pass a trace path"
+        )
+    return path
+
+
+def _decompress_xz(src: Path) -> Path:
+    """Decompress ``src`` into the cache (keyed by its content hash) and return the copy."""
+    h = hashlib.sha256()
+    with src.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    name = src.name[: -len(".xz")] or "trace.sqlite"
+    for base in (cache_dir(), Path(tempfile.gettempdir()) / "dsocr-cache"):
+        dst = base / h.hexdigest()[:16] / name
+        if dst.is_file():
+            return dst
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".part-")
+        try:
+            with lzma.open(src) as fin, os.fdopen(fd, "wb") as fout:
+                while chunk := fin.read(1 << 20):
+                    fout.write(chunk)
+            os.replace(tmp, dst)
+        except (lzma.LZMAError, EOFError) as exc:
+            raise BadInput(
+                f"{src}: not a valid .xz file ({exc}); re-download it or pass the decompressed .sqlite"
+            ) from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return dst
+    raise BadInput(f"{src}: no writable cache directory to decompress it into; set DSOCR_CACHE_DIR")
+
+
+def resolve_input(given: Path) -> Path:
+    """The export to load for a path given on the command line.
+
+    Accepts an nsys SQLite export, a ``.sqlite.xz``, a run directory (``trace.sqlite`` or
+    ``trace.sqlite.xz`` inside) or a ``parquetdir`` export directory.
+    """
+    if not given.exists():
+        raise InputNotFound(f"{given}: no such file or directory; check the path")
+    if given.is_dir():
+        for name in (rundir.TRACE_SQLITE, rundir.TRACE_SQLITE_XZ):
+            if (given / name).is_file():
+                return resolve_input(given / name)
+        if any(given.glob("*.parquet")) or any(given.glob("*/*.parquet")):
+            return given
+        raise BadInput(
+            f"{given}: directory holds no {rundir.TRACE_SQLITE} (nor a parquetdir export); "
+            "pass a run directory or an nsys SQLite export"
+        )
+    if not os.access(given, os.R_OK):
+        raise InputNotFound(f"{given}: not readable; check its permissions")
+    if given.suffix == ".xz":
+        return _decompress_xz(given)
+    return given
+
+
+# ---------------------------------------------------------------------------------------
+# the per-trace steps (loading, attribution and the NVIDIA-equal summaries are H1's modules)
+
+
+def _load(path: Path) -> Trace:
+    from dsocr.analyze.load import load_trace
+
+    return load_trace(path)
+
+
+def _attribute(trace: Trace) -> tuple[pl.LazyFrame | None, pl.LazyFrame | None]:
+    """The (op_id, range_id) and (api_id, range_id) long frames; ``None`` without CUDA."""
+    if not trace.meta.has_cuda:
+        return None, None
+    from dsocr.analyze.attribution import attribute
+
+    att = attribute(trace)
+    return att.op_ranges, att.api_ranges
+
+
+def _projection(trace: Trace) -> pl.DataFrame:
+    from dsocr.analyze.projection import projection_summary
+
+    return projection_summary(trace)
+
+
+def _kernels(trace: Trace) -> pl.DataFrame:
+    from dsocr.analyze.kernels import kernel_summary
+
+    return kernel_summary(trace)
+
+
+def _info(given: Path, trace: Trace, mode: str) -> TraceInfo:
+    m = trace.meta
+    return TraceInfo(
+        file=str(given),
+        path=str(m.path),
+        product_version=m.product_version,
+        schema_version=str(m.schema),
+        source_format=m.source_format,
+        gpus=tuple(attrs.asdict(g) for g in trace.gpus),
+        has_cuda=m.has_cuda,
+        has_nvtx=m.has_nvtx,
+        duration_ns=m.duration_ns,
+        stage_mode=mode,
+    )
+
+
+def analyze_trace(given: Path, progress: Progress | None = None) -> tuple[TraceResult, list[str]]:
+    """Load and analyze one trace; return its tables and any warnings."""
+    step = progress or (lambda _name: None)
+    path = resolve_input(given)
+    step(f"loading {given.name}")
+    trace = _load(path)
+    warnings: list[str] = []
+    if not trace.meta.has_nvtx:
+        raise BadInput(
+            f"{given}: the export has no NVTX_EVENTS table, so there are no stages; "
+            "capture with --trace=cuda,nvtx and NVTX ranges around the work"
+        )
+    if not trace.meta.has_cuda:
+        warnings.append(f"{given}: no CUDA activity in this trace (no GPU traced); reporting CPU-side NVTX ranges only")
+    step("attributing GPU work to NVTX ranges")
+    op_ranges, api_ranges = _attribute(trace)
+    step("stage tables")
+    stages = analyze_stages(trace, op_ranges, api_ranges, top_n=None)
+    if stages.instances.height == 0:
+        warnings.append(f"{given}: no NVTX ranges usable as stages (no dsocr-domain or top-level ranges)")
+    step("NVTX projection and kernel summary")
+    proj = _projection(trace) if trace.meta.has_cuda else _empty_projection()
+    kern = _kernels(trace) if trace.meta.has_cuda else _empty_kernels()
+    return TraceResult(_info(given, trace, stages.mode), proj, kern, stages), warnings
+
+
+def _empty_projection() -> pl.DataFrame:
+    cols = ("instances", "total_proj_ns", "total_range_ns", "gpu_ops", "avg_ns", "med_ns", "min_ns", "max_ns")
+    return pl.DataFrame(
+        schema={"range": pl.Utf8, "style": pl.Utf8, **dict.fromkeys(cols, pl.Int64), "stddev_ns": pl.Float64}
+    )
+
+
+def _empty_kernels() -> pl.DataFrame:
+    cols = ("instances", "total_ns", "min_ns", "max_ns")
+    return pl.DataFrame(
+        schema={
+            "name": pl.Utf8,
+            **dict.fromkeys(cols, pl.Int64),
+            "avg_ns": pl.Float64,
+            "med_ns": pl.Float64,
+            "stddev_ns": pl.Float64,
+            "pct": pl.Float64,
+        }
+    )
+
+
+def run_analysis(paths: Sequence[Path], progress: Progress | None = None, top_n: int = TOP_N) -> Analysis:
+    """Analyze one or several traces (several files = several passes) into one :class:`Analysis`."""
+    if not paths:
+        raise BadInput("no trace given; pass an nsys SQLite export or a run directory")
+    results: list[TraceResult] = []
+    warnings: list[str] = []
+    for p in paths:
+        res, warn = analyze_trace(p, progress)
+        results.append(res)
+        warnings.extend(warn)
+    step = progress or (lambda _name: None)
+    step("combining files and repeats")
+    instances = pl.concat(
+        [r.stages.instances.with_columns(pl.lit(i, dtype=pl.Int64).alias("file")) for i, r in enumerate(results)],
+        how="diagonal_relaxed",
+    )
+    return Analysis(
+        traces=tuple(results),
+        stage_instances=instances,
+        stages=summarize(instances),
+        categories=_combine_categories([r.stages.categories for r in results]),
+        top_kernels=_combine_top([r.stages.top_kernels for r in results], ["name", "category"], "total_ns", top_n),
+        operators=_combine_top([r.stages.operators for r in results], ["operator", "input_shapes"], "gpu_ns", top_n),
+        repeats=analyze_repeats(instances),
+        warnings=tuple(warnings),
+    )
+
+
+def _combine_categories(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    total = pl.col("total_ns").sum().over("stage")
+    return (
+        pl.concat(frames, how="vertical_relaxed")
+        .group_by("stage", "category")
+        .agg(pl.col("kernels").sum(), pl.col("total_ns").sum())
+        .with_columns(pl.when(total > 0).then(100.0 * pl.col("total_ns") / total).otherwise(0.0).alias("pct"))
+        .sort(["stage", "total_ns", "category"], descending=[False, True, False])
+    )
+
+
+def _combine_top(frames: list[pl.DataFrame], keys: list[str], by: str, top_n: int) -> pl.DataFrame:
+    """Sum per-file tables (untruncated) by stage and ``keys``, rank by ``by``, keep ``top_n``."""
+    df = pl.concat(frames, how="vertical_relaxed")
+    counts = [c for c in df.columns if c not in {"stage", "rank", "pct", *keys}]
+    total = pl.col(by).sum().over("stage")
+    return (
+        df.group_by(["stage", *keys])
+        .agg(*[pl.col(c).sum() for c in counts])
+        .with_columns(pl.when(total > 0).then(100.0 * pl.col(by) / total).otherwise(0.0).alias("pct"))
+        .sort(["stage", by, *keys], descending=[False, True, *[False] * len(keys)], nulls_last=True)
+        .with_columns(pl.int_range(pl.len()).over("stage").add(1).alias("rank"))
+        .filter(pl.col("rank") <= top_n)
+        .select("stage", "rank", *keys, *counts, "pct")
+    )

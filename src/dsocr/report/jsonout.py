@@ -1,0 +1,32 @@
+"""``analysis.json``: the analysis document (docs/analysis-schema.md) as JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from dsocr.analyze.analysis import Analysis
+from dsocr.contract import atomic
+
+
+def _clean(v: Any) -> Any:
+    """NaN/inf are not JSON: write them as null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_clean(x) for x in v]
+    return v
+
+
+def json_text(analysis: Analysis, indent: int | None = 1) -> str:
+    """The ``analysis.json`` text."""
+    return json.dumps(_clean(analysis.to_dict()), indent=indent, ensure_ascii=False, default=str) + "\n"
+
+
+def write_json(text: str, path: Path) -> None:
+    """Write the JSON text atomically."""
+    atomic.write_text(path, text)

@@ -1,0 +1,280 @@
+"""The document object behind ``report.md``: titled tables of preformatted cells.
+
+:func:`build_document` turns an :class:`~dsocr.analyze.analysis.Analysis` into a
+:class:`Document`; the jinja2 template only lays it out (no computing in templates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import polars as pl
+
+from dsocr.analyze.analysis import Analysis
+from dsocr.analyze.categories import LABELS
+
+Fmt = Callable[[Any], str]
+
+
+@attrs.frozen
+class Table:
+    """A table: a title, an optional note, headers and rows of strings."""
+
+    title: str
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    note: str | None = None
+
+
+@attrs.frozen
+class Document:
+    """Everything ``report.md`` shows."""
+
+    title: str
+    facts: tuple[tuple[str, str], ...]  #: (label, value) lines about the traces
+    warnings: tuple[str, ...]
+    sections: tuple[tuple[str, tuple[Table, ...]], ...]  #: (heading, tables)
+
+
+def ms(v: Any) -> str:
+    """ns -> milliseconds with 3 decimals (``n/a`` for missing)."""
+    return "n/a" if v is None else f"{v / 1e6:,.3f}"
+
+
+def num(v: Any) -> str:
+    """An integer with thousands separators, or a float with 1 decimal."""
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:,.1f}"
+    return f"{v:,}"
+
+
+def pct(v: Any) -> str:
+    """A percentage (value already in 0..100)."""
+    return "n/a" if v is None else f"{v:.1f}%"
+
+
+def frac(v: Any) -> str:
+    """A fraction in 0..1 as a percentage."""
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def text(v: Any, width: int = 90) -> str:
+    """A string, cut to ``width`` characters, with Markdown table pipes escaped."""
+    if v is None:
+        return ""
+    s = str(v).replace("|", "\\|")
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def bytes_(v: Any) -> str:
+    """Bytes in MiB."""
+    return "n/a" if v is None else f"{v / 2**20:,.1f} MiB"
+
+
+def table(
+    title: str, df: pl.DataFrame, cols: Sequence[tuple[str, str, Fmt]], note: str | None = None, limit: int = 50
+) -> Table:
+    """Build a :class:`Table` from ``df`` with (header, column, formatter) triples."""
+    present = [(h, c, f) for h, c, f in cols if c in df.columns]
+    rows = tuple(tuple(f(row[c]) for _, c, f in present) for row in df.head(limit).iter_rows(named=True))
+    return Table(title, tuple(h for h, _, _ in present), rows, note)
+
+
+def _stage_tables(a: Analysis) -> tuple[Table, ...]:
+    s = a.stages
+    main = table(
+        "Stages",
+        s,
+        [
+            ("stage", "stage", text),
+            ("instances", "instances", num),
+            ("CPU ms", "cpu_ns", ms),
+            ("GPU busy ms", "gpu_busy_ns", ms),
+            ("GPU idle", "gpu_idle_frac", frac),
+            ("GPU span ms", "gpu_span_ns", ms),
+            ("kernels", "kernels", num),
+            ("launches", "launches", num),
+            ("syncs", "syncs", num),
+            ("D2H copies", "d2h_copies", num),
+        ],
+        note="CPU ms: NVTX range time; GPU busy: union of the GPU intervals of the work launched inside; "
+        "idle = 1 - busy/CPU.",
+    )
+    mem = table(
+        "Copies and memsets",
+        s,
+        [
+            ("stage", "stage", text),
+            ("memcpys", "memcpys", num),
+            ("HtoD", "h2d_bytes", bytes_),
+            ("DtoH", "d2h_bytes", bytes_),
+            ("DtoD", "d2d_bytes", bytes_),
+            ("PtoP", "p2p_bytes", bytes_),
+            ("memsets", "memsets", num),
+            ("memset bytes", "memset_bytes", bytes_),
+        ],
+    )
+    tables = [main, mem]
+    if "decode_steps" in s.columns:
+        dec = s.filter(pl.col("decode_steps") > 0)
+        if dec.height:
+            tables.append(
+                table(
+                    "Per decode step",
+                    dec,
+                    [
+                        ("stage", "stage", text),
+                        ("steps", "decode_steps", num),
+                        ("CPU ms/step", "cpu_ns_per_step", ms),
+                        ("GPU busy ms/step", "gpu_busy_ns_per_step", ms),
+                        ("launches/step", "launches_per_step", num),
+                        ("kernels/step", "kernels_per_step", num),
+                        ("syncs/step", "syncs_per_step", num),
+                        ("D2H/step", "d2h_copies_per_step", num),
+                    ],
+                )
+            )
+    return tuple(tables)
+
+
+def _per_stage(a: Analysis, df: pl.DataFrame, title: str, cols: Sequence[tuple[str, str, Fmt]]) -> tuple[Table, ...]:
+    out = []
+    for stage in a.stages["stage"].to_list():
+        part = df.filter(pl.col("stage") == stage)
+        if part.height:
+            out.append(table(f"{title}: {stage}", part, cols))
+    return tuple(out)
+
+
+def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int = 30) -> Document:
+    """Turn an analysis into the report document."""
+    facts: list[tuple[str, str]] = []
+    for t in a.traces:
+        i = t.info
+        gpu = ", ".join(str(g["name"]) for g in i.gpus) or "none traced"
+        facts.append(
+            (
+                f"trace {i.file}",
+                f"nsys {i.product_version}, schema {i.schema_version}, GPU {gpu}, stages: {i.stage_mode}",
+            )
+        )
+    facts.append(("passes", str(a.repeats.passes)))
+    cats = a.categories.with_columns(pl.col("category").replace(LABELS).alias("label"))
+    sections: list[tuple[str, tuple[Table, ...]]] = [
+        ("Stages", _stage_tables(a)),
+        (
+            "Kernel time by category",
+            _per_stage(
+                a,
+                cats,
+                "Categories",
+                [
+                    ("category", "label", text),
+                    ("kernels", "kernels", num),
+                    ("ms", "total_ns", ms),
+                    ("share", "pct", pct),
+                ],
+            ),
+        ),
+        (
+            "Top kernels",
+            _per_stage(
+                a,
+                a.top_kernels,
+                "Top kernels",
+                [
+                    ("#", "rank", num),
+                    ("kernel", "name", text),
+                    ("category", "category", text),
+                    ("instances", "instances", num),
+                    ("ms", "total_ns", ms),
+                    ("share", "pct", pct),
+                ],
+            ),
+        ),
+    ]
+    if a.operators.height:
+        sections.append(
+            (
+                "Top operators (emit_nvtx ranges)",
+                _per_stage(
+                    a,
+                    a.operators,
+                    "Top operators",
+                    [
+                        ("#", "rank", num),
+                        ("operator", "operator", text),
+                        ("input shapes", "input_shapes", lambda v: text(v, 60)),
+                        ("calls", "calls", num),
+                        ("kernels", "kernels", num),
+                        ("GPU ms", "gpu_ns", ms),
+                        ("share", "pct", pct),
+                    ],
+                ),
+            )
+        )
+    rep = a.repeats
+    if rep.passes > 1:
+        stats = rep.stats.filter(pl.col("metric").is_in(["cpu_ns", "gpu_busy_ns"]))
+        sections.append(
+            (
+                "Repeats",
+                (
+                    table(
+                        f"Spread over {rep.passes} passes",
+                        stats.with_columns(
+                            pl.when(pl.col("flagged")).then(pl.lit("CV > 10%")).otherwise(pl.lit("")).alias("flag")
+                        ),
+                        [
+                            ("stage", "stage", text),
+                            ("metric", "metric", text),
+                            ("mean ms", "mean", ms),
+                            ("stddev ms", "stddev", ms),
+                            ("CV", "cv", frac),
+                            ("min ms", "min", ms),
+                            ("max ms", "max", ms),
+                            ("", "flag", text),
+                        ],
+                        limit=200,
+                    ),
+                ),
+            )
+        )
+    first = a.traces[0]
+    proj = first.nvtx_projection.sort("total_proj_ns", descending=True)
+    sections.append(
+        (
+            "NVTX ranges projected onto the GPU",
+            (
+                table(
+                    f"Top {top_ranges} ranges by projected GPU time ({first.info.file})",
+                    proj,
+                    [
+                        ("range", "range", lambda v: text(v, 70)),
+                        ("style", "style", text),
+                        ("instances", "instances", num),
+                        ("proj ms", "total_proj_ns", ms),
+                        ("range ms", "total_range_ns", ms),
+                        ("GPU ops", "gpu_ops", num),
+                    ],
+                    limit=top_ranges,
+                ),
+                table(
+                    f"Top {top_ranges} kernels ({first.info.file})",
+                    first.kernels.sort("total_ns", descending=True),
+                    [
+                        ("kernel", "name", text),
+                        ("instances", "instances", num),
+                        ("total ms", "total_ns", ms),
+                        ("avg µs", "avg_ns", lambda v: "n/a" if v is None else f"{v / 1e3:,.1f}"),
+                    ],
+                    limit=top_ranges,
+                ),
+            ),
+        )
+    )
+    return Document(title=title, facts=tuple(facts), warnings=a.warnings, sections=tuple(sections))
