@@ -185,13 +185,13 @@ def analyze_stages(
     trace: Trace,
     op_ranges: pl.LazyFrame | None,
     api_ranges: pl.LazyFrame | None,
-    top_n: int = TOP_N,
+    top_n: int | None = TOP_N,
 ) -> StageTables:
     """Compute the stage tables of one trace.
 
     ``op_ranges`` (``op_id``, ``range_id``) and ``api_ranges`` (``api_id``, ``range_id``) are
     the attribution long frames: every range enclosing each GPU op's launch and each API
-    call. ``None`` means no CUDA activity.
+    call. ``None`` means no CUDA activity. ``top_n=None`` keeps every kernel and operator.
     """
     stages, mode = select_stages(trace.ranges)
     inst = _indices(stages, mode).collect()
@@ -356,7 +356,7 @@ def _category_table(kern: pl.LazyFrame) -> pl.DataFrame:
     )
 
 
-def _top_kernels(kern: pl.LazyFrame, top_n: int) -> pl.DataFrame:
+def _top_kernels(kern: pl.LazyFrame, top_n: int | None) -> pl.DataFrame:
     total = pl.col("total_ns").sum().over("stage")
     return (
         kern.group_by("stage", "name", "category")
@@ -364,13 +364,13 @@ def _top_kernels(kern: pl.LazyFrame, top_n: int) -> pl.DataFrame:
         .with_columns(pl.when(total > 0).then(100.0 * pl.col("total_ns") / total).otherwise(0.0).alias("pct"))
         .sort(["stage", "total_ns", "name"], descending=[False, True, False])
         .with_columns(pl.int_range(pl.len()).over("stage").add(1).alias("rank"))
-        .filter(pl.col("rank") <= top_n)
+        .filter(pl.col("rank") <= (top_n if top_n is not None else 2**31))
         .select("stage", "rank", "name", "category", "instances", "total_ns", "pct")
         .collect()
     )
 
 
-def _top_operators(ops: pl.LazyFrame, op_ranges: pl.LazyFrame, ranges: pl.LazyFrame, top_n: int) -> pl.DataFrame:
+def _top_operators(ops: pl.LazyFrame, op_ranges: pl.LazyFrame, ranges: pl.LazyFrame, top_n: int | None) -> pl.DataFrame:
     inner = innermost_op(op_ranges, ranges)
     total = pl.col("gpu_ns").sum().over("stage")
     return (
@@ -386,7 +386,7 @@ def _top_operators(ops: pl.LazyFrame, op_ranges: pl.LazyFrame, ranges: pl.LazyFr
         .with_columns(pl.when(total > 0).then(100.0 * pl.col("gpu_ns") / total).otherwise(0.0).alias("pct"))
         .sort(["stage", "gpu_ns", "operator"], descending=[False, True, False])
         .with_columns(pl.int_range(pl.len()).over("stage").add(1).alias("rank"))
-        .filter(pl.col("rank") <= top_n)
+        .filter(pl.col("rank") <= (top_n if top_n is not None else 2**31))
         .select("stage", "rank", "operator", "input_shapes", "calls", "kernels", "gpu_ops", "gpu_ns", "pct")
         .collect()
     )
