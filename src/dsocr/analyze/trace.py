@@ -1,8 +1,9 @@
 """The loaded trace: what every analysis reads (the interface between loading and analysis).
 
 :func:`dsocr.analyze.load.load_trace` fills a :class:`Trace` from an nsys SQLite export or a
-``parquetdir`` export. All times are integer ns from session start. Frames are lazy; each
-analysis selects the columns it needs.
+``parquetdir`` export. All times are integer ns on the export's own time base (as stored in
+the export and printed by NVIDIA's reports; ``meta.session_start_ns``/``session_end_ns`` bound
+the session). Frames are lazy; each analysis selects the columns it needs.
 
 Columns (dtype) of each frame
 -----------------------------
@@ -83,6 +84,8 @@ class TraceMeta:
     tables: frozenset[str]
     session_start_utc_ns: int | None = None
     duration_ns: int | None = None
+    session_start_ns: int | None = None  #: ANALYSIS_DETAILS.startTime, on the trace time base
+    session_end_ns: int | None = None  #: where a range still open at exit ends
 
     @property
     def has_cuda(self) -> bool:

@@ -1,0 +1,185 @@
+"""Table readers: an nsys SQLite export (connectorx, falling back to sqlite3) or a ``parquetdir``.
+
+Both give the same thing: the set of tables, each table's columns, and a table read as a
+polars frame with only the requested columns (a column the export lacks comes back as nulls
+of the requested dtype, so older schemas load through the same code).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+import polars as pl
+
+#: Requested columns of one table: name -> dtype.
+Columns = Mapping[str, pl.DataType | type[pl.DataType]]
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class TableSource(Protocol):
+    """Where tables come from."""
+
+    path: Path
+    source_format: str
+
+    def tables(self) -> frozenset[str]:
+        """Names of the tables in the export."""
+        ...
+
+    def columns(self, table: str) -> tuple[str, ...]:
+        """Column names of one table (empty if the table is absent)."""
+        ...
+
+    def read(self, table: str, columns: Columns) -> pl.DataFrame:
+        """The table with exactly ``columns`` (missing ones as typed nulls)."""
+        ...
+
+    def read_many(self, requests: Mapping[str, tuple[str, Columns]]) -> dict[str, pl.DataFrame]:
+        """Several reads at once (in parallel where it helps): key -> (table, columns)."""
+        ...
+
+
+def _finish(df: pl.DataFrame, columns: Columns) -> pl.DataFrame:
+    exprs = [
+        (pl.col(name) if name in df.columns else pl.lit(None)).cast(dtype).alias(name)
+        for name, dtype in columns.items()
+    ]
+    return df.select(exprs)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class SqliteSource:
+    """An nsys SQLite export, read with connectorx (fast, columnar) or sqlite3."""
+
+    source_format = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro&immutable=1"
+        self._con = sqlite3.connect(self._uri, uri=True, check_same_thread=False)
+        self._columns: dict[str, tuple[str, ...]] = {}
+        rows = self._con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')").fetchall()
+        self._tables = frozenset(str(r[0]) for r in rows)
+
+    def close(self) -> None:
+        """Close the metadata connection."""
+        self._con.close()
+
+    def tables(self) -> frozenset[str]:
+        """Names of the tables in the export."""
+        return self._tables
+
+    def columns(self, table: str) -> tuple[str, ...]:
+        """Column names of one table (empty if the table is absent)."""
+        if table not in self._tables:
+            return ()
+        if table not in self._columns:
+            rows = self._con.execute(f"PRAGMA table_info({_quote(table)})").fetchall()
+            self._columns[table] = tuple(str(r[1]) for r in rows)
+        return self._columns[table]
+
+    def query(self, sql: str) -> list[tuple[object, ...]]:
+        """Run a small query with sqlite3 (metadata, GPU info)."""
+        return list(self._con.execute(sql).fetchall())
+
+    def _sql(self, table: str, columns: Columns) -> str | None:
+        present = [c for c in columns if c in self.columns(table)]
+        if table not in self._tables or not present:
+            return None
+        return f"SELECT {', '.join(_quote(c) for c in present)} FROM {_quote(table)}"
+
+    def _read_sqlite3(self, sql: str) -> pl.DataFrame:
+        con = sqlite3.connect(self._uri, uri=True)
+        try:
+            cur = con.execute(sql)
+            names = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+        finally:
+            con.close()
+        if not rows:
+            return pl.DataFrame({n: [] for n in names})
+        return pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
+
+    def _read_connectorx(self, sql: str) -> pl.DataFrame:
+        import connectorx as cx
+
+        # connectorx takes a plain path (percent-encoded) after sqlite://
+        uri = "sqlite://" + urllib.parse.quote(str(self.path.resolve()))
+        table = cx.read_sql(uri, sql, return_type="arrow")
+        result = pl.from_arrow(table)
+        assert isinstance(result, pl.DataFrame)
+        return result
+
+    def read(self, table: str, columns: Columns) -> pl.DataFrame:
+        """The table with exactly ``columns`` (missing ones as typed nulls)."""
+        sql = self._sql(table, columns)
+        if sql is None:
+            return _finish(pl.DataFrame(), columns).clear()
+        try:
+            df = self._read_connectorx(sql)
+        except ImportError:
+            df = self._read_sqlite3(sql)
+        except Exception as exc:  # connectorx type trouble: fall back, or re-raise sqlite3's error
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            df = self._read_sqlite3(sql)
+        return _finish(df, columns)
+
+    def read_many(self, requests: Mapping[str, tuple[str, Columns]]) -> dict[str, pl.DataFrame]:
+        """Several reads in parallel threads (connectorx and sqlite3 release the GIL)."""
+        keys = list(requests)
+        with ThreadPoolExecutor(max_workers=min(4, max(1, len(keys)))) as pool:
+            frames = list(pool.map(lambda k: self.read(*requests[k]), keys))
+        return dict(zip(keys, frames, strict=True))
+
+
+class ParquetDirSource:
+    """An ``nsys export --type parquetdir`` directory: one ``TABLE.parquet`` per table."""
+
+    source_format = "parquetdir"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._files = {p.name[: -len(".parquet")]: p for p in path.glob("*.parquet") if p.is_file()}
+        self._columns: dict[str, tuple[str, ...]] = {}
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def tables(self) -> frozenset[str]:
+        """Names of the tables in the export."""
+        return frozenset(self._files)
+
+    def columns(self, table: str) -> tuple[str, ...]:
+        """Column names of one table (empty if the table is absent)."""
+        if table not in self._files:
+            return ()
+        if table not in self._columns:
+            self._columns[table] = tuple(pl.read_parquet_schema(self._files[table]))
+        return self._columns[table]
+
+    def read(self, table: str, columns: Columns) -> pl.DataFrame:
+        """The table with exactly ``columns`` (missing ones as typed nulls)."""
+        present = [c for c in columns if c in self.columns(table)]
+        if not present:
+            return _finish(pl.DataFrame(), columns).clear()
+        return _finish(pl.read_parquet(self._files[table], columns=present), columns)
+
+    def read_many(self, requests: Mapping[str, tuple[str, Columns]]) -> dict[str, pl.DataFrame]:
+        """Several reads (polars parallelizes each one internally)."""
+        return {key: self.read(table, cols) for key, (table, cols) in requests.items()}
+
+
+def read_rows(source: TableSource, table: str, columns: Sequence[str]) -> list[dict[str, object]]:
+    """A small table as Python dicts (metadata tables only)."""
+    df = source.read(table, dict.fromkeys(columns, pl.String))
+    return df.to_dicts()
