@@ -15,6 +15,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
+from dsocr.capture import nsys as nsys_tool
 from dsocr.contract.errors import ExitCode
 
 Status = Literal["ok", "warn", "fail"]
@@ -42,19 +43,10 @@ CAPTURE_PACKAGES: Final[tuple[str, ...]] = (
     "numpy",
 )
 
-#: Oldest Nsight Systems known to record the kernels of a program built for a CUDA major
-#: (the release that shipped with that major's first toolkit; nsys 2023.4 loses almost all
-#: kernel records of a CUDA 13 program, seen on the H100 test machine).
-MIN_NSYS_FOR_CUDA: Final[dict[int, tuple[int, int]]] = {
-    11: (2020, 3),
-    12: (2022, 4),
-    13: (2025, 3),
-}
-
-#: The ``nvtx`` package emits its ranges differently from this version on ...
-NVTX_NEW_API: Final = (0, 2, 12)
-#: ... and these nsys versions (and older) silently drop them.
-NSYS_DROPS_NEW_NVTX: Final = (2024, 2)
+#: The nsys tables live with the capture's nsys handling, so doctor and capture agree.
+MIN_NSYS_FOR_CUDA: Final = nsys_tool.MIN_NSYS_FOR_CUDA
+NVTX_NEW_API: Final = nsys_tool.NVTX_NEW_API
+NSYS_DROPS_NEW_NVTX: Final = nsys_tool.NSYS_DROPS_NEW_NVTX
 #: From this nsys on, ranges of the newer ``nvtx`` are recorded (0.2.17 with 2025.3 on the H100).
 NSYS_RECORDS_NEW_NVTX: Final = (2025, 3)
 #: The dependency range that works with every nsys tried (pyproject's ``capture`` extra).
@@ -201,12 +193,6 @@ def version_tuple(text: str | None) -> tuple[int, ...] | None:
     if not match:
         return None
     return tuple(int(part) for part in match.group(1).split("."))
-
-
-def parse_nsys_version(output: str) -> str | None:
-    """The version in ``nsys --version`` output (``NVIDIA Nsight Systems version 2023.4.4.54-...``)."""
-    match = re.search(r"(\d{4}\.\d+(?:\.\d+)*)", output)
-    return match.group(1) if match else None
 
 
 def _fmt_version(v: tuple[int, ...]) -> str:

@@ -7,18 +7,17 @@ that need them, and package versions come from the installed metadata.
 from __future__ import annotations
 
 import contextlib
-import glob
 import importlib.metadata
 import importlib.util
 import os
 import platform
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
+from dsocr.capture import nsys as nsys_tool
 from dsocr.capture.doctor import (
     ANALYSIS_PACKAGES,
     CAPTURE_PACKAGES,
@@ -26,8 +25,8 @@ from dsocr.capture.doctor import (
     GpuFact,
     NsysFact,
     PeakFact,
-    parse_nsys_version,
 )
+from dsocr.contract.errors import EnvironmentProblem
 
 _DIST_NAMES: Final[tuple[str, ...]] = ("dsocr", *ANALYSIS_PACKAGES, *CAPTURE_PACKAGES)
 
@@ -109,58 +108,25 @@ def torch_facts() -> tuple[str | None, bool | None, str | None]:
     return (str(cuda) if cuda else None), available, None
 
 
-#: Places searched for nsys after ``--nsys``, ``$NSYS`` and PATH.
-NSYS_GLOBS: Final[tuple[str, ...]] = (
-    "/opt/nvidia/nsight-systems/*/bin/nsys",
-    "/opt/nvidia/nsight-compute/*/host/target-linux-x64/nsys",
-    "/usr/local/cuda/bin/nsys",
-)
-
-
-def find_nsys_fallback(explicit: str | None = None) -> tuple[str | None, str | None, str | None]:
-    """Where nsys is (path, how it was found, error): ``--nsys``, ``$NSYS``, PATH, the usual dirs."""
-    if explicit:
-        path = Path(explicit)
-        if path.is_dir():
-            path = path / "nsys"
-        if path.is_file() and os.access(path, os.X_OK):
-            return str(path), "--nsys", None
-        return None, None, f"--nsys {explicit} is not an executable"
-    env = os.environ.get("NSYS")
-    if env:
-        if Path(env).is_file() and os.access(env, os.X_OK):
-            return env, "$NSYS", None
-        return None, None, f"$NSYS={env} is not an executable"
-    on_path = shutil.which("nsys")
-    if on_path:
-        return on_path, "PATH", None
-    home = os.environ.get("DSOCR_NSYS_HOME")
-    patterns = ([f"{home}/**/nsys"] if home else []) + [".tools/nsys/**/bin/nsys", *NSYS_GLOBS]
-
-    for pattern in patterns:
-        for hit in sorted(glob.glob(pattern, recursive=True), reverse=True):
-            if Path(hit).is_file() and os.access(hit, os.X_OK):
-                return str(Path(hit).absolute()), f"search of {pattern}", None
-    return None, None, "not on PATH, $NSYS unset, none in /opt/nvidia or /usr/local/cuda"
-
-
 def nsys_facts(explicit: str | None = None) -> NsysFact:
-    """Find nsys and ask its version (H6's finder in ``dsocr.capture.nsys`` when present)."""
-    path, via, error = _find_nsys(explicit)
-    if path is None:
-        return NsysFact(error=error)
-    try:
-        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return NsysFact(path=path, found_via=via, error=f"`{path} --version` failed: {exc}")
-    output = (done.stdout + done.stderr).strip()
-    version = parse_nsys_version(output)
-    error = None if version else (output.splitlines()[-1] if output else f"no output, exit code {done.returncode}")
-    return NsysFact(path=path, version=version, found_via=via, error=error)
+    """The nsys a capture would use (same search order as the capture: :func:`dsocr.capture.nsys.candidates`)."""
+    for path, via in nsys_tool.candidates(Path(explicit) if explicit else None):
+        runnable = path.is_file() and os.access(path, os.X_OK)
+        if via in ("--nsys", "$NSYS") and not runnable:
+            return NsysFact(error=f"{path} (from {via}) is not an executable")
+        if runnable:
+            try:
+                version = nsys_tool.query_version(path)
+            except EnvironmentProblem as exc:
+                return NsysFact(path=str(path), found_via=via, error=exc.message.split("; ")[0])
+            return NsysFact(path=str(path), version=version.full, found_via=via)
+    return NsysFact(error=f"searched {NSYS_SEARCHED}")
 
 
-def _find_nsys(explicit: str | None) -> tuple[str | None, str | None, str | None]:
-    return find_nsys_fallback(explicit)
+NSYS_SEARCHED: Final = (
+    "--nsys, $NSYS, $DSOCR_NSYS_HOME, PATH, /opt/nvidia/nsight-systems/*/bin, "
+    "/opt/nvidia/nsight-compute/*/host/target-linux-x64, /usr/local/cuda/bin, ./.tools/nsys"
+)
 
 
 def peak_facts(gpus: Sequence[GpuFact]) -> tuple[PeakFact, ...]:
