@@ -1,0 +1,273 @@
+"""Time `dsocr analyze` against NVIDIA's report scripts on the same files, in one run.
+
+    python benchmarks/bench_analyze.py                      # fixture, x30 synthetic, op-range series
+    python benchmarks/bench_analyze.py --reps 5 --write-docs
+    python benchmarks/bench_analyze.py --only fixture --reps 3
+
+For every trace, each repetition runs, as separate processes (interpreter start included):
+`dsocr analyze FILE --out TMP --format json,md,sqlite --quiet`, then NVIDIA's
+`nvtx_gpu_proj_sum.py` and `cuda_gpu_kern_sum.py` (from Debian's nsight-systems 2023.4, see
+DEVELOPERS.md) with NVIDIA's bundled SQLite, stdout to a file. Wall time by `perf_counter`
+around each process, peak RSS by `os.wait4` of that process. One untimed warm-up round per
+trace puts both tools on an equally warm page cache. NVIDIA time = the sum of its two scripts,
+NVIDIA peak = the larger of the two. Medians over `--reps`; a Markdown table to stdout, raw
+numbers to WORKDIR/bench_analyze.json, and with `--write-docs` into docs/benchmarks.md
+between the `bench_analyze` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = REPO.parent / "shared" / "fixtures" / "nsys" / "h100-decoder-moe" / "trace.sqlite.xz"
+DOCS = REPO / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- bench_analyze:begin -->", "<!-- bench_analyze:end -->"
+NVIDIA_REPORTS = ("nvtx_gpu_proj_sum", "cuda_gpu_kern_sum")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import make_synthetic_trace as synth  # noqa: E402
+
+
+@dataclass
+class Sample:
+    """One process: wall seconds, peak RSS in MB, exit code."""
+
+    wall_s: float
+    peak_mb: float
+    rc: int
+
+
+@dataclass
+class Case:
+    """One trace and its timings."""
+
+    name: str
+    path: str
+    size_mb: float
+    rows: dict[str, int]
+    dsocr: list[Sample] = field(default_factory=list)
+    nvidia: dict[str, list[Sample]] = field(default_factory=dict)
+
+    def dsocr_s(self) -> float:
+        return statistics.median(s.wall_s for s in self.dsocr)
+
+    def dsocr_mb(self) -> float:
+        return statistics.median(s.peak_mb for s in self.dsocr)
+
+    def nvidia_s(self, report: str | None = None) -> float:
+        reports = [report] if report else list(self.nvidia)
+        return sum(statistics.median(s.wall_s for s in self.nvidia[r]) for r in reports)
+
+    def nvidia_mb(self) -> float:
+        return max(statistics.median(s.peak_mb for s in v) for v in self.nvidia.values())
+
+
+def measure(cmd: Sequence[str], env: dict[str, str] | None = None, stdout: Path | None = None) -> Sample:
+    """Run `cmd` to completion; its wall time and its own peak RSS (not its parent's)."""
+    with open(stdout or os.devnull, "wb") as out:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.returncode != 0:
+        print(f"bench: {cmd[0]} ... exited {proc.returncode}: {err.strip()[-500:]}", file=sys.stderr)
+    return Sample(wall, usage.ru_maxrss / 1024, proc.returncode)
+
+
+def nvidia_target(home: Path) -> Path:
+    found = sorted(home.glob("**/target-linux-x64/reports/nvtx_gpu_proj_sum.py"))
+    if not found:
+        sys.exit(
+            f"bench: no NVIDIA report scripts under {home}; run `bash scripts/install-nsys.sh` or set DSOCR_NSYS_HOME"
+        )
+    return found[0].parent.parent
+
+
+def nvidia_cmd(target: Path, report: str, trace: Path) -> tuple[list[str], dict[str, str]]:
+    env = {
+        **os.environ,
+        "LD_LIBRARY_PATH": str(target),
+        "PYTHONPATH": f"{target / 'python' / 'lib'}:{target / 'reports'}",
+    }
+    return ["python3", str(target / "reports" / f"{report}.py"), str(trace)], env
+
+
+def dsocr_cmd(trace: Path, out: Path) -> list[str]:
+    exe = shutil.which("dsocr", path=str(Path(sys.executable).parent)) or "dsocr"
+    return [exe, "analyze", str(trace), "--out", str(out), "--format", "json,md,sqlite", "--quiet"]
+
+
+def run_case(case: Case, target: Path, reps: int, scratch: Path) -> None:
+    trace = Path(case.path)
+    for rep in range(reps + 1):  # round 0 is the untimed warm-up
+        out = scratch / f"dsocr-{rep}"
+        d = measure(dsocr_cmd(trace, out))
+        shutil.rmtree(out, ignore_errors=True)
+        n = {}
+        for report in NVIDIA_REPORTS:
+            cmd, env = nvidia_cmd(target, report, trace)
+            n[report] = measure(cmd, env, stdout=scratch / f"{report}.csv")
+        if rep == 0:
+            continue
+        case.dsocr.append(d)
+        for report, sample in n.items():
+            case.nvidia.setdefault(report, []).append(sample)
+        print(
+            f"bench: {case.name} rep {rep}: dsocr {d.wall_s:.2f} s {d.peak_mb:.0f} MB (rc {d.rc}); "
+            + ", ".join(f"{r} {s.wall_s:.2f} s {s.peak_mb:.0f} MB" for r, s in n.items()),
+            file=sys.stderr,
+        )
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{model}, {os.cpu_count()} cores, {mem_gb:.0f} GiB RAM, {platform.system()} {platform.release()}"
+
+
+def versions() -> str:
+    import polars
+
+    exe = dsocr_cmd(Path("x"), Path("x"))[0]
+    dsocr = subprocess.run([exe, "version"], capture_output=True, text=True).stdout.strip().splitlines()
+    system_python = subprocess.run(["python3", "--version"], capture_output=True, text=True).stdout.strip()
+    return (
+        f"{dsocr[0] if dsocr else 'dsocr'} with polars {polars.__version__}, Python {platform.python_version()}; "
+        f"NVIDIA's report scripts from Nsight Systems 2023.4.4 (Debian) on {system_python}"
+    )
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "-"
+
+
+def table(cases: list[Case]) -> str:
+    head = (
+        "| trace | file | kernels | runtime rows | NVTX ranges | dsocr s | NVIDIA proj s | NVIDIA kern s "
+        "| NVIDIA s | time dsocr/NVIDIA | dsocr peak MB | NVIDIA peak MB | peak dsocr/NVIDIA |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    rows = []
+    for c in cases:
+        failed = any(s.rc for s in c.dsocr) or any(s.rc for v in c.nvidia.values() for s in v)
+        rows.append(
+            f"| {c.name}{' (a run failed)' if failed else ''} | {c.size_mb:,.0f} MB "
+            f"| {c.rows.get('CUPTI_ACTIVITY_KIND_KERNEL', 0):,} | {c.rows.get('CUPTI_ACTIVITY_KIND_RUNTIME', 0):,} "
+            f"| {c.rows.get('NVTX ranges', 0):,} | {c.dsocr_s():.2f} | {c.nvidia_s('nvtx_gpu_proj_sum'):.2f} "
+            f"| {c.nvidia_s('cuda_gpu_kern_sum'):.2f} | {c.nvidia_s():.2f} | **{ratio(c.dsocr_s(), c.nvidia_s())}** "
+            f"| {c.dsocr_mb():,.0f} | {c.nvidia_mb():,.0f} | {ratio(c.dsocr_mb(), c.nvidia_mb())} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+def report(cases: list[Case], reps: int) -> str:
+    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"Measured {when} on {machine()}; {versions()}.\n"
+        f"Median of {reps} repetitions after one untimed warm-up round, each tool a fresh process "
+        "(interpreter start and imports included), run alternately on the same file in one run of "
+        "`python benchmarks/bench_analyze.py`. dsocr: `dsocr analyze FILE --out DIR --format json,md,sqlite "
+        "--quiet` (everything: loading, projection, stages, operators, three output files). NVIDIA: "
+        "`nvtx_gpu_proj_sum.py` + `cuda_gpu_kern_sum.py`, time summed, peak the larger. Peak = the "
+        "process's max RSS.\n\n" + table(cases)
+    )
+
+
+def write_docs(text: str) -> None:
+    section = f"{BEGIN}\n{text}{END}\n"
+    old = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\n"
+    if BEGIN in old and END in old:
+        new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END) + 1 :]
+    else:
+        new = old.rstrip("\n") + "\n\n## Analyzer: dsocr analyze vs NVIDIA's report scripts\n\n" + section
+    tmp = DOCS.with_suffix(".md.part")
+    tmp.write_text(new)
+    tmp.replace(DOCS)
+
+
+def rows_of(path: Path) -> dict[str, int]:
+    return synth.counts(path)
+
+
+def prepare(args: argparse.Namespace, workdir: Path) -> list[Case]:
+    """The traces to time, built (or reused) in `workdir`."""
+    cases: list[Case] = []
+    fixture = synth.materialize_source(args.fixture, workdir) if args.fixture.suffix == ".xz" else args.fixture
+    wanted = set(args.only.split(",")) if args.only else {"fixture", "scaled", "ops"}
+
+    def add(name: str, path: Path) -> None:
+        cases.append(Case(name, str(path), path.stat().st_size / 1e6, rows_of(path)))
+
+    if "fixture" in wanted:
+        add("H100 fixture", fixture)
+    if "scaled" in wanted:
+        out = workdir / f"x{args.scale}.sqlite"
+        if not out.exists():
+            print(f"bench: building {out}", file=sys.stderr)
+            synth.build(fixture, out, args.scale)
+        add(f"synthetic x{args.scale}", out)
+    if "ops" in wanted:
+        for r in [int(x) for x in args.op_ranges.split(",") if x]:
+            out = workdir / f"ops{r}-x{args.op_scale}.sqlite"
+            if not out.exists():
+                print(f"bench: building {out}", file=sys.stderr)
+                synth.build(fixture, out, args.op_scale, op_ranges=r)
+            add(f"x{args.op_scale}, {r} op ranges/kernel", out)
+    return cases
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--reps", type=int, default=3, help="timed repetitions per tool and trace (median)")
+    p.add_argument("--fixture", type=Path, default=FIXTURE, help="the real export replicated for the synthetic ones")
+    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dsocr-bench")
+    p.add_argument("--scale", type=int, default=30, help="replicas for the large synthetic trace (30: 2.14M kernels)")
+    p.add_argument("--op-ranges", default="0,2,4,8", help="comma list of operator ranges per kernel for the series")
+    p.add_argument("--op-scale", type=int, default=4, help="replicas for the operator-range series")
+    p.add_argument("--only", default="", help="comma list of fixture,scaled,ops (default: all)")
+    p.add_argument("--nsys-home", type=Path, default=Path(os.environ.get("DSOCR_NSYS_HOME", REPO / ".tools" / "nsys")))
+    p.add_argument("--write-docs", action="store_true", help="replace the bench_analyze section of docs/benchmarks.md")
+    args = p.parse_args(argv)
+    if not args.fixture.is_file():
+        print(f"bench: {args.fixture}: no such file; pass --fixture with an nsys SQLite export", file=sys.stderr)
+        return 2
+    target = nvidia_target(args.nsys_home)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    cases = prepare(args, args.workdir)
+    with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
+        for case in cases:
+            run_case(case, target, args.reps, Path(scratch))
+    text = report(cases, args.reps)
+    (args.workdir / "bench_analyze.json").write_text(json.dumps([asdict(c) for c in cases], indent=1))
+    print(text)
+    if args.write_docs:
+        write_docs(text)
+        print(f"bench: wrote {DOCS}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
