@@ -13,14 +13,18 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import polars as pl
 
+from dsocr.analyze.categories import category_expr
 from dsocr.analyze.repeats import RepeatTables, analyze_repeats
 from dsocr.analyze.stages import TOP_N, StageTables, analyze_stages, summarize
 from dsocr.analyze.trace import Trace
+
+if TYPE_CHECKING:
+    from dsocr.analyze.attribution import Attribution
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput, InputNotFound
 
@@ -203,26 +207,24 @@ def _load(path: Path) -> Trace:
     return load_trace(path)
 
 
-def _attribute(trace: Trace) -> tuple[pl.LazyFrame | None, pl.LazyFrame | None]:
-    """The (op_id, range_id) and (api_id, range_id) long frames; ``None`` without CUDA."""
-    if not trace.meta.has_cuda:
-        return None, None
+def _attribute(trace: Trace) -> Attribution:
     from dsocr.analyze.attribution import attribute
 
-    att = attribute(trace)
-    return att.op_ranges, att.api_ranges
+    return attribute(trace)
 
 
-def _projection(trace: Trace) -> pl.DataFrame:
-    from dsocr.analyze.projection import projection_summary
+def _projection(trace: Trace, att: Attribution) -> pl.DataFrame:
+    from dsocr.analyze.projection import projection_summary, projection_trace
 
-    return projection_summary(trace)
+    return projection_summary(trace, projection_trace(trace, att.api_ranges))
 
 
 def _kernels(trace: Trace) -> pl.DataFrame:
     from dsocr.analyze.kernels import kernel_summary
 
-    return kernel_summary(trace)
+    summary = kernel_summary(trace)
+    cats = summary.select("name").unique().with_columns(category_expr(pl.col("name")).alias("category"))
+    return summary.join(cats, on="name", how="left", maintain_order="left")
 
 
 def _info(given: Path, trace: Trace, mode: str) -> TraceInfo:
@@ -248,44 +250,21 @@ def analyze_trace(given: Path, progress: Progress | None = None) -> tuple[TraceR
     step(f"loading {given.name}")
     trace = _load(path)
     warnings: list[str] = []
-    if not trace.meta.has_nvtx:
-        raise BadInput(
-            f"{given}: the export has no NVTX_EVENTS table, so there are no stages; "
-            "capture with --trace=cuda,nvtx and NVTX ranges around the work"
-        )
     if not trace.meta.has_cuda:
         warnings.append(f"{given}: no CUDA activity in this trace (no GPU traced); reporting CPU-side NVTX ranges only")
     step("attributing GPU work to NVTX ranges")
-    op_ranges, api_ranges = _attribute(trace)
+    att = _attribute(trace)
+    cuda = trace.meta.has_cuda
     step("stage tables")
-    stages = analyze_stages(trace, op_ranges, api_ranges, top_n=None)
+    stages = analyze_stages(
+        trace, att.op_ranges.lazy() if cuda else None, att.api_ranges.lazy() if cuda else None, top_n=None
+    )
     if stages.instances.height == 0:
         warnings.append(f"{given}: no NVTX ranges usable as stages (no dsocr-domain or top-level ranges)")
     step("NVTX projection and kernel summary")
-    proj = _projection(trace) if trace.meta.has_cuda else _empty_projection()
-    kern = _kernels(trace) if trace.meta.has_cuda else _empty_kernels()
+    proj = _projection(trace, att)
+    kern = _kernels(trace)
     return TraceResult(_info(given, trace, stages.mode), proj, kern, stages), warnings
-
-
-def _empty_projection() -> pl.DataFrame:
-    cols = ("instances", "total_proj_ns", "total_range_ns", "gpu_ops", "avg_ns", "med_ns", "min_ns", "max_ns")
-    return pl.DataFrame(
-        schema={"range": pl.Utf8, "style": pl.Utf8, **dict.fromkeys(cols, pl.Int64), "stddev_ns": pl.Float64}
-    )
-
-
-def _empty_kernels() -> pl.DataFrame:
-    cols = ("instances", "total_ns", "min_ns", "max_ns")
-    return pl.DataFrame(
-        schema={
-            "name": pl.Utf8,
-            **dict.fromkeys(cols, pl.Int64),
-            "avg_ns": pl.Float64,
-            "med_ns": pl.Float64,
-            "stddev_ns": pl.Float64,
-            "pct": pl.Float64,
-        }
-    )
 
 
 def run_analysis(paths: Sequence[Path], progress: Progress | None = None, top_n: int = TOP_N) -> Analysis:

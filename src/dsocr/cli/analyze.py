@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -74,7 +75,7 @@ def analyze(
     with _progress(ui) as advance:
         analysis = run_analysis(paths, progress=advance)
         for w in analysis.warnings:
-            ui.warn(w)
+            print(f"dsocr: warning: {w}", file=sys.stderr)  # one line, never wrapped
         advance("rendering outputs")
         from dsocr.report.jsonout import json_text
 
@@ -111,6 +112,16 @@ def _write(out: Path, wanted: tuple[str, ...], analysis: object, jtext: str | No
         from dsocr.report.sqliteout import write_sqlite
 
         write_sqlite(analysis, out / rundir.RESULTS_SQLITE)
+    _share(out, wanted)
+
+
+def _share(out: Path, wanted: tuple[str, ...]) -> None:
+    """Give the written files the usual permissions (temp files are created 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    names = {"json": rundir.ANALYSIS_JSON, "md": rundir.REPORT_MD, "sqlite": rundir.RESULTS_SQLITE}
+    for fmt in wanted:
+        (out / names[fmt]).chmod(0o666 & ~mask)
 
 
 @contextmanager

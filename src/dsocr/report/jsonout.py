@@ -22,7 +22,7 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def json_text(analysis: Analysis, indent: int | None = 1) -> str:
+def json_text(analysis: Analysis, indent: int | None = None) -> str:
     """The ``analysis.json`` text."""
     return json.dumps(_clean(analysis.to_dict()), indent=indent, ensure_ascii=False, default=str) + "\n"
 

@@ -13,19 +13,20 @@ from dsocr.analyze.analysis import Analysis
 from dsocr.contract import atomic
 
 
-def _sql_value(v: Any) -> Any:
-    if isinstance(v, list | tuple | dict):
-        return json.dumps(v)
-    return v
-
-
 def _insert(db: sqlite_utils.Database, name: str, df: pl.DataFrame) -> None:
-    rows = [{k: _sql_value(v) for k, v in r.items()} for r in df.to_dicts()]
-    table = db.table(name)
-    if rows:
-        table.insert_all(rows)
-    else:
-        table.create({c: _sql_type(t) for c, t in df.schema.items()})
+    """Create the table with sqlite-utils, then bulk-insert the rows (one executemany)."""
+    nested = [c for c, t in df.schema.items() if isinstance(t, pl.List | pl.Array | pl.Struct)]
+    if nested:
+        df = df.with_columns(pl.col(c).map_elements(_json_cell, return_dtype=pl.Utf8) for c in nested)
+    db.table(name).create({c: _sql_type(t) for c, t in df.schema.items()})
+    if df.height:
+        cols = ", ".join(f"[{c}]" for c in df.columns)
+        marks = ", ".join("?" * df.width)
+        db.conn.executemany(f"INSERT INTO [{name}] ({cols}) VALUES ({marks})", df.iter_rows())
+
+
+def _json_cell(v: Any) -> str:
+    return json.dumps(v.to_list() if isinstance(v, pl.Series) else v)
 
 
 def _sql_type(dtype: pl.DataType) -> type:
@@ -81,7 +82,8 @@ def write_sqlite(analysis: Analysis, path: Path) -> None:
         tmp.unlink()
         db = sqlite_utils.Database(tmp)
         try:
-            for name, df in tables(analysis).items():
-                _insert(db, name, df)
+            with db.conn:
+                for name, df in tables(analysis).items():
+                    _insert(db, name, df)
         finally:
             db.close()
