@@ -138,3 +138,24 @@ def test_help_shows_envvars_without_colour(name: str, command: click.Command) ->
         if isinstance(param, TyperOption) and not param.hidden:
             for envvar in _envvars(param):
                 assert envvar in result.stdout, f"dsocr {name} --help does not show {envvar}"
+
+
+def test_a_shared_envvar_means_the_same_everywhere() -> None:
+    """One variable shared by several commands must have the same type and default in each.
+
+    Otherwise ``export DSOCR_FORMAT=md,json,sqlite`` for ``analyze`` would break a command whose
+    ``--format`` takes ``md|json``: such options need a per-command variable (``DSOCR_<CMD>_<OPTION>``).
+    """
+    seen: dict[str, dict[tuple[str, str], list[str]]] = {}
+    for name, opt in OPTIONS:
+        meaning = (str(opt.display_type), repr(opt.default))
+        for envvar in _envvars(opt):
+            seen.setdefault(envvar, {}).setdefault(meaning, []).append(name)
+    clashes = {
+        envvar: {f"{kind} default {default}": cmds for (kind, default), cmds in meanings.items()}
+        for envvar, meanings in seen.items()
+        if len(meanings) > 1
+    }
+    assert clashes == {}, "envvars shared by options of different type/default:\n" + "\n".join(
+        f"{envvar}: {value}" for envvar, value in clashes.items()
+    )
