@@ -42,7 +42,7 @@ def api_range_pairs(trace: Trace, *, only_launching: bool = False) -> pl.DataFra
         api = api.join(launching, on="api_id", how="semi")
     ranges_df, api_df = pl.collect_all([ranges, api])
     tk = make_timekey([ranges_df.select("global_tid", "start", "end"), api_df.select("global_tid", "start", "end")])
-    return contained(ranges_df, api_df, tk, outer_id="range_id", inner_id="api_id")
+    return contained(ranges_df, api_df, tk, outer_id="range_id", inner_id="api_id").select("api_id", "range_id")
 
 
 def _innermost(pairs: pl.DataFrame, key: str, depths: pl.DataFrame) -> pl.DataFrame:

@@ -1,0 +1,323 @@
+"""NVTX -> GPU attribution and projection on small hand-built traces (tests/tracebuild.py)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from dsocr.analyze.attribution import attribute
+from dsocr.analyze.kernels import kernel_summary
+from dsocr.analyze.load import load_trace
+from dsocr.analyze.projection import projection_summary, projection_trace
+from dsocr.analyze.trace import Trace
+from tracebuild import TraceBuilder
+
+LAUNCH = "cudaLaunchKernel_v7000"
+
+
+def _load(b: TraceBuilder, tmp_path: Path, name: str = "t.sqlite") -> Trace:
+    return load_trace(b.write(tmp_path / name))
+
+
+def _by_name(df: pl.DataFrame, key: str = "range") -> dict[str, dict[str, object]]:
+    return {row[key]: row for row in df.to_dicts()}
+
+
+def _range_ids(trace: Trace) -> dict[str, int]:
+    return dict(trace.ranges.select("name", "range_id").collect().iter_rows())
+
+
+@pytest.fixture
+def nested(tmp_path: Path) -> Trace:
+    """Two threads; thread A: outer > inner (+ an empty range), thread B: one range."""
+    b = TraceBuilder()
+    a, t2 = b.thread(100, 101), b.thread(100, 102)
+    b.range(a, 0, 100, "outer")
+    b.range(a, 10, 50, "inner")
+    b.range(a, 60, 70, "no_gpu")  # holds only a non-launching API call
+    b.range(t2, 0, 100, "other_thread")
+    b.kernel(b.api(a, 20, 25, LAUNCH), 30, 40, "k1")
+    b.kernel(b.api(a, 55, 58, "cuLaunchKernelEx"), 80, 95, "k2")  # driver API launch
+    b.api(a, 62, 64, "cudaGetDeviceProperties_v12000")
+    b.kernel(b.api(t2, 5, 8, LAUNCH), 200, 210, "k3")
+    b.kernel(b.api(a, 150, 151, LAUNCH), 300, 301, "outside")  # outside every range
+    return _load(b, tmp_path)
+
+
+def test_nested_ranges_on_two_threads(nested: Trace) -> None:
+    s = _by_name(projection_summary(nested))
+    assert set(s) == {"outer", "inner", "other_thread"}  # no_gpu has no GPU op: dropped
+    assert (s["outer"]["total_proj_ns"], s["outer"]["gpu_ops"], s["outer"]["total_range_ns"]) == (65, 2, 100)
+    assert (s["inner"]["total_proj_ns"], s["inner"]["gpu_ops"]) == (10, 1)
+    assert (s["other_thread"]["total_proj_ns"], s["other_thread"]["gpu_ops"]) == (10, 1)
+    assert (s["outer"]["avg_level"], s["outer"]["avg_children"]) == (0.0, 1.0)  # no_gpu is not counted
+    assert (s["inner"]["avg_level"], s["inner"]["avg_children"]) == (1.0, 0.0)
+
+
+def test_depth_and_parent(nested: Trace) -> None:
+    ranges = nested.ranges.collect()
+    ids = _range_ids(nested)
+    rows = _by_name(ranges, "name")
+    assert rows["outer"]["depth"] == 0 and rows["outer"]["parent_id"] is None
+    assert rows["inner"]["depth"] == 1 and rows["inner"]["parent_id"] == ids["outer"]
+    assert rows["no_gpu"]["parent_id"] == ids["outer"]
+    assert rows["other_thread"]["depth"] == 0
+    assert ranges.schema["depth"] == pl.UInt32 and ranges.schema["parent_id"] == pl.UInt32
+
+
+def test_attribution_all_enclosing_ranges_and_innermost(nested: Trace) -> None:
+    ids = _range_ids(nested)
+    att = attribute(nested)
+    ops = nested.gpu_ops.select("op_id", "name").collect()
+    op_of = dict(zip(ops["name"], ops["op_id"], strict=True))
+    pairs = set(att.op_ranges.iter_rows())
+    assert pairs == {
+        (op_of["k1"], ids["outer"]),
+        (op_of["k1"], ids["inner"]),
+        (op_of["k2"], ids["outer"]),
+        (op_of["k3"], ids["other_thread"]),
+    }
+    assert dict(att.op_innermost.iter_rows()) == {
+        op_of["k1"]: ids["inner"],
+        op_of["k2"]: ids["outer"],
+        op_of["k3"]: ids["other_thread"],
+    }
+    api = nested.api.select("api_id", "name").collect()
+    props = api.filter(pl.col("name") == "cudaGetDeviceProperties")["api_id"][0]
+    assert {r for a, r in att.api_ranges.iter_rows() if a == props} == {ids["outer"], ids["no_gpu"]}
+
+
+def test_api_categories_and_names(nested: Trace) -> None:
+    api = nested.api.collect()
+    cats = dict(zip(api["name"], api["category"], strict=False))
+    assert cats == {
+        "cudaLaunchKernel": "launch",
+        "cuLaunchKernelEx": "launch",
+        "cudaGetDeviceProperties": "other",
+    }
+
+
+def test_memcpy_memset_and_graph_launch(tmp_path: Path) -> None:
+    b = TraceBuilder()
+    t = b.thread()
+    b.range(t, 0, 1000, "step")
+    b.memcpy(b.api(t, 10, 20, "cudaMemcpyAsync_v3020"), 30, 50, 4096, kind=1)
+    b.memcpy(b.api(t, 60, 70, "cudaMemcpyAsync_v3020"), 80, 90, 256, kind=2)
+    b.memset(b.api(t, 100, 110, "cudaMemsetAsync_v3020"), 120, 125, 64)
+    graph = b.api(t, 200, 210, "cudaGraphLaunch_v10000")
+    for i in range(3):  # --cuda-graph-trace=node: each node its own kernel row, one correlation id
+        b.kernel(graph, 300 + 10 * i, 305 + 10 * i, "graph_node_kernel", graph_node=i + 1)
+    sync = b.api(t, 400, 500, "cudaStreamSynchronize_v3020")
+    b.sync(sync, 410, 495)
+    trace = _load(b, tmp_path)
+    ops = trace.gpu_ops.collect()
+    assert ops.filter(pl.col("kind") == "memcpy")["name"].to_list() == [
+        "[CUDA memcpy Host-to-Device]",
+        "[CUDA memcpy Device-to-Host]",
+    ]
+    assert ops.filter(pl.col("kind") == "memset")["name"].to_list() == ["[CUDA memset]"]
+    assert ops["bytes"].sum() == 4096 + 256 + 64
+    s = projection_summary(trace).row(0, named=True)
+    # 2 copies + 1 memset + 1 graph launch (3 kernels, one correlation id) = 4 GPU ops
+    assert (s["range"], s["gpu_ops"], s["total_proj_ns"]) == ("step", 4, 325 - 30)
+    api = trace.api.collect()
+    assert dict(zip(api["name"], api["category"], strict=False)) == {
+        "cudaMemcpyAsync": "memcpy",
+        "cudaMemsetAsync": "memset",
+        "cudaGraphLaunch": "graph",
+        "cudaStreamSynchronize": "sync",
+    }
+    syncs = trace.syncs.collect()
+    assert syncs.select("sync_type", "start").row(0) == ("Stream sync", 410)
+    assert syncs["api_id"][0] == api.filter(pl.col("name") == "cudaStreamSynchronize")["api_id"][0]
+    kern = kernel_summary(trace).row(0, named=True)
+    assert (kern["name"], kern["instances"], kern["total_ns"], kern["time_pct"]) == ("graph_node_kernel", 3, 15, 100.0)
+
+
+def test_range_left_open_ends_at_session_end(tmp_path: Path) -> None:
+    b = TraceBuilder()
+    b.session = (5, 5000)
+    t = b.thread()
+    b.range(t, 10, None, "never_popped")
+    b.kernel(b.api(t, 20, 30, LAUNCH), 40, 60, "k")
+    trace = _load(b, tmp_path)
+    assert trace.meta.session_end_ns == 5000 and trace.meta.duration_ns == 4995
+    assert trace.ranges.collect()["end"].to_list() == [5000]
+    s = projection_summary(trace).row(0, named=True)
+    assert (s["total_range_ns"], s["total_proj_ns"]) == (4990, 20)
+
+
+def test_ranges_in_two_domains_and_registered_strings(tmp_path: Path) -> None:
+    b = TraceBuilder()
+    t = b.thread()
+    dsocr = b.domain("dsocr", t)
+    other = b.domain("lib", t, registered=True)
+    b.range(t, 0, 100, "step", domain=dsocr, registered=True, payload=3)
+    b.range(t, 1, 99, "step", domain=other)
+    b.range(t, 2, 98, "step")  # default domain: bare message
+    b.kernel(b.api(t, 10, 20, LAUNCH), 30, 40, "k")
+    trace = _load(b, tmp_path)
+    ranges = trace.ranges.collect()
+    assert ranges.select("name", "domain", "message", "payload").rows() == [
+        ("dsocr:step", "dsocr", "step", 3),
+        ("lib:step", "lib", "step", None),
+        ("step", None, "step", None),
+    ]
+    assert sorted(projection_summary(trace)["range"].to_list()) == ["dsocr:step", "lib:step", "step"]
+
+
+def test_domain_of_same_id_in_another_process_does_not_leak(tmp_path: Path) -> None:
+    b = TraceBuilder()
+    p1, p2 = b.thread(100, 100), b.thread(200, 200)
+    b.domain("first", p1)  # domainId 1 in process 100 only
+    b.range(p1, 0, 10, "a", domain=1)
+    b.range(p2, 0, 10, "b", domain=1)  # domainId 1 of process 200 was never named
+    names = load_trace(b.write(tmp_path / "d.sqlite")).ranges.collect()["name"].to_list()
+    assert names == ["first:a", "b"]
+
+
+def test_startend_ranges_that_do_not_nest(tmp_path: Path) -> None:
+    b = TraceBuilder()
+    t = b.thread()
+    b.range(t, 0, 50, "A", style="StartEnd")
+    b.range(t, 30, 100, "B", style="StartEnd")
+    b.kernel(b.api(t, 10, 12, LAUNCH), 110, 120, "kA")  # in A only
+    b.kernel(b.api(t, 35, 40, LAUNCH), 130, 140, "kAB")  # in A and B
+    b.kernel(b.api(t, 60, 62, LAUNCH), 150, 170, "kB")  # in B only
+    b.kernel(b.api(t, 45, 55, LAUNCH), 200, 210, "straddles")  # starts in A, ends after it: B only
+    trace = _load(b, tmp_path)
+    s = _by_name(projection_summary(trace))
+    assert (s["A"]["gpu_ops"], s["A"]["total_proj_ns"], s["A"]["style"]) == (2, 30, "StartEnd")
+    assert (s["B"]["gpu_ops"], s["B"]["total_proj_ns"]) == (3, 80)
+
+
+def test_range_ended_on_another_thread_encloses_nothing(tmp_path: Path) -> None:
+    b = TraceBuilder()
+    t, u = b.thread(100, 100), b.thread(100, 101)
+    b.range(t, 0, 100, "cross", style="StartEnd", end_thread=u)
+    b.range(t, 0, 100, "local", style="StartEnd")
+    b.kernel(b.api(t, 10, 20, LAUNCH), 30, 40, "k")
+    trace = _load(b, tmp_path)
+    ranges = _by_name(trace.ranges.collect(), "name")
+    assert ranges["cross"]["ended_on_start_thread"] is False
+    assert projection_summary(trace)["range"].to_list() == ["local"]
+
+
+def test_kernel_without_api_row_is_kept_but_not_attributed(tmp_path: Path) -> None:
+    b = TraceBuilder()
+    t = b.thread()
+    b.range(t, 0, 100, "r")
+    b.kernel(999, 30, 40, "orphan")  # no runtime row with correlation 999
+    b.kernel(b.api(t, 10, 20, LAUNCH), 50, 60, "k")
+    trace = _load(b, tmp_path)
+    ops = trace.gpu_ops.collect()
+    assert ops.filter(pl.col("name") == "orphan")["api_id"].to_list() == [None]
+    assert projection_summary(trace).select("gpu_ops", "total_proj_ns").row(0) == (1, 10)
+    assert kernel_summary(trace)["name"].sort().to_list() == ["k", "orphan"]
+
+
+def test_same_correlation_id_in_another_process_is_not_joined(tmp_path: Path) -> None:
+    b = TraceBuilder()
+    t1, t2 = b.thread(100, 100), b.thread(200, 200)
+    b.range(t1, 0, 100, "p100")
+    b.range(t2, 0, 100, "p200")
+    b.api(t1, 10, 20, LAUNCH, correlation=5)
+    b.api(t2, 10, 20, LAUNCH, correlation=5)
+    b.kernel(5, 30, 40, "k", pid=200)
+    trace = _load(b, tmp_path)
+    assert projection_summary(trace)["range"].to_list() == ["p200"]
+    assert trace.gpu_ops.collect()["tid"].to_list() == [200]
+
+
+def test_pid_tid_and_payload_columns(tmp_path: Path) -> None:
+    b = TraceBuilder()
+    t = b.thread(4321, 4322)
+    b.range(t, 0, 10, "u64", payload=7, payload_column="uint64Value")
+    b.range(t, 1, 9, "i32", payload=-3, payload_column="int32Value")
+    ranges = _load(b, tmp_path).ranges.collect()
+    assert ranges.select("pid", "tid", "payload").rows() == [(4321, 4322, 7), (4321, 4322, -3)]
+
+
+def test_identical_intervals_and_touching_ranges(tmp_path: Path) -> None:
+    b = TraceBuilder()
+    t = b.thread()
+    b.range(t, 0, 100, "first")
+    b.range(t, 0, 100, "second")  # same interval: nests inside the earlier one
+    b.range(t, 100, 200, "after")  # starts where they end
+    b.kernel(b.api(t, 100, 100, LAUNCH), 300, 310, "edge")  # zero-length call at t=100
+    trace = _load(b, tmp_path)
+    rows = _by_name(trace.ranges.collect(), "name")
+    ids = _range_ids(trace)
+    assert (rows["second"]["depth"], rows["second"]["parent_id"]) == (1, ids["first"])
+    assert rows["after"]["depth"] == 0
+    # NVIDIA's rule is inclusive at both ends: the call at 100 lies in all three ranges
+    assert sorted(projection_summary(trace)["range"].to_list()) == ["after", "first", "second"]
+
+
+def _brute_force(ranges: pl.DataFrame, api: pl.DataFrame) -> set[tuple[int, int]]:
+    out = set()
+    for r in ranges.iter_rows(named=True):
+        if not r["ended_on_start_thread"]:
+            continue
+        for a in api.iter_rows(named=True):
+            if a["global_tid"] == r["global_tid"] and r["start"] <= a["start"] and a["end"] <= r["end"]:
+                out.add((a["api_id"], r["range_id"]))
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sweep_equals_brute_force_on_random_overlapping_ranges(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    b = TraceBuilder()
+    threads = [b.thread(100, 100 + i) for i in range(3)]
+    for i in range(60):
+        t = rng.choice(threads)
+        start = rng.randrange(0, 900)
+        end = start + rng.randrange(0, 200)
+        b.range(t, start, end, f"r{i % 7}", style=rng.choice(["PushPop", "StartEnd"]))
+    for _ in range(200):
+        t = rng.choice(threads)
+        start = rng.randrange(0, 1000)
+        corr = b.api(t, start, start + rng.randrange(0, 30), LAUNCH)
+        b.kernel(corr, 2000 + start, 2010 + start, "k")
+    trace = _load(b, tmp_path)
+    att = attribute(trace)
+    expected = _brute_force(trace.ranges.collect(), trace.api.collect())
+    assert set(att.api_ranges.iter_rows()) == expected
+    assert att.api_ranges.height == len(expected)
+    # depth = number of enclosing ranges (identical intervals nest in range_id order)
+    ranges = trace.ranges.collect()
+    for r in ranges.iter_rows(named=True):
+        enclosing = ranges.filter(
+            (pl.col("global_tid") == r["global_tid"])
+            & (pl.col("range_id") != r["range_id"])
+            & (pl.col("start") <= r["start"])
+            & (pl.col("end") >= r["end"])
+            & ~((pl.col("start") == r["start"]) & (pl.col("end") == r["end"]) & (pl.col("range_id") > r["range_id"]))
+        )
+        assert r["depth"] == enclosing.height
+
+
+def test_projection_trace_columns(nested: Trace) -> None:
+    inst = projection_trace(nested)
+    assert inst.columns == [
+        "range_id",
+        "name",
+        "style",
+        "pid",
+        "tid",
+        "start",
+        "end",
+        "range_ns",
+        "proj_start",
+        "proj_end",
+        "proj_ns",
+        "gpu_ops",
+        "depth",
+        "parent_id",
+        "children",
+    ]
+    assert inst["proj_start"].is_sorted()
