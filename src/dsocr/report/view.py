@@ -61,6 +61,12 @@ class Stat:
         return math.sqrt(sum((v - m) ** 2 for v in self.values) / (self.n - 1))
 
     @property
+    def sem(self) -> float | None:
+        """Standard error of the mean (stddev / sqrt(n)): the spread of the aggregate."""
+        sd = self.stddev
+        return None if sd is None else sd / math.sqrt(self.n)
+
+    @property
     def cv(self) -> float | None:
         """Coefficient of variation (stddev / mean); ``None`` when unknown or mean is 0."""
         sd = self.stddev
@@ -112,10 +118,13 @@ class StageView:
     mfu_wall: Stat | None = None  #: MFU against the range (wall) time
     mbu_busy: Stat | None = None  #: memory-bandwidth utilization against GPU busy time
     depth: int = 0  #: 0 for top stages, 1 for vision parts
+    has_gpu: bool = True  #: False when the trace recorded no CUDA activity (busy/idle unknown)
 
     @property
-    def idle_frac(self) -> Stat:
-        """Fraction of the range during which the GPU did nothing (per pass)."""
+    def idle_frac(self) -> Stat | None:
+        """Fraction of the range during which the GPU did nothing (per pass); ``None`` without CUDA data."""
+        if not self.has_gpu:
+            return None
         pairs = zip(self.range_ns.values, self.gpu_busy_ns.values, strict=False)
         return Stat.of([max(0.0, 1.0 - b / r) if r > 0 else 0.0 for r, b in pairs])
 
@@ -212,7 +221,7 @@ class MemoryView:
     weights_bytes: float | None = None
     kv_cache_bytes: float | None = None
     peak_allocated_by_stage: tuple[tuple[str, float], ...] = ()
-    copies: tuple[tuple[str, int, float], ...] = ()  #: (direction, count, bytes)
+    copies: tuple[tuple[str, int | None, float], ...] = ()  #: (direction, count per pass, bytes per pass)
 
 
 @attrs.frozen

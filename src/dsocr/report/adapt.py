@@ -1,0 +1,456 @@
+"""Build the report's :class:`~dsocr.report.view.ReportView` from the analysis document.
+
+The input is the ``analysis.json`` document (``Analysis.to_dict()``, docs/analysis-schema.md),
+so report.html, summary.md and ``dsocr diff`` all read the same data. Optional inputs, each
+either a key of the document or an argument:
+
+- ``manifest``: the run's ``manifest.json`` (run identity, settings, nsys command);
+- ``timing``: the unprofiled baseline's ``timing.json`` (``profiled`` false): unprofiled stage
+  times, peak allocated memory, tokens and context lengths;
+- ``analytic``: ``{"peak": {"tflops", "tbps", "source"}, "stages": {stage: {"flops", "bytes",
+  "predicted_ns"}}, "modules": [{"path", "flops", "bytes", "measured_ns"}], "memory":
+  {"weights_bytes", "kv_cache_bytes"}, "assumptions": [str]}``, all per pass.
+
+Anything missing leaves its fields ``None``; the report says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import polars as pl
+
+from dsocr.contract import nvtx_names as nv
+from dsocr.report.view import (
+    DecodeStep,
+    Identity,
+    IdleGap,
+    KernelView,
+    MemoryView,
+    Peaks,
+    ReportView,
+    RooflinePoint,
+    StageView,
+    Stat,
+    Table,
+    TimelineBin,
+)
+
+#: Stages that only contain others (their time is the sum of what is inside).
+CONTAINERS = frozenset({nv.REPEAT, nv.PAGE})
+#: Most timeline bins drawn (finer stage instances are merged into this many slices).
+MAX_BINS = 400
+TOP_IDLE = 5
+
+
+def _frame(rows: Sequence[Mapping[str, Any]] | None) -> pl.DataFrame:
+    return pl.DataFrame(list(rows or []), infer_schema_length=None)
+
+
+def _stats(per_pass: pl.DataFrame, stage: str, col: str) -> Stat | None:
+    if per_pass.is_empty() or col not in per_pass.columns:
+        return None
+    vals = per_pass.filter(pl.col("stage") == stage).sort("pass")[col].drop_nulls().to_list()
+    return Stat.of(vals) if vals else None
+
+
+def _get(d: Mapping[str, Any] | None, *keys: str) -> Any:
+    cur: Any = d
+    for k in keys:
+        if not isinstance(cur, Mapping):
+            return None
+        cur = cur.get(k)
+    return cur
+
+
+def _baseline(timing: Mapping[str, Any] | None) -> pl.DataFrame:
+    """Per (stage, repeat) summed ms of the unprofiled run, and stage facts."""
+    recs = _get(timing, "records")
+    if not recs:
+        return pl.DataFrame()
+    return _frame(recs)
+
+
+def _identity(d: Mapping[str, Any], manifest: Mapping[str, Any] | None, timing: Mapping[str, Any] | None) -> Identity:
+    trace = d.get("trace") or {}
+    files = [str(trace.get("file"))] if trace.get("file") else []
+    files += [str(t.get("file")) for t in d.get("traces") or [] if t.get("file") and str(t.get("file")) not in files]
+    env = _get(manifest, "environment") or _get(timing, "environment") or {}
+    settings = _get(manifest, "settings") or _get(timing, "config") or {}
+    model = _get(timing, "model") or {}
+    prompt = _get(timing, "prompt") or {}
+    pkgs = env.get("packages") or {}
+    weights = settings.get("weights") or model.get("weights") or model.get("source")
+    random = model.get("random_weights")
+    if random is None and isinstance(weights, str):
+        random = weights.lower() in {"random", "random-init", "random_init"}
+    gpus = env.get("gpus") or []
+    pages = _get(manifest, "inputs") or _get(timing, "pages")
+    return Identity(
+        trace_files=tuple(files),
+        gpu=trace.get("gpu") or (gpus[0].get("name") if gpus else None),
+        driver=env.get("driver_version"),
+        cuda=env.get("driver_cuda") or env.get("torch_cuda"),
+        nsys_version=trace.get("product_version"),
+        schema_version=trace.get("schema_version"),
+        torch=pkgs.get("torch"),
+        model_source=str(weights) if weights is not None else None,
+        random_weights=random if isinstance(random, bool) else None,
+        dtype=settings.get("dtype") or model.get("dtype"),
+        mode=settings.get("mode") or model.get("mode"),
+        pages=len(pages) if isinstance(pages, list) else None,
+        repeats=_get(d, "repeats", "passes"),
+        prompt_tokens=prompt.get("tokens") or prompt.get("length"),
+        new_tokens=settings.get("new_tokens") or settings.get("max_new_tokens"),
+        created=_get(manifest, "created"),
+        dsocr_version=_get(manifest, "dsocr_version"),
+    )
+
+
+def _depths(instances: pl.DataFrame, names: list[str]) -> dict[str, int]:
+    if instances.is_empty():
+        return dict.fromkeys(names, 0)
+    mins = dict(instances.filter(pl.col("stage").is_in(names)).group_by("stage").agg(pl.col("depth").min()).iter_rows())
+    base = min(mins.values(), default=0)
+    return {n: int(mins.get(n, base)) - base for n in names}
+
+
+def _stage_views(
+    d: Mapping[str, Any], baseline: pl.DataFrame, analytic: Mapping[str, Any] | None, passes: int
+) -> tuple[StageView, ...]:
+    stages = _frame(d.get("stages"))
+    per_pass = _frame(_get(d, "repeats", "per_pass"))
+    instances = _frame(d.get("stage_instances"))
+    if stages.is_empty():
+        return ()
+    names = [n for n in stages["stage"].to_list() if n not in CONTAINERS]
+    depth = _depths(instances, names)
+    has_gpu = bool(_get(d, "trace", "has_cuda"))
+    peak = _get(analytic, "peak") or {}
+    peak_flops = float(peak.get("tflops") or 0) * 1e12
+    peak_bw = float(peak.get("tbps") or 0) * 1e12
+    rows = {r["stage"]: r for r in stages.iter_rows(named=True)}
+    base = baseline
+    if not base.is_empty() and "repeat" in base.columns:
+        base = (
+            base.group_by("stage", "repeat")
+            .agg((pl.col("ms").sum() * 1e6).alias("ns"), pl.col("tokens").sum().alias("tokens"))
+            .sort("repeat", nulls_last=True)
+        )
+    out = []
+    for name in names:
+        row = rows[name]
+        rng = _stats(per_pass, name, "cpu_ns") or Stat.of([row["cpu_ns"]])
+        busy = _stats(per_pass, name, "gpu_busy_ns") or Stat.of([row["gpu_busy_ns"]])
+        unprof = None
+        tokens = None
+        if not base.is_empty():
+            part = base.filter(pl.col("stage") == name)
+            if part.height:
+                unprof = Stat.of(part["ns"].to_list())
+                tok = part["tokens"].drop_nulls()
+                tokens = int(tok.mean()) if tok.len() and tok.mean() else None  # type: ignore[arg-type]
+        if tokens is None and name == nv.DECODE and row.get("decode_steps"):
+            tokens = round(row["decode_steps"] / max(1, passes))
+        a = _get(analytic, "stages", name) or {}
+        flops, nbytes = a.get("flops"), a.get("bytes")
+
+        def rate(per: float | None, peak_v: float, times: Stat) -> Stat | None:
+            if not per or not peak_v:
+                return None
+            return Stat.of([per / (peak_v * t / 1e9) if t > 0 else 0.0 for t in times.values])
+
+        out.append(
+            StageView(
+                name=name,
+                range_ns=rng,
+                gpu_busy_ns=busy,
+                kernels=_stats(per_pass, name, "kernels") or Stat.of([row["kernels"]]),
+                unprofiled_ns=unprof,
+                launches=_stats(per_pass, name, "launches") if has_gpu else None,
+                syncs=_stats(per_pass, name, "syncs") if has_gpu else None,
+                d2h_copies=_stats(per_pass, name, "d2h_copies") if has_gpu else None,
+                tokens=tokens,
+                flops=flops,
+                bytes=nbytes,
+                predicted_ns=a.get("predicted_ns"),
+                mfu_busy=rate(flops, peak_flops, busy) if has_gpu else None,
+                mfu_wall=rate(flops, peak_flops, rng),
+                mbu_busy=rate(nbytes, peak_bw, busy) if has_gpu else None,
+                depth=depth[name],
+                has_gpu=has_gpu,
+            )
+        )
+    return tuple(out)
+
+
+def _leaf_instances(instances: pl.DataFrame, names: Sequence[str]) -> pl.DataFrame:
+    """Instances of the finest stages (no other present stage names them as parent)."""
+    parents = {nv.PARENT.get(n) for n in names} - {None}
+    leaves = [n for n in names if n not in parents]
+    return instances.filter(pl.col("stage").is_in(leaves)).sort("start")
+
+
+def _timeline(instances: pl.DataFrame, names: Sequence[str], has_gpu: bool) -> tuple[TimelineBin, ...]:
+    if instances.is_empty() or not has_gpu:
+        return ()
+    leaves = _leaf_instances(instances, names)
+    if leaves.is_empty():
+        return ()
+    k = max(1, -(-leaves.height // MAX_BINS))
+    binned = (
+        leaves.with_row_index("_i")
+        .with_columns((pl.col("_i") // k).alias("_bin"))
+        .group_by("_bin", maintain_order=True)
+        .agg(
+            pl.col("start").min(),
+            pl.col("end").max(),
+            pl.col("gpu_busy_ns").sum(),
+            pl.col("cpu_ns").sum(),
+            pl.col("stage").mode().first(),
+        )
+        .with_columns(
+            pl.when(pl.col("cpu_ns") > 0)
+            .then((pl.col("gpu_busy_ns") / pl.col("cpu_ns")).clip(0.0, 1.0))
+            .otherwise(0.0)
+            .alias("frac")
+        )
+    )
+    return tuple(
+        TimelineBin(float(s), float(e), float(f), str(st))
+        for s, e, f, st in binned.select("start", "end", "frac", "stage").iter_rows()
+    )
+
+
+def _decode_steps(instances: pl.DataFrame, baseline: pl.DataFrame) -> tuple[DecodeStep, ...]:
+    """The steps of the longest decode range (by step count), numbered from 0."""
+    if instances.is_empty():
+        return ()
+    steps = instances.filter(pl.col("stage") == nv.DECODE_STEP).sort("start")
+    decodes = instances.filter(pl.col("stage") == nv.DECODE).sort("start")
+    if steps.is_empty():
+        return ()
+    if decodes.height:
+        steps = steps.join_asof(
+            decodes.select(pl.col("start").alias("_d"), pl.col("file").alias("_f"), "global_tid"),
+            left_on="start",
+            right_on="_d",
+            by="global_tid",
+            strategy="backward",
+            check_sortedness=False,
+        ).with_columns(pl.col("_d").fill_null(0))
+    else:
+        steps = steps.with_columns(pl.lit(0).alias("_d"), pl.col("file").alias("_f"))
+    longest = steps.group_by("_f", "_d").len().sort("len", "_f", "_d", descending=[True, False, False]).row(0)
+    chosen = steps.filter((pl.col("_f") == longest[0]) & (pl.col("_d") == longest[1])).sort("start")
+    ctx: list[int | None] = [None] * chosen.height
+    if not baseline.is_empty() and "context_length" in baseline.columns:
+        base_steps = baseline.filter(pl.col("stage") == nv.DECODE_STEP)
+        if "repeat" in base_steps.columns and base_steps.height:
+            first = base_steps.select(pl.col("repeat").drop_nulls().min()).item()
+            if first is not None:
+                base_steps = base_steps.filter(pl.col("repeat") == first)
+            if "page" in base_steps.columns:
+                page0 = base_steps.select(pl.col("page").drop_nulls().min()).item()
+                if page0 is not None:
+                    base_steps = base_steps.filter(pl.col("page") == page0)
+        vals = base_steps["context_length"].to_list()
+        if len(vals) == chosen.height:
+            ctx = vals
+    return tuple(
+        DecodeStep(i, float(c), float(b) if b is not None else None, cl)
+        for i, ((c, b), cl) in enumerate(zip(chosen.select("cpu_ns", "gpu_busy_ns").iter_rows(), ctx, strict=True))
+    )
+
+
+def _idle_instances(instances: pl.DataFrame, names: Sequence[str], has_gpu: bool) -> tuple[IdleGap, ...]:
+    if instances.is_empty() or not has_gpu:
+        return ()
+    leaves = _leaf_instances(instances, names)
+    t0 = instances["start"].min()
+    top = (
+        leaves.with_columns((pl.col("cpu_ns") - pl.col("gpu_busy_ns")).clip(0).alias("idle"))
+        .sort("idle", descending=True)
+        .head(TOP_IDLE)
+    )
+    return tuple(
+        IdleGap(str(s), float(st - t0), float(i)) for s, st, i in top.select("stage", "start", "idle").iter_rows()
+    )
+
+
+def _memory(
+    d: Mapping[str, Any], names: Sequence[str], baseline: pl.DataFrame, analytic: Mapping[str, Any] | None
+) -> MemoryView:
+    stages = _frame(d.get("stages"))
+    top = stages.filter(pl.col("stage").is_in([n for n in names if nv.PARENT.get(n) in (None, nv.PAGE)]))
+    passes = max(1, int(_get(d, "repeats", "passes") or 1))
+    copies: list[tuple[str, int | None, float]] = []
+    if not top.is_empty():
+        sums = top.select(pl.col(c).sum() for c in ("h2d_bytes", "d2h_bytes", "d2d_bytes", "p2p_bytes", "d2h_copies"))
+        r = sums.row(0, named=True)
+        for label, col, n in (
+            ("host to device", "h2d_bytes", None),
+            ("device to host", "d2h_bytes", r["d2h_copies"]),
+            ("device to device", "d2d_bytes", None),
+            ("peer to peer", "p2p_bytes", None),
+        ):
+            if r[col]:
+                copies.append((label, None if n is None else round(n / passes), r[col] / passes))
+    peaks: tuple[tuple[str, float], ...] = ()
+    if not baseline.is_empty() and "peak_allocated_bytes" in baseline.columns:
+        pk = (
+            baseline.filter(pl.col("peak_allocated_bytes").is_not_null())
+            .group_by("stage", maintain_order=True)
+            .agg(pl.col("peak_allocated_bytes").max())
+        )
+        peaks = tuple((str(s), float(b)) for s, b in pk.iter_rows())
+    mem = _get(analytic, "memory") or {}
+    return MemoryView(mem.get("weights_bytes"), mem.get("kv_cache_bytes"), peaks, tuple(copies))
+
+
+def _roofline(stages: Sequence[StageView], analytic: Mapping[str, Any] | None) -> tuple[RooflinePoint, ...]:
+    pts = [
+        RooflinePoint(s.name, "stage", s.flops / s.bytes, s.flops / (s.gpu_busy_ns.mean / 1e9))
+        for s in stages
+        if s.flops and s.bytes and s.gpu_busy_ns.mean > 0
+    ]
+    for m in _get(analytic, "modules") or []:
+        f, b, t = m.get("flops"), m.get("bytes"), m.get("measured_ns")
+        if f and b and t:
+            pts.append(RooflinePoint(str(m.get("path")), "module", f / b, f / (t / 1e9)))
+    return tuple(pts)
+
+
+def _assumptions(
+    manifest: Mapping[str, Any] | None, timing: Mapping[str, Any] | None, analytic: Mapping[str, Any] | None
+) -> tuple[tuple[tuple[str, str], ...], Table | None, tuple[str, ...]]:
+    pairs: list[tuple[str, str]] = []
+    settings = _get(manifest, "settings") or _get(timing, "config") or {}
+    for k, v in sorted(settings.items()):
+        if isinstance(v, str | int | float | bool) or v is None:
+            pairs.append((str(k), "n/a" if v is None else str(v)))
+    peak = _get(analytic, "peak")
+    if peak:
+        pairs.append(("peak", f"{peak.get('tflops')} TFLOP/s, {peak.get('tbps')} TB/s ({peak.get('source')})"))
+    cmds = _get(manifest, "commands") or {}
+    if isinstance(cmds, Mapping) and cmds.get("profile"):
+        prof = cmds["profile"]
+        pairs.append(("nsys command", " ".join(map(str, prof)) if isinstance(prof, list) else str(prof)))
+    setup = _get(timing, "setup") or {}
+    for k, v in sorted(setup.items()) if isinstance(setup, Mapping) else []:
+        if isinstance(v, str | int | float | bool):
+            pairs.append((f"setup: {k}", str(v)))
+    pages_src = _get(manifest, "inputs") or _get(timing, "pages") or []
+    pages = None
+    if pages_src and isinstance(pages_src, list):
+        cols = ("name", "kind", "size", "sha256")
+        rows = []
+        for p in pages_src:
+            size = p.get("size") or (f"{p.get('width')}x{p.get('height')}" if p.get("width") else "")
+            rows.append(
+                (
+                    str(p.get("name") or p.get("path") or ""),
+                    str(p.get("kind") or ""),
+                    str(size),
+                    str(p.get("sha256") or "")[:16],
+                )
+            )
+        pages = Table(cols, tuple(rows))
+    caveats = tuple(str(a) for a in (_get(timing, "assumptions") or [])) + tuple(
+        str(a) for a in (_get(analytic, "assumptions") or [])
+    )
+    return tuple(pairs), pages, caveats
+
+
+def view_from_analysis(
+    d: Mapping[str, Any],
+    manifest: Mapping[str, Any] | None = None,
+    timing: Mapping[str, Any] | None = None,
+    analytic: Mapping[str, Any] | None = None,
+) -> ReportView:
+    """The report view of an analysis document (plus the optional run files, see the module doc)."""
+    manifest = manifest if manifest is not None else d.get("manifest")
+    timing = timing if timing is not None else d.get("timing")
+    analytic = analytic if analytic is not None else d.get("analytic")
+    # the profiled worker's own timing is not an unprofiled baseline
+    timing_base = None if timing is not None and timing.get("profiled") is True else timing
+    baseline = _baseline(timing_base)
+    passes = int(_get(d, "repeats", "passes") or 1)
+    stages = _stage_views(d, baseline, analytic, passes)
+    names = [s.name for s in stages]
+    instances = _frame(d.get("stage_instances"))
+    has_gpu = bool(_get(d, "trace", "has_cuda"))
+    cats = _frame(d.get("kernel_categories"))
+    categories = (
+        tuple(
+            (str(s), str(c), float(ns) / passes)
+            for s, c, ns in cats.select("stage", "category", "total_ns").iter_rows()
+        )
+        if not cats.is_empty()
+        else ()
+    )
+    kern = _frame(d.get("top_kernels"))
+    kernels = (
+        tuple(
+            KernelView(
+                str(r["stage"]),
+                str(r["name"]),
+                float(r["total_ns"]),
+                int(r["instances"]),
+                r["pct"] / 100,
+                r["category"],
+            )
+            for r in kern.iter_rows(named=True)
+        )
+        if not kern.is_empty()
+        else ()
+    )
+    ops = _frame(d.get("operators"))
+    operators = (
+        tuple(
+            KernelView(
+                str(r["stage"]),
+                str(r["operator"]),
+                float(r["gpu_ns"]),
+                int(r["calls"]),
+                r["pct"] / 100,
+                "operator",
+                r.get("input_shapes"),
+            )
+            for r in ops.iter_rows(named=True)
+        )
+        if not ops.is_empty()
+        else ()
+    )
+    peak = _get(analytic, "peak")
+    peaks = Peaks(float(peak["tflops"]), float(peak["tbps"]), str(peak.get("source", ""))) if peak else None
+    model_mfu = None
+    if peaks:
+        tops = [s for s in stages if s.depth == 0 and s.flops]
+        if tops and all(s.has_gpu for s in tops):
+            per_pass = [
+                sum(s.flops or 0 for s in tops)
+                / (peaks.tflops * 1e12 * sum(s.gpu_busy_ns.values[i] for s in tops) / 1e9)
+                for i in range(min(s.gpu_busy_ns.n for s in tops))
+            ]
+            model_mfu = Stat.of(per_pass)
+    assumptions, pages, caveats = _assumptions(manifest, timing, analytic)
+    return ReportView(
+        identity=_identity(d, manifest, timing),
+        stages=stages,
+        kernels=kernels,
+        operators=operators,
+        categories=categories,
+        decode_steps=_decode_steps(instances, baseline),
+        timeline=_timeline(instances, names, has_gpu),
+        roofline=_roofline(stages, analytic),
+        peaks=peaks,
+        model_mfu=model_mfu,
+        memory=_memory(d, names, baseline, analytic),
+        idle_gaps=_idle_instances(instances, names, has_gpu),
+        assumptions=assumptions,
+        pages=pages,
+        caveats=caveats,
+        notes=tuple(str(w) for w in d.get("warnings") or ()),
+    )

@@ -1,0 +1,184 @@
+"""report.html (one self-contained file: CSS and SVG plots inline, no network) and summary.md.
+
+Both are rendered with jinja2 from the same :class:`~dsocr.report.view.ReportView` the other
+reports use; the plots are computed here, once, and also written as .svg files beside the
+Markdown report so Markdown viewers show them.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+from pathlib import Path
+
+import attrs
+import jinja2
+from markupsafe import Markup
+
+from dsocr.contract import rundir
+from dsocr.contract.atomic import write_text
+from dsocr.report import plots
+from dsocr.report import summary as summ
+from dsocr.report.view import KernelView, ReportView, Stat
+
+PLOTS_DIR = "plots"
+
+
+def fmt_ms(ns: float | None) -> str:
+    """ns -> ``4,596.1 ms`` (``n/a`` when unknown)."""
+    if ns is None or not math.isfinite(ns):
+        return "n/a"
+    v = ns / 1e6
+    return f"{v:,.1f} ms" if v >= 10 else f"{v:,.3f} ms"
+
+
+def fmt_pct(x: float | None) -> str:
+    """0.9651 -> ``96.5%``."""
+    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
+
+
+def fmt_count(x: float | None) -> str:
+    """A count with thousands separators (one decimal when fractional)."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    return f"{x:,.0f}" if x == round(x) else f"{x:,.1f}"
+
+
+def fmt_si(x: float | None, unit: str = "") -> str:
+    """1.2e12 -> ``1.2 T<unit>``."""
+    return "n/a" if x is None else plots.svg.si(x, unit)
+
+
+def fmt_bytes(x: float | None) -> str:
+    """Bytes in binary units: ``6.21 GiB``."""
+    if x is None:
+        return "n/a"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(x) >= scale:
+            return f"{x / scale:,.2f} {unit}"
+    return f"{x:,.0f} B"
+
+
+_SCALAR = {"ms": fmt_ms, "pct": fmt_pct, "count": fmt_count}
+
+
+def fmt_stat(stat: Stat | None, kind: str = "ms") -> str:
+    """``mean ± stddev (CV x%)`` (stddev with the mean's precision); with one pass just the mean."""
+    if stat is None or not stat.values:
+        return "n/a"
+    f = _SCALAR[kind]
+    sd = stat.stddev
+    if sd is None:
+        return f(stat.mean)
+    cv = stat.cv
+    tail = f" (CV {fmt_pct(cv)})" if cv is not None else ""
+    if kind == "ms":
+        digits = 1 if abs(stat.mean) >= 10e6 else 3
+        return f"{stat.mean / 1e6:,.{digits}f} ± {sd / 1e6:,.{digits}f} ms{tail}"
+    return f"{f(stat.mean)} ± {f(sd)}{tail}"
+
+
+@cache
+def environment() -> jinja2.Environment:
+    """The jinja2 environment of the report templates (HTML-escaping for .html templates)."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("dsocr.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "html.j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters.update(ms=fmt_ms, short=short, pct=fmt_pct, count=fmt_count, si=fmt_si, bytes=fmt_bytes, stat=fmt_stat)
+    return env
+
+
+@attrs.frozen
+class Plot:
+    """One rendered plot: its id (file stem), heading and SVG markup."""
+
+    id: str
+    heading: str
+    svg: str
+
+    @property
+    def markup(self) -> Markup:
+        """The SVG as trusted markup for inlining."""
+        return Markup(self.svg)  # generated and escaped by plots.svg
+
+
+def render_plots(view: ReportView) -> tuple[Plot, ...]:
+    """The report's six plots, rendered from ``view``."""
+    top = view.top_stages
+    parts = [s for s in view.stages if s.depth > 0 and s.name != "decode_step"]
+    stage_rows = [(s.name, s.gpu_busy_ns.mean, s.range_ns.mean) for s in (*top, *parts) if s.has_gpu]
+    cat_rows: list[tuple[str, list[tuple[str, float]]]] = []
+    for s in view.stages:
+        cats = [(c, ns) for st, c, ns in view.categories if st == s.name]
+        if cats:
+            cat_rows.append((s.name, cats))
+    peaks = view.peaks
+    roof = (
+        plots.roofline(view.roofline, peaks.tflops * 1e12, peaks.tbps * 1e12) if peaks else plots.roofline([], 0.0, 0.0)
+    )
+    return (
+        Plot("stage-breakdown", "Stage time breakdown", plots.stage_breakdown(stage_rows)),
+        Plot("categories", "Kernel categories per stage", plots.category_breakdown(cat_rows)),
+        Plot("decode-steps", "Decode step latency", plots.decode_latency(view.decode_steps)),
+        Plot("timeline", "GPU busy over time", plots.gpu_timeline(view.timeline)),
+        Plot("roofline", "Roofline", roof),
+        Plot("pass-spread", "Per-pass spread", plots.pass_spread([(s.name, s.range_ns) for s in view.stages])),
+    )
+
+
+def short(name: str, width: int = 140) -> str:
+    """A long (templated C++) kernel name cut to ``width`` characters."""
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def by_stage(rows: tuple[KernelView, ...]) -> list[tuple[str, list[KernelView]]]:
+    """Rows grouped by stage, stages in order of first appearance."""
+    groups: dict[str, list[KernelView]] = {}
+    for r in rows:
+        groups.setdefault(r.stage, []).append(r)
+    return list(groups.items())
+
+
+def render_html(view: ReportView, summary: summ.Summary | None = None) -> str:
+    """report.html as one string (self-contained)."""
+    summary = summary or summ.build(view)
+    figs = {p.id: p for p in render_plots(view)}
+    return (
+        environment()
+        .get_template("report.html.j2")
+        .render(
+            v=view,
+            kernels=by_stage(view.kernels),
+            operators=by_stage(view.operators),
+            s=summary,
+            plots=figs,
+            rules=summ.RULES,
+            metric_formats={k: f for k, (_, f) in summ.METRICS.items()},
+        )
+    )
+
+
+def render_summary_md(view: ReportView, summary: summ.Summary | None = None) -> str:
+    """summary.md: the stakeholder summary in plain Markdown."""
+    summary = summary or summ.build(view)
+    return environment().get_template("summary.md.j2").render(v=view, s=summary)
+
+
+def write(view: ReportView, out_dir: Path) -> list[Path]:
+    """Write report.html, summary.md and plots/*.svg into ``out_dir`` (atomically); return the paths."""
+    summary = summ.build(view)
+    written: list[Path] = []
+    for p in render_plots(view):
+        path = out_dir / PLOTS_DIR / f"{p.id}.svg"
+        write_text(path, p.svg)
+        written.append(path)
+    html_path = out_dir / rundir.REPORT_HTML
+    write_text(html_path, render_html(view, summary))
+    md_path = out_dir / rundir.SUMMARY_MD
+    write_text(md_path, render_summary_md(view, summary))
+    return [html_path, md_path, *written]

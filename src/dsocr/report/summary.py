@@ -1,0 +1,388 @@
+"""The stakeholder summary: the largest cost centers and what to do next, from measured signals.
+
+Recommendations come from one declarative table, :data:`RULES`: a rule names a metric of a
+stage, a comparison and a threshold; when the measured value crosses it, its sentence is
+rendered with that value (and the threshold). Nothing is canned: every number in a sentence
+is an :class:`Evidence` that names where it came from (``stage:decode:idle_frac``), and
+:func:`resolve` recomputes it from the report data, which the tests use to trace every number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import attrs
+
+from dsocr.report.view import ReportView, StageView
+
+IDLE = "idle"
+
+#: Plain-language names of the cost centers (kernel categories and GPU idle time).
+COST_LABELS: dict[str, str] = {
+    IDLE: "GPU idle time (the GPU waiting for the CPU to send work)",
+    "gemm": "matrix multiplications (GEMM)",
+    "attention": "attention",
+    "moe_routing": "MoE routing (sorting and gathering tokens for the experts)",
+    "normalization": "normalization layers",
+    "elementwise": "elementwise operations (additions, activations)",
+    "reduction": "reductions (softmax, sums)",
+    "copy": "memory copies on the GPU",
+    "memcpy": "memory copies",
+    "memset": "memory fills",
+    "communication": "GPU-to-GPU communication",
+    "other": "other GPU kernels",
+}
+
+#: Glosses for the jargon the summary may use (shown only for terms that appear).
+GLOSSARY: dict[str, str] = {
+    "MFU": "model FLOPs utilization: the share of the GPU's peak arithmetic rate the model actually achieves",
+    "GEMM": "general matrix multiplication, the bulk of a transformer's arithmetic",
+    "kernel launch": "one request from the CPU asking the GPU to run a piece of work",
+    "MoE": "mixture of experts: each token is sent to a few of many small feed-forward networks",
+    "CUDA graph": "a recorded sequence of GPU work replayed with one launch instead of hundreds",
+    "roofline": "the fastest a piece of work could run given the GPU's peak arithmetic rate and memory bandwidth",
+    "CV": "coefficient of variation: standard deviation divided by the mean",
+    "prefill": "the pass over the whole prompt (image tokens and text) that produces the first output token",
+    "decode": "the loop that generates the remaining output tokens one at a time",
+    "device-to-host copy": "data sent from GPU memory back to the CPU, which makes the CPU wait",
+}
+
+
+def pct(x: float) -> str:
+    """0.9651 -> ``96.5%``."""
+    return f"{100 * x:.1f}%"
+
+
+def count(x: float) -> str:
+    """A count: ``905`` or ``0.5`` (one decimal below 10)."""
+    return f"{x:,.1f}" if abs(x) < 10 and x != round(x) else f"{x:,.0f}"
+
+
+def times(x: float) -> str:
+    """A ratio: ``3.2x``."""
+    return f"{x:.1f}x"
+
+
+def ms(ns: float) -> str:
+    """ns -> ``4,596 ms`` / ``12.3 ms``."""
+    v = ns / 1e6
+    return f"{v:,.0f} ms" if v >= 100 else f"{v:,.3g} ms"
+
+
+FORMATS: dict[str, Callable[[float], str]] = {"pct": pct, "count": count, "times": times, "ms": ms}
+
+
+def _cat_share(category: str) -> Callable[[ReportView, StageView], float | None]:
+    def get(view: ReportView, stage: StageView) -> float | None:
+        cats = [(c, v) for s, c, v in view.categories if s == stage.name]
+        total = sum(v for _, v in cats)
+        if total <= 0:
+            return None
+        return sum(v for c, v in cats if c == category) / total
+
+    return get
+
+
+def _mean(stat_name: str) -> Callable[[ReportView, StageView], float | None]:
+    def get(view: ReportView, stage: StageView) -> float | None:
+        stat = getattr(stage, stat_name)
+        return None if stat is None else float(stat.mean)
+
+    return get
+
+
+def _per_token(stat_name: str) -> Callable[[ReportView, StageView], float | None]:
+    def get(view: ReportView, stage: StageView) -> float | None:
+        return stage.per_token(getattr(stage, stat_name))
+
+    return get
+
+
+#: Stage metrics the rules may test: name -> (getter, format).
+METRICS: dict[str, tuple[Callable[[ReportView, StageView], float | None], str]] = {
+    "idle_frac": (_mean("idle_frac"), "pct"),
+    "launches_per_token": (_per_token("launches"), "count"),
+    "syncs_per_token": (_per_token("syncs"), "count"),
+    "d2h_per_token": (_per_token("d2h_copies"), "count"),
+    "mfu_busy": (_mean("mfu_busy"), "pct"),
+    "cv": (lambda v, s: s.range_ns.cv, "pct"),
+    "overhead": (lambda v, s: s.overhead_frac, "pct"),
+    "measured_over_predicted": (lambda v, s: s.measured_over_predicted, "times"),
+    "share_moe_routing": (_cat_share("moe_routing"), "pct"),
+    "share_attention": (_cat_share("attention"), "pct"),
+    "share_gemm": (_cat_share("gemm"), "pct"),
+}
+
+
+@attrs.frozen
+class Rule:
+    """When ``metric`` of ``stage`` (``*``: any stage) compares ``op`` to ``threshold``, say ``text``.
+
+    ``text`` may use ``{stage}``, ``{value}`` and ``{threshold}`` (formatted like the metric).
+    """
+
+    id: str
+    stage: str
+    metric: str
+    op: str  #: ``>`` or ``<``
+    threshold: float
+    text: str
+
+
+#: The recommendation rules, in the order the summary lists them.
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "launch-bound",
+        "decode",
+        "idle_frac",
+        ">",
+        0.5,
+        "The GPU sat idle {value} of the decode time (more than {threshold}): generating tokens is limited by the "
+        "CPU issuing work one small step at a time, not by the GPU. Replaying each decode step as a CUDA graph, "
+        "torch.compile (mode reduce-overhead) or a serving engine such as vLLM or SGLang would pay.",
+    ),
+    Rule(
+        "launches-per-token",
+        "decode",
+        "launches_per_token",
+        ">",
+        100,
+        "Each generated token costs {value} kernel launches (more than {threshold}); fusing operations "
+        "(torch.compile) or a CUDA graph cuts that per-token overhead.",
+    ),
+    Rule(
+        "d2h-per-token",
+        "decode",
+        "d2h_per_token",
+        ">",
+        0.5,
+        "Each generated token makes {value} device-to-host copies on average (more than {threshold}); each one stalls "
+        "the CPU until the GPU catches up. Keep token selection and stop checks on the GPU.",
+    ),
+    Rule(
+        "syncs-per-token",
+        "decode",
+        "syncs_per_token",
+        ">",
+        0.5,
+        "Each generated token waits for the GPU {value} times (more than {threshold}); remove the "
+        "synchronizations (.item(), .cpu(), printing tensors) from the decode loop.",
+    ),
+    Rule(
+        "moe-routing",
+        "*",
+        "share_moe_routing",
+        ">",
+        0.15,
+        "MoE routing takes {value} of the GPU time in {stage} (more than {threshold}); a fused MoE kernel "
+        "(routing and grouped expert GEMMs in one) would pay.",
+    ),
+    Rule(
+        "sam-attention",
+        "sam",
+        "share_attention",
+        ">",
+        0.3,
+        "Attention takes {value} of the GPU time in SAM (more than {threshold}); SAM's global layers attend "
+        "over the whole image, so a fused flash attention kernel there would pay.",
+    ),
+    Rule(
+        "low-mfu-prefill",
+        "prefill",
+        "mfu_busy",
+        "<",
+        0.3,
+        "Prefill reaches {value} MFU while the GPU is busy (below {threshold}); its matrix multiplications "
+        "are too small or too fragmented to fill the GPU: batch pages together or use fused kernels.",
+    ),
+    Rule(
+        "low-mfu-vision",
+        "vision",
+        "mfu_busy",
+        "<",
+        0.3,
+        "The vision encoders reach {value} MFU while the GPU is busy (below {threshold}); batching several "
+        "pages or crops per forward pass would use the GPU better.",
+    ),
+    Rule(
+        "far-from-roofline",
+        "*",
+        "measured_over_predicted",
+        ">",
+        3.0,
+        "The GPU work of {stage} took {value} the roofline prediction (more than {threshold}); "
+        "its kernels are far from the hardware limit, so kernel choice, not hardware, limits it.",
+    ),
+    Rule(
+        "noisy",
+        "*",
+        "cv",
+        ">",
+        0.10,
+        "The time of {stage} varies {value} between passes (more than {threshold}); compare runs with "
+        "care and use more repeats.",
+    ),
+    Rule(
+        "profiler-overhead",
+        "*",
+        "overhead",
+        ">",
+        0.2,
+        "Profiling slowed {stage} by {value} against the unprofiled run (more than {threshold}); read its "
+        "absolute times with that in mind.",
+    ),
+)
+
+
+@attrs.frozen
+class Evidence:
+    """A number shown in the summary and where it came from."""
+
+    key: str  #: e.g. ``stage:decode:idle_frac``, ``rule:launch-bound:threshold``, ``cost:idle:share``
+    value: float
+    shown: str
+
+
+@attrs.frozen
+class Statement:
+    """One sentence of the summary and the numbers in it."""
+
+    text: str
+    evidence: tuple[Evidence, ...]
+    rule: str | None = None
+
+
+@attrs.frozen
+class CostCenter:
+    """A cost center: a kernel category or GPU idle time, summed over the top stages."""
+
+    key: str
+    label: str
+    total_ns: float
+    share: float  #: of the total time of the top stages
+    stage: str  #: where it is most pronounced
+    stage_share: float  #: its share of that stage's time
+
+
+@attrs.frozen
+class Summary:
+    """Everything summary.md and the top of the report show."""
+
+    headline: Statement
+    cost_centers: tuple[tuple[CostCenter, Statement], ...]
+    actions: tuple[Statement, ...]
+    glossary: tuple[tuple[str, str], ...]
+
+
+def cost_centers(view: ReportView, top: int = 3) -> tuple[CostCenter, ...]:
+    """The ``top`` largest cost centers over the top stages (kernel categories and GPU idle time)."""
+    stages = {s.name: s for s in view.top_stages}
+    total = sum(s.range_ns.mean for s in stages.values())
+    if total <= 0:
+        return ()
+    per: dict[str, dict[str, float]] = {}
+    for s in stages.values():
+        if not s.has_gpu:
+            continue
+        idle = max(0.0, s.range_ns.mean - s.gpu_busy_ns.mean)
+        per.setdefault(IDLE, {})[s.name] = idle
+    for stage, cat, ns in view.categories:
+        if stage in stages:
+            per.setdefault(cat, {})
+            per[cat][stage] = per[cat].get(stage, 0.0) + ns
+    out = []
+    for key, by_stage in per.items():
+        tot = sum(by_stage.values())
+        if tot <= 0:
+            continue
+        where = max(by_stage, key=lambda st: by_stage[st] / stages[st].range_ns.mean if stages[st].range_ns.mean else 0)
+        rng = stages[where].range_ns.mean
+        out.append(
+            CostCenter(key, COST_LABELS.get(key, key), tot, tot / total, where, by_stage[where] / rng if rng else 0.0)
+        )
+    out.sort(key=lambda c: -c.total_ns)
+    return tuple(out[:top])
+
+
+def _ev(key: str, value: float, fmt: str) -> Evidence:
+    return Evidence(key, value, FORMATS[fmt](value))
+
+
+def _fires(rule: Rule, value: float) -> bool:
+    return value > rule.threshold if rule.op == ">" else value < rule.threshold
+
+
+def actions(view: ReportView) -> tuple[Statement, ...]:
+    """The sentences of every rule whose threshold the measured signals cross."""
+    out: list[Statement] = []
+    for rule in RULES:
+        getter, fmt = METRICS[rule.metric]
+        for stage in view.stages:
+            if rule.stage not in ("*", stage.name):
+                continue
+            value = getter(view, stage)
+            if value is None or not math.isfinite(value) or not _fires(rule, value):
+                continue
+            v = _ev(f"stage:{stage.name}:{rule.metric}", value, fmt)
+            t = _ev(f"rule:{rule.id}:threshold", rule.threshold, fmt)
+            out.append(Statement(rule.text.format(stage=stage.name, value=v.shown, threshold=t.shown), (v, t), rule.id))
+    return tuple(out)
+
+
+def build(view: ReportView) -> Summary:
+    """The stakeholder summary of ``view``."""
+    stages = view.top_stages
+    total = sum(s.range_ns.mean for s in stages)
+    busy = sum(s.gpu_busy_ns.mean for s in stages)
+    ev_total = _ev("total:range_ns", total, "ms")
+    ev_busy = _ev("total:busy_frac", busy / total if total else 0.0, "pct")
+    ev_passes = _ev("passes", float(view.passes), "count")
+    gpu = view.identity.gpu or "an unnamed GPU"
+    names = ", ".join(s.name for s in stages) or "no stage"
+    first = (
+        f"Across {names}, one pass took {ev_total.shown} on {gpu} (mean of {ev_passes.shown} "
+        f"pass{'es' if view.passes != 1 else ''})"
+    )
+    if any(s.has_gpu for s in stages):
+        headline = Statement(
+            f"{first}; the GPU was busy for {ev_busy.shown} of that time.", (ev_total, ev_passes, ev_busy)
+        )
+    else:
+        headline = Statement(f"{first}; the trace recorded no GPU activity.", (ev_total, ev_passes))
+    centers = []
+    for c in cost_centers(view):
+        e1 = _ev(f"cost:{c.key}:share", c.share, "pct")
+        e2 = _ev(f"cost:{c.key}:stage_share:{c.stage}", c.stage_share, "pct")
+        text = (
+            f"{c.label[0].upper()}{c.label[1:]}: {e1.shown} of the total time, most pronounced in {c.stage} "
+            f"({e2.shown} of that stage)."
+        )
+        centers.append((c, Statement(text, (e1, e2))))
+    acts = actions(view)
+    words = " ".join([headline.text] + [s.text for _, s in centers] + [a.text for a in acts])
+    gloss = tuple((term, meaning) for term, meaning in GLOSSARY.items() if term in words)
+    return Summary(headline, tuple(centers), acts, gloss)
+
+
+def resolve(view: ReportView, key: str) -> float | None:
+    """Recompute the value an :class:`Evidence` key names, from the report data alone."""
+    parts = key.split(":")
+    if parts[0] == "stage":
+        stage = view.stage(parts[1])
+        return None if stage is None else METRICS[parts[2]][0](view, stage)
+    if parts[0] == "rule":
+        return next(r.threshold for r in RULES if r.id == parts[1])
+    if parts[0] == "total":
+        total = sum(s.range_ns.mean for s in view.top_stages)
+        if parts[1] == "range_ns":
+            return total
+        return sum(s.gpu_busy_ns.mean for s in view.top_stages) / total if total else 0.0
+    if parts[0] == "passes":
+        return float(view.passes)
+    if parts[0] == "cost":
+        center = next((c for c in cost_centers(view, top=100) if c.key == parts[1]), None)
+        if center is None:
+            return None
+        return center.share if parts[2] == "share" else center.stage_share
+    raise KeyError(key)

@@ -1,0 +1,209 @@
+"""report.html and summary.md rendered from the H100 fixture's analysis: every section, every number."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+
+import attrs
+import pytest
+
+from dsocr.report import html
+from dsocr.report.adapt import view_from_analysis
+from dsocr.report.view import KernelView
+from report_views import foreign_view, full_view, h100_analysis
+
+SECTIONS = (
+    "summary",
+    "identity",
+    "stages",
+    "mfu",
+    "plots",
+    "kernels",
+    "operators",
+    "memory",
+    "host",
+    "overhead",
+    "assumptions",
+    "variance",
+    "rules",
+)
+PLOT_IDS = (
+    "plot-stage-breakdown",
+    "plot-categories",
+    "plot-decode-steps",
+    "plot-timeline",
+    "plot-roofline",
+    "plot-pass-spread",
+)
+#: Anything that would make the browser fetch: src/href/url()/@import pointing outside the file.
+EXTERNAL = re.compile(
+    r"""(?:src|href|xlink:href|action)\s*=\s*["']?\s*(?!#|data:)[a-z]+:|url\(\s*["']?(?!#|data:)|@import""", re.I
+)
+
+
+class Sections(HTMLParser):
+    """Collects section ids, table cells and every tag's attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.cells: list[str] = []
+        self.rows: list[tuple[str, ...]] = []
+        self._row: list[str] = []
+        self._cell: list[str] | None = None
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        a = dict(attrs)
+        if tag == "section" and a.get("id"):
+            self.sections.append(str(a["id"]))
+        if tag == "td":
+            self._cell = []
+        if tag == "tr":
+            self._row = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._cell is not None:
+            self.cells.append("".join(self._cell).strip())
+            self._row.append(self.cells[-1])
+            self._cell = None
+        if tag == "tr" and self._row:
+            self.rows.append(tuple(self._row))
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse(text: str) -> Sections:
+    p = Sections()
+    p.feed(text)
+    return p
+
+
+@pytest.fixture(scope="module")
+def h100_doc(h100_sqlite: Path) -> dict:  # type: ignore[type-arg]
+    return h100_analysis(str(h100_sqlite))
+
+
+@pytest.fixture(scope="module")
+def h100_html(h100_doc: dict) -> str:  # type: ignore[type-arg]
+    return html.render_html(view_from_analysis(h100_doc))
+
+
+def test_every_section_and_plot_present(h100_html: str) -> None:
+    p = parse(h100_html)
+    assert p.sections == list(SECTIONS)
+    for pid in PLOT_IDS:
+        assert f'id="{pid}"' in h100_html
+    # every inline SVG is well-formed XML on its own
+    for svg in re.findall(r"<svg .*?</svg>", h100_html, flags=re.S):
+        ET.fromstring(svg)
+
+
+def test_self_contained(h100_html: str) -> None:
+    assert not EXTERNAL.search(h100_html), EXTERNAL.search(h100_html)
+    assert "<script" not in h100_html and "<link" not in h100_html and "<img" not in h100_html
+    assert "default-src 'none'" in h100_html  # the CSP forbids any fetch even if a reference slipped in
+
+
+def test_stage_numbers_match_the_analysis(h100_doc: dict, h100_html: str) -> None:  # type: ignore[type-arg]
+    cells = parse(h100_html).cells
+    stages = {r["stage"]: r for r in h100_doc["stages"]}
+    for name, row in stages.items():
+        i = cells.index(name)
+        # profiled range, GPU busy, idle, kernels (one pass: the values are the totals)
+        assert cells[i + 2] == html.fmt_ms(row["cpu_ns"]), name
+        assert cells[i + 3] == html.fmt_ms(row["gpu_busy_ns"]), name
+        assert cells[i + 4] == html.fmt_pct(1 - row["gpu_busy_ns"] / row["cpu_ns"]), name
+        assert cells[i + 5] == f"{row['kernels']:,}", name
+    assert stages["decode"]["cpu_ns"] == 5_241_002_968  # the fixture itself
+    assert "5,241.0 ms" in cells and "76" in cells  # decode range and its tokens (decode steps)
+
+
+def test_top_kernels_and_operators_match(h100_doc: dict, h100_html: str) -> None:  # type: ignore[type-arg]
+    p = parse(h100_html)
+    cells, rows = p.cells, set(p.rows)
+    for k in h100_doc["top_kernels"]:
+        name = k["name"] if len(k["name"]) <= 140 else k["name"][:139] + "…"
+        expected = (
+            name,
+            k["category"],
+            f"{k['instances']:,}",
+            html.fmt_ms(k["total_ns"]),
+            html.fmt_pct(k["pct"] / 100),
+        )
+        assert expected in rows, expected
+    ops = h100_doc["operators"]
+    assert ops, "the fixture has emit_nvtx operator ranges"
+    top = ops[0]
+    assert top["operator"] in cells and html.fmt_ms(top["gpu_ns"]) in cells
+
+
+def test_host_side_per_token(h100_doc: dict, h100_html: str) -> None:  # type: ignore[type-arg]
+    rows = parse(h100_html).rows
+    dec = next(r for r in h100_doc["stages"] if r["stage"] == "decode")
+    host = [r for r in rows if len(r) == 9 and r[0] == "decode"]
+    assert len(host) == 1
+    row = host[0]
+    assert row[1] == f"{dec['launches']:,}"
+    assert row[4] == str(dec["decode_steps"])
+    assert row[5] == html.fmt_count(dec["launches"] / dec["decode_steps"])
+    assert row[5] == "901"  # 68,476 launches / 76 decode steps
+
+
+def test_absent_sections_say_so(h100_html: str) -> None:
+    # a foreign trace: no manifest, timing or analytic model
+    for words in (
+        "Model-level MFU is not available",
+        "No unprofiled baseline",
+        "No run manifest",
+        "No analytic model for this trace",
+        "Single pass: the spread across passes is unknown",
+    ):
+        assert words in h100_html, words
+
+
+def test_full_view_renders_every_part() -> None:
+    v = full_view()
+    text = html.render_html(v)
+    cells = parse(text).cells
+    assert "4,565.3 ± 351.0 ms (CV 7.7%)" in cells  # decode range over three passes
+    assert "3,300.0 ± 100.0 ms (CV 3.0%)" in cells  # unprofiled
+    assert "38.3%" in cells  # profiler overhead of decode: 4565.3 / 3300 - 1
+    assert "51.0 ± 1.0 ms (CV 2.0%)" in cells  # vision: stddev with the mean's precision
+    assert "6.21 GiB" in text and "46 MiB" not in text  # weights in GiB
+    assert "page-01.png" in cells
+    assert "Random weights: MoE routing is near uniform" in text
+    assert 'data-rule="launch-bound"' in text
+    for pid in PLOT_IDS:
+        assert f'id="{pid}"' in text
+    assert "No analytic" not in text and "Single pass" not in text
+
+
+def test_no_gpu_trace_has_no_idle_claims() -> None:
+    v = foreign_view()
+    v = attrs.evolve(v, stages=tuple(attrs.evolve(s, has_gpu=False) for s in v.stages))
+    md = html.render_summary_md(v)
+    assert "recorded no GPU activity" in md
+    assert "idle" not in md.lower()
+
+
+def test_write_outputs(tmp_path: Path) -> None:
+    paths = html.write(full_view(), tmp_path)
+    names = sorted(p.relative_to(tmp_path).as_posix() for p in paths)
+    assert names == sorted(["report.html", "summary.md"] + [f"plots/{p.removeprefix('plot-')}.svg" for p in PLOT_IDS])
+    for p in paths:
+        if p.suffix == ".svg":
+            ET.parse(p)
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_html_escapes_names() -> None:
+    evil = KernelView("decode", "<script>alert(1)</script>", 1.0, 1, 0.1)
+    text = html.render_html(attrs.evolve(full_view(), kernels=(evil,)))
+    assert "<script>alert" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
