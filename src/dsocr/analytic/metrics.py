@@ -1,0 +1,210 @@
+"""MFU, MBU, roofline-predicted time and measured/predicted ratios: pure functions on an estimate.
+
+MFU = FLOPs / (peak FLOP/s x time); MBU = bytes / (peak bandwidth x time); the roofline
+prediction is max(FLOPs / peak FLOP/s, bytes / bandwidth). Times come from the analyzer for
+one page pass (GPU busy and wall, in ns); every ratio is given against both, labelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Final, Literal
+
+import attrs
+
+from dsocr.analytic.cost import Cost, Op
+from dsocr.analytic.hierarchy import module_rows
+from dsocr.analytic.peaks import Peak
+from dsocr.analytic.tree import Module
+from dsocr.analytic.workload import VISION_PARTS, ModelEstimate
+
+#: Stage names ``stage_metrics`` reports, in order; ``model`` is the three stages together.
+METRIC_STAGES: Final = ("vision", "sam", "clip", "projector", "prefill", "decode", "model")
+
+
+@attrs.frozen
+class StageTime:
+    """Measured time of one stage for one page pass (ns); either may be unknown."""
+
+    gpu_busy_ns: float | None = None  #: union of kernel/memcpy time on the GPU
+    wall_ns: float | None = None  #: the stage's NVTX range (or CUDA-event) duration
+
+
+@attrs.frozen
+class Roofline:
+    """Roofline prediction for an amount of work on a peak."""
+
+    compute_ns: float | None
+    memory_ns: float | None
+    predicted_ns: float | None
+    bound: Literal["compute", "memory"] | None
+
+
+def arithmetic_intensity(cost: Cost) -> float | None:
+    """FLOPs per byte moved."""
+    return cost.flops / cost.bytes if cost.bytes else None
+
+
+def roofline(cost: Cost, peak: Peak) -> Roofline:
+    """max(FLOPs / peak, bytes / bandwidth), and which one bounds it."""
+    fps, bps = peak.flops_per_s, peak.bytes_per_s
+    compute = cost.flops / fps * 1e9 if fps else None
+    memory = cost.bytes / bps * 1e9 if bps else None
+    known = [t for t in (compute, memory) if t is not None]
+    if not known:
+        return Roofline(compute, memory, None, None)
+    predicted = max(known)
+    bound: Literal["compute", "memory"] | None = None
+    if compute is not None and memory is not None:
+        bound = "compute" if compute >= memory else "memory"
+    return Roofline(compute, memory, predicted, bound)
+
+
+def ops_roofline_ns(ops: Iterable[Op], peak: Peak) -> float | None:
+    """Sum of every operation's own roofline time (each op one unfused kernel): a tighter prediction."""
+    total = 0.0
+    for op in ops:
+        t = roofline(op.cost, peak).predicted_ns
+        if t is None:
+            return None
+        total += t
+    return total
+
+
+def _ops(modules: Iterable[Module]) -> Iterator[Op]:
+    for m in modules:
+        yield from m.all_ops()
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num is not None and den else None
+
+
+@attrs.frozen
+class StageMetric:
+    """Analytic work of a stage beside its measured times."""
+
+    stage: str
+    flops: int
+    tensor_flops: int
+    bytes: int
+    intensity: float | None
+    predicted_ns: float | None  #: roofline time of the stage as a whole
+    bound: str | None
+    predicted_ops_ns: float | None  #: sum of each operation's roofline time (unfused kernels)
+    gpu_busy_ns: float | None
+    wall_ns: float | None
+    mfu_busy: float | None  #: FLOPs / (peak x GPU busy)
+    mfu_wall: float | None  #: FLOPs / (peak x wall)
+    mbu_busy: float | None
+    mbu_wall: float | None
+    ratio_busy: float | None  #: measured GPU busy / predicted
+    ratio_wall: float | None  #: measured wall / predicted
+
+
+def metric(name: str, modules: Iterable[Module], time: StageTime | None, peak: Peak) -> StageMetric:
+    """One row: the work of ``modules`` measured at ``time`` against ``peak``."""
+    mods = tuple(modules)
+    cost = Cost()
+    for m in mods:
+        cost = cost + m.total()
+    t = time or StageTime()
+    roof = roofline(cost, peak)
+    fps, bps = peak.flops_per_s, peak.bytes_per_s
+
+    def util(amount: int, rate: float | None, ns: float | None) -> float | None:
+        return amount / (rate * ns * 1e-9) if rate and ns else None
+
+    return StageMetric(
+        stage=name,
+        flops=cost.flops,
+        tensor_flops=cost.tensor_flops,
+        bytes=cost.bytes,
+        intensity=arithmetic_intensity(cost),
+        predicted_ns=roof.predicted_ns,
+        bound=roof.bound,
+        predicted_ops_ns=ops_roofline_ns(_ops(mods), peak),
+        gpu_busy_ns=t.gpu_busy_ns,
+        wall_ns=t.wall_ns,
+        mfu_busy=util(cost.flops, fps, t.gpu_busy_ns),
+        mfu_wall=util(cost.flops, fps, t.wall_ns),
+        mbu_busy=util(cost.bytes, bps, t.gpu_busy_ns),
+        mbu_wall=util(cost.bytes, bps, t.wall_ns),
+        ratio_busy=_ratio(t.gpu_busy_ns, roof.predicted_ns),
+        ratio_wall=_ratio(t.wall_ns, roof.predicted_ns),
+    )
+
+
+def _sum_times(times: list[StageTime | None], field: str) -> float | None:
+    values = [getattr(t, field) if t is not None else None for t in times]
+    return sum(v for v in values if v is not None) if all(v is not None for v in values) else None
+
+
+def stage_metrics(estimate: ModelEstimate, stage_times: Mapping[str, StageTime], peak: Peak) -> list[StageMetric]:
+    """MFU/MBU/roofline rows for vision (and its parts sam, clip, projector), prefill, decode and the model.
+
+    ``stage_times`` maps stage names (``vision``, ``sam``, ``clip``, ``projector``, ``prefill``,
+    ``decode``) to the measured times of one page pass; missing stages get ``None`` metrics. The
+    ``model`` row sums vision, prefill and decode (its time is known only when all three are).
+    """
+    rows: list[StageMetric] = []
+    for name in METRIC_STAGES:
+        mods: tuple[Module, ...]
+        if name in VISION_PARTS:
+            part = estimate.stage("vision").module(VISION_PARTS[name])
+            mods = (part,) if part is not None else ()
+            time = stage_times.get(name)
+        elif name == "model":
+            mods = tuple(m for s in estimate.stages for m in s.modules)
+            parts = [stage_times.get(s) for s in ("vision", "prefill", "decode")]
+            time = StageTime(_sum_times(parts, "gpu_busy_ns"), _sum_times(parts, "wall_ns"))
+        else:
+            mods = estimate.stage(name).modules
+            time = stage_times.get(name)
+        rows.append(metric(name, mods, time, peak))
+    return rows
+
+
+@attrs.frozen
+class ModuleMetric:
+    """One module's analytic work, roofline times and (optionally) measured GPU time."""
+
+    path: str
+    kind: str
+    calls: int
+    flops: int
+    bytes: int
+    intensity: float | None
+    predicted_ns: float | None  #: roofline time of the module as a whole
+    bound: str | None
+    predicted_ops_ns: float | None  #: sum of its operations' roofline times
+    measured_ns: float | None
+    ratio: float | None  #: measured / predicted_ops_ns
+
+
+def module_metrics(
+    estimate: ModelEstimate, peak: Peak, measured_ns: Mapping[str, float] | None = None
+) -> list[ModuleMetric]:
+    """Roofline time per module (all stages together), beside measured GPU time per module path if given."""
+    measured = measured_ns or {}
+    out: list[ModuleMetric] = []
+    for row in module_rows(estimate):
+        roof = roofline(row.cost, peak)
+        got = measured.get(row.path)
+        ops_ns = ops_roofline_ns(row.all_ops, peak)
+        out.append(
+            ModuleMetric(
+                row.path,
+                row.kind,
+                row.calls,
+                row.cost.flops,
+                row.cost.bytes,
+                arithmetic_intensity(row.cost),
+                roof.predicted_ns,
+                roof.bound,
+                ops_ns,
+                got,
+                _ratio(got, ops_ns),
+            )
+        )
+    return out
