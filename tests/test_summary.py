@@ -1,0 +1,129 @@
+"""The stakeholder summary: every number traceable to the analysis, rules fire on their thresholds."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import attrs
+import pytest
+
+from dsocr.report import html
+from dsocr.report import summary as summ
+from dsocr.report.adapt import view_from_analysis
+from dsocr.report.view import ReportView, StageView, Stat
+from report_views import full_view, h100_analysis
+
+NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?%?x?")
+
+
+def numbers_in(text: str) -> list[str]:
+    return NUMBER.findall(text)
+
+
+def check_traceable(view: ReportView) -> summ.Summary:
+    """Every number in summary.md is an Evidence, and every Evidence recomputes from the view."""
+    s = summ.build(view)
+    md = html.render_summary_md(view, s)
+    statements = [s.headline, *(st for _, st in s.cost_centers), *s.actions]
+    shown = {e.shown for st in statements for e in st.evidence}
+    # the GPU name may hold digits (H100 80GB): it is quoted from the trace, not a measurement
+    scrubbed = md.replace(view.identity.gpu or "\0", "GPU")
+    for tok in numbers_in(scrubbed):
+        assert any(tok in sh for sh in shown), f"{tok!r} in summary.md is not traceable"
+    for st in statements:
+        for e in st.evidence:
+            assert e.shown in st.text
+            assert summ.resolve(view, e.key) == pytest.approx(e.value), e.key
+    return s
+
+
+def test_h100_summary_traces_to_the_analysis(h100_sqlite: Path) -> None:
+    doc = h100_analysis(str(h100_sqlite))
+    view = view_from_analysis(doc)
+    s = check_traceable(view)
+    stages = {r["stage"]: r for r in doc["stages"]}
+    dec = stages["decode"]
+    # the measured signals, recomputed from analysis.json directly
+    idle = 1 - dec["gpu_busy_ns"] / dec["cpu_ns"]
+    per_token = dec["launches"] / dec["decode_steps"]
+    assert idle == pytest.approx(0.9632, abs=1e-4) and per_token == pytest.approx(901.0)
+    by_rule = {a.rule: a for a in s.actions}
+    assert set(by_rule) == {"launch-bound", "launches-per-token"}
+    assert f"{100 * idle:.1f}% of the decode time" in by_rule["launch-bound"].text
+    assert "costs 901 kernel launches" in by_rule["launches-per-token"].text
+    # top cost center: GPU idle, share of the total of prefill + decode time
+    total = stages["prefill"]["cpu_ns"] + dec["cpu_ns"]
+    idle_ns = total - stages["prefill"]["gpu_busy_ns"] - dec["gpu_busy_ns"]
+    first, st = s.cost_centers[0]
+    assert first.key == "idle" and first.share == pytest.approx(idle_ns / total)
+    assert f"{100 * idle_ns / total:.1f}% of the total time" in st.text
+    assert len(s.cost_centers) == 3
+    # GEMM is second: its kernel time over the total time
+    gemm = sum(
+        r["total_ns"]
+        for r in doc["kernel_categories"]
+        if r["category"] == "gemm" and r["stage"] in ("prefill", "decode")  # not decode_step: inside decode
+    )
+    assert s.cost_centers[1][0].key == "gemm"
+    assert s.cost_centers[1][0].share == pytest.approx(gemm / total)
+
+
+def test_full_view_traceable_and_glossed() -> None:
+    s = check_traceable(full_view())
+    md = html.render_summary_md(full_view(), s)
+    assert "## Words used here" in md and "**MFU**" in md and "**CUDA graph**" in md
+    rules = [a.rule for a in s.actions]
+    assert rules[0] == "launch-bound"
+    assert "sam-attention" in rules and "low-mfu-prefill" in rules and "d2h-per-token" in rules
+    # attention share in SAM: 12 / (12 + 10)
+    sam = next(a for a in s.actions if a.rule == "sam-attention")
+    assert "Attention takes 54.5% of the GPU time in SAM (more than 30.0%)" in sam.text
+
+
+def _decode(idle: float, launches: float = 0.0) -> ReportView:
+    stage = StageView(
+        "decode",
+        range_ns=Stat.of([100.0]),
+        gpu_busy_ns=Stat.of([100.0 * (1 - idle)]),
+        kernels=Stat.of([1]),
+        launches=Stat.of([launches]),
+        tokens=10,
+    )
+    return ReportView(identity=full_view().identity, stages=(stage,))
+
+
+@pytest.mark.parametrize(("idle", "fires"), [(0.49, False), (0.5, False), (0.51, True)])
+def test_launch_bound_threshold(idle: float, fires: bool) -> None:
+    rules = {a.rule for a in summ.actions(_decode(idle))}
+    assert ("launch-bound" in rules) is fires
+
+
+def test_launches_per_token_threshold() -> None:
+    assert "launches-per-token" not in {a.rule for a in summ.actions(_decode(0.1, launches=1000))}  # 100/token
+    fired = [a for a in summ.actions(_decode(0.1, launches=1010)) if a.rule == "launches-per-token"]
+    assert len(fired) == 1 and "costs 101 kernel launches (more than 100)" in fired[0].text
+
+
+def test_no_rule_fires_says_so() -> None:
+    view = _decode(0.1)
+    s = check_traceable(view)
+    assert s.actions == ()
+    md = html.render_summary_md(view, s)
+    assert "None of the recommendation rules fired" in md
+
+
+def test_rule_table_is_consistent() -> None:
+    ids = [r.id for r in summ.RULES]
+    assert len(ids) == len(set(ids))
+    for r in summ.RULES:
+        assert r.metric in summ.METRICS and r.op in (">", "<")
+        assert "{value}" in r.text and "{threshold}" in r.text
+
+
+def test_cost_center_most_pronounced_stage() -> None:
+    view = attrs.evolve(full_view(), categories=(("prefill", "gemm", 40e6), ("decode", "gemm", 70e6)))
+    centers = {c.key: c for c in summ.cost_centers(view)}
+    # GEMM: 70 ms of decode's 4.6 s is less pronounced than 40 ms of prefill's 80 ms
+    assert centers["gemm"].stage == "prefill"
+    assert centers["gemm"].stage_share == pytest.approx(40e6 / 80e6)
