@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,6 +15,9 @@ from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput, ExitCode
+
+if TYPE_CHECKING:
+    from dsocr.analyze.analysis import Analysis
 
 FORMATS = ("md", "json", "sqlite")
 
@@ -94,24 +97,20 @@ def analyze(
         ui.out.print(str(out), markup=False)
 
 
-def _write(out: Path, wanted: tuple[str, ...], analysis: object, jtext: str | None, mtext: str | None) -> None:
-    from dsocr.analyze.analysis import Analysis
+def _write(out: Path, wanted: tuple[str, ...], analysis: Analysis, jtext: str | None, mtext: str | None) -> None:
+    """Write the chosen files all or nothing: each is built as a temp file, all are renamed at the end."""
+    from dsocr.contract.atomic import atomic_path
+    from dsocr.report.sqliteout import build_sqlite
 
-    assert isinstance(analysis, Analysis)
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out}: exists and is not a directory; choose another --out")
-    if "json" in wanted and jtext is not None:
-        from dsocr.report.jsonout import write_json
-
-        write_json(jtext, out / rundir.ANALYSIS_JSON)
-    if "md" in wanted and mtext is not None:
-        from dsocr.report.markdown import write_markdown
-
-        write_markdown(mtext, out / rundir.REPORT_MD)
-    if "sqlite" in wanted:
-        from dsocr.report.sqliteout import write_sqlite
-
-        write_sqlite(analysis, out / rundir.RESULTS_SQLITE)
+    with ExitStack() as stack:
+        if "json" in wanted and jtext is not None:
+            stack.enter_context(atomic_path(out / rundir.ANALYSIS_JSON)).write_text(jtext, encoding="utf-8")
+        if "md" in wanted and mtext is not None:
+            stack.enter_context(atomic_path(out / rundir.REPORT_MD)).write_text(mtext, encoding="utf-8")
+        if "sqlite" in wanted:
+            build_sqlite(analysis, stack.enter_context(atomic_path(out / rundir.RESULTS_SQLITE)))
     _share(out, wanted)
 
 

@@ -76,14 +76,19 @@ def tables(analysis: Analysis) -> dict[str, pl.DataFrame]:
     }
 
 
+def build_sqlite(analysis: Analysis, path: Path) -> None:
+    """Write every table into a new SQLite file at ``path`` (replaced if it exists)."""
+    path.unlink(missing_ok=True)
+    db = sqlite_utils.Database(path)
+    try:
+        with db.conn:
+            for name, df in tables(analysis).items():
+                _insert(db, name, df)
+    finally:
+        db.close()
+
+
 def write_sqlite(analysis: Analysis, path: Path) -> None:
-    """Write every table into a new SQLite file, atomically (built beside it, then renamed)."""
+    """Write ``results.sqlite`` atomically (built beside it, then renamed)."""
     with atomic.atomic_path(path) as tmp:
-        tmp.unlink()
-        db = sqlite_utils.Database(tmp)
-        try:
-            with db.conn:
-                for name, df in tables(analysis).items():
-                    _insert(db, name, df)
-        finally:
-            db.close()
+        build_sqlite(analysis, tmp)

@@ -1,0 +1,178 @@
+"""``dsocr analyze`` end to end: outputs, --json, inputs it accepts, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+import lzma
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import CPU_DIR
+from dsocr.cli import main
+from dsocr.contract.errors import ExitCode
+
+FILES = {"analysis.json", "report.md", "results.sqlite"}
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", *args])
+    out, err = capsys.readouterr()
+    code = exc.value.code
+    return (code if isinstance(code, int) else 1), out, err
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSOCR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "dsocr-cache"))
+    for var in ("DSOCR_OUT", "DSOCR_FORMAT", "DSOCR_JSON", "DSOCR_QUIET", "DSOCR_VERBOSE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_h100_writes_three_files(capsys: pytest.CaptureFixture[str], h100_sqlite: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rep"
+    code, stdout, stderr = run(capsys, str(h100_sqlite), "--out", str(out))
+    assert code == 0, stderr
+    assert {p.name for p in out.iterdir()} == FILES
+    assert stdout.strip().splitlines()[-1] == str(out)
+    doc = json.loads((out / "analysis.json").read_text())
+    assert doc["trace"]["gpu"] == "NVIDIA H100 80GB HBM3"
+    assert doc["trace"]["product_version"] == "2025.3.2.0"
+    assert [s["stage"] for s in doc["stages"]] == ["prefill", "decode", "decode_step"]
+    md = (out / "report.md").read_text()
+    assert "## Stages" in md and "| decode | 3 |" in md
+    con = sqlite3.connect(out / "results.sqlite")
+    assert con.execute("select count(*) from stages").fetchone() == (3,)
+    assert con.execute("select count(*) from kernels").fetchone() == (len(doc["kernels"]),)
+
+
+def test_json_to_stdout(capsys: pytest.CaptureFixture[str], cpu_sqlite: Path, tmp_path: Path) -> None:
+    code, stdout, stderr = run(capsys, str(cpu_sqlite), "--out", str(tmp_path / "o"), "--json")
+    assert code == 0
+    doc = json.loads(stdout)  # nothing but the JSON on stdout
+    assert doc["schema_version"] == "1.0"
+    assert doc["repeats"]["passes"] == 2
+    # a CPU-only trace: exactly one warning line, CPU-side stages still reported
+    assert stderr.count("\n") == 1 and stderr.startswith("dsocr: warning: ") and "no CUDA activity" in stderr
+    assert {s["stage"] for s in doc["stages"]} >= {"repeat", "page", "sam", "decode_step"}
+    assert doc["kernels"] == [] and doc["nvtx_projection"] == []
+
+
+def test_format_selects_files(capsys: pytest.CaptureFixture[str], cpu_sqlite: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    code, _, _ = run(capsys, str(cpu_sqlite), "--out", str(out), "--format", "json,sqlite", "-q")
+    assert code == 0
+    assert {p.name for p in out.iterdir()} == {"analysis.json", "results.sqlite"}
+    assert oct((out / "analysis.json").stat().st_mode & 0o777) != oct(0o600)
+
+
+def test_run_directory_xz_and_several_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    xz = CPU_DIR / "trace.sqlite.xz"
+    if not xz.exists():
+        pytest.skip("CPU fixture missing")
+    rundir = tmp_path / "runs" / "r1"
+    rundir.mkdir(parents=True)
+    (rundir / "trace.sqlite").write_bytes(lzma.decompress(xz.read_bytes()))
+    (rundir / "manifest.json").write_text("{}")
+    out = tmp_path / "o"
+    code, stdout, _ = run(capsys, str(rundir), str(xz), "--out", str(out), "--json")
+    assert code == 0
+    doc = json.loads(stdout)
+    assert [t["file"] for t in doc["traces"]] == [str(rundir), str(xz)]
+    assert doc["repeats"]["passes"] == 4  # two files x two repeat ranges
+    sam = next(s for s in doc["stages"] if s["stage"] == "sam")
+    assert sam["instances"] == 8
+
+
+def test_no_argument_analyzes_bundled_sample(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    code, _, stderr = run(capsys, "--out", str(out), "--format", "json")
+    assert code == 0, stderr
+    doc = json.loads((out / "analysis.json").read_text())
+    assert doc["trace"]["file"].endswith("trace.sqlite.xz")
+    assert doc["trace"]["stage_mode"] == "foreign"
+    assert any(s["stage"] == "decode" and s["decode_steps"] == 76 for s in doc["stages"])
+
+
+def _not_nsys_sqlite(p: Path) -> Path:
+    con = sqlite3.connect(p)
+    con.execute("create table t(x)")
+    con.commit()
+    con.close()
+    return p
+
+
+@pytest.mark.parametrize(
+    ("make", "code", "words"),
+    [
+        (lambda d: d / "missing.sqlite", ExitCode.NOT_FOUND, "no such file"),
+        (lambda d: (d / "notes.txt", (d / "notes.txt").write_text("hello"))[0], ExitCode.BAD_INPUT, "not an SQLite"),
+        (lambda d: _not_nsys_sqlite(d / "other.sqlite"), ExitCode.BAD_INPUT, "other.sqlite"),
+        (
+            lambda d: (d / "bad.sqlite.xz", (d / "bad.sqlite.xz").write_bytes(b"\xfd7zXZ\x00garbage"))[0],
+            ExitCode.BAD_INPUT,
+            "not a valid .xz",
+        ),
+        (lambda d: (d / "emptydir", (d / "emptydir").mkdir())[0], ExitCode.BAD_INPUT, "no trace.sqlite"),
+    ],
+)
+def test_bad_inputs(capsys: pytest.CaptureFixture[str], tmp_path: Path, make: object, code: int, words: str) -> None:
+    path = make(tmp_path)  # type: ignore[operator]
+    out = tmp_path / "out"
+    got, stdout, stderr = run(capsys, str(path), "--out", str(out))
+    assert got == code
+    assert stderr.count("\n") == 1 and stderr.startswith("dsocr: error: ")
+    assert str(path) in stderr and words in stderr
+    assert "Traceback" not in stderr and stdout == ""
+    assert not out.exists()
+
+
+def test_truncated_export(capsys: pytest.CaptureFixture[str], cpu_sqlite: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.sqlite"
+    data = cpu_sqlite.read_bytes()
+    cut.write_bytes(data[: len(data) // 3])
+    got, _, stderr = run(capsys, str(cut), "--out", str(tmp_path / "out"))
+    assert got == ExitCode.BAD_INPUT
+    assert stderr.count("\n") == 1 and str(cut) in stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_format_and_out_is_a_file(capsys: pytest.CaptureFixture[str], cpu_sqlite: Path, tmp_path: Path) -> None:
+    got, _, stderr = run(capsys, str(cpu_sqlite), "--format", "md,pdf", "--out", str(tmp_path / "o"))
+    assert got == ExitCode.USAGE and "unknown format pdf" in stderr
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    got, _, stderr = run(capsys, str(cpu_sqlite), "--out", str(afile), "-q")
+    assert got == ExitCode.BAD_INPUT and "not a directory" in stderr.splitlines()[-1]
+
+
+def test_failed_write_leaves_no_partial_files(
+    capsys: pytest.CaptureFixture[str], cpu_sqlite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dsocr.report.sqliteout as so
+
+    def boom(*_args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(so, "build_sqlite", boom)
+    out = tmp_path / "o"
+    got, _, _ = run(capsys, str(cpu_sqlite), "--out", str(out), "-q")
+    assert got != 0
+    assert [p.name for p in out.iterdir()] == []  # neither the JSON nor the Markdown, no temp files
+
+
+def test_console_script_end_to_end(cpu_sqlite: Path, tmp_path: Path) -> None:
+    exe = shutil.which("dsocr", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    out = tmp_path / "o"
+    res = subprocess.run(
+        [exe, "analyze", str(cpu_sqlite), "--out", str(out)], capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == str(out)
+    assert {p.name for p in out.iterdir()} == FILES
