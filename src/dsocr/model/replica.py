@@ -244,22 +244,7 @@ class Replica:
 
     def lay_out(self, global_features: torch.Tensor, crop_features: torch.Tensor | None, grid: tuple[int, int]) -> Any:
         """Image embeddings ``(n, hidden)``: tiled crops + newlines, global + newlines, separator."""
-        import torch
-
-        newline = self.layout.image_newline
-        hidden = global_features.shape[-1]
-        g = math.isqrt(global_features.shape[1])
-        glob = global_features.reshape(g, g, hidden)
-        glob = torch.cat([glob, newline.expand(g, 1, hidden)], dim=1).reshape(-1, hidden)
-        parts = []
-        if crop_features is not None:
-            w, h = grid
-            c = math.isqrt(crop_features.shape[1])
-            tiled = crop_features.reshape(h, w, c, c, hidden).permute(0, 2, 1, 3, 4).reshape(h * c, w * c, hidden)
-            tiled = torch.cat([tiled, newline.expand(h * c, 1, hidden)], dim=1).reshape(-1, hidden)
-            parts.append(tiled)
-        parts += [glob, self.layout.view_separator.reshape(1, hidden)]
-        return torch.cat(parts, dim=0)
+        return lay_out(self.layout.image_newline, self.layout.view_separator, global_features, crop_features, grid)
 
     def encode_views(self, views: PreparedImage, stage: StageFn | None = None) -> torch.Tensor:
         """Image embeddings ``(n, hidden)`` of one page: crops (one batch), then the global view, then layout."""
@@ -289,6 +274,32 @@ class Replica:
         out = self.decoder(input_ids=token.reshape(1, 1), past_key_values=past, use_cache=True)
         logits = self.lm_head(out.last_hidden_state)
         return logits[:, -1], out.past_key_values
+
+
+def lay_out(
+    newline: torch.Tensor,
+    separator: torch.Tensor,
+    global_features: torch.Tensor,
+    crop_features: torch.Tensor | None,
+    grid: tuple[int, int],
+) -> torch.Tensor:
+    """The vendor's layout: crops tiled row by row into one map, ``newline`` after every row of it and of
+    the global map, crops first, then the global view, then ``separator``: ``(n, hidden)``."""
+    import torch
+
+    hidden = global_features.shape[-1]
+    g = math.isqrt(global_features.shape[1])
+    glob = global_features.reshape(g, g, hidden)
+    glob = torch.cat([glob, newline.expand(g, 1, hidden)], dim=1).reshape(-1, hidden)
+    parts = []
+    if crop_features is not None:
+        w, h = grid
+        c = math.isqrt(crop_features.shape[1])
+        tiled = crop_features.reshape(h, w, c, c, hidden).permute(0, 2, 1, 3, 4).reshape(h * c, w * c, hidden)
+        tiled = torch.cat([tiled, newline.expand(h * c, 1, hidden)], dim=1).reshape(-1, hidden)
+        parts.append(tiled)
+    parts += [glob, separator.reshape(1, hidden)]
+    return torch.cat(parts, dim=0)
 
 
 def build_replica(

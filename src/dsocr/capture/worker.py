@@ -1,0 +1,482 @@
+"""The capture worker: the process ``nsys profile`` runs (``python -m dsocr.capture.worker --config FILE``).
+
+1. Everything is prepared before any stage: pages decoded and preprocessed, the model built or
+   loaded, inputs moved to the device, prompt ids made (a fixed id sequence of
+   ``prompt_tokens`` ids unless the checkpoint ships a tokenizer).
+2. Warm-up rounds run every distinct crop grid once per round (vision, prefill and a few decode
+   steps), inside one ``warmup`` range and before the capture range opens.
+3. The capture range opens once around all repeats (``cudaProfilerStart/Stop``; on the CPU an
+   NVTX range ``capture`` in domain ``dsocr``; or none for the unprofiled baseline), optionally
+   inside ``emit_nvtx(record_shapes=True)`` (``op_ranges``), with module ranges installed
+   (``module_ranges``).
+4. For each repeat and page: ``repeat`` > ``page`` > ``vision`` (``sam``, ``clip``,
+   ``projector`` per view: the crops as one batch, then the global view), ``prefill`` (prompt
+   embedding, decoder forward, first logits, first token), ``decode`` > ``decode_step`` (greedy
+   with KV cache, ``max_new_tokens - 1`` steps; EOS ends the loop only with a real checkpoint).
+5. ``timing.json`` gets every stage instance's time, tokens, lengths and peak memory.
+
+Errors come out as one line on stderr with the contract's exit codes; CUDA out of memory names
+the stage, repeat and page being run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from dsocr.capture import progress
+from dsocr.capture.inputs import InputPage, load_image
+from dsocr.capture.timing import StageTimer, timing_document, write_timing
+from dsocr.capture.worker_config import CAPTURE_CUDA, CAPTURE_NVTX, MODEL_REPLICA, WorkerConfig
+from dsocr.capture.worker_ranges import nvtx_range
+from dsocr.contract import nvtx_names as names
+from dsocr.contract.errors import DsocrError, EnvironmentProblem, ExitCode, RunFailed
+from dsocr.model.preprocess import PreparedImage, preprocess
+
+#: Decode steps per warm-up pass (decode shapes do not change with the step).
+WARMUP_DECODE_STEPS: Final = 4
+#: The fixed prompt ids (no DeepSeek tokenizer offline): BOS, the image, then ``prompt_tokens - 1`` ids.
+BOS_ID: Final = 0
+PROMPT_TEXT: Final = "<image>\n<|grounding|>Convert the document to markdown."
+
+ASSUMPTIONS_REPLICA: Final = (
+    "weights are seeded random values (exact shapes): kernel cost depends on shapes, not values",
+    "MoE routing with random weights is close to uniform (trained routing is skewed)",
+    "EOS is ignored: every page generates exactly max_new_tokens tokens (1 from prefill, the rest decode steps)",
+)
+
+
+@attrs.frozen
+class Prompt:
+    """Prompt ids around the image embeddings."""
+
+    ids_before: tuple[int, ...]
+    ids_after: tuple[int, ...]
+    source: str  #: ``fixed-ids`` or ``tokenizer``
+    eos_token_id: int | None = None
+
+    @property
+    def tokens(self) -> int:
+        """Text tokens of the prompt (without the image embeddings)."""
+        return len(self.ids_before) + len(self.ids_after)
+
+
+def fixed_prompt(prompt_tokens: int, vocab: int) -> Prompt:
+    """``prompt_tokens`` fixed ids: BOS before the image, the rest after it (deterministic)."""
+    after = tuple((1000 + 37 * i) % vocab for i in range(prompt_tokens - 1))
+    return Prompt(ids_before=(BOS_ID,), ids_after=after, source="fixed-ids")
+
+
+@attrs.define
+class PagePlan:
+    """One page, prepared."""
+
+    index: int
+    page: InputPage
+    views: PreparedImage  #: on the device
+    prefill_length: int
+
+    def describe(self) -> dict[str, Any]:
+        """The page's entry in timing.json."""
+        w, h = self.views.grid
+        return {
+            "index": self.index,
+            "name": self.page.name,
+            "path": str(self.page.path),
+            "width": self.page.width,
+            "height": self.page.height,
+            "grid": [w, h],
+            "crops": 0 if (w, h) == (1, 1) else w * h,
+            "image_tokens": self.views.image_tokens,
+            "vision_tokens": self.views.layout.vision_tokens,
+            "prefill_length": self.prefill_length,
+        }
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise EnvironmentProblem(
+            "torch is not installed: the capture worker needs the capture extra (pip install 'dsocr[capture]')"
+        ) from exc
+    return torch
+
+
+def check_environment(cfg: WorkerConfig) -> None:
+    """Fail early, with one line, when the device or the op ranges cannot work here."""
+    torch = _torch()
+    if cfg.is_cuda and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only"
+        raise EnvironmentProblem(
+            f"no CUDA device is visible to torch {torch.__version__} ({build} build): "
+            "run on a GPU machine, or use --device cpu"
+        )
+    if cfg.op_ranges and torch.version.cuda is None:
+        raise EnvironmentProblem(
+            f"--op-ranges needs a CUDA build of torch (emit_nvtx raises 'Torch not compiled with CUDA enabled'), "
+            f"but torch {torch.__version__} is CPU-only: drop --op-ranges or install a CUDA build of torch"
+        )
+
+
+class Runner:
+    """Runs stages with their NVTX ranges, timing and out-of-memory messages."""
+
+    def __init__(self, cfg: WorkerConfig, model: Any, plans: list[PagePlan], prompt: Prompt) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.plans = plans
+        self.prompt = prompt
+        self.torch = _torch()
+        self.timer = StageTimer(cuda=cfg.is_cuda)
+        self.recording = False  #: emit ranges and time stages (off during warm-up)
+        self.what: list[str] = []
+        dev = model.device
+        self.ids_before = self.torch.tensor(prompt.ids_before, dtype=self.torch.long, device=dev)
+        self.ids_after = self.torch.tensor(prompt.ids_after, dtype=self.torch.long, device=dev)
+
+    def describe_what(self) -> str:
+        """What is being run, e.g. ``repeat 1 page 3 prefill (p.png, gundam 2x3 crops)``."""
+        return " ".join(self.what) if self.what else "setup"
+
+    @contextlib.contextmanager
+    def stage(self, name: str, label: str, payload: int | None = None, **fields: Any) -> Iterator[dict[str, Any]]:
+        """One stage instance: NVTX range + timing record when recording; OOM becomes RunFailed.
+
+        Yields the record (a scratch dict when not recording) so the caller can fill in counts.
+        """
+        self.what.append(label)
+        try:
+            with contextlib.ExitStack() as stack:
+                record: dict[str, Any] = {}
+                if self.recording:
+                    stack.enter_context(nvtx_range(name, payload))
+                    record = stack.enter_context(self.timer.stage({"stage": name, **fields}))
+                try:
+                    yield record
+                except self.torch.cuda.OutOfMemoryError:
+                    err = RunFailed(
+                        f"CUDA out of memory in {self.describe_what()}: use a smaller mode (--mode base or tiny), "
+                        "fewer crops (--crops none) or a GPU with more free memory"
+                    )
+                    err.what = self.describe_what()  # type: ignore[attr-defined]
+                    raise err from None
+        finally:
+            self.what.pop()
+
+    def run_page(self, repeat: int | None, plan: PagePlan, steps: int) -> int:
+        """Vision, prefill and ``steps`` decode steps of one page; returns the tokens generated."""
+        torch = self.torch
+        ctx = {"repeat": repeat, "page": plan.index}
+        views = plan.views
+        view_tokens = [views.layout.crop_tokens] if views.crops is not None else []
+        view_tokens.append(views.layout.global_tokens)
+        counters: dict[str, int] = {}
+        grid = "x".join(map(str, views.grid))
+
+        def view_stage(name: str) -> contextlib.AbstractContextManager[dict[str, Any]]:
+            i = counters.get(name, 0)
+            counters[name] = i + 1
+            return self.stage(name, f"{name} (view {i})", index=i, tokens=view_tokens[i], **ctx)
+
+        L = plan.prefill_length
+        label = f"page {plan.index} ({plan.page.name}, {self.cfg.mode} {grid} crops)"
+        generated = 0
+        with self.stage(names.PAGE, label, payload=plan.index, **ctx) as page_record:
+            with self.stage(names.VISION, "vision", tokens=views.image_tokens, **ctx):
+                image_embeds = self.model.encode_views(views, stage=view_stage)
+            with self.stage(names.PREFILL, "prefill", tokens=L, prefill_length=L, context_length=L, **ctx):
+                x = self.model.embed_prompt(self.ids_before, image_embeds, self.ids_after)
+                logits, past = self.model.prefill(x)
+                token = torch.argmax(logits, dim=-1, keepdim=True)
+            generated = 1
+            eos = self.prompt.eos_token_id
+            with self.stage(names.DECODE, "decode", prefill_length=L, **ctx) as decode_record:
+                for t in range(steps):
+                    if eos is not None and int(token.item()) == eos:
+                        break
+                    with self.stage(
+                        names.DECODE_STEP,
+                        f"decode_step {t}",
+                        payload=t,
+                        index=t,
+                        tokens=1,
+                        prefill_length=L,
+                        context_length=L + t + 1,
+                        **ctx,
+                    ):
+                        logits, past = self.model.decode_step(token, past)
+                        token = torch.argmax(logits, dim=-1, keepdim=True)
+                    generated += 1
+                decode_record.update(tokens=generated - 1, context_length=L + generated - 1)
+            page_record["tokens"] = generated
+        return generated
+
+    def warmup(self, rounds: int) -> list[int]:
+        """Warm-up rounds (no ranges, no timing): every distinct crop grid once per round."""
+        seen: dict[tuple[int, int], PagePlan] = {}
+        for plan in self.plans:
+            seen.setdefault(plan.views.grid, plan)
+        steps = min(self.cfg.max_new_tokens - 1, WARMUP_DECODE_STEPS)
+        self.recording = False
+        if rounds:
+            with nvtx_range(names.WARMUP):
+                for r in range(rounds):
+                    self.what.append(f"warm-up round {r}")
+                    try:
+                        for plan in seen.values():
+                            self.run_page(None, plan, steps)
+                    finally:
+                        self.what.pop()
+            if self.cfg.is_cuda:
+                self.torch.cuda.synchronize()
+        return [p.index for p in seen.values()]
+
+    def capture(self, on_page: Any = None) -> None:
+        """All repeats x pages, recorded."""
+        self.recording = True
+        steps = self.cfg.max_new_tokens - 1
+        for r in range(self.cfg.repeats):
+            with self.stage(names.REPEAT, f"repeat {r}", payload=r, repeat=r):
+                for plan in self.plans:
+                    self.run_page(r, plan, steps)
+                    if on_page is not None:
+                        on_page(r, plan.index)
+
+
+@contextlib.contextmanager
+def capture_range(cfg: WorkerConfig) -> Iterator[None]:
+    """The capture range: cudaProfilerStart/Stop, an NVTX ``capture`` range, or nothing."""
+    if cfg.capture_range == CAPTURE_CUDA:
+        torch = _torch()
+        torch.cuda.synchronize()
+        torch.cuda.cudart().cudaProfilerStart()
+        try:
+            yield
+        finally:
+            torch.cuda.synchronize()
+            torch.cuda.cudart().cudaProfilerStop()
+    elif cfg.capture_range == CAPTURE_NVTX:
+        with nvtx_range(names.CAPTURE):
+            yield
+    else:
+        yield
+
+
+@contextlib.contextmanager
+def op_ranges(cfg: WorkerConfig) -> Iterator[None]:
+    """``emit_nvtx(record_shapes=True)`` when ``op_ranges``; EnvironmentProblem when torch cannot."""
+    if not cfg.op_ranges:
+        yield
+        return
+    torch = _torch()
+    ctx = torch.autograd.profiler.emit_nvtx(record_shapes=True)
+    try:
+        ctx.__enter__()
+    except (RuntimeError, AssertionError) as exc:
+        raise EnvironmentProblem(
+            f"--op-ranges failed: emit_nvtx raised '{exc}' (torch {torch.__version__}): "
+            "it needs a CUDA build of torch; drop --op-ranges or install one"
+        ) from None
+    try:
+        yield
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def load_model(cfg: WorkerConfig) -> Any:
+    """The replica, or a local checkpoint loaded into it (or the vendor's code with trust_remote_code)."""
+    if cfg.model == MODEL_REPLICA:
+        from dsocr.model.replica import build_replica
+
+        return build_replica(
+            cfg.architecture(),
+            device=cfg.device,
+            dtype=cfg.dtype,
+            seed=cfg.seed,
+            attn_implementation=cfg.attn_implementation,
+        )
+    from dsocr.model.checkpoint import load_model as load_checkpoint
+
+    return load_checkpoint(
+        Path(cfg.model),
+        device=cfg.device,
+        dtype=cfg.dtype,
+        seed=cfg.seed,
+        attn_implementation=cfg.attn_implementation,
+        trust_remote_code=cfg.trust_remote_code,
+    )
+
+
+def make_prompt(cfg: WorkerConfig, model: Any) -> Prompt:
+    """Fixed ids for the replica; a checkpoint's own tokenizer when it ships one (EOS then ends decoding)."""
+    if cfg.model != MODEL_REPLICA:
+        from dsocr.model.tokenizer import load_prompt
+
+        found = load_prompt(Path(cfg.model), PROMPT_TEXT)
+        if found is not None:
+            eos = found.eos_token_id if found.eos_token_id is not None else model.eos_token_id
+            return Prompt(found.ids_before, found.ids_after, "tokenizer", eos)
+        return attrs.evolve(fixed_prompt(cfg.prompt_tokens, model.arch.decoder.vocab), eos_token_id=model.eos_token_id)
+    return fixed_prompt(cfg.prompt_tokens, model.arch.decoder.vocab)
+
+
+def _environment(cfg: WorkerConfig, model: Any) -> dict[str, Any]:
+    torch = _torch()
+    import transformers
+
+    env: dict[str, Any] = {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.version.cuda,
+        "device": str(model.device),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "python": sys.version.split()[0],
+    }
+    if cfg.is_cuda:
+        env["device_name"] = torch.cuda.get_device_name(model.device)
+    return env
+
+
+def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
+    """Run the whole worker for ``cfg``; writes ``cfg.timing_out`` and returns its document."""
+    say = cfg.progress if emit_progress is None else emit_progress
+
+    def event(name: str, **fields: Any) -> None:
+        if say:
+            progress.emit(name, **fields)
+
+    event(progress.STARTED, pid=os.getpid())
+    check_environment(cfg)
+    torch = _torch()
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    pages = cfg.input_pages()
+    prepared = [preprocess(load_image(p), cfg.mode, cfg.crops) for p in pages]
+    t_inputs = time.perf_counter() - t0
+    event(progress.INPUTS_READY, pages=len(pages), repeats=cfg.repeats)
+
+    t0 = time.perf_counter()
+    try:
+        model = load_model(cfg)
+    except torch.cuda.OutOfMemoryError:
+        raise RunFailed(
+            f"CUDA out of memory while loading the model ({cfg.model}) on {cfg.device}: "
+            "free the GPU or use a larger one"
+        ) from None
+    prompt = make_prompt(cfg, model)
+    plans = [
+        PagePlan(i, p, v.to(model.device, model.dtype), v.image_tokens + prompt.tokens)
+        for i, (p, v) in enumerate(zip(pages, prepared, strict=True))
+    ]
+    if cfg.is_cuda:
+        torch.cuda.synchronize()
+    t_model = time.perf_counter() - t0
+    event(progress.MODEL_READY, seconds=round(t_model, 3))
+
+    runner = Runner(cfg, model, plans, prompt)
+    interrupted = False
+    hooks = None
+    t_warm = t_capture = 0.0
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        warm_pages = runner.warmup(cfg.warmup)
+        t_warm = time.perf_counter() - t0
+        event(progress.WARMUP_DONE, rounds=cfg.warmup)
+        if cfg.module_ranges:
+            from dsocr.capture.module_ranges import install
+
+            hooks = install(model.module_paths())
+        try:
+            t0 = time.perf_counter()
+            with op_ranges(cfg), capture_range(cfg):
+                event(progress.CAPTURE_START)
+                runner.capture(lambda r, p: event(progress.PAGE_DONE, repeat=r, page=p))
+            t_capture = time.perf_counter() - t0
+            event(progress.CAPTURE_END)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            if hooks is not None:
+                hooks.remove()
+    assumptions = list(ASSUMPTIONS_REPLICA) if cfg.model == MODEL_REPLICA else []
+    if prompt.source == "fixed-ids":
+        assumptions.append(
+            f"prompt: a fixed sequence of {prompt.tokens} token ids (BOS before the image, the rest after it) "
+            "stands for the vendor prompt (no DeepSeek tokenizer offline)"
+        )
+    assumptions.append("prefill computes lm_head on the last position only (as transformers' generate does)")
+    doc = timing_document(
+        clock=runner.timer.clock,
+        records=runner.timer.records(),
+        config=cfg.to_dict(),
+        model={
+            "kind": "replica"
+            if cfg.model == MODEL_REPLICA
+            else ("remote-code" if cfg.trust_remote_code else "checkpoint"),
+            "source": cfg.model,
+            "architecture": model.arch.name,
+            "parameters": model.parameter_count(),
+            "module_ranges": list(hooks.paths) if hooks is not None else [],
+        },
+        prompt={
+            "source": prompt.source,
+            "tokens": prompt.tokens,
+            "ids_before": list(prompt.ids_before),
+            "ids_after": list(prompt.ids_after),
+            "eos_token_id": prompt.eos_token_id,
+        },
+        pages=[p.describe() for p in plans],
+        environment=_environment(cfg, model),
+        setup={
+            "inputs_s": t_inputs,
+            "model_s": t_model,
+            "warmup_s": t_warm,
+            "warmup_rounds": cfg.warmup,
+            "warmup_pages": warm_pages,
+            "capture_wall_s": t_capture,
+        },
+        assumptions=assumptions,
+        interrupted=interrupted,
+    )
+    write_timing(Path(cfg.timing_out), doc)
+    if interrupted:
+        raise KeyboardInterrupt
+    event(progress.FINISHED, timing=cfg.timing_out)
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dsocr.capture.worker --config FILE``: one line per error, the contract's exit codes."""
+    parser = argparse.ArgumentParser(prog="python -m dsocr.capture.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, type=Path, help="RUN_CONFIG.json written by the driver")
+    args = parser.parse_args(argv)
+    try:
+        cfg = WorkerConfig.read(args.config)
+        run(cfg)
+        return int(ExitCode.OK)
+    except DsocrError as exc:
+        kind = progress.KIND_OOM if "out of memory" in exc.message else progress.KIND_ERROR
+        progress.emit(progress.FAILED, kind=kind, what=getattr(exc, "what", "setup"), message=exc.message)
+        print(f"dsocr worker: error: {exc.message}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("dsocr worker: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    except Exception as exc:  # a bug: keep the traceback for the driver's log
+        progress.emit(progress.FAILED, kind=progress.KIND_ERROR, what="worker", message=f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        return int(ExitCode.INTERNAL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""The capture worker's run configuration: JSON in (written by the driver), attrs inside.
+
+The driver writes ``RUN_CONFIG.json`` and starts ``python -m dsocr.capture.worker --config
+RUN_CONFIG.json`` (under ``nsys profile`` for the profiled pass, bare for the baseline). Fields
+(all optional except ``pages`` and ``timing_out``):
+
+- ``pages``: the inputs, already validated by the driver: each either the JSON of an
+  :class:`dsocr.capture.inputs.InputPage` (``InputPage.to_json()``; PDF pages included) or a
+  plain image file path.
+- ``timing_out``: where the worker writes ``timing.json`` (docs/timing-schema.md).
+- ``device``: ``cuda`` (default), ``cuda:N`` or ``cpu``. ``dtype``: ``auto`` (bf16 on CUDA,
+  float32 on the CPU), ``bfloat16``, ``float16``, ``float32``.
+- ``mode``: resolution mode (``tiny`` ... ``gundam-m``, default ``gundam``); ``crops``: ``auto``
+  (the vendor's grid choice), ``none``, or a fixed grid ``WxH``.
+- ``repeats`` (3), ``warmup`` rounds before the capture range (2), ``max_new_tokens`` (32: one
+  from prefill, N-1 decode steps), ``prompt_tokens`` (12 fixed ids unless the checkpoint ships a
+  tokenizer), ``seed`` (0).
+- ``model``: ``replica`` or a local checkpoint directory; ``trust_remote_code``: run the
+  vendor's own code from that directory (needs transformers 4.46.3).
+- ``attn_implementation``: ``sdpa`` (default) or ``eager``.
+- ``op_ranges``: wrap the captured work in ``emit_nvtx(record_shapes=True)`` (CUDA torch only).
+- ``module_ranges``: one NVTX range per medium-granularity module (domain ``dsocr.module``).
+- ``capture_range``: ``cuda-profiler-api`` (cudaProfilerStart/Stop), ``nvtx`` (a ``capture``
+  range in domain ``dsocr``, for nsys on the CPU) or ``none`` (the unprofiled baseline).
+- ``shrink``: tests only: ``{"sam_layers", "clip_layers", "decoder_layers", "vocab",
+  "routed_experts"}`` (layer counts, optional narrower vocabulary / fewer experts).
+- ``progress``: print ``@dsocr`` progress lines on stdout (:mod:`dsocr.capture.progress`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from dsocr.capture.inputs import InputPage, inspect
+from dsocr.contract.atomic import write_text
+from dsocr.contract.errors import BadInput, InputNotFound
+from dsocr.model.architecture import DEEPSEEK_OCR, Architecture
+from dsocr.model.modes import MODES, check_grid, get_mode, parse_grid
+
+CAPTURE_CUDA: Final = "cuda-profiler-api"
+CAPTURE_NVTX: Final = "nvtx"
+CAPTURE_NONE: Final = "none"
+CAPTURE_RANGES: Final = (CAPTURE_CUDA, CAPTURE_NVTX, CAPTURE_NONE)
+MODEL_REPLICA: Final = "replica"
+DTYPES: Final = ("auto", "bfloat16", "float16", "float32")
+
+
+@attrs.frozen
+class Shrink:
+    """Smaller layer counts (and optionally vocabulary and expert count) for fast tests."""
+
+    sam_layers: int = 2
+    clip_layers: int = 2
+    decoder_layers: int = 2
+    vocab: int | None = None
+    routed_experts: int | None = None
+
+    def apply(self, arch: Architecture) -> Architecture:
+        """``arch`` with these sizes."""
+        out = arch.shrunk(self.sam_layers, self.clip_layers, self.decoder_layers)
+        dec = out.decoder
+        if self.vocab is not None:
+            dec = attrs.evolve(dec, vocab=self.vocab)
+        if self.routed_experts is not None:
+            dec = attrs.evolve(dec, routed_experts=self.routed_experts)
+        return attrs.evolve(out, decoder=dec)
+
+
+@attrs.frozen
+class WorkerConfig:
+    """Everything one worker run needs (see the module docstring for each field)."""
+
+    pages: tuple[str | dict[str, Any], ...]
+    timing_out: str
+    device: str = "cuda"
+    dtype: str = "auto"
+    mode: str = "gundam"
+    crops: str = "auto"
+    repeats: int = 3
+    warmup: int = 2
+    max_new_tokens: int = 32
+    prompt_tokens: int = 12
+    seed: int = 0
+    model: str = MODEL_REPLICA
+    trust_remote_code: bool = False
+    attn_implementation: str = "sdpa"
+    op_ranges: bool = False
+    module_ranges: bool = False
+    capture_range: str = CAPTURE_CUDA
+    shrink: Shrink | None = None
+    progress: bool = True
+
+    @property
+    def is_cuda(self) -> bool:
+        """Whether the run uses a CUDA device."""
+        return self.device.startswith("cuda")
+
+    def input_pages(self) -> list[InputPage]:
+        """The pages as :class:`InputPage` (a plain path is inspected, which decodes it once)."""
+        out: list[InputPage] = []
+        for page in self.pages:
+            if isinstance(page, dict):
+                try:
+                    out.append(InputPage.from_json(page))
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise BadInput(
+                        f"worker config page entry {page!r} is malformed ({exc}): use InputPage.to_json()"
+                    ) from None
+            else:
+                out.extend(inspect(Path(page)))
+        return out
+
+    def architecture(self) -> Architecture:
+        """The architecture to build (shrunk when ``shrink`` is set)."""
+        return self.shrink.apply(DEEPSEEK_OCR) if self.shrink else DEEPSEEK_OCR
+
+    def validate(self) -> WorkerConfig:
+        """Check every field; BadInput naming the field and the fix on the first problem."""
+        if not self.pages:
+            raise BadInput("worker config lists no pages: give at least one image file in 'pages'")
+        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
+            raise BadInput(f"worker config device {self.device!r} is unknown: use cuda, cuda:N or cpu")
+        if self.dtype not in DTYPES:
+            raise BadInput(f"worker config dtype {self.dtype!r} is unknown: use one of {', '.join(DTYPES)}")
+        get_mode(self.mode)
+        if self.mode not in MODES:
+            raise BadInput(f"worker config mode {self.mode!r} is not lower-case: use one of {', '.join(MODES)}")
+        if self.crops not in ("auto", "none"):
+            check_grid(self.mode, parse_grid(self.crops))
+        for name in ("repeats", "max_new_tokens", "prompt_tokens"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"worker config {name} is {getattr(self, name)}: it must be at least 1")
+        if self.warmup < 0:
+            raise BadInput(f"worker config warmup is {self.warmup}: it must be 0 or more")
+        if self.capture_range not in CAPTURE_RANGES:
+            raise BadInput(
+                f"worker config capture_range {self.capture_range!r} is unknown: use one of {', '.join(CAPTURE_RANGES)}"
+            )
+        if self.capture_range == CAPTURE_CUDA and not self.is_cuda:
+            raise BadInput(
+                "capture_range cuda-profiler-api needs a CUDA device: on the CPU use capture_range nvtx "
+                "(nsys --capture-range=nvtx --nvtx-capture=capture@dsocr)"
+            )
+        if self.attn_implementation not in ("sdpa", "eager"):
+            raise BadInput(
+                f"worker config attn_implementation {self.attn_implementation!r} is unknown: use sdpa or eager"
+            )
+        if self.trust_remote_code and self.model == MODEL_REPLICA:
+            raise BadInput("trust_remote_code needs a checkpoint directory as model, not the replica")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        data = attrs.asdict(self, recurse=True)
+        data["pages"] = list(self.pages)
+        return data
+
+    def to_json(self) -> str:
+        """The config as indented JSON."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    def write(self, path: Path) -> None:
+        """Write the config atomically to ``path``."""
+        write_text(path, self.to_json() + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "worker config") -> WorkerConfig:
+        """Build and validate a config; BadInput names unknown or ill-typed fields."""
+        if not isinstance(data, dict):
+            raise BadInput(f"{source} is not a JSON object: write the fields as one object")
+        known = {f.name for f in attrs.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BadInput(
+                f"{source} has unknown fields {', '.join(unknown)}: known fields are {', '.join(sorted(known))}"
+            )
+        missing = [k for k in ("pages", "timing_out") if k not in data]
+        if missing:
+            raise BadInput(f"{source} lacks {', '.join(missing)}: give the page files and the timing.json path")
+        values = dict(data)
+        try:
+            if isinstance(data["pages"], (str, dict)):
+                raise TypeError("pages must be a list")
+            values["pages"] = tuple(p if isinstance(p, dict) else str(p) for p in data["pages"])
+            if data.get("shrink") is not None:
+                values["shrink"] = Shrink(**data["shrink"])
+            cfg = cls(**values)
+        except TypeError as exc:
+            raise BadInput(
+                f"{source} has a field of the wrong shape ({exc}): see docs in dsocr.capture.worker_config"
+            ) from None
+        _check_types(cfg, source)
+        return cfg.validate()
+
+    @classmethod
+    def read(cls, path: Path) -> WorkerConfig:
+        """Read and validate a config file."""
+        if not path.is_file():
+            raise InputNotFound(f"worker config {path} does not exist: pass the RUN_CONFIG.json the driver wrote")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BadInput(f"worker config {path} is not valid JSON ({exc}): rewrite it with the driver") from None
+        return cls.from_dict(data, source=f"worker config {path}")
+
+
+def _check_types(cfg: WorkerConfig, source: str) -> None:
+    expected: dict[str, type | tuple[type, ...]] = {
+        "timing_out": str,
+        "device": str,
+        "dtype": str,
+        "mode": str,
+        "crops": str,
+        "repeats": int,
+        "warmup": int,
+        "max_new_tokens": int,
+        "prompt_tokens": int,
+        "seed": int,
+        "model": str,
+        "trust_remote_code": bool,
+        "attn_implementation": str,
+        "op_ranges": bool,
+        "module_ranges": bool,
+        "capture_range": str,
+        "progress": bool,
+    }
+    for name, kind in expected.items():
+        value = getattr(cfg, name)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise BadInput(f"{source}: field {name} is {value!r}, expected {getattr(kind, '__name__', kind)}")
