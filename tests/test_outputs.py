@@ -1,0 +1,160 @@
+"""The three outputs: analysis.json carries NVIDIA-equal tables, results.sqlite mirrors it,
+report.md renders the document object."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from conftest import read_oracle
+from dsocr.analyze.analysis import Analysis, run_analysis
+from dsocr.report.jsonout import json_text
+from dsocr.report.markdown import markdown_text, render_markdown
+from dsocr.report.model import Document, Table
+from dsocr.report.sqliteout import tables, write_sqlite
+
+TOP_LEVEL = {
+    "schema_version",
+    "trace",
+    "traces",
+    "nvtx_projection",
+    "kernels",
+    "stages",
+    "stage_instances",
+    "kernel_categories",
+    "top_kernels",
+    "operators",
+    "repeats",
+    "warnings",
+}
+
+
+@pytest.fixture(scope="module")
+def h100_analysis(h100_sqlite: Path) -> Analysis:
+    return run_analysis([h100_sqlite])
+
+
+@pytest.fixture(scope="module")
+def h100_doc(h100_analysis: Analysis) -> dict[str, Any]:
+    return json.loads(json_text(h100_analysis))
+
+
+def test_json_top_level(h100_doc: dict[str, Any], h100_sqlite: Path) -> None:
+    assert set(h100_doc) == TOP_LEVEL
+    assert h100_doc["schema_version"] == "1.0"
+    t = h100_doc["trace"]
+    assert (t["file"], t["product_version"], t["schema_version"], t["gpu"]) == (
+        str(h100_sqlite),
+        "2025.3.2.0",
+        "3.20.3",
+        "NVIDIA H100 80GB HBM3",
+    )
+    assert h100_doc["traces"] == []  # one file: its tables are the top-level ones
+
+
+def test_json_projection_equals_nvidia(h100_doc: dict[str, Any]) -> None:
+    oracle = read_oracle("nvtx_gpu_proj_sum")
+    want = {
+        (r["Range"], r["Style"]): (
+            r["Range Instances"],
+            r["Total Proj Time:dur_ns"],
+            r["Total Range Time:dur_ns"],
+            r["Total GPU Ops"],
+        )
+        for r in oracle.iter_rows(named=True)
+    }
+    got = {
+        (r["range"], r["style"]): (r["instances"], r["total_proj_ns"], r["total_range_ns"], r["gpu_ops"])
+        for r in h100_doc["nvtx_projection"]
+    }
+    assert got == want
+    first = h100_doc["nvtx_projection"][0]
+    assert {"proj_avg_ns", "proj_median_ns", "proj_min_ns", "proj_max_ns", "proj_stddev_ns"} <= set(first)
+
+
+def test_json_kernels_equal_nvidia(h100_doc: dict[str, Any]) -> None:
+    oracle = read_oracle("cuda_gpu_kern_sum")
+    want = {r["Name"]: (r["Instances"], r["Total Time:dur_ns"]) for r in oracle.iter_rows(named=True)}
+    got = {r["name"]: (r["instances"], r["total_ns"]) for r in h100_doc["kernels"]}
+    assert got == want
+    assert all(r["category"] != "other" for r in h100_doc["kernels"])
+
+
+def test_json_stage_rows(h100_doc: dict[str, Any]) -> None:
+    dec = next(s for s in h100_doc["stages"] if s["stage"] == "decode")
+    proj = next(r for r in h100_doc["nvtx_projection"] if r["range"] == "decode")
+    # the stage's GPU span summed over instances is NVIDIA's projected time of the range
+    assert dec["gpu_span_ns"] == proj["total_proj_ns"]
+    assert dec["cpu_ns"] == proj["total_range_ns"]
+    assert dec["gpu_busy_ns"] < dec["gpu_span_ns"]
+    assert len(h100_doc["stage_instances"]) == 3 + 3 + 76
+    rep = h100_doc["repeats"]
+    assert rep["passes"] == 1 and rep["flagged"] == []
+
+
+def test_sqlite_mirrors_json(h100_analysis: Analysis, h100_doc: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "results.sqlite"
+    write_sqlite(h100_analysis, path)
+    con = sqlite3.connect(path)
+    names = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
+    assert names == set(tables(h100_analysis))
+    for table, key in [
+        ("stages", "stages"),
+        ("stage_instances", "stage_instances"),
+        ("nvtx_projection", "nvtx_projection"),
+        ("kernels", "kernels"),
+        ("top_kernels", "top_kernels"),
+        ("operators", "operators"),
+        ("kernel_categories", "kernel_categories"),
+    ]:
+        assert con.execute(f"select count(*) from {table}").fetchone() == (len(h100_doc[key]),), table
+    row = con.execute("select instances, decode_steps, launches from stages where stage = 'decode'").fetchone()
+    dec = next(s for s in h100_doc["stages"] if s["stage"] == "decode")
+    assert row == (dec["instances"], dec["decode_steps"], dec["launches"])
+    values = con.execute("select [values] from repeat_stats where stage = 'decode' and metric = 'cpu_ns'").fetchone()
+    assert json.loads(values[0]) == [float(dec["cpu_ns"])]
+
+
+def test_markdown_report(h100_analysis: Analysis) -> None:
+    md = markdown_text(h100_analysis)
+    for heading in (
+        "## Stages",
+        "### Per decode step",
+        "## Kernel time by category",
+        "## Top kernels",
+        "## Top operators",
+    ):
+        assert heading in md
+    assert "| decode | 76 |" in md  # per-step table: 76 decode steps
+    assert "aten::_grouped_mm" in md
+    assert "op_id" not in md.split("## NVTX ranges")[0]
+
+
+def test_markdown_template_only_lays_out() -> None:
+    doc = Document(
+        title="T",
+        facts=(("a", "b"),),
+        warnings=("w1",),
+        sections=(("S", (Table("tbl", ("x", "y"), (("1", "2"), ("3", "4")), note="n"),)), ("Empty", ())),
+    )
+    md = render_markdown(doc)
+    assert md.startswith("# T\n")
+    assert "- **a**: b" in md and "> warning: w1" in md
+    assert "| x | y |\n| --- | --- |\n| 1 | 2 |\n| 3 | 4 |" in md
+    assert "## Empty" in md and "No data." in md
+
+
+def test_cpu_only_outputs(cpu_sqlite: Path, tmp_path: Path) -> None:
+    a = run_analysis([cpu_sqlite])
+    doc = json.loads(json_text(a))
+    assert len(doc["warnings"]) == 1
+    sam = next(s for s in doc["stages"] if s["stage"] == "sam")
+    assert sam["gpu_idle_frac"] is None and sam["kernels"] == 0
+    assert pl.DataFrame(doc["stage_instances"]).height == 2 + 4 * 7 + 20
+    md = markdown_text(a)
+    assert "## Repeats" in md and "Spread over 2 passes" in md
