@@ -34,7 +34,7 @@ def page_dir(tmp_path: Path) -> Path:
 
 def test_directory_expands_to_every_page_in_name_order(page_dir: Path) -> None:
     pages = inputs.collect([page_dir])
-    assert [p.name for p in pages] == ["a.png", "b.jpg", "c.tiff", "d.webp", "e.pdf#1", "e.pdf#2"]
+    assert [p.name for p in pages] == ["a.png", "b.jpg", "c.tiff", "d.webp", "e.pdf#0", "e.pdf#1"]
     assert [p.pdf_page for p in pages] == [None, None, None, None, 0, 1]
     assert (pages[3].width, pages[3].height) == (200, 100)
     scale = inputs.PDF_DPI / 72
@@ -48,16 +48,16 @@ def test_load_image_gives_rgb_pixels_and_rasterizes_pdf_pages(page_dir: Path) ->
     pages = {p.name: p for p in inputs.collect([page_dir])}
     png = inputs.load_image(pages["a.png"])
     assert png.mode == "RGB" and png.getpixel((5, 5)) == (250, 0, 0)
-    pdf2 = inputs.load_image(pages["e.pdf#2"])
-    assert pdf2.size == (pages["e.pdf#2"].width, pages["e.pdf#2"].height)
+    pdf2 = inputs.load_image(pages["e.pdf#1"])
+    assert pdf2.size == (pages["e.pdf#1"].width, pages["e.pdf#1"].height)
     r, g, b = pdf2.getpixel((pdf2.width // 2, pdf2.height // 2))  # type: ignore[misc]
     assert max(r, g, b) < 40  # the dark second page
-    assert inputs.load_image(pages["e.pdf#2"]).tobytes() == pdf2.tobytes()  # deterministic
+    assert inputs.load_image(pages["e.pdf#1"]).tobytes() == pdf2.tobytes()  # deterministic
 
 
 def test_files_and_json_round_trip(page_dir: Path) -> None:
     pages = inputs.collect([page_dir / "e.pdf", page_dir / "a.png"])
-    assert [p.name for p in pages] == ["e.pdf#1", "e.pdf#2", "a.png"]
+    assert [p.name for p in pages] == ["e.pdf#0", "e.pdf#1", "a.png"]
     assert [inputs.InputPage.from_json(p.to_json()) for p in pages] == pages
 
 
@@ -138,3 +138,14 @@ def test_unreadable_file(tmp_path: Path) -> None:
     kind, message = _error(tmp_path, "locked.png")
     assert kind is InputNotFound
     assert message == f"{path}: cannot be read (permission denied); fix its permissions"
+
+
+def test_worker_refs_load_the_same_pixels(page_dir: Path) -> None:
+    pages = inputs.collect([page_dir / "e.pdf", page_dir / "a.png"])
+    assert [p.ref for p in pages] == [f"{page_dir / 'e.pdf'}#0", f"{page_dir / 'e.pdf'}#1", str(page_dir / "a.png")]
+    assert inputs.parse_ref(pages[1].ref) == (page_dir / "e.pdf", 1)
+    for page in pages:
+        assert inputs.load_ref(page.ref).tobytes() == inputs.load_image(page).tobytes()
+    with pytest.raises(InputNotFound) as exc:
+        inputs.load_ref(str(page_dir / "gone.pdf") + "#0")
+    assert exc.value.args[0] == f"{page_dir / 'gone.pdf'}: no such page file; pass existing page images or PDFs"

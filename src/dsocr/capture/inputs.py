@@ -10,6 +10,7 @@ with pypdfium2 at a fixed DPI so the same file always gives the same pixels.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -34,12 +35,17 @@ class InputPage:
     """One input page: an image file, or one page of a PDF."""
 
     path: Path
-    name: str  #: shown in progress and reports: the file name, ``doc.pdf#2`` for PDF pages
+    name: str  #: shown in progress and reports: the file name, ``doc.pdf#0`` for a PDF's first page
     sha256: str  #: of the whole file
     width: int
     height: int
     pdf_page: int | None = None  #: 0-based page index inside a PDF
     dpi: int | None = None  #: rasterization DPI of a PDF page
+
+    @property
+    def ref(self) -> str:
+        """How the worker's config names the page: the path, with ``#N`` (0-based) for a PDF page."""
+        return str(self.path) if self.pdf_page is None else f"{self.path}#{self.pdf_page}"
 
     def to_json(self) -> dict[str, Any]:
         """JSON data (for the run manifest and the worker's config)."""
@@ -127,7 +133,7 @@ def _pdf_pages(path: Path, sha: str) -> list[InputPage]:
             pages.append(
                 InputPage(
                     path=path,
-                    name=f"{path.name}#{i + 1}",
+                    name=f"{path.name}#{i}",
                     sha256=sha,
                     width=round(width * scale),
                     height=round(height * scale),
@@ -185,6 +191,27 @@ def default_pages() -> list[InputPage]:
     from dsocr.capture.pages import shipped_pages
 
     return collect(shipped_pages())
+
+
+_PDF_REF: Final = re.compile(r"^(?P<path>.+\.pdf)#(?P<page>\d+)$", re.IGNORECASE)
+
+
+def parse_ref(ref: str) -> tuple[Path, int | None]:
+    """``doc.pdf#2`` -> (doc.pdf, 2); any other reference -> (path, None)."""
+    match = _PDF_REF.match(ref)
+    if match and not Path(ref).exists():
+        return Path(match.group("path")), int(match.group("page"))
+    return Path(ref), None
+
+
+def load_ref(ref: str, dpi: int = PDF_DPI) -> Image.Image:
+    """The RGB image a worker-config page reference names (:attr:`InputPage.ref`)."""
+    path, pdf_page = parse_ref(ref)
+    if not path.is_file():
+        raise InputNotFound(f"{path}: no such page file; pass existing page images or PDFs")
+    if pdf_page is None:
+        return load_image(InputPage(path=path, name=path.name, sha256="", width=0, height=0))
+    return load_image(InputPage(path=path, name=ref, sha256="", width=0, height=0, pdf_page=pdf_page, dpi=dpi))
 
 
 def load_image(page: InputPage) -> Image.Image:

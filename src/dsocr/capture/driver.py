@@ -1,0 +1,567 @@
+"""The capture driver: ``dsocr capture`` from inputs to a complete run directory.
+
+Order (a problem stops the run before the model loads whenever it can be seen early):
+
+1. inputs (decoded once: a bad file is named), the machine (GPU or ``--device cpu``, torch, the
+   worker), nsys (found, version, new enough for torch's CUDA);
+2. the run directory ``runs/<date>-<time>-<gpu>-<mode>/`` with ``manifest.json`` (status
+   ``running``) and the worker configs;
+3. the worker under ``nsys profile`` (progress lines drive the bar; output in ``capture.log``);
+4. ``nsys export --type sqlite`` and the check that the ``dsocr`` ranges reached the trace;
+5. the unprofiled baseline: the same worker again without nsys (``timing-baseline.json``);
+6. the manifest's status ``complete``; then the analyzer (a callback) unless ``--no-analyze``.
+
+Failures raise :mod:`dsocr.contract.errors` classes with one line; the manifest then says
+``failed`` (with the phase and message) or, on Ctrl-C, ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.util
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import attrs
+
+import dsocr
+from dsocr.capture import export as export_mod
+from dsocr.capture import inputs as inputs_mod
+from dsocr.capture import manifest as manifest_mod
+from dsocr.capture import nsys as nsys_mod
+from dsocr.capture import progress
+from dsocr.capture.worker_config import CAPTURE_CUDA, CAPTURE_NONE, CAPTURE_NVTX, Shrink, WorkerConfig
+from dsocr.contract import rundir
+from dsocr.contract.errors import BadInput, DsocrError, EnvironmentProblem, RunFailed
+
+WORKER_MODULE: Final = "dsocr.capture.worker"
+TIMING_BASELINE: Final = "timing-baseline.json"
+WORKER_CONFIG: Final = "worker-config.json"
+WORKER_CONFIG_BASELINE: Final = "worker-config-baseline.json"
+CAPTURE_LOG: Final = "capture.log"
+BASELINE_LOG: Final = "baseline.log"
+TRACE_BASENAME: Final = "trace"
+
+PHASE_PREPARE: Final = "prepare"
+PHASE_PROFILE: Final = "profile"
+PHASE_EXPORT: Final = "export"
+PHASE_BASELINE: Final = "baseline"
+PHASE_ANALYZE: Final = "analyze"
+
+_OOM_PATTERNS: Final = ("CUDA out of memory", "OutOfMemoryError", "CUBLAS_STATUS_ALLOC_FAILED")
+_INTERRUPT_GRACE_S: Final = 30.0
+
+
+@attrs.frozen
+class CaptureSettings:
+    """Every ``dsocr capture`` option (``pages`` empty: the shipped standard set)."""
+
+    repeats: int = 3
+    pages: tuple[Path, ...] = ()
+    mode: str = "gundam"
+    crops: str = "auto"
+    max_new_tokens: int = 32
+    prompt_tokens: int = 12
+    warmup: int = 2
+    model: str = "replica"
+    trust_remote_code: bool = False
+    device: str = "cuda"
+    dtype: str = "auto"
+    op_ranges: bool = False
+    module_ranges: bool = False
+    baseline: bool = True
+    analyze: bool = True
+    nsys: Path | None = None
+    out: Path | None = None
+    runs_dir: Path = Path(rundir.RUNS_DIR)
+    seed: int = 0
+    shrink: Shrink | None = None
+    #: Tests only: the command that replaces ``python -m dsocr.capture.worker``.
+    worker_command: tuple[str, ...] | None = None
+
+    @property
+    def is_cpu(self) -> bool:
+        """Whether the run is on the CPU."""
+        return self.device == "cpu"
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON data for the manifest."""
+        data = attrs.asdict(self, recurse=True)
+        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items() if k != "worker_command"}
+        out["pages"] = [str(p) for p in self.pages]
+        return out
+
+    def worker_config(self, pages: Sequence[inputs_mod.InputPage], timing_out: Path, profiled: bool) -> WorkerConfig:
+        """The worker's config for the profiled pass or the unprofiled baseline."""
+        capture_range = CAPTURE_NONE if not profiled else CAPTURE_NVTX if self.is_cpu else CAPTURE_CUDA
+        return WorkerConfig(
+            pages=tuple(p.ref for p in pages),
+            timing_out=str(timing_out),
+            device=self.device,
+            dtype=self.dtype,
+            mode=self.mode,
+            crops=self.crops,
+            repeats=self.repeats,
+            warmup=self.warmup,
+            max_new_tokens=self.max_new_tokens,
+            prompt_tokens=self.prompt_tokens,
+            seed=self.seed,
+            model=self.model,
+            trust_remote_code=self.trust_remote_code,
+            op_ranges=self.op_ranges,
+            module_ranges=self.module_ranges,
+            capture_range=capture_range,
+            shrink=self.shrink,
+            progress=True,
+        ).validate()
+
+
+class Reporter(Protocol):
+    """Where the driver tells what it does (the CLI draws a progress bar from it)."""
+
+    def phase(self, name: str, description: str, total: int | None) -> None:
+        """A phase starts; ``total`` steps (repeats x pages) or None for an open-ended one."""
+
+    def step(self, event: progress.ProgressEvent) -> None:
+        """A worker progress event (``page_done`` advances the bar)."""
+
+    def info(self, message: str) -> None:
+        """A message for people."""
+
+    def warn(self, message: str) -> None:
+        """A warning."""
+
+    def debug(self, message: str) -> None:
+        """Verbose detail."""
+
+
+class NullReporter:
+    """A reporter that says nothing."""
+
+    def phase(self, name: str, description: str, total: int | None) -> None:
+        pass
+
+    def step(self, event: progress.ProgressEvent) -> None:
+        pass
+
+    def info(self, message: str) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+    def debug(self, message: str) -> None:
+        pass
+
+
+@attrs.frozen
+class CaptureResult:
+    """A finished capture."""
+
+    run_dir: Path
+    manifest: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+
+
+# --- checks before anything runs ---------------------------------------------------------------
+
+
+def gpu_slug(name: str | None) -> str:
+    """``NVIDIA H100 80GB HBM3`` -> ``h100-80gb-hbm3`` (``cpu`` for None)."""
+    if not name:
+        return "cpu"
+    text = re.sub(r"^(nvidia|geforce)\s+", "", name.strip(), flags=re.IGNORECASE)
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "gpu"
+
+
+def device_index(device: str) -> int:
+    """The GPU index of ``cuda`` / ``cuda:N``."""
+    return int(device.split(":", 1)[1]) if ":" in device else 0
+
+
+def check_machine(settings: CaptureSettings, gpu: dict[str, Any]) -> None:
+    """Raise EnvironmentProblem if this machine cannot run the worker as asked."""
+    if settings.worker_command is None:
+        for package, why in (("torch", "the model"), ("transformers", "the replica's blocks"), ("nvtx", "the ranges")):
+            if manifest_mod.package_version(package) is None:
+                raise EnvironmentProblem(
+                    f"capture needs {package} ({why}), which is not installed; pip install 'dsocr[capture]'"
+                )
+        if importlib.util.find_spec(WORKER_MODULE) is None:
+            raise EnvironmentProblem(f"{WORKER_MODULE} is missing from this dsocr install; reinstall dsocr")
+    if settings.is_cpu:
+        return
+    if not settings.device.startswith("cuda"):
+        raise BadInput(f"--device {settings.device!r} is unknown; use cuda, cuda:N or cpu")
+    if not gpu.get("gpus"):
+        raise EnvironmentProblem(
+            f"no NVIDIA GPU found ({gpu.get('error') or 'NVML lists none'}); run on a machine with a GPU and its "
+            "driver, or pass --device cpu to run the whole pipeline on the CPU under nsys (NVTX ranges, no kernels)"
+        )
+    index = device_index(settings.device)
+    if index >= len(gpu["gpus"]):
+        raise BadInput(f"--device {settings.device}: this machine has {len(gpu['gpus'])} GPU(s); use cuda:0..")
+    if settings.worker_command is None and manifest_mod.torch_cuda_version() is None:
+        raise EnvironmentProblem(
+            f"torch {manifest_mod.package_version('torch')} is a CPU-only build; install a CUDA build of torch "
+            "(pytorch.org), or pass --device cpu"
+        )
+
+
+def _check_settings(settings: CaptureSettings) -> None:
+    for name in ("repeats", "max_new_tokens", "prompt_tokens"):
+        if getattr(settings, name) < 1:
+            raise BadInput(f"--{name.replace('_', '-')} is {getattr(settings, name)}: it must be at least 1")
+    if settings.warmup < 0:
+        raise BadInput(f"--warmup is {settings.warmup}: it must be 0 or more")
+    if settings.model != "replica" and not Path(settings.model).is_dir():
+        raise BadInput(f"--model {settings.model}: neither 'replica' nor a checkpoint directory; pass one of them")
+
+
+def make_run_dir(settings: CaptureSettings, gpu_name: str | None, now: dt.datetime | None = None) -> Path:
+    """Create the run directory: ``--out`` as given, else ``runs/<date>-<time>-<gpu>-<mode>``."""
+    if settings.out is not None:
+        out = settings.out
+        if out.exists() and not out.is_dir():
+            raise BadInput(f"--out {out}: exists and is not a directory; choose another --out")
+        if (out / rundir.MANIFEST).exists() or (out / rundir.TRACE_REP).exists():
+            raise BadInput(f"--out {out}: already holds a capture; choose another --out or remove it")
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    base = settings.runs_dir / f"{stamp}-{'cpu' if settings.is_cpu else gpu_slug(gpu_name)}-{settings.mode}"
+    candidate, n = base, 1
+    while True:
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = base.with_name(f"{base.name}-{n}")
+
+
+# --- running the worker ------------------------------------------------------------------------
+
+
+@attrs.define
+class _WorkerRun:
+    """What one worker process said."""
+
+    returncode: int = 0
+    failed: progress.ProgressEvent | None = None
+    tail: deque[str] = attrs.field(factory=lambda: deque(maxlen=40))
+    last_event: progress.ProgressEvent | None = None
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """Ask a child (and its process group) to stop: SIGINT, then SIGTERM, then SIGKILL."""
+    for sig, wait in ((signal.SIGINT, _INTERRUPT_GRACE_S), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=wait)
+
+
+def run_worker(command: Sequence[str], env: dict[str, str], log: Path, reporter: Reporter) -> _WorkerRun:
+    """Run a worker (or nsys around it), streaming its output to ``log`` and its progress to ``reporter``."""
+    result = _WorkerRun()
+    with log.open("a", encoding="utf-8") as out:
+        out.write(f"$ {' '.join(command)}\n")
+        out.flush()
+        proc = subprocess.Popen(
+            list(command),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches us alone; we stop the children in order
+        )
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                out.write(line)
+                event = progress.parse(line)
+                if event is None:
+                    if line.strip():
+                        result.tail.append(line.rstrip())
+                        reporter.debug(line.rstrip())
+                    continue
+                result.last_event = event
+                if event.event == progress.FAILED:
+                    result.failed = event
+                reporter.step(event)
+            result.returncode = proc.wait()
+        except BaseException:
+            _stop(proc)
+            raise
+    return result
+
+
+def _what(event: progress.ProgressEvent | None, settings: CaptureSettings) -> str:
+    if event is not None and event.get("what"):
+        return str(event.get("what"))
+    return f"mode {settings.mode}, {settings.max_new_tokens} new tokens, {settings.dtype} on {settings.device}"
+
+
+def worker_failure(run: _WorkerRun, settings: CaptureSettings, label: str, log: Path) -> RunFailed:
+    """The one-line error for a worker that failed."""
+    text = "\n".join(run.tail)
+    oom = (run.failed is not None and run.failed.get("kind") == progress.KIND_OOM) or any(
+        p in text for p in _OOM_PATTERNS
+    )
+    if oom:
+        return RunFailed(
+            f"{label}: CUDA out of memory while running {_what(run.failed, settings)}; use a smaller --mode, fewer "
+            f"--max-new-tokens or a GPU with more free memory (details in {log})"
+        )
+    if run.failed is not None:
+        message = str(run.failed.get("message") or "no message")
+        return RunFailed(f"{label} failed while running {_what(run.failed, settings)}: {message} (details in {log})")
+    last = run.tail[-1] if run.tail else "no output"
+    return RunFailed(f"{label} exited with code {run.returncode} ({last[:200]}); see {log}")
+
+
+# --- the capture -------------------------------------------------------------------------------
+
+
+class _Run:
+    """A capture in progress: the run directory and its manifest, kept consistent."""
+
+    def __init__(self, run_dir: Path, manifest: dict[str, Any]) -> None:
+        self.dir = run_dir
+        self.manifest = manifest
+
+    def save(self) -> None:
+        self.manifest["files"] = sorted(p.name for p in self.dir.iterdir() if not p.name.startswith("."))
+        manifest_mod.write(self.dir / rundir.MANIFEST, self.manifest)
+
+    def phase(self, name: str) -> None:
+        self.manifest["phase"] = name
+        self.save()
+
+    def timed(self, name: str, seconds: float) -> None:
+        self.manifest.setdefault("phases", {})[name] = round(seconds, 3)
+
+    def finish(self, status: str, failure: dict[str, Any] | None = None) -> None:
+        self.manifest["status"] = status
+        self.manifest["failure"] = failure
+        self.manifest["finished"] = manifest_mod.utc_now()
+        for junk in self.dir.glob(".*.part.sqlite"):
+            junk.unlink()
+        self.save()
+
+
+def _worker_command(settings: CaptureSettings, config: Path) -> list[str]:
+    base = list(settings.worker_command or (sys.executable, "-m", WORKER_MODULE))
+    return [*base, "--config", str(config)]
+
+
+def _worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def run_capture(
+    settings: CaptureSettings,
+    reporter: Reporter | None = None,
+    analyze: Callable[[Path], None] | None = None,
+    command: Sequence[str] | None = None,
+) -> CaptureResult:
+    """Capture, export, check, baseline, then analyze (``analyze(run_dir)``); see the module doc."""
+    rep = reporter or NullReporter()
+    _check_settings(settings)
+    rep.phase(PHASE_PREPARE, "checking inputs", None)
+    pages = inputs_mod.collect(list(settings.pages)) if settings.pages else inputs_mod.default_pages()
+    gpu: dict[str, Any] = (
+        manifest_mod.gpu_environment() if not settings.is_cpu else {"gpus": [], "error": "--device cpu"}
+    )
+    check_machine(settings, gpu)
+    nsys = nsys_mod.find(settings.nsys)
+    rep.debug(f"using {nsys.describe()}")
+    if not settings.is_cpu:
+        driver_cuda = gpu.get("driver_cuda")
+        nsys_mod.check_for_cuda(nsys, manifest_mod.torch_cuda_version() or (str(driver_cuda) if driver_cuda else None))
+    gpu_name = None if settings.is_cpu else str(gpu["gpus"][device_index(settings.device)]["name"])
+    run_dir = make_run_dir(settings, gpu_name)
+    env_facts = manifest_mod.environment(gpu)
+    nvtx_version = manifest_mod.package_version("nvtx")
+    profiled_cfg = settings.worker_config(pages, run_dir / rundir.TIMING, profiled=True)
+    baseline_cfg = settings.worker_config(pages, run_dir / TIMING_BASELINE, profiled=False)
+    profiled_cfg.write(run_dir / WORKER_CONFIG)
+    if settings.baseline:
+        baseline_cfg.write(run_dir / WORKER_CONFIG_BASELINE)
+    profile_cmd = nsys_mod.profile_command(
+        nsys.path, run_dir / TRACE_BASENAME, _worker_command(settings, run_dir / WORKER_CONFIG), settings.device
+    )
+    rep_path, sqlite_path = export_mod.run_paths(run_dir)
+    run = _Run(
+        run_dir,
+        {
+            "schema_version": manifest_mod.SCHEMA_VERSION,
+            "kind": "dsocr-capture",
+            "dsocr_version": dsocr.__version__,
+            "command": list(command if command is not None else sys.argv),
+            "cwd": str(Path.cwd()),
+            "created": manifest_mod.utc_now(),
+            "finished": None,
+            "status": manifest_mod.STATUS_RUNNING,
+            "phase": PHASE_PREPARE,
+            "failure": None,
+            "settings": settings.to_json(),
+            "seed": settings.seed,
+            "model": settings.model,
+            "gpu": gpu_name,
+            "inputs": [p.to_json() for p in pages],
+            "environment": env_facts,
+            "nsys": {"path": str(nsys.path), "version": nsys.version.full, "found_via": nsys.found_via},
+            "commands": {
+                "profile": profile_cmd,
+                "export": nsys_mod.export_command(nsys.path, rep_path, sqlite_path),
+                "baseline": _worker_command(settings, run_dir / WORKER_CONFIG_BASELINE) if settings.baseline else None,
+                "profile_env": {"NSYS_NVTX_PROFILER_REGISTER_ONLY": "0"} if settings.is_cpu else {},
+            },
+            "phases": {},
+            "ranges": None,
+            "timing": {"profiled": rundir.TIMING, "baseline": TIMING_BASELINE if settings.baseline else None},
+            "analysis": "pending" if settings.analyze else "skipped",
+            "warnings": [],
+        },
+    )
+    run.save()
+    rep.info(f"run directory: {run_dir}")
+    warnings: list[str] = []
+    try:
+        total = settings.repeats * len(pages)
+        # 3. profiled pass
+        run.phase(PHASE_PROFILE)
+        rep.phase(PHASE_PROFILE, f"profiling under nsys {nsys.version}", total)
+        started = time.perf_counter()
+        worker = run_worker(
+            profile_cmd, nsys_mod.profile_env(settings.device, _worker_env()), run_dir / CAPTURE_LOG, rep
+        )
+        run.timed(PHASE_PROFILE, time.perf_counter() - started)
+        if worker.returncode != 0 or worker.failed is not None:
+            raise worker_failure(worker, settings, "the profiled worker (under nsys)", run_dir / CAPTURE_LOG)
+        if not rep_path.is_file():
+            if list(run_dir.glob("*.qdstrm")):
+                raise RunFailed(
+                    f"nsys left {TRACE_BASENAME}.qdstrm but no {rundir.TRACE_REP} in {run_dir}: its QdstrmImporter "
+                    "could not run (missing libssh.so, libpfm.so.4 or libdw.so.1: put them on LD_LIBRARY_PATH)"
+                )
+            raise RunFailed(f"nsys wrote no {rundir.TRACE_REP} in {run_dir}; see {run_dir / CAPTURE_LOG}")
+        # 4. export and check
+        run.phase(PHASE_EXPORT)
+        rep.phase(PHASE_EXPORT, "exporting the trace to SQLite", None)
+        run.timed(PHASE_EXPORT, export_mod.export_sqlite(nsys.path, rep_path, sqlite_path))
+        found = export_mod.count_ranges(sqlite_path)
+        run.manifest["ranges"] = {"dsocr": found.counts, "kernels": found.kernels}
+        warnings += export_mod.check_ranges(
+            found, sqlite_path, nsys.version, nvtx_version, settings.repeats, len(pages), settings.device
+        )
+        # 5. unprofiled baseline
+        if settings.baseline:
+            run.phase(PHASE_BASELINE)
+            rep.phase(PHASE_BASELINE, "unprofiled baseline (no nsys)", total)
+            started = time.perf_counter()
+            cmd = _worker_command(settings, run_dir / WORKER_CONFIG_BASELINE)
+            base = run_worker(cmd, _worker_env(), run_dir / BASELINE_LOG, rep)
+            run.timed(PHASE_BASELINE, time.perf_counter() - started)
+            if base.returncode != 0 or base.failed is not None:
+                raise worker_failure(base, settings, "the unprofiled baseline worker", run_dir / BASELINE_LOG)
+        run.manifest["warnings"] = warnings
+        run.finish(manifest_mod.STATUS_COMPLETE)
+    except KeyboardInterrupt:
+        run.finish(manifest_mod.STATUS_INTERRUPTED, {"phase": run.manifest.get("phase"), "message": "Ctrl-C"})
+        raise
+    except DsocrError as exc:
+        run.finish(manifest_mod.STATUS_FAILED, {"phase": run.manifest.get("phase"), "message": exc.message})
+        raise
+    except Exception as exc:
+        run.finish(manifest_mod.STATUS_FAILED, {"phase": run.manifest.get("phase"), "message": f"internal: {exc!r}"})
+        raise
+    for w in warnings:
+        rep.warn(w)
+    # 6. analysis (the capture is complete whatever happens here)
+    if settings.analyze and analyze is not None:
+        rep.phase(PHASE_ANALYZE, "analyzing", None)
+        started = time.perf_counter()
+        try:
+            analyze(run_dir)
+        except KeyboardInterrupt:
+            run.manifest["analysis"] = "interrupted"
+            run.save()
+            raise
+        except DsocrError as exc:
+            run.manifest["analysis"] = f"failed: {exc.message}"
+            run.save()
+            raise
+        run.timed(PHASE_ANALYZE, time.perf_counter() - started)
+        run.manifest["analysis"] = "done"
+        run.save()
+    return CaptureResult(run_dir=run_dir, manifest=run.manifest, warnings=tuple(warnings))
+
+
+def export_run(run_dir: Path, nsys_path: Path | None = None, reporter: Reporter | None = None) -> Path:
+    """``dsocr export RUN_DIR``: (re-)export a run's ``trace.nsys-rep`` to ``trace.sqlite`` and check it."""
+    rep = reporter or NullReporter()
+    if not run_dir.exists():
+        raise BadInput(f"{run_dir}: no such run directory; pass a directory made by `dsocr capture`")
+    rep_path, sqlite_path = (
+        export_mod.run_paths(run_dir) if run_dir.is_dir() else (run_dir, run_dir.with_suffix(".sqlite"))
+    )
+    target_dir = rep_path.parent
+    manifest = manifest_mod.read(target_dir / rundir.MANIFEST)
+    explicit = nsys_path
+    recorded = Path(str(manifest.get("nsys", {}).get("path", ""))) if manifest.get("nsys") else None
+    if explicit is None and recorded is not None and recorded.is_file() and not os.environ.get("NSYS"):
+        explicit = recorded
+    nsys = nsys_mod.find(explicit)
+    rep.phase(PHASE_EXPORT, f"exporting {rep_path.name} with nsys {nsys.version}", None)
+    seconds = export_mod.export_sqlite(nsys.path, rep_path, sqlite_path)
+    found = export_mod.count_ranges(sqlite_path)
+    settings = manifest.get("settings", {})
+    warnings = export_mod.check_ranges(
+        found,
+        sqlite_path,
+        nsys.version,
+        manifest_mod.package_version("nvtx"),
+        int(settings.get("repeats", 0) or 0),
+        len(manifest.get("inputs", [])),
+        str(settings.get("device", "cuda")),
+    )
+    if manifest:
+        manifest["ranges"] = {"dsocr": found.counts, "kernels": found.kernels}
+        manifest.setdefault("phases", {})[PHASE_EXPORT] = round(seconds, 3)
+        failure = manifest.get("failure") or {}
+        if manifest.get("status") == manifest_mod.STATUS_FAILED and failure.get("phase") == PHASE_EXPORT:
+            manifest["status"] = (
+                manifest_mod.STATUS_COMPLETE
+                if not manifest["settings"].get("baseline")
+                else (manifest_mod.STATUS_FAILED)
+            )
+            manifest["failure"] = (
+                None
+                if manifest["status"] == manifest_mod.STATUS_COMPLETE
+                else {"phase": PHASE_BASELINE, "message": "exported by `dsocr export`; the baseline never ran"}
+            )
+        manifest["warnings"] = list(manifest.get("warnings", [])) + warnings
+        manifest["files"] = sorted(p.name for p in target_dir.iterdir() if not p.name.startswith("."))
+        manifest_mod.write(target_dir / rundir.MANIFEST, manifest)
+    for w in warnings:
+        rep.warn(w)
+    return sqlite_path

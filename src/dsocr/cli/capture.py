@@ -1,0 +1,186 @@
+"""``dsocr capture``: run DeepSeek-OCR under Nsight Systems, export, baseline, analyze."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dsocr.cli.app import app
+from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
+from dsocr.contract import rundir
+from dsocr.contract.errors import BadInput, ExitCode
+
+
+def _opt(name: str, help_text: str, *, hidden: bool = False, short: str | None = None) -> Any:
+    """An option whose variable is ``DSOCR_CAPTURE_<NAME>``."""
+    decls = [name, short] if short else [name]
+    env = "DSOCR_CAPTURE_" + name.lstrip("-").replace("-", "_").upper()
+    return typer.Option(*decls, envvar=env, show_envvar=True, help=help_text, hidden=hidden)
+
+
+def parse_shrink(value: str | None) -> Any:
+    """``SAM,CLIP,DECODER[,VOCAB[,EXPERTS]]`` layer counts -> a worker Shrink (None when not given)."""
+    if not value:
+        return None
+    from dsocr.capture.worker_config import Shrink
+
+    parts = [p.strip() for p in value.split(",")]
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if not 3 <= len(numbers) <= 5 or any(n < 1 for n in numbers):
+        raise BadInput(
+            f"--shrink {value!r}: give SAM,CLIP,DECODER layer counts, optionally VOCAB and EXPERTS (e.g. 2,2,2,1024,8)",
+            ExitCode.USAGE,
+        )
+    extra: list[int | None] = [*numbers[3:], None, None]
+    return Shrink(numbers[0], numbers[1], numbers[2], extra[0], extra[1])
+
+
+class RichReporter:
+    """The driver's reporter: a rich progress bar over repeats x pages on stderr."""
+
+    def __init__(self, ui: Ui) -> None:
+        self.ui = ui
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> RichReporter:
+        if self.ui.show_progress:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.ui.err,
+                transient=False,
+            )
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def phase(self, name: str, description: str, total: int | None) -> None:
+        if self._progress is None:
+            self.ui.debug(f"{name}: {description}")
+            return
+        if self._task is not None:
+            self._progress.update(self._task, completed=self._progress.tasks[-1].total or 1)
+        self._task = self._progress.add_task(description, total=total)
+
+    def step(self, event: Any) -> None:
+        from dsocr.capture import progress
+
+        if event.event == progress.PAGE_DONE and self._progress is not None and self._task is not None:
+            self._progress.advance(self._task)
+        elif event.event != progress.PAGE_DONE:
+            self.ui.debug(f"worker: {event.event} {json.dumps(event.fields)}")
+
+    def info(self, message: str) -> None:
+        self.ui.info(message)
+
+    def warn(self, message: str) -> None:
+        self.ui.warn(message)
+
+    def debug(self, message: str) -> None:
+        self.ui.debug(message)
+
+
+def _analyze_into(run_dir: Path) -> None:
+    """Run ``dsocr analyze RUN_DIR --out RUN_DIR`` quietly (report files beside the trace)."""
+    from dsocr.cli.analyze import analyze
+
+    analyze(traces=[run_dir], out=run_dir, json_out=False, quiet=True, verbose=False)
+
+
+@app.command()
+def capture(
+    repeats: Annotated[int, _opt("--repeats", "Captured passes over all pages.", short="-r")] = 3,
+    pages: Annotated[
+        list[Path] | None,
+        _opt(
+            "--pages",
+            "Page images (PNG, JPEG, TIFF, WebP), PDFs (each page one input) or directories; repeatable. "
+            "Default: the shipped 12-page standard set (`dsocr pages`).",
+        ),
+    ] = None,
+    mode: Annotated[str, _opt("--mode", "Resolution mode: tiny, small, base, large, gundam, gundam-m.")] = ("gundam"),
+    crops: Annotated[str, _opt("--crops", "Crop grid: auto (the vendor's choice), none, or WxH.")] = "auto",
+    max_new_tokens: Annotated[
+        int, _opt("--max-new-tokens", "Tokens generated per page (1 from prefill + N-1 decode steps).")
+    ] = 32,
+    prompt_tokens: Annotated[
+        int, _opt("--prompt-tokens", "Text prompt length in tokens (fixed ids: no tokenizer offline).")
+    ] = 12,
+    warmup: Annotated[int, _opt("--warmup", "Warm-up rounds before the capture range opens.")] = 2,
+    model: Annotated[str, _opt("--model", "'replica' (exact shapes, random weights) or a checkpoint dir.")] = (
+        "replica"
+    ),
+    trust_remote_code: Annotated[
+        bool, _opt("--trust-remote-code", "Run the checkpoint's own code (transformers 4.46.3).")
+    ] = False,
+    device: Annotated[str, _opt("--device", "cuda, cuda:N, or cpu (the whole pipeline on the CPU).")] = "cuda",
+    dtype: Annotated[str, _opt("--dtype", "auto (bf16 on CUDA, fp32 on CPU), bfloat16, float16, float32.")] = ("auto"),
+    op_ranges: Annotated[
+        bool, _opt("--op-ranges", "aten operator ranges (emit_nvtx, record_shapes) for operator tables.")
+    ] = False,
+    module_ranges: Annotated[bool, _opt("--module-ranges", "One NVTX range per module (domain dsocr.module).")] = False,
+    no_baseline: Annotated[
+        bool, _opt("--no-baseline", "Skip the unprofiled pass (no profiler-overhead figures).")
+    ] = False,
+    no_analyze: Annotated[bool, _opt("--no-analyze", "Capture and export only; no report.")] = False,
+    nsys: Annotated[Path | None, _opt("--nsys", "The nsys executable (or its directory) to use.")] = None,
+    out: Annotated[Path | None, _opt("--out", "Run directory (default: RUNS_DIR/<date>-<time>-<gpu>-<mode>).")] = (
+        None
+    ),
+    runs_dir: Annotated[Path, _opt("--runs-dir", "Where run directories are created.")] = Path(rundir.RUNS_DIR),
+    seed: Annotated[int, _opt("--seed", "Seed of the replica's random weights.")] = 0,
+    shrink: Annotated[
+        str | None,
+        _opt("--shrink", "Tests: SAM,CLIP,DECODER[,VOCAB[,EXPERTS]] layer counts.", hidden=True),
+    ] = None,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Capture DeepSeek-OCR under Nsight Systems: trace, SQLite export, unprofiled baseline, manifest, report."""
+    from dsocr.capture.driver import CaptureSettings, run_capture
+
+    ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
+    settings = CaptureSettings(
+        repeats=repeats,
+        pages=tuple(pages or ()),
+        mode=mode,
+        crops=crops,
+        max_new_tokens=max_new_tokens,
+        prompt_tokens=prompt_tokens,
+        warmup=warmup,
+        model=model,
+        trust_remote_code=trust_remote_code,
+        device=device,
+        dtype=dtype,
+        op_ranges=op_ranges,
+        module_ranges=module_ranges,
+        baseline=not no_baseline,
+        analyze=not no_analyze,
+        nsys=nsys,
+        out=out,
+        runs_dir=runs_dir,
+        seed=seed,
+        shrink=parse_shrink(shrink),
+    )
+    with RichReporter(ui) as reporter:
+        result = run_capture(settings, reporter=reporter, analyze=_analyze_into, command=["dsocr", *sys.argv[1:]])
+    if json_out:
+        print(json.dumps({"run_dir": str(result.run_dir), "manifest": result.manifest}, indent=2, default=str))
+    elif not quiet:
+        ui.out.print(str(result.run_dir), markup=False)

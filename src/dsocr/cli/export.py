@@ -1,0 +1,44 @@
+"""``dsocr export RUN_DIR``: export a run's trace.nsys-rep to trace.sqlite (after a failed export)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dsocr.cli.app import app
+from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
+
+
+@app.command()
+def export(
+    run_dir: Annotated[
+        Path,
+        typer.Argument(help="A run directory made by `dsocr capture` (or a .nsys-rep file).", show_default=False),
+    ],
+    nsys: Annotated[
+        Path | None,
+        typer.Option(
+            "--nsys",
+            envvar="DSOCR_EXPORT_NSYS",
+            show_envvar=True,
+            help="The nsys executable to use (default: the one the capture used, else the usual search).",
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Export a capture's .nsys-rep to SQLite with nsys and check that it holds the dsocr ranges."""
+    from dsocr.capture.driver import export_run
+    from dsocr.cli.capture import RichReporter
+
+    ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
+    with RichReporter(ui) as reporter:
+        sqlite = export_run(run_dir, nsys, reporter)
+    if json_out:
+        print(json.dumps({"sqlite": str(sqlite)}))
+    elif not quiet:
+        ui.out.print(str(sqlite), markup=False)
