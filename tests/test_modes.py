@@ -140,3 +140,11 @@ def test_bad_inputs_one_line() -> None:
         image_token_layout("gundam", (5, 2))
     with pytest.raises(BadInput, match=r"image size 0x10 is not positive"):
         select_crop_grid(0, 10)
+
+
+def test_parse_size() -> None:
+    from dsocr.model.modes import parse_size
+
+    assert parse_size("1654x2339") == (1654, 2339)
+    with pytest.raises(BadInput, match=r"image size '12x' is not WxH in pixels: write e\.g\. 1654x2339"):
+        parse_size("12x")

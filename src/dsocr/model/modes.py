@@ -135,6 +135,14 @@ def parse_grid(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse an image size written ``WxH`` in pixels (e.g. ``1654x2339``)."""
+    parts = text.strip().lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts) or min(int(p) for p in parts) < 1:
+        raise BadInput(f"image size {text!r} is not WxH in pixels: write e.g. 1654x2339")
+    return int(parts[0]), int(parts[1])
+
+
 def check_grid(mode: str | ResolutionMode, grid: tuple[int, int]) -> tuple[int, int]:
     """Validate a crop grid for a mode; returns it."""
     m = get_mode(mode)
