@@ -163,8 +163,22 @@ def test_unknown_gpu_peak_warns_with_override() -> None:
     assert check.status == "warn"
     assert check.detail == "no peak known for NVIDIA Mystery 48GB"
     assert "--peak-tflops X --peak-tbps Y" in check.fix
-    assert "DSOCR_PEAK_TFLOPS" in check.fix
     assert d.diagnose(facts).exit_code == ExitCode.OK  # a warning does not stop capture
+
+
+def test_peak_facts_use_the_analytic_table() -> None:
+    known, vague, unknown = facts_mod.peak_facts(
+        (d.GpuFact(0, H100), d.GpuFact(1, "NVIDIA H100"), d.GpuFact(2, "NVIDIA Mystery 48GB"))
+    )
+    assert (known.tflops, known.tbps, known.label, known.notes) == (989.4, 3.35, "table: H100 SXM5 80GB", ())
+    assert vague.notes == ("'NVIDIA H100' does not say its form factor or memory; assumed H100 SXM5 80GB",)
+    assert (unknown.tflops, unknown.tbps) == (None, None)
+    check = d.check_peaks(gpu_box(gpus=(d.GpuFact(0, "NVIDIA H100"),), peaks=(vague,)))
+    assert check.status == "warn"
+    assert check.detail == (
+        "NVIDIA H100: 989.4 TFLOP/s bf16 dense, 3.35 TB/s (table: H100 SXM5 80GB); "
+        "'NVIDIA H100' does not say its form factor or memory; assumed H100 SXM5 80GB"
+    )
 
 
 @pytest.mark.parametrize(("gib", "status"), [(0.5, "fail"), (3.0, "warn"), (50.0, "ok")])

@@ -89,7 +89,8 @@ class PeakFact:
     gpu: str
     tflops: float | None = None
     tbps: float | None = None
-    label: str | None = None  #: the table row or derivation used
+    label: str | None = None  #: where the figures come from (``table: H100 SXM5 80GB``)
+    notes: tuple[str, ...] = ()  #: assumptions made in matching the name
 
 
 @attrs.frozen
@@ -448,20 +449,19 @@ def check_peaks(facts: Facts) -> Check:
             "ok",
             "no GPU here; analysis looks up the GPU named in each trace",
         )
-    unknown = [p.gpu for p in facts.peaks if p.tflops is None or p.tbps is None]
+    fix = (
+        "pass the dense bf16 peak and memory bandwidth: `--peak-tflops X --peak-tbps Y` "
+        "(see `--help` for their variables) so MFU/MBU are right"
+    )
     known = [p for p in facts.peaks if p.tflops is not None and p.tbps is not None]
-    detail = "; ".join(f"{p.gpu}: {p.tflops:g} TFLOP/s bf16 dense, {p.tbps:g} TB/s ({p.label})" for p in known)
-    if unknown or not facts.peaks:
-        names = ", ".join(unknown or [g.name for g in facts.gpus])
-        return Check(
-            "GPU peaks",
-            "analysis",
-            "warn",
-            (f"{detail}; " if detail else "") + f"no peak known for {names}",
-            "pass the dense bf16 peak and memory bandwidth: `--peak-tflops X --peak-tbps Y` "
-            "(DSOCR_PEAK_TFLOPS, DSOCR_PEAK_TBPS) so MFU/MBU are right",
-        )
-    return Check("GPU peaks", "analysis", "ok", detail)
+    unknown = [p.gpu for p in facts.peaks if p not in known] or ([] if facts.peaks else [g.name for g in facts.gpus])
+    parts = [f"{p.gpu}: {p.tflops:g} TFLOP/s bf16 dense, {p.tbps:g} TB/s ({p.label})" for p in known]
+    notes = [n for p in known for n in p.notes]
+    if unknown:
+        parts.append(f"no peak known for {', '.join(unknown)}")
+    if unknown or notes:
+        return Check("GPU peaks", "analysis", "warn", "; ".join(parts + notes), fix)
+    return Check("GPU peaks", "analysis", "ok", "; ".join(parts))
 
 
 def check_disk(facts: Facts) -> Check:

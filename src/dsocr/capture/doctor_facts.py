@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
+from dsocr.analytic.peaks import resolve_peak
 from dsocr.capture import nsys as nsys_tool
 from dsocr.capture.doctor import (
     ANALYSIS_PACKAGES,
@@ -130,13 +131,12 @@ NSYS_SEARCHED: Final = (
 
 
 def peak_facts(gpus: Sequence[GpuFact]) -> tuple[PeakFact, ...]:
-    """The peak each GPU would get (the analytic layer's table), None where it is unknown."""
-    lookup = _peak_lookup()
-    return tuple(lookup(g.name) for g in gpus)
-
-
-def _peak_lookup() -> Callable[[str], PeakFact]:
-    return lambda name: PeakFact(gpu=name)
+    """The peak each GPU would get from the analytic layer's table (None where it is unknown)."""
+    out = []
+    for gpu in gpus:
+        peak = resolve_peak(gpu.name)
+        out.append(PeakFact(gpu=gpu.name, tflops=peak.tflops, tbps=peak.tbps, label=peak.source, notes=peak.notes))
+    return tuple(out)
 
 
 def disk_free(path: Path) -> tuple[str, int | None]:

@@ -14,6 +14,7 @@ from dsocr.capture.doctor import Diagnosis, diagnose
 from dsocr.capture.doctor_facts import gather_facts
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
+from dsocr.contract.rundir import RUNS_DIR
 
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 
@@ -40,10 +41,10 @@ def _print_fixes(ui: Ui, diagnosis: Diagnosis) -> None:
 @app.command()
 def doctor(
     nsys: Annotated[
-        str | None,
+        Path | None,
         typer.Option(
             "--nsys",
-            envvar="DSOCR_NSYS",
+            envvar=["DSOCR_NSYS", "DSOCR_CAPTURE_NSYS"],
             show_envvar=True,
             help="The nsys executable (or its directory) a capture would use; default: $NSYS, PATH, /opt/nvidia.",
         ),
@@ -52,11 +53,11 @@ def doctor(
         Path,
         typer.Option(
             "--runs-dir",
-            envvar="DSOCR_RUNS_DIR",
+            envvar=["DSOCR_RUNS_DIR", "DSOCR_CAPTURE_RUNS_DIR"],
             show_envvar=True,
             help="Where captures will be written (its disk's free space is checked).",
         ),
-    ] = Path("runs"),
+    ] = Path(RUNS_DIR),
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -68,9 +69,13 @@ def doctor(
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
     if ui.show_progress:
         with ui.err.status("dsocr doctor: looking at this machine") as status:
-            facts = gather_facts(nsys=nsys, runs_dir=runs_dir, step=lambda what: status.update(f"checking {what}"))
+            facts = gather_facts(
+                nsys=str(nsys) if nsys else None, runs_dir=runs_dir, step=lambda what: status.update(f"checking {what}")
+            )
     else:
-        facts = gather_facts(nsys=nsys, runs_dir=runs_dir, step=lambda what: ui.debug(f"checking {what}"))
+        facts = gather_facts(
+            nsys=str(nsys) if nsys else None, runs_dir=runs_dir, step=lambda what: ui.debug(f"checking {what}")
+        )
     diagnosis = diagnose(facts)
     if json_out:
         print(json.dumps(diagnosis.to_json(), indent=2))
