@@ -47,6 +47,7 @@ class Sample:
     """One process: wall seconds, peak RSS in MB, exit code."""
 
     wall_s: float
+    cpu_s: float
     peak_mb: float
     rc: int
 
@@ -64,6 +65,12 @@ class Case:
 
     def dsocr_s(self) -> float:
         return statistics.median(s.wall_s for s in self.dsocr)
+
+    def dsocr_cpu(self) -> float:
+        return statistics.median(s.cpu_s for s in self.dsocr)
+
+    def nvidia_cpu(self) -> float:
+        return sum(statistics.median(s.cpu_s for s in v) for v in self.nvidia.values())
 
     def dsocr_mb(self) -> float:
         return statistics.median(s.peak_mb for s in self.dsocr)
@@ -87,7 +94,7 @@ def measure(cmd: Sequence[str], env: dict[str, str] | None = None, stdout: Path 
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if proc.returncode != 0:
         print(f"bench: {cmd[0]} ... exited {proc.returncode}: {err.strip()[-500:]}", file=sys.stderr)
-    return Sample(wall, usage.ru_maxrss / 1024, proc.returncode)
+    return Sample(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode)
 
 
 def nvidia_target(home: Path) -> Path:
@@ -167,32 +174,43 @@ def ratio(a: float, b: float) -> str:
 def table(cases: list[Case]) -> str:
     head = (
         "| trace | file | kernels | runtime rows | NVTX ranges | dsocr s | NVIDIA proj s | NVIDIA kern s "
-        "| NVIDIA s | time dsocr/NVIDIA | dsocr peak MB | NVIDIA peak MB | peak dsocr/NVIDIA |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| NVIDIA s | **time dsocr/NVIDIA** | CPU s dsocr / NVIDIA | dsocr peak MB | NVIDIA peak MB "
+        "| peak dsocr/NVIDIA |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     rows = []
     for c in cases:
         failed = any(s.rc for s in c.dsocr) or any(s.rc for v in c.nvidia.values() for s in v)
         rows.append(
-            f"| {c.name}{' (a run failed)' if failed else ''} | {c.size_mb:,.0f} MB "
+            f"| {c.name}{' (a run FAILED)' if failed else ''} | {c.size_mb:,.0f} MB "
             f"| {c.rows.get('CUPTI_ACTIVITY_KIND_KERNEL', 0):,} | {c.rows.get('CUPTI_ACTIVITY_KIND_RUNTIME', 0):,} "
             f"| {c.rows.get('NVTX ranges', 0):,} | {c.dsocr_s():.2f} | {c.nvidia_s('nvtx_gpu_proj_sum'):.2f} "
             f"| {c.nvidia_s('cuda_gpu_kern_sum'):.2f} | {c.nvidia_s():.2f} | **{ratio(c.dsocr_s(), c.nvidia_s())}** "
+            f"| {c.dsocr_cpu():.2f} / {c.nvidia_cpu():.2f} "
             f"| {c.dsocr_mb():,.0f} | {c.nvidia_mb():,.0f} | {ratio(c.dsocr_mb(), c.nvidia_mb())} |"
         )
     return head + "\n".join(rows) + "\n"
 
 
-def report(cases: list[Case], reps: int) -> str:
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def report(cases: list[Case], reps: int, load_before: str) -> str:
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
-        f"Measured {when} on {machine()}; {versions()}.\n"
+        f"Measured {when} on {machine()}; {versions()}. Load average before / after: "
+        f"{load_before} / {loadavg()}.\n\n"
         f"Median of {reps} repetitions after one untimed warm-up round, each tool a fresh process "
         "(interpreter start and imports included), run alternately on the same file in one run of "
         "`python benchmarks/bench_analyze.py`. dsocr: `dsocr analyze FILE --out DIR --format json,md,sqlite "
         "--quiet` (everything: loading, projection, stages, operators, three output files). NVIDIA: "
-        "`nvtx_gpu_proj_sum.py` + `cuda_gpu_kern_sum.py`, time summed, peak the larger. Peak = the "
-        "process's max RSS.\n\n" + table(cases)
+        "`nvtx_gpu_proj_sum.py` + `cuda_gpu_kern_sum.py`, times summed, peak the larger. Time = wall "
+        "clock; CPU = user + system of the process (dsocr uses both cores, NVIDIA's SQLite one); "
+        "peak = the process's max RSS.\n\n" + table(cases)
     )
 
 
@@ -257,10 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     target = nvidia_target(args.nsys_home)
     args.workdir.mkdir(parents=True, exist_ok=True)
     cases = prepare(args, args.workdir)
+    load_before = loadavg()
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
         for case in cases:
             run_case(case, target, args.reps, Path(scratch))
-    text = report(cases, args.reps)
+    text = report(cases, args.reps, load_before)
     (args.workdir / "bench_analyze.json").write_text(json.dumps([asdict(c) for c in cases], indent=1))
     print(text)
     if args.write_docs:
