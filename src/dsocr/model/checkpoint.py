@@ -294,17 +294,22 @@ def load_model(
     seed: int = 0,
     attn_implementation: str = "sdpa",
     trust_remote_code: bool = False,
+    base: Architecture = DEEPSEEK_OCR,
 ) -> Any:
-    """A local checkpoint as a model with the replica's interface (the replica itself unless remote code)."""
+    """A local checkpoint as a model with the replica's interface (the replica itself unless remote code).
+
+    Layer, expert and vocabulary sizes come from the checkpoint, widths and head counts from ``base``.
+    """
     files = safetensors_files(directory)
     config = _read_config(directory)
     if trust_remote_code:
         check_remote_code_version()
-        return load_vendor_model(directory, infer_architecture(read_shapes(files), config), device=device, dtype=dtype)
+        arch = infer_architecture(read_shapes(files), config, base)
+        return load_vendor_model(directory, arch, device=device, dtype=dtype)
     from dsocr.model.replica import build_replica
 
     shapes = read_shapes(files)
-    arch = infer_architecture(shapes, config)
+    arch = infer_architecture(shapes, config, base)
     replica = build_replica(arch, device=device, dtype=dtype, seed=seed, attn_implementation=attn_implementation)
     clip_prefix = "clip.vision_model." if hasattr(replica.clip, "vision_model") else "clip."
     mapping = vendor_map(arch, clip_prefix)
