@@ -268,8 +268,8 @@ def counts(path: Path) -> dict[str, int]:
     con = sqlite3.connect(path)
     try:
         tables = set(_tables(con))
-        out = {
-            t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        out: dict[str, int] = {
+            t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
             for t in ("CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_RUNTIME", "CUPTI_ACTIVITY_KIND_MEMCPY")
             if t in tables
         }
