@@ -207,6 +207,8 @@ def analyze_stages(
             how="inner",
         )
         .with_columns((pl.col("end") - pl.col("start")).alias("dur"))
+        .collect()  # used by every table below: materialize once
+        .lazy()
     )
     is_k = pl.col("kind") == "kernel"
     is_c = pl.col("kind") == "memcpy"
@@ -230,8 +232,11 @@ def analyze_stages(
     )
     busy = busy_union(ops, "range_id").rename({"busy_ns": "gpu_busy_ns"})
 
-    api = api_r.join(ids.select("range_id"), on="range_id", how="inner").join(
-        trace.api.select("api_id", "category"), on="api_id", how="inner"
+    api = (
+        api_r.join(ids.select("range_id"), on="range_id", how="inner")
+        .join(trace.api.select("api_id", "category"), on="api_id", how="inner")
+        .collect()
+        .lazy()
     )
     api_metrics = api.group_by("range_id").agg(
         pl.len().alias("api_calls"),

@@ -18,6 +18,8 @@ def _env() -> jinja2.Environment:
         loader=jinja2.PackageLoader("dsocr.report", "templates"),
         autoescape=False,
         keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
     )
 

@@ -86,6 +86,18 @@ def table(
 
 def _stage_tables(a: Analysis) -> tuple[Table, ...]:
     s = a.stages
+    if not any(t.info.has_cuda for t in a.traces):
+        cpu_only = table(
+            "Stages (CPU side only: no GPU activity traced)",
+            s,
+            [
+                ("stage", "stage", text),
+                ("instances", "instances", num),
+                ("CPU ms", "cpu_ns", ms),
+                ("CPU ms/instance", "cpu_ns_mean", ms),
+            ],
+        )
+        return (cpu_only,)
     main = table(
         "Stages",
         s,
@@ -150,6 +162,52 @@ def _per_stage(a: Analysis, df: pl.DataFrame, title: str, cols: Sequence[tuple[s
     return tuple(out)
 
 
+def _repeat_table(a: Analysis) -> Table:
+    """One row per stage: CPU and GPU-busy time over the passes (mean, stddev, CV), flagged rows marked."""
+    stats = a.repeats.stats
+    order = a.stages.select("stage").with_row_index("_order")
+
+    def metric(name: str, prefix: str) -> pl.DataFrame:
+        return stats.filter(pl.col("metric") == name).select(
+            "stage",
+            pl.col("mean").alias(f"{prefix}_mean"),
+            pl.col("stddev").alias(f"{prefix}_std"),
+            pl.col("cv").alias(f"{prefix}_cv"),
+            pl.col("flagged").alias(f"{prefix}_flag"),
+            *([pl.col("passes")] if prefix == "cpu" else []),
+        )
+
+    wide = (
+        metric("cpu_ns", "cpu")
+        .join(metric("gpu_busy_ns", "gpu"), on="stage", how="left")
+        .join(order, on="stage", how="left")
+        .sort("_order")
+        .with_columns(
+            pl.when(pl.col("cpu_flag") | pl.col("gpu_flag").fill_null(False))
+            .then(pl.lit("CV > 10%"))
+            .otherwise(pl.lit(""))
+            .alias("flag")
+        )
+    )
+    return table(
+        f"Spread over {a.repeats.passes} passes",
+        wide,
+        [
+            ("stage", "stage", text),
+            ("passes", "passes", num),
+            ("CPU ms mean", "cpu_mean", ms),
+            ("CPU ms stddev", "cpu_std", ms),
+            ("CPU CV", "cpu_cv", frac),
+            ("GPU busy ms mean", "gpu_mean", ms),
+            ("GPU busy CV", "gpu_cv", frac),
+            ("flag", "flag", text),
+        ],
+        note="A pass is one repeat range (or one trace file); stages whose CPU or GPU-busy time varies by more "
+        "than 10% (coefficient of variation) are flagged.",
+        limit=200,
+    )
+
+
 def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int = 30) -> Document:
     """Turn an analysis into the report document."""
     facts: list[tuple[str, str]] = []
@@ -164,39 +222,41 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
         )
     facts.append(("passes", str(a.repeats.passes)))
     cats = a.categories.with_columns(pl.col("category").replace(LABELS).alias("label"))
-    sections: list[tuple[str, tuple[Table, ...]]] = [
-        ("Stages", _stage_tables(a)),
-        (
-            "Kernel time by category",
-            _per_stage(
-                a,
-                cats,
-                "Categories",
-                [
-                    ("category", "label", text),
-                    ("kernels", "kernels", num),
-                    ("ms", "total_ns", ms),
-                    ("share", "pct", pct),
-                ],
+    cuda = any(t.info.has_cuda for t in a.traces)
+    sections: list[tuple[str, tuple[Table, ...]]] = [("Stages", _stage_tables(a))]
+    if cuda:
+        sections += [
+            (
+                "Kernel time by category",
+                _per_stage(
+                    a,
+                    cats,
+                    "Categories",
+                    [
+                        ("category", "label", text),
+                        ("kernels", "kernels", num),
+                        ("ms", "total_ns", ms),
+                        ("share", "pct", pct),
+                    ],
+                ),
             ),
-        ),
-        (
-            "Top kernels",
-            _per_stage(
-                a,
-                a.top_kernels,
+            (
                 "Top kernels",
-                [
-                    ("#", "rank", num),
-                    ("kernel", "name", text),
-                    ("category", "category", text),
-                    ("instances", "instances", num),
-                    ("ms", "total_ns", ms),
-                    ("share", "pct", pct),
-                ],
+                _per_stage(
+                    a,
+                    a.top_kernels,
+                    "Top kernels",
+                    [
+                        ("#", "rank", num),
+                        ("kernel", "name", text),
+                        ("category", "category", text),
+                        ("instances", "instances", num),
+                        ("ms", "total_ns", ms),
+                        ("share", "pct", pct),
+                    ],
+                ),
             ),
-        ),
-    ]
+        ]
     if a.operators.height:
         sections.append(
             (
@@ -219,33 +279,11 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
         )
     rep = a.repeats
     if rep.passes > 1:
-        stats = rep.stats.filter(pl.col("metric").is_in(["cpu_ns", "gpu_busy_ns"]))
-        sections.append(
-            (
-                "Repeats",
-                (
-                    table(
-                        f"Spread over {rep.passes} passes",
-                        stats.with_columns(
-                            pl.when(pl.col("flagged")).then(pl.lit("CV > 10%")).otherwise(pl.lit("")).alias("flag")
-                        ),
-                        [
-                            ("stage", "stage", text),
-                            ("metric", "metric", text),
-                            ("mean ms", "mean", ms),
-                            ("stddev ms", "stddev", ms),
-                            ("CV", "cv", frac),
-                            ("min ms", "min", ms),
-                            ("max ms", "max", ms),
-                            ("", "flag", text),
-                        ],
-                        limit=200,
-                    ),
-                ),
-            )
-        )
+        sections.append(("Repeats", (_repeat_table(a),)))
     first = a.traces[0]
     proj = first.nvtx_projection.sort("total_proj_ns", descending=True)
+    if not cuda:
+        return Document(title=title, facts=tuple(facts), warnings=a.warnings, sections=tuple(sections))
     sections.append(
         (
             "NVTX ranges projected onto the GPU",
