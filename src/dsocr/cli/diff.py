@@ -1,0 +1,61 @@
+"""``dsocr diff A B``: compare two runs (run directories or analysis.json files)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dsocr.cli.app import app
+from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
+from dsocr.contract.errors import BadInput, ExitCode
+
+DIFF_MD = "diff.md"
+DIFF_HTML = "diff.html"
+
+
+@app.command()
+def diff(
+    a: Annotated[Path, typer.Argument(help="The baseline: a run directory or an analysis.json.", show_default=False)],
+    b: Annotated[Path, typer.Argument(help="The run compared with it (same kinds).", show_default=False)],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            envvar="DSOCR_DIFF_OUT",
+            show_envvar=True,
+            help=f"Directory to write {DIFF_MD} and {DIFF_HTML} into (default: print the Markdown on stdout).",
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Per stage, top kernels and operators: absolute and relative change, judged against the repeat spread."""
+    ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
+    from dsocr.report import diff as d
+
+    result = d.diff_paths(a, b)
+    counts = d.summary_line(result)
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise BadInput(f"--out {out}: exists and is not a directory; choose another --out", ExitCode.USAGE)
+        from dsocr.contract.atomic import write_text
+
+        write_text(out / DIFF_MD, d.render(result, "md"))
+        write_text(out / DIFF_HTML, d.render(result, "html"))
+        for name in (DIFF_MD, DIFF_HTML):
+            (out / name).chmod(0o644)
+    if json_out:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=1, allow_nan=False, default=str) + "\n")
+    elif out is not None:
+        if not quiet:
+            ui.out.print(str(out / DIFF_MD), markup=False)
+            ui.out.print(str(out / DIFF_HTML), markup=False)
+    elif not quiet:
+        sys.stdout.write(d.render(result, "md"))
+    ui.info(", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items())))

@@ -1,0 +1,336 @@
+"""``dsocr diff A B``: what changed between two analyses, and whether it exceeds the noise.
+
+A change is marked significant only when ``|B - A| > 2 x sqrt(sd_A^2 + sd_B^2)``, the two
+runs' own pass-to-pass standard deviations; with a single pass on either side the spread is
+unknown and the change is not judged. Kernels and operators have no per-pass values in the
+analysis: their spread is estimated from their stage's GPU-busy coefficient of variation
+(said so in the output).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from dsocr.contract import rundir
+from dsocr.contract.errors import BadInput, InputNotFound
+from dsocr.report.adapt import view_from_analysis
+from dsocr.report.view import KernelView, ReportView, StageView, Stat
+
+#: Significance: the change must exceed this many combined standard deviations.
+SIGMAS: Final = 2.0
+TOP: Final = 15
+
+#: Stage metrics compared: (key, label, unit, getter).
+STAGE_METRICS: Final[tuple[tuple[str, str, str, Callable[[StageView], Stat | None]], ...]] = (
+    ("range_ns", "profiled range", "ms", lambda s: s.range_ns),
+    ("unprofiled_ns", "unprofiled", "ms", lambda s: s.unprofiled_ns),
+    ("gpu_busy_ns", "GPU busy", "ms", lambda s: s.gpu_busy_ns),
+    ("idle_frac", "GPU idle", "pct", lambda s: s.idle_frac),
+    ("kernels", "kernels", "count", lambda s: s.kernels),
+    ("launches", "launches", "count", lambda s: s.launches),
+    ("syncs", "syncs", "count", lambda s: s.syncs),
+    ("d2h_copies", "D2H copies", "count", lambda s: s.d2h_copies),
+    ("mfu_busy", "MFU (busy)", "pct", lambda s: s.mfu_busy),
+)
+
+
+@attrs.frozen
+class Change:
+    """One compared quantity: A, B, their spreads and the verdict."""
+
+    kind: str  #: ``stage``, ``kernel`` or ``operator``
+    stage: str
+    name: str  #: metric label (stages) or kernel/operator name
+    unit: str  #: ``ms`` (values in ns), ``pct`` (fractions), ``count``
+    a: float | None
+    b: float | None
+    sd_a: float | None = None
+    sd_b: float | None = None
+    estimated_spread: bool = False  #: spread derived from the stage's CV, not measured per pass
+
+    @property
+    def delta(self) -> float | None:
+        """B - A (``None`` when either side is missing)."""
+        return None if self.a is None or self.b is None else self.b - self.a
+
+    @property
+    def rel(self) -> float | None:
+        """(B - A) / A; ``None`` when A is 0 or missing."""
+        d = self.delta
+        return None if d is None or not self.a else d / abs(self.a)
+
+    @property
+    def noise(self) -> float | None:
+        """``SIGMAS`` x the combined standard deviation; ``None`` when a side's spread is unknown."""
+        if self.sd_a is None or self.sd_b is None:
+            return None
+        return SIGMAS * math.sqrt(self.sd_a**2 + self.sd_b**2)
+
+    @property
+    def significant(self) -> bool | None:
+        """Whether |B - A| exceeds the noise; ``None`` when that cannot be judged."""
+        d, n = self.delta, self.noise
+        if d is None or n is None:
+            return None
+        return abs(d) > n
+
+    @property
+    def verdict(self) -> str:
+        """``significant``, ``within noise``, ``spread unknown``, ``only in A`` or ``only in B``."""
+        if self.a is None:
+            return "only in B"
+        if self.b is None:
+            return "only in A"
+        sig = self.significant
+        if sig is None:
+            return "spread unknown"
+        return "significant" if sig else "within noise"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready row."""
+        return {
+            **attrs.asdict(self),
+            "delta": self.delta,
+            "rel": self.rel,
+            "noise": self.noise,
+            "significant": self.significant,
+            "verdict": self.verdict,
+        }
+
+
+@attrs.frozen
+class Side:
+    """One compared analysis."""
+
+    label: str
+    view: ReportView
+
+
+@attrs.frozen
+class Diff:
+    """The comparison of two analyses."""
+
+    a: Side
+    b: Side
+    stages: tuple[Change, ...]
+    kernels: tuple[Change, ...]
+    operators: tuple[Change, ...]
+
+    @property
+    def single_pass(self) -> bool:
+        """Whether either side has a single pass (spread unknown)."""
+        return self.a.view.passes < 2 or self.b.view.passes < 2
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` document."""
+        return {
+            "a": {"label": self.a.label, "passes": self.a.view.passes, "gpu": self.a.view.identity.gpu},
+            "b": {"label": self.b.label, "passes": self.b.view.passes, "gpu": self.b.view.identity.gpu},
+            "sigmas": SIGMAS,
+            "stages": [c.to_dict() for c in self.stages],
+            "kernels": [c.to_dict() for c in self.kernels],
+            "operators": [c.to_dict() for c in self.operators],
+        }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputNotFound(f"{path}: cannot be read ({exc.strerror}); check its permissions") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: not valid JSON ({exc}); pass an analysis.json written by dsocr analyze") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: not an analysis document (a JSON object); pass an analysis.json from dsocr analyze")
+    return data
+
+
+def load_side(path: Path) -> Side:
+    """Read a run directory (its analysis.json, manifest.json, timing.json) or an analysis.json file."""
+    if not path.exists():
+        raise InputNotFound(f"{path}: no such file or directory; pass a run directory or an analysis.json")
+    manifest = timing = None
+    if path.is_dir():
+        doc_path = path / rundir.ANALYSIS_JSON
+        if not doc_path.is_file():
+            raise BadInput(f"{path}: holds no {rundir.ANALYSIS_JSON}; run `dsocr analyze {path} --out {path}` first")
+        if (path / rundir.MANIFEST).is_file():
+            manifest = _read_json(path / rundir.MANIFEST)
+        if (path / rundir.TIMING).is_file():
+            timing = _read_json(path / rundir.TIMING)
+    else:
+        doc_path = path
+    doc = _read_json(doc_path)
+    version = str(doc.get("schema_version", ""))
+    if "stages" not in doc or not version:
+        raise BadInput(
+            f"{doc_path}: not an analysis.json (no schema_version/stages); pass one written by dsocr analyze"
+        )
+    if version.split(".")[0] != rundir.ANALYSIS_SCHEMA_VERSION.split(".")[0]:
+        raise BadInput(
+            f"{doc_path}: analysis schema {version}, this dsocr reads {rundir.ANALYSIS_SCHEMA_VERSION}; "
+            "re-run dsocr analyze on its trace"
+        )
+    try:
+        view = view_from_analysis(doc, manifest=manifest, timing=timing)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadInput(
+            f"{doc_path}: incomplete analysis document ({exc!r}); re-run dsocr analyze on its trace"
+        ) from None
+    return Side(str(path), view)
+
+
+def _stage_changes(a: ReportView, b: ReportView) -> list[Change]:
+    names = [s.name for s in a.stages] + [s.name for s in b.stages if a.stage(s.name) is None]
+    out = []
+    for name in names:
+        sa, sb = a.stage(name), b.stage(name)
+        for _key, label, unit, get in STAGE_METRICS:
+            xa = get(sa) if sa else None
+            xb = get(sb) if sb else None
+            if xa is None and xb is None:
+                continue
+            out.append(
+                Change(
+                    "stage",
+                    name,
+                    label,
+                    unit,
+                    xa.mean if xa else None,
+                    xb.mean if xb else None,
+                    xa.stddev if xa else None,
+                    xb.stddev if xb else None,
+                )
+            )
+    return out
+
+
+def _busy_cv(view: ReportView, stage: str) -> float | None:
+    s = view.stage(stage)
+    return None if s is None else s.gpu_busy_ns.cv
+
+
+def _row_changes(
+    kind: str, a: ReportView, b: ReportView, rows_a: tuple[KernelView, ...], rows_b: tuple[KernelView, ...]
+) -> list[Change]:
+    def key(k: KernelView) -> tuple[str, str, str]:
+        return (k.stage, k.name, k.shapes or "")
+
+    ia = {key(k): k for k in rows_a}
+    ib = {key(k): k for k in rows_b}
+    pa, pb = max(1, a.passes), max(1, b.passes)
+    out = []
+    for k in list(ia) + [k for k in ib if k not in ia]:
+        ka, kb = ia.get(k), ib.get(k)
+        va = ka.total_ns / pa if ka else None
+        vb = kb.total_ns / pb if kb else None
+        cva, cvb = _busy_cv(a, k[0]), _busy_cv(b, k[0])
+        name = k[1] + (f" {k[2]}" if k[2] else "")
+        out.append(
+            Change(
+                kind,
+                k[0],
+                name,
+                "ms",
+                va,
+                vb,
+                None if va is None or cva is None else va * cva,
+                None if vb is None or cvb is None else vb * cvb,
+                estimated_spread=True,
+            )
+        )
+
+    # per stage, the largest absolute changes first (missing on one side counts as its whole value)
+    def size(c: Change) -> float:
+        return abs(c.delta) if c.delta is not None else (c.a or c.b or 0.0)
+
+    stages = list(dict.fromkeys(c.stage for c in out))
+    ranked: list[Change] = []
+    for st in stages:
+        ranked += sorted((c for c in out if c.stage == st), key=lambda c: (-size(c), c.name))[:TOP]
+    return ranked
+
+
+def diff(a: Side, b: Side) -> Diff:
+    """Compare two analyses."""
+    return Diff(
+        a,
+        b,
+        tuple(_stage_changes(a.view, b.view)),
+        tuple(_row_changes("kernel", a.view, b.view, a.view.kernels, b.view.kernels)),
+        tuple(_row_changes("operator", a.view, b.view, a.view.operators, b.view.operators)),
+    )
+
+
+def diff_paths(a: Path, b: Path) -> Diff:
+    """Compare the analyses at two paths (run directories or analysis.json files)."""
+    return diff(load_side(a), load_side(b))
+
+
+def fmt_value(v: float | None, unit: str) -> str:
+    """A value in its unit (ns shown as ms)."""
+    if v is None:
+        return "—"
+    if unit == "ms":
+        return f"{v / 1e6:,.3f} ms"
+    if unit == "pct":
+        return f"{100 * v:.2f}%"
+    return f"{v:,.1f}" if v != round(v) else f"{v:,.0f}"
+
+
+def fmt_delta(c: Change) -> str:
+    """B - A with sign, in the change's unit (percentage points for fractions)."""
+    d = c.delta
+    if d is None:
+        return "—"
+    if c.unit == "ms":
+        return f"{d / 1e6:+,.3f} ms"
+    if c.unit == "pct":
+        return f"{100 * d:+.2f} pp"
+    return f"{d:+,.1f}" if d != round(d) else f"{d:+,.0f}"
+
+
+def fmt_rel(c: Change) -> str:
+    """(B - A) / A as a signed percentage."""
+    r = c.rel
+    return "—" if r is None else f"{100 * r:+.1f}%"
+
+
+def render(d: Diff, fmt: str) -> str:
+    """The diff as ``md`` or ``html`` (self-contained)."""
+    from dsocr.report.html import environment
+
+    template = {"md": "diff.md.j2", "html": "diff.html.j2"}[fmt]
+    return (
+        environment()
+        .get_template(template)
+        .render(d=d, value=fmt_value, delta=fmt_delta, rel=fmt_rel, sigmas=SIGMAS, groups=_groups(d))
+    )
+
+
+def _groups(d: Diff) -> list[tuple[str, str, list[tuple[str, list[Change]]]]]:
+    out = []
+    for title, rows, kind in (
+        ("Stages", d.stages, "stage"),
+        ("Top kernels", d.kernels, "kernel"),
+        ("Top operators", d.operators, "operator"),
+    ):
+        by: dict[str, list[Change]] = {}
+        for c in rows:
+            by.setdefault(c.stage, []).append(c)
+        out.append((title, kind, list(by.items())))
+    return out
+
+
+def summary_line(d: Diff) -> Mapping[str, int]:
+    """How many compared quantities got each verdict."""
+    counts: dict[str, int] = {}
+    for c in (*d.stages, *d.kernels, *d.operators):
+        counts[c.verdict] = counts.get(c.verdict, 0) + 1
+    return counts
