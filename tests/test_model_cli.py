@@ -1,0 +1,105 @@
+"""``dsocr model``: Markdown and JSON output, the documented schema, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dsocr.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(["model", *args])
+    out, err = capsys.readouterr()
+    code = exc.value.code
+    return (code if isinstance(code, int) else 1), out, err
+
+
+def test_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "--mode", "gundam", "--crops", "2x2", "--prompt-tokens", "12", "--new-tokens", "128", "--format", "json"
+    )
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["schema"] == "dsocr.model/1"
+    w = doc["workload"]
+    assert (w["mode"], w["crop_grid"], w["image_embeddings"], w["prefill_length"], w["new_tokens"]) == (
+        "gundam",
+        [2, 2],
+        693,
+        705,
+        128,
+    )
+    assert w["context_mode"] == "auto"
+    assert [(v["kind"], v["count"]) for v in w["views"]] == [("crop", 4), ("global", 1)]
+    for stage in ("vision", "prefill", "decode"):
+        assert {"flops", "tensor_flops", "bytes"} <= doc["stages"][stage].keys()
+        assert doc["stages"][stage]["flops"] >= doc["stages"][stage]["tensor_flops"] > 0
+    assert doc["memory"]["params"] == 3_336_106_240
+    modules = {m["path"]: m for m in doc["modules"]}
+    assert [m["path"] for m in doc["modules"] if m["parent"] is None] == [
+        "vision.sam",
+        "vision.clip",
+        "vision.projector",
+        "decoder",
+        "lm_head",
+    ]
+    for path in (
+        "vision.sam.blocks.3",
+        "decoder.layers.5.moe",
+        "decoder.layers.5.moe.experts",
+        "vision.clip.layers.23",
+    ):
+        assert {"path", "kind", "calls", "flops", "bytes", "params"} <= modules[path].keys()
+    assert modules["decoder.layers.5.moe.experts"]["categories"]["matmul"] > 0
+    assert doc["peak"] is None
+    assert sum(m["params"] for m in doc["modules"] if m["parent"] is None) == 3_336_106_240
+
+
+def test_markdown_with_gpu(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--mode", "base", "--gpu", "NVIDIA H100 80GB HBM3", "--depth", "0")
+    assert code == 0
+    assert "mode **base**, crop grid 1x1" in out
+    assert "image embeddings 273 = 256 global + 0 crop tokens + 16 newlines + 1 separator" in out
+    assert "peak 989.4 TFLOP/s, 3.35 TB/s (table: H100 SXM5 80GB)" in out
+    assert "| vision.sam | sam | 1 |" in out
+    assert "vision.sam.blocks.0" not in out  # --depth 0
+
+
+def test_image_size_picks_grid_and_out_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    target = tmp_path / "m.json"
+    code, out, _err = run(capsys, "--image-size", "1654x2339", "--json", "--out", str(target))
+    assert code == 0 and out == ""
+    doc = json.loads(target.read_text())
+    assert doc["workload"]["crop_grid"] == [2, 3]
+    assert doc["workload"]["image_size"] == [1654, 2339]
+
+
+def test_unknown_gpu_warns(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "--gpu", "Tesla T4", "--format", "json")
+    assert code == 0
+    assert json.loads(out)["peak"]["tflops_source"] == "unknown"
+    assert "is not in the peak table" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--crops", "3x"), "dsocr: error: crop grid '3x' is not WxH with positive integers: write e.g. 2x2 or 3x1"),
+        (("--mode", "huge"), "dsocr: error: unknown resolution mode 'huge': use one of tiny, small, base, large"),
+        (("--crops", "2x2", "--image-size", "800x600"), "dsocr: error: give --crops or --image-size, not both"),
+        (("--mode", "tiny", "--crops", "2x2"), "dsocr: error: mode tiny does not crop, but crop grid 2x2 was given"),
+        (("--context", "soon"), "dsocr: error: decode context 'soon' is not understood"),
+        (("--new-tokens", "0"), "dsocr: error: new tokens = 0 is out of range: give at least 1"),
+        (("--peak-tflops", "0"), "dsocr: error: --peak-tflops = 0.0 is not a positive number"),
+    ],
+)
+def test_bad_options_one_line(capsys: pytest.CaptureFixture[str], args: tuple[str, ...], message: str) -> None:
+    code, out, err = run(capsys, *args)
+    assert code == 2
+    assert err.startswith(message)
+    assert len(err.strip().splitlines()) == 1
+    assert out == ""
