@@ -1,0 +1,88 @@
+"""`dsocr capture` / `dsocr export` / `dsocr pages` on the command line: one-line errors and exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dsocr.capture import manifest
+from dsocr.cli import main
+from dsocr.cli.capture import parse_shrink
+from dsocr.contract.errors import BadInput, ExitCode
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    code = exc.value.code
+    assert isinstance(code, int)
+    return code, capsys.readouterr().err
+
+
+def test_bad_page_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "page.webp"
+    bad.write_bytes(b"RIFF....WEBPjunk")
+    code, err = _run(["capture", "--device", "cpu", "--pages", str(bad), "--out", str(tmp_path / "r")], capsys)
+    assert code == ExitCode.BAD_INPUT
+    assert (
+        err == f"dsocr: error: {bad}: not a PNG, JPEG, TIFF, WebP or PDF file (unrecognized content); "
+        "convert it or leave it out\n"
+    )
+    assert err.count("\n") == 1 and not (tmp_path / "r").exists()
+
+
+def test_missing_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run(["capture", "--pages", str(tmp_path / "nope.pdf")], capsys)
+    assert code == ExitCode.NOT_FOUND
+    assert (
+        err == f"dsocr: error: {tmp_path / 'nope.pdf'}: no such file or directory; "
+        "pass page images, PDFs or a directory of them\n"
+    )
+
+
+@pytest.mark.skipif(bool(manifest.gpu_environment()["gpus"]), reason="this machine has a GPU")
+def test_no_gpu_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run(["capture", "--out", str(tmp_path / "r")], capsys)
+    assert code == ExitCode.ENVIRONMENT
+    assert err.startswith("dsocr: error: no NVIDIA GPU found (")
+    assert err.endswith(
+        "or pass --device cpu to run the whole pipeline on the CPU under nsys (NVTX ranges, no kernels)\n"
+    )
+
+
+def test_bad_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run(["capture", "--repeats", "0", "--device", "cpu"], capsys)
+    assert (code, err) == (ExitCode.BAD_INPUT, "dsocr: error: --repeats is 0: it must be at least 1\n")
+    code, err = _run(["capture", "--model", str(tmp_path / "nockpt"), "--device", "cpu"], capsys)
+    assert code == ExitCode.BAD_INPUT
+    assert (
+        err == f"dsocr: error: --model {tmp_path / 'nockpt'}: neither 'replica' nor a checkpoint directory; "
+        "pass one of them\n"
+    )
+
+
+def test_shrink_option() -> None:
+    s = parse_shrink("1,2,3,512,4")
+    assert (s.sam_layers, s.clip_layers, s.decoder_layers, s.vocab, s.routed_experts) == (1, 2, 3, 512, 4)
+    s = parse_shrink("2,2,2")
+    assert (s.vocab, s.routed_experts) == (None, None)
+    assert parse_shrink(None) is None
+    with pytest.raises(BadInput) as exc:
+        parse_shrink("2,x")
+    assert exc.value.exit_code == ExitCode.USAGE
+    assert exc.value.message.startswith("--shrink '2,x': give SAM,CLIP,DECODER layer counts")
+
+
+def test_export_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run(["export", str(tmp_path / "gone")], capsys)
+    assert code == ExitCode.BAD_INPUT
+    assert (
+        err == f"dsocr: error: {tmp_path / 'gone'}: no such run directory; pass a directory made by `dsocr capture`\n"
+    )
+
+
+def test_export_without_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run(["export", str(tmp_path)], capsys)
+    assert code == ExitCode.NOT_FOUND
+    assert err.startswith(f"dsocr: error: {tmp_path / 'trace.nsys-rep'}: no such nsys report")

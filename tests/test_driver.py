@@ -1,0 +1,353 @@
+"""The capture driver with a fake nsys and a fake worker: run directory, manifest, failures."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from dsocr.capture import driver, manifest, progress
+from dsocr.capture.driver import CaptureSettings, run_capture
+from dsocr.contract.errors import BadInput, EnvironmentProblem, ExitCode, RunFailed
+
+FAKE_NSYS = f"""#!{sys.executable}
+import json, os, shutil, subprocess, sys
+args = sys.argv[1:]
+log = os.environ.get("FAKE_NSYS_LOG")
+if log:
+    with open(log, "a") as f:
+        register_only = os.environ.get("NSYS_NVTX_PROFILER_REGISTER_ONLY")
+        f.write(json.dumps({{"argv": args, "register_only": register_only}}) + "\\n")
+if args[0] == "--version":
+    print("NVIDIA Nsight Systems version " + os.environ.get("FAKE_NSYS_VERSION", "2025.3.2.474-253236389321v0"))
+    sys.exit(0)
+if args[0] == "profile":
+    i, out = 1, None
+    while i < len(args):
+        if args[i] == "-o":
+            out, i = args[i + 1], i + 2
+        elif args[i].startswith("--"):
+            i += 1
+        else:
+            break
+    rc = subprocess.call(args[i:])
+    name = out + (".qdstrm" if os.environ.get("FAKE_NSYS_NO_REP") else ".nsys-rep")
+    open(name, "wb").write(b"fake report")
+    sys.exit(rc)
+if args[0] == "export":
+    if os.environ.get("FAKE_NSYS_EXPORT_FAIL"):
+        print("Error: the report is corrupt", file=sys.stderr)
+        sys.exit(1)
+    shutil.copy(os.environ["FAKE_NSYS_SQLITE"], args[args.index("-o") + 1])
+    sys.exit(0)
+sys.exit(2)
+"""
+
+FAKE_WORKER = """
+import json, os, sys
+cfg = json.load(open(sys.argv[sys.argv.index("--config") + 1]))
+def emit(event, **fields):
+    print("@dsocr " + json.dumps({"event": event, **fields}), flush=True)
+baseline = cfg["capture_range"] == "none"
+emit("started", pid=os.getpid())
+emit("inputs_ready", pages=len(cfg["pages"]), repeats=cfg["repeats"])
+print("some ordinary output", flush=True)
+if os.environ.get("FAKE_WORKER_OOM"):
+    emit("failed", kind="oom", what="repeat 0 page 1 prefill (gundam, 3x2 crops)", message="CUDA out of memory.")
+    sys.exit(6)
+if os.environ.get("FAKE_WORKER_CRASH") and (baseline or os.environ["FAKE_WORKER_CRASH"] == "all"):
+    print("Traceback (most recent call last):", flush=True)
+    print("RuntimeError: boom", flush=True)
+    sys.exit(1)
+emit("capture_start")
+for r in range(cfg["repeats"]):
+    for p in range(len(cfg["pages"])):
+        emit("page_done", repeat=r, page=p)
+emit("capture_end")
+json.dump({"fake": True, "capture_range": cfg["capture_range"]}, open(cfg["timing_out"], "w"))
+emit("finished", timing=cfg["timing_out"])
+"""
+
+
+@pytest.fixture
+def fake(tmp_path: Path, cpu_sqlite: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    nsys = tmp_path / "bin" / "nsys"
+    nsys.parent.mkdir()
+    nsys.write_text(FAKE_NSYS)
+    nsys.chmod(0o755)
+    worker = tmp_path / "fake_worker.py"
+    worker.write_text(FAKE_WORKER)
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    Image.new("RGB", (64, 90), (200, 10, 10)).save(pages / "p1.png")
+    Image.new("RGB", (90, 64), (10, 200, 10)).save(pages / "p2.png")
+    log = tmp_path / "nsys-calls.jsonl"
+    monkeypatch.setenv("FAKE_NSYS_SQLITE", str(cpu_sqlite))  # 2 repeats x 2 pages of dsocr ranges
+    monkeypatch.setenv("FAKE_NSYS_LOG", str(log))
+    return {"nsys": nsys, "worker": worker, "pages": pages, "log": log, "out": tmp_path / "run"}
+
+
+def _settings(fake: dict[str, Path], **kw: Any) -> CaptureSettings:
+    base: dict[str, Any] = {
+        "repeats": 2,
+        "pages": (fake["pages"],),
+        "mode": "tiny",
+        "device": "cpu",
+        "nsys": fake["nsys"],
+        "out": fake["out"],
+        "worker_command": (sys.executable, str(fake["worker"])),
+    }
+    return CaptureSettings(**(base | kw))
+
+
+class Recorder(driver.NullReporter):
+    def __init__(self, interrupt_after: int | None = None) -> None:
+        self.events: list[str] = []
+        self.phases: list[tuple[str, int | None]] = []
+        self.interrupt_after = interrupt_after
+
+    def phase(self, name: str, description: str, total: int | None) -> None:
+        self.phases.append((name, total))
+
+    def step(self, event: progress.ProgressEvent) -> None:
+        self.events.append(event.event)
+        if self.interrupt_after is not None and self.events.count(progress.PAGE_DONE) >= self.interrupt_after:
+            raise KeyboardInterrupt
+
+
+def _manifest(run: Path) -> dict[str, Any]:
+    return json.loads((run / "manifest.json").read_text())
+
+
+def test_complete_cpu_capture(fake: dict[str, Path]) -> None:
+    analyzed: list[Path] = []
+    rec = Recorder()
+    result = run_capture(_settings(fake, seed=7), rec, analyze=analyzed.append, command=["dsocr", "capture"])
+    run = fake["out"]
+    assert result.run_dir == run and analyzed == [run]
+    assert result.warnings == ()
+    for name in ("manifest.json", "timing.json", "timing-baseline.json", "trace.nsys-rep", "trace.sqlite"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "timing.json").read_text())["capture_range"] == "nvtx"
+    assert json.loads((run / "timing-baseline.json").read_text())["capture_range"] == "none"
+    assert rec.phases == [("prepare", None), ("profile", 4), ("export", None), ("baseline", 4), ("analyze", None)]
+    assert rec.events.count(progress.PAGE_DONE) == 8
+    m = _manifest(run)
+    assert (m["status"], m["failure"], m["analysis"], m["seed"], m["command"]) == (
+        "complete",
+        None,
+        "done",
+        7,
+        ["dsocr", "capture"],
+    )
+    assert m["settings"]["repeats"] == 2 and m["settings"]["mode"] == "tiny" and m["settings"]["device"] == "cpu"
+    assert m["nsys"] == {"path": str(fake["nsys"]), "version": "2025.3.2.474", "found_via": "--nsys"}
+    assert [i["name"] for i in m["inputs"]] == ["p1.png", "p2.png"] and len(m["inputs"][0]["sha256"]) == 64
+    assert m["ranges"]["dsocr"]["repeat"] == 2 and m["ranges"]["dsocr"]["page"] == 4
+    assert m["environment"]["packages"]["dsocr"] and m["environment"]["python"]
+    assert set(m["phases"]) == {"profile", "export", "baseline", "analyze"}
+    assert "trace.sqlite" in m["files"] and "timing-baseline.json" in m["files"]
+    calls = [json.loads(line) for line in fake["log"].read_text().splitlines()]
+    profile = next(c for c in calls if c["argv"][0] == "profile")
+    assert "--nvtx-capture=capture@dsocr" in profile["argv"] and profile["register_only"] == "0"
+    assert "@dsocr" in (run / "capture.log").read_text()
+
+
+def test_run_dir_name_and_no_baseline(fake: dict[str, Path], tmp_path: Path) -> None:
+    settings = _settings(fake, out=None, runs_dir=tmp_path / "runs", baseline=False, analyze=False)
+    result = run_capture(settings, analyze=lambda p: pytest.fail("analyze must not run"))
+    assert result.run_dir.parent == tmp_path / "runs"
+    assert result.run_dir.name.endswith("-cpu-tiny")
+    assert not (result.run_dir / "timing-baseline.json").exists()
+    assert _manifest(result.run_dir)["analysis"] == "skipped"
+    again = run_capture(settings)
+    assert again.run_dir != result.run_dir
+
+
+def test_gpu_slug() -> None:
+    assert driver.gpu_slug("NVIDIA H100 80GB HBM3") == "h100-80gb-hbm3"
+    assert driver.gpu_slug("NVIDIA GeForce RTX 5090") == "geforce-rtx-5090"
+    assert driver.gpu_slug(None) == "cpu"
+
+
+def test_bad_page_stops_before_anything(fake: dict[str, Path]) -> None:
+    (fake["pages"] / "broken.png").write_bytes(b"")
+    with pytest.raises(BadInput) as exc:
+        run_capture(_settings(fake))
+    assert (
+        exc.value.message
+        == f"{fake['pages'] / 'broken.png'}: the file is empty; pass a PNG, JPEG, TIFF, WebP or PDF file"
+    )
+    assert not fake["out"].exists() and not fake["log"].exists()
+
+
+def test_out_already_holds_a_capture(fake: dict[str, Path]) -> None:
+    run_capture(_settings(fake, baseline=False))
+    with pytest.raises(BadInput) as exc:
+        run_capture(_settings(fake))
+    assert exc.value.message == f"--out {fake['out']}: already holds a capture; choose another --out or remove it"
+
+
+def test_no_gpu(fake: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(manifest, "gpu_environment", lambda: {"gpus": [], "error": "NVML: Driver Not Loaded"})
+    with pytest.raises(EnvironmentProblem) as exc:
+        run_capture(_settings(fake, device="cuda"))
+    assert exc.value.exit_code == ExitCode.ENVIRONMENT
+    assert exc.value.message == (
+        "no NVIDIA GPU found (NVML: Driver Not Loaded); run on a machine with a GPU and its driver, or pass "
+        "--device cpu to run the whole pipeline on the CPU under nsys (NVTX ranges, no kernels)"
+    )
+    assert not fake["out"].exists()
+
+
+def test_nsys_too_old_for_cuda_13(fake: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = {"gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3"}], "driver_cuda": "13.0", "error": None}
+    monkeypatch.setattr(manifest, "gpu_environment", lambda: gpu)
+    monkeypatch.setattr(manifest, "torch_cuda_version", lambda: "13.0")
+    monkeypatch.setenv("FAKE_NSYS_VERSION", "2023.4.4.54-234433681190v0")
+    with pytest.raises(EnvironmentProblem) as exc:
+        run_capture(_settings(fake, device="cuda"))
+    assert exc.value.message.startswith(
+        f"nsys 2023.4.4 at {fake['nsys']} (via --nsys) is too old for CUDA 13.0 programs (torch's CUDA): "
+        "it loses their kernel records; nsys >= 2025.3 is needed: "
+    )
+
+
+def test_nsys_missing(fake: dict[str, Path]) -> None:
+    with pytest.raises(EnvironmentProblem) as exc:
+        run_capture(_settings(fake, nsys=fake["nsys"].parent / "nope"))
+    assert exc.value.message.startswith(f"{fake['nsys'].parent / 'nope'} (from --nsys): no such nsys executable; ")
+
+
+def test_worker_out_of_memory(fake: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_WORKER_OOM", "1")
+    with pytest.raises(RunFailed) as exc:
+        run_capture(_settings(fake))
+    assert exc.value.exit_code == ExitCode.RUN_FAILED
+    assert exc.value.message == (
+        "the profiled worker (under nsys): CUDA out of memory while running repeat 0 page 1 prefill "
+        "(gundam, 3x2 crops); use a smaller --mode, fewer --max-new-tokens or a GPU with more free memory "
+        f"(details in {fake['out'] / 'capture.log'})"
+    )
+    m = _manifest(fake["out"])
+    assert m["status"] == "failed" and m["failure"]["phase"] == "profile"
+    assert m["failure"]["message"] == exc.value.message
+
+
+def test_worker_crash_in_baseline(fake: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_WORKER_CRASH", "baseline")
+    with pytest.raises(RunFailed) as exc:
+        run_capture(_settings(fake))
+    assert exc.value.message == (
+        f"the unprofiled baseline worker exited with code 1 (RuntimeError: boom); see {fake['out'] / 'baseline.log'}"
+    )
+    m = _manifest(fake["out"])
+    assert (m["status"], m["failure"]["phase"]) == ("failed", "baseline")
+    assert (fake["out"] / "trace.sqlite").exists()  # the capture itself is kept
+
+
+def test_importer_missing(fake: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_NSYS_NO_REP", "1")
+    with pytest.raises(RunFailed) as exc:
+        run_capture(_settings(fake))
+    assert exc.value.message.startswith(
+        f"nsys left trace.qdstrm but no trace.nsys-rep in {fake['out']}: its QdstrmImporter could not run"
+    )
+
+
+def test_export_failure_keeps_report_and_dsocr_export_retries(
+    fake: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_NSYS_EXPORT_FAIL", "1")
+    with pytest.raises(RunFailed) as exc:
+        run_capture(_settings(fake, baseline=False))
+    run = fake["out"]
+    assert exc.value.message == (
+        f"nsys export of {run / 'trace.nsys-rep'} failed (exit code 1: Error: the report is corrupt); the report "
+        f"is kept: retry with `dsocr export {run}`, or open it in the Nsight Systems GUI"
+    )
+    assert (run / "trace.nsys-rep").exists() and not (run / "trace.sqlite").exists()
+    assert not [p for p in run.iterdir() if "part" in p.name]
+    m = _manifest(run)
+    assert (m["status"], m["failure"]["phase"]) == ("failed", "export")
+    monkeypatch.delenv("FAKE_NSYS_EXPORT_FAIL")
+    sqlite = driver.export_run(run)
+    assert sqlite == run / "trace.sqlite" and sqlite.exists()
+    m = _manifest(run)
+    assert (m["status"], m["failure"], m["ranges"]["dsocr"]["page"]) == ("complete", None, 4)
+
+
+def test_missing_ranges_names_both_versions(
+    fake: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "empty.sqlite"
+    with sqlite3.connect(empty) as con:
+        con.execute("CREATE TABLE StringIds (id INTEGER PRIMARY KEY, value TEXT)")
+        con.execute("CREATE TABLE NVTX_EVENTS (start INT, end INT, eventType INT, text TEXT, textId INT, domainId INT)")
+        con.execute("INSERT INTO NVTX_EVENTS VALUES (1, NULL, 75, 'dsocr', NULL, 1)")
+        con.execute("INSERT INTO NVTX_EVENTS VALUES (2, NULL, 76, NULL, NULL, 1)")
+    monkeypatch.setenv("FAKE_NSYS_SQLITE", str(empty))
+    monkeypatch.setenv("FAKE_NSYS_VERSION", "2023.4.4.54-234433681190v0")
+    real = manifest.package_version
+    monkeypatch.setattr(manifest, "package_version", lambda n: "0.2.14" if n == "nvtx" else real(n))
+    with pytest.raises(RunFailed) as exc:
+        run_capture(_settings(fake))
+    assert exc.value.message == (
+        f"{fake['out'] / 'trace.sqlite'}: the trace holds no 'dsocr' NVTX ranges: nsys 2023.4.4 (<= 2024.2) "
+        "silently drops the ranges of the nvtx package 0.2.14 (>= 0.2.12); "
+        '`pip install "nvtx>=0.2.10,<0.2.12"` (recorded by every nsys tried) or use nsys >= 2025.3'
+    )
+    assert _manifest(fake["out"])["failure"]["phase"] == "export"
+
+
+def test_fewer_ranges_than_expected_is_a_warning(fake: dict[str, Path]) -> None:
+    result = run_capture(_settings(fake, repeats=3, baseline=False))
+    cut = "(3 repeats x 2 pages): the capture range may have cut the run"
+    assert result.warnings == (
+        f"trace.sqlite holds 2 'repeat' ranges, expected 3 {cut}",
+        f"trace.sqlite holds 4 'page' ranges, expected 6 {cut}",
+    )
+    assert _manifest(fake["out"])["warnings"] == list(result.warnings)
+
+
+def test_ctrl_c_leaves_an_interrupted_manifest(fake: dict[str, Path]) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        run_capture(_settings(fake), Recorder(interrupt_after=1))
+    m = _manifest(fake["out"])
+    assert (m["status"], m["failure"], m["phase"]) == (
+        "interrupted",
+        {"phase": "profile", "message": "Ctrl-C"},
+        "profile",
+    )
+    assert m["finished"] is not None
+    assert not [p for p in fake["out"].iterdir() if p.name.startswith(".")]
+
+
+def test_export_run_on_missing_dir(tmp_path: Path) -> None:
+    with pytest.raises(BadInput) as exc:
+        driver.export_run(tmp_path / "gone")
+    assert exc.value.message == f"{tmp_path / 'gone'}: no such run directory; pass a directory made by `dsocr capture`"
+
+
+def test_worker_config_for_each_pass(fake: dict[str, Path]) -> None:
+    run_capture(_settings(fake, max_new_tokens=5, op_ranges=True, seed=3))
+    prof = json.loads((fake["out"] / "worker-config.json").read_text())
+    base = json.loads((fake["out"] / "worker-config-baseline.json").read_text())
+    assert prof["capture_range"] == "nvtx" and base["capture_range"] == "none"
+    assert prof["timing_out"].endswith("timing.json") and base["timing_out"].endswith("timing-baseline.json")
+    assert {k: v for k, v in prof.items() if k not in ("capture_range", "timing_out")} == {
+        k: v for k, v in base.items() if k not in ("capture_range", "timing_out")
+    }
+    assert (prof["max_new_tokens"], prof["op_ranges"], prof["seed"], prof["mode"]) == (5, True, 3, "tiny")
+    assert prof["pages"] == [str(fake["pages"] / "p1.png"), str(fake["pages"] / "p2.png")]
+
+
+def test_settings_json_is_plain(fake: dict[str, Path]) -> None:
+    data = _settings(fake).to_json()
+    json.dumps(data)
+    assert "worker_command" not in data and data["pages"] == [str(fake["pages"])]
