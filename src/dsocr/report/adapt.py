@@ -7,9 +7,12 @@ either a key of the document or an argument:
 - ``manifest``: the run's ``manifest.json`` (run identity, settings, nsys command);
 - ``timing``: the unprofiled baseline's ``timing.json`` (``profiled`` false): unprofiled stage
   times, peak allocated memory, tokens and context lengths;
-- ``analytic``: ``{"peak": {"tflops", "tbps", "source"}, "stages": {stage: {"flops", "bytes",
-  "predicted_ns"}}, "modules": [{"path", "flops", "bytes", "measured_ns"}], "memory":
-  {"weights_bytes", "kv_cache_bytes"}, "assumptions": [str]}``, all per pass.
+- ``analytic``: the analytic model's document for ONE page (``dsocr model --format json``,
+  ``dsocr.analytic.export.to_json(estimate, peak)``): ``peak`` (``tflops``, ``tbps``,
+  ``source``), ``stages`` (``vision`` with ``parts`` sam/clip/projector, ``prefill``, ``decode``:
+  ``flops``, ``bytes``, ``predicted_ns``), ``memory`` (``weights_bytes``, ``kv_cache_bytes``),
+  ``workload``, and ``modules`` (those with a ``measured_ns`` are placed on the roofline).
+  A pass's FLOPs are the per-page figures times the stage's instances in that pass.
 
 Anything missing leaves its fields ``None``; the report says so.
 """
@@ -46,6 +49,24 @@ TOP_IDLE = 5
 
 def _frame(rows: Sequence[Mapping[str, Any]] | None) -> pl.DataFrame:
     return pl.DataFrame(list(rows or []), infer_schema_length=None)
+
+
+def _analytic_stage(analytic: Mapping[str, Any] | None, name: str) -> Mapping[str, Any]:
+    """The analytic model's entry for a stage (vision parts live under ``stages.vision.parts``)."""
+    entry = _get(analytic, "stages", name)
+    if entry is None:
+        entry = _get(analytic, "stages", nv.VISION, "parts", name)
+    return entry if isinstance(entry, Mapping) else {}
+
+
+def _rate(per_page: float | None, instances: Stat, peak: float, times: Stat) -> Stat | None:
+    """Per pass: (work of one page x the stage's instances in the pass) / (peak x time)."""
+    if not per_page or not peak:
+        return None
+    counts = instances.values if instances.n == times.n else (instances.mean,) * times.n
+    return Stat.of(
+        [per_page * n / (peak * t / 1e9) if t > 0 else 0.0 for n, t in zip(counts, times.values, strict=True)]
+    )
 
 
 def _stats(per_pass: pl.DataFrame, stage: str, col: str) -> Stat | None:
@@ -153,13 +174,13 @@ def _stage_views(
                 tokens = int(tok.mean()) if tok.len() and tok.mean() else None  # type: ignore[arg-type]
         if tokens is None and name == nv.DECODE and row.get("decode_steps"):
             tokens = round(row["decode_steps"] / max(1, passes))
-        a = _get(analytic, "stages", name) or {}
-        flops, nbytes = a.get("flops"), a.get("bytes")
-
-        def rate(per: float | None, peak_v: float, times: Stat) -> Stat | None:
-            if not per or not peak_v:
-                return None
-            return Stat.of([per / (peak_v * t / 1e9) if t > 0 else 0.0 for t in times.values])
+        a = _analytic_stage(analytic, name)
+        # the analytic figures are for one page: a pass holds `instances` of the stage
+        inst = _stats(per_pass, name, "instances") or Stat.of([row["instances"] / max(1, passes)])
+        scale = inst.mean if a else 1.0
+        flops = a["flops"] * scale if a.get("flops") else None
+        nbytes = a["bytes"] * scale if a.get("bytes") else None
+        predicted = a["predicted_ns"] * scale if a.get("predicted_ns") else None
 
         out.append(
             StageView(
@@ -174,10 +195,10 @@ def _stage_views(
                 tokens=tokens,
                 flops=flops,
                 bytes=nbytes,
-                predicted_ns=a.get("predicted_ns"),
-                mfu_busy=rate(flops, peak_flops, busy) if has_gpu else None,
-                mfu_wall=rate(flops, peak_flops, rng),
-                mbu_busy=rate(nbytes, peak_bw, busy) if has_gpu else None,
+                predicted_ns=predicted,
+                mfu_busy=_rate(a.get("flops"), inst, peak_flops, busy) if has_gpu else None,
+                mfu_wall=_rate(a.get("flops"), inst, peak_flops, rng),
+                mbu_busy=_rate(a.get("bytes"), inst, peak_bw, busy) if has_gpu else None,
                 depth=depth[name],
                 has_gpu=has_gpu,
             )
@@ -333,6 +354,12 @@ def _assumptions(
     peak = _get(analytic, "peak")
     if peak:
         pairs.append(("peak", f"{peak.get('tflops')} TFLOP/s, {peak.get('tbps')} TB/s ({peak.get('source')})"))
+    work = _get(analytic, "workload") or {}
+    for key in ("mode", "crop_grid", "prompt_tokens", "prefill_length", "new_tokens", "context_mode", "dtype"):
+        if work.get(key) is not None:
+            value = work[key]
+            shown = "x".join(map(str, value)) if isinstance(value, list) else str(value)
+            pairs.append((f"analytic workload: {key.replace('_', ' ')}", shown))
     cmds = _get(manifest, "commands") or {}
     if isinstance(cmds, Mapping) and cmds.get("profile"):
         prof = cmds["profile"]
@@ -357,8 +384,10 @@ def _assumptions(
                 )
             )
         pages = Table(cols, tuple(rows))
-    caveats = tuple(str(a) for a in (_get(timing, "assumptions") or [])) + tuple(
-        str(a) for a in (_get(analytic, "assumptions") or [])
+    caveats = (
+        tuple(str(a) for a in (_get(timing, "assumptions") or []))
+        + tuple(str(a) for a in (_get(analytic, "assumptions") or []))
+        + tuple(str(n) for n in (_get(analytic, "peak", "notes") or []))
     )
     return tuple(pairs), pages, caveats
 
@@ -423,8 +452,12 @@ def view_from_analysis(
         if not ops.is_empty()
         else ()
     )
-    peak = _get(analytic, "peak")
-    peaks = Peaks(float(peak["tflops"]), float(peak["tbps"]), str(peak.get("source", ""))) if peak else None
+    peak = _get(analytic, "peak") or {}
+    peaks = (
+        Peaks(float(peak["tflops"]), float(peak["tbps"]), str(peak.get("source", "")))
+        if peak.get("tflops") and peak.get("tbps")
+        else None
+    )
     model_mfu = None
     if peaks:
         tops = [s for s in stages if s.depth == 0 and s.flops]

@@ -1,0 +1,120 @@
+"""The report view built from analysis.json, the analytic model's JSON and a baseline timing.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dsocr.analytic.export import to_json
+from dsocr.analytic.peaks import resolve_peak
+from dsocr.analytic.workload import Workload, estimate
+from dsocr.report import html
+from dsocr.report import summary as summ
+from dsocr.report.adapt import view_from_analysis
+from report_views import h100_analysis
+
+
+@pytest.fixture(scope="module")
+def analytic() -> dict[str, Any]:
+    """The analytic model of one page (base mode, 12 prompt tokens, 65 new tokens) on the H100's peak."""
+    return to_json(estimate(Workload(prompt_tokens=12, new_tokens=65)), resolve_peak("NVIDIA H100 80GB HBM3"))
+
+
+@pytest.fixture(scope="module")
+def cpu_doc(cpu_sqlite: Path) -> dict[str, Any]:
+    from dsocr.analyze.analysis import run_analysis
+
+    doc: dict[str, Any] = json.loads(json.dumps(run_analysis([cpu_sqlite]).to_dict(), default=str))
+    return doc
+
+
+def test_mfu_from_analytic_and_measured_times(h100_sqlite: Path, analytic: dict[str, Any]) -> None:
+    doc = h100_analysis(str(h100_sqlite))
+    view = view_from_analysis(doc, analytic=analytic)
+    dec = view.stage("decode")
+    assert dec is not None and dec.mfu_busy is not None and dec.mbu_busy is not None and dec.mfu_wall is not None
+    row = next(r for r in doc["stages"] if r["stage"] == "decode")
+    flops = analytic["stages"]["decode"]["flops"] * row["instances"]  # one page's work x the 3 decode ranges
+    assert dec.flops == pytest.approx(flops)
+    assert dec.mfu_busy.mean == pytest.approx(flops / (989.4e12 * row["gpu_busy_ns"] / 1e9))
+    assert dec.mfu_wall.mean == pytest.approx(flops / (989.4e12 * row["cpu_ns"] / 1e9))
+    nbytes = analytic["stages"]["decode"]["bytes"] * row["instances"]
+    assert dec.mbu_busy.mean == pytest.approx(nbytes / (3.35e12 * row["gpu_busy_ns"] / 1e9))
+    assert dec.predicted_ns == pytest.approx(analytic["stages"]["decode"]["predicted_ns"] * 3)
+    assert view.peaks is not None and view.peaks.source == "table: H100 SXM5 80GB"
+    assert view.memory is not None and view.memory.weights_bytes == 6_672_212_480
+    # model-level MFU over prefill + decode (the trace has no vision stage)
+    pre = next(r for r in doc["stages"] if r["stage"] == "prefill")
+    total = analytic["stages"]["prefill"]["flops"] * pre["instances"] + flops
+    assert view.model_mfu is not None
+    assert view.model_mfu.mean == pytest.approx(total / (989.4e12 * (pre["gpu_busy_ns"] + row["gpu_busy_ns"]) / 1e9))
+    assert {p.label for p in view.roofline} == {"prefill", "decode"}
+    text = html.render_html(view)
+    assert "No analytic model" not in text and "Model-level MFU is not available" not in text
+    assert 'class="point stage"' in text  # the stages are placed on the roofline
+    assert ("analytic workload: context mode", "auto") in view.assumptions
+    # the low-MFU and far-from-roofline rules now fire, each quoting its number
+    rules = {a.rule for a in summ.actions(view)}
+    assert {"launch-bound", "launches-per-token", "low-mfu-prefill", "far-from-roofline"} <= rules
+
+
+def test_cpu_trace_has_no_gpu_claims(cpu_doc: dict[str, Any]) -> None:
+    view = view_from_analysis(cpu_doc)
+    assert view.passes == 2
+    names = {s.name: s for s in view.stages}
+    assert set(names) == {"vision", "sam", "clip", "projector", "prefill", "decode", "decode_step"}
+    assert names["vision"].depth == 0 and names["sam"].depth == 1 and names["decode_step"].depth == 1
+    assert all(not s.has_gpu and s.idle_frac is None for s in view.stages)
+    assert view.timeline == () and view.idle_gaps == ()
+    assert len(view.decode_steps) == 5  # each decode holds 5 steps
+    text = html.render_html(view)
+    assert "No GPU activity to place on a timeline" in text
+    assert "No CUDA API calls in this trace" in text
+    md = html.render_summary_md(view)
+    assert "recorded no GPU activity" in md and "idle" not in md.lower()
+
+
+def test_baseline_timing_gives_unprofiled_times_memory_and_context(cpu_doc: dict[str, Any]) -> None:
+    records = []
+    for rep in (0, 1):
+        records.append(
+            {
+                "repeat": rep,
+                "page": 0,
+                "stage": "prefill",
+                "index": None,
+                "ms": 10.0 + rep,
+                "tokens": 273,
+                "prefill_length": 273,
+                "context_length": None,
+                "peak_allocated_bytes": 7_000_000_000 + rep,
+            }
+        )
+        for i in range(5):
+            records.append(
+                {
+                    "repeat": rep,
+                    "page": 0,
+                    "stage": "decode_step",
+                    "index": i,
+                    "ms": 2.0,
+                    "tokens": 1,
+                    "prefill_length": 273,
+                    "context_length": 274 + i,
+                    "peak_allocated_bytes": None,
+                }
+            )
+    timing = {"schema": "dsocr.timing", "profiled": False, "records": records, "assumptions": ["random weights"]}
+    view = view_from_analysis(cpu_doc, timing=timing)
+    pre = view.stage("prefill")
+    assert pre is not None and pre.unprofiled_ns is not None
+    assert pre.unprofiled_ns.values == (10e6, 11e6)
+    assert pre.tokens == 273
+    assert view.memory is not None and dict(view.memory.peak_allocated_by_stage)["prefill"] == 7_000_000_001
+    assert [s.context_len for s in view.decode_steps] == [274, 275, 276, 277, 278]
+    assert "random weights" in view.caveats
+    # the profiled worker's own timing is not a baseline
+    assert view_from_analysis(cpu_doc, timing={**timing, "profiled": True}).stage("prefill").unprofiled_ns is None  # type: ignore[union-attr]
