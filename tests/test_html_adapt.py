@@ -13,7 +13,7 @@ from dsocr.analytic.peaks import resolve_peak
 from dsocr.analytic.workload import Workload, estimate
 from dsocr.report import html
 from dsocr.report import summary as summ
-from dsocr.report.adapt import view_from_analysis
+from dsocr.report.adapt import run_files, view_from_analysis
 from report_views import h100_analysis
 
 
@@ -116,5 +116,23 @@ def test_baseline_timing_gives_unprofiled_times_memory_and_context(cpu_doc: dict
     assert view.memory is not None and dict(view.memory.peak_allocated_by_stage)["prefill"] == 7_000_000_001
     assert [s.context_len for s in view.decode_steps] == [274, 275, 276, 277, 278]
     assert "random weights" in view.caveats
-    # the profiled worker's own timing is not a baseline
-    assert view_from_analysis(cpu_doc, timing={**timing, "profiled": True}).stage("prefill").unprofiled_ns is None  # type: ignore[union-attr]
+    # the profiled worker's own timing is not a baseline, but still gives tokens and context lengths
+    profiled = view_from_analysis(cpu_doc, timing={**timing, "profiled": True})
+    pre = profiled.stage("prefill")
+    assert pre is not None and pre.unprofiled_ns is None and pre.tokens == 273
+    assert profiled.decode_steps[0].context_len == 274
+    # ... and with the baseline beside it, the baseline gives the unprofiled times
+    fast = [{**r, "ms": r["ms"] / 2} for r in records]
+    both = view_from_analysis(
+        cpu_doc, timing={**timing, "profiled": True}, baseline={"profiled": False, "records": fast}
+    )
+    pre = both.stage("prefill")
+    assert pre is not None and pre.unprofiled_ns is not None and pre.unprofiled_ns.values == (5e6, 5.5e6)
+
+
+def test_run_files(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text('{"dsocr_version": "0.1.0", "settings": {"mode": "base"}}')
+    (tmp_path / "timing-baseline.json").write_text("{broken")
+    files = run_files(tmp_path)
+    assert files["manifest"] == {"dsocr_version": "0.1.0", "settings": {"mode": "base"}}
+    assert files["timing"] is None and files["baseline"] is None

@@ -5,8 +5,11 @@ so report.html, summary.md and ``dsocr diff`` all read the same data. Optional i
 either a key of the document or an argument:
 
 - ``manifest``: the run's ``manifest.json`` (run identity, settings, nsys command);
-- ``timing``: the unprofiled baseline's ``timing.json`` (``profiled`` false): unprofiled stage
-  times, peak allocated memory, tokens and context lengths;
+- ``timing``: the profiled worker's ``timing.json``: tokens, context lengths, pages, model,
+  environment, assumptions;
+- ``baseline``: the unprofiled baseline's ``timing-baseline.json`` (``profiled`` false):
+  unprofiled stage times and peak allocated memory. A ``timing`` whose ``profiled`` is false
+  serves as the baseline too.
 - ``analytic``: the analytic model's document for ONE page (``dsocr model --format json``,
   ``dsocr.analytic.export.to_json(estimate, peak)``): ``peak`` (``tflops``, ``tbps``,
   ``source``), ``stages`` (``vision`` with ``parts`` sam/clip/projector, ``prefill``, ``decode``:
@@ -19,12 +22,15 @@ Anything missing leaves its fields ``None``; the report says so.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from dsocr.contract import nvtx_names as nv
+from dsocr.contract import rundir
 from dsocr.report.view import (
     DecodeStep,
     Identity,
@@ -85,8 +91,8 @@ def _get(d: Mapping[str, Any] | None, *keys: str) -> Any:
     return cur
 
 
-def _baseline(timing: Mapping[str, Any] | None) -> pl.DataFrame:
-    """Per (stage, repeat) summed ms of the unprofiled run, and stage facts."""
+def _records(timing: Mapping[str, Any] | None) -> pl.DataFrame:
+    """The ``records`` of a timing document (empty without one)."""
     recs = _get(timing, "records")
     if not recs:
         return pl.DataFrame()
@@ -137,8 +143,23 @@ def _depths(instances: pl.DataFrame, names: list[str]) -> dict[str, int]:
     return {n: int(mins.get(n, base)) - base for n in names}
 
 
+def _per_repeat(records: pl.DataFrame) -> pl.DataFrame:
+    """Timing records summed per (stage, repeat): ``ns`` and ``tokens``."""
+    if records.is_empty() or "repeat" not in records.columns:
+        return pl.DataFrame()
+    return (
+        records.group_by("stage", "repeat")
+        .agg((pl.col("ms").sum() * 1e6).alias("ns"), pl.col("tokens").sum().alias("tokens"))
+        .sort("repeat", nulls_last=True)
+    )
+
+
 def _stage_views(
-    d: Mapping[str, Any], baseline: pl.DataFrame, analytic: Mapping[str, Any] | None, passes: int
+    d: Mapping[str, Any],
+    records: pl.DataFrame,
+    baseline: pl.DataFrame,
+    analytic: Mapping[str, Any] | None,
+    passes: int,
 ) -> tuple[StageView, ...]:
     stages = _frame(d.get("stages"))
     per_pass = _frame(_get(d, "repeats", "per_pass"))
@@ -152,13 +173,8 @@ def _stage_views(
     peak_flops = float(peak.get("tflops") or 0) * 1e12
     peak_bw = float(peak.get("tbps") or 0) * 1e12
     rows = {r["stage"]: r for r in stages.iter_rows(named=True)}
-    base = baseline
-    if not base.is_empty() and "repeat" in base.columns:
-        base = (
-            base.group_by("stage", "repeat")
-            .agg((pl.col("ms").sum() * 1e6).alias("ns"), pl.col("tokens").sum().alias("tokens"))
-            .sort("repeat", nulls_last=True)
-        )
+    base = _per_repeat(baseline)
+    recs = _per_repeat(records if not records.is_empty() else baseline)
     out = []
     for name in names:
         row = rows[name]
@@ -170,8 +186,9 @@ def _stage_views(
             part = base.filter(pl.col("stage") == name)
             if part.height:
                 unprof = Stat.of(part["ns"].to_list())
-                tok = part["tokens"].drop_nulls()
-                tokens = int(tok.mean()) if tok.len() and tok.mean() else None  # type: ignore[arg-type]
+        if not recs.is_empty():
+            tok = recs.filter(pl.col("stage") == name)["tokens"].drop_nulls()
+            tokens = int(tok.mean()) if tok.len() and tok.mean() else None  # type: ignore[arg-type]
         if tokens is None and name == nv.DECODE and row.get("decode_steps"):
             tokens = round(row["decode_steps"] / max(1, passes))
         a = _analytic_stage(analytic, name)
@@ -392,21 +409,40 @@ def _assumptions(
     return tuple(pairs), pages, caveats
 
 
+#: The unprofiled baseline's timing file in a run directory (``dsocr.capture.driver.TIMING_BASELINE``).
+TIMING_BASELINE = "timing-baseline.json"
+
+
+def run_files(directory: Path) -> dict[str, dict[str, Any] | None]:
+    """``manifest``, ``timing`` and ``baseline`` documents of a run directory (``None`` when absent or unreadable)."""
+    out: dict[str, dict[str, Any] | None] = {}
+    for key, name in (("manifest", rundir.MANIFEST), ("timing", rundir.TIMING), ("baseline", TIMING_BASELINE)):
+        try:
+            doc = json.loads((directory / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            doc = None
+        out[key] = doc if isinstance(doc, dict) else None
+    return out
+
+
 def view_from_analysis(
     d: Mapping[str, Any],
     manifest: Mapping[str, Any] | None = None,
     timing: Mapping[str, Any] | None = None,
     analytic: Mapping[str, Any] | None = None,
+    baseline: Mapping[str, Any] | None = None,
 ) -> ReportView:
     """The report view of an analysis document (plus the optional run files, see the module doc)."""
     manifest = manifest if manifest is not None else d.get("manifest")
     timing = timing if timing is not None else d.get("timing")
     analytic = analytic if analytic is not None else d.get("analytic")
-    # the profiled worker's own timing is not an unprofiled baseline
-    timing_base = None if timing is not None and timing.get("profiled") is True else timing
-    baseline = _baseline(timing_base)
+    baseline = baseline if baseline is not None else d.get("baseline")
+    if baseline is None and timing is not None and timing.get("profiled") is False:
+        baseline = timing  # an unprofiled timing serves as the baseline
+    records = _records(timing)
+    base = _records(baseline)
     passes = int(_get(d, "repeats", "passes") or 1)
-    stages = _stage_views(d, baseline, analytic, passes)
+    stages = _stage_views(d, records, base, analytic, passes)
     names = [s.name for s in stages]
     instances = _frame(d.get("stage_instances"))
     has_gpu = bool(_get(d, "trace", "has_cuda"))
@@ -468,19 +504,20 @@ def view_from_analysis(
                 for i in range(min(s.gpu_busy_ns.n for s in tops))
             ]
             model_mfu = Stat.of(per_pass)
-    assumptions, pages, caveats = _assumptions(manifest, timing, analytic)
+    facts = timing if timing is not None else baseline
+    assumptions, pages, caveats = _assumptions(manifest, facts, analytic)
     return ReportView(
-        identity=_identity(d, manifest, timing),
+        identity=_identity(d, manifest, facts),
         stages=stages,
         kernels=kernels,
         operators=operators,
         categories=categories,
-        decode_steps=_decode_steps(instances, baseline),
+        decode_steps=_decode_steps(instances, records if not records.is_empty() else base),
         timeline=_timeline(instances, names, has_gpu),
         roofline=_roofline(stages, analytic),
         peaks=peaks,
         model_mfu=model_mfu,
-        memory=_memory(d, names, baseline, analytic),
+        memory=_memory(d, names, base if not base.is_empty() else records, analytic),
         idle_gaps=_idle_instances(instances, names, has_gpu),
         assumptions=assumptions,
         pages=pages,

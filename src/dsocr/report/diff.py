@@ -19,7 +19,7 @@ import attrs
 
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput, InputNotFound
-from dsocr.report.adapt import view_from_analysis
+from dsocr.report.adapt import run_files, view_from_analysis
 from dsocr.report.view import KernelView, ReportView, StageView, Stat
 
 #: Significance: the change must exceed this many combined standard deviations.
@@ -155,15 +155,12 @@ def load_side(path: Path) -> Side:
     """Read a run directory (its analysis.json, manifest.json, timing.json) or an analysis.json file."""
     if not path.exists():
         raise InputNotFound(f"{path}: no such file or directory; pass a run directory or an analysis.json")
-    manifest = timing = None
+    files: dict[str, dict[str, Any] | None] = {}
     if path.is_dir():
         doc_path = path / rundir.ANALYSIS_JSON
         if not doc_path.is_file():
             raise BadInput(f"{path}: holds no {rundir.ANALYSIS_JSON}; run `dsocr analyze {path} --out {path}` first")
-        if (path / rundir.MANIFEST).is_file():
-            manifest = _read_json(path / rundir.MANIFEST)
-        if (path / rundir.TIMING).is_file():
-            timing = _read_json(path / rundir.TIMING)
+        files = run_files(path)
     else:
         doc_path = path
     doc = _read_json(doc_path)
@@ -178,7 +175,7 @@ def load_side(path: Path) -> Side:
             "re-run dsocr analyze on its trace"
         )
     try:
-        view = view_from_analysis(doc, manifest=manifest, timing=timing)
+        view = view_from_analysis(doc, **files)
     except (KeyError, TypeError, ValueError) as exc:
         raise BadInput(
             f"{doc_path}: incomplete analysis document ({exc!r}); re-run dsocr analyze on its trace"
