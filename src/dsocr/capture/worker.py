@@ -34,12 +34,12 @@ from typing import Any, Final
 import attrs
 
 from dsocr.capture import progress
-from dsocr.capture.inputs import InputPage, load_image
+from dsocr.capture.inputs import InputPage, load_image, load_ref, parse_ref
 from dsocr.capture.timing import StageTimer, timing_document, write_timing
 from dsocr.capture.worker_config import CAPTURE_CUDA, CAPTURE_NVTX, MODEL_REPLICA, WorkerConfig
 from dsocr.capture.worker_ranges import nvtx_range
 from dsocr.contract import nvtx_names as names
-from dsocr.contract.errors import DsocrError, EnvironmentProblem, ExitCode, RunFailed
+from dsocr.contract.errors import BadInput, DsocrError, EnvironmentProblem, ExitCode, RunFailed
 from dsocr.model.preprocess import PreparedImage, preprocess
 
 #: Decode steps per warm-up pass (decode shapes do not change with the step).
@@ -92,8 +92,8 @@ class PagePlan:
             "index": self.index,
             "name": self.page.name,
             "path": str(self.page.path),
-            "width": self.page.width,
-            "height": self.page.height,
+            "width": self.views.source_size[0],
+            "height": self.views.source_size[1],
             "grid": [w, h],
             "crops": 0 if (w, h) == (1, 1) else w * h,
             "image_tokens": self.views.image_tokens,
@@ -110,6 +110,27 @@ def _torch() -> Any:
             "torch is not installed: the capture worker needs the capture extra (pip install 'dsocr[capture]')"
         ) from exc
     return torch
+
+
+def load_pages(cfg: WorkerConfig) -> list[tuple[InputPage, Any]]:
+    """Decode every page of the config: (page, RGB image)."""
+    out: list[tuple[InputPage, Any]] = []
+    for entry in cfg.pages:
+        if isinstance(entry, dict):
+            try:
+                page = InputPage.from_json(entry)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise BadInput(
+                    f"worker config page entry {entry!r} is malformed ({exc}): use InputPage.to_json()"
+                ) from None
+            image = load_image(page)
+        else:
+            image = load_ref(entry)
+            path, pdf_page = parse_ref(entry)
+            name = path.name if pdf_page is None else f"{path.name}#{pdf_page}"
+            page = InputPage(path=path, name=name, sha256="", width=image.width, height=image.height, pdf_page=pdf_page)
+        out.append((page, image))
+    return out
 
 
 def check_environment(cfg: WorkerConfig) -> None:
@@ -259,12 +280,12 @@ def capture_range(cfg: WorkerConfig) -> Iterator[None]:
     if cfg.capture_range == CAPTURE_CUDA:
         torch = _torch()
         torch.cuda.synchronize()
-        torch.cuda.cudart().cudaProfilerStart()
+        torch.cuda.profiler.start()  # cudaProfilerStart, error-checked
         try:
             yield
         finally:
             torch.cuda.synchronize()
-            torch.cuda.cudart().cudaProfilerStop()
+            torch.cuda.profiler.stop()
     elif cfg.capture_range == CAPTURE_NVTX:
         with nvtx_range(names.CAPTURE):
             yield
@@ -330,6 +351,13 @@ def make_prompt(cfg: WorkerConfig, model: Any) -> Prompt:
     return fixed_prompt(cfg.prompt_tokens, model.arch.decoder.vocab)
 
 
+def _experts_implementation(model: Any) -> str | None:
+    """transformers' MoE experts kernel choice (``grouped_mm``, ``batched_mm``, ``eager``), if known."""
+    config = getattr(getattr(model, "decoder", None), "config", None)
+    value = getattr(config, "_experts_implementation", None)
+    return None if value is None else str(value)
+
+
 def _environment(cfg: WorkerConfig, model: Any) -> dict[str, Any]:
     torch = _torch()
     import transformers
@@ -360,8 +388,9 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
     torch = _torch()
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    pages = cfg.input_pages()
-    prepared = [preprocess(load_image(p), cfg.mode, cfg.crops) for p in pages]
+    loaded = load_pages(cfg)
+    pages = [page for page, _ in loaded]
+    prepared = [preprocess(image, cfg.mode, cfg.crops) for _, image in loaded]
     t_inputs = time.perf_counter() - t0
     event(progress.INPUTS_READY, pages=len(pages), repeats=cfg.repeats)
 
@@ -426,6 +455,8 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
             "source": cfg.model,
             "architecture": model.arch.name,
             "parameters": model.parameter_count(),
+            "experts_implementation": _experts_implementation(model),
+            "attn_implementation": cfg.attn_implementation,
             "module_ranges": list(hooks.paths) if hooks is not None else [],
         },
         prompt={

@@ -4,9 +4,9 @@ The driver writes ``RUN_CONFIG.json`` and starts ``python -m dsocr.capture.worke
 RUN_CONFIG.json`` (under ``nsys profile`` for the profiled pass, bare for the baseline). Fields
 (all optional except ``pages`` and ``timing_out``):
 
-- ``pages``: the inputs, already validated by the driver: each either the JSON of an
-  :class:`dsocr.capture.inputs.InputPage` (``InputPage.to_json()``; PDF pages included) or a
-  plain image file path.
+- ``pages``: the inputs, already validated by the driver: each a page reference
+  (:attr:`dsocr.capture.inputs.InputPage.ref`: an image path, ``doc.pdf#N`` for a PDF page) or
+  the JSON of an :class:`~dsocr.capture.inputs.InputPage` (``InputPage.to_json()``).
 - ``timing_out``: where the worker writes ``timing.json`` (docs/timing-schema.md).
 - ``device``: ``cuda`` (default), ``cuda:N`` or ``cpu``. ``dtype``: ``auto`` (bf16 on CUDA,
   float32 on the CPU), ``bfloat16``, ``float16``, ``float32``.
@@ -35,7 +35,6 @@ from typing import Any, Final
 
 import attrs
 
-from dsocr.capture.inputs import InputPage, inspect
 from dsocr.contract.atomic import write_text
 from dsocr.contract.errors import BadInput, InputNotFound
 from dsocr.model.architecture import DEEPSEEK_OCR, Architecture
@@ -98,21 +97,6 @@ class WorkerConfig:
     def is_cuda(self) -> bool:
         """Whether the run uses a CUDA device."""
         return self.device.startswith("cuda")
-
-    def input_pages(self) -> list[InputPage]:
-        """The pages as :class:`InputPage` (a plain path is inspected, which decodes it once)."""
-        out: list[InputPage] = []
-        for page in self.pages:
-            if isinstance(page, dict):
-                try:
-                    out.append(InputPage.from_json(page))
-                except (KeyError, TypeError, ValueError) as exc:
-                    raise BadInput(
-                        f"worker config page entry {page!r} is malformed ({exc}): use InputPage.to_json()"
-                    ) from None
-            else:
-                out.extend(inspect(Path(page)))
-        return out
 
     def architecture(self) -> Architecture:
         """The architecture to build (shrunk when ``shrink`` is set)."""

@@ -1,0 +1,259 @@
+"""The capture worker end to end on the CPU: timing.json, NVTX nesting and order, module ranges, failures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from dsocr.capture import worker
+from dsocr.capture.worker_config import Shrink, WorkerConfig
+from dsocr.capture.worker_ranges import RecordingEmitter, use_emitter
+from dsocr.contract import module_paths as mp
+from dsocr.contract import nvtx_names as names
+from dsocr.contract.errors import BadInput, EnvironmentProblem, ExitCode, InputNotFound, RunFailed
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from dsocr.model.replica import build_replica  # noqa: E402
+from test_replica import narrow_arch  # noqa: E402
+
+pytestmark = pytest.mark.torch
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("pages") / "p.png"
+    img = Image.new("RGB", (800, 1000), (250, 250, 250))
+    img.paste((20, 20, 20), (100, 100, 700, 160))
+    img.save(path)
+    return path
+
+
+def config(page: Path, tmp: Path, **kw) -> WorkerConfig:
+    values = {
+        "pages": (str(page),),
+        "timing_out": str(tmp / "timing.json"),
+        "device": "cpu",
+        "mode": "tiny",
+        "repeats": 1,
+        "warmup": 1,
+        "max_new_tokens": 3,
+        "capture_range": "nvtx",
+        "progress": False,
+        "shrink": Shrink(1, 1, 2, vocab=1024, routed_experts=8),
+    }
+    values.update(kw)
+    return WorkerConfig(**values).validate()
+
+
+@pytest.fixture(scope="module")
+def e2e(page, tmp_path_factory):
+    """One real worker run: shrunk replica (1/1/2 layers), tiny mode, 1 page, 1 repeat, 3 new tokens."""
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = config(page, tmp, module_ranges=True)
+    rec = RecordingEmitter()
+    with use_emitter(rec):
+        doc = worker.run(cfg)
+    return cfg, doc, rec
+
+
+def test_timing_json_holds_every_stage_with_counts(e2e) -> None:
+    cfg, doc, _ = e2e
+    assert json.loads(Path(cfg.timing_out).read_text()) == doc
+    assert (doc["schema"], doc["clock"], doc["profiled"], doc["interrupted"]) == (
+        "dsocr.timing",
+        "perf-counter",
+        True,
+        False,
+    )
+    assert doc["pages"][0] | {"path": None} == {
+        "index": 0,
+        "name": "p.png",
+        "path": None,
+        "width": 800,
+        "height": 1000,
+        "grid": [1, 1],
+        "crops": 0,
+        "image_tokens": 73,
+        "vision_tokens": 64,
+        "prefill_length": 85,
+    }
+    assert doc["prompt"]["tokens"] == 12 and doc["prompt"]["source"] == "fixed-ids"
+    assert any("12 token ids" in a for a in doc["assumptions"])
+    rows = [(r["stage"], r["index"], r["tokens"], r["prefill_length"], r["context_length"]) for r in doc["records"]]
+    assert rows == [
+        ("repeat", None, None, None, None),
+        ("page", None, 3, None, None),
+        ("vision", None, 73, None, None),
+        ("sam", 0, 64, None, None),
+        ("clip", 0, 64, None, None),
+        ("projector", 0, 64, None, None),
+        ("prefill", None, 85, 85, 85),
+        ("decode", None, 2, 85, 87),
+        ("decode_step", 0, 1, 85, 86),
+        ("decode_step", 1, 1, 85, 87),
+    ]
+    assert all(r["ms"] > 0 and r["repeat"] == 0 for r in doc["records"])
+    assert all(r["page"] == 0 for r in doc["records"][1:])
+    by = {r["stage"]: r["ms"] for r in doc["records"]}
+    assert by["page"] >= by["vision"] + by["prefill"] + by["decode"]
+    assert doc["model"]["kind"] == "replica" and doc["model"]["parameters"] > 0
+
+
+def test_stage_ranges_nest_in_contract_order(e2e) -> None:
+    _, _, rec = e2e
+    tree = rec.tree(names.DOMAIN)
+    assert tree[0] == (0, names.WARMUP, None)
+    assert tree[1:] == [
+        (0, names.CAPTURE, None),
+        (1, names.REPEAT, 0),
+        (2, names.PAGE, 0),
+        (3, names.VISION, None),
+        (4, names.SAM, None),
+        (4, names.CLIP, None),
+        (4, names.PROJECTOR, None),
+        (3, names.PREFILL, None),
+        (3, names.DECODE, None),
+        (4, names.DECODE_STEP, 0),
+        (4, names.DECODE_STEP, 1),
+    ]
+    parents: list[str] = []
+    for depth, name, _ in tree[1:]:
+        parents[depth:] = [name]
+        if name in names.PARENT and names.PARENT[name] is not None:
+            assert parents[depth - 1] == names.PARENT[name]
+
+
+def test_module_ranges_are_named_by_contract_paths_and_nest(e2e) -> None:
+    _, doc, rec = e2e
+    tree = rec.tree(names.MODULE_DOMAIN)
+    seen = {name for _, name, _ in tree}
+    expected = {
+        mp.SAM_PATCH_EMBED,
+        mp.SAM_NECK,
+        mp.SAM_COMPRESSOR,
+        mp.PROJECTOR,
+        mp.EMBED_TOKENS,
+        mp.DECODER_NORM,
+        mp.LM_HEAD,
+        mp.sam_block(0),
+        mp.clip_layer(0),
+        *(mp.decoder_layer(i) for i in range(2)),
+        *(mp.decoder_attention(i) for i in range(2)),
+        mp.decoder_mlp(0),
+        mp.decoder_moe(1),
+        mp.decoder_moe_router(1),
+        mp.decoder_moe_experts(1),
+        mp.decoder_moe_shared(1),
+    }
+    assert seen == expected == set(doc["model"]["module_ranges"])
+    # only inside the capture (hooks go on after warm-up): 1 prefill + 2 decode steps run each decoder layer 3 times
+    assert sum(1 for _, n, _ in tree if n == mp.decoder_moe_experts(1)) == 3
+    moe_depth = next(d for d, n, _ in tree if n == mp.decoder_moe(1))
+    i = next(k for k, (_, n, _) in enumerate(tree) if n == mp.decoder_moe(1))
+    assert [(d - moe_depth, n) for d, n, _ in tree[i + 1 : i + 4]] == [
+        (1, mp.decoder_moe_router(1)),
+        (1, mp.decoder_moe_experts(1)),
+        (1, mp.decoder_moe_shared(1)),
+    ]
+    assert (moe_depth - 1, mp.decoder_layer(1)) in {(d, n) for d, n, _ in tree}
+
+
+@pytest.fixture
+def narrow_model(monkeypatch):
+    model = build_replica(narrow_arch(), seed=1)
+    monkeypatch.setattr(worker, "load_model", lambda cfg: model)
+    return model
+
+
+def test_baseline_without_capture_range_does_the_same_work(page, tmp_path, narrow_model) -> None:
+    rec = RecordingEmitter()
+    with use_emitter(rec):
+        doc = worker.run(config(page, tmp_path, capture_range="none", repeats=2, warmup=0, max_new_tokens=2))
+    assert doc["profiled"] is False
+    tree = rec.tree()
+    assert [n for d, n, _ in tree if d == 0] == [names.REPEAT, names.REPEAT]
+    assert [p for _, n, p in tree if n == names.DECODE_STEP] == [0, 0]
+    assert len(doc["records"]) == 2 * 9
+
+
+def test_out_of_memory_names_the_stage_and_page(page, tmp_path, narrow_model, monkeypatch) -> None:
+    def oom(_self, _x):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(type(narrow_model), "prefill", oom)
+    with pytest.raises(RunFailed) as err, use_emitter(RecordingEmitter()):
+        worker.run(config(page, tmp_path, warmup=0))
+    assert err.value.message == (
+        "CUDA out of memory in repeat 0 page 0 (p.png, tiny 1x1 crops) prefill: use a smaller mode "
+        "(--mode base or tiny), fewer crops (--crops none) or a GPU with more free memory"
+    )
+    assert err.value.exit_code == ExitCode.RUN_FAILED
+    with pytest.raises(RunFailed, match=r"in warm-up round 0 page 0 \(p.png, tiny 1x1 crops\) prefill"):
+        worker.run(config(page, tmp_path, warmup=1))
+
+
+def test_op_ranges_on_cpu_torch_fail_with_a_clear_message(page, tmp_path) -> None:
+    if torch.version.cuda is not None:
+        pytest.skip("a CUDA build of torch supports emit_nvtx")
+    cfg = config(page, tmp_path, op_ranges=True)
+    with pytest.raises(EnvironmentProblem) as err:
+        worker.check_environment(cfg)
+    assert "--op-ranges needs a CUDA build of torch" in err.value.message
+    assert f"torch {torch.__version__} is CPU-only" in err.value.message
+    with pytest.raises(EnvironmentProblem, match="emit_nvtx raised 'Torch not compiled with CUDA enabled'"):  # noqa: SIM117
+        with worker.op_ranges(cfg):
+            pass
+
+
+def test_cuda_device_without_gpu(page, tmp_path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    cfg = config(page, tmp_path, device="cuda", capture_range="cuda-profiler-api")
+    with pytest.raises(EnvironmentProblem, match=r"no CUDA device is visible to torch .*use --device cpu"):
+        worker.check_environment(cfg)
+
+
+def test_config_round_trip_and_errors(page, tmp_path) -> None:
+    cfg = config(page, tmp_path)
+    path = tmp_path / "RUN_CONFIG.json"
+    cfg.write(path)
+    assert WorkerConfig.read(path) == cfg
+    with pytest.raises(BadInput, match="capture_range cuda-profiler-api needs a CUDA device"):
+        config(page, tmp_path, capture_range="cuda-profiler-api")
+    with pytest.raises(BadInput, match="has unknown fields colour"):
+        WorkerConfig.from_dict({"pages": ["a.png"], "timing_out": "t.json", "colour": 1})
+    with pytest.raises(BadInput, match="field repeats is '3', expected int"):
+        WorkerConfig.from_dict({"pages": ["a.png"], "timing_out": "t.json", "repeats": "3"})
+    with pytest.raises(BadInput, match="lacks timing_out"):
+        WorkerConfig.from_dict({"pages": ["a.png"]})
+
+
+def _run_module(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dsocr.capture.worker", *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+
+
+def test_worker_process_exit_codes_and_one_line_errors(tmp_path) -> None:
+    missing = _run_module("--config", str(tmp_path / "none.json"))
+    assert missing.returncode == ExitCode.NOT_FOUND == InputNotFound.exit_code
+    assert missing.stderr.strip() == (
+        f"dsocr worker: error: worker config {tmp_path / 'none.json'} does not exist: "
+        "pass the RUN_CONFIG.json the driver wrote"
+    )
+    assert '"event":"failed"' in missing.stdout
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"pages": ["a.png"], "timing_out": "t.json", "mode": "huge"}))
+    out = _run_module("--config", str(bad))
+    assert out.returncode == ExitCode.BAD_INPUT
+    assert out.stderr.strip() == "dsocr worker: error: unknown resolution mode 'huge': use one of " + ", ".join(
+        ["tiny", "small", "base", "large", "gundam", "gundam-m"]
+    )
