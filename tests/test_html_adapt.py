@@ -136,3 +136,32 @@ def test_run_files(tmp_path: Path) -> None:
     files = run_files(tmp_path)
     assert files["manifest"] == {"dsocr_version": "0.1.0", "settings": {"mode": "base"}}
     assert files["timing"] is None and files["baseline"] is None
+
+
+def test_identity_and_inputs_from_manifest_and_timing(cpu_doc: dict[str, Any]) -> None:
+    manifest = {
+        "dsocr_version": "0.1.0",
+        "created": "2026-11-22T23:00:00+00:00",
+        "settings": {"mode": "gundam", "max_new_tokens": 32, "prompt_tokens": 12, "model": "replica", "dtype": "auto"},
+        "inputs": [{"name": "p1.png", "path": "/x/p1.png", "sha256": "ab" * 32, "width": 1024, "height": 1448}],
+        "environment": {"driver_version": "580.95", "packages": {"torch": "2.11.0"}, "gpus": [{"name": "GPU X"}]},
+    }
+    timing = {
+        "profiled": True,
+        "model": {"kind": "replica", "source": "replica"},
+        "prompt": {"tokens": 12},
+        "environment": {"cuda": "13.0", "dtype": "bfloat16", "torch": "2.11.0+cu130"},
+        "pages": [{"name": "p1.png", "grid": [2, 3], "image_tokens": 913, "prefill_length": 925}],
+        "assumptions": ["MoE routing with random weights is close to uniform (trained routing is skewed)"],
+        "records": [],
+    }
+    view = view_from_analysis(cpu_doc, manifest=manifest, timing=timing)
+    i = view.identity
+    assert (i.gpu, i.driver, i.cuda, i.torch, i.dtype) == ("GPU X", "580.95", "13.0", "2.11.0+cu130", "bfloat16")
+    assert (i.model_source, i.random_weights, i.mode, i.pages) == ("replica", True, "gundam", 1)
+    assert (i.prompt_tokens, i.new_tokens, i.repeats) == (12, 32, 2)
+    assert view.pages is not None
+    assert view.pages.rows == (("p1.png", "image", "1024x1448", "ab" * 8, "2x3", "913", "925"),)
+    assert ("mode", "gundam") in view.assumptions and ("max_new_tokens", "32") in view.assumptions
+    text = html.render_html(view)
+    assert "random (see caveats)" in text and "close to uniform" in text and "No run manifest" not in text

@@ -103,33 +103,32 @@ def _identity(d: Mapping[str, Any], manifest: Mapping[str, Any] | None, timing: 
     trace = d.get("trace") or {}
     files = [str(trace.get("file"))] if trace.get("file") else []
     files += [str(t.get("file")) for t in d.get("traces") or [] if t.get("file") and str(t.get("file")) not in files]
-    env = _get(manifest, "environment") or _get(timing, "environment") or {}
+    menv = _get(manifest, "environment") or {}
+    tenv = _get(timing, "environment") or {}
     settings = _get(manifest, "settings") or _get(timing, "config") or {}
     model = _get(timing, "model") or {}
     prompt = _get(timing, "prompt") or {}
-    pkgs = env.get("packages") or {}
-    weights = settings.get("weights") or model.get("weights") or model.get("source")
-    random = model.get("random_weights")
-    if random is None and isinstance(weights, str):
-        random = weights.lower() in {"random", "random-init", "random_init"}
-    gpus = env.get("gpus") or []
+    pkgs = menv.get("packages") or {}
+    source = model.get("source") or settings.get("model")
+    kind = model.get("kind") or ("replica" if source == "replica" else None)
+    gpus = menv.get("gpus") or []
     pages = _get(manifest, "inputs") or _get(timing, "pages")
     return Identity(
         trace_files=tuple(files),
-        gpu=trace.get("gpu") or (gpus[0].get("name") if gpus else None),
-        driver=env.get("driver_version"),
-        cuda=env.get("driver_cuda") or env.get("torch_cuda"),
+        gpu=trace.get("gpu") or tenv.get("device_name") or (gpus[0].get("name") if gpus else None),
+        driver=menv.get("driver_version"),
+        cuda=tenv.get("cuda") or menv.get("torch_cuda") or menv.get("driver_cuda"),
         nsys_version=trace.get("product_version"),
         schema_version=trace.get("schema_version"),
-        torch=pkgs.get("torch"),
-        model_source=str(weights) if weights is not None else None,
-        random_weights=random if isinstance(random, bool) else None,
-        dtype=settings.get("dtype") or model.get("dtype"),
-        mode=settings.get("mode") or model.get("mode"),
+        torch=tenv.get("torch") or pkgs.get("torch"),
+        model_source=f"{source} ({kind})" if source and kind and kind != source else (source or kind),
+        random_weights=None if kind is None else kind == "replica",
+        dtype=tenv.get("dtype") or settings.get("dtype"),
+        mode=settings.get("mode"),
         pages=len(pages) if isinstance(pages, list) else None,
         repeats=_get(d, "repeats", "passes"),
-        prompt_tokens=prompt.get("tokens") or prompt.get("length"),
-        new_tokens=settings.get("new_tokens") or settings.get("max_new_tokens"),
+        prompt_tokens=prompt.get("tokens") or settings.get("prompt_tokens"),
+        new_tokens=settings.get("max_new_tokens") or settings.get("new_tokens"),
         created=_get(manifest, "created"),
         dsocr_version=_get(manifest, "dsocr_version"),
     )
@@ -385,19 +384,27 @@ def _assumptions(
     for k, v in sorted(setup.items()) if isinstance(setup, Mapping) else []:
         if isinstance(v, str | int | float | bool):
             pairs.append((f"setup: {k}", str(v)))
-    pages_src = _get(manifest, "inputs") or _get(timing, "pages") or []
+    inputs = _get(manifest, "inputs")
+    planned = _get(timing, "pages")
+    inputs = inputs if isinstance(inputs, list) else []
+    planned = planned if isinstance(planned, list) else []
     pages = None
-    if pages_src and isinstance(pages_src, list):
-        cols = ("name", "kind", "size", "sha256")
+    if inputs or planned:
+        src = inputs or planned
+        cols = ("name", "kind", "size (px)", "sha256", "crop grid", "image tokens", "prefill length")
         rows = []
-        for p in pages_src:
-            size = p.get("size") or (f"{p.get('width')}x{p.get('height')}" if p.get("width") else "")
+        for i, p in enumerate(src):
+            plan = planned[i] if len(planned) == len(src) else {}
+            grid = plan.get("grid")
             rows.append(
                 (
                     str(p.get("name") or p.get("path") or ""),
-                    str(p.get("kind") or ""),
-                    str(size),
+                    f"PDF page {p['pdf_page']}" if p.get("pdf_page") is not None else "image",
+                    f"{p.get('width')}x{p.get('height')}" if p.get("width") else "",
                     str(p.get("sha256") or "")[:16],
+                    "x".join(map(str, grid)) if isinstance(grid, list) else "",
+                    str(plan.get("image_tokens") or ""),
+                    str(plan.get("prefill_length") or ""),
                 )
             )
         pages = Table(cols, tuple(rows))
