@@ -93,6 +93,7 @@ CONTEXT_RULES: Final[tuple[tuple[str, str, str], ...]] = (
     ("linear", "projector", "projector"),
     ("embedding", "embed_tokens", "embedding"),
     ("moe_experts", "experts", "moe_experts"),
+    (UNCLASSIFIED, "layout", "layout"),  # the replica's bare nn.Module holding image_newline/view_separator
 )
 
 
@@ -109,7 +110,7 @@ def classify(class_name: str, name: str = "") -> str:
     """The analytic kind of a module of class ``class_name`` named ``name``."""
     kind = MODULE_CLASSES.get(class_name, UNCLASSIFIED)
     for base, fragment, contextual in CONTEXT_RULES:
-        if kind == base and fragment in name:
+        if kind == base and fragment in name and (base != UNCLASSIFIED or class_name == "Module"):
             return contextual
     return kind
 
