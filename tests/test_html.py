@@ -207,3 +207,21 @@ def test_html_escapes_names() -> None:
     evil = KernelView("decode", "<script>alert(1)</script>", 1.0, 1, 0.1)
     text = html.render_html(attrs.evolve(full_view(), kernels=(evil,)))
     assert "<script>alert" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_write_for_analysis_with_run_dir(h100_doc: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text('{"settings": {"mode": "base", "model": "replica"}}')
+    paths = html.write_for_analysis(h100_doc, tmp_path / "out", run_dir=run)
+    text = (tmp_path / "out" / "report.html").read_text()
+    assert "No run manifest" not in text and "<dd>base</dd>" in text
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~_umask() for p in paths)
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -93,8 +93,8 @@ class Change:
         return "significant" if sig else "within noise"
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready row."""
-        return {
+        """A JSON-ready row (non-finite numbers as ``None``)."""
+        row = {
             **attrs.asdict(self),
             "delta": self.delta,
             "rel": self.rel,
@@ -102,6 +102,7 @@ class Change:
             "significant": self.significant,
             "verdict": self.verdict,
         }
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
 
 
 @attrs.frozen

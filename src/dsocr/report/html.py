@@ -8,8 +8,11 @@ Markdown report so Markdown viewers show them.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import attrs
 import jinja2
@@ -169,6 +172,14 @@ def render_summary_md(view: ReportView, summary: summ.Summary | None = None) -> 
     return environment().get_template("summary.md.j2").render(v=view, s=summary)
 
 
+def share(paths: list[Path]) -> None:
+    """Give written files the usual permissions (atomic temp files are created 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in paths:
+        p.chmod(0o666 & ~mask)
+
+
 def write(view: ReportView, out_dir: Path) -> list[Path]:
     """Write report.html, summary.md and plots/*.svg into ``out_dir`` (atomically); return the paths."""
     summary = summ.build(view)
@@ -181,4 +192,24 @@ def write(view: ReportView, out_dir: Path) -> list[Path]:
     write_text(html_path, render_html(view, summary))
     md_path = out_dir / rundir.SUMMARY_MD
     write_text(md_path, render_summary_md(view, summary))
-    return [html_path, md_path, *written]
+    paths = [html_path, md_path, *written]
+    share(paths)
+    return paths
+
+
+def write_for_analysis(
+    doc: Mapping[str, Any],
+    out_dir: Path,
+    run_dir: Path | None = None,
+    analytic: Mapping[str, Any] | None = None,
+) -> list[Path]:
+    """report.html, summary.md and plots/*.svg for an analysis document (``Analysis.to_dict()``).
+
+    ``run_dir`` (a capture's run directory) adds its manifest.json, timing.json and
+    timing-baseline.json; ``analytic`` is the analytic model's JSON for one page
+    (``dsocr.analytic.export.to_json``). This is what ``dsocr analyze`` calls.
+    """
+    from dsocr.report.adapt import run_files, view_from_analysis
+
+    files = run_files(run_dir) if run_dir is not None else {}
+    return write(view_from_analysis(doc, analytic=analytic, **files), out_dir)
