@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.torch, pytest.mark.slow]  # ~12 s: importing transform
 VIEW = 320  # 20x20 SAM grid: windows pad 20 -> 28 (4 windows of 14x14); compressed to 5x5
 BATCH = 2
 PROMPT = 37
-REL = 0.01
+REL = 0.01  # the issue asks for 1%; with transformers 5.23 the counts agree exactly
 
 
 def narrow() -> Architecture:
