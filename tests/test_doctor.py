@@ -14,6 +14,7 @@ import pytest
 
 from dsocr.capture import doctor as d
 from dsocr.capture import doctor_facts as facts_mod
+from dsocr.cli import main
 from dsocr.contract.errors import ExitCode
 
 H100 = "NVIDIA H100 80GB HBM3"
@@ -314,21 +315,34 @@ def test_cli_json_on_this_machine(tmp_path: Path) -> None:
     assert result.stderr == ""
 
 
-def test_cli_table_and_exit_code_on_a_laptop(tmp_path: Path) -> None:
-    result = _run("--nsys", str(tmp_path / "nope"))
-    assert result.returncode in (ExitCode.OK, ExitCode.DOCTOR_PROBLEMS)
-    assert "nsys not found (" in result.stdout
-    assert "fixes:" in result.stdout
-    assert result.stdout.strip().splitlines()[-1].startswith("analysis works here; GPU capture needs:")
-    assert result.returncode == ExitCode.DOCTOR_PROBLEMS
-    assert "\x1b[" not in result.stdout  # no colours when not a TTY
+def _run_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The CLI in this process (torch is imported once for the session)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["doctor", *args])
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
 
 
-def test_cli_quiet_prints_only_failures(tmp_path: Path) -> None:
-    result = _run("--quiet", "--nsys", str(tmp_path / "nope"))
-    assert result.stdout == ""
-    assert "dsocr: warning: nsys: nsys not found" in result.stderr
-    assert result.returncode == ExitCode.DOCTOR_PROBLEMS
+def test_cli_table_and_exit_code_on_a_laptop(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "300")
+    code, out, _ = _run_here(capsys, "--nsys", str(tmp_path / "nope"))
+    assert f"{tmp_path / 'nope'} (from --nsys) is not an executable" in out
+    assert "fixes:" in out
+    assert out.strip().splitlines()[-1].startswith("analysis works here; GPU capture needs:")
+    assert code == ExitCode.DOCTOR_PROBLEMS
+    assert "\x1b[" not in out  # no colours when not a TTY
+
+
+def test_cli_quiet_prints_only_failures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "300")
+    code, out, err = _run_here(capsys, "--quiet", "--nsys", str(tmp_path / "nope"))
+    assert out == ""
+    assert f"dsocr: warning: nsys: nsys not found ({tmp_path / 'nope'} (from --nsys)" in err
+    assert code == ExitCode.DOCTOR_PROBLEMS
 
 
 class _FakeMemory:
