@@ -174,11 +174,13 @@ def hand_trace() -> Trace:
     return Trace(meta=meta, gpus=(), ranges=ranges.lazy(), gpu_ops=ops.lazy(), api=api.lazy(), syncs=syncs.lazy())
 
 
-def _run(trace: Trace) -> StageTables:
+def _run(trace: Trace, via_parents: bool = True) -> StageTables:
+    """Stage tables with H1's attribution; ``via_parents`` uses its innermost ranges for operators."""
     from dsocr.analyze.attribution import attribute
 
     att = attribute(trace)
-    return analyze_stages(trace, att.op_ranges.lazy(), att.api_ranges.lazy())
+    inner = att.op_innermost.lazy() if via_parents else None
+    return analyze_stages(trace, att.op_ranges.lazy(), att.api_ranges.lazy(), op_innermost=inner)
 
 
 def _row(df: pl.DataFrame, stage: str) -> dict[str, object]:
@@ -220,6 +222,7 @@ def test_hand_trace_stage_metrics() -> None:
 
 def test_hand_trace_categories_kernels_operators() -> None:
     st = _run(hand_trace())
+    assert st.operators.equals(_run(hand_trace(), via_parents=False).operators)
     cats = st.categories.filter(pl.col("stage") == "sam").sort("category")
     assert cats.select("category", "kernels", "total_ns").rows() == [("elementwise", 1, 40), ("gemm", 1, 50)]
     top = st.top_kernels.filter(pl.col("stage") == "decode")
@@ -368,6 +371,14 @@ def test_h100_operators_from_emit_nvtx(h100_stages: StageTables) -> None:
     first = ops.filter((pl.col("stage") == "prefill") & (pl.col("rank") == 1)).row(0, named=True)
     assert first["operator"] == "aten::_grouped_mm"
     assert first["input_shapes"].startswith("[[5400, 1280]")
+
+
+def test_h100_operator_attribution_two_ways_agree(h100_sqlite: Path, h100_stages: StageTables) -> None:
+    from dsocr.analyze.load import load_trace
+
+    direct = _run(load_trace(h100_sqlite), via_parents=False).operators
+    assert direct.height > 0
+    assert direct.equals(h100_stages.operators)
 
 
 def test_h100_categories_cover_all_kernel_time(h100_stages: StageTables) -> None:

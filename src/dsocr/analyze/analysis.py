@@ -257,7 +257,11 @@ def analyze_trace(given: Path, progress: Progress | None = None) -> tuple[TraceR
     cuda = trace.meta.has_cuda
     step("stage tables")
     stages = analyze_stages(
-        trace, att.op_ranges.lazy() if cuda else None, att.api_ranges.lazy() if cuda else None, top_n=None
+        trace,
+        att.op_ranges.lazy() if cuda else None,
+        att.api_ranges.lazy() if cuda else None,
+        top_n=None,
+        op_innermost=att.op_innermost.lazy() if cuda else None,
     )
     if stages.instances.height == 0:
         warnings.append(f"{given}: no NVTX ranges usable as stages (no dsocr-domain or top-level ranges)")

@@ -20,7 +20,7 @@ import attrs
 import polars as pl
 
 from dsocr.analyze.categories import category_expr
-from dsocr.analyze.operators import innermost_op, is_op_range
+from dsocr.analyze.operators import innermost_op, innermost_op_via_parents, is_op_range
 from dsocr.analyze.trace import Trace
 from dsocr.contract import nvtx_names as nv
 
@@ -161,24 +161,39 @@ def _indices(stages: pl.DataFrame, mode: str) -> pl.LazyFrame:
 
 
 def busy_union(ops: pl.LazyFrame, key: str) -> pl.LazyFrame:
-    """Per ``key``: the length of the union of the ``[start, end)`` intervals (``busy_ns``)."""
-    s = ops.select(key, "start", "end").sort(key, "start")
-    s = s.with_columns(pl.col("end").cum_max().shift(1).over(key).alias("_prev"))
-    s = s.with_columns(
-        (pl.col("_prev").is_null() | (pl.col("start") > pl.col("_prev")))
-        .cast(pl.UInt32)
-        .cum_sum()
-        .over(key)
-        .alias("_seg")
+    """Per integer ``key``: the length of the union of the ``[start, end)`` intervals (``busy_ns``).
+
+    One global sort instead of per-group windows: each key's intervals are shifted into a time
+    band of their own (``rank(key) * span``), so a running maximum of the ends over the whole
+    sorted frame never mixes keys. An interval adds the part of it beyond everything before it:
+    ``max(0, end - max(start, running max end before it))``.
+    """
+    s = ops.select(key, "start", "end").collect()
+    if s.height == 0:
+        return pl.LazyFrame(schema={key: s.schema[key], "busy_ns": pl.Int64})
+    t0 = int(s["start"].min())  # type: ignore[arg-type]
+    span = int(s["end"].max()) - t0 + 1  # type: ignore[arg-type]
+    band = pl.col(key).cast(pl.Int64)
+    if (int(s[key].max()) + 1) * span >= 1 << 62:  # type: ignore[arg-type]
+        band = pl.col(key).rank("dense").cast(pl.Int64)
+    shifted = s.lazy().with_columns(
+        (band * span + (pl.col("start") - t0)).alias("_s"),
+        (band * span + (pl.col("end") - t0)).alias("_e"),
     )
-    segs = s.group_by(key, "_seg").agg(pl.col("start").min(), pl.col("end").max())
-    return segs.group_by(key).agg((pl.col("end") - pl.col("start")).sum().alias("busy_ns"))
+    before = pl.col("_e").cum_max().shift(1)
+    new_part = (pl.col("_e") - pl.max_horizontal("_s", before)).clip(lower_bound=0)
+    return (
+        shifted.sort("_s")
+        .with_columns(new_part.alias("_new"))
+        .group_by(key)
+        .agg(pl.col("_new").sum().cast(pl.Int64).alias("busy_ns"))
+    )
 
 
-def _kernel_categories(gpu_ops: pl.LazyFrame) -> pl.LazyFrame:
-    """Kernel names with their category (computed on the unique names, then joined)."""
-    names = gpu_ops.filter(pl.col("kind") == "kernel").select("name").unique()
-    return names.with_columns(category_expr(pl.col("name")).alias("category"))
+def _kernel_categories(kern: pl.LazyFrame) -> pl.LazyFrame:
+    """The kernel names of ``kern`` with their category (computed once per unique name)."""
+    names = kern.select("name").unique()
+    return names.with_columns(category_expr(pl.col("name").cast(pl.String)).alias("category"))
 
 
 def analyze_stages(
@@ -186,12 +201,15 @@ def analyze_stages(
     op_ranges: pl.LazyFrame | None,
     api_ranges: pl.LazyFrame | None,
     top_n: int | None = TOP_N,
+    op_innermost: pl.LazyFrame | None = None,
 ) -> StageTables:
     """Compute the stage tables of one trace.
 
     ``op_ranges`` (``op_id``, ``range_id``) and ``api_ranges`` (``api_id``, ``range_id``) are
     the attribution long frames: every range enclosing each GPU op's launch and each API
-    call. ``None`` means no CUDA activity. ``top_n=None`` keeps every kernel and operator.
+    call. ``None`` means no CUDA activity. ``op_innermost`` (``op_id``, ``range_id``: each
+    op's deepest enclosing range), when given, makes operator attribution cheaper.
+    ``top_n=None`` keeps every kernel and operator.
     """
     stages, mode = select_stages(trace.ranges)
     inst = _indices(stages, mode).collect()
@@ -199,17 +217,13 @@ def analyze_stages(
     op_r = op_ranges if op_ranges is not None else _empty_ids("op_id")
     api_r = api_ranges if api_ranges is not None else _empty_ids("api_id")
 
-    ops = (
-        op_r.join(ids, on="range_id", how="inner")
-        .join(
-            trace.gpu_ops.select("op_id", "kind", "start", "end", "name", "bytes", "copy_kind"),
-            on="op_id",
-            how="inner",
-        )
-        .with_columns((pl.col("end") - pl.col("start")).alias("dur"))
-        .collect()  # used by every table below: materialize once
-        .lazy()
+    # (op, stage range) pairs with the op's columns; kernel names are long strings, so they are
+    # carried as a categorical (grouped by integer code) and grouped per range before per stage
+    op_cols = trace.gpu_ops.select(
+        "op_id", "kind", "start", "end", pl.col("name").cast(pl.Categorical), "bytes", "copy_kind"
     )
+    op_rows = _take(op_r.join(ids, on="range_id", how="semi"), "op_id", op_cols)
+    ops = op_rows.lazy().with_columns((pl.col("end") - pl.col("start")).alias("dur"))
     is_k = pl.col("kind") == "kernel"
     is_c = pl.col("kind") == "memcpy"
 
@@ -232,12 +246,8 @@ def analyze_stages(
     )
     busy = busy_union(ops, "range_id").rename({"busy_ns": "gpu_busy_ns"})
 
-    api = (
-        api_r.join(ids.select("range_id"), on="range_id", how="inner")
-        .join(trace.api.select("api_id", "category"), on="api_id", how="inner")
-        .collect()
-        .lazy()
-    )
+    api_pairs = api_r.join(ids, on="range_id", how="semi")
+    api = _take(api_pairs, "api_id", trace.api.select("api_id", "category")).lazy()
     api_metrics = api.group_by("range_id").agg(
         pl.len().alias("api_calls"),
         pl.col("category").is_in(["launch", "graph"]).sum().alias("launches"),
@@ -247,7 +257,7 @@ def analyze_stages(
     sync_rec = (
         trace.syncs.select("api_id")
         .filter(pl.col("api_id").is_not_null())
-        .join(api_r.join(ids.select("range_id"), on="range_id", how="inner"), on="api_id", how="inner")
+        .join(api.select("api_id", "range_id"), on="api_id", how="inner")
     )
     rec_metrics = sync_rec.group_by("range_id").agg(pl.len().alias("sync_records"))
     syncs = (
@@ -288,19 +298,45 @@ def analyze_stages(
         .collect()
     )
 
-    cats = _kernel_categories(trace.gpu_ops)
-    kern = ops.filter(is_k).join(cats, on="name", how="left")
-    categories = _category_table(kern)
-    top_kernels = _top_kernels(kern, top_n)
-    operators = _top_operators(ops, op_r, trace.ranges, top_n)
+    kern = (
+        ops.filter(is_k)
+        .group_by("range_id", "name")
+        .agg(pl.len().alias("instances"), pl.col("dur").sum().alias("total_ns"))
+        .join(ids, on="range_id", how="inner")
+        .group_by("stage", "name")
+        .agg(pl.col("instances").sum(), pl.col("total_ns").sum())
+        .collect()
+        .lazy()
+    )
+    kern = kern.join(_kernel_categories(kern), on="name", how="left")
+    inner = (
+        innermost_op_via_parents(op_innermost, trace.ranges)
+        if op_innermost is not None
+        else innermost_op(op_r, trace.ranges)
+    )
     return StageTables(
         mode=mode,
         instances=instances,
         summary=summarize(instances),
-        categories=categories,
-        top_kernels=top_kernels,
-        operators=operators,
+        categories=_category_table(kern),
+        top_kernels=_top_kernels(kern, top_n),
+        operators=_top_operators(ops, inner, ids, top_n),
     )
+
+
+def _take(pairs: pl.LazyFrame, key: str, source: pl.LazyFrame) -> pl.DataFrame:
+    """``pairs`` with the columns of ``source`` for each row's ``key`` (an inner join).
+
+    The loader numbers ops and API calls by row, so when ``source[key]`` is exactly
+    ``0..n-1`` the rows are gathered by position instead of hash-joined.
+    """
+    p, src = pl.collect_all([pairs, source])
+    ids = src[key]
+    dense = src.height > 0 and ids.null_count() == 0 and ids[0] == 0 and ids[-1] == src.height - 1
+    if dense and ids.is_sorted() and ids.n_unique() == src.height:
+        p = p.filter(pl.col(key).is_not_null() & (pl.col(key) < src.height))
+        return pl.concat([p, src.drop(key)[p[key]]], how="horizontal")
+    return p.join(src, on=key, how="inner")
 
 
 def _idle(busy: pl.Expr, cpu: pl.Expr) -> pl.Expr:
@@ -354,44 +390,53 @@ def _category_table(kern: pl.LazyFrame) -> pl.DataFrame:
     total = pl.col("total_ns").sum().over("stage")
     return (
         kern.group_by("stage", "category")
-        .agg(pl.len().alias("kernels"), pl.col("dur").sum().alias("total_ns"))
+        .agg(pl.col("instances").sum().alias("kernels"), pl.col("total_ns").sum())
         .with_columns(pl.when(total > 0).then(100.0 * pl.col("total_ns") / total).otherwise(0.0).alias("pct"))
         .sort(["stage", "total_ns", "category"], descending=[False, True, False])
         .collect()
     )
 
 
-def _top_kernels(kern: pl.LazyFrame, top_n: int | None) -> pl.DataFrame:
-    total = pl.col("total_ns").sum().over("stage")
-    return (
-        kern.group_by("stage", "name", "category")
-        .agg(pl.len().alias("instances"), pl.col("dur").sum().alias("total_ns"))
-        .with_columns(pl.when(total > 0).then(100.0 * pl.col("total_ns") / total).otherwise(0.0).alias("pct"))
-        .sort(["stage", "total_ns", "name"], descending=[False, True, False])
+def _ranked(frame: pl.LazyFrame, by: str, keys: list[str], top_n: int | None) -> pl.LazyFrame:
+    """Add ``pct`` (share of the stage's ``by``) and ``rank`` per stage; keep the ``top_n``."""
+    total = pl.col(by).sum().over("stage")
+    ranked = (
+        frame.with_columns(pl.when(total > 0).then(100.0 * pl.col(by) / total).otherwise(0.0).alias("pct"))
+        .sort(["stage", by, *keys], descending=[False, True, *[False] * len(keys)], nulls_last=True)
         .with_columns(pl.int_range(pl.len()).over("stage").add(1).alias("rank"))
-        .filter(pl.col("rank") <= (top_n if top_n is not None else 2**31))
+    )
+    return ranked if top_n is None else ranked.filter(pl.col("rank") <= top_n)
+
+
+def _top_kernels(kern: pl.LazyFrame, top_n: int | None) -> pl.DataFrame:
+    named = kern.with_columns(pl.col("name").cast(pl.String))
+    return (
+        _ranked(named, "total_ns", ["name"], top_n)
         .select("stage", "rank", "name", "category", "instances", "total_ns", "pct")
         .collect()
     )
 
 
-def _top_operators(ops: pl.LazyFrame, op_ranges: pl.LazyFrame, ranges: pl.LazyFrame, top_n: int | None) -> pl.DataFrame:
-    inner = innermost_op(op_ranges, ranges)
-    total = pl.col("gpu_ns").sum().over("stage")
-    return (
-        ops.select("op_id", "stage", "kind", "dur")
+def _top_operators(ops: pl.LazyFrame, inner: pl.LazyFrame, ids: pl.LazyFrame, top_n: int | None) -> pl.DataFrame:
+    """Operators per stage: grouped per stage range first, then summed over the stage's ranges."""
+    per_range = (
+        ops.select("op_id", "range_id", "kind", "dur")
         .join(inner, on="op_id", how="inner")
-        .group_by("stage", "operator", "input_shapes")
+        .group_by("range_id", "operator", "input_shapes")
         .agg(
             pl.col("op_range_id").n_unique().alias("calls"),
             (pl.col("kind") == "kernel").sum().alias("kernels"),
             pl.len().alias("gpu_ops"),
             pl.col("dur").sum().alias("gpu_ns"),
         )
-        .with_columns(pl.when(total > 0).then(100.0 * pl.col("gpu_ns") / total).otherwise(0.0).alias("pct"))
-        .sort(["stage", "gpu_ns", "operator"], descending=[False, True, False])
-        .with_columns(pl.int_range(pl.len()).over("stage").add(1).alias("rank"))
-        .filter(pl.col("rank") <= (top_n if top_n is not None else 2**31))
+    )
+    per_stage = (
+        per_range.join(ids, on="range_id", how="inner")
+        .group_by("stage", "operator", "input_shapes")
+        .agg(pl.col("calls", "kernels", "gpu_ops", "gpu_ns").sum())
+    )
+    return (
+        _ranked(per_stage, "gpu_ns", ["operator", "input_shapes"], top_n)
         .select("stage", "rank", "operator", "input_shapes", "calls", "kernels", "gpu_ops", "gpu_ns", "pct")
         .collect()
     )
