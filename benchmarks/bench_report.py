@@ -94,11 +94,13 @@ def main() -> None:
     svg_kb = sum(v for k, v in sizes.items() if k.endswith(".svg")) / 1024
     cpu = platform.processor() or platform.machine()
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load = os.getloadavg()[0]
     section = "\n".join(
         [
             "## Report rendering (bench_report.py)",
             "",
-            f"{when}, {os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()}; "
+            f"{when}, {os.cpu_count()} CPU cores ({cpu}, 1-min load average {load:.1f} at the end), "
+            f"Python {platform.python_version()}; "
             f"trace: {args.trace.name} (H100 fixture, analyzed once, untimed); median of {args.reps}. "
             "Renders report.html, summary.md and the six SVG plots from analysis.json. Target: < 5 s.",
             "",
