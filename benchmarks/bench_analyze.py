@@ -62,6 +62,7 @@ class Case:
     rows: dict[str, int]
     dsocr: list[Sample] = field(default_factory=list)
     nvidia: dict[str, list[Sample]] = field(default_factory=dict)
+    agreement: str = "not checked"
 
     def dsocr_s(self) -> float:
         return statistics.median(s.wall_s for s in self.dsocr)
@@ -122,10 +123,10 @@ def dsocr_cmd(trace: Path, out: Path) -> list[str]:
 
 def run_case(case: Case, target: Path, reps: int, scratch: Path) -> None:
     trace = Path(case.path)
+    out = scratch / "dsocr-out"
     for rep in range(reps + 1):  # round 0 is the untimed warm-up
-        out = scratch / f"dsocr-{rep}"
-        d = measure(dsocr_cmd(trace, out))
         shutil.rmtree(out, ignore_errors=True)
+        d = measure(dsocr_cmd(trace, out))
         n = {}
         for report in NVIDIA_REPORTS:
             cmd, env = nvidia_cmd(target, report, trace)
@@ -140,6 +141,42 @@ def run_case(case: Case, target: Path, reps: int, scratch: Path) -> None:
             + ", ".join(f"{r} {s.wall_s:.2f} s {s.peak_mb:.0f} MB" for r, s in n.items()),
             file=sys.stderr,
         )
+    case.agreement = agreement(
+        out / "analysis.json", scratch / "nvtx_gpu_proj_sum.csv", scratch / "cuda_gpu_kern_sum.csv"
+    )
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def agreement(analysis_json: Path, proj_csv: Path, kern_csv: Path) -> str:
+    """Whether dsocr's projection and kernel tables equal NVIDIA's CSVs (keys, instances, ns totals)."""
+    import polars as pl
+
+    if not analysis_json.exists():
+        return "no analysis.json"
+    doc = json.loads(analysis_json.read_text())
+    proj = pl.DataFrame(doc["nvtx_projection"]).select("range", "style", "instances", "total_proj_ns", "gpu_ops")
+    nv_proj = pl.read_csv(proj_csv, infer_schema_length=None).select(
+        pl.col("Range").alias("range"),
+        pl.col("Style").alias("style"),
+        pl.col("Range Instances").alias("instances"),
+        pl.col("Total Proj Time:dur_ns").alias("total_proj_ns"),
+        pl.col("Total GPU Ops").alias("gpu_ops"),
+    )
+    kern = pl.DataFrame(doc["kernels"]).select("name", "instances", "total_ns")
+    nv_kern = pl.read_csv(kern_csv, infer_schema_length=None).select(
+        pl.col("Name").alias("name"),
+        pl.col("Instances").alias("instances"),
+        pl.col("Total Time:dur_ns").alias("total_ns"),
+    )
+    bad_proj = (
+        proj.join(nv_proj, on=proj.columns, how="anti").height + nv_proj.join(proj, on=proj.columns, how="anti").height
+    )
+    bad_kern = (
+        kern.join(nv_kern, on=kern.columns, how="anti").height + nv_kern.join(kern, on=kern.columns, how="anti").height
+    )
+    if bad_proj == bad_kern == 0:
+        return f"equal ({nv_proj.height:,} ranges, {nv_kern.height} kernels)"
+    return f"DIFFERENT: {bad_proj} range rows, {bad_kern} kernel rows"
 
 
 def machine() -> str:
@@ -175,8 +212,8 @@ def table(cases: list[Case]) -> str:
     head = (
         "| trace | file | kernels | runtime rows | NVTX ranges | dsocr s | NVIDIA proj s | NVIDIA kern s "
         "| NVIDIA s | **time dsocr/NVIDIA** | CPU s dsocr / NVIDIA | dsocr peak MB | NVIDIA peak MB "
-        "| peak dsocr/NVIDIA |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| peak dsocr/NVIDIA | dsocr = NVIDIA? |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     rows = []
     for c in cases:
@@ -187,7 +224,8 @@ def table(cases: list[Case]) -> str:
             f"| {c.rows.get('NVTX ranges', 0):,} | {c.dsocr_s():.2f} | {c.nvidia_s('nvtx_gpu_proj_sum'):.2f} "
             f"| {c.nvidia_s('cuda_gpu_kern_sum'):.2f} | {c.nvidia_s():.2f} | **{ratio(c.dsocr_s(), c.nvidia_s())}** "
             f"| {c.dsocr_cpu():.2f} / {c.nvidia_cpu():.2f} "
-            f"| {c.dsocr_mb():,.0f} | {c.nvidia_mb():,.0f} | {ratio(c.dsocr_mb(), c.nvidia_mb())} |"
+            f"| {c.dsocr_mb():,.0f} | {c.nvidia_mb():,.0f} | {ratio(c.dsocr_mb(), c.nvidia_mb())} "
+            f"| {c.agreement} |"
         )
     return head + "\n".join(rows) + "\n"
 
@@ -210,7 +248,9 @@ def report(cases: list[Case], reps: int, load_before: str) -> str:
         "--quiet` (everything: loading, projection, stages, operators, three output files). NVIDIA: "
         "`nvtx_gpu_proj_sum.py` + `cuda_gpu_kern_sum.py`, times summed, peak the larger. Time = wall "
         "clock; CPU = user + system of the process (dsocr uses both cores, NVIDIA's SQLite one); "
-        "peak = the process's max RSS.\n\n" + table(cases)
+        "peak = the process's max RSS. Last column: dsocr's `nvtx_projection` and `kernels` in analysis.json "
+        "against NVIDIA's CSVs of the same run (range/kernel names, instances, integer ns totals, GPU ops).\n\n"
+        + table(cases)
     )
 
 

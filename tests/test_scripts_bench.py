@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import lzma
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -51,7 +53,7 @@ def test_table_uses_medians_and_ratios() -> None:
     row = bench.table([_case(bench)]).splitlines()[2]
     # dsocr median 0.6 s; NVIDIA 1.1 + 0.3 = 1.4 s; peaks: 305 vs max(71, 51)
     assert row.startswith("| H100 fixture | 18 MB | 71,440 | 0 | 30,646 | 0.60 | 1.10 | 0.30 | 1.40 | **0.43** |")
-    assert row.endswith("| 305 | 71 | 4.30 |")
+    assert row.endswith("| 305 | 71 | 4.30 | not checked |")
 
 
 def test_write_docs_replaces_only_its_own_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -68,3 +70,35 @@ def test_write_docs_replaces_only_its_own_section(tmp_path: Path, monkeypatch: p
     docs.write_text(text + "\n## Later section\n\nkept\n")
     bench.write_docs("third\n")
     assert docs.read_text().endswith("third\n" + bench.END + "\n\n## Later section\n\nkept\n")
+
+
+def test_agreement_compares_with_nvidia_csvs(tmp_path: Path) -> None:
+    bench = _module()
+    oracle = REPO.parent / "shared" / "fixtures" / "nsys" / "h100-decoder-moe"
+    if not (oracle / "cuda_gpu_kern_sum.csv").exists():
+        pytest.skip(f"oracle CSVs missing in {oracle}")
+    proj_csv, kern_csv = tmp_path / "proj.csv", oracle / "cuda_gpu_kern_sum.csv"
+    proj_csv.write_bytes(lzma.decompress((oracle / "nvtx_gpu_proj_sum.csv.xz").read_bytes()))
+    import polars as pl
+
+    proj = pl.read_csv(proj_csv, infer_schema_length=None).select(
+        pl.col("Range").alias("range"),
+        pl.col("Style").alias("style"),
+        pl.col("Range Instances").alias("instances"),
+        pl.col("Total Proj Time:dur_ns").alias("total_proj_ns"),
+        pl.col("Total GPU Ops").alias("gpu_ops"),
+    )
+    kern = pl.read_csv(kern_csv, infer_schema_length=None).select(
+        pl.col("Name").alias("name"),
+        pl.col("Instances").alias("instances"),
+        pl.col("Total Time:dur_ns").alias("total_ns"),
+    )
+    doc = tmp_path / "analysis.json"
+    doc.write_text(json.dumps({"nvtx_projection": proj.to_dicts(), "kernels": kern.to_dicts()}))
+    assert bench.agreement(doc, proj_csv, kern_csv) == "equal (12,879 ranges, 66 kernels)"
+    off_by_one = proj.with_columns(
+        pl.when(pl.col("range") == "decode").then(pl.col("total_proj_ns") + 1).otherwise(pl.col("total_proj_ns"))
+    )
+    doc.write_text(json.dumps({"nvtx_projection": off_by_one.to_dicts(), "kernels": kern.head(65).to_dicts()}))
+    assert bench.agreement(doc, proj_csv, kern_csv) == "DIFFERENT: 2 range rows, 1 kernel rows"
+    assert bench.agreement(tmp_path / "none.json", proj_csv, kern_csv) == "no analysis.json"
