@@ -132,6 +132,7 @@ def timing_document(
         "version": SCHEMA_VERSION,
         "clock": clock,
         "profiled": config.get("capture_range") != "none",
+        "capture_range": config.get("capture_range"),
         "interrupted": interrupted,
         "config": config,
         "environment": environment,

@@ -396,8 +396,9 @@ class VendorModel:
         import torch
 
         embed = self._model.embed_tokens
-        pieces = [embed(ids_before.reshape(1, -1)), image_embeds.unsqueeze(0), embed(ids_after.reshape(1, -1))]
-        return torch.cat([p.to(image_embeds.dtype) for p in pieces], dim=1)
+        n = ids_before.numel()
+        text = embed(torch.cat([ids_before.reshape(-1), ids_after.reshape(-1)]).unsqueeze(0)).to(image_embeds.dtype)
+        return torch.cat([text[:, :n], image_embeds.unsqueeze(0), text[:, n:]], dim=1)
 
     def _decoder(self, **kwargs: Any) -> Any:
         m = self._model

@@ -256,12 +256,13 @@ class Replica:
 
     # ----------------------------------------------------------------- decoder
     def embed_prompt(self, ids_before: torch.Tensor, image_embeds: torch.Tensor, ids_after: torch.Tensor) -> Any:
-        """The prefill input ``(1, L, hidden)``: prompt ids before the image, image embeddings, ids after."""
+        """Prefill input ``(1, L, hidden)``: ids before the image, image embeddings, ids after (one lookup)."""
         import torch
 
         embed = self.decoder.embed_tokens
-        pieces = [embed(ids_before.reshape(1, -1)), image_embeds.unsqueeze(0), embed(ids_after.reshape(1, -1))]
-        return torch.cat([p.to(image_embeds.dtype) for p in pieces], dim=1)
+        n = ids_before.numel()
+        text = embed(torch.cat([ids_before.reshape(-1), ids_after.reshape(-1)]).unsqueeze(0)).to(image_embeds.dtype)
+        return torch.cat([text[:, :n], image_embeds.unsqueeze(0), text[:, n:]], dim=1)
 
     def prefill(self, input_embeds: torch.Tensor) -> tuple[torch.Tensor, Any]:
         """Decoder over the whole prompt with a fresh KV cache: (logits of the last position ``(1, vocab)``, cache)."""
