@@ -225,3 +225,26 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_plots_carry_the_analysis_values(h100_doc: dict, h100_html: str) -> None:  # type: ignore[type-arg]
+    # decode steps: the longest decode range of the fixture is the timed run of 64 steps
+    steps = sorted((r for r in h100_doc["stage_instances"] if r["stage"] == "decode_step"), key=lambda r: r["start"])
+    decodes = sorted((r for r in h100_doc["stage_instances"] if r["stage"] == "decode"), key=lambda r: r["start"])
+    longest = max(decodes, key=lambda r: r["decode_steps"])
+    inside = [r for r in steps if longest["start"] <= r["start"] and r["end"] <= longest["end"]]
+    assert len(inside) == longest["decode_steps"] == 64
+    svg = re.search(r'<svg [^>]*id="plot-decode-steps".*?</svg>', h100_html, flags=re.S)
+    assert svg is not None
+    root = ET.fromstring(svg.group(0))
+    ns = "{http://www.w3.org/2000/svg}"
+    tips = [c.findtext(f"{ns}title") for c in root.iter(f"{ns}circle") if c.get("class") == "step"]
+    assert tips == [f"step {i}: {r['cpu_ns'] / 1e6:,.3g} ms" for i, r in enumerate(inside)]
+    # stage breakdown: busy and idle of each top stage
+    svg = re.search(r'<svg [^>]*id="plot-stage-breakdown".*?</svg>', h100_html, flags=re.S)
+    assert svg is not None
+    labels = [t.text for t in ET.fromstring(svg.group(0)).iter(f"{ns}text")]
+    for r in h100_doc["stages"]:
+        if r["stage"] in ("prefill", "decode"):
+            idle = 100 * (1 - r["gpu_busy_ns"] / r["cpu_ns"])
+            assert f"{r['cpu_ns'] / 1e6:,.0f} ms, {idle:.1f}% idle" in labels
