@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer.main
@@ -159,3 +160,26 @@ def test_a_shared_envvar_means_the_same_everywhere() -> None:
     assert clashes == {}, "envvars shared by options of different type/default:\n" + "\n".join(
         f"{envvar}: {value}" for envvar, value in clashes.items()
     )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("version",), ("analyze",), ("model",), ("model", "--format", "json"), ("pages", "--out", "pages")],
+    ids=" ".join,
+)
+def test_no_colour_codes_when_piped(args: tuple[str, ...], tmp_path: Path) -> None:
+    """GPU-free commands print no ANSI escapes on stdout or stderr when these are not terminals."""
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TERM") and not k.startswith("DSOCR_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "dsocr", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**env, "DSOCR_CACHE_DIR": str(tmp_path / "cache")},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout or result.stderr
+    assert "\x1b[" not in result.stdout
+    assert "\x1b[" not in result.stderr
