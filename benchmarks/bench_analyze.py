@@ -4,15 +4,16 @@
     python benchmarks/bench_analyze.py --reps 5 --write-docs
     python benchmarks/bench_analyze.py --only fixture --reps 3
 
-For every trace, each repetition runs, as separate processes (interpreter start included):
+For every trace, each round runs, as separate processes (interpreter start included):
 `dsocr analyze FILE --out TMP --format json,md,sqlite --quiet`, then NVIDIA's
 `nvtx_gpu_proj_sum.py` and `cuda_gpu_kern_sum.py` (from Debian's nsight-systems 2023.4, see
-DEVELOPERS.md) with NVIDIA's bundled SQLite, stdout to a file. Wall time by `perf_counter`
-around each process, peak RSS by `os.wait4` of that process. One untimed warm-up round per
-trace puts both tools on an equally warm page cache. NVIDIA time = the sum of its two scripts,
-NVIDIA peak = the larger of the two. Medians over `--reps`; a Markdown table to stdout, raw
-numbers to WORKDIR/bench_analyze.json, and with `--write-docs` into docs/benchmarks.md
-between the `bench_analyze` markers.
+DEVELOPERS.md) with NVIDIA's bundled SQLite, stdout to a file. Wall and CPU time and peak RSS
+come from `os.wait4` of that very process. The file is read once beforehand so that both tools
+start from a warm page cache. NVIDIA = the sum of its two scripts (peak: the larger). Medians
+over up to `--reps` rounds (no new round once `--budget-s` is spent on a trace). The last
+round's outputs are compared (dsocr's projection and kernel tables against NVIDIA's CSVs).
+A Markdown table goes to stdout, raw numbers to WORKDIR/bench_analyze.json, and with
+`--write-docs` into docs/benchmarks.md between the `bench_analyze` markers.
 """
 
 from __future__ import annotations
@@ -121,18 +122,28 @@ def dsocr_cmd(trace: Path, out: Path) -> list[str]:
     return [exe, "analyze", str(trace), "--out", str(out), "--format", "json,md,sqlite", "--quiet"]
 
 
-def run_case(case: Case, target: Path, reps: int, scratch: Path) -> None:
+def warm_page_cache(path: Path) -> None:
+    """Read the file once, so that both tools start from the same warm page cache."""
+    with path.open("rb") as f:
+        while f.read(1 << 24):
+            pass
+
+
+def run_case(case: Case, target: Path, reps: int, budget_s: float, scratch: Path) -> None:
+    """Alternate dsocr and NVIDIA's scripts on one trace: `reps` rounds, fewer once `budget_s` is spent."""
     trace = Path(case.path)
     out = scratch / "dsocr-out"
-    for rep in range(reps + 1):  # round 0 is the untimed warm-up
+    warm_page_cache(trace)
+    began = time.perf_counter()
+    for rep in range(1, reps + 1):
+        if rep > 1 and time.perf_counter() - began > budget_s:
+            break
         shutil.rmtree(out, ignore_errors=True)
         d = measure(dsocr_cmd(trace, out))
         n = {}
         for report in NVIDIA_REPORTS:
             cmd, env = nvidia_cmd(target, report, trace)
             n[report] = measure(cmd, env, stdout=scratch / f"{report}.csv")
-        if rep == 0:
-            continue
         case.dsocr.append(d)
         for report, sample in n.items():
             case.nvidia.setdefault(report, []).append(sample)
@@ -210,16 +221,16 @@ def ratio(a: float, b: float) -> str:
 
 def table(cases: list[Case]) -> str:
     head = (
-        "| trace | file | kernels | runtime rows | NVTX ranges | dsocr s | NVIDIA proj s | NVIDIA kern s "
+        "| trace | reps | file | kernels | runtime rows | NVTX ranges | dsocr s | NVIDIA proj s | NVIDIA kern s "
         "| NVIDIA s | **time dsocr/NVIDIA** | CPU s dsocr / NVIDIA | dsocr peak MB | NVIDIA peak MB "
         "| peak dsocr/NVIDIA | dsocr = NVIDIA? |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     rows = []
     for c in cases:
         failed = any(s.rc for s in c.dsocr) or any(s.rc for v in c.nvidia.values() for s in v)
         rows.append(
-            f"| {c.name}{' (a run FAILED)' if failed else ''} | {c.size_mb:,.0f} MB "
+            f"| {c.name}{' (a run FAILED)' if failed else ''} | {len(c.dsocr)} | {c.size_mb:,.0f} MB "
             f"| {c.rows.get('CUPTI_ACTIVITY_KIND_KERNEL', 0):,} | {c.rows.get('CUPTI_ACTIVITY_KIND_RUNTIME', 0):,} "
             f"| {c.rows.get('NVTX ranges', 0):,} | {c.dsocr_s():.2f} | {c.nvidia_s('nvtx_gpu_proj_sum'):.2f} "
             f"| {c.nvidia_s('cuda_gpu_kern_sum'):.2f} | {c.nvidia_s():.2f} | **{ratio(c.dsocr_s(), c.nvidia_s())}** "
@@ -242,7 +253,8 @@ def report(cases: list[Case], reps: int, load_before: str) -> str:
     return (
         f"Measured {when} on {machine()}; {versions()}. Load average before / after: "
         f"{load_before} / {loadavg()}.\n\n"
-        f"Median of {reps} repetitions after one untimed warm-up round, each tool a fresh process "
+        f"Median of up to {reps} rounds per trace (fewer on the slow ones, column reps), the file read once "
+        "beforehand so both tools start from a warm page cache; each tool a fresh process "
         "(interpreter start and imports included), run alternately on the same file in one run of "
         "`python benchmarks/bench_analyze.py`. dsocr: `dsocr analyze FILE --out DIR --format json,md,sqlite "
         "--quiet` (everything: loading, projection, stages, operators, three output files). NVIDIA: "
@@ -300,6 +312,9 @@ def prepare(args: argparse.Namespace, workdir: Path) -> list[Case]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--reps", type=int, default=3, help="timed repetitions per tool and trace (median)")
+    p.add_argument(
+        "--budget-s", type=float, default=150.0, help="no new round on a trace once its rounds took this long"
+    )
     p.add_argument("--fixture", type=Path, default=FIXTURE, help="the real export replicated for the synthetic ones")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dsocr-bench")
     p.add_argument("--scale", type=int, default=30, help="replicas for the large synthetic trace (30: 2.14M kernels)")
@@ -318,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = loadavg()
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
         for case in cases:
-            run_case(case, target, args.reps, Path(scratch))
+            run_case(case, target, args.reps, args.budget_s, Path(scratch))
     text = report(cases, args.reps, load_before)
     (args.workdir / "bench_analyze.json").write_text(json.dumps([asdict(c) for c in cases], indent=1))
     print(text)

@@ -52,7 +52,7 @@ def test_table_uses_medians_and_ratios() -> None:
     bench = _module()
     row = bench.table([_case(bench)]).splitlines()[2]
     # dsocr median 0.6 s; NVIDIA 1.1 + 0.3 = 1.4 s; peaks: 305 vs max(71, 51)
-    assert row.startswith("| H100 fixture | 18 MB | 71,440 | 0 | 30,646 | 0.60 | 1.10 | 0.30 | 1.40 | **0.43** |")
+    assert row.startswith("| H100 fixture | 3 | 18 MB | 71,440 | 0 | 30,646 | 0.60 | 1.10 | 0.30 | 1.40 | **0.43** |")
     assert row.endswith("| 305 | 71 | 4.30 | not checked |")
 
 
