@@ -57,6 +57,8 @@ PHASE_EXPORT: Final = "export"
 PHASE_BASELINE: Final = "baseline"
 PHASE_ANALYZE: Final = "analyze"
 
+#: The reporter's ``info`` line that names the run directory (followed by the path).
+RUN_DIR_MESSAGE: Final = "run directory: "
 _OOM_PATTERNS: Final = ("CUDA out of memory", "OutOfMemoryError", "CUBLAS_STATUS_ALLOC_FAILED")
 _INTERRUPT_GRACE_S: Final = 30.0
 
@@ -443,7 +445,7 @@ def run_capture(
         },
     )
     run.save()
-    rep.info(f"run directory: {run_dir}")
+    rep.info(f"{RUN_DIR_MESSAGE}{run_dir}")
     warnings: list[str] = []
     try:
         total = settings.repeats * len(pages)

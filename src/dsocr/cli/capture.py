@@ -49,6 +49,7 @@ class RichReporter:
         self.ui = ui
         self._progress: Any = None
         self._task: Any = None
+        self.run_dir: str | None = None
 
     def __enter__(self) -> RichReporter:
         if self.ui.show_progress:
@@ -67,14 +68,23 @@ class RichReporter:
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
+            self._close()
             self._progress.stop()
+
+    def _close(self) -> None:
+        """Mark the current phase finished (an open-ended one as 1/1) and stop its clock."""
+        if self._task is None:
+            return
+        task = next(t for t in self._progress.tasks if t.id == self._task)
+        done = max(int(task.completed), 1) if task.total is None else int(task.total)
+        self._progress.update(self._task, total=done, completed=done)
+        self._progress.stop_task(self._task)
 
     def phase(self, name: str, description: str, total: int | None) -> None:
         if self._progress is None:
             self.ui.debug(f"{name}: {description}")
             return
-        if self._task is not None:
-            self._progress.update(self._task, completed=self._progress.tasks[-1].total or 1)
+        self._close()
         self._task = self._progress.add_task(description, total=total)
 
     def step(self, event: Any) -> None:
@@ -86,6 +96,10 @@ class RichReporter:
             self.ui.debug(f"worker: {event.event} {json.dumps(event.fields)}")
 
     def info(self, message: str) -> None:
+        from dsocr.capture.driver import RUN_DIR_MESSAGE
+
+        if message.startswith(RUN_DIR_MESSAGE):
+            self.run_dir = message[len(RUN_DIR_MESSAGE) :]
         self.ui.info(message)
 
     def warn(self, message: str) -> None:
@@ -178,8 +192,17 @@ def capture(
         seed=seed,
         shrink=parse_shrink(shrink),
     )
-    with RichReporter(ui) as reporter:
-        result = run_capture(settings, reporter=reporter, analyze=_analyze_into, command=["dsocr", *sys.argv[1:]])
+    reporter = RichReporter(ui)
+    try:
+        with reporter:
+            result = run_capture(settings, reporter=reporter, analyze=_analyze_into, command=["dsocr", *sys.argv[1:]])
+    except KeyboardInterrupt:
+        if reporter.run_dir is not None:
+            print(
+                f"dsocr: interrupted: {reporter.run_dir} keeps what was captured (manifest status: interrupted)",
+                file=sys.stderr,
+            )
+        raise
     if json_out:
         print(json.dumps({"run_dir": str(result.run_dir), "manifest": result.manifest}, indent=2, default=str))
     elif not quiet:
