@@ -15,6 +15,7 @@ from dsocr.report import html
 from dsocr.report import summary as summ
 from dsocr.report.adapt import run_files, view_from_analysis
 from report_views import h100_analysis
+from test_summary import check_traceable
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,14 @@ def test_cpu_trace_has_no_gpu_claims(cpu_doc: dict[str, Any]) -> None:
     assert "No CUDA API calls in this trace" in text
     md = html.render_summary_md(view)
     assert "recorded no GPU activity" in md and "idle" not in md.lower()
+    # without GPU work the cost centers are the stages, each with its share of the total time
+    s = check_traceable(view)
+    total = sum(st.range_ns.mean for st in view.top_stages)
+    vision = view.stage("vision")
+    assert vision is not None
+    assert s.cost_centers[0][0].key == "stage-vision"
+    assert f"The vision stage: {100 * vision.range_ns.mean / total:.1f}% of the total time" in md
+    assert "GPU not traced" in text  # the stage breakdown draws range times without a busy/idle split
 
 
 def test_baseline_timing_gives_unprofiled_times_memory_and_context(cpu_doc: dict[str, Any]) -> None:

@@ -60,6 +60,12 @@ def test_stage_breakdown_bars_and_labels() -> None:
     assert rects["decode: GPU idle 4,437 ms"] / rects["decode: GPU busy 159 ms"] == pytest.approx(4437 / 159, rel=0.01)
 
 
+def test_stage_breakdown_without_gpu() -> None:
+    root = parse(plots.stage_breakdown([("decode", None, 20e6)]))
+    assert tips(root, "rect", "range") == ["decode: 20 ms (GPU not traced)"]
+    assert "20 ms, GPU not traced" in texts(root) and "GPU not traced" in texts(root)
+
+
 def test_category_breakdown_shares_sum_to_100() -> None:
     rows = [("decode", [("gemm", 60.0), ("moe_routing", 30.0), ("elementwise", 10.0)]), ("prefill", [("gemm", 1.0)])]
     root = parse(plots.category_breakdown(rows))

@@ -260,7 +260,7 @@ def _timeline(instances: pl.DataFrame, names: Sequence[str], has_gpu: bool) -> t
     )
 
 
-def _decode_steps(instances: pl.DataFrame, baseline: pl.DataFrame) -> tuple[DecodeStep, ...]:
+def _decode_steps(instances: pl.DataFrame, baseline: pl.DataFrame, has_gpu: bool) -> tuple[DecodeStep, ...]:
     """The steps of the longest decode range (by step count), numbered from 0."""
     if instances.is_empty():
         return ()
@@ -296,7 +296,7 @@ def _decode_steps(instances: pl.DataFrame, baseline: pl.DataFrame) -> tuple[Deco
         if len(vals) == chosen.height:
             ctx = vals
     return tuple(
-        DecodeStep(i, float(c), float(b) if b is not None else None, cl)
+        DecodeStep(i, float(c), float(b) if b is not None and has_gpu else None, cl)
         for i, ((c, b), cl) in enumerate(zip(chosen.select("cpu_ns", "gpu_busy_ns").iter_rows(), ctx, strict=True))
     )
 
@@ -519,7 +519,7 @@ def view_from_analysis(
         kernels=kernels,
         operators=operators,
         categories=categories,
-        decode_steps=_decode_steps(instances, records if not records.is_empty() else base),
+        decode_steps=_decode_steps(instances, records if not records.is_empty() else base, has_gpu),
         timeline=_timeline(instances, names, has_gpu),
         roofline=_roofline(stages, analytic),
         peaks=peaks,

@@ -17,6 +17,7 @@ import attrs
 from dsocr.report.view import ReportView, StageView
 
 IDLE = "idle"
+STAGE_PREFIX = "stage-"  #: cost centers of a trace without GPU activity are its stages
 
 #: Plain-language names of the cost centers (kernel categories and GPU idle time).
 COST_LABELS: dict[str, str] = {
@@ -281,6 +282,15 @@ def cost_centers(view: ReportView, top: int = 3) -> tuple[CostCenter, ...]:
     total = sum(s.range_ns.mean for s in stages.values())
     if total <= 0:
         return ()
+    if not any(s.has_gpu for s in stages.values()):
+        # no GPU traced: the stages themselves are the cost centers
+        by_time = sorted(stages.values(), key=lambda s: -s.range_ns.mean)
+        return tuple(
+            CostCenter(
+                f"{STAGE_PREFIX}{s.name}", f"the {s.name} stage", s.range_ns.mean, s.range_ns.mean / total, s.name, 1.0
+            )
+            for s in by_time[:top]
+        )
     per: dict[str, dict[str, float]] = {}
     for s in stages.values():
         if not s.has_gpu:
@@ -338,13 +348,14 @@ def build(view: ReportView) -> Summary:
     ev_total = _ev("total:range_ns", total, "ms")
     ev_busy = _ev("total:busy_frac", busy / total if total else 0.0, "pct")
     ev_passes = _ev("passes", float(view.passes), "count")
-    gpu = view.identity.gpu or "an unnamed GPU"
+    has_gpu = any(s.has_gpu for s in stages)
+    where = f" on {view.identity.gpu or 'an unnamed GPU'}" if has_gpu or view.identity.gpu else ""
     names = ", ".join(s.name for s in stages) or "no stage"
     first = (
-        f"Across {names}, one pass took {ev_total.shown} on {gpu} (mean of {ev_passes.shown} "
+        f"Across {names}, one pass took {ev_total.shown}{where} (mean of {ev_passes.shown} "
         f"pass{'es' if view.passes != 1 else ''})"
     )
-    if any(s.has_gpu for s in stages):
+    if has_gpu:
         headline = Statement(
             f"{first}; the GPU was busy for {ev_busy.shown} of that time.", (ev_total, ev_passes, ev_busy)
         )
@@ -353,6 +364,10 @@ def build(view: ReportView) -> Summary:
     centers = []
     for c in cost_centers(view):
         e1 = _ev(f"cost:{c.key}:share", c.share, "pct")
+        if c.key.startswith(STAGE_PREFIX):
+            text = f"{c.label[0].upper()}{c.label[1:]}: {e1.shown} of the total time (no GPU activity was traced)."
+            centers.append((c, Statement(text, (e1,))))
+            continue
         e2 = _ev(f"cost:{c.key}:stage_share:{c.stage}", c.stage_share, "pct")
         text = (
             f"{c.label[0].upper()}{c.label[1:]}: {e1.shown} of the total time, most pronounced in {c.stage} "

@@ -29,14 +29,18 @@ from dsocr.report.view import DecodeStep, RooflinePoint, Stat, TimelineBin
 W = 720
 LEFT = 110
 RIGHT = 30
+UNTRACED = "#9aa5b1"
 
 
 def _ms(ns: float) -> str:
     return f"{ns / 1e6:,.3g} ms" if ns < 1e8 else f"{ns / 1e6:,.0f} ms"
 
 
-def stage_breakdown(rows: Sequence[tuple[str, float, float]], plot_id: str = "plot-stage-breakdown") -> str:
-    """Stacked horizontal bars per stage: GPU busy vs idle (ms). ``rows``: (stage, busy_ns, range_ns)."""
+def stage_breakdown(rows: Sequence[tuple[str, float | None, float]], plot_id: str = "plot-stage-breakdown") -> str:
+    """Stacked horizontal bars per stage: GPU busy vs idle (ms). ``rows``: (stage, busy_ns or None, range_ns).
+
+    A ``None`` busy time (no GPU traced) draws the range time as one neutral bar.
+    """
     title = "Stage time: GPU busy vs idle"
     if not rows:
         return empty(plot_id, title, "No stage ranges in this trace.")
@@ -48,19 +52,28 @@ def stage_breakdown(rows: Sequence[tuple[str, float, float]], plot_id: str = "pl
     y_axis_bottom = top + len(rows) * (bar_h + gap)
     for t in x.ticks():
         fig.line(x(t), top - 6, x(t), y_axis_bottom, stroke=GRID)
-    for i, (stage, busy, rng) in enumerate(rows):
+    legend = [("GPU busy", BUSY), ("GPU idle", IDLE)]
+    for i, (stage, busy_or_none, rng) in enumerate(rows):
         y = top + i * (bar_h + gap)
-        busy = min(busy, rng)
+        fig.text(LEFT - 8, y + bar_h * 0.68, stage, anchor="end", size=11, cls="bar-label")
+        if busy_or_none is None:
+            fig.rect(
+                x(0), y, x(rng / 1e6) - x(0), bar_h, UNTRACED, f"{stage}: {_ms(rng)} (GPU not traced)", cls="range"
+            )
+            fig.text(x(rng / 1e6) + 6, y + bar_h * 0.68, f"{_ms(rng)}, GPU not traced", size=10, cls="value")
+            if ("GPU not traced", UNTRACED) not in legend:
+                legend.append(("GPU not traced", UNTRACED))
+            continue
+        busy = min(busy_or_none, rng)
         idle = max(0.0, rng - busy)
         idle_pct = 100 * idle / rng if rng > 0 else 0.0
-        fig.text(LEFT - 8, y + bar_h * 0.68, stage, anchor="end", size=11, cls="bar-label")
         fig.rect(x(0), y, x(busy / 1e6) - x(0), bar_h, BUSY, f"{stage}: GPU busy {_ms(busy)}", cls="busy")
         fig.rect(
             x(busy / 1e6), y, x(rng / 1e6) - x(busy / 1e6), bar_h, IDLE, f"{stage}: GPU idle {_ms(idle)}", cls="idle"
         )
         fig.text(x(rng / 1e6) + 6, y + bar_h * 0.68, f"{_ms(rng)}, {idle_pct:.1f}% idle", size=10, cls="value")
     fig.x_axis(x, y_axis_bottom, "mean range time per pass (ms)", x.ticks())
-    fig.legend(LEFT, h - 10, [("GPU busy", BUSY), ("GPU idle", IDLE)], W - LEFT)
+    fig.legend(LEFT, h - 10, legend, W - LEFT)
     return fig.render()
 
 
@@ -120,7 +133,7 @@ def decode_latency(steps: Sequence[DecodeStep], plot_id: str = "plot-decode-step
     ymax = nice_max(max(s.range_ns for s in steps) / 1e6)
     y = Linear(0, ymax, bottom, top)
     fig.y_axis(y, 70, "step time (ms)", y.ticks(), grid_to=right)
-    fig.x_axis(x, bottom, "decode step", x.ticks(8))
+    fig.x_axis(x, bottom, "decode step", [t for t in x.ticks(8) if t == int(t)])
     fig.polyline([(x(s.step), y(s.range_ns / 1e6)) for s in steps], BUSY, cls="latency")
     for s in steps:
         fig.circle(x(s.step), y(s.range_ns / 1e6), 2.2, BUSY, f"step {s.step}: {_ms(s.range_ns)}", cls="step")
