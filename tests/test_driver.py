@@ -60,6 +60,8 @@ print("some ordinary output", flush=True)
 if os.environ.get("FAKE_WORKER_OOM"):
     emit("failed", kind="oom", what="repeat 0 page 1 prefill (gundam, 3x2 crops)", message="CUDA out of memory.")
     sys.exit(6)
+if os.environ.get("FAKE_WORKER_QUIT"):
+    sys.exit(0)
 if os.environ.get("FAKE_WORKER_CRASH") and (baseline or os.environ["FAKE_WORKER_CRASH"] == "all"):
     print("Traceback (most recent call last):", flush=True)
     print("RuntimeError: boom", flush=True)
@@ -351,3 +353,24 @@ def test_settings_json_is_plain(fake: dict[str, Path]) -> None:
     data = _settings(fake).to_json()
     json.dumps(data)
     assert "worker_command" not in data and data["pages"] == [str(fake["pages"])]
+
+
+def test_worker_that_never_finishes(fake: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_WORKER_QUIT", "1")
+    with pytest.raises(RunFailed) as exc:
+        run_capture(_settings(fake))
+    assert exc.value.message == (
+        "the profiled worker (under nsys) ended without finishing (last event: inputs_ready; "
+        f"last line: some ordinary output); see {fake['out'] / 'capture.log'}"
+    )
+
+
+def test_analysis_failure_is_recorded(fake: dict[str, Path]) -> None:
+    def broken(run: Path) -> None:
+        raise EnvironmentProblem(f"{run}: the analyzer cannot run here")
+
+    with pytest.raises(EnvironmentProblem):
+        run_capture(_settings(fake, baseline=False), analyze=broken)
+    m = _manifest(fake["out"])
+    assert m["status"] == "complete"
+    assert m["analysis"] == f"failed: {fake['out']}: the analyzer cannot run here"

@@ -262,6 +262,12 @@ class _WorkerRun:
     failed: progress.ProgressEvent | None = None
     tail: deque[str] = attrs.field(factory=lambda: deque(maxlen=40))
     last_event: progress.ProgressEvent | None = None
+    finished: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Exit code 0, no ``failed`` event, and the ``finished`` event seen."""
+        return self.returncode == 0 and self.failed is None and self.finished
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
@@ -304,6 +310,8 @@ def run_worker(command: Sequence[str], env: dict[str, str], log: Path, reporter:
                 result.last_event = event
                 if event.event == progress.FAILED:
                     result.failed = event
+                elif event.event == progress.FINISHED:
+                    result.finished = True
                 reporter.step(event)
             result.returncode = proc.wait()
         except BaseException:
@@ -333,6 +341,9 @@ def worker_failure(run: _WorkerRun, settings: CaptureSettings, label: str, log: 
         message = str(run.failed.get("message") or "no message")
         return RunFailed(f"{label} failed while running {_what(run.failed, settings)}: {message} (details in {log})")
     last = run.tail[-1] if run.tail else "no output"
+    if run.returncode == 0:
+        seen = run.last_event.event if run.last_event else "no progress line"
+        return RunFailed(f"{label} ended without finishing (last event: {seen}; last line: {last[:200]}); see {log}")
     return RunFailed(f"{label} exited with code {run.returncode} ({last[:200]}); see {log}")
 
 
@@ -457,7 +468,7 @@ def run_capture(
             profile_cmd, nsys_mod.profile_env(settings.device, _worker_env()), run_dir / CAPTURE_LOG, rep
         )
         run.timed(PHASE_PROFILE, time.perf_counter() - started)
-        if worker.returncode != 0 or worker.failed is not None:
+        if not worker.ok:
             raise worker_failure(worker, settings, "the profiled worker (under nsys)", run_dir / CAPTURE_LOG)
         if not rep_path.is_file():
             if list(run_dir.glob("*.qdstrm")):
@@ -483,7 +494,7 @@ def run_capture(
             cmd = _worker_command(settings, run_dir / WORKER_CONFIG_BASELINE)
             base = run_worker(cmd, _worker_env(), run_dir / BASELINE_LOG, rep)
             run.timed(PHASE_BASELINE, time.perf_counter() - started)
-            if base.returncode != 0 or base.failed is not None:
+            if not base.ok:
                 raise worker_failure(base, settings, "the unprofiled baseline worker", run_dir / BASELINE_LOG)
         run.manifest["warnings"] = warnings
         run.finish(manifest_mod.STATUS_COMPLETE)

@@ -12,7 +12,7 @@ import typer
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
 from dsocr.contract import rundir
-from dsocr.contract.errors import BadInput, ExitCode
+from dsocr.contract.errors import BadInput, EnvironmentProblem, ExitCode
 
 
 def _opt(name: str, help_text: str, *, hidden: bool = False, short: str | None = None) -> Any:
@@ -111,8 +111,15 @@ class RichReporter:
 
 def _analyze_into(run_dir: Path) -> None:
     """Run ``dsocr analyze RUN_DIR --out RUN_DIR`` quietly (report files beside the trace)."""
-    from dsocr.cli.analyze import analyze
+    try:
+        import polars  # noqa: F401  (the analyzer's one heavy dependency)
 
+        from dsocr.cli.analyze import analyze
+    except ImportError as exc:
+        raise EnvironmentProblem(
+            f"{run_dir}: the capture is complete but the analyzer cannot run here ({exc}); pip install polars, "
+            f"or copy the run directory and run `dsocr analyze {run_dir}` elsewhere"
+        ) from exc
     analyze(traces=[run_dir], out=run_dir, json_out=False, quiet=True, verbose=False)
 
 
