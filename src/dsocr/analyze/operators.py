@@ -62,21 +62,28 @@ def innermost_op_via_parents(op_innermost: pl.LazyFrame, ranges: pl.LazyFrame) -
 
     ``op_innermost`` (``op_id``, ``range_id``) names the deepest enclosing range; when that is
     not an operator range (a library range such as CCCL's inside ``aten::sort``) the parent
-    chain is walked up to the nearest operator range. Linear in the number of ops per level.
+    chain is walked up to the nearest operator range. The walk runs once per distinct
+    innermost range, not per op.
     """
+    inner = op_innermost.select("op_id", "range_id").collect()
     info = ranges.select("range_id", "parent_id", is_op_range(pl.col("message")).alias("_is_op")).collect()
     probe = info.select(pl.col("range_id").alias("_probe"), "parent_id", "_is_op")
-    cur = op_innermost.select("op_id", pl.col("range_id").alias("_probe")).collect()
+    cur = inner.select(pl.col("range_id").unique()).with_columns(pl.col("range_id").alias("_probe"))
     found: list[pl.DataFrame] = []
     while cur.height:
         step = cur.join(probe, on="_probe", how="inner")
-        found.append(step.filter(pl.col("_is_op")).select("op_id", pl.col("_probe").alias("op_range_id")))
+        found.append(step.filter(pl.col("_is_op")).select("range_id", pl.col("_probe").alias("op_range_id")))
         cur = step.filter(~pl.col("_is_op") & pl.col("parent_id").is_not_null()).select(
-            "op_id", pl.col("parent_id").alias("_probe")
+            "range_id", pl.col("parent_id").alias("_probe")
         )
-    hits = pl.concat(found) if found else pl.DataFrame(schema={"op_id": pl.UInt32, "op_range_id": pl.UInt32})
+    nearest = pl.concat(found) if found else pl.DataFrame(schema={"range_id": pl.UInt32, "op_range_id": pl.UInt32})
     op, shapes = parse_op_message(pl.col("message"))
-    names = ranges.join(hits.lazy().select(pl.col("op_range_id").alias("range_id")).unique(), on="range_id", how="semi")
-    return hits.lazy().join(
-        names.select(pl.col("range_id").alias("op_range_id"), op, shapes), on="op_range_id", how="left"
+    names = ranges.join(
+        nearest.lazy().select(pl.col("op_range_id").alias("range_id")).unique(), on="range_id", how="semi"
+    )
+    return (
+        inner.lazy()
+        .join(nearest.lazy(), on="range_id", how="inner")
+        .select("op_id", "op_range_id")
+        .join(names.select(pl.col("range_id").alias("op_range_id"), op, shapes), on="op_range_id", how="left")
     )

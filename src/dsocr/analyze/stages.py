@@ -247,13 +247,18 @@ def analyze_stages(
     busy = busy_union(ops, "range_id").rename({"busy_ns": "gpu_busy_ns"})
 
     api_pairs = api_r.join(ids, on="range_id", how="semi")
-    api = _take(api_pairs, "api_id", trace.api.select("api_id", "category")).lazy()
+    api_kind = trace.api.select(
+        "api_id",
+        pl.col("category").is_in(["launch", "graph"]).alias("_launch"),
+        (pl.col("category") == "sync").alias("_sync"),
+    )
+    api = _take(api_pairs, "api_id", api_kind).lazy()
     api_metrics = api.group_by("range_id").agg(
         pl.len().alias("api_calls"),
-        pl.col("category").is_in(["launch", "graph"]).sum().alias("launches"),
-        (pl.col("category") == "sync").sum().alias("sync_calls"),
+        pl.col("_launch").sum().alias("launches"),
+        pl.col("_sync").sum().alias("sync_calls"),
     )
-    sync_api = api.filter(pl.col("category") == "sync").select("range_id", "api_id")
+    sync_api = api.filter(pl.col("_sync")).select("range_id", "api_id")
     sync_rec = (
         trace.syncs.select("api_id")
         .filter(pl.col("api_id").is_not_null())
