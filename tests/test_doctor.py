@@ -397,3 +397,47 @@ def test_gpu_facts_from_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_gpu_facts_without_driver(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml(fail_init=True))
     assert facts_mod.gpu_facts() == ((), "NVML: Driver Not Loaded", None, None)
+
+
+def test_parse_ldd_missing() -> None:
+    output = (
+        "\tlinux-vdso.so.1 (0x00007ffd)\n"
+        "\tlibssh.so => not found\n"
+        "\tlibpfm.so.4 => not found\n"
+        "\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n"
+        "\tlibssh.so => not found\n"
+    )
+    assert facts_mod.parse_ldd_missing(output) == ("libpfm.so.4", "libssh.so")
+    assert facts_mod.parse_ldd_missing("\tnot a dynamic executable\n") == ()
+
+
+@pytest.mark.parametrize(
+    ("nsys_rel", "importer_rel"),
+    [
+        ("host/target-linux-x64/nsys", "host/linux-desktop-glibc_2_11_3-x64/QdstrmImporter"),  # Nsight Compute
+        ("2025.3.2/target-linux-x64/nsys", "2025.3.2/host-linux-x64/QdstrmImporter"),  # Nsight Systems
+    ],
+)
+def test_find_importer_beside_nsys(tmp_path: Path, nsys_rel: str, importer_rel: str) -> None:
+    nsys = tmp_path / nsys_rel
+    importer = tmp_path / importer_rel
+    for f in (nsys, importer):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("")
+    assert facts_mod.find_importer(nsys) == importer.resolve()
+
+
+def test_importer_missing_libraries_fails_nsys() -> None:
+    nsys = d.NsysFact(
+        path="/opt/nsys",
+        version="2025.3.1.90",
+        importer="/opt/host/QdstrmImporter",
+        importer_missing=("libdw.so.1", "libssh.so"),
+    )
+    check = d.check_nsys(gpu_box(nsys=nsys))
+    assert check.status == "fail"
+    assert check.detail == (
+        "nsys 2025.3.1.90 at /opt/nsys: its importer /opt/host/QdstrmImporter cannot load libdw.so.1, libssh.so "
+        "(`nsys profile` would leave only a .qdstrm file)"
+    )
+    assert check.fix.startswith("put a directory holding libdw.so.1, libssh.so on LD_LIBRARY_PATH")

@@ -80,6 +80,8 @@ class NsysFact:
     version: str | None = None  #: e.g. ``2025.3.2.474``
     found_via: str | None = None  #: ``--nsys``, ``$NSYS``, ``PATH``, a directory searched, ...
     error: str | None = None  #: why it was not found or did not run
+    importer: str | None = None  #: its QdstrmImporter (turns the raw capture into .nsys-rep), if found
+    importer_missing: tuple[str, ...] = ()  #: shared libraries the importer cannot load (``ldd``)
 
 
 @attrs.frozen
@@ -383,6 +385,16 @@ def check_nsys(facts: Facts) -> Check:
             f"nsys {facts.nsys.version} at {where} is too old for CUDA {major} programs "
             f"(needs >= {_fmt_version(minimum)}; older ones lose kernel records)",
             get,
+        )
+    if facts.nsys.importer_missing:
+        missing = ", ".join(facts.nsys.importer_missing)
+        return Check(
+            "nsys",
+            "capture",
+            "fail",
+            f"nsys {facts.nsys.version} at {where}: its importer {facts.nsys.importer} cannot load {missing} "
+            "(`nsys profile` would leave only a .qdstrm file)",
+            f"put a directory holding {missing} on LD_LIBRARY_PATH (install them with the system's package manager)",
         )
     cuda_note = f", new enough for CUDA {major}" if major is not None else ", fine for `--device cpu`"
     return Check("nsys", "capture", "ok", f"nsys {facts.nsys.version} at {where}{cuda_note}")

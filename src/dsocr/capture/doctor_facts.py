@@ -11,7 +11,9 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
+import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -120,8 +122,42 @@ def nsys_facts(explicit: str | None = None) -> NsysFact:
                 version = nsys_tool.query_version(path)
             except EnvironmentProblem as exc:
                 return NsysFact(path=str(path), found_via=via, error=exc.message.split("; ")[0])
-            return NsysFact(path=str(path), version=version.full, found_via=via)
+            importer = find_importer(path)
+            return NsysFact(
+                path=str(path),
+                version=version.full,
+                found_via=via,
+                importer=str(importer) if importer else None,
+                importer_missing=missing_libraries(importer) if importer else (),
+            )
     return NsysFact(error=f"searched {NSYS_SEARCHED}")
+
+
+def find_importer(nsys: Path) -> Path | None:
+    """The QdstrmImporter beside an nsys (``../host-linux-x64``, Nsight Compute's ``../linux-desktop-*``)."""
+    here = nsys.resolve().parent
+    for root in (here, here.parent, here.parent.parent):
+        hits = sorted(root.glob("*/QdstrmImporter"))
+        if hits:
+            return hits[0]
+    return None
+
+
+def missing_libraries(binary: Path) -> tuple[str, ...]:
+    """Shared libraries ``ldd`` reports as ``not found`` for ``binary`` (empty when ldd is absent)."""
+    ldd = shutil.which("ldd")
+    if ldd is None:
+        return ()
+    try:
+        done = subprocess.run([ldd, str(binary)], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return parse_ldd_missing(done.stdout)
+
+
+def parse_ldd_missing(output: str) -> tuple[str, ...]:
+    """The ``libX.so => not found`` names in ``ldd`` output, sorted."""
+    return tuple(sorted(set(re.findall(r"^\s*(\S+) => not found", output, flags=re.M))))
 
 
 NSYS_SEARCHED: Final = (
