@@ -75,7 +75,8 @@ def analyze(
         paths = [sample_trace()]
         ui.info(f"no trace given: analyzing the bundled sample ({paths[0].name}, H100 decoder-only MoE run)")
 
-    with _progress(ui) as advance:
+    # per file: load, attribute, stages, projection; then combine, render, write
+    with _progress(ui, 4 * len(paths) + 3) as advance:
         analysis = run_analysis(paths, progress=advance)
         for w in analysis.warnings:
             print(f"dsocr: warning: {w}", file=sys.stderr)  # one line, never wrapped
@@ -124,17 +125,17 @@ def _share(out: Path, wanted: tuple[str, ...]) -> None:
 
 
 @contextmanager
-def _progress(ui: Ui) -> Iterator[Callable[[str], None]]:
-    """Yield a step callback driving a rich progress line on stderr (a no-op when quiet or not a TTY)."""
+def _progress(ui: Ui, steps: int) -> Iterator[Callable[[str], None]]:
+    """Yield a step callback driving a rich progress bar on stderr (only messages with --verbose
+    when quiet or not a TTY)."""
     if not ui.show_progress:
-        yield lambda _name: None
+        yield ui.debug
         return
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=ui.err, transient=True
-    ) as progress:
-        task = progress.add_task("analyzing", total=None)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=ui.err, transient=True) as progress:
+        task = progress.add_task("starting", total=steps)
 
         def step(name: str) -> None:
             ui.debug(name)
