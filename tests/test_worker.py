@@ -257,3 +257,66 @@ def test_worker_process_exit_codes_and_one_line_errors(tmp_path) -> None:
     assert out.stderr.strip() == "dsocr worker: error: unknown resolution mode 'huge': use one of " + ", ".join(
         ["tiny", "small", "base", "large", "gundam", "gundam-m"]
     )
+
+
+class _FakeCuda:
+    """Just enough of torch.cuda for StageTimer: a clock, an allocator peak, events."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.allocated = 0
+        self.peak = 0
+        self.syncs = 0
+        fake = self
+
+        class Event:
+            def __init__(self, enable_timing: bool) -> None:
+                assert enable_timing
+                self.t = 0.0
+
+            def record(self) -> None:
+                self.t = fake.now
+
+            def elapsed_time(self, end) -> float:
+                return end.t - self.t
+
+        self.Event = Event
+
+    def alloc(self, n: int) -> None:
+        self.allocated += n
+        self.peak = max(self.peak, self.allocated)
+
+    def max_memory_allocated(self) -> int:
+        return self.peak
+
+    def reset_peak_memory_stats(self) -> None:
+        self.peak = self.allocated
+
+    def synchronize(self) -> None:
+        self.syncs += 1
+
+
+def test_stage_timer_gives_nested_stages_their_own_peaks() -> None:
+    from types import SimpleNamespace
+
+    from dsocr.capture.timing import StageTimer
+
+    cuda = _FakeCuda()
+    timer = StageTimer(cuda=False)
+    timer.cuda, timer._torch = True, SimpleNamespace(cuda=cuda)
+    with timer.stage({"stage": "page"}):
+        cuda.alloc(100)
+        with timer.stage({"stage": "vision"}):
+            cuda.alloc(1000)
+            cuda.now += 5.0
+            cuda.alloc(-1000)
+        with timer.stage({"stage": "prefill"}):
+            cuda.alloc(300)
+            cuda.now += 2.0
+    recs = timer.records()
+    assert cuda.syncs == 1
+    assert [(r["stage"], r["ms"], r["peak_allocated_bytes"]) for r in recs] == [
+        ("page", 7.0, 1100),
+        ("vision", 5.0, 1100),
+        ("prefill", 2.0, 400),
+    ]
