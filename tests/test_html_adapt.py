@@ -174,3 +174,13 @@ def test_identity_and_inputs_from_manifest_and_timing(cpu_doc: dict[str, Any]) -
     assert ("mode", "gundam") in view.assumptions and ("max_new_tokens", "32") in view.assumptions
     text = html.render_html(view)
     assert "random (see caveats)" in text and "close to uniform" in text and "No run manifest" not in text
+
+
+def test_true_idle_gaps_when_the_analysis_lists_them(h100_sqlite: Path) -> None:
+    doc = dict(h100_analysis(str(h100_sqlite)))
+    assert view_from_analysis(doc).idle_gaps[0].kind == "instance"  # fallback: idle time inside stage instances
+    doc["idle_gaps"] = [{"stage": "decode", "start_ns": 35_300_000_000, "duration_ns": 4_200_000}]
+    view = view_from_analysis(doc)
+    assert [(g.stage, g.duration_ns, g.kind) for g in view.idle_gaps] == [("decode", 4_200_000.0, "gap")]
+    text = html.render_html(view)
+    assert "Longest GPU idle gaps" in text and "4.200 ms" in text

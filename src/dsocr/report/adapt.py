@@ -316,6 +316,16 @@ def _idle_instances(instances: pl.DataFrame, names: Sequence[str], has_gpu: bool
     )
 
 
+def _idle_gaps(d: Mapping[str, Any]) -> tuple[IdleGap, ...]:
+    """True GPU idle gaps, when the analysis lists them (``idle_gaps``: ``stage``, ``start_ns``, ``duration_ns``)."""
+    rows = d.get("idle_gaps") or []
+    return tuple(
+        IdleGap(str(r.get("stage")), float(r.get("start_ns") or 0), float(r["duration_ns"]), "gap")
+        for r in rows[: TOP_IDLE * 2]
+        if isinstance(r, Mapping) and r.get("duration_ns") is not None
+    )
+
+
 def _memory(
     d: Mapping[str, Any], names: Sequence[str], baseline: pl.DataFrame, analytic: Mapping[str, Any] | None
 ) -> MemoryView:
@@ -525,7 +535,7 @@ def view_from_analysis(
         peaks=peaks,
         model_mfu=model_mfu,
         memory=_memory(d, names, base if not base.is_empty() else records, analytic),
-        idle_gaps=_idle_instances(instances, names, has_gpu),
+        idle_gaps=_idle_gaps(d) or _idle_instances(instances, names, has_gpu),
         assumptions=assumptions,
         pages=pages,
         caveats=caveats,

@@ -226,11 +226,12 @@ class MemoryView:
 
 @attrs.frozen
 class IdleGap:
-    """A stretch with no GPU work."""
+    """A stretch of GPU idle time: a true gap between GPU operations, or a stage instance's idle total."""
 
     stage: str
-    start_ns: float
+    start_ns: float  #: from the first stage instance
     duration_ns: float
+    kind: str = "instance"  #: ``gap`` (between two GPU operations) or ``instance`` (idle time inside one range)
 
 
 @attrs.frozen
