@@ -400,6 +400,7 @@ def run_capture(
     _check_settings(settings)
     rep.phase(PHASE_PREPARE, "checking inputs", None)
     pages = inputs_mod.collect(list(settings.pages)) if settings.pages else inputs_mod.default_pages()
+    settings.worker_config(pages, Path(rundir.TIMING), profiled=True)  # bad mode/crops/dtype: stop here
     gpu: dict[str, Any] = (
         manifest_mod.gpu_environment() if not settings.is_cpu else {"gpus": [], "error": "--device cpu"}
     )
