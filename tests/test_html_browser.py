@@ -117,3 +117,16 @@ def test_screenshot(report_dir: Path, tmp_path: Path) -> None:
         colours = im.convert("RGB").resize((64, 120)).getcolors(64 * 120)
         assert colours is not None and len(colours) > 20  # painted content, not a blank page
     assert requests == []
+
+
+def test_diff_html_renders_offline(report_dir: Path, h100_sqlite: Path, tmp_path: Path) -> None:
+    from dsocr.report import diff as d
+
+    doc = tmp_path / "analysis.json"
+    doc.write_text(json.dumps(h100_analysis(str(h100_sqlite))))
+    page = tmp_path / "diff.html"
+    page.write_text(d.render(d.diff_paths(doc, doc), "html"))
+    res, requests = chromium(page, tmp_path, "--dump-dom")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert parse(res.stdout).sections == ["diff-stages", "diff-kernels", "diff-operators"]
+    assert requests == []
