@@ -86,3 +86,12 @@ def test_export_without_report(tmp_path: Path, capsys: pytest.CaptureFixture[str
     code, err = _run(["export", str(tmp_path)], capsys)
     assert code == ExitCode.NOT_FOUND
     assert err.startswith(f"dsocr: error: {tmp_path / 'trace.nsys-rep'}: no such nsys report")
+
+
+@pytest.mark.skipif(manifest.torch_cuda_version() is not None, reason="torch here is a CUDA build")
+def test_op_ranges_need_cuda_torch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run(["capture", "--device", "cpu", "--op-ranges", "--out", str(tmp_path / "r")], capsys)
+    assert code == ExitCode.ENVIRONMENT
+    assert err.startswith("dsocr: error: --op-ranges needs a CUDA build of torch (emit_nvtx raises ")
+    assert err.endswith("is CPU-only: drop --op-ranges or install a CUDA build of torch\n")
+    assert not (tmp_path / "r").exists()

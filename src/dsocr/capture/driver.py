@@ -200,6 +200,12 @@ def check_machine(settings: CaptureSettings, gpu: dict[str, Any]) -> None:
                 )
         if importlib.util.find_spec(WORKER_MODULE) is None:
             raise EnvironmentProblem(f"{WORKER_MODULE} is missing from this dsocr install; reinstall dsocr")
+        if settings.op_ranges and manifest_mod.torch_cuda_version() is None:
+            raise EnvironmentProblem(
+                "--op-ranges needs a CUDA build of torch (emit_nvtx raises 'Torch not compiled with CUDA enabled'), "
+                f"but torch {manifest_mod.package_version('torch')} is CPU-only: drop --op-ranges or install a CUDA "
+                "build of torch"
+            )
     if settings.is_cpu:
         return
     if not settings.device.startswith("cuda"):
