@@ -441,3 +441,35 @@ def test_importer_missing_libraries_fails_nsys() -> None:
         "(`nsys profile` would leave only a .qdstrm file)"
     )
     assert check.fix.startswith("put a directory holding libdw.so.1, libssh.so on LD_LIBRARY_PATH")
+
+
+def test_package_versions_from_metadata_or_module() -> None:
+    versions = facts_mod.package_versions(("polars", "nvidia-ml-py", "dsocr-no-such-dist"))
+    assert versions["polars"] == pl_version()
+    assert versions["nvidia-ml-py"] is not None
+    assert versions["dsocr-no-such-dist"] is None
+
+
+def test_package_seen_only_as_a_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_metadata(name: str) -> str:
+        raise facts_mod.importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(facts_mod.importlib.metadata, "version", no_metadata)
+    versions = facts_mod.package_versions(("nvidia-ml-py", "sqlite-utils", "dsocr-no-such-dist"))
+    assert versions == {
+        "nvidia-ml-py": facts_mod.NO_METADATA,
+        "sqlite-utils": facts_mod.NO_METADATA,
+        "dsocr-no-such-dist": None,
+    }
+
+
+def pl_version() -> str:
+    import polars
+
+    return str(polars.__version__)
+
+
+def test_nvtx_without_metadata_warns() -> None:
+    check = d.check_nvtx_ranges(gpu_box(packages={**ALL_PACKAGES, "nvtx": d.NO_METADATA}))
+    assert check.status == "warn"
+    assert check.detail == "nvtx is importable but has no version metadata: cannot tell whether nsys records its ranges"

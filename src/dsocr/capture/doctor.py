@@ -57,6 +57,8 @@ DISK_FAIL_GIB: Final = 1.0
 DISK_WARN_GIB: Final = 5.0
 
 GIB: Final = 1024**3
+#: The version recorded for a package importable from the path but without installed metadata.
+NO_METADATA: Final = "present (no metadata)"
 
 CHECK_GPU: Final = "GPU and driver"
 CHECK_TORCH_CUDA: Final = "CUDA in torch"
@@ -402,6 +404,14 @@ def check_nsys(facts: Facts) -> Check:
 
 def check_nvtx_ranges(facts: Facts) -> Check:
     """The installed ``nvtx`` package's ranges will be recorded by that nsys."""
+    if facts.packages.get("nvtx") == NO_METADATA:
+        return Check(
+            "NVTX ranges recorded",
+            "capture",
+            "warn",
+            "nvtx is importable but has no version metadata: cannot tell whether nsys records its ranges",
+            f'`pip install "{NVTX_PIN}"` (with metadata; recorded by every nsys tried)',
+        )
     nvtx_version = version_tuple(facts.packages.get("nvtx"))
     if nvtx_version is None:
         return Check(

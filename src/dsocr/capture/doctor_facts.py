@@ -24,6 +24,7 @@ from dsocr.capture import nsys as nsys_tool
 from dsocr.capture.doctor import (
     ANALYSIS_PACKAGES,
     CAPTURE_PACKAGES,
+    NO_METADATA,
     Facts,
     GpuFact,
     NsysFact,
@@ -34,6 +35,14 @@ from dsocr.contract.errors import EnvironmentProblem
 _DIST_NAMES: Final[tuple[str, ...]] = ("dsocr", *ANALYSIS_PACKAGES, *CAPTURE_PACKAGES)
 
 
+#: Import names of distributions whose module is named differently.
+IMPORT_NAMES: Final[dict[str, str]] = {
+    "nvidia-ml-py": "pynvml",
+    "pillow": "PIL",
+    "sqlite-utils": "sqlite_utils",
+}
+
+
 def package_versions(names: Sequence[str] = _DIST_NAMES) -> dict[str, str | None]:
     """Installed distribution versions (None when absent), without importing the packages."""
     versions: dict[str, str | None] = {}
@@ -41,8 +50,13 @@ def package_versions(names: Sequence[str] = _DIST_NAMES) -> dict[str, str | None
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
+            versions[name] = _module_version(IMPORT_NAMES.get(name, name.replace("-", "_")))
     return versions
+
+
+def _module_version(module: str) -> str | None:
+    """For a module on the path without installed metadata: a marker, or None when it is absent."""
+    return NO_METADATA if importlib.util.find_spec(module) is not None else None
 
 
 def has_deepseek_ocr2() -> bool | None:
