@@ -27,6 +27,9 @@ if args[0] == "--version":
     print("NVIDIA Nsight Systems version " + os.environ.get("FAKE_NSYS_VERSION", "2025.3.2.474-253236389321v0"))
     sys.exit(0)
 if args[0] == "profile":
+    if os.environ.get("FAKE_NSYS_PROFILE_FAIL"):
+        print("Unable to retrieve the importer version", flush=True)
+        sys.exit(1)
     i, out = 1, None
     while i < len(args):
         if args[i] == "-o":
@@ -384,3 +387,13 @@ def test_bad_worker_settings_stop_before_the_run_directory(fake: dict[str, Path]
         run_capture(_settings(fake, dtype="int3"))
     assert exc.value.message.startswith("worker config dtype 'int3' is unknown: use one of auto, bfloat16")
     assert not fake["out"].exists()
+
+
+def test_nsys_profile_fails_before_the_worker(fake: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_NSYS_PROFILE_FAIL", "1")
+    with pytest.raises(RunFailed) as exc:
+        run_capture(_settings(fake))
+    assert exc.value.message == (
+        "nsys profile exited with code 1 before the worker started (Unable to retrieve the importer version); "
+        f"see {fake['out'] / 'capture.log'}"
+    )

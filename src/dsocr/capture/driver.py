@@ -332,7 +332,9 @@ def _what(event: progress.ProgressEvent | None, settings: CaptureSettings) -> st
     return f"mode {settings.mode}, {settings.max_new_tokens} new tokens, {settings.dtype} on {settings.device}"
 
 
-def worker_failure(run: _WorkerRun, settings: CaptureSettings, label: str, log: Path) -> RunFailed:
+def worker_failure(
+    run: _WorkerRun, settings: CaptureSettings, label: str, log: Path, under_nsys: bool = False
+) -> RunFailed:
     """The one-line error for a worker that failed."""
     text = "\n".join(run.tail)
     oom = (run.failed is not None and run.failed.get("kind") == progress.KIND_OOM) or any(
@@ -347,6 +349,10 @@ def worker_failure(run: _WorkerRun, settings: CaptureSettings, label: str, log: 
         message = str(run.failed.get("message") or "no message")
         return RunFailed(f"{label} failed while running {_what(run.failed, settings)}: {message} (details in {log})")
     last = run.tail[-1] if run.tail else "no output"
+    if run.last_event is None and under_nsys:
+        return RunFailed(
+            f"nsys profile exited with code {run.returncode} before the worker started ({last[:200]}); see {log}"
+        )
     if run.returncode == 0:
         seen = run.last_event.event if run.last_event else "no progress line"
         return RunFailed(f"{label} ended without finishing (last event: {seen}; last line: {last[:200]}); see {log}")
@@ -476,7 +482,9 @@ def run_capture(
         )
         run.timed(PHASE_PROFILE, time.perf_counter() - started)
         if not worker.ok:
-            raise worker_failure(worker, settings, "the profiled worker (under nsys)", run_dir / CAPTURE_LOG)
+            raise worker_failure(
+                worker, settings, "the profiled worker (under nsys)", run_dir / CAPTURE_LOG, under_nsys=True
+            )
         if not rep_path.is_file():
             if list(run_dir.glob("*.qdstrm")):
                 raise RunFailed(
