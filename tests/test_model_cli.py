@@ -103,3 +103,16 @@ def test_bad_options_one_line(capsys: pytest.CaptureFixture[str], args: tuple[st
     assert err.startswith(message)
     assert len(err.strip().splitlines()) == 1
     assert out == ""
+
+
+def test_json_parts_and_assumptions_with_peak(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--crops", "3x1", "--gpu", "NVIDIA H100 80GB HBM3", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    parts = doc["stages"]["vision"]["parts"]
+    assert set(parts) == {"sam", "clip", "projector"}
+    assert all(parts[p]["predicted_ns"] > 0 for p in parts)
+    assert doc["peak"]["source"] == "table: H100 SXM5 80GB"
+    assert (
+        "the crops of a page run as one batch, then the global view (two calls per vision module)" in doc["assumptions"]
+    )

@@ -76,7 +76,10 @@ def _stages(est: ModelEstimate, peak: Peak | None) -> dict[str, Any]:
         if peak is not None:
             entry["predicted_ops_ns"] = ops_roofline_ns((o for m in stage.modules for o in m.all_ops()), peak)
         if stage.name == "vision":
-            entry["parts"] = {part: cost_dict(est.vision_part(part)) for part in VISION_PARTS}
+            entry["parts"] = {
+                part: {**cost_dict(est.vision_part(part)), **_roof(est.vision_part(part), peak)}
+                for part in VISION_PARTS
+            }
             entry["views"] = [
                 {
                     "kind": v.kind,
@@ -136,6 +139,23 @@ def peak_dict(peak: Peak | None) -> dict[str, Any] | None:
     }
 
 
+def assumptions(est: ModelEstimate) -> list[str]:
+    """The modelling assumptions a reader should know, in words."""
+    w = est.workload
+    out = [
+        "FLOPs count 2 per multiply-accumulate; bytes assume one unfused kernel per operation "
+        f"(flash/SDPA attention fused), weights read once per call, {w.dtype} throughout",
+        "routed experts: weights of the experts hit under uniform routing (random weights route "
+        "almost uniformly; trained routing is skewed)",
+        f"attention {w.attn_impl}: "
+        + ("causal pairs only (flash kernels skip masked blocks)" if w.attn_impl == "sdpa" else "every pair computed"),
+        f"prefill logits on {'the last position' if w.prefill_logits == 'last' else 'every position'}",
+    ]
+    if len(est.views) > 1:
+        out.append("the crops of a page run as one batch, then the global view (two calls per vision module)")
+    return out
+
+
 def to_json(est: ModelEstimate, peak: Peak | None = None) -> dict[str, Any]:
     """The whole estimate as a JSON-ready dict (``schema`` ``dsocr.model/1``)."""
     return {
@@ -151,6 +171,7 @@ def to_json(est: ModelEstimate, peak: Peak | None = None) -> dict[str, Any]:
             "peak_activation_bytes": est.peak_activation_bytes,
         },
         "peak": peak_dict(peak),
+        "assumptions": assumptions(est),
         "modules": [_module(r, peak) for r in module_rows(est)],
     }
 
