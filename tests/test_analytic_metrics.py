@@ -62,3 +62,16 @@ def test_module_metrics_with_measured_time() -> None:
     assert head.ratio == pytest.approx(2e6 / head.predicted_ops_ns)
     assert head.bound == "memory"  # one position per call: weight-read bound
     assert rows["vision.sam"].measured_ns is None
+
+
+def test_several_pages_add_up() -> None:
+    """Pages with different crop grids: the work of a pass is the sum of the per-page estimates."""
+    pages = [estimate(Workload(crop_grid=g, new_tokens=16)) for g in ((2, 2), (2, 3), (1, 1))]
+    times = {s: StageTime(gpu_busy_ns=30e6, wall_ns=40e6) for s in ("vision", "prefill", "decode", "sam")}
+    rows = {r.stage: r for r in stage_metrics(pages, times, PEAK)}
+    for stage in ("vision", "prefill", "decode"):
+        assert rows[stage].flops == sum(p.stage(stage).cost.flops for p in pages)
+        assert rows[stage].bytes == sum(p.stage(stage).cost.bytes for p in pages)
+    assert rows["sam"].flops == sum(p.vision_part("sam").flops for p in pages)
+    assert rows["model"].flops == sum(p.total.flops for p in pages)
+    assert rows["decode"].mfu_busy == pytest.approx(rows["decode"].flops / (1e15 * 30e-3))

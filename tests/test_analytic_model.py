@@ -168,7 +168,8 @@ def test_gundam_m_views() -> None:
         ({"prompt_tokens": -1}, r"prompt tokens = -1 is out of range"),
         ({"batch": 0}, r"batch = 0 is out of range"),
         ({"dtype": "int3"}, r"dtype 'int3' is unknown: use one of bf16, fp16, fp32"),
-        ({"new_tokens": 8000, "crop_grid": (3, 3)}, r"exceeds the model's 8192-position window"),
+        ({"new_tokens": 8000, "crop_grid": (3, 3)}, r"exceeds the model.s 8192-position window"),
+        ({"prompt_tokens": 8000, "crop_grid": (3, 3)}, r"prefill length 9203 exceeds the model.s 8192-position window"),
     ],
 )
 def test_bad_workloads(kwargs: dict[str, object], message: str) -> None:

@@ -7,7 +7,7 @@ one page pass (GPU busy and wall, in ns); every ratio is given against both, lab
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Final, Literal
 
 import attrs
@@ -140,26 +140,31 @@ def _sum_times(times: list[StageTime | None], field: str) -> float | None:
     return sum(v for v in values if v is not None) if all(v is not None for v in values) else None
 
 
-def stage_metrics(estimate: ModelEstimate, stage_times: Mapping[str, StageTime], peak: Peak) -> list[StageMetric]:
+def stage_metrics(
+    estimate: ModelEstimate | Sequence[ModelEstimate], stage_times: Mapping[str, StageTime], peak: Peak
+) -> list[StageMetric]:
     """MFU/MBU/roofline rows for vision (and its parts sam, clip, projector), prefill, decode and the model.
 
-    ``stage_times`` maps stage names (``vision``, ``sam``, ``clip``, ``projector``, ``prefill``,
-    ``decode``) to the measured times of one page pass; missing stages get ``None`` metrics. The
-    ``model`` row sums vision, prefill and decode (its time is known only when all three are).
+    ``estimate`` is one page's estimate, or a list of per-page estimates (pages may differ in
+    crop grid) whose work adds up. ``stage_times`` maps stage names (``vision``, ``sam``,
+    ``clip``, ``projector``, ``prefill``, ``decode``) to the measured times of the same work
+    (one page, or those pages together); missing stages get ``None`` metrics. The ``model`` row
+    sums vision, prefill and decode (its time is known only when all three are).
     """
+    ests = (estimate,) if isinstance(estimate, ModelEstimate) else tuple(estimate)
     rows: list[StageMetric] = []
     for name in METRIC_STAGES:
         mods: tuple[Module, ...]
         if name in VISION_PARTS:
-            part = estimate.stage("vision").module(VISION_PARTS[name])
-            mods = (part,) if part is not None else ()
+            parts = (e.stage("vision").module(VISION_PARTS[name]) for e in ests)
+            mods = tuple(m for m in parts if m is not None)
             time = stage_times.get(name)
         elif name == "model":
-            mods = tuple(m for s in estimate.stages for m in s.modules)
-            parts = [stage_times.get(s) for s in ("vision", "prefill", "decode")]
-            time = StageTime(_sum_times(parts, "gpu_busy_ns"), _sum_times(parts, "wall_ns"))
+            mods = tuple(m for e in ests for s in e.stages for m in s.modules)
+            times = [stage_times.get(s) for s in ("vision", "prefill", "decode")]
+            time = StageTime(_sum_times(times, "gpu_busy_ns"), _sum_times(times, "wall_ns"))
         else:
-            mods = estimate.stage(name).modules
+            mods = tuple(m for e in ests for m in e.stage(name).modules)
             time = stage_times.get(name)
         rows.append(metric(name, mods, time, peak))
     return rows

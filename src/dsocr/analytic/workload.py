@@ -101,6 +101,11 @@ class Workload:
             raise BadInput(f"attention implementation {self.attn_impl!r} is unknown: use sdpa or eager")
         out = attrs.evolve(self, mode=m.name, crop_grid=grid, dtype=self.dtype.lower())
         window = arch.decoder.max_positions
+        if out.prefill_length > window:
+            raise BadInput(
+                f"prefill length {out.prefill_length} exceeds the model's {window}-position window: "
+                "use fewer prompt tokens or a mode with fewer image tokens"
+            )
         if out.context.kind == "auto" and out.prefill_length + out.decode_steps > window:
             raise BadInput(
                 f"prefill {out.prefill_length} + {out.decode_steps} decode steps exceeds the model's {window}-position "
