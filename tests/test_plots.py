@@ -169,3 +169,12 @@ def test_scales_and_ticks() -> None:
     assert Log(0.1, 1000, 0, 1).ticks() == [0.1, 1, 10, 100, 1000]
     assert si(989.4e12, "FLOP/s") == "989 TFLOP/s" and si(0.0025, "s") == "2.5 ms"
     assert re.fullmatch(r"[\d.]+ µs", si(3e-6, "s"))
+
+
+def test_category_labels_shown_colours_kept() -> None:
+    rows = [("decode", [("moe_routing", 1.0), ("gemm", 3.0)])]
+    root = parse(plots.category_breakdown(rows, labels={"moe_routing": "MoE routing/sort/scan/index"}))
+    assert "MoE routing/sort/scan/index" in texts(root) and "moe_routing" not in texts(root)
+    assert tips(root, "rect", "seg")[1].startswith("decode: MoE routing/sort/scan/index 25.0%")
+    fills = {el.get("fill") for el in root.iter("{http://www.w3.org/2000/svg}rect") if el.get("class") == "seg"}
+    assert fills == {"#4e79a7", "#e15759"}  # gemm blue, MoE routing red, as in every report

@@ -18,6 +18,7 @@ import attrs
 import jinja2
 from markupsafe import Markup
 
+from dsocr.analyze.categories import LABELS
 from dsocr.contract import rundir
 from dsocr.contract.atomic import write_text
 from dsocr.report import plots
@@ -126,7 +127,7 @@ def render_plots(view: ReportView) -> tuple[Plot, ...]:
     )
     return (
         Plot("stage-breakdown", "Stage time breakdown", plots.stage_breakdown(stage_rows)),
-        Plot("categories", "Kernel categories per stage", plots.category_breakdown(cat_rows)),
+        Plot("categories", "Kernel categories per stage", plots.category_breakdown(cat_rows, labels=LABELS)),
         Plot("decode-steps", "Decode step latency", plots.decode_latency(view.decode_steps)),
         Plot("timeline", "GPU busy over time", plots.gpu_timeline(view.timeline)),
         Plot("roofline", "Roofline", roof),

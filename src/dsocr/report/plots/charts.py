@@ -7,7 +7,7 @@ hover tooltips on its marks. With no data a plot returns a one-line placeholder 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from dsocr.report.plots.svg import (
     BUSY,
@@ -33,7 +33,9 @@ UNTRACED = "#9aa5b1"
 
 
 def _ms(ns: float) -> str:
-    return f"{ns / 1e6:,.3g} ms" if ns < 1e8 else f"{ns / 1e6:,.0f} ms"
+    if ns >= 1e8:
+        return f"{ns / 1e6:,.0f} ms"
+    return f"{ns / 1e6:,.3g} ms" if ns >= 1e4 else f"{ns / 1e3:.3g} µs"
 
 
 def stage_breakdown(rows: Sequence[tuple[str, float | None, float]], plot_id: str = "plot-stage-breakdown") -> str:
@@ -78,9 +80,15 @@ def stage_breakdown(rows: Sequence[tuple[str, float | None, float]], plot_id: st
 
 
 def category_breakdown(
-    rows: Sequence[tuple[str, Sequence[tuple[str, float]]]], plot_id: str = "plot-categories"
+    rows: Sequence[tuple[str, Sequence[tuple[str, float]]]],
+    plot_id: str = "plot-categories",
+    labels: Mapping[str, str] | None = None,
 ) -> str:
-    """100% stacked bars: each stage's GPU time by kernel category. ``rows``: (stage, [(category, ns)])."""
+    """100% stacked bars: each stage's GPU time by kernel category. ``rows``: (stage, [(category, ns)]).
+
+    ``labels`` maps category keys to the names shown (colours stay keyed by category).
+    """
+    names = labels or {}
     title = "Kernel categories per stage (share of GPU time)"
     rows = [(s, [(c, v) for c, v in cats if v > 0]) for s, cats in rows]
     rows = [(s, cats) for s, cats in rows if cats]
@@ -109,14 +117,13 @@ def category_breakdown(
             if v <= 0:
                 continue
             pct = 100 * v / total
-            fig.rect(
-                x(acc), y, x(acc + pct) - x(acc), bar_h, colours[c], f"{stage}: {c} {pct:.1f}% ({_ms(v)})", cls="seg"
-            )
+            tip = f"{stage}: {names.get(c, c)} {pct:.1f}% ({_ms(v)})"
+            fig.rect(x(acc), y, x(acc + pct) - x(acc), bar_h, colours[c], tip, cls="seg")
             if x(acc + pct) - x(acc) > 34:
                 fig.text(x(acc + pct / 2), y + bar_h * 0.68, f"{pct:.0f}%", anchor="middle", size=9, fill="#ffffff")
             acc += pct
     fig.x_axis(x, body, "share of the stage's GPU kernel time (%)", x.ticks())
-    fig.legend(LEFT, body + 52, [(c, colours[c]) for c in order], W - LEFT - RIGHT)
+    fig.legend(LEFT, body + 52, [(names.get(c, c), colours[c]) for c in order], W - LEFT - RIGHT)
     return fig.render()
 
 
