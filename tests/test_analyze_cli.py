@@ -119,6 +119,11 @@ def _not_nsys_sqlite(p: Path) -> Path:
             "not a valid .xz",
         ),
         (lambda d: (d / "emptydir", (d / "emptydir").mkdir())[0], ExitCode.BAD_INPUT, "no trace.sqlite"),
+        (
+            lambda d: (d / "run", (d / "run").mkdir(), (d / "run" / "trace.nsys-rep").write_bytes(b"x"))[0],
+            ExitCode.BAD_INPUT,
+            "nsys export --type sqlite",
+        ),
     ],
 )
 def test_bad_inputs(capsys: pytest.CaptureFixture[str], tmp_path: Path, make: object, code: int, words: str) -> None:

@@ -186,6 +186,11 @@ def resolve_input(given: Path) -> Path:
                 return resolve_input(given / name)
         if any(given.glob("*.parquet")) or any(given.glob("*/*.parquet")):
             return given
+        if (given / rundir.TRACE_REP).is_file():
+            raise BadInput(
+                f"{given}: has {rundir.TRACE_REP} but no {rundir.TRACE_SQLITE}; export it first: "
+                f"nsys export --type sqlite --output {given / rundir.TRACE_SQLITE} {given / rundir.TRACE_REP}"
+            )
         raise BadInput(
             f"{given}: directory holds no {rundir.TRACE_SQLITE} (nor a parquetdir export); "
             "pass a run directory or an nsys SQLite export"
