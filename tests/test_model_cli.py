@@ -116,3 +116,11 @@ def test_json_parts_and_assumptions_with_peak(capsys: pytest.CaptureFixture[str]
     assert (
         "the crops of a page run as one batch, then the global view (two calls per vision module)" in doc["assumptions"]
     )
+
+
+def test_crops_auto_follows_the_image(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--crops auto`` (capture's default, shared through DSOCR_CROPS) means: from --image-size, else 2x2."""
+    code, out, _ = run(capsys, "--crops", "auto", "--image-size", "800x600", "--json")
+    assert code == 0 and json.loads(out)["workload"]["crop_grid"] == [3, 2]
+    code, out, _ = run(capsys, "--crops", "auto", "--json")
+    assert code == 0 and json.loads(out)["workload"]["crop_grid"] == [2, 2]

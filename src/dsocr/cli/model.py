@@ -49,8 +49,8 @@ def model(
         _opt(
             "--crops",
             "CROPS",
-            "Crop grid WxH (e.g. 2x2, 3x1; 'none' for no crops). Default for gundam/gundam-m without "
-            "--image-size: 2x2.",
+            "Crop grid WxH (e.g. 2x2, 3x1; 'none' for no crops). Default (or 'auto') for gundam/gundam-m "
+            "without --image-size: 2x2.",
         ),
     ] = None,
     image_size: Annotated[
@@ -110,6 +110,8 @@ def model(
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
     try:
         m = get_mode(mode)
+        if crops is not None and crops.strip().lower() == "auto":
+            crops = None  # as capture's --crops auto: the grid follows the image (2x2 without one)
         if crops is not None and image_size is not None:
             raise BadInput("give --crops or --image-size, not both")
         size = parse_size(image_size) if image_size is not None else None
