@@ -113,9 +113,8 @@ class Plot:
 
 def render_plots(view: ReportView) -> tuple[Plot, ...]:
     """The report's six plots, rendered from ``view``."""
-    top = view.top_stages
-    parts = [s for s in view.stages if s.depth > 0 and s.name != "decode_step"]
-    stage_rows = [(s.name, s.gpu_busy_ns.mean if s.has_gpu else None, s.range_ns.mean) for s in (*top, *parts)]
+    shown = [s for s in view.stages if s.name != "decode_step"]  # steps are the decode plot's
+    stage_rows = [(s.name, s.gpu_busy_ns.mean if s.has_gpu else None, s.range_ns.mean) for s in shown]
     cat_rows: list[tuple[str, list[tuple[str, float]]]] = []
     for s in view.stages:
         cats = [(c, ns) for st, c, ns in view.categories if st == s.name]
