@@ -15,7 +15,7 @@ from conftest import read_oracle
 from dsocr.analyze.analysis import Analysis, run_analysis
 from dsocr.report.jsonout import json_text
 from dsocr.report.markdown import markdown_text, render_markdown
-from dsocr.report.model import Document, Table
+from dsocr.report.model import Document, Table, short_kernel_name
 from dsocr.report.sqliteout import tables, write_sqlite
 
 TOP_LEVEL = {
@@ -158,3 +158,30 @@ def test_cpu_only_outputs(cpu_sqlite: Path, tmp_path: Path) -> None:
     assert pl.DataFrame(doc["stage_instances"]).height == 2 + 4 * 7 + 20
     md = markdown_text(a)
     assert "## Repeats" in md and "Spread over 2 passes" in md
+
+
+@pytest.mark.parametrize(
+    ("full", "short"),
+    [
+        (
+            "void at::native::elementwise_kernel<(int)128, (int)4, void at::native::gpu_kernel_impl_nocast<"
+            "at::native::BinaryFunctor<float, float, float, at::native::binary_internal::MulFunctor<float>>>"
+            "(at::TensorIteratorBase &, const T1 &)::[lambda(int) (instance 1)]>(int, T3)",
+            "elementwise_kernel<MulFunctor>",
+        ),
+        (
+            "void at::native::<unnamed>::CatArrayBatchedCopy<at::native::<unnamed>::OpaqueType<(unsigned int)2>, "
+            "unsigned int, (int)4, (int)64, (int)64>(T1 *, at::native::<unnamed>::CatArrInputTensorMetadata<T1>)",
+            "CatArrayBatchedCopy",
+        ),
+        (
+            "void cutlass::device_kernel<at::cuda::detail::enable_3x_kernel_for_sm9x<cutlass::gemm::kernel::"
+            "GemmUniversal<cutlass::gemm::GroupProblemShape<cute::tuple<int, int, int>>>>>(T1::Params)",
+            "device_kernel<GemmUniversal>",
+        ),
+        ("nvjet_sm90_tst_64x8_64x16_4x1_v_bz_TNT", "nvjet_sm90_tst_64x8_64x16_4x1_v_bz_TNT"),
+        ("at::native::<unnamed>::fill_reverse_indices_kernel(long *, int)", "fill_reverse_indices_kernel"),
+    ],
+)
+def test_short_kernel_names_for_tables(full: str, short: str) -> None:
+    assert short_kernel_name(full) == short

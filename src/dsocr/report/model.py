@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -68,6 +69,40 @@ def text(v: Any, width: int = 90) -> str:
         return ""
     s = str(v).replace("|", "\\|")
     return s if len(s) <= width else s[: width - 1] + "…"
+
+
+_NAMESPACES = re.compile(r"\b(?:[A-Za-z_]\w*::)+")
+_ANONYMOUS = re.compile(r"<unnamed>::|\(anonymous namespace\)::")
+_HINTS = re.compile(r"[A-Za-z_]\w*(?:Functor\w*|Ops\b|_kernel\w*|_cuda\b)|\w*GemmUniversal\w*|\w+_[sdhb]?gemm_\w+")
+_GENERIC = frozenset(
+    {
+        "gpu_kernel_impl",
+        "gpu_kernel_impl_nocast",
+        "BinaryFunctor",
+        "AUnaryFunctor",
+        "BUnaryFunctor",
+        "func_wrapper_t",
+        "enable_3x_kernel_for_sm9x",
+    }
+)
+
+
+def short_kernel_name(name: Any, width: int = 90) -> str:
+    """A readable kernel name for tables: the function without namespaces, plus the one or two
+    telling names from its template arguments (``elementwise_kernel<MulFunctor>``).
+
+    Reports keep the full demangled name in analysis.json and results.sqlite.
+    """
+    if name is None:
+        return ""
+    full = _ANONYMOUS.sub("", str(name)).removeprefix("void ")
+    base, sep, args = full.partition("<")
+    short = _NAMESPACES.sub("", base.split("(")[0]) or full
+    if sep:
+        hints = [h for h in dict.fromkeys(_HINTS.findall(args)) if h not in _GENERIC and h != short]
+        if hints:
+            short = f"{short}<{', '.join(hints[:2])}>"
+    return text(short, width)
 
 
 def bytes_(v: Any) -> str:
@@ -305,7 +340,7 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
                     f"Top {top_ranges} kernels ({first.info.file})",
                     first.kernels.sort("total_ns", descending=True),
                     [
-                        ("kernel", "name", text),
+                        ("kernel", "name", short_kernel_name),
                         ("instances", "instances", num),
                         ("total ms", "total_ns", ms),
                         ("avg µs", "avg_ns", lambda v: "n/a" if v is None else f"{v / 1e3:,.1f}"),
