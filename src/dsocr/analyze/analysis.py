@@ -19,7 +19,7 @@ import attrs
 import polars as pl
 
 from dsocr.analyze.categories import category_expr
-from dsocr.analyze.repeats import RepeatTables, analyze_repeats
+from dsocr.analyze.repeats import CV_LIMIT, RepeatTables, analyze_repeats
 from dsocr.analyze.stages import TOP_N, StageTables, analyze_stages, summarize
 from dsocr.analyze.trace import Trace
 
@@ -94,7 +94,7 @@ class Analysis:
             "operators": _rows(self.operators),
             "repeats": {
                 "passes": self.repeats.passes,
-                "cv_limit": 0.10,
+                "cv_limit": CV_LIMIT,
                 "flagged": list(self.repeats.flagged),
                 "per_pass": _rows(self.repeats.per_pass),
                 "stats": _rows(self.repeats.stats),
