@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from pathlib import Path
 
@@ -38,8 +39,8 @@ def test_directory_expands_to_every_page_in_name_order(page_dir: Path) -> None:
     assert [p.pdf_page for p in pages] == [None, None, None, None, 0, 1]
     assert (pages[3].width, pages[3].height) == (200, 100)
     scale = inputs.PDF_DPI / 72
-    assert (pages[4].width, pages[4].height) == (round(612 * scale), round(792 * scale))
-    assert (pages[5].width, pages[5].height) == (round(612 * scale), round(396 * scale))
+    assert (pages[4].width, pages[4].height) == (math.ceil(612 * scale), math.ceil(792 * scale))
+    assert (pages[5].width, pages[5].height) == (math.ceil(612 * scale), math.ceil(396 * scale))
     assert pages[0].sha256 == hashlib.sha256((page_dir / "a.png").read_bytes()).hexdigest()
     assert pages[4].sha256 == pages[5].sha256
 
@@ -149,3 +150,9 @@ def test_worker_refs_load_the_same_pixels(page_dir: Path) -> None:
     with pytest.raises(InputNotFound) as exc:
         inputs.load_ref(str(page_dir / "gone.pdf") + "#0")
     assert exc.value.args[0] == f"{page_dir / 'gone.pdf'}: no such page file; pass existing page images or PDFs"
+
+
+def test_pdf_page_size_matches_the_rendered_bitmap(tmp_path: Path) -> None:
+    Image.new("RGB", (1240, 1754), "white").save(tmp_path / "a4.pdf", resolution=150.0)  # 595.2 pt wide
+    page = inputs.collect([tmp_path / "a4.pdf"])[0]
+    assert (page.width, page.height) == inputs.load_image(page).size == (1654, 2339)

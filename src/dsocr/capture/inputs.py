@@ -10,6 +10,7 @@ with pypdfium2 at a fixed DPI so the same file always gives the same pixels.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -135,8 +136,8 @@ def _pdf_pages(path: Path, sha: str) -> list[InputPage]:
                     path=path,
                     name=f"{path.name}#{i}",
                     sha256=sha,
-                    width=round(width * scale),
-                    height=round(height * scale),
+                    width=math.ceil(width * scale),  # as pypdfium2 sizes the bitmap
+                    height=math.ceil(height * scale),
                     pdf_page=i,
                     dpi=PDF_DPI,
                 )
