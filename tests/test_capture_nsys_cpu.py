@@ -93,3 +93,10 @@ def test_cpu_capture_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
         "decode": 2,
         "decode_step": 4,
     }
+
+    # `dsocr export` re-exports the kept report with the nsys the manifest names
+    (run / "trace.sqlite").unlink()
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(run), "--quiet"])
+    assert exc.value.code == 0, capsys.readouterr().err
+    assert [n for n, _ in _ranges(run / "trace.sqlite")] == names
