@@ -321,3 +321,86 @@ def test_projection_trace_columns(nested: Trace) -> None:
         "children",
     ]
     assert inst["proj_start"].is_sorted()
+
+
+def _nested_ranges(b: TraceBuilder, rng: random.Random, thread: int, start: int, end: int, depth: int) -> None:
+    """Properly nested push/pop ranges filling [start, end] recursively."""
+    t = start
+    while t < end and depth < 6:
+        length = rng.randrange(0, max(1, (end - t) // 2) + 1)
+        if t + length > end:
+            break
+        b.range(thread, t, t + length, f"d{depth}_{rng.randrange(3)}")
+        if rng.random() < 0.6:
+            _nested_ranges(b, rng, thread, t, t + length, depth + 1)
+        t += length + rng.randrange(0, 5)
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_nested_pushpop_sweep_equals_brute_force(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    b = TraceBuilder()
+    threads = [b.thread(100, 100 + i) for i in range(2)]
+    for t in threads:
+        _nested_ranges(b, rng, t, 0, 2000, 0)
+    for _ in range(300):
+        t = rng.choice(threads)
+        start = rng.randrange(0, 2000)
+        corr = b.api(t, start, start + rng.randrange(0, 3), LAUNCH)
+        if rng.random() < 0.8:
+            b.kernel(corr, 5000 + start, 5000 + start + rng.randrange(1, 50), "k")
+    trace = _load(b, tmp_path)
+    ranges, api = trace.ranges.collect(), trace.api.collect()
+    expected = _brute_force(ranges, api)
+    att = attribute(trace)
+    assert set(att.api_ranges.iter_rows()) == expected and att.api_ranges.height == len(expected)
+    depth = dict(zip(ranges["range_id"], ranges["depth"], strict=True))
+    deepest: dict[int, int] = {}
+    for a, r in expected:
+        if a not in deepest or depth[r] > depth[deepest[a]]:
+            deepest[a] = r
+    assert dict(att.api_innermost.iter_rows()) == deepest
+    # the tree fold equals the explicit pairs
+    by_tree = projection_trace(trace).sort("range_id")
+    by_pairs = projection_trace(trace, att.api_ranges).sort("range_id")
+    assert by_tree.equals(by_pairs)
+    assert by_tree.height > 10
+
+
+def test_unsorted_correlation_ids_in_one_process(tmp_path: Path) -> None:
+    b = TraceBuilder()
+    t = b.thread()
+    b.range(t, 0, 100, "r")
+    b.api(t, 10, 20, LAUNCH, correlation=9)
+    b.api(t, 30, 40, LAUNCH, correlation=3)
+    b.api(t, 200, 210, LAUNCH, correlation=5)  # outside the range
+    b.kernel(3, 50, 60, "k3")
+    b.kernel(9, 70, 90, "k9")
+    b.kernel(5, 300, 310, "k5")
+    trace = _load(b, tmp_path)
+    ops = trace.gpu_ops.select("name", "api_start").collect()
+    assert dict(ops.iter_rows()) == {"k3": 30, "k9": 10, "k5": 200}
+    assert projection_summary(trace).select("gpu_ops", "total_proj_ns").row(0) == (2, 40)
+
+
+def test_kernel_detail_columns_are_read_on_demand(tmp_path: Path) -> None:
+    b = TraceBuilder()
+    t = b.thread()
+    b.range(t, 0, 100, "r")
+    b.kernel(b.api(t, 1, 2, LAUNCH), 10, 20, "gemm(int)", short="gemm", grid=(4, 2, 1), block=(256, 1, 1), stream=13)
+    b.memcpy(b.api(t, 3, 4, "cudaMemcpyAsync_v3020"), 30, 40, 512, kind=8)
+    b.kernel(b.api(t, 5, 6, LAUNCH), 50, 60, "graph_k", graph_node=77)
+    trace = _load(b, tmp_path)
+    ops = trace.gpu_ops.sort("op_id").collect()
+    assert ops.select(
+        "kind", "name", "short_name", "grid", "block", "stream_id", "graph_node_id", "device_id"
+    ).rows() == [
+        ("kernel", "gemm(int)", "gemm", "4,2,1", "256,1,1", 13, None, 0),
+        ("kernel", "graph_k", "graph_k", "1,1,1", "128,1,1", 7, 77, 0),
+        ("memcpy", "[CUDA memcpy Device-to-Device]", "[CUDA memcpy Device-to-Device]", None, None, 7, None, 0),
+    ]
+    # a filtered selection gathers by op id
+    memcpy_only = trace.gpu_ops.filter(pl.col("kind") == "memcpy").select("op_id", "stream_id", "tid").collect()
+    assert memcpy_only.rows() == [(2, 7, 100)]
+    kernels = trace.gpu_ops.filter(pl.col("start") >= 50).select("grid", "api_start", "api_end").collect()
+    assert kernels.rows() == [("1,1,1", 5, 6)]

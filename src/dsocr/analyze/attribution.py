@@ -4,7 +4,7 @@ A range encloses an API call when both are on the same thread, ``range.start <= 
 and ``range.end >= api.end``, and the range ended on the thread that started it; a GPU
 operation belongs to every range enclosing its launching API call (the whole stack, not only
 the innermost range). Computed by a sorted per-thread sweep (:mod:`dsocr.analyze.sweep`),
-never an interval cross join, so StartEnd ranges that do not nest are handled exactly too.
+never an interval cross join; start/end ranges that do not nest are handled exactly too.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import attrs
 import polars as pl
 
-from dsocr.analyze.sweep import contained, make_timekey
+from dsocr.analyze.sweep import RangeIndex, enclosing, expand, make_timekey, range_index
 from dsocr.analyze.trace import Trace
 
 
@@ -33,26 +33,31 @@ class Attribution:
     api_innermost: pl.DataFrame
 
 
-def api_range_pairs(trace: Trace, *, only_launching: bool = False) -> pl.DataFrame:
-    """``(api_id, range_id)`` for every enclosing range; ``only_launching`` keeps API calls with GPU ops."""
-    ranges = trace.ranges.filter(pl.col("ended_on_start_thread")).select("range_id", "global_tid", "start", "end")
+def trace_range_index(trace: Trace) -> RangeIndex:
+    """The sorted, nested ranges of ``trace`` (those that ended on their own thread), cached on the trace."""
+    cached = trace.range_index
+    if isinstance(cached, RangeIndex):
+        return cached
+    ranges, api = pl.collect_all(
+        [
+            trace.ranges.filter(pl.col("ended_on_start_thread")).select("range_id", "global_tid", "start", "end"),
+            trace.api.select("global_tid", "start", "end"),
+        ]
+    )
+    return range_index(ranges, make_timekey([ranges.select("global_tid", "start", "end"), api], threads_of=0))
+
+
+def _api_items(trace: Trace, only_launching: bool) -> pl.DataFrame:
     api = trace.api.select("api_id", "global_tid", "start", "end")
     if only_launching:
         launching = trace.gpu_ops.select("api_id").drop_nulls().unique()
         api = api.join(launching, on="api_id", how="semi")
-    ranges_df, api_df = pl.collect_all([ranges, api])
-    tk = make_timekey([ranges_df.select("global_tid", "start", "end"), api_df.select("global_tid", "start", "end")])
-    return contained(ranges_df, api_df, tk, outer_id="range_id", inner_id="api_id").select("api_id", "range_id")
+    return api.collect()
 
 
-def _innermost(pairs: pl.DataFrame, key: str, depths: pl.DataFrame) -> pl.DataFrame:
-    return (
-        pairs.join(depths, on="range_id")
-        .sort(["depth", "start", "range_id"])
-        .group_by(key)
-        .agg(pl.col("range_id").last())
-        .sort(key)
-    )
+def api_range_pairs(trace: Trace, *, only_launching: bool = False) -> pl.DataFrame:
+    """``(api_id, range_id)`` for every enclosing range; ``only_launching`` keeps API calls with GPU ops."""
+    return enclosing(trace_range_index(trace), _api_items(trace, only_launching), "api_id").pairs
 
 
 def attribute(trace: Trace, *, only_launching: bool = False) -> Attribution:
@@ -61,15 +66,30 @@ def attribute(trace: Trace, *, only_launching: bool = False) -> Attribution:
     With ``only_launching`` only API calls that launched a GPU operation are attributed (all
     that the GPU projection needs; cheaper on traces with many other API calls).
     """
-    api_ranges = api_range_pairs(trace, only_launching=only_launching).sort("api_id", "range_id")
-    ops = trace.gpu_ops.select("op_id", "api_id").drop_nulls("api_id").collect()
-    depths = trace.ranges.select("range_id", "depth", "start").collect()
-    op_ranges = ops.join(api_ranges, on="api_id").select("op_id", "range_id").sort("op_id", "range_id")
-    api_innermost = _innermost(api_ranges, "api_id", depths)
-    op_innermost = ops.join(api_innermost, on="api_id").select("op_id", "range_id").sort("op_id")
+    index = trace_range_index(trace)
+    enc = enclosing(index, _api_items(trace, only_launching), "api_id")
+    ops, n_api = pl.collect_all(
+        [trace.gpu_ops.select("op_id", "api_id").drop_nulls("api_id"), trace.api.select(pl.len())]
+    )
+    op_pos = enc.dense_inner_pos(n_api.item()).gather(ops["api_id"])
+    found = op_pos.is_not_null()
+    op_ranges = pl.concat(
+        [
+            expand(index, ops["op_id"], op_pos, "op_id"),
+            ops.join(enc.slice_pairs, on="api_id").select("op_id", "range_id"),
+        ]
+    )
+    op_innermost = pl.concat(
+        [
+            pl.DataFrame(
+                {"op_id": ops["op_id"].filter(found), "range_id": index.sorted["range_id"].gather(op_pos.filter(found))}
+            ),
+            ops.join(enc.slice_innermost, on="api_id").select("op_id", "range_id"),
+        ]
+    )
     return Attribution(
-        api_ranges=api_ranges,
+        api_ranges=enc.pairs,
         op_ranges=op_ranges,
         op_innermost=op_innermost,
-        api_innermost=api_innermost,
+        api_innermost=enc.innermost,
     )

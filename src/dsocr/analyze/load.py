@@ -9,13 +9,14 @@ process. Range nesting is computed by a sorted sweep (:mod:`dsocr.analyze.sweep`
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import polars as pl
 
 from dsocr.analyze import schema as S
-from dsocr.analyze.readers import SQLITE_MAGIC, ParquetDirSource, SqliteSource, TableSource
-from dsocr.analyze.sweep import as_int, make_timekey, nesting
+from dsocr.analyze.readers import ROWID, SQLITE_MAGIC, ParquetDirSource, SqliteSource, TableSource
+from dsocr.analyze.sweep import RangeIndex, as_int, make_timekey, range_index
 from dsocr.analyze.trace import GpuInfo, SchemaVersion, Trace, TraceMeta
 from dsocr.contract.errors import BadInput, InputNotFound
 
@@ -37,11 +38,10 @@ def load_trace(path: Path, *, need_cuda: bool = False, need_nvtx: bool = True) -
     try:
         return _load(source, need_cuda=need_cuda, need_nvtx=need_nvtx)
     except (sqlite3.DatabaseError, RuntimeError, OSError, pl.exceptions.PolarsError) as exc:
+        source.close()
         raise BadInput(
             f"{path}: cannot be read, the export looks corrupt or truncated ({_one_line(exc)}); export it again"
         ) from exc
-    finally:
-        source.close()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -162,19 +162,23 @@ _GPU_COLUMNS: dict[str, type[pl.DataType]] = {
     "uuid": pl.String,
 }
 
-_OP_KEYS: dict[str, type[pl.DataType]] = {
-    "start": I64,
-    "end": I64,
+#: Columns every GPU-op table has and the analysis always needs.
+_OP_KEYS: dict[str, type[pl.DataType]] = {"start": I64, "end": I64, "correlationId": I64, "globalPid": I64}
+#: Columns of the small copy/memset tables, read at once.
+_OP_DETAILS: dict[str, type[pl.DataType]] = {"deviceId": I64, "streamId": I64, "graphNodeId": I64, "bytes": I64}
+#: Kernel columns read only when a query selects them (they cost a scan of the largest table).
+_KERNEL_LAZY: dict[str, type[pl.DataType]] = {
     "deviceId": I64,
     "streamId": I64,
-    "correlationId": I64,
-    "globalPid": I64,
     "graphNodeId": I64,
+    "shortName": I64,
+    **dict.fromkeys(("gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ"), I64),
 }
 
 
 def _requests(source: TableSource) -> dict[str, tuple[str, dict[str, type[pl.DataType]]]]:
     nvtx_cols: dict[str, type[pl.DataType]] = {
+        ROWID: I64,
         "start": I64,
         "end": I64,
         "eventType": I64,
@@ -184,18 +188,12 @@ def _requests(source: TableSource) -> dict[str, tuple[str, dict[str, type[pl.Dat
         "globalTid": I64,
         "endGlobalTid": I64,
     }
-    nvtx_cols.update(dict.fromkeys(S.PAYLOAD_COLUMNS, I64))
-    kernel_cols = dict(_OP_KEYS) | {
-        "demangledName": I64,
-        "shortName": I64,
-        **dict.fromkeys(("gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ"), I64),
-    }
     return {
         "strings": (S.STRINGS, {"id": I64, "value": pl.String}),
         "nvtx": (S.NVTX, nvtx_cols),
-        "kernel": (S.KERNEL, kernel_cols),
-        "memcpy": (S.MEMCPY, dict(_OP_KEYS) | {"bytes": I64, "copyKind": I64}),
-        "memset": (S.MEMSET, dict(_OP_KEYS) | {"bytes": I64}),
+        "kernel": (S.KERNEL, _OP_KEYS | {"demangledName": I64}),
+        "memcpy": (S.MEMCPY, _OP_KEYS | _OP_DETAILS | {"copyKind": I64}),
+        "memset": (S.MEMSET, _OP_KEYS | _OP_DETAILS),
         "runtime": (
             S.RUNTIME,
             {"start": I64, "end": I64, "globalTid": I64, "correlationId": I64, "nameId": I64},
@@ -225,12 +223,13 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool) -> Trace:
             f"{path}: holds no CUDA kernels, copies or memsets; profile a GPU run with `nsys profile --trace=cuda,nvtx`"
         )
     raw = source.read_many(_requests(source))
+    payloads = source.first_non_null(S.NVTX, S.PAYLOAD_COLUMNS)
     strings = raw["strings"].rename({"id": "_sid", "value": "_str"})
 
-    nvtx = raw["nvtx"]
-    api = _api(raw["runtime"], strings)
-    gpu_ops = _gpu_ops(raw["kernel"], raw["memcpy"], raw["memset"], strings, api)
+    api_base, api_names = _api_base(raw["runtime"], strings)
+    op_parts, op_names = _ops_base(raw["kernel"], raw["memcpy"], raw["memset"], strings, api_base)
 
+    nvtx = raw["nvtx"]
     analysis = raw["analysis"]
     session_start = _first_int(analysis, "startTime")
     session_end = _first_int(analysis, "stopTime")
@@ -243,18 +242,18 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool) -> Trace:
             for v in (
                 nvtx["start"].max(),
                 nvtx["end"].max(),
-                api["end"].max(),
-                gpu_ops["end"].max(),
+                api_base["end"].max(),
+                *(p["end"].max() for p in op_parts),
             )
             if v is not None
         ]
         session_end = max(as_int(v) for v in highs) if highs else 0
 
-    ranges = _ranges(nvtx, strings, session_end)
-    tk = make_timekey([ranges.filter(pl.col("ended_on_start_thread")).select("global_tid", "start", "end")])
-    tree = nesting(ranges.filter(pl.col("ended_on_start_thread")), tk)
-    ranges = ranges.join(tree, on="range_id", how="left").with_columns(pl.col("depth").fill_null(0)).sort("range_id")
-    syncs = _syncs(raw["sync"], api)
+    ranges_base = _ranges_base(nvtx, strings, payloads, session_end)
+    eost = ranges_base.filter(pl.col("ended_on_start_thread")).select("range_id", "global_tid", "start", "end")
+    tk = make_timekey([eost, api_base.select("global_tid", "start", "end")], threads_of=0)
+    index = range_index(eost, tk)
+    ranges_base = _with_nesting(ranges_base, index)
 
     meta = TraceMeta(
         path=path,
@@ -267,13 +266,15 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool) -> Trace:
         session_start_ns=session_start,
         session_end_ns=session_end,
     )
+    lazy_kernel = _LazyColumns(source, S.KERNEL, _KERNEL_LAZY)
     return Trace(
         meta=meta,
         gpus=_gpus(raw["gpu"]),
-        ranges=ranges.lazy(),
-        gpu_ops=_with_launch_shape(gpu_ops),
-        api=api.lazy(),
-        syncs=syncs.lazy(),
+        ranges=_ranges_view(ranges_base),
+        gpu_ops=_ops_view(op_parts, op_names, strings, lazy_kernel, api_base),
+        api=_api_view(api_base, api_names),
+        syncs=_syncs(raw["sync"], api_base),
+        range_index=index,
     )
 
 
@@ -290,167 +291,335 @@ def _gpid(col: str) -> pl.Expr:
     return pl.col(col) - pl.col(col) % (1 << S.TID_BITS)
 
 
-def _ranges(nvtx: pl.DataFrame, strings: pl.DataFrame, session_end: int) -> pl.DataFrame:
-    resolved = nvtx.join(strings, left_on="textId", right_on="_sid", how="left").with_columns(
-        pl.coalesce("_str", "text").alias("_text"), _pid("globalTid").alias("pid")
+def _lookup(key: str, table: pl.DataFrame, value: str, default: str | None = None) -> pl.Expr:
+    """``table[value]`` for ``pl.col(key)`` via a small id -> value table (evaluated only if selected)."""
+    return pl.col(key).replace_strict(table["_sid"], table[value], default=default, return_dtype=table.schema[value])
+
+
+# ---- ranges ----
+
+
+def _ranges_base(nvtx: pl.DataFrame, strings: pl.DataFrame, payloads: pl.DataFrame, session_end: int) -> pl.DataFrame:
+    """NVTX ranges in table order (``range_id`` = row number): lookups by expression, no joins of the big frame."""
+    text = pl.coalesce(
+        pl.col("textId").replace_strict(strings["_sid"], strings["_str"], default=None, return_dtype=pl.String),
+        pl.col("text"),
     )
+    pid = _pid("globalTid")
     domains = (
-        resolved.filter(pl.col("eventType") == S.EVENT_DOMAIN_CREATE)
+        nvtx.lazy()
+        .filter(pl.col("eventType") == S.EVENT_DOMAIN_CREATE)
+        .select("start", (pl.col("domainId") * (1 << S.TID_BITS) + pid).alias("_dkey"), text.alias("domain"))
         .sort("start")
-        .group_by("domainId", "pid", maintain_order=True)
-        .agg(pl.col("_text").first().alias("domain"))
+        .group_by("_dkey", maintain_order=True)
+        .agg(pl.col("domain").first())
+        .collect()
     )
-    payload = pl.coalesce(*(pl.col(c).cast(I64) for c in S.PAYLOAD_COLUMNS))
-    message = pl.col("_text").fill_null("")
+    domain = (pl.col("domainId") * (1 << S.TID_BITS) + pid).replace_strict(
+        domains["_dkey"], domains["domain"], default=None, return_dtype=pl.String
+    )
+    payload = pl.col(ROWID).replace_strict(payloads[ROWID], payloads["value"], default=None, return_dtype=pl.Int64)
     return (
-        resolved.filter(pl.col("eventType").is_in(S.RANGE_EVENTS))
-        .join(domains, on=["domainId", "pid"], how="left")
-        .with_row_index("range_id")
+        nvtx.lazy()
+        .filter(pl.col("eventType").is_in(S.RANGE_EVENTS))
         .select(
-            pl.col("range_id").cast(pl.UInt32),
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias("range_id"),
             pl.col("start"),
             pl.col("end").fill_null(session_end).alias("end"),
-            message.alias("message"),
-            pl.col("domain"),
-            pl.when(pl.col("domain").is_null()).then(message).otherwise(pl.col("domain") + ":" + message).alias("name"),
-            pl.when(pl.col("eventType").is_in(S.PUSHPOP_EVENTS))
-            .then(pl.lit("PushPop"))
-            .otherwise(pl.lit("StartEnd"))
-            .alias("style"),
+            text.fill_null("").alias("message"),
+            domain.alias("domain"),
+            pl.col("eventType").is_in(S.PUSHPOP_EVENTS).alias("_pushpop"),
             pl.col("globalTid").alias("global_tid"),
-            pl.col("pid"),
-            _tid("globalTid").alias("tid"),
             (pl.col("endGlobalTid").is_null() | (pl.col("endGlobalTid") == pl.col("globalTid"))).alias(
                 "ended_on_start_thread"
             ),
             payload.alias("payload"),
         )
+        .collect()
     )
 
 
-def _api(runtime: pl.DataFrame, strings: pl.DataFrame) -> pl.DataFrame:
+def _with_nesting(base: pl.DataFrame, index: RangeIndex) -> pl.DataFrame:
+    """``depth`` and ``parent_id`` by ``range_id`` (the row number of ``base``)."""
+    srt = index.sorted
+    depth = pl.Series("depth", [0] * base.height, dtype=pl.UInt32)
+    parent = pl.Series("parent_id", [None] * base.height, dtype=pl.UInt32)
+    if srt.height:
+        ids = srt["range_id"].cast(pl.Int64)
+        depth = depth.scatter(ids, srt["depth"])
+        parent = parent.scatter(ids, srt["range_id"].gather(srt["parent_pos"]))
+    return base.with_columns(depth, parent)
+
+
+def _ranges_view(base: pl.DataFrame) -> pl.LazyFrame:
+    message = pl.col("message")
+    return base.lazy().select(
+        "range_id",
+        "start",
+        "end",
+        "message",
+        "domain",
+        pl.when(pl.col("domain").is_null()).then(message).otherwise(pl.col("domain") + ":" + message).alias("name"),
+        pl.when(pl.col("_pushpop")).then(pl.lit("PushPop")).otherwise(pl.lit("StartEnd")).alias("style"),
+        "global_tid",
+        _pid("global_tid").alias("pid"),
+        _tid("global_tid").alias("tid"),
+        "ended_on_start_thread",
+        "payload",
+        "depth",
+        "parent_id",
+    )
+
+
+# ---- API calls ----
+
+
+def _api_base(runtime: pl.DataFrame, strings: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     names = strings.filter(pl.col("_sid").is_in(runtime["nameId"].unique().drop_nulls().implode())).select(
-        pl.col("_sid").alias("nameId"),
-        pl.col("_str").str.replace(S.API_VERSION_SUFFIX, "").alias("name"),
+        "_sid", pl.col("_str").str.replace(S.API_VERSION_SUFFIX, "").alias("name")
     )
     category: pl.Expr = pl.lit("other")
     for cat, pattern in reversed(S.API_CATEGORY_PATTERNS):
         category = pl.when(pl.col("name").str.contains(pattern)).then(pl.lit(cat)).otherwise(category)
     names = names.with_columns(category.alias("category"))
-    return (
-        runtime.sort("start")
-        .with_row_index("api_id")
-        .join(names, on="nameId", how="left")
-        .select(
-            pl.col("api_id").cast(pl.UInt32),
-            "start",
-            "end",
-            pl.col("name").fill_null(""),
-            pl.col("correlationId").alias("correlation_id"),
-            pl.col("globalTid").alias("global_tid"),
-            _pid("globalTid").alias("pid"),
-            _tid("globalTid").alias("tid"),
-            pl.col("category").fill_null("other"),
-        )
-        .sort("api_id")
+    base = runtime.with_row_index("api_id").select(
+        pl.col("api_id").cast(pl.UInt32),
+        "start",
+        "end",
+        "nameId",
+        pl.col("correlationId").alias("correlation_id"),
+        pl.col("globalTid").alias("global_tid"),
+    )
+    return base, names
+
+
+def _api_view(base: pl.DataFrame, names: pl.DataFrame) -> pl.LazyFrame:
+    return base.lazy().select(
+        "api_id",
+        "start",
+        "end",
+        _lookup("nameId", names, "name", default="").alias("name"),
+        "correlation_id",
+        "global_tid",
+        _pid("global_tid").alias("pid"),
+        _tid("global_tid").alias("tid"),
+        _lookup("nameId", names, "category", default="other").alias("category"),
     )
 
 
-def _launching_api(api: pl.DataFrame) -> pl.DataFrame:
-    """API calls keyed by (correlation_id, global_pid), first call kept if a key repeats."""
-    return api.select(
-        "correlation_id",
-        _gpid("global_tid").alias("global_pid"),
-        "api_id",
-        pl.col("start").alias("api_start"),
-        pl.col("end").alias("api_end"),
-        "global_tid",
-        "tid",
-    ).unique(subset=["correlation_id", "global_pid"], keep="first", maintain_order=False)
+def _match_launch(records: pl.DataFrame, api: pl.DataFrame, id_col: str) -> pl.Series:
+    """``api_id`` of each record's launching call (same order; null where none; the first if several).
+
+    ``records`` has ``id_col`` (its row number), ``correlation_id`` and ``global_pid``; ``api`` is
+    the API base frame (row number = ``api_id``). The two-column key is folded into one int64
+    (correlation id, process rank); with a single process it is the correlation id itself, so
+    the hash join stays lean on millions of rows.
+    """
+    full = pl.Series("api_id", [None] * records.height, dtype=pl.UInt32)
+    if records.height == 0 or api.height == 0:
+        return full
+    api_pid = (pl.col("global_tid") // (1 << S.TID_BITS)).alias("global_pid")
+    api_pids = api.select(api_pid.unique())["global_pid"] * (1 << S.TID_BITS)
+    pids = pl.concat([records["global_pid"].unique(), api_pids]).unique().drop_nulls()
+
+    def key(gpid: pl.Expr) -> pl.Expr:
+        if pids.len() <= 1:
+            return pl.col("correlation_id").alias("_key")
+        ranks = pl.int_range(0, pids.len(), dtype=I64, eager=True)
+        rank = gpid.replace_strict(pids, ranks, default=None, return_dtype=I64)
+        return (pl.col("correlation_id") * pids.len() + rank).alias("_key")
+
+    corr = api["correlation_id"]
+    if pids.len() <= 1 and corr.is_sorted():
+        # one process, calls in correlation order (as nsys writes them): binary search, no hash table
+        at = corr.search_sorted(records["correlation_id"], side="left").cast(I64)
+        hit = (at < corr.len()) & (corr.gather(at.clip(0, corr.len() - 1)) == records["correlation_id"])
+        return api["api_id"].gather(at.set(~hit.fill_null(False), None)).alias("api_id")
+    matched = (
+        records.lazy()
+        .select(id_col, key(pl.col("global_pid")))
+        .join(api.lazy().select(key(api_pid * (1 << S.TID_BITS)), "api_id"), on="_key", how="inner")
+        .collect()
+    )
+    if matched.height and matched[id_col].n_unique() < matched.height:
+        matched = matched.sort("api_id").unique(subset=[id_col], keep="first")
+    return full.scatter(matched[id_col].cast(I64), matched["api_id"]) if matched.height else full
 
 
-def _gpu_ops(
-    kernel: pl.DataFrame, memcpy: pl.DataFrame, memset: pl.DataFrame, strings: pl.DataFrame, api: pl.DataFrame
-) -> pl.DataFrame:
+def _api_gather(api: pl.DataFrame, column: str) -> pl.Expr:
+    """``api[column]`` at each row's ``api_id``, computed only if a query selects it."""
+    values = api[column]
+
+    def fetch(ids: pl.Series) -> pl.Series:
+        return values.gather(ids)
+
+    return pl.col("api_id").map_batches(fetch, return_dtype=values.dtype)
+
+
+# ---- GPU operations ----
+
+
+def _ops_base(
+    kernel: pl.DataFrame,
+    memcpy: pl.DataFrame,
+    memset: pl.DataFrame,
+    strings: pl.DataFrame,
+    api: pl.DataFrame,
+) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+    """Kernels, copies and memsets (numbered in that order) with their launching call, and op names."""
+    copy_names = [f"[CUDA memcpy {label}]" for label in S.MEMCPY_KIND_LABELS.values()]
+    names = pl.concat(
+        [
+            strings.filter(pl.col("_sid").is_in(kernel["demangledName"].unique().drop_nulls().implode())),
+            pl.DataFrame({"_sid": [-1 - k for k in S.MEMCPY_KIND_LABELS], "_str": copy_names}),
+            pl.DataFrame({"_sid": [_MEMSET_NAME_ID], "_str": ["[CUDA memset]"]}),
+        ],
+        how="vertical_relaxed",
+    )
     common: list[pl.Expr | str] = [
         "start",
         "end",
-        pl.col("deviceId").alias("device_id"),
-        pl.col("streamId").alias("stream_id"),
         pl.col("correlationId").alias("correlation_id"),
         pl.col("globalPid").alias("global_pid"),
-        pl.col("graphNodeId").alias("graph_node_id"),
     ]
-    dims = ["gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ"]
-    kernels = (
-        kernel.join(strings.rename({"_str": "name"}), left_on="demangledName", right_on="_sid", how="left")
-        .join(strings.rename({"_str": "short_name"}), left_on="shortName", right_on="_sid", how="left")
-        .select(
-            pl.lit("kernel").alias("kind"),
+    detail: list[pl.Expr | str] = [
+        pl.col("deviceId").alias("device_id"),
+        pl.col("streamId").alias("stream_id"),
+        pl.col("graphNodeId").alias("graph_node_id"),
+        "bytes",
+    ]
+    parts = [
+        kernel.select(*common, pl.col("demangledName").alias("name_id")),
+        memcpy.select(
             *common,
-            pl.col("name").fill_null(""),
-            pl.col("short_name").fill_null(""),
-            pl.lit(0, I64).alias("bytes"),
-            pl.lit(None, I64).alias("copy_kind"),
-            *dims,
-        )
-    )
-    copy_names = pl.DataFrame(
-        {
-            "copyKind": list(S.MEMCPY_KIND_LABELS),
-            "name": [f"[CUDA memcpy {label}]" for label in S.MEMCPY_KIND_LABELS.values()],
-        },
-        schema={"copyKind": I64, "name": pl.String},
-    )
-    no_dims = [pl.lit(None, I64).alias(d) for d in dims]
-    copies = memcpy.join(copy_names, on="copyKind", how="left").select(
-        pl.lit("memcpy").alias("kind"),
-        *common,
-        pl.col("name").fill_null("[CUDA memcpy Unknown]"),
-        pl.col("name").fill_null("[CUDA memcpy Unknown]").alias("short_name"),
-        "bytes",
-        pl.col("copyKind").alias("copy_kind"),
-        *no_dims,
-    )
-    sets = memset.select(
-        pl.lit("memset").alias("kind"),
-        *common,
-        pl.lit("[CUDA memset]").alias("name"),
-        pl.lit("[CUDA memset]").alias("short_name"),
-        "bytes",
-        pl.lit(None, I64).alias("copy_kind"),
-        *no_dims,
-    )
-    ops = pl.concat([kernels, copies, sets], how="vertical_relaxed").sort("start", "end")
-    return (
-        ops.with_row_index("op_id")
-        .with_columns(pl.col("op_id").cast(pl.UInt32))
-        .join(_launching_api(api), on=["correlation_id", "global_pid"], how="left")
-        .sort("op_id")
-    )
+            (-1 - pl.col("copyKind").fill_null(0)).alias("name_id"),
+            *detail,
+            pl.col("copyKind").alias("copy_kind"),
+        ),
+        memset.select(*common, pl.lit(_MEMSET_NAME_ID, I64).alias("name_id"), *detail),
+    ]
+    offset = 0
+    numbered = []
+    for part in parts:
+        numbered.append(part.with_columns(pl.int_range(offset, offset + part.height, dtype=pl.UInt32).alias("op_id")))
+        offset += part.height
+    all_keys = pl.concat([p.select("op_id", "correlation_id", "global_pid") for p in numbered])
+    launch = _match_launch(all_keys, api, "op_id")
+    out = []
+    offset = 0
+    for part in numbered:
+        out.append(part.with_columns(launch.slice(offset, part.height)))
+        offset += part.height
+    return out, names
 
 
-def _with_launch_shape(ops: pl.DataFrame) -> pl.LazyFrame:
-    """Grid/block as ``x,y,z`` strings, computed only if a query selects them."""
+_MEMSET_NAME_ID = -100
 
-    def dim(prefix: str) -> pl.Expr:
+
+class _LazyColumns:
+    """Whole columns of one table, read on first use and cached (for rarely needed kernel columns)."""
+
+    def __init__(self, source: TableSource, table: str, columns: dict[str, type[pl.DataType]]) -> None:
+        self._source = source
+        self._table = table
+        self._columns = columns
+        self._cache: pl.DataFrame | None = None
+        self._lock = threading.Lock()
+
+    def frame(self) -> pl.DataFrame:
+        with self._lock:
+            if self._cache is None:
+                self._cache = self._source.read(self._table, self._columns)
+            return self._cache
+
+    def gather(self, ids: pl.Series, exprs: list[pl.Expr], dtype: pl.DataType | type[pl.DataType]) -> pl.Series:
+        """The value of ``exprs`` (over this table's columns) at row ``ids`` (kernel op ids)."""
+        frame = self.frame()
+        values = frame.select(*exprs).to_series(0).cast(dtype)
+        return values.gather(ids.cast(pl.Int64))
+
+
+def _ops_view(
+    parts: list[pl.DataFrame], names: pl.DataFrame, strings: pl.DataFrame, lazy: _LazyColumns, api: pl.DataFrame
+) -> pl.LazyFrame:
+    """kernels + copies + memsets as one lazy frame; names and rarely used kernel columns on demand."""
+    kernels, copies, sets = parts
+
+    def dims(prefix: str) -> pl.Expr:
         cols = [pl.col(f"{prefix}{axis}").cast(pl.String) for axis in "XYZ"]
         return pl.when(pl.col(f"{prefix}X").is_null()).then(None).otherwise(pl.concat_str(cols, separator=","))
 
-    return (
-        ops.lazy()
-        .with_columns(dim("grid").alias("grid"), dim("block").alias("block"))
-        .drop("gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ")
+    def kernel_col(expr: pl.Expr, dtype: pl.DataType | type[pl.DataType]) -> pl.Expr:
+        def fetch(ids: pl.Series) -> pl.Series:
+            return lazy.gather(ids, [expr], dtype)
+
+        return pl.col("op_id").map_batches(fetch, return_dtype=dtype)
+
+    name = _lookup("name_id", names.rename({"_str": "name"}), "name", default="").alias("name")
+    short = pl.col("shortName").replace_strict(strings["_sid"], strings["_str"], default=None, return_dtype=pl.String)
+    head: list[pl.Expr | str] = [
+        "op_id",
+        "kind",
+        "start",
+        "end",
+        "device_id",
+        "stream_id",
+        "correlation_id",
+        "global_pid",
+    ]
+    gtid = _api_gather(api, "global_tid")
+    tail: list[pl.Expr | str] = [
+        "api_id",
+        _api_gather(api, "start").alias("api_start"),
+        _api_gather(api, "end").alias("api_end"),
+        gtid.alias("global_tid"),
+        (gtid % (1 << S.TID_BITS)).alias("tid"),
+        "name_id",
+    ]
+    kernel_view = kernels.lazy().select(
+        *head[:1],
+        pl.lit("kernel").alias("kind"),
+        *head[2:4],
+        kernel_col(pl.col("deviceId"), I64).alias("device_id"),
+        kernel_col(pl.col("streamId"), I64).alias("stream_id"),
+        *head[6:8],
+        name,
+        kernel_col(short, pl.String).alias("short_name"),
+        pl.lit(0, I64).alias("bytes"),
+        pl.lit(None, I64).alias("copy_kind"),
+        kernel_col(dims("grid"), pl.String).alias("grid"),
+        kernel_col(dims("block"), pl.String).alias("block"),
+        kernel_col(pl.col("graphNodeId"), I64).alias("graph_node_id"),
+        *tail,
     )
 
+    def small_view(frame: pl.DataFrame, kind: str) -> pl.LazyFrame:
+        return frame.lazy().select(
+            *head[:1],
+            pl.lit(kind).alias("kind"),
+            *head[2:8],
+            name,
+            name.alias("short_name"),
+            "bytes",
+            pl.col("copy_kind") if "copy_kind" in frame.columns else pl.lit(None, I64).alias("copy_kind"),
+            pl.lit(None, pl.String).alias("grid"),
+            pl.lit(None, pl.String).alias("block"),
+            "graph_node_id",
+            *tail,
+        )
 
-def _syncs(sync: pl.DataFrame, api: pl.DataFrame) -> pl.DataFrame:
+    return pl.concat([kernel_view, small_view(copies, "memcpy"), small_view(sets, "memset")], how="vertical")
+
+
+# ---- synchronizations ----
+
+
+def _syncs(sync: pl.DataFrame, api: pl.DataFrame) -> pl.LazyFrame:
     labels = pl.DataFrame(
         {"syncType": list(S.SYNC_TYPE_LABELS), "sync_type": list(S.SYNC_TYPE_LABELS.values())},
         schema={"syncType": I64, "sync_type": pl.String},
     )
-    launching = _launching_api(api).select("correlation_id", "global_pid", "api_id", "global_tid")
-    return (
+    base = (
         sync.join(labels, on="syncType", how="left")
         .select(
             "start",
@@ -459,6 +628,8 @@ def _syncs(sync: pl.DataFrame, api: pl.DataFrame) -> pl.DataFrame:
             pl.col("correlationId").alias("correlation_id"),
             pl.col("globalPid").alias("global_pid"),
         )
-        .join(launching, on=["correlation_id", "global_pid"], how="left")
         .sort("start")
+        .with_row_index("_row")
     )
+    base = base.with_columns(_match_launch(base, api, "_row")).drop("_row")
+    return base.lazy().with_columns(_api_gather(api, "global_tid").alias("global_tid"))

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from dsocr.analyze.attribution import api_range_pairs
+from dsocr.analyze.attribution import trace_range_index
 from dsocr.analyze.stats import duration_stats, round1
+from dsocr.analyze.sweep import as_int, enclosing
 from dsocr.analyze.trace import Trace
 
 #: Column order of :func:`projection_summary`; NVIDIA's CSV header for each in comments.
@@ -33,33 +34,115 @@ SUMMARY_COLUMNS = (
 )
 
 
+def _launches(trace: Trace) -> pl.DataFrame:
+    """Per launching API call: first op start ``s`` and last op end ``e``."""
+    return (
+        trace.gpu_ops.filter(pl.col("api_id").is_not_null())
+        .group_by("api_id")
+        .agg(pl.col("start").min().alias("s"), pl.col("end").max().alias("e"))
+        .collect()
+    )
+
+
+def _per_range_from_pairs(pairs: pl.DataFrame, launches: pl.DataFrame) -> pl.DataFrame:
+    return (
+        pairs.lazy()
+        .join(launches.lazy(), on="api_id")
+        .group_by("range_id")
+        .agg(
+            pl.col("s").min().alias("proj_start"),
+            pl.col("e").max().alias("proj_end"),
+            pl.len().cast(pl.Int64).alias("gpu_ops"),
+        )
+        .collect()
+    )
+
+
+def _per_range_tree(trace: Trace, launches: pl.DataFrame) -> pl.DataFrame:
+    """Projection per range without (call, range) pairs.
+
+    Each launching call is folded into its innermost range, then every level is folded into
+    its parents, deepest level first (min start, max end, sum of counts): on properly nested
+    threads a range's ancestors are exactly the other ranges that enclose its calls. Calls on
+    threads with partly overlapping ranges come with explicit pairs instead.
+    """
+    index = trace_range_index(trace)
+    items = trace.api.select("api_id", "global_tid", "start", "end").join(
+        launches.lazy().select("api_id"), on="api_id", how="semi"
+    )
+    enc = enclosing(index, items.collect(), "api_id")
+    srt = index.sorted
+    n = srt.height
+    leaf = (
+        pl.DataFrame({"api_id": enc.ids, "pos": enc.inner_pos})
+        .drop_nulls("pos")
+        .join(launches, on="api_id")
+        .group_by("pos")
+        .agg(pl.col("s").min(), pl.col("e").max(), pl.len().cast(pl.Int64).alias("c"))
+    )
+    first = pl.Series("s", [None] * n, dtype=pl.Int64)
+    last = pl.Series("e", [None] * n, dtype=pl.Int64)
+    count = pl.Series("c", [0] * n, dtype=pl.Int64)
+    if leaf.height:
+        at = leaf["pos"].cast(pl.Int64)
+        first, last, count = first.scatter(at, leaf["s"]), last.scatter(at, leaf["e"]), count.scatter(at, leaf["c"])
+    depth, parent = srt["depth"], srt["parent_pos"]
+    positions = pl.int_range(0, n, dtype=pl.Int64, eager=True)
+    by_depth = pl.DataFrame({"pos": positions, "depth": depth}).filter(pl.col("depth") > 0).sort("depth")
+    bounds = by_depth["depth"]
+    for d in range(as_int(bounds.max() or 0), 0, -1):
+        lo, hi = bounds.search_sorted(d, side="left"), bounds.search_sorted(d, side="right")
+        rows = by_depth["pos"].slice(lo, hi - lo)
+        rows = rows.filter(first.gather(rows).is_not_null())
+        if not rows.len():
+            continue
+        up = (
+            pl.DataFrame(
+                {"p": parent.gather(rows), "s": first.gather(rows), "e": last.gather(rows), "c": count.gather(rows)}
+            )
+            .group_by("p")
+            .agg(pl.col("s").min(), pl.col("e").max(), pl.col("c").sum())
+        )
+        at = up["p"].cast(pl.Int64)
+        merged = pl.DataFrame({"s0": first.gather(at), "e0": last.gather(at), "c0": count.gather(at)}).select(
+            pl.min_horizontal("s0", up["s"]).alias("s"),
+            pl.max_horizontal("e0", up["e"]).alias("e"),
+            (pl.col("c0") + up["c"]).alias("c"),
+        )
+        first, last, count = (
+            first.scatter(at, merged["s"]),
+            last.scatter(at, merged["e"]),
+            count.scatter(at, merged["c"]),
+        )
+    found = first.is_not_null()
+    laminar = pl.DataFrame(
+        {
+            "range_id": srt["range_id"].filter(found),
+            "proj_start": first.filter(found),
+            "proj_end": last.filter(found),
+            "gpu_ops": count.filter(found),
+        }
+    )
+    if not enc.slice_pairs.height:
+        return laminar
+    return pl.concat([laminar, _per_range_from_pairs(enc.slice_pairs, launches)])
+
+
 def projection_trace(trace: Trace, pairs: pl.DataFrame | None = None) -> pl.DataFrame:
     """One row per range instance with GPU work (NVIDIA's ``nvtx_gpu_proj_trace``).
 
     Columns: ``range_id``, ``name``, ``style``, ``pid``, ``tid``, ``start``, ``end`` (CPU),
     ``range_ns``, ``proj_start``, ``proj_end``, ``proj_ns``, ``gpu_ops`` (launching API calls),
     ``depth``, ``parent_id``, ``children`` (direct children that have GPU work), ordered by
-    projected start. ``pairs`` may pass precomputed ``(api_id, range_id)`` pairs.
+    projected start. Without ``pairs`` it folds launches up the range tree (least memory);
+    ``pairs`` may pass precomputed ``(api_id, range_id)`` pairs (e.g. ``Attribution.api_ranges``).
     """
-    if pairs is None:
-        pairs = api_range_pairs(trace, only_launching=True)
-    launches = (
-        trace.gpu_ops.filter(pl.col("api_id").is_not_null())
-        .group_by("api_id")
-        .agg(pl.col("start").min().alias("_op_start"), pl.col("end").max().alias("_op_end"))
-    )
-    per_range = (
-        pairs.lazy()
-        .join(launches, on="api_id")
-        .group_by("range_id")
-        .agg(
-            pl.col("_op_start").min().alias("proj_start"),
-            pl.col("_op_end").max().alias("proj_end"),
-            pl.col("api_id").n_unique().cast(pl.Int64).alias("gpu_ops"),
-        )
-    )
-    projected = per_range.join(
-        trace.ranges.select("range_id", "name", "style", "pid", "tid", "start", "end", "depth", "parent_id"),
+    launches = _launches(trace)
+    per_range_df = _per_range_tree(trace, launches) if pairs is None else _per_range_from_pairs(pairs, launches)
+    # filter first, so that names are built only for ranges with GPU work
+    wanted = trace.ranges.filter(pl.col("range_id").is_in(per_range_df["range_id"].implode()))
+    projected = per_range_df.lazy().join(
+        wanted.select("range_id", "name", "style", "pid", "tid", "start", "end", "depth", "parent_id"),
         on="range_id",
     )
     children = (

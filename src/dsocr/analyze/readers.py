@@ -20,6 +20,14 @@ import polars as pl
 Columns = Mapping[str, pl.DataType | type[pl.DataType]]
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+#: Pseudo-column: SQLite's rowid, or the 1-based row number of a Parquet table.
+ROWID = "rowid"
+
+
+def _clamp(value: object) -> int | None:
+    if not isinstance(value, int) or not -(1 << 63) <= value < (1 << 63):
+        return None
+    return value
 
 
 class TableSource(Protocol):
@@ -42,6 +50,10 @@ class TableSource(Protocol):
 
     def read_many(self, requests: Mapping[str, tuple[str, Columns]]) -> dict[str, pl.DataFrame]:
         """Several reads at once (in parallel where it helps): key -> (table, columns)."""
+        ...
+
+    def first_non_null(self, table: str, columns: Sequence[str]) -> pl.DataFrame:
+        """``rowid`` and the first non-null of ``columns`` (as i64), only rows where one is set."""
         ...
 
 
@@ -92,10 +104,23 @@ class SqliteSource:
         return list(self._con.execute(sql).fetchall())
 
     def _sql(self, table: str, columns: Columns) -> str | None:
-        present = [c for c in columns if c in self.columns(table)]
+        present = [c for c in columns if c in self.columns(table) or c == ROWID]
         if table not in self._tables or not present:
             return None
         return f"SELECT {', '.join(_quote(c) for c in present)} FROM {_quote(table)}"
+
+    def first_non_null(self, table: str, columns: Sequence[str]) -> pl.DataFrame:
+        """``rowid`` and the first non-null of ``columns`` (as i64), only rows where one is set."""
+        present = [c for c in columns if c in self.columns(table)]
+        if not present:
+            return pl.DataFrame(schema={ROWID: pl.Int64, "value": pl.Int64})
+        cols = ", ".join(_quote(c) for c in present)
+        where = " OR ".join(f"{_quote(c)} IS NOT NULL" for c in present)
+        rows = self.query(f"SELECT rowid, coalesce({cols}) FROM {_quote(table)} WHERE {where}")
+        return pl.DataFrame(
+            {ROWID: [r[0] for r in rows], "value": [_clamp(r[1]) for r in rows]},
+            schema={ROWID: pl.Int64, "value": pl.Int64},
+        )
 
     def _read_sqlite3(self, sql: str) -> pl.DataFrame:
         con = sqlite3.connect(self._uri, uri=True)
@@ -170,16 +195,20 @@ class ParquetDirSource:
     def read(self, table: str, columns: Columns) -> pl.DataFrame:
         """The table with exactly ``columns`` (missing ones as typed nulls)."""
         present = [c for c in columns if c in self.columns(table)]
-        if not present:
+        if not present and not (ROWID in columns and table in self._files):
             return _finish(pl.DataFrame(), columns).clear()
-        return _finish(pl.read_parquet(self._files[table], columns=present), columns)
+        df = pl.read_parquet(self._files[table], columns=present or None, row_index_name=ROWID, row_index_offset=1)
+        return _finish(df, columns)
+
+    def first_non_null(self, table: str, columns: Sequence[str]) -> pl.DataFrame:
+        """``rowid`` and the first non-null of ``columns`` (as i64), only rows where one is set."""
+        present = [c for c in columns if c in self.columns(table)]
+        if not present:
+            return pl.DataFrame(schema={ROWID: pl.Int64, "value": pl.Int64})
+        df = pl.read_parquet(self._files[table], columns=present, row_index_name=ROWID, row_index_offset=1)
+        value = pl.coalesce(*(pl.col(c).cast(pl.Int64, strict=False) for c in present))
+        return df.select(pl.col(ROWID).cast(pl.Int64), value.alias("value")).drop_nulls("value")
 
     def read_many(self, requests: Mapping[str, tuple[str, Columns]]) -> dict[str, pl.DataFrame]:
         """Several reads (polars parallelizes each one internally)."""
         return {key: self.read(table, cols) for key, (table, cols) in requests.items()}
-
-
-def read_rows(source: TableSource, table: str, columns: Sequence[str]) -> list[dict[str, object]]:
-    """A small table as Python dicts (metadata tables only)."""
-    df = source.read(table, dict.fromkeys(columns, pl.String))
-    return df.to_dicts()

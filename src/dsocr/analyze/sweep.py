@@ -1,12 +1,18 @@
 """Interval containment per thread without an interval cross join.
 
-Every item (range or API call) gets a sort key ``thread_rank * span + (time - t0)``, so that
-one sorted array holds every thread's items in time order, threads one after the other. The
-items that start inside an enclosing interval ``[start, end]`` of the same thread are then a
-contiguous slice of that array, found with two binary searches; the pairs are that slice
-exploded and filtered on ``item.end <= outer.end``. The work is proportional to the number of
-(enclosing, enclosed) pairs, i.e. to the answer, plus the rare items that start inside an
-interval and end after it.
+Every range and API call gets a sort key ``thread_rank * span + (time - t0)``, so one sorted
+array holds every thread's ranges in time order, threads one after the other.
+
+* **Nesting** (:func:`range_index`): the ranges that start inside a range ``p`` are a contiguous
+  slice of that array (two binary searches); exploding the slices and keeping those that also
+  end inside ``p`` gives every (ancestor, descendant) pair, so depth and parent come out exactly,
+  at a cost proportional to the sum of depths.
+* **Enclosing ranges of API calls** (:func:`enclosing`): on a thread whose ranges nest properly
+  (laminar: no two ranges partly overlap, always true for push/pop ranges), the innermost range
+  around a call is found from the last range starting before it by walking up parents, and the
+  others are its ancestors: a few vectorized gathers per nesting level. On a thread with
+  partly overlapping start/end ranges, the exact slice method is used instead: the calls that
+  start inside a range are a contiguous slice of the calls sorted the same way.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import polars as pl
 from dsocr.contract.errors import BadInput
 
 _MAX_KEY = 1 << 62
+I64 = pl.Int64
 
 
 def as_int(value: object) -> int:
@@ -28,14 +35,14 @@ def as_int(value: object) -> int:
 
 @attrs.frozen
 class TimeKey:
-    """The (thread, time) -> sortable int64 mapping shared by the frames being joined."""
+    """The (thread, time) -> sortable int64 mapping shared by the frames being compared."""
 
     threads: pl.DataFrame  #: global_tid (i64) -> thread_rank (i64)
     t0: int
     span: int
 
     def add_rank(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """``frame`` with a ``thread_rank`` column (inner join: unknown threads drop out)."""
+        """``frame`` with a ``thread_rank`` column (inner join: rows of other threads drop out)."""
         return frame.join(self.threads, on="global_tid", how="inner")
 
     def key(self, column: str) -> pl.Expr:
@@ -43,16 +50,17 @@ class TimeKey:
         return pl.col("thread_rank") * self.span + (pl.col(column) - self.t0)
 
 
-def make_timekey(frames: list[pl.DataFrame]) -> TimeKey:
-    """A key covering every thread and every ``start``/``end`` of ``frames``."""
-    gtids = pl.concat([f.select("global_tid") for f in frames]).unique().sort("global_tid")
-    threads = gtids.with_row_index("thread_rank").select(pl.col("global_tid"), pl.col("thread_rank").cast(pl.Int64))
+def make_timekey(frames: list[pl.DataFrame], *, threads_of: int | None = None) -> TimeKey:
+    """A key covering every ``start``/``end`` of ``frames``; threads of ``frames[threads_of]`` (all if None)."""
+    thread_frames = frames if threads_of is None else [frames[threads_of]]
+    gtids = pl.concat([f.select("global_tid") for f in thread_frames]).unique().sort("global_tid")
+    threads = gtids.with_row_index("thread_rank").select(pl.col("global_tid"), pl.col("thread_rank").cast(I64))
     lows = [f["start"].min() for f in frames if f.height]
     highs = [f["end"].max() for f in frames if f.height]
     t0 = min((as_int(v) for v in lows if v is not None), default=0)
     t1 = max((as_int(v) for v in highs if v is not None), default=0)
     span = max(t1 - t0, 0) + 1
-    if threads.height * span >= _MAX_KEY:
+    if max(threads.height, 1) * span >= _MAX_KEY:
         raise BadInput(
             f"trace spans {span} ns on {threads.height} threads: too large for dsocr's 63-bit sort key; "
             "export a shorter time range (nsys export --times)"
@@ -60,101 +68,240 @@ def make_timekey(frames: list[pl.DataFrame]) -> TimeKey:
     return TimeKey(threads=threads, t0=t0, span=span)
 
 
-def contained(
-    outer: pl.DataFrame,
-    inner: pl.DataFrame,
-    tk: TimeKey,
-    *,
-    outer_id: str,
-    inner_id: str,
+def _slice_pairs(
+    outer_pos: pl.Series, outer_end: pl.Series, lo: pl.Series, hi: pl.Series, inner_end: pl.Series
 ) -> pl.DataFrame:
-    """Pairs ``(outer_id, inner_id)`` with same thread, outer.start <= inner.start, inner.end <= outer.end.
-
-    ``outer`` and ``inner`` have ``global_tid``, ``start``, ``end`` and their id column.
-    """
-    inner_sorted = (
-        tk.add_rank(inner.select(inner_id, "global_tid", "start", "end"))
-        .with_columns(tk.key("start").alias("_key"))
-        .sort("_key")
-    )
-    outer_k = tk.add_rank(outer.select(outer_id, "global_tid", "start", "end")).with_columns(
-        tk.key("start").alias("_lo_key"), tk.key("end").alias("_hi_key")
-    )
-    keys = inner_sorted["_key"]
-    lo = keys.search_sorted(outer_k["_lo_key"], side="left")
-    hi = keys.search_sorted(outer_k["_hi_key"], side="right")
-    return _explode_slices(outer_k, inner_sorted, lo, hi, outer_id=outer_id, inner_id=inner_id)
-
-
-def _explode_slices(
-    outer_k: pl.DataFrame,
-    inner_sorted: pl.DataFrame,
-    lo: pl.Series,
-    hi: pl.Series,
-    *,
-    outer_id: str,
-    inner_id: str,
-) -> pl.DataFrame:
+    """Pairs (outer position, inner position) for inner in [lo, hi) with inner_end <= outer_end."""
     slices = (
-        outer_k.select(outer_id, pl.col("end").alias("_outer_end"))
-        .with_columns(lo.alias("_lo").cast(pl.Int64), hi.alias("_hi").cast(pl.Int64))
-        .filter(pl.col("_hi") > pl.col("_lo"))
-        .select(outer_id, "_outer_end", pl.int_ranges("_lo", "_hi").alias("_pos"))
-        .explode("_pos")
-    )
-    pos = slices["_pos"]
-    picked = inner_sorted.select(
-        pl.col(inner_id).gather(pos),
-        pl.col("end").gather(pos).alias("_inner_end"),
+        pl.DataFrame({"o": outer_pos, "oe": outer_end, "lo": lo.cast(I64), "hi": hi.cast(I64)})
+        .filter(pl.col("hi") > pl.col("lo"))
+        .select("o", "oe", pl.int_ranges("lo", "hi").alias("i"))
+        .explode("i")
     )
     return (
-        pl.concat([slices.select(outer_id, "_outer_end"), picked], how="horizontal")
-        .filter(pl.col("_inner_end") <= pl.col("_outer_end"))
-        .select(outer_id, inner_id)
+        slices.with_columns(inner_end.gather(slices["i"]).alias("ie"))
+        .filter(pl.col("ie") <= pl.col("oe"))
+        .select("o", "i")
     )
 
 
-def nesting(ranges: pl.DataFrame, tk: TimeKey) -> pl.DataFrame:
-    """``range_id``, ``depth`` (u32) and ``parent_id`` (u32) of ``ranges`` on their own threads.
+@attrs.frozen
+class RangeIndex:
+    """Ranges sorted per thread (``pos`` order) with their nesting.
+
+    ``sorted`` columns: ``range_id``, ``thread_rank``, ``start``, ``end``, ``key`` (of start),
+    ``depth`` (u32), ``parent_pos`` (u32 position of the parent, null at depth 0). ``laminar``
+    holds the ``thread_rank`` of threads whose ranges nest properly.
+    """
+
+    tk: TimeKey
+    sorted: pl.DataFrame
+    laminar: pl.Series
+
+
+def range_index(ranges: pl.DataFrame, tk: TimeKey) -> RangeIndex:
+    """Sort ``ranges`` (``range_id``, ``global_tid``, ``start``, ``end``) and compute their nesting.
 
     A range encloses another on the same thread when it starts no later and ends no earlier
     (NVIDIA's rule); identical intervals nest in ``range_id`` order. ``depth`` counts the
-    enclosing ranges; ``parent_id`` is the tightest one (least ``(c.start - p.start) +
-    (p.end - c.end)``, as NVIDIA's ``nvtx_gpu_proj_trace`` picks it; for properly nested
-    ranges that is the innermost enclosing range).
+    enclosing ranges; the parent is the enclosing range that starts last (for properly nested
+    ranges: the innermost one, which is also the tightest, as NVIDIA picks it).
+
+    Properly nested threads need no pairs: a range's depth is the number of ranges still open
+    at its start (two binary searches) and its parent the last earlier range one level up
+    (an as-of join). A thread where some parent found that way does not enclose its child has
+    partly overlapping ranges; there every (ancestor, descendant) pair is enumerated instead.
     """
     srt = (
         tk.add_rank(ranges.select("range_id", "global_tid", "start", "end"))
-        .with_columns(tk.key("start").alias("_key"), tk.key("end").alias("_hi_key"))
-        .sort(["_key", "end", "range_id"], descending=[False, True, False])
-        .with_row_index("_pos")
+        .with_columns(tk.key("start").alias("key"), tk.key("end").alias("_end_key"))
+        .sort(["key", "end", "range_id"], descending=[False, True, False])
     )
-    lo = (srt["_pos"].cast(pl.Int64) + 1).alias("_lo")
-    hi = srt["_key"].search_sorted(srt["_hi_key"], side="right")
-    pairs = _explode_slices(
-        srt.select(pl.col("range_id").alias("parent"), "end"),
-        srt.select("range_id", "end"),
-        lo,
-        hi,
-        outer_id="parent",
-        inner_id="range_id",
+    n = srt.height
+    pos = pl.int_range(0, n, dtype=I64, eager=True)
+    keys = srt["key"]
+    # ranges open at each start: started before it on the thread, not ended before it starts
+    ends_sorted = srt["_end_key"].sort()
+    thread_base = srt["thread_rank"] * tk.span
+    open_count = (pos - keys.search_sorted(thread_base, side="left").cast(I64)) - (
+        ends_sorted.search_sorted(keys, side="left").cast(I64)
+        - ends_sorted.search_sorted(thread_base, side="left").cast(I64)
     )
-    bounds = srt.select("range_id", "start", "end", "_pos")
-    scored = (
-        pairs.join(
-            bounds.rename({"range_id": "parent", "start": "p_start", "end": "p_end", "_pos": "p_pos"}), on="parent"
+    srt = srt.with_columns(pos.alias("pos"), open_count.alias("depth"))
+    parents = (
+        srt.filter(pl.col("depth") > 0)
+        .select("pos", "thread_rank", (pl.col("depth") - 1).alias("_want"), "end")
+        .join_asof(
+            srt.select(
+                pl.col("pos").alias("parent_pos"),
+                "thread_rank",
+                pl.col("depth").alias("_want"),
+                "pos",
+                pl.col("end").alias("_p_end"),
+            ),
+            on="pos",
+            by=["thread_rank", "_want"],
+            strategy="backward",
+            allow_exact_matches=False,
+            check_sortedness=False,
         )
-        .join(bounds.select("range_id", "start", "end"), on="range_id")
-        .with_columns(
-            ((pl.col("start") - pl.col("p_start")) + (pl.col("p_end") - pl.col("end"))).alias("_slack"),
+    )
+    bad = parents.filter(pl.col("parent_pos").is_null() | (pl.col("_p_end") < pl.col("end")))["thread_rank"].unique()
+    parent = pl.Series("parent_pos", [None] * n, dtype=I64)
+    if parents.height:
+        parent = parent.scatter(parents["pos"], parents["parent_pos"])
+    srt = srt.with_columns(parent, pl.col("depth").cast(pl.UInt32))
+    if bad.len():
+        srt = _exact_nesting(srt, bad)
+    laminar = srt["thread_rank"].unique().filter(~srt["thread_rank"].unique().is_in(bad.implode()))
+    srt = srt.drop("_end_key", "pos").with_columns(pl.col("parent_pos").cast(pl.UInt32))
+    return RangeIndex(tk=tk, sorted=srt, laminar=laminar)
+
+
+def _exact_nesting(srt: pl.DataFrame, threads: pl.Series) -> pl.DataFrame:
+    """Depth and parent by enumerating (ancestor, descendant) pairs, on ``threads`` only."""
+    pos = srt["pos"]
+    sel = srt["thread_rank"].is_in(threads.implode())
+    sub_pos = pos.filter(sel)
+    hi = srt["key"].search_sorted(srt["_end_key"].filter(sel), side="right")
+    pairs = _slice_pairs(sub_pos, srt["end"].filter(sel), sub_pos + 1, hi, srt["end"])
+    tree = pairs.group_by("i").agg(pl.len().cast(pl.UInt32).alias("depth"), pl.col("o").max().alias("parent_pos"))
+    depth = srt["depth"].scatter(sub_pos, 0)
+    parent = srt["parent_pos"].scatter(sub_pos, None)
+    if tree.height:
+        depth = depth.scatter(tree["i"], tree["depth"])
+        parent = parent.scatter(tree["i"], tree["parent_pos"])
+    return srt.with_columns(depth, parent)
+
+
+def nesting(ranges: pl.DataFrame, tk: TimeKey) -> pl.DataFrame:
+    """``range_id``, ``depth`` (u32) and ``parent_id`` (u32) of ``ranges`` (see :func:`range_index`)."""
+    idx = range_index(ranges, tk).sorted
+    parent_id = idx["range_id"].gather(idx["parent_pos"]).alias("parent_id").cast(pl.UInt32)
+    return idx.select("range_id", "depth").with_columns(parent_id)
+
+
+@attrs.frozen
+class Enclosing:
+    """The ranges enclosing each item.
+
+    Items on properly nested threads are described by ``ids`` and ``inner_pos`` (position in
+    ``index.sorted`` of the innermost enclosing range; the others are its ancestors); items on
+    other threads by explicit ``slice_pairs`` and ``slice_innermost`` (``id``, ``range_id``).
+    """
+
+    index: RangeIndex
+    id_col: str
+    ids: pl.Series
+    inner_pos: pl.Series
+    slice_pairs: pl.DataFrame
+    slice_innermost: pl.DataFrame
+
+    @property
+    def pairs(self) -> pl.DataFrame:
+        """(id, ``range_id``) for every enclosing range."""
+        return pl.concat([expand(self.index, self.ids, self.inner_pos, self.id_col), self.slice_pairs])
+
+    @property
+    def innermost(self) -> pl.DataFrame:
+        """(id, ``range_id``) of the innermost enclosing range; items outside every range are absent."""
+        found = self.inner_pos.is_not_null()
+        laminar = pl.DataFrame(
+            {
+                self.id_col: self.ids.filter(found),
+                "range_id": self.index.sorted["range_id"].gather(self.inner_pos.filter(found)),
+            }
         )
+        return pl.concat([laminar, self.slice_innermost])
+
+    def dense_inner_pos(self, size: int) -> pl.Series:
+        """``inner_pos`` scattered to an array indexed by id (ids are row numbers below ``size``)."""
+        out = pl.Series("inner_pos", [None] * size, dtype=pl.UInt32)
+        found = self.inner_pos.is_not_null()
+        return out.scatter(self.ids.filter(found).cast(I64), self.inner_pos.filter(found)) if found.any() else out
+
+
+def expand(index: RangeIndex, ids: pl.Series, inner_pos: pl.Series, id_col: str) -> pl.DataFrame:
+    """(id, ``range_id``) for the range at ``inner_pos`` and all its ancestors (one gather per level)."""
+    range_ids, parent = index.sorted["range_id"], index.sorted["parent_pos"]
+    found = inner_pos.is_not_null()
+    item_ids, level = ids.filter(found), inner_pos.filter(found)
+    levels = []
+    while level.len():
+        levels.append(pl.DataFrame({id_col: item_ids, "range_id": range_ids.gather(level)}))
+        up = parent.gather(level)
+        keep = up.is_not_null()
+        item_ids, level = item_ids.filter(keep), up.filter(keep)
+    if not levels:
+        return pl.DataFrame(schema={id_col: ids.dtype, "range_id": range_ids.dtype})
+    return pl.concat(levels)
+
+
+def enclosing(index: RangeIndex, items: pl.DataFrame, id_col: str) -> Enclosing:
+    """Every range of ``index`` that encloses each item (``id_col``, ``global_tid``, ``start``, ``end``)."""
+    tk, srt = index.tk, index.sorted
+    ranked = tk.add_rank(items.select(id_col, "global_tid", "start", "end")).with_columns(
+        pl.col("thread_rank").is_in(index.laminar.implode()).alias("_lam")
     )
-    tree = scored.group_by("range_id").agg(
-        pl.len().cast(pl.UInt32).alias("depth"),
-        pl.col("parent")
-        .sort_by(["_slack", "p_pos"], descending=[False, True])
-        .first()
-        .cast(pl.UInt32)
-        .alias("parent_id"),
+    lam = ranked.filter(pl.col("_lam"))
+    other = ranked.filter(~pl.col("_lam"))
+    empty = pl.DataFrame(schema={id_col: items.schema[id_col], "range_id": srt.schema["range_id"]})
+    slice_pairs, slice_inner = _enclosing_slices(srt, tk, other, id_col) if other.height else (empty, empty)
+    return Enclosing(
+        index=index,
+        id_col=id_col,
+        ids=lam[id_col],
+        inner_pos=_innermost_laminar(srt, tk, lam),
+        slice_pairs=slice_pairs,
+        slice_innermost=slice_inner,
     )
-    return ranges.select("range_id").join(tree, on="range_id", how="left").with_columns(pl.col("depth").fill_null(0))
+
+
+def _innermost_laminar(srt: pl.DataFrame, tk: TimeKey, items: pl.DataFrame) -> pl.Series:
+    """Position of the innermost range enclosing each item (null if none), on properly nested threads."""
+    keys, ends, parent = srt["key"], srt["end"], srt["parent_pos"]
+    item_key = items.select(tk.key("start"))[:, 0]
+    # the last range starting no later than the item, if on the same thread
+    cand = keys.search_sorted(item_key, side="right").cast(I64) - 1
+    first_of_thread = keys.search_sorted(items["thread_rank"] * tk.span, side="left").cast(I64)
+    cand = cand.set(cand < first_of_thread, None).cast(pl.UInt32)
+    # walk up while the candidate ends before the item: one step per nesting level, on the misses only
+    rows = pl.int_range(0, cand.len(), dtype=I64, eager=True)
+    item_end = items["end"]
+    todo = rows
+    while todo.len():
+        c = cand.gather(todo)
+        miss = c.is_not_null() & (ends.gather(c) < item_end.gather(todo))
+        todo = todo.filter(miss)
+        if not todo.len():
+            break
+        cand = cand.scatter(todo, parent.gather(c.filter(miss)).cast(pl.UInt32))
+    return cand.alias("inner_pos")
+
+
+def _enclosing_slices(
+    srt: pl.DataFrame, tk: TimeKey, items: pl.DataFrame, id_col: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    inner = items.with_columns(tk.key("start").alias("_key")).sort("_key")
+    outer = srt.filter(pl.col("thread_rank").is_in(items["thread_rank"].unique().implode())).with_columns(
+        (pl.col("thread_rank") * tk.span + (pl.col("end") - tk.t0)).alias("_end_key")
+    )
+    keys = inner["_key"]
+    lo = keys.search_sorted(outer["key"], side="left")
+    hi = keys.search_sorted(outer["_end_key"], side="right")
+    outer_pos = pl.int_range(0, outer.height, dtype=I64, eager=True)
+    got = _slice_pairs(outer_pos, outer["end"], lo, hi, inner["end"])
+    pairs = pl.DataFrame(
+        {
+            id_col: inner[id_col].gather(got["i"]),
+            "range_id": outer["range_id"].gather(got["o"]),
+            "_d": outer["depth"].gather(got["o"]),
+            "_s": outer["start"].gather(got["o"]),
+        }
+    )
+    innermost = (
+        pairs.sort([id_col, "_d", "_s", "range_id"])
+        .group_by(id_col, maintain_order=True)
+        .agg(pl.col("range_id").last())
+    )
+    return pairs.select(id_col, "range_id"), innermost

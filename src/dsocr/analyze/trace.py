@@ -115,3 +115,6 @@ class Trace:
     gpu_ops: pl.LazyFrame
     api: pl.LazyFrame
     syncs: pl.LazyFrame
+    #: The ranges sorted for the attribution sweep (``dsocr.analyze.sweep.RangeIndex``), built
+    #: by the loader; an implementation detail that ``attribute`` reuses.
+    range_index: object = attrs.field(default=None, eq=False, repr=False)
