@@ -12,8 +12,9 @@ come from `os.wait4` of that very process. The file is read once beforehand so t
 start from a warm page cache. NVIDIA = the sum of its two scripts (peak: the larger). Medians
 over up to `--reps` rounds (no new round once `--budget-s` is spent on a trace). The last
 round's outputs are compared (dsocr's projection and kernel tables against NVIDIA's CSVs).
-A Markdown table goes to stdout, raw numbers to WORKDIR/bench_analyze.json, and with
-`--write-docs` into docs/benchmarks.md between the `bench_analyze` markers.
+A Markdown table goes to stdout, raw numbers to WORKDIR/bench_analyze.json (the table to .md), and with
+`--write-docs` (or later `--docs-from WORKDIR/bench_analyze.md`) into docs/benchmarks.md between
+the `bench_analyze` markers.
 """
 
 from __future__ import annotations
@@ -323,7 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default="", help="comma list of fixture,scaled,ops (default: all)")
     p.add_argument("--nsys-home", type=Path, default=Path(os.environ.get("DSOCR_NSYS_HOME", REPO / ".tools" / "nsys")))
     p.add_argument("--write-docs", action="store_true", help="replace the bench_analyze section of docs/benchmarks.md")
+    p.add_argument("--docs-from", type=Path, help="only put this saved bench_analyze.md into docs/benchmarks.md")
     args = p.parse_args(argv)
+    if args.docs_from:
+        write_docs(args.docs_from.read_text())
+        print(f"bench: wrote {DOCS} from {args.docs_from}", file=sys.stderr)
+        return 0
     if not args.fixture.is_file():
         print(f"bench: {args.fixture}: no such file; pass --fixture with an nsys SQLite export", file=sys.stderr)
         return 2
@@ -336,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             run_case(case, target, args.reps, args.budget_s, Path(scratch))
     text = report(cases, args.reps, load_before)
     (args.workdir / "bench_analyze.json").write_text(json.dumps([asdict(c) for c in cases], indent=1))
+    (args.workdir / "bench_analyze.md").write_text(text)
     print(text)
     if args.write_docs:
         write_docs(text)
