@@ -44,7 +44,7 @@ from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput, DsocrError, EnvironmentProblem, RunFailed
 
 WORKER_MODULE: Final = "dsocr.capture.worker"
-TIMING_BASELINE: Final = "timing-baseline.json"
+TIMING_BASELINE: Final = rundir.TIMING_BASELINE
 WORKER_CONFIG: Final = "worker-config.json"
 WORKER_CONFIG_BASELINE: Final = "worker-config-baseline.json"
 CAPTURE_LOG: Final = "capture.log"

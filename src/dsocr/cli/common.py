@@ -50,8 +50,10 @@ class Ui:
         if verbose:
             os.environ["DSOCR_VERBOSE"] = "1"
         no_color = bool(os.environ.get("NO_COLOR")) or not sys.stderr.isatty()
-        self.err = Console(stderr=True, no_color=no_color, highlight=False)
-        self.out = Console(no_color=not sys.stdout.isatty(), highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, no_color=no_color, highlight=False, soft_wrap=True)
+        self.out = Console(
+            no_color=bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty(), highlight=False, soft_wrap=True
+        )
 
     def info(self, message: str) -> None:
         """A message for people (suppressed by --quiet/--json)."""

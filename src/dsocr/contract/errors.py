@@ -16,9 +16,7 @@ class ExitCode(IntEnum):
     INTERNAL = 1  #: a bug in dsocr: please report it (run with --verbose for the traceback)
     USAGE = 2  #: bad command line (unknown option, bad value)
     NOT_FOUND = 3  #: an input path does not exist or cannot be read
-    BAD_INPUT = (
-        4  #: an input exists but is not what was expected (not an nsys export, corrupt, ...)
-    )
+    BAD_INPUT = 4  #: an input exists but is not what was expected (not an nsys export, corrupt, ...)
     ENVIRONMENT = 5  #: the machine lacks something the command needs (nsys, GPU, torch, ...)
     RUN_FAILED = 6  #: the profiled program or an external tool failed (OOM, export failure)
     DOCTOR_PROBLEMS = 7  #: ``dsocr doctor`` found that capture cannot work here

@@ -6,6 +6,8 @@ from typing import Final
 
 MANIFEST: Final = "manifest.json"
 TIMING: Final = "timing.json"
+#: The unprofiled baseline pass's timing (same schema as timing.json).
+TIMING_BASELINE: Final = "timing-baseline.json"
 TRACE_REP: Final = "trace.nsys-rep"
 TRACE_SQLITE: Final = "trace.sqlite"
 TRACE_SQLITE_XZ: Final = "trace.sqlite.xz"

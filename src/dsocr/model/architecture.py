@@ -88,13 +88,9 @@ class Architecture:
     decoder: DecoderConfig = attrs.field(factory=DecoderConfig)
     name: str = "deepseek-ai/DeepSeek-OCR"
 
-    def shrunk(
-        self, sam_layers: int = 2, clip_layers: int = 2, decoder_layers: int = 2
-    ) -> Architecture:
+    def shrunk(self, sam_layers: int = 2, clip_layers: int = 2, decoder_layers: int = 2) -> Architecture:
         """A copy with fewer layers (same widths), for fast CPU tests."""
-        globals_kept = tuple(g for g in self.sam.global_layers if g < sam_layers) or (
-            sam_layers - 1,
-        )
+        globals_kept = tuple(g for g in self.sam.global_layers if g < sam_layers) or (sam_layers - 1,)
         return attrs.evolve(
             self,
             sam=attrs.evolve(self.sam, layers=sam_layers, global_layers=globals_kept),

@@ -426,14 +426,12 @@ def _assumptions(
     return tuple(pairs), pages, caveats
 
 
-#: The unprofiled baseline's timing file in a run directory (``dsocr.capture.driver.TIMING_BASELINE``).
-TIMING_BASELINE = "timing-baseline.json"
 
 
 def run_files(directory: Path) -> dict[str, dict[str, Any] | None]:
     """``manifest``, ``timing`` and ``baseline`` documents of a run directory (``None`` when absent or unreadable)."""
     out: dict[str, dict[str, Any] | None] = {}
-    for key, name in (("manifest", rundir.MANIFEST), ("timing", rundir.TIMING), ("baseline", TIMING_BASELINE)):
+    for key, name in (("manifest", rundir.MANIFEST), ("timing", rundir.TIMING), ("baseline", rundir.TIMING_BASELINE)):
         try:
             doc = json.loads((directory / name).read_text(encoding="utf-8"))
         except (OSError, ValueError):
