@@ -77,7 +77,8 @@ def attribute(trace: Trace, *, only_launching: bool = False) -> Attribution:
         [
             expand(index, ops["op_id"], op_pos, "op_id"),
             ops.join(enc.slice_pairs, on="api_id").select("op_id", "range_id"),
-        ]
+        ],
+        rechunk=False,
     )
     op_innermost = pl.concat(
         [
@@ -85,7 +86,8 @@ def attribute(trace: Trace, *, only_launching: bool = False) -> Attribution:
                 {"op_id": ops["op_id"].filter(found), "range_id": index.sorted["range_id"].gather(op_pos.filter(found))}
             ),
             ops.join(enc.slice_innermost, on="api_id").select("op_id", "range_id"),
-        ]
+        ],
+        rechunk=False,
     )
     return Attribution(
         api_ranges=enc.pairs,

@@ -229,7 +229,7 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool) -> Trace:
     api_base, api_names = _api_base(raw["runtime"], strings)
     op_parts, op_names = _ops_base(raw["kernel"], raw["memcpy"], raw["memset"], strings, api_base)
 
-    nvtx = raw["nvtx"]
+    nvtx = raw.pop("nvtx")
     analysis = raw["analysis"]
     session_start = _first_int(analysis, "startTime")
     session_end = _first_int(analysis, "stopTime")
@@ -250,6 +250,7 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool) -> Trace:
         session_end = max(as_int(v) for v in highs) if highs else 0
 
     ranges_base = _ranges_base(nvtx, strings, payloads, session_end)
+    del nvtx  # the messages keep only the text buffers alive
     eost = ranges_base.filter(pl.col("ended_on_start_thread")).select("range_id", "global_tid", "start", "end")
     tk = make_timekey([eost, api_base.select("global_tid", "start", "end")], threads_of=0)
     index = range_index(eost, tk)
@@ -503,13 +504,7 @@ def _ops_base(
     for part in parts:
         numbered.append(part.with_columns(pl.int_range(offset, offset + part.height, dtype=pl.UInt32).alias("op_id")))
         offset += part.height
-    all_keys = pl.concat([p.select("op_id", "correlation_id", "global_pid") for p in numbered])
-    launch = _match_launch(all_keys, api, "op_id")
-    out = []
-    offset = 0
-    for part in numbered:
-        out.append(part.with_columns(launch.slice(offset, part.height)))
-        offset += part.height
+    out = [part.with_columns(_match_launch(part, api, "op_id")) for part in numbered]
     return out, names
 
 

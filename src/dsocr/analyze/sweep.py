@@ -42,8 +42,13 @@ class TimeKey:
     span: int
 
     def add_rank(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """``frame`` with a ``thread_rank`` column (inner join: rows of other threads drop out)."""
-        return frame.join(self.threads, on="global_tid", how="inner")
+        """``frame`` with a ``thread_rank`` column; rows of other threads drop out."""
+        rank = pl.col("global_tid").replace_strict(
+            self.threads["global_tid"], self.threads["thread_rank"], default=None, return_dtype=I64
+        )
+        return (
+            frame.lazy().with_columns(rank.alias("thread_rank")).filter(pl.col("thread_rank").is_not_null()).collect()
+        )
 
     def key(self, column: str) -> pl.Expr:
         """The sort key of ``column`` (a time) on the row's thread."""
@@ -128,28 +133,24 @@ def range_index(ranges: pl.DataFrame, tk: TimeKey) -> RangeIndex:
         - ends_sorted.search_sorted(thread_base, side="left").cast(I64)
     )
     srt = srt.with_columns(pos.alias("pos"), open_count.alias("depth"))
-    parents = (
-        srt.filter(pl.col("depth") > 0)
-        .select("pos", "thread_rank", (pl.col("depth") - 1).alias("_want"), "end")
-        .join_asof(
-            srt.select(
-                pl.col("pos").alias("parent_pos"),
-                "thread_rank",
-                pl.col("depth").alias("_want"),
-                "pos",
-                pl.col("end").alias("_p_end"),
-            ),
-            on="pos",
-            by=["thread_rank", "_want"],
-            strategy="backward",
-            allow_exact_matches=False,
-            check_sortedness=False,
-        )
-    )
-    bad = parents.filter(pl.col("parent_pos").is_null() | (pl.col("_p_end") < pl.col("end")))["thread_rank"].unique()
+    # parent = the last earlier range of the thread one level up: a binary search on
+    # (thread, depth, position) folded into one int64
+    levels = as_int(open_count.max() or 0) + 2
+    level_key = (srt["thread_rank"] * levels + open_count) * (n + 1) + pos
+    order = level_key.arg_sort()
+    sorted_keys = level_key.gather(order)
+    has_parent = open_count > 0
+    child = pos.filter(has_parent)
+    want = (srt["thread_rank"].filter(has_parent) * levels + open_count.filter(has_parent) - 1) * (n + 1) + child
+    at = sorted_keys.search_sorted(want, side="left").cast(I64) - 1
+    same_group = (at >= 0) & (sorted_keys.gather(at.clip(0, None)) // (n + 1) == want // (n + 1))
+    found = order.gather(at.set(~same_group, None)).cast(I64)
+    ends = srt["end"]
+    ok = found.is_not_null() & (ends.gather(found) >= ends.filter(has_parent))
+    bad = srt["thread_rank"].filter(has_parent).filter(~ok.fill_null(False)).unique()
     parent = pl.Series("parent_pos", [None] * n, dtype=I64)
-    if parents.height:
-        parent = parent.scatter(parents["pos"], parents["parent_pos"])
+    if child.len():
+        parent = parent.scatter(child, found)
     srt = srt.with_columns(parent, pl.col("depth").cast(pl.UInt32))
     if bad.len():
         srt = _exact_nesting(srt, bad)
@@ -200,7 +201,7 @@ class Enclosing:
     @property
     def pairs(self) -> pl.DataFrame:
         """(id, ``range_id``) for every enclosing range."""
-        return pl.concat([expand(self.index, self.ids, self.inner_pos, self.id_col), self.slice_pairs])
+        return pl.concat([expand(self.index, self.ids, self.inner_pos, self.id_col), self.slice_pairs], rechunk=False)
 
     @property
     def innermost(self) -> pl.DataFrame:
@@ -212,7 +213,7 @@ class Enclosing:
                 "range_id": self.index.sorted["range_id"].gather(self.inner_pos.filter(found)),
             }
         )
-        return pl.concat([laminar, self.slice_innermost])
+        return pl.concat([laminar, self.slice_innermost], rechunk=False)
 
     def dense_inner_pos(self, size: int) -> pl.Series:
         """``inner_pos`` scattered to an array indexed by id (ids are row numbers below ``size``)."""
@@ -234,26 +235,37 @@ def expand(index: RangeIndex, ids: pl.Series, inner_pos: pl.Series, id_col: str)
         item_ids, level = item_ids.filter(keep), up.filter(keep)
     if not levels:
         return pl.DataFrame(schema={id_col: ids.dtype, "range_id": range_ids.dtype})
-    return pl.concat(levels)
+    return pl.concat(levels, rechunk=False)
+
+
+#: Items processed per step by :func:`enclosing` (bounds its temporary memory).
+CHUNK = 1 << 20
 
 
 def enclosing(index: RangeIndex, items: pl.DataFrame, id_col: str) -> Enclosing:
     """Every range of ``index`` that encloses each item (``id_col``, ``global_tid``, ``start``, ``end``)."""
     tk, srt = index.tk, index.sorted
-    ranked = tk.add_rank(items.select(id_col, "global_tid", "start", "end")).with_columns(
-        pl.col("thread_rank").is_in(index.laminar.implode()).alias("_lam")
-    )
-    lam = ranked.filter(pl.col("_lam"))
-    other = ranked.filter(~pl.col("_lam"))
     empty = pl.DataFrame(schema={id_col: items.schema[id_col], "range_id": srt.schema["range_id"]})
-    slice_pairs, slice_inner = _enclosing_slices(srt, tk, other, id_col) if other.height else (empty, empty)
+    ids, inner, pairs, inner_slices = [], [], [empty], [empty]
+    laminar = index.laminar.implode()
+    for offset in range(0, max(items.height, 1), CHUNK):
+        ranked = tk.add_rank(items.slice(offset, CHUNK).select(id_col, "global_tid", "start", "end"))
+        on_laminar = ranked["thread_rank"].is_in(laminar)
+        lam = ranked.filter(on_laminar)
+        ids.append(lam[id_col])
+        inner.append(_innermost_laminar(srt, tk, lam))
+        other = ranked.filter(~on_laminar)
+        if other.height:
+            p, i = _enclosing_slices(srt, tk, other, id_col)
+            pairs.append(p)
+            inner_slices.append(i)
     return Enclosing(
         index=index,
         id_col=id_col,
-        ids=lam[id_col],
-        inner_pos=_innermost_laminar(srt, tk, lam),
-        slice_pairs=slice_pairs,
-        slice_innermost=slice_inner,
+        ids=pl.concat(ids, rechunk=False),
+        inner_pos=pl.concat(inner, rechunk=False),
+        slice_pairs=pl.concat(pairs, rechunk=False),
+        slice_innermost=pl.concat(inner_slices, rechunk=False),
     )
 
 
