@@ -3,8 +3,10 @@
 1. Everything is prepared before any stage: pages decoded and preprocessed, the model built or
    loaded, inputs moved to the device, prompt ids made (a fixed id sequence of
    ``prompt_tokens`` ids unless the checkpoint ships a tokenizer).
-2. Warm-up rounds run every distinct crop grid once per round (vision, prefill and a few decode
-   steps), inside one ``warmup`` range and before the capture range opens.
+2. Warm-up rounds run every distinct crop grid once per round (vision, prefill and the full
+   ``max_new_tokens - 1`` decode steps: every decode context length of the capture is met once, so
+   no first-seen shape is paid inside the capture), inside one ``warmup`` range and before the
+   capture range opens.
 3. The capture range opens once around all repeats (``cudaProfilerStart/Stop``; on the CPU an
    NVTX range ``capture`` in domain ``dsocr``; or none for the unprofiled baseline), optionally
    inside ``emit_nvtx(record_shapes=True)`` (``op_ranges``), with module ranges installed
@@ -42,8 +44,6 @@ from dsocr.contract import nvtx_names as names
 from dsocr.contract.errors import BadInput, DsocrError, EnvironmentProblem, ExitCode, RunFailed
 from dsocr.model.preprocess import PreparedImage, preprocess
 
-#: Decode steps per warm-up pass (decode shapes do not change with the step).
-WARMUP_DECODE_STEPS: Final = 4
 #: The fixed prompt ids (no DeepSeek tokenizer offline): BOS, the image, then ``prompt_tokens - 1`` ids.
 BOS_ID: Final = 0
 PROMPT_TEXT: Final = "<image>\n<|grounding|>Convert the document to markdown."
@@ -247,7 +247,9 @@ class Runner:
         seen: dict[tuple[int, int], PagePlan] = {}
         for plan in self.plans:
             seen.setdefault(plan.views.grid, plan)
-        steps = min(self.cfg.max_new_tokens - 1, WARMUP_DECODE_STEPS)
+        # The whole decode: on the H100 a warm-up of 4 steps left every later step of the first
+        # captured page ~3x slower (first-seen context lengths), in the unprofiled pass too.
+        steps = self.cfg.max_new_tokens - 1
         self.recording = False
         if rounds:
             with nvtx_range(names.WARMUP):
