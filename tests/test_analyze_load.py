@@ -103,6 +103,8 @@ def test_parquetdir_gives_the_same_summaries(h100_sqlite: Path, tmp_path: Path) 
     assert projection_summary(from_pq).equals(projection_summary(from_sqlite))
     assert kernel_summary(from_pq).equals(kernel_summary(from_sqlite))
     assert from_pq.ranges.collect().equals(from_sqlite.ranges.collect())
+    cols = ["op_id", "kind", "name", "short_name", "grid", "stream_id", "api_id", "api_start", "tid"]
+    assert from_pq.gpu_ops.select(cols).collect().equals(from_sqlite.gpu_ops.select(cols).collect())
 
 
 def test_path_with_spaces_and_export_meta_data_table(tmp_path: Path) -> None:
@@ -249,3 +251,12 @@ def test_empty_cuda_tables_load(tmp_path: Path) -> None:
 )
 def test_api_category(name: str, category: str) -> None:
     assert api_category(name) == category
+
+
+def test_export_without_string_table(tmp_path: Path) -> None:
+    b = TraceBuilder()
+    t = b.thread()
+    b.range(t, 0, 100, "plain text range")
+    trace = load_trace(b.write(tmp_path / "nostrings.sqlite", drop_tables=("StringIds",)))
+    assert trace.ranges.collect()["name"].to_list() == ["plain text range"]
+    assert kernel_summary(trace).height == 0

@@ -37,11 +37,16 @@ def load_trace(path: Path, *, need_cuda: bool = False, need_nvtx: bool = True) -
     source = open_source(path)
     try:
         return _load(source, need_cuda=need_cuda, need_nvtx=need_nvtx)
+    except BadInput as exc:
+        if exc.message.startswith(str(path)):
+            raise
+        raise BadInput(f"{path}: {exc.message}") from exc
     except (sqlite3.DatabaseError, RuntimeError, OSError, pl.exceptions.PolarsError) as exc:
-        source.close()
         raise BadInput(
             f"{path}: cannot be read, the export looks corrupt or truncated ({_one_line(exc)}); export it again"
         ) from exc
+    finally:
+        source.close()  # later on-demand reads open their own connections
 
 
 def _one_line(exc: BaseException) -> str:

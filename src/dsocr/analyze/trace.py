@@ -3,22 +3,29 @@
 :func:`dsocr.analyze.load.load_trace` fills a :class:`Trace` from an nsys SQLite export or a
 ``parquetdir`` export. All times are integer ns on the export's own time base (as stored in
 the export and printed by NVIDIA's reports; ``meta.session_start_ns``/``session_end_ns`` bound
-the session). Frames are lazy; each analysis selects the columns it needs.
+the session). Frames are lazy; each analysis selects the columns it needs, and only what it
+selects is computed: names are looked up, and rarely used kernel columns (``device_id``,
+``stream_id``, ``short_name``, ``grid``, ``block``, ``graph_node_id``) are read from the export
+on first use. On big traces select few columns (group kernels by ``name_id`` and look the
+names up afterwards, rather than carrying ``name`` through millions of rows).
 
 Columns (dtype) of each frame
 -----------------------------
-``ranges`` (NVTX push/pop and start/end ranges, one row per range instance; marks and
-domain/category/thread-name events are not here):
-    ``range_id`` (u32, row id, unique), ``start`` (i64), ``end`` (i64; a push range still
+``ranges`` (NVTX push/pop and start/end ranges, one row per range instance, in the order
+of the export's table; marks and domain/category/thread-name events are not here):
+    ``range_id`` (u32, row number, unique), ``start`` (i64), ``end`` (i64; a push range still
     open at exit ends at the session end), ``message`` (str), ``domain`` (str, null for the
     default domain), ``name`` (str: ``domain:message``, or the bare message in the default
     domain, as NVIDIA's 2023.4 report scripts print it), ``style`` (str: ``PushPop`` or
     ``StartEnd``), ``global_tid`` (i64), ``pid`` (i64), ``tid`` (i64),
     ``ended_on_start_thread`` (bool), ``payload`` (i64, null when there is no integer payload),
     ``depth`` (u32, nesting level on the thread, 0 = outermost),
-    ``parent_id`` (u32, the enclosing range on the same thread, null at depth 0).
-``gpu_ops`` (kernels, memcpys, memsets; one row per GPU operation):
-    ``op_id`` (u32, unique), ``kind`` (str: ``kernel``, ``memcpy``, ``memset``), ``start``,
+    ``parent_id`` (u32, the enclosing range on the same thread, null at depth 0; the enclosing
+    range that starts last, which for nested ranges is the innermost). Ranges that ended on
+    another thread than they started on have depth 0, no parent and enclose nothing.
+``gpu_ops`` (kernels, memcpys, memsets; one row per GPU operation; kernels first, then
+copies, then memsets, each in table order):
+    ``op_id`` (u32, row number, unique), ``kind`` (str: ``kernel``, ``memcpy``, ``memset``), ``start``,
     ``end`` (i64), ``device_id``, ``stream_id``, ``correlation_id`` (i64), ``global_pid``,
     ``name`` (str: kernel demangled name; ``[CUDA memcpy Host-to-Device]`` style names for
     copies and ``[CUDA memset]`` for memsets, as nsys prints them), ``short_name`` (str),
@@ -26,12 +33,14 @@ domain/category/thread-name events are not here):
     8 DtoD, 10 PtoP), ``grid`` (str ``x,y,z`` or null), ``block`` (str or null),
     ``graph_node_id`` (i64 or null), and from the launching API call (joined by
     correlation id within the process; null when none was recorded): ``api_id`` (u32),
-    ``api_start``, ``api_end`` (i64), ``global_tid``, ``tid`` (i64).
-``api`` (CUDA runtime and driver API calls, one row per call):
-    ``api_id`` (u32), ``start``, ``end`` (i64), ``name`` (str, e.g. ``cudaLaunchKernel``,
+    ``api_start``, ``api_end`` (i64), ``global_tid``, ``tid`` (i64); ``name_id`` (i64: the
+    ``StringIds`` id of a kernel's name, negative ids for copies and memsets; same name, same id).
+``api`` (CUDA runtime and driver API calls, one row per call, in table order):
+    ``api_id`` (u32, row number), ``start``, ``end`` (i64), ``name`` (str, e.g. ``cudaLaunchKernel``,
     version suffix ``_v7000`` removed), ``correlation_id``, ``global_tid``, ``pid``, ``tid``
     (i64), ``category`` (str: ``launch``, ``memcpy``, ``memset``, ``sync``, ``graph``,
-    ``other``).
+    ``other``; ``sync`` is a host-blocking ``*Synchronize`` call, see
+    :data:`dsocr.analyze.schema.API_CATEGORY_PATTERNS`).
 ``syncs`` (CUPTI synchronization records: the host waiting on the device):
     ``start``, ``end`` (i64), ``sync_type`` (str), ``correlation_id``, ``global_pid`` (i64),
     ``api_id`` (u32 or null), ``global_tid`` (i64 or null).
