@@ -24,14 +24,18 @@ from dsocr.analyze.stages import TOP_N, StageTables, analyze_stages, summarize
 from dsocr.analyze.trace import Trace
 
 if TYPE_CHECKING:
+    from dsocr.analyze.analytic_section import AnalyticResult, PeakFlags
     from dsocr.analyze.attribution import Attribution
+    from dsocr.analyze.modules import ModuleAttribution, ModuleTimes
+    from dsocr.analyze.workload_from_run import RunFiles, WorkloadFlags
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput, InputNotFound
 
 #: Called with a step name before each step (for progress bars).
 Progress = Callable[[str], None]
 
-SAMPLE_RESOURCE: Final = ("data", "sample", "h100-decoder-moe", "trace.sqlite.xz")
+#: The bundled sample run directory (a real dsocr capture on an H100).
+SAMPLE_RESOURCE: Final = ("data", "sample", "h100-gundam-2p2r")
 
 
 @attrs.frozen
@@ -58,6 +62,8 @@ class TraceResult:
     nvtx_projection: pl.DataFrame
     kernels: pl.DataFrame
     stages: StageTables
+    module_times: ModuleTimes | None = None  #: with --module-ranges captures
+    idle_gaps: pl.DataFrame | None = None  #: the longest GPU idle gaps per stage
 
 
 @attrs.frozen
@@ -72,10 +78,24 @@ class Analysis:
     operators: pl.DataFrame
     repeats: RepeatTables
     warnings: tuple[str, ...] = ()
+    idle_gaps: pl.DataFrame = attrs.field(factory=pl.DataFrame)  #: stage, range_id, repeat, page, start_ns, ...
+    analytic: AnalyticResult | None = None
+    modules: ModuleAttribution | None = None
+    run: RunFiles | None = None  #: the run directory's files (first trace), if it is one
 
     def to_dict(self) -> dict[str, Any]:
         """The ``analysis.json`` document."""
+        from dsocr.analyze.workload_from_run import compact_timing
+
         first = self.traces[0]
+        extra: dict[str, Any] = {}
+        if self.run is not None:
+            extra = {
+                "run_dir": str(self.run.directory),
+                "manifest": self.run.manifest,
+                "timing": compact_timing(self.run.timing),
+                "baseline": compact_timing(self.run.baseline),
+            }
         return {
             "schema_version": rundir.ANALYSIS_SCHEMA_VERSION,
             "trace": _info_dict(first.info),
@@ -99,6 +119,10 @@ class Analysis:
                 "per_pass": _rows(self.repeats.per_pass),
                 "stats": _rows(self.repeats.stats),
             },
+            "idle_gaps": _rows(self.idle_gaps),
+            "analytic": self.analytic.doc if self.analytic is not None else None,
+            "modules": self.modules.to_dict() if self.modules is not None else None,
+            **extra,
             "warnings": list(self.warnings),
         }
 
@@ -128,14 +152,14 @@ def cache_dir() -> Path:
 
 
 def sample_trace() -> Path:
-    """The bundled sample export (``.sqlite.xz``) shipped with the package."""
+    """The bundled sample run directory (``trace.sqlite.xz``, manifest and timing files) shipped with the package."""
     from importlib.resources import files
 
     res = files("dsocr").joinpath(*SAMPLE_RESOURCE)
     path = Path(str(res))
-    if not path.is_file():
+    if not (path / rundir.TRACE_SQLITE_XZ).is_file():
         raise InputNotFound(
-            f"{path}: the bundled sample trace is missing from this install; reinstall dsocr or pass a trace path"
+            f"{path}: the bundled sample run is missing from this install; reinstall dsocr or pass a trace path"
         )
     return path
 
@@ -273,11 +297,31 @@ def analyze_trace(given: Path, progress: Progress | None = None) -> tuple[TraceR
     step("NVTX projection and kernel summary")
     proj = _projection(trace, att)
     kern = _kernels(trace)
-    return TraceResult(_info(given, trace, stages.mode), proj, kern, stages), warnings
+    mod_times = None
+    gaps = None
+    if cuda:
+        from dsocr.analyze.gaps import idle_gaps
+        from dsocr.analyze.modules import module_times
+
+        mod_times = module_times(trace, att.op_ranges)
+        gaps = idle_gaps(stages.instances, att.op_ranges.lazy(), trace.gpu_ops)
+    info = _info(given, trace, stages.mode)
+    return TraceResult(info, proj, kern, stages, mod_times, gaps), warnings
 
 
-def run_analysis(paths: Sequence[Path], progress: Progress | None = None, top_n: int = TOP_N) -> Analysis:
-    """Analyze one or several traces (several files = several passes) into one :class:`Analysis`."""
+def run_analysis(
+    paths: Sequence[Path],
+    progress: Progress | None = None,
+    top_n: int = TOP_N,
+    workload: WorkloadFlags | None = None,
+    peak: PeakFlags | None = None,
+) -> Analysis:
+    """Analyze one or several traces (several files = several passes) into one :class:`Analysis`.
+
+    When the first path is a dsocr run directory (or a trace in one) its manifest and timing
+    files give the analytic workload; otherwise ``workload`` flags may. ``peak`` overrides the
+    GPU peak used for MFU/MBU.
+    """
     if not paths:
         raise BadInput("no trace given; pass an nsys SQLite export or a run directory")
     results: list[TraceResult] = []
@@ -292,6 +336,24 @@ def run_analysis(paths: Sequence[Path], progress: Progress | None = None, top_n:
         [r.stages.instances.with_columns(pl.lit(i, dtype=pl.Int64).alias("file")) for i, r in enumerate(results)],
         how="diagonal_relaxed",
     )
+    repeats = analyze_repeats(instances)
+    step("analytic model")
+    from dsocr.analyze.analytic_section import PeakFlags, analytic_section, pages_per_pass, trace_peak
+    from dsocr.analyze.modules import combine
+    from dsocr.analyze.trace import GpuInfo
+    from dsocr.analyze.workload_from_run import WorkloadFlags, run_files, workloads_for
+
+    run = run_files(paths[0]) if paths[0].exists() else None
+    gpus = tuple(GpuInfo(**g) for g in results[0].info.gpus)
+    the_peak = trace_peak(gpus, peak or PeakFlags())
+    work, reason = workloads_for(run, workload or WorkloadFlags(), pages_per_pass(repeats.per_pass))
+    analytic = analytic_section(work, reason, repeats.per_pass, the_peak)
+    mods = combine([r.module_times for r in results if r.module_times is not None], analytic.estimates, the_peak)
+    gaps = [
+        r.idle_gaps.with_columns(pl.lit(i, dtype=pl.Int64).alias("file"))
+        for i, r in enumerate(results)
+        if r.idle_gaps is not None
+    ]
     return Analysis(
         traces=tuple(results),
         stage_instances=instances,
@@ -299,8 +361,14 @@ def run_analysis(paths: Sequence[Path], progress: Progress | None = None, top_n:
         categories=_combine_categories([r.stages.categories for r in results]),
         top_kernels=_combine_top([r.stages.top_kernels for r in results], ["name", "category"], "total_ns", top_n),
         operators=_combine_top([r.stages.operators for r in results], ["operator", "input_shapes"], "gpu_ns", top_n),
-        repeats=analyze_repeats(instances),
+        repeats=repeats,
         warnings=tuple(warnings),
+        idle_gaps=pl.concat(gaps, how="vertical_relaxed").sort("duration_ns", descending=True)
+        if gaps
+        else pl.DataFrame(),
+        analytic=analytic,
+        modules=mods,
+        run=run,
     )
 
 

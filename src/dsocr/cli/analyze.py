@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,11 +18,11 @@ from dsocr.contract.errors import BadInput, ExitCode
 if TYPE_CHECKING:
     from dsocr.analyze.analysis import Analysis
 
-FORMATS = ("md", "json", "sqlite")
+FORMATS = ("md", "json", "sqlite", "html")
 
 
 def parse_formats(value: str) -> tuple[str, ...]:
-    """``md,json,sqlite`` -> a tuple of known formats (BadInput on an unknown one)."""
+    """``md,json,sqlite,html`` -> a tuple of known formats (BadInput on an unknown one)."""
     got = tuple(dict.fromkeys(f.strip().lower() for f in value.split(",") if f.strip()))
     bad = [f for f in got if f not in FORMATS]
     if bad or not got:
@@ -34,20 +33,29 @@ def parse_formats(value: str) -> tuple[str, ...]:
     return got
 
 
+def _opt(flag: str, env: str, text: str) -> Any:
+    return typer.Option(flag, envvar=env, show_envvar=True, help=text, show_default=False)
+
+
 @app.command()
 def analyze(
     traces: Annotated[
         list[Path] | None,
         typer.Argument(
             help="nsys SQLite exports (.sqlite or .sqlite.xz), parquetdir exports or run directories; "
-            "several files are several passes. Without one: the bundled sample trace.",
+            "several files are several passes. Without one: the bundled sample run "
+            "(H100, gundam, 2 pages x 2 repeats).",
             show_default=False,
         ),
     ] = None,
     out: Annotated[
         Path,
         typer.Option(
-            "--out", "-o", envvar="DSOCR_OUT", show_envvar=True, help="Directory the report files are written to."
+            "--out",
+            "-o",
+            envvar="DSOCR_ANALYZE_OUT",
+            show_envvar=True,
+            help="Directory the report files are written to.",
         ),
     ] = Path(rundir.DEFAULT_REPORT_DIR),
     formats: Annotated[
@@ -55,35 +63,80 @@ def analyze(
         typer.Option(
             "--format",
             "-f",
-            envvar="DSOCR_FORMAT",
+            envvar="DSOCR_ANALYZE_FORMAT",
             show_envvar=True,
-            help="Comma list of outputs: md (report.md), json (analysis.json), sqlite (results.sqlite).",
+            help="Comma list of outputs: md (report.md), json (analysis.json), sqlite (results.sqlite), "
+            "html (report.html, summary.md, plots/*.svg).",
         ),
     ] = ",".join(FORMATS),
+    mode: Annotated[
+        str | None,
+        _opt(
+            "--mode",
+            "DSOCR_MODE",
+            "Workload of a foreign trace: resolution mode (tiny, small, base, large, gundam, ...).",
+        ),
+    ] = None,
+    crops: Annotated[
+        str | None, _opt("--crops", "DSOCR_CROPS", "Workload of a foreign trace: crop grid WxH (e.g. 2x3, 'none').")
+    ] = None,
+    prompt_tokens: Annotated[
+        int | None, _opt("--prompt-tokens", "DSOCR_PROMPT_TOKENS", "Workload of a foreign trace: text prompt tokens.")
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None,
+        _opt("--max-new-tokens", "DSOCR_MAX_NEW_TOKENS", "Workload of a foreign trace: generated tokens per page."),
+    ] = None,
+    prefill_tokens: Annotated[
+        int | None,
+        _opt(
+            "--prefill-tokens",
+            "DSOCR_PREFILL_TOKENS",
+            "Workload of a decoder-only trace (no vision): prefill length in tokens.",
+        ),
+    ] = None,
+    peak_tflops: Annotated[
+        float | None,
+        _opt("--peak-tflops", "DSOCR_PEAK_TFLOPS", "Peak dense BF16 TFLOP/s for MFU (overrides the table)."),
+    ] = None,
+    peak_tbps: Annotated[
+        float | None,
+        _opt("--peak-tbps", "DSOCR_PEAK_TBPS", "Peak memory bandwidth in TB/s for MBU (overrides the table)."),
+    ] = None,
+    gpu: Annotated[
+        str | None, _opt("--gpu", "DSOCR_GPU", "GPU name to look the peak up by (default: the trace's GPU).")
+    ] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Analyze Nsight Systems exports: stages, kernels, operators, repeats; write the report files."""
+    """Analyze Nsight Systems exports: stages, kernels, operators, repeats, MFU; write the report files."""
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
     wanted = parse_formats(formats)
 
     from dsocr.analyze.analysis import run_analysis, sample_trace
+    from dsocr.analyze.analytic_section import PeakFlags
+    from dsocr.analyze.workload_from_run import WorkloadFlags
 
     paths = list(traces or [])
     if not paths:
         paths = [sample_trace()]
-        ui.info(f"no trace given: analyzing the bundled sample ({paths[0].name}, H100 decoder-only MoE run)")
+        ui.info(
+            f"no trace given: analyzing the bundled sample run ({paths[0].name}: H100, gundam, 2 pages x 2 repeats)"
+        )
+    flags = WorkloadFlags(mode, crops, prompt_tokens, max_new_tokens, prefill_tokens)
+    peak = PeakFlags(gpu, peak_tflops, peak_tbps)
 
-    # per file: load, attribute, stages, projection; then combine, render, write
-    with _progress(ui, 4 * len(paths) + 3) as advance:
-        analysis = run_analysis(paths, progress=advance)
+    # per file: load, attribute, stages, projection; then combine, analytic model, render, write
+    with _progress(ui, 4 * len(paths) + 5) as advance:
+        analysis = run_analysis(paths, progress=advance, workload=flags, peak=peak)
         for w in analysis.warnings:
             print(f"dsocr: warning: {w}", file=sys.stderr)  # one line, never wrapped
         advance("rendering outputs")
-        from dsocr.report.jsonout import json_text
+        from dsocr.report.jsonout import document, dumps
 
-        jtext = json_text(analysis) if ("json" in wanted or json_out) else None
+        doc = document(analysis) if ("json" in wanted or "html" in wanted or json_out) else None
+        jtext = dumps(doc) if doc is not None and ("json" in wanted or json_out) else None
         mtext = None
         if "md" in wanted:
             from dsocr.report.markdown import markdown_text
@@ -91,6 +144,11 @@ def analyze(
             mtext = markdown_text(analysis)
         advance("writing outputs")
         _write(out, wanted, analysis, jtext, mtext)
+        if "html" in wanted and doc is not None:
+            advance("writing report.html, summary.md and plots")
+            from dsocr.report.html import write_for_analysis
+
+            write_for_analysis(doc, out)
 
     if json_out:
         sys.stdout.write(jtext or "")
@@ -112,16 +170,6 @@ def _write(out: Path, wanted: tuple[str, ...], analysis: Analysis, jtext: str | 
             stack.enter_context(atomic_path(out / rundir.REPORT_MD)).write_text(mtext, encoding="utf-8")
         if "sqlite" in wanted:
             build_sqlite(analysis, stack.enter_context(atomic_path(out / rundir.RESULTS_SQLITE)))
-    _share(out, wanted)
-
-
-def _share(out: Path, wanted: tuple[str, ...]) -> None:
-    """Give the written files the usual permissions (temp files are created 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    names = {"json": rundir.ANALYSIS_JSON, "md": rundir.REPORT_MD, "sqlite": rundir.RESULTS_SQLITE}
-    for fmt in wanted:
-        (out / names[fmt]).chmod(0o666 & ~mask)
 
 
 @contextmanager

@@ -172,6 +172,9 @@ def _stage_views(
     peak_flops = float(peak.get("tflops") or 0) * 1e12
     peak_bw = float(peak.get("tbps") or 0) * 1e12
     rows = {r["stage"]: r for r in stages.iter_rows(named=True)}
+    metrics = {
+        str(r["stage"]): r for r in (_get(analytic, "stage_metrics") or []) if isinstance(r, Mapping) and "stage" in r
+    }
     base = _per_repeat(baseline)
     recs = _per_repeat(records if not records.is_empty() else baseline)
     out = []
@@ -193,6 +196,11 @@ def _stage_views(
         a = _analytic_stage(analytic, name)
         # the analytic figures are for one page: a pass holds `instances` of the stage
         inst = _stats(per_pass, name, "instances") or Stat.of([row["instances"] / max(1, passes)])
+        sm = metrics.get(name)
+        if sm is not None:
+            # dsocr analyze's stage_metrics: already the work of a whole pass (all its pages)
+            a = {k: sm.get(k) for k in ("flops", "bytes", "predicted_ns")}
+            inst = Stat.of([1.0] * max(busy.n, rng.n))
         scale = inst.mean if a else 1.0
         flops = a["flops"] * scale if a.get("flops") else None
         nbytes = a["bytes"] * scale if a.get("bytes") else None
@@ -424,8 +432,6 @@ def _assumptions(
         + tuple(str(n) for n in (_get(analytic, "peak", "notes") or []))
     )
     return tuple(pairs), pages, caveats
-
-
 
 
 def run_files(directory: Path) -> dict[str, dict[str, Any] | None]:

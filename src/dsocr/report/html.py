@@ -8,7 +8,6 @@ Markdown report so Markdown viewers show them.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -173,11 +172,8 @@ def render_summary_md(view: ReportView, summary: summ.Summary | None = None) -> 
 
 
 def share(paths: list[Path]) -> None:
-    """Give written files the usual permissions (atomic temp files are created 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    for p in paths:
-        p.chmod(0o666 & ~mask)
+    """Kept for callers written before ``contract.atomic`` gave files the usual permissions: does nothing."""
+    del paths
 
 
 def write(view: ReportView, out_dir: Path) -> list[Path]:
@@ -192,9 +188,7 @@ def write(view: ReportView, out_dir: Path) -> list[Path]:
     write_text(html_path, render_html(view, summary))
     md_path = out_dir / rundir.SUMMARY_MD
     write_text(md_path, render_summary_md(view, summary))
-    paths = [html_path, md_path, *written]
-    share(paths)
-    return paths
+    return [html_path, md_path, *written]
 
 
 def write_for_analysis(

@@ -22,9 +22,21 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def document(analysis: Analysis) -> dict[str, Any]:
+    """The ``analysis.json`` document with NaN/inf as null."""
+    doc = _clean(analysis.to_dict())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def dumps(doc: dict[str, Any], indent: int | None = None) -> str:
+    """A (cleaned) analysis document as JSON text."""
+    return json.dumps(doc, indent=indent, ensure_ascii=False, default=str) + "\n"
+
+
 def json_text(analysis: Analysis, indent: int | None = None) -> str:
     """The ``analysis.json`` text."""
-    return json.dumps(_clean(analysis.to_dict()), indent=indent, ensure_ascii=False, default=str) + "\n"
+    return dumps(document(analysis), indent)
 
 
 def write_json(text: str, path: Path) -> None:

@@ -62,6 +62,13 @@ def tables(analysis: Analysis) -> dict[str, pl.DataFrame]:
         [t.kernels.with_columns(pl.lit(i).alias("file_index")) for i, t in enumerate(analysis.traces)],
         how="diagonal_relaxed",
     )
+    extra: dict[str, pl.DataFrame] = {}
+    if analysis.analytic is not None and not analysis.analytic.metrics.is_empty():
+        extra["stage_metrics"] = analysis.analytic.metrics
+    if analysis.modules is not None:
+        extra["module_metrics"] = analysis.modules.table
+    if not analysis.idle_gaps.is_empty():
+        extra["idle_gaps"] = analysis.idle_gaps
     return {
         "traces": traces,
         "nvtx_projection": proj,
@@ -73,6 +80,7 @@ def tables(analysis: Analysis) -> dict[str, pl.DataFrame]:
         "operators": analysis.operators,
         "repeat_passes": analysis.repeats.per_pass,
         "repeat_stats": analysis.repeats.stats,
+        **extra,
     }
 
 

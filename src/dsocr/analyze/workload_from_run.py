@@ -1,0 +1,236 @@
+"""The analytic workload of an analyzed trace: from a run directory's files, or from flags.
+
+A dsocr run directory says everything the analytic model needs: ``timing.json`` lists the
+pages of one pass (image size and crop grid each), the mode, the prompt tokens, the new
+tokens and the dtype. A foreign trace needs flags (``--mode/--crops/--prompt-tokens/
+--max-new-tokens``, or ``--prefill-tokens`` for a decoder-only trace without vision).
+Without either, :func:`workloads_for` says why no MFU can be given.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from dsocr.analytic.workload import Workload
+from dsocr.contract import rundir
+from dsocr.contract.errors import BadInput
+from dsocr.model.modes import NO_CROPS, TokenLayout, get_mode, parse_grid
+
+#: Decode steps of a decoder-only workload default to this many new tokens.
+DEFAULT_NEW_TOKENS: Final = 128
+
+
+@attrs.frozen
+class RunFiles:
+    """The JSON documents of a dsocr run directory (``None`` where absent or unreadable)."""
+
+    directory: Path
+    manifest: dict[str, Any] | None
+    timing: dict[str, Any] | None
+    baseline: dict[str, Any] | None
+
+    @property
+    def is_run(self) -> bool:
+        """Whether this is a dsocr run directory (manifest or timing present)."""
+        return self.manifest is not None or self.timing is not None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def run_files(given: Path) -> RunFiles | None:
+    """The run files beside a trace given on the command line (a run directory or a file in one)."""
+    directory = given if given.is_dir() else given.parent
+    files = RunFiles(
+        directory,
+        _read_json(directory / rundir.MANIFEST),
+        _read_json(directory / rundir.TIMING),
+        _read_json(directory / rundir.TIMING_BASELINE),
+    )
+    return files if files.is_run else None
+
+
+@attrs.frozen
+class WorkloadFlags:
+    """The workload flags of ``dsocr analyze`` for foreign traces (all optional)."""
+
+    mode: str | None = None
+    crops: str | None = None
+    prompt_tokens: int | None = None
+    max_new_tokens: int | None = None
+    prefill_tokens: int | None = None
+
+    @property
+    def given(self) -> bool:
+        """Whether any workload flag was given."""
+        return any(v is not None for v in attrs.astuple(self))
+
+
+@attrs.frozen
+class DecoderOnlyWorkload(Workload):
+    """A workload without vision: ``prefill_tokens`` text positions, then decode (foreign decoder traces)."""
+
+    prefill_tokens: int = 1
+
+    @property
+    def layout(self) -> TokenLayout:
+        """No image embeddings."""
+        return TokenLayout(0, 0, 0, 0, 0)
+
+    @property
+    def image_embeddings(self) -> int:
+        """No image embeddings."""
+        return 0
+
+    @property
+    def prefill_length(self) -> int:
+        """The given prefill length."""
+        return self.prefill_tokens
+
+    def views(self) -> tuple[tuple[str, int, int], ...]:
+        """No vision views."""
+        return ()
+
+
+@attrs.frozen
+class RunWorkload:
+    """The per-page workloads of one pass and where they came from."""
+
+    pages: tuple[Workload, ...]  #: one per page of a pass (in order)
+    names: tuple[str, ...]  #: page names
+    source: str  #: ``run`` (timing.json) or ``flags``
+
+
+def _dtype(timing: Mapping[str, Any]) -> str:
+    env = timing.get("environment") or {}
+    cfg = timing.get("config") or {}
+    for value in (env.get("dtype"), cfg.get("dtype")):
+        if isinstance(value, str) and value.lower() not in ("auto", ""):
+            return value.lower()
+    return "bf16"
+
+
+def from_timing(timing: Mapping[str, Any], flags: WorkloadFlags | None = None) -> RunWorkload:
+    """Per-page workloads of a dsocr run's ``timing.json`` (flags given explicitly override it)."""
+    f = flags or WorkloadFlags()
+    cfg = timing.get("config") or {}
+    prompt = timing.get("prompt") or {}
+    pages = timing.get("pages") or []
+    mode = str(f.mode or cfg.get("mode") or "gundam")
+    prompt_tokens = f.prompt_tokens if f.prompt_tokens is not None else prompt.get("tokens", cfg.get("prompt_tokens"))
+    new_tokens = f.max_new_tokens if f.max_new_tokens is not None else cfg.get("max_new_tokens")
+    if not isinstance(prompt_tokens, int) or not isinstance(new_tokens, int):
+        raise BadInput(
+            "timing.json: no prompt tokens or max_new_tokens in its config; give --prompt-tokens and --max-new-tokens"
+        )
+    common: dict[str, Any] = {
+        "mode": mode,
+        "prompt_tokens": prompt_tokens,
+        "new_tokens": new_tokens,
+        "dtype": _dtype(timing),
+        "attn_impl": str(cfg.get("attn_implementation") or "sdpa"),
+    }
+    out: list[Workload] = []
+    names: list[str] = []
+    for i, p in enumerate(pages):
+        grid = p.get("grid") if f.crops is None else list(parse_grid(f.crops))
+        size = (int(p["width"]), int(p["height"])) if p.get("width") and p.get("height") else None
+        if isinstance(grid, list) and len(grid) == 2 and f.mode is None:
+            out.append(Workload(crop_grid=(int(grid[0]), int(grid[1])), image_size=size, **common))
+        elif size is not None and f.crops is None:
+            out.append(Workload.for_image(*size, **common))
+        else:
+            out.append(Workload(crop_grid=_default_grid(mode, f.crops), image_size=size, **common))
+        names.append(str(p.get("name") or f"page {i}"))
+    if not out:
+        raise BadInput("timing.json: lists no pages; give the workload with --mode/--crops")
+    return RunWorkload(tuple(w.validated() for w in out), tuple(names), "run")
+
+
+def _default_grid(mode: str, crops: str | None) -> tuple[int, int]:
+    if crops is not None and crops.strip().lower() != "auto":
+        return parse_grid(crops)
+    return (2, 2) if get_mode(mode).crops_allowed else NO_CROPS
+
+
+def from_flags(flags: WorkloadFlags, pages: int = 1) -> RunWorkload:
+    """``pages`` identical workloads described by the flags (a foreign trace)."""
+    new_tokens = flags.max_new_tokens if flags.max_new_tokens is not None else DEFAULT_NEW_TOKENS
+    w: Workload
+    if flags.prefill_tokens is not None:
+        if flags.mode is not None or flags.crops is not None:
+            raise BadInput("--prefill-tokens describes a decoder-only trace: give it without --mode/--crops")
+        if flags.prefill_tokens < 1:
+            raise BadInput(f"--prefill-tokens {flags.prefill_tokens} is out of range: give at least 1")
+        w = DecoderOnlyWorkload(
+            prompt_tokens=flags.prefill_tokens, new_tokens=new_tokens, prefill_tokens=flags.prefill_tokens
+        )
+    else:
+        mode = flags.mode or "gundam"
+        w = Workload(
+            mode=mode,
+            crop_grid=_default_grid(mode, flags.crops),
+            prompt_tokens=flags.prompt_tokens if flags.prompt_tokens is not None else 12,
+            new_tokens=new_tokens,
+        )
+    v = w.validated()
+    return RunWorkload((v,) * max(1, pages), tuple(f"page {i}" for i in range(max(1, pages))), "flags")
+
+
+def workloads_for(
+    files: RunFiles | None, flags: WorkloadFlags, pages_per_pass: int
+) -> tuple[RunWorkload | None, str | None]:
+    """The workload of an analyzed trace and, when there is none, the reason (one line)."""
+    if files is not None and files.timing is not None and files.timing.get("pages"):
+        return from_timing(files.timing, flags), None
+    if flags.given:
+        return from_flags(flags, pages_per_pass), None
+    return None, (
+        "no workload: the trace is not in a dsocr run directory (no timing.json beside it); give "
+        "--mode/--crops/--prompt-tokens/--max-new-tokens (or --prefill-tokens N for a decoder-only trace) for MFU"
+    )
+
+
+def compact_timing(timing: Mapping[str, Any] | None, full_steps: int = 1) -> dict[str, Any] | None:
+    """A timing document with its ``records`` made compact for analysis.json.
+
+    Every record is kept except ``decode_step`` ones: those of the first ``full_steps``
+    (repeat, page) pairs stay one per step (their context lengths feed the decode plot); the
+    others are summed into one record per (repeat, page) with ``steps`` set, so per-repeat sums
+    stay exact.
+    """
+    if timing is None:
+        return None
+    records: Sequence[Mapping[str, Any]] = timing.get("records") or []
+    keep: list[dict[str, Any]] = []
+    summed: dict[tuple[Any, Any], dict[str, Any]] = {}
+    seen: list[tuple[Any, Any]] = []
+    for r in records:
+        if r.get("stage") != "decode_step":
+            keep.append(dict(r))
+            continue
+        key = (r.get("repeat"), r.get("page"))
+        if key not in seen:
+            seen.append(key)
+        if seen.index(key) < full_steps:
+            keep.append(dict(r))
+            continue
+        agg = summed.setdefault(key, {**dict(r), "index": None, "ms": 0.0, "tokens": 0, "steps": 0})
+        agg["ms"] += float(r.get("ms") or 0.0)
+        agg["tokens"] += int(r.get("tokens") or 0)
+        agg["steps"] += 1
+        agg["context_length"] = None
+    out = {k: v for k, v in timing.items() if k != "records"}
+    out["records"] = keep + list(summed.values())
+    out["records_compacted"] = bool(summed)
+    return out
