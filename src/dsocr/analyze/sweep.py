@@ -113,9 +113,10 @@ def range_index(ranges: pl.DataFrame, tk: TimeKey) -> RangeIndex:
     ranges: the innermost one, which is also the tightest, as NVIDIA picks it).
 
     Properly nested threads need no pairs: a range's depth is the number of ranges still open
-    at its start (two binary searches) and its parent the last earlier range one level up
-    (an as-of join). A thread where some parent found that way does not enclose its child has
-    partly overlapping ranges; there every (ancestor, descendant) pair is enumerated instead.
+    at its start (binary searches) and its parent the last earlier range one level up (one
+    more binary search). A thread where some parent found that way does not enclose its child
+    has partly overlapping (or end-to-start touching) ranges; there every (ancestor,
+    descendant) pair is enumerated instead, which is exact but costs memory in proportion.
     """
     srt = (
         tk.add_rank(ranges.select("range_id", "global_tid", "start", "end"))
