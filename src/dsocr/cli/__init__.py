@@ -12,7 +12,11 @@ import pkgutil
 import sys
 import traceback
 
+import typer
+from typer import _click as click  # typer vendors click
+
 from dsocr.cli.app import app
+from dsocr.cli.common import Interrupted, apply_legacy_envvars
 from dsocr.contract.errors import DsocrError, ExitCode
 
 _NOT_COMMANDS = {"app", "common"}
@@ -25,13 +29,46 @@ def _register_commands() -> None:
         importlib.import_module(f"{__name__}.{info.name}")
 
 
+def _show_usage_error(exc: click.ClickException) -> None:
+    """A usage error as typer prints it (click's message, with the command's usage line)."""
+    try:
+        from typer import rich_utils
+    except ImportError:  # typer without rich
+        exc.show()
+    else:
+        rich_utils.rich_format_error(exc)
+
+
+def _run(argv: list[str]) -> int:
+    """Run the typer app without its own exit handling; the exit code."""
+    try:
+        # standalone_mode=False: click returns (--help, typer.Exit) or raises; we print and exit.
+        # typer turns Ctrl-C into Exit(130), which comes back here as the return value 130.
+        result = app(args=argv, prog_name="dsocr", standalone_mode=False)
+    except typer.Abort:  # Ctrl-C / end of input at a prompt
+        result = ExitCode.INTERRUPTED
+    except click.exceptions.ClickException as exc:  # usage errors: exit 2 with click's message
+        _show_usage_error(exc)
+        return exc.exit_code
+    if isinstance(result, int) and not isinstance(result, bool):
+        if result == ExitCode.INTERRUPTED:
+            print("dsocr: interrupted", file=sys.stderr)
+        return result
+    return ExitCode.OK
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``dsocr`` console script: one line per error, documented exit codes."""
-    _register_commands()
+    args = list(sys.argv[1:] if argv is None else argv)
     code: int = ExitCode.OK
     try:
-        # click handles its own usage errors (exit 2) and --help; ours come out as one line.
-        app(args=argv, prog_name="dsocr", standalone_mode=True)
+        _register_commands()
+        for warning in apply_legacy_envvars(args, os.environ):
+            print(f"dsocr: warning: {warning}", file=sys.stderr)
+        code = _run(args)
+    except Interrupted as exc:
+        print(f"dsocr: interrupted: {exc.message}" if exc.message else "dsocr: interrupted", file=sys.stderr)
+        code = exc.exit_code
     except DsocrError as exc:
         print(f"dsocr: error: {exc.message}", file=sys.stderr)
         code = exc.exit_code

@@ -7,19 +7,20 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import typer
-
 from dsocr.cli.app import app
-from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
+from dsocr.cli.common import Interrupted, JsonOpt, QuietOpt, Ui, VerboseOpt, option
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput, EnvironmentProblem, ExitCode
 
 
 def _opt(name: str, help_text: str, *, hidden: bool = False, short: str | None = None) -> Any:
-    """An option whose variable is ``DSOCR_CAPTURE_<NAME>``."""
+    """An option with the convention's variable: ``DSOCR_<NAME>``, or ``DSOCR_CAPTURE_<NAME>`` for --out etc."""
     decls = [name, short] if short else [name]
-    env = "DSOCR_CAPTURE_" + name.lstrip("-").replace("-", "_").upper()
-    return typer.Option(*decls, envvar=env, show_envvar=True, help=help_text, hidden=hidden)
+    return option("capture", *decls, help=help_text, hidden=hidden)
+
+
+#: The analytic model's dtype names (shared through DSOCR_DTYPE) -> torch's.
+_DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 def parse_shrink(value: str | None) -> Any:
@@ -150,7 +151,9 @@ def capture(
         bool, _opt("--trust-remote-code", "Run the checkpoint's own code (transformers 4.46.3).")
     ] = False,
     device: Annotated[str, _opt("--device", "cuda, cuda:N, or cpu (the whole pipeline on the CPU).")] = "cuda",
-    dtype: Annotated[str, _opt("--dtype", "auto (bf16 on CUDA, fp32 on CPU), bfloat16, float16, float32.")] = ("auto"),
+    dtype: Annotated[
+        str, _opt("--dtype", "auto (bf16 on CUDA, fp32 on CPU), bfloat16 (bf16), float16 (fp16), float32 (fp32).")
+    ] = "auto",
     op_ranges: Annotated[
         bool, _opt("--op-ranges", "aten operator ranges (emit_nvtx, record_shapes) for operator tables.")
     ] = False,
@@ -188,7 +191,7 @@ def capture(
         model=model,
         trust_remote_code=trust_remote_code,
         device=device,
-        dtype=dtype,
+        dtype=_DTYPE_ALIASES.get(dtype.strip().lower(), dtype),
         op_ranges=op_ranges,
         module_ranges=module_ranges,
         baseline=not no_baseline,
@@ -204,12 +207,8 @@ def capture(
         with reporter:
             result = run_capture(settings, reporter=reporter, analyze=_analyze_into, command=["dsocr", *sys.argv[1:]])
     except KeyboardInterrupt:
-        if reporter.run_dir is not None:
-            print(
-                f"dsocr: interrupted: {reporter.run_dir} keeps what was captured (manifest status: interrupted)",
-                file=sys.stderr,
-            )
-        raise
+        kept = f"{reporter.run_dir} keeps what was captured (manifest status: interrupted)" if reporter.run_dir else ""
+        raise Interrupted(kept) from None
     if json_out:
         print(json.dumps({"run_dir": str(result.run_dir), "manifest": result.manifest}, indent=2, default=str))
     elif not quiet:

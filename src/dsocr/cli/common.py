@@ -4,10 +4,80 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from collections.abc import Mapping, MutableMapping
+from typing import Annotated, Any, Final
 
 import typer
 from rich.console import Console
+
+from dsocr.contract.errors import DsocrError, ExitCode
+
+#: Options whose meaning depends on the command (an output directory or file, an output format, a
+#: rendering depth) or whose name is also a command's (``--pages``, ``--model``): their variable is
+#: ``DSOCR_<COMMAND>_<OPTION>``. Every other option means the same wherever it appears (the
+#: workload, the GPU, the tools, the shared flags) and its variable is ``DSOCR_<OPTION>``.
+PER_COMMAND_OPTIONS: Final = frozenset({"--out", "--format", "--depth", "--pages", "--model"})
+
+
+def envvar_for(command: str, flag: str) -> str:
+    """The environment variable of ``dsocr COMMAND --option`` under the naming convention."""
+    stem = flag.lstrip("-").replace("-", "_").upper()
+    if flag in PER_COMMAND_OPTIONS:
+        return f"DSOCR_{command.replace('-', '_').upper()}_{stem}"
+    return f"DSOCR_{stem}"
+
+
+def option(command: str, *decls: str, help: str, **kwargs: Any) -> Any:
+    """``typer.Option(*decls)`` with the convention's variable (named after ``decls[0]``), shown in --help."""
+    return typer.Option(*decls, envvar=envvar_for(command, decls[0]), show_envvar=True, help=help, **kwargs)
+
+
+_CAPTURE_STEMS: Final = (
+    "REPEATS",
+    "MODE",
+    "CROPS",
+    "MAX_NEW_TOKENS",
+    "PROMPT_TOKENS",
+    "WARMUP",
+    "TRUST_REMOTE_CODE",
+    "DEVICE",
+    "DTYPE",
+    "OP_RANGES",
+    "MODULE_RANGES",
+    "NO_BASELINE",
+    "NO_ANALYZE",
+    "NSYS",
+    "RUNS_DIR",
+    "SEED",
+    "SHRINK",
+)
+
+#: Old variable names still read (with a warning) by the command they belonged to: old -> new.
+LEGACY_ENVVARS: Final[Mapping[str, Mapping[str, str]]] = {
+    "capture": {f"DSOCR_CAPTURE_{stem}": f"DSOCR_{stem}" for stem in _CAPTURE_STEMS},
+    "doctor": {"DSOCR_CAPTURE_NSYS": "DSOCR_NSYS", "DSOCR_CAPTURE_RUNS_DIR": "DSOCR_RUNS_DIR"},
+    "export": {"DSOCR_EXPORT_NSYS": "DSOCR_NSYS"},
+    "model": {"DSOCR_NEW_TOKENS": "DSOCR_MAX_NEW_TOKENS"},
+    "analyze": {"DSOCR_OUT": "DSOCR_ANALYZE_OUT", "DSOCR_FORMAT": "DSOCR_ANALYZE_FORMAT"},
+}
+
+
+def apply_legacy_envvars(argv: list[str], environ: MutableMapping[str, str]) -> list[str]:
+    """Copy old variable names of the command in ``argv`` to their new names (unless set); warnings to print."""
+    command = next((word for word in argv if not word.startswith("-")), None)
+    warnings = []
+    for old, new in LEGACY_ENVVARS.get(command or "", {}).items():
+        if old in environ and new not in environ:
+            environ[new] = environ[old]
+            warnings.append(f"{old} is the old name of {new}: rename it (it still works for now)")
+    return warnings
+
+
+class Interrupted(DsocrError):
+    """Ctrl-C, with what was kept (``dsocr: interrupted: <message>``, exit code 130)."""
+
+    exit_code = ExitCode.INTERRUPTED
+
 
 QuietOpt = Annotated[
     bool,

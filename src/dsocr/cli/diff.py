@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from dsocr.cli.app import app
-from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
+from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, option
 from dsocr.contract.errors import BadInput, ExitCode
 
 DIFF_MD = "diff.md"
@@ -23,11 +23,10 @@ def diff(
     b: Annotated[Path, typer.Argument(help="The run compared with it (same kinds).", show_default=False)],
     out: Annotated[
         Path | None,
-        typer.Option(
+        option(
+            "diff",
             "--out",
             "-o",
-            envvar="DSOCR_DIFF_OUT",
-            show_envvar=True,
             help=f"Directory to write {DIFF_MD} and {DIFF_HTML} into (default: print the Markdown on stdout).",
         ),
     ] = None,

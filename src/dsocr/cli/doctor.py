@@ -13,7 +13,7 @@ from rich.table import Table
 from dsocr.capture.doctor import Diagnosis, diagnose
 from dsocr.capture.doctor_facts import gather_facts
 from dsocr.cli.app import app
-from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
+from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, option
 from dsocr.contract.rundir import RUNS_DIR
 
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
@@ -42,19 +42,17 @@ def _print_fixes(ui: Ui, diagnosis: Diagnosis) -> None:
 def doctor(
     nsys: Annotated[
         Path | None,
-        typer.Option(
+        option(
+            "doctor",
             "--nsys",
-            envvar=["DSOCR_NSYS", "DSOCR_CAPTURE_NSYS"],
-            show_envvar=True,
             help="The nsys executable (or its directory) a capture would use; default: $NSYS, PATH, /opt/nvidia.",
         ),
     ] = None,
     runs_dir: Annotated[
         Path,
-        typer.Option(
+        option(
+            "doctor",
             "--runs-dir",
-            envvar=["DSOCR_RUNS_DIR", "DSOCR_CAPTURE_RUNS_DIR"],
-            show_envvar=True,
             help="Where captures will be written (its disk's free space is checked).",
         ),
     ] = Path(RUNS_DIR),

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from dsocr.cli.app import app
-from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
+from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, option
 
 
 @app.command()
@@ -20,10 +20,9 @@ def export(
     ],
     nsys: Annotated[
         Path | None,
-        typer.Option(
+        option(
+            "export",
             "--nsys",
-            envvar="DSOCR_EXPORT_NSYS",
-            show_envvar=True,
             help="The nsys executable to use (default: the one the capture used, else the usual search).",
         ),
     ] = None,

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from dsocr.cli.app import app
-from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
+from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, option
 from dsocr.contract.errors import BadInput, ExitCode
 
 
@@ -35,67 +35,62 @@ class LogitsChoice(str, Enum):
     all = "all"
 
 
-def _opt(name: str, env: str, help_text: str, *aliases: str) -> Any:
-    return typer.Option(name, *aliases, envvar=f"DSOCR_{env}", show_envvar=True, help=help_text)
+def _opt(name: str, help_text: str, *aliases: str) -> Any:
+    return option("model", name, *aliases, help=help_text)
+
+
+#: capture's dtype names (shared through DSOCR_DTYPE) -> the model's; auto is bf16, as a capture on CUDA.
+_DTYPE_ALIASES = {"auto": "bf16", "bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
 
 @app.command()
 def model(
-    mode: Annotated[str, _opt("--mode", "MODE", "Resolution mode: tiny, small, base, large, gundam, gundam-m.")] = (
-        "gundam"
-    ),
+    mode: Annotated[str, _opt("--mode", "Resolution mode: tiny, small, base, large, gundam, gundam-m.")] = ("gundam"),
     crops: Annotated[
-        str | None,
-        _opt(
-            "--crops",
-            "CROPS",
-            "Crop grid WxH (e.g. 2x2, 3x1; 'none' for no crops). Default (or 'auto') for gundam/gundam-m "
-            "without --image-size: 2x2.",
-        ),
-    ] = None,
-    image_size: Annotated[
-        str | None,
-        _opt("--image-size", "IMAGE_SIZE", "Image size WxH in pixels: the crop grid the vendor's rule picks for it."),
-    ] = None,
-    prompt_tokens: Annotated[
-        int, _opt("--prompt-tokens", "PROMPT_TOKENS", "Text tokens in the prompt (prefill = image + these).")
-    ] = 12,
-    new_tokens: Annotated[
-        int, _opt("--new-tokens", "NEW_TOKENS", "Generated tokens: the first from prefill, then N-1 decode steps.")
-    ] = 128,
-    context: Annotated[
         str,
         _opt(
-            "--context",
-            "CONTEXT",
-            "Decode context per step: auto (real length), max (the 8192 window) or fixed:N.",
+            "--crops",
+            "Crop grid: auto (from --image-size as the vendor picks it, else 2x2 for gundam/gundam-m), none, "
+            "or WxH (e.g. 3x1).",
         ),
     ] = "auto",
-    batch: Annotated[int, _opt("--batch", "BATCH", "Pages processed together.")] = 1,
-    dtype: Annotated[str, _opt("--dtype", "DTYPE", "Compute dtype: bf16, fp16, fp32.")] = "bf16",
+    image_size: Annotated[
+        str | None,
+        _opt("--image-size", "Image size WxH in pixels: the crop grid the vendor's rule picks for it."),
+    ] = None,
+    prompt_tokens: Annotated[int, _opt("--prompt-tokens", "Text tokens in the prompt (prefill = image + these).")] = 12,
+    max_new_tokens: Annotated[
+        int,
+        _opt(
+            "--max-new-tokens",
+            "Generated tokens per page: the first from prefill, then N-1 decode steps (capture's default).",
+            "--new-tokens",
+        ),
+    ] = 32,
+    context: Annotated[
+        str, _opt("--context", "Decode context per step: auto (real length), max (the 8192 window) or fixed:N.")
+    ] = "auto",
+    batch: Annotated[int, _opt("--batch", "Pages processed together.")] = 1,
+    dtype: Annotated[
+        str, _opt("--dtype", "Compute dtype: auto (bf16, as a capture on CUDA), bf16, fp16, fp32 (or torch's names).")
+    ] = "auto",
     attn: Annotated[
-        AttnChoice, _opt("--attn", "ATTN", "Attention implementation assumed (eager materializes the scores).")
+        AttnChoice, _opt("--attn", "Attention implementation assumed (eager materializes the scores).")
     ] = AttnChoice.sdpa,
     prefill_logits: Annotated[
-        LogitsChoice, _opt("--prefill-logits", "PREFILL_LOGITS", "lm_head in prefill on the last position or all.")
+        LogitsChoice, _opt("--prefill-logits", "lm_head in prefill on the last position or all.")
     ] = LogitsChoice.last,
     gpu: Annotated[
         str | None,
-        _opt("--gpu", "GPU", "GPU name as CUDA reports it (e.g. 'NVIDIA H100 80GB HBM3'): adds roofline times."),
+        _opt("--gpu", "GPU name as CUDA reports it (e.g. 'NVIDIA H100 80GB HBM3'): adds roofline times."),
     ] = None,
     peak_tflops: Annotated[
-        float | None, _opt("--peak-tflops", "PEAK_TFLOPS", "Dense tensor peak TFLOP/s (overrides the table).")
+        float | None, _opt("--peak-tflops", "Dense tensor peak TFLOP/s (overrides the table).")
     ] = None,
-    peak_tbps: Annotated[
-        float | None, _opt("--peak-tbps", "PEAK_TBPS", "Memory bandwidth TB/s (overrides the table).")
-    ] = None,
-    fmt: Annotated[Format, _opt("--format", "MODEL_FORMAT", "Output format.", "-f")] = Format.md,
-    depth: Annotated[
-        int | None, _opt("--depth", "MODEL_DEPTH", "Markdown: show modules down to this depth (0 = top level).")
-    ] = None,
-    out: Annotated[
-        Path | None, _opt("--out", "MODEL_OUT", "Write to this file (atomically) instead of stdout.", "-o")
-    ] = None,
+    peak_tbps: Annotated[float | None, _opt("--peak-tbps", "Memory bandwidth TB/s (overrides the table).")] = None,
+    fmt: Annotated[Format, _opt("--format", "Output format.", "-f")] = Format.md,
+    depth: Annotated[int | None, _opt("--depth", "Markdown: show modules down to this depth (0 = top level).")] = None,
+    out: Annotated[Path | None, _opt("--out", "Write to this file (atomically) instead of stdout.", "-o")] = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -110,14 +105,13 @@ def model(
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
     try:
         m = get_mode(mode)
-        if crops is not None and crops.strip().lower() == "auto":
-            crops = None  # as capture's --crops auto: the grid follows the image (2x2 without one)
-        if crops is not None and image_size is not None:
+        auto = crops.strip().lower() == "auto"  # as capture's: the grid follows the image (2x2 without one)
+        if not auto and image_size is not None:
             raise BadInput("give --crops or --image-size, not both")
         size = parse_size(image_size) if image_size is not None else None
         if size is not None:
             grid = select_crop_grid(*size, m)
-        elif crops is not None:
+        elif not auto:
             grid = parse_grid(crops)
         else:
             grid = (2, 2) if m.crops_allowed else NO_CROPS
@@ -125,9 +119,9 @@ def model(
             mode=m.name,
             crop_grid=grid,
             prompt_tokens=prompt_tokens,
-            new_tokens=new_tokens,
+            new_tokens=max_new_tokens,
             batch=batch,
-            dtype=dtype,
+            dtype=_DTYPE_ALIASES.get(dtype.strip().lower(), dtype),
             context=parse_context(context),
             attn_impl=attn.value,
             prefill_logits=prefill_logits.value,
@@ -149,5 +143,5 @@ def model(
     if out is not None:
         write_text(out, text)
         ui.info(f"wrote the analytic model ({'json' if as_json else 'md'}) to {out}")
-    else:
+    elif not quiet or json_out:  # --quiet: nothing but errors (and the JSON with --json)
         typer.echo(text, nl=False)

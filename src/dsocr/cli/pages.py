@@ -6,21 +6,18 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import typer
-
 from dsocr.cli.app import app
-from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
+from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, option
 
 
 @app.command()
 def pages(
     out: Annotated[
         Path,
-        typer.Option(
+        option(
+            "pages",
             "--out",
             "-o",
-            envvar="DSOCR_PAGES_OUT",
-            show_envvar=True,
             help="Directory to write the 12 PNG pages and manifest.json into (created if missing).",
         ),
     ] = Path("dsocr-pages"),
