@@ -122,6 +122,42 @@ def test_documented_envvars_exist(path: Path) -> None:
     assert unknown == [], f"{path.name} documents variables no option or module reads: {unknown}"
 
 
+def _option_variables() -> dict[str, tuple[str, str]]:
+    """Each option's (first, shown) variable -> (its long flag, the commands that have it)."""
+    found: dict[str, tuple[str, list[str]]] = {}
+    for name, command in COMMANDS.items():
+        for p in command.params:
+            if isinstance(p, TyperOption) and not p.hidden and p.envvar:
+                envvar = p.envvar if isinstance(p.envvar, str) else p.envvar[0]
+                long = next(o for o in p.opts if o.startswith("--"))
+                flag, names = found.setdefault(envvar, (long, []))
+                assert flag == long, f"{envvar} is read by {flag} and {long}"
+                names.append(name)
+    return {envvar: (flag, ", ".join(sorted(names))) for envvar, (flag, names) in found.items()}
+
+
+def test_guide_lists_every_environment_variable() -> None:
+    """The "Environment variables" table: every option's variable, its option and commands, nothing else."""
+    section = GUIDE.read_text().split("## Environment variables")[1].split("\n## ")[0]
+    rows = re.findall(r"^\| `(DSOCR_\w+)` \| `(--[\w-]+)` \| ([\w, -]+) \|$", section, flags=re.M)
+    assert len(rows) == len({envvar for envvar, _, _ in rows})
+    assert {envvar: (flag, names) for envvar, flag, names in rows} == _option_variables()
+
+
+def test_guide_names_the_old_variables() -> None:
+    """The old names still read (with a warning) are documented with their new names."""
+    from dsocr.cli.common import LEGACY_ENVVARS
+
+    section = " ".join(GUIDE.read_text().split("## Environment variables")[1].split("\n## ")[0].split())
+    for renames in LEGACY_ENVVARS.values():
+        for old, new in renames.items():
+            if old.startswith("DSOCR_CAPTURE_"):
+                assert new == old.replace("CAPTURE_", "", 1)
+                assert "`DSOCR_CAPTURE_<OPTION>` for capture's shared options (now `DSOCR_<OPTION>`)" in section
+            else:
+                assert f"`{old}`" in section and f"`{new}`" in section, old
+
+
 def test_every_command_is_in_the_user_guide() -> None:
     text = GUIDE.read_text()
     missing = [name for name in COMMANDS if f"dsocr {name}" not in text]
