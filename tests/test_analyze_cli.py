@@ -16,7 +16,7 @@ from conftest import CPU_DIR
 from dsocr.cli import main
 from dsocr.contract.errors import ExitCode
 
-FILES = {"analysis.json", "report.md", "results.sqlite"}
+FILES = {"analysis.json", "report.md", "results.sqlite", "report.html", "summary.md", "plots"}
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -30,11 +30,25 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DSOCR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "dsocr-cache"))
-    for var in ("DSOCR_OUT", "DSOCR_FORMAT", "DSOCR_JSON", "DSOCR_QUIET", "DSOCR_VERBOSE"):
+    for var in (
+        "DSOCR_ANALYZE_OUT",
+        "DSOCR_ANALYZE_FORMAT",
+        "DSOCR_JSON",
+        "DSOCR_QUIET",
+        "DSOCR_VERBOSE",
+        "DSOCR_MODE",
+        "DSOCR_CROPS",
+        "DSOCR_PROMPT_TOKENS",
+        "DSOCR_MAX_NEW_TOKENS",
+        "DSOCR_PREFILL_TOKENS",
+        "DSOCR_PEAK_TFLOPS",
+        "DSOCR_PEAK_TBPS",
+        "DSOCR_GPU",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 
-def test_h100_writes_three_files(capsys: pytest.CaptureFixture[str], h100_sqlite: Path, tmp_path: Path) -> None:
+def test_h100_writes_every_file(capsys: pytest.CaptureFixture[str], h100_sqlite: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
     code, stdout, stderr = run(capsys, str(h100_sqlite), "--out", str(out))
     assert code == 0, stderr
@@ -89,14 +103,27 @@ def test_run_directory_xz_and_several_files(capsys: pytest.CaptureFixture[str], 
     assert sam["instances"] == 8
 
 
+@pytest.mark.slow
 def test_no_argument_analyzes_bundled_sample(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out = tmp_path / "o"
-    code, _, stderr = run(capsys, "--out", str(out), "--format", "json")
+    code, _, stderr = run(capsys, "--out", str(out), "--format", "json,html")
     assert code == 0, stderr
+    assert {p.name for p in out.iterdir()} == {"analysis.json", "report.html", "summary.md", "plots"}
     doc = json.loads((out / "analysis.json").read_text())
-    assert doc["trace"]["file"].endswith("trace.sqlite.xz")
-    assert doc["trace"]["stage_mode"] == "foreign"
-    assert any(s["stage"] == "decode" and s["decode_steps"] == 76 for s in doc["stages"])
+    assert doc["trace"]["file"].endswith("h100-gundam-2p2r")
+    assert doc["trace"]["stage_mode"] == "dsocr" and doc["repeats"]["passes"] == 2
+    # the sample is a run directory: its manifest and timing files give the workload and the overhead table
+    assert doc["manifest"]["settings"]["mode"] == "gundam" and doc["baseline"]["profiled"] is False
+    an = doc["analytic"]
+    assert an["available"] and an["workload_source"] == "run" and an["pages_per_pass"] == 2
+    assert an["peak"]["source"] == "table: H100 SXM5 80GB"
+    rows = {r["stage"]: r for r in an["stage_metrics"]}
+    assert 0 < rows["model"]["mfu_busy"] < 1 and 0 < rows["decode"]["mbu_busy"] < 1
+    html = (out / "report.html").read_text()
+    assert "Model-level MFU is not available" not in html and "No unprofiled baseline" not in html
+    summary = (out / "summary.md").read_text()
+    assert "MFU" in summary and "NVIDIA H100 80GB HBM3" in summary
+    assert sorted(p.name for p in (out / "plots").iterdir())[0] == "categories.svg"
 
 
 def _not_nsys_sqlite(p: Path) -> Path:

@@ -178,6 +178,8 @@ def test_identity_and_inputs_from_manifest_and_timing(cpu_doc: dict[str, Any]) -
 
 def test_true_idle_gaps_when_the_analysis_lists_them(h100_sqlite: Path) -> None:
     doc = dict(h100_analysis(str(h100_sqlite)))
+    assert doc["idle_gaps"] and view_from_analysis(doc).idle_gaps[0].kind == "gap"  # dsocr analyze lists them
+    doc["idle_gaps"] = []
     assert view_from_analysis(doc).idle_gaps[0].kind == "instance"  # fallback: idle time inside stage instances
     doc["idle_gaps"] = [{"stage": "decode", "start_ns": 35_300_000_000, "duration_ns": 4_200_000}]
     view = view_from_analysis(doc)

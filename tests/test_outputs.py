@@ -30,6 +30,9 @@ TOP_LEVEL = {
     "top_kernels",
     "operators",
     "repeats",
+    "idle_gaps",
+    "analytic",
+    "modules",
     "warnings",
 }
 

@@ -56,6 +56,10 @@ def utc_now() -> str:
 
 def package_version(name: str) -> str | None:
     """An installed distribution's version without importing it (None when absent)."""
+    if name == "dsocr":  # a source tree on PYTHONPATH has no distribution metadata
+        import dsocr
+
+        return dsocr.__version__
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:

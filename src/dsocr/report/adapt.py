@@ -457,6 +457,10 @@ def view_from_analysis(
     manifest = manifest if manifest is not None else d.get("manifest")
     timing = timing if timing is not None else d.get("timing")
     analytic = analytic if analytic is not None else d.get("analytic")
+    why_no_model = None
+    if isinstance(analytic, Mapping) and analytic.get("available") is False:
+        why_no_model = analytic.get("reason")  # dsocr analyze had no workload for this trace
+        analytic = None
     baseline = baseline if baseline is not None else d.get("baseline")
     if baseline is None and timing is not None and timing.get("profiled") is False:
         baseline = timing  # an unprofiled timing serves as the baseline
@@ -543,5 +547,5 @@ def view_from_analysis(
         assumptions=assumptions,
         pages=pages,
         caveats=caveats,
-        notes=tuple(str(w) for w in d.get("warnings") or ()),
+        notes=tuple(str(w) for w in d.get("warnings") or ()) + ((str(why_no_model),) if why_no_model else ()),
     )
