@@ -107,6 +107,23 @@ def test_parquetdir_gives_the_same_summaries(h100_sqlite: Path, tmp_path: Path) 
     assert from_pq.gpu_ops.select(cols).collect().equals(from_sqlite.gpu_ops.select(cols).collect())
 
 
+def test_parquetdir_without_metadata_table(tmp_path: Path) -> None:
+    b = TraceBuilder()
+    t = b.thread()
+    b.range(t, 0, 100, "r")
+    b.kernel(b.api(t, 10, 20, "cudaLaunchKernel_v7000"), 30, 40, "k")
+    pq = _write_parquetdir(b.write(tmp_path / "t.sqlite"), tmp_path / "pq")
+    (pq / "META_DATA_EXPORT.parquet").unlink()
+    trace = load_trace(pq)
+    assert (trace.meta.product_version, str(trace.meta.schema)) == ("unknown", "3.0.0")
+    assert projection_summary(trace).select("range", "total_proj_ns").row(0) == ("r", 10)
+    other = tmp_path / "other"
+    other.mkdir()
+    pl.DataFrame({"a": [1]}).write_parquet(other / "foo.parquet")
+    with pytest.raises(BadInput, match=r"other: is not an Nsight Systems export"):
+        load_trace(other)
+
+
 def test_path_with_spaces_and_export_meta_data_table(tmp_path: Path) -> None:
     b = TraceBuilder()
     t = b.thread()

@@ -102,6 +102,9 @@ def _meta_values(source: TableSource) -> dict[str, str]:
         if table in source.tables():
             df = source.read(table, {"name": pl.String, "value": pl.String})
             return dict(zip(df["name"].to_list(), df["value"].to_list(), strict=True))
+    if source.source_format == "parquetdir" and source.tables() & S.NSYS_TABLES:
+        # a parquetdir may come without its metadata table: accept nsys' own tables, version unknown
+        return {"EXPORT_SCHEMA_VERSION": S.ASSUMED_SCHEMA}
     raise BadInput(f"{source.path}: is not an Nsight Systems export (no META_DATA_EXPORT table); {_HINT}")
 
 

@@ -28,6 +28,10 @@ ANALYSIS: Final = "ANALYSIS_DETAILS"
 SESSION_START: Final = "TARGET_INFO_SESSION_START_TIME"
 
 CUDA_ACTIVITY_TABLES: Final = frozenset({KERNEL, MEMCPY, MEMSET})
+#: Tables that mark a directory of Parquet files as an nsys export even without its metadata.
+NSYS_TABLES: Final = frozenset({STRINGS, NVTX, RUNTIME}) | CUDA_ACTIVITY_TABLES
+#: Schema reported for such an export (the metadata table is what tells the real one).
+ASSUMED_SCHEMA: Final = "3.0.0"
 
 # NVTX_EVENTS.eventType values (ENUM_NSYS_EVENT_TYPE).
 EVENT_MARK: Final = 34
