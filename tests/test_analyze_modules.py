@@ -1,0 +1,96 @@
+"""Module attribution (``dsocr.module`` ranges) and GPU idle gaps on a hand-built trace with exact times."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dsocr.analytic.metrics import module_metrics
+from dsocr.analytic.peaks import resolve_peak
+from dsocr.analytic.workload import estimate
+from dsocr.analyze.analysis import run_analysis
+from dsocr.analyze.workload_from_run import WorkloadFlags, from_flags
+from tracebuild import TraceBuilder
+
+
+def build(path: Path) -> Path:
+    """One repeat > page > prefill; module ranges decoder.layers.0 (> .attention) and lm_head.
+
+    Kernels: A 100 ns (decoder.layers.0 only), B 50 ns (inside .attention too), C 30 ns (in
+    prefill, no module), D 20 ns (lm_head); E 400 ns is launched outside every range.
+    """
+    b = TraceBuilder()
+    b.gpu()
+    t = b.thread()
+    dsocr = b.domain("dsocr", t)
+    mod = b.domain("dsocr.module", t)
+    b.range(t, 0, 10_000, "repeat", domain=dsocr, payload=0)
+    b.range(t, 10, 9_990, "page", domain=dsocr, payload=0)
+    b.range(t, 20, 5_000, "prefill", domain=dsocr)
+    b.range(t, 100, 400, "decoder.layers.0", domain=mod)
+    b.range(t, 200, 300, "decoder.layers.0.attention", domain=mod)
+    b.range(t, 500, 600, "lm_head", domain=mod)
+    for api, (k0, k1), name in (
+        (110, (1_000, 1_100), "A"),
+        (210, (1_200, 1_250), "B"),
+        (450, (1_300, 1_330), "C"),
+        (510, (1_400, 1_420), "D"),
+        (20_000, (20_100, 20_500), "E"),
+    ):
+        corr = b.api(t, api, api + 10, "cudaLaunchKernel_v7000")
+        b.kernel(corr, k0, k1, name)
+    return b.write(path)
+
+
+@pytest.fixture
+def trace(tmp_path: Path) -> Path:
+    return build(tmp_path / "modules.sqlite")
+
+
+def test_module_times_and_share(trace: Path) -> None:
+    mods = run_analysis([trace]).to_dict()["modules"]
+    assert mods["passes"] == 1
+    # A + B + D inside modules, C not; E is outside the pass (no repeat range around it)
+    assert (mods["attributed_gpu_ns"], mods["total_gpu_ns"], mods["unattributed_gpu_ns"]) == (170.0, 200.0, 30.0)
+    assert mods["attributed_share"] == pytest.approx(0.85)
+    rows = {r["path"]: r for r in mods["rows"]}
+    got = {p: (r["calls"], r["measured_ns"], r["self_ns"]) for p, r in rows.items() if r["measured_ns"] is not None}
+    assert got == {
+        "decoder.layers.0": (1.0, 150.0, 100.0),  # A and B; B belongs to the inner attention range
+        "decoder.layers.0.attention": (1.0, 50.0, 50.0),
+        "lm_head": (1.0, 20.0, 20.0),
+    }
+    assert rows["lm_head"]["self_share"] == pytest.approx(20 / 200)
+
+
+def test_module_times_beside_the_prediction(trace: Path) -> None:
+    flags = WorkloadFlags(prefill_tokens=64, max_new_tokens=1)
+    mods = run_analysis([trace], workload=flags).to_dict()["modules"]
+    rows = {r["path"]: r for r in mods["rows"]}
+    est = estimate(from_flags(flags).pages[0])
+    predicted = {m.path: m for m in module_metrics(est, resolve_peak("NVIDIA H100 80GB HBM3"))}
+    layer0 = rows["decoder.layers.0"]
+    assert layer0["flops"] == predicted["decoder.layers.0"].flops
+    assert layer0["ratio"] == pytest.approx(150.0 / predicted["decoder.layers.0"].predicted_ops_ns)
+    # the model's paths without ranges in the trace stay, unmeasured
+    assert rows["decoder.layers.1.moe.experts"]["measured_ns"] is None
+
+
+def test_no_module_ranges_no_section(tmp_path: Path) -> None:
+    b = TraceBuilder()
+    t = b.thread()
+    b.range(t, 0, 100, "prefill")
+    b.kernel(b.api(t, 10, 20, "cudaLaunchKernel_v7000"), 30, 40, "k")
+    assert run_analysis([b.write(tmp_path / "t.sqlite")]).to_dict()["modules"] is None
+
+
+def test_idle_gaps_innermost_stage(trace: Path) -> None:
+    gaps = run_analysis([trace]).to_dict()["idle_gaps"]
+    # A|100|B|70... in prefill: gaps 1100-1200 (100), 1250-1300 (50), 1330-1400 (70); page and
+    # repeat see the same gaps and do not repeat them
+    assert [(g["stage"], g["start_ns"], g["duration_ns"]) for g in gaps] == [
+        ("prefill", 1_100, 100),
+        ("prefill", 1_330, 70),
+        ("prefill", 1_250, 50),
+    ]
