@@ -76,7 +76,7 @@ def test_shrink_option() -> None:
 
 def test_export_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, err = _run(["export", str(tmp_path / "gone")], capsys)
-    assert code == ExitCode.BAD_INPUT
+    assert code == ExitCode.NOT_FOUND
     assert (
         err == f"dsocr: error: {tmp_path / 'gone'}: no such run directory; pass a directory made by `dsocr capture`\n"
     )

@@ -10,6 +10,7 @@ import typer
 
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, option
+from dsocr.contract.errors import InputNotFound
 
 
 @app.command()
@@ -35,6 +36,8 @@ def export(
     from dsocr.cli.capture import RichReporter
 
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
+    if not run_dir.exists():  # exit code 3, as for every input path that does not exist
+        raise InputNotFound(f"{run_dir}: no such run directory; pass a directory made by `dsocr capture`")
     with RichReporter(ui) as reporter:
         sqlite = export_run(run_dir, nsys, reporter)
     if json_out:
