@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from dsocr.analyze import schema as S
-from dsocr.analyze.readers import ROWID, SQLITE_MAGIC, ParquetDirSource, SqliteSource, TableSource
+from dsocr.analyze.readers import ROWID, SQLITE_MAGIC, ParquetDirSource, Request, SqliteSource, TableSource
 from dsocr.analyze.sweep import RangeIndex, as_int, make_timekey, range_index
 from dsocr.analyze.trace import GpuInfo, SchemaVersion, Trace, TraceMeta
 from dsocr.contract.errors import BadInput, InputNotFound
@@ -184,7 +184,7 @@ _KERNEL_LAZY: dict[str, type[pl.DataType]] = {
 }
 
 
-def _requests(source: TableSource) -> dict[str, tuple[str, dict[str, type[pl.DataType]]]]:
+def _requests() -> dict[str, Request]:
     nvtx_cols: dict[str, type[pl.DataType]] = {
         ROWID: I64,
         "start": I64,
@@ -196,23 +196,33 @@ def _requests(source: TableSource) -> dict[str, tuple[str, dict[str, type[pl.Dat
         "globalTid": I64,
         "endGlobalTid": I64,
     }
+    domain_cols: dict[str, type[pl.DataType]] = {
+        "start": I64,
+        "text": pl.String,
+        "textId": I64,
+        "domainId": I64,
+        "globalTid": I64,
+    }
     return {
-        "strings": (S.STRINGS, {"id": I64, "value": pl.String}),
-        "nvtx": (S.NVTX, nvtx_cols),
-        "kernel": (S.KERNEL, _OP_KEYS | {"demangledName": I64}),
-        "memcpy": (S.MEMCPY, _OP_KEYS | _OP_DETAILS | {"copyKind": I64}),
-        "memset": (S.MEMSET, _OP_KEYS | _OP_DETAILS),
+        "strings": (S.STRINGS, {"id": I64, "value": pl.String}, None),
+        "nvtx": (S.NVTX, nvtx_cols, ("eventType", S.RANGE_EVENTS)),
+        "domains": (S.NVTX, domain_cols, ("eventType", (S.EVENT_DOMAIN_CREATE,))),
+        "kernel": (S.KERNEL, _OP_KEYS | {"demangledName": I64}, None),
+        "memcpy": (S.MEMCPY, _OP_KEYS | _OP_DETAILS | {"copyKind": I64}, None),
+        "memset": (S.MEMSET, _OP_KEYS | _OP_DETAILS, None),
         "runtime": (
             S.RUNTIME,
             {"start": I64, "end": I64, "globalTid": I64, "correlationId": I64, "nameId": I64},
+            None,
         ),
         "sync": (
             S.SYNC,
             {"start": I64, "end": I64, "correlationId": I64, "globalPid": I64, "syncType": I64},
+            None,
         ),
-        "gpu": (S.GPU_INFO, _GPU_COLUMNS),
-        "analysis": (S.ANALYSIS, {"duration": I64, "startTime": I64, "stopTime": I64}),
-        "session": (S.SESSION_START, {"utcEpochNs": I64}),
+        "gpu": (S.GPU_INFO, _GPU_COLUMNS, None),
+        "analysis": (S.ANALYSIS, {"duration": I64, "startTime": I64, "stopTime": I64}, None),
+        "session": (S.SESSION_START, {"utcEpochNs": I64}, None),
     }
 
 
@@ -230,7 +240,7 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool) -> Trace:
         raise BadInput(
             f"{path}: holds no CUDA kernels, copies or memsets; profile a GPU run with `nsys profile --trace=cuda,nvtx`"
         )
-    raw = source.read_many(_requests(source))
+    raw = source.read_many(_requests())
     payloads = source.first_non_null(S.NVTX, S.PAYLOAD_COLUMNS)
     strings = raw["strings"].rename({"id": "_sid", "value": "_str"})
 
@@ -257,9 +267,11 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool) -> Trace:
         ]
         session_end = max(as_int(v) for v in highs) if highs else 0
 
-    ranges_base = _ranges_base(nvtx, strings, payloads, session_end)
+    ranges_base = _ranges_base(nvtx, raw.pop("domains"), strings, payloads, session_end)
     del nvtx  # the messages keep only the text buffers alive
-    eost = ranges_base.filter(pl.col("ended_on_start_thread")).select("range_id", "global_tid", "start", "end")
+    eost = ranges_base.select("range_id", "global_tid", "start", "end")
+    if not ranges_base["ended_on_start_thread"].all():
+        eost = eost.filter(ranges_base["ended_on_start_thread"])
     tk = make_timekey([eost, api_base.select("global_tid", "start", "end")], threads_of=0)
     index = range_index(eost, tk)
     ranges_base = _with_nesting(ranges_base, index)
@@ -308,43 +320,53 @@ def _lookup(key: str, table: pl.DataFrame, value: str, default: str | None = Non
 # ---- ranges ----
 
 
-def _ranges_base(nvtx: pl.DataFrame, strings: pl.DataFrame, payloads: pl.DataFrame, session_end: int) -> pl.DataFrame:
-    """NVTX ranges in table order (``range_id`` = row number): lookups by expression, no joins of the big frame."""
-    text = pl.coalesce(
-        pl.col("textId").replace_strict(strings["_sid"], strings["_str"], default=None, return_dtype=pl.String),
-        pl.col("text"),
-    )
+def _ranges_base(
+    nvtx: pl.DataFrame, creates: pl.DataFrame, strings: pl.DataFrame, payloads: pl.DataFrame, session_end: int
+) -> pl.DataFrame:
+    """NVTX ranges in table order (``range_id`` = row number): lookups by expression, no joins of the big frame.
+
+    ``nvtx`` holds the range events only, ``creates`` the domain-create events.
+    """
+
+    def text(frame: pl.DataFrame) -> pl.Expr:
+        if strings.height == 0 or frame["textId"].null_count() == frame.height:
+            return pl.col("text")
+        looked_up = pl.col("textId").replace_strict(
+            strings["_sid"], strings["_str"], default=None, return_dtype=pl.String
+        )
+        return pl.coalesce(looked_up, pl.col("text"))
+
     pid = _pid("globalTid")
     domains = (
-        nvtx.lazy()
-        .filter(pl.col("eventType") == S.EVENT_DOMAIN_CREATE)
-        .select("start", (pl.col("domainId") * (1 << S.TID_BITS) + pid).alias("_dkey"), text.alias("domain"))
+        creates.lazy()
+        .select("start", (pl.col("domainId") * (1 << S.TID_BITS) + pid).alias("_dkey"), text(creates).alias("domain"))
         .sort("start")
         .group_by("_dkey", maintain_order=True)
         .agg(pl.col("domain").first())
         .collect()
     )
-    domain = (pl.col("domainId") * (1 << S.TID_BITS) + pid).replace_strict(
-        domains["_dkey"], domains["domain"], default=None, return_dtype=pl.String
-    )
-    payload = pl.col(ROWID).replace_strict(payloads[ROWID], payloads["value"], default=None, return_dtype=pl.Int64)
-    return (
-        nvtx.lazy()
-        .filter(pl.col("eventType").is_in(S.RANGE_EVENTS))
-        .select(
-            pl.int_range(pl.len(), dtype=pl.UInt32).alias("range_id"),
-            pl.col("start"),
-            pl.col("end").fill_null(session_end).alias("end"),
-            text.fill_null("").alias("message"),
-            domain.alias("domain"),
-            pl.col("eventType").is_in(S.PUSHPOP_EVENTS).alias("_pushpop"),
-            pl.col("globalTid").alias("global_tid"),
-            (pl.col("endGlobalTid").is_null() | (pl.col("endGlobalTid") == pl.col("globalTid"))).alias(
-                "ended_on_start_thread"
-            ),
-            payload.alias("payload"),
+    if domains.height:
+        domain = (pl.col("domainId") * (1 << S.TID_BITS) + pid).replace_strict(
+            domains["_dkey"], domains["domain"], default=None, return_dtype=pl.String
         )
-        .collect()
+    else:
+        domain = pl.lit(None, pl.String)
+    if payloads.height:
+        payload = pl.col(ROWID).replace_strict(payloads[ROWID], payloads["value"], default=None, return_dtype=I64)
+    else:
+        payload = pl.lit(None, I64)
+    return nvtx.select(
+        pl.int_range(pl.len(), dtype=pl.UInt32).alias("range_id"),
+        pl.col("start"),
+        pl.col("end").fill_null(session_end).alias("end"),
+        text(nvtx).fill_null("").alias("message"),
+        domain.alias("domain"),
+        pl.col("eventType").is_in(S.PUSHPOP_EVENTS).alias("_pushpop"),
+        pl.col("globalTid").alias("global_tid"),
+        (pl.col("endGlobalTid").is_null() | (pl.col("endGlobalTid") == pl.col("globalTid"))).alias(
+            "ended_on_start_thread"
+        ),
+        payload.alias("payload"),
     )
 
 

@@ -128,23 +128,18 @@ def _per_range_tree(trace: Trace, launches: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([laminar, _per_range_from_pairs(enc.slice_pairs, launches)])
 
 
-def projection_trace(trace: Trace, pairs: pl.DataFrame | None = None) -> pl.DataFrame:
-    """One row per range instance with GPU work (NVIDIA's ``nvtx_gpu_proj_trace``).
-
-    Columns: ``range_id``, ``name``, ``style``, ``pid``, ``tid``, ``start``, ``end`` (CPU),
-    ``range_ns``, ``proj_start``, ``proj_end``, ``proj_ns``, ``gpu_ops`` (launching API calls),
-    ``depth``, ``parent_id``, ``children`` (direct children that have GPU work), ordered by
-    projected start. Without ``pairs`` it folds launches up the range tree (least memory);
-    ``pairs`` may pass precomputed ``(api_id, range_id)`` pairs (e.g. ``Attribution.api_ranges``).
-    """
+def _instances(trace: Trace, pairs: pl.DataFrame | None, columns: tuple[str, ...]) -> pl.LazyFrame:
     launches = _launches(trace)
     per_range_df = _per_range_tree(trace, launches) if pairs is None else _per_range_from_pairs(pairs, launches)
+    del launches
     # filter first, so that names are built only for ranges with GPU work
     wanted = trace.ranges.filter(pl.col("range_id").is_in(per_range_df["range_id"].implode()))
-    projected = per_range_df.lazy().join(
-        wanted.select("range_id", "name", "style", "pid", "tid", "start", "end", "depth", "parent_id"),
-        on="range_id",
-    )
+    range_cols = [
+        c
+        for c in ("range_id", "name", "style", "pid", "tid", "start", "end", "depth", "parent_id")
+        if c in columns or c in ("range_id", "start", "end", "parent_id")
+    ]
+    projected = per_range_df.lazy().join(wanted.select(range_cols), on="range_id")
     children = (
         projected.select("range_id", "parent_id")
         .drop_nulls("parent_id")
@@ -159,37 +154,54 @@ def projection_trace(trace: Trace, pairs: pl.DataFrame | None = None) -> pl.Data
             (pl.col("end") - pl.col("start")).alias("range_ns"),
             (pl.col("proj_end") - pl.col("proj_start")).alias("proj_ns"),
         )
-        .select(
-            "range_id",
-            "name",
-            "style",
-            "pid",
-            "tid",
-            "start",
-            "end",
-            "range_ns",
-            "proj_start",
-            "proj_end",
-            "proj_ns",
-            "gpu_ops",
-            "depth",
-            "parent_id",
-            "children",
-        )
-        .sort(["proj_start", "proj_ns"], descending=[False, True])
-        .collect()
+        .select(columns)
     )
 
 
-def projection_summary(trace: Trace, instances: pl.DataFrame | None = None) -> pl.DataFrame:
+TRACE_COLUMNS = (
+    "range_id",
+    "name",
+    "style",
+    "pid",
+    "tid",
+    "start",
+    "end",
+    "range_ns",
+    "proj_start",
+    "proj_end",
+    "proj_ns",
+    "gpu_ops",
+    "depth",
+    "parent_id",
+    "children",
+)
+
+
+def projection_trace(trace: Trace, pairs: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One row per range instance with GPU work (NVIDIA's ``nvtx_gpu_proj_trace``).
+
+    Columns: :data:`TRACE_COLUMNS`: ``start``, ``end`` and ``range_ns`` are the CPU range,
+    ``gpu_ops`` counts launching API calls, ``children`` the direct children that have GPU
+    work; ordered by projected start. Without ``pairs`` it folds launches up the range tree
+    (least memory); ``pairs`` may pass precomputed ``(api_id, range_id)`` pairs (e.g.
+    ``Attribution.api_ranges``).
+    """
+    return _instances(trace, pairs, TRACE_COLUMNS).sort(["proj_start", "proj_ns"], descending=[False, True]).collect()
+
+
+def projection_summary(
+    trace: Trace, instances: pl.DataFrame | None = None, *, pairs: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """Per (range name, style), NVIDIA's ``nvtx_gpu_proj_sum`` (columns: :data:`SUMMARY_COLUMNS`).
 
-    Sorted by total projected time, longest first (then name, style).
+    ``instances`` may pass :func:`projection_trace`'s result; without it only the columns the
+    summary needs are built (much less memory with millions of ranges). Sorted by total
+    projected time, longest first (then name, style).
     """
-    if instances is None:
-        instances = projection_trace(trace)
+    lean = ("name", "style", "range_ns", "proj_ns", "gpu_ops", "depth", "children")
+    frame = _instances(trace, pairs, lean) if instances is None else instances.lazy()
     return (
-        instances.group_by("name", "style")
+        frame.group_by("name", "style")
         .agg(
             pl.col("proj_ns").sum().alias("total_proj_ns"),
             pl.col("range_ns").sum().alias("total_range_ns"),
@@ -203,4 +215,5 @@ def projection_summary(trace: Trace, instances: pl.DataFrame | None = None) -> p
         .rename({"name": "range"})
         .sort(["total_proj_ns", "range", "style"], descending=[True, False, False])
         .select(SUMMARY_COLUMNS)
+        .collect()
     )

@@ -18,6 +18,10 @@ import polars as pl
 
 #: Requested columns of one table: name -> dtype.
 Columns = Mapping[str, pl.DataType | type[pl.DataType]]
+#: A row filter both backends can apply while reading: (integer column, allowed values).
+Where = tuple[str, tuple[int, ...]]
+#: One read: table, columns and an optional row filter.
+Request = tuple[str, Columns, "Where | None"]
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: Pseudo-column: SQLite's rowid, or the 1-based row number of a Parquet table.
@@ -44,12 +48,12 @@ class TableSource(Protocol):
         """Column names of one table (empty if the table is absent)."""
         ...
 
-    def read(self, table: str, columns: Columns) -> pl.DataFrame:
-        """The table with exactly ``columns`` (missing ones as typed nulls)."""
+    def read(self, table: str, columns: Columns, where: Where | None = None) -> pl.DataFrame:
+        """The table with exactly ``columns`` (missing ones as typed nulls), rows kept by ``where``."""
         ...
 
-    def read_many(self, requests: Mapping[str, tuple[str, Columns]]) -> dict[str, pl.DataFrame]:
-        """Several reads at once (in parallel where it helps): key -> (table, columns)."""
+    def read_many(self, requests: Mapping[str, Request]) -> dict[str, pl.DataFrame]:
+        """Several reads at once (in parallel where it helps): key -> (table, columns, where)."""
         ...
 
     def first_non_null(self, table: str, columns: Sequence[str]) -> pl.DataFrame:
@@ -103,11 +107,15 @@ class SqliteSource:
         """Run a small query with sqlite3 (metadata, GPU info)."""
         return list(self._con.execute(sql).fetchall())
 
-    def _sql(self, table: str, columns: Columns) -> str | None:
+    def _sql(self, table: str, columns: Columns, where: Where | None = None) -> str | None:
         present = [c for c in columns if c in self.columns(table) or c == ROWID]
         if table not in self._tables or not present:
             return None
-        return f"SELECT {', '.join(_quote(c) for c in present)} FROM {_quote(table)}"
+        sql = f"SELECT {', '.join(_quote(c) for c in present)} FROM {_quote(table)}"
+        if where is not None:
+            column, values = where
+            sql += f" WHERE {_quote(column)} IN ({', '.join(str(int(v)) for v in values)})"
+        return sql
 
     def first_non_null(self, table: str, columns: Sequence[str]) -> pl.DataFrame:
         """``rowid`` and the first non-null of ``columns`` (as i64), only rows where one is set."""
@@ -144,9 +152,9 @@ class SqliteSource:
         assert isinstance(result, pl.DataFrame)
         return result
 
-    def read(self, table: str, columns: Columns) -> pl.DataFrame:
-        """The table with exactly ``columns`` (missing ones as typed nulls)."""
-        sql = self._sql(table, columns)
+    def read(self, table: str, columns: Columns, where: Where | None = None) -> pl.DataFrame:
+        """The table with exactly ``columns`` (missing ones as typed nulls), rows kept by ``where``."""
+        sql = self._sql(table, columns, where)
         if sql is None:
             return _finish(pl.DataFrame(), columns).clear()
         try:
@@ -159,7 +167,7 @@ class SqliteSource:
             df = self._read_sqlite3(sql)
         return _finish(df, columns)
 
-    def read_many(self, requests: Mapping[str, tuple[str, Columns]]) -> dict[str, pl.DataFrame]:
+    def read_many(self, requests: Mapping[str, Request]) -> dict[str, pl.DataFrame]:
         """Several reads in parallel threads (connectorx and sqlite3 release the GIL)."""
         keys = list(requests)
         with ThreadPoolExecutor(max_workers=min(4, max(1, len(keys)))) as pool:
@@ -192,13 +200,15 @@ class ParquetDirSource:
             self._columns[table] = tuple(pl.read_parquet_schema(self._files[table]))
         return self._columns[table]
 
-    def read(self, table: str, columns: Columns) -> pl.DataFrame:
-        """The table with exactly ``columns`` (missing ones as typed nulls)."""
+    def read(self, table: str, columns: Columns, where: Where | None = None) -> pl.DataFrame:
+        """The table with exactly ``columns`` (missing ones as typed nulls), rows kept by ``where``."""
         present = [c for c in columns if c in self.columns(table)]
         if not present and not (ROWID in columns and table in self._files):
             return _finish(pl.DataFrame(), columns).clear()
-        df = pl.read_parquet(self._files[table], columns=present or None, row_index_name=ROWID, row_index_offset=1)
-        return _finish(df, columns)
+        lf = pl.scan_parquet(self._files[table], row_index_name=ROWID, row_index_offset=1)
+        if where is not None and where[0] in self.columns(table):
+            lf = lf.filter(pl.col(where[0]).is_in(list(where[1])))
+        return _finish(lf.select(present + ([ROWID] if ROWID in columns else [])).collect(), columns)
 
     def first_non_null(self, table: str, columns: Sequence[str]) -> pl.DataFrame:
         """``rowid`` and the first non-null of ``columns`` (as i64), only rows where one is set."""
@@ -209,6 +219,6 @@ class ParquetDirSource:
         value = pl.coalesce(*(pl.col(c).cast(pl.Int64, strict=False) for c in present))
         return df.select(pl.col(ROWID).cast(pl.Int64), value.alias("value")).drop_nulls("value")
 
-    def read_many(self, requests: Mapping[str, tuple[str, Columns]]) -> dict[str, pl.DataFrame]:
+    def read_many(self, requests: Mapping[str, Request]) -> dict[str, pl.DataFrame]:
         """Several reads (polars parallelizes each one internally)."""
-        return {key: self.read(table, cols) for key, (table, cols) in requests.items()}
+        return {key: self.read(*request) for key, request in requests.items()}

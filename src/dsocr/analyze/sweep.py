@@ -118,61 +118,77 @@ def range_index(ranges: pl.DataFrame, tk: TimeKey) -> RangeIndex:
     has partly overlapping (or end-to-start touching) ranges; there every (ancestor,
     descendant) pair is enumerated instead, which is exact but costs memory in proportion.
     """
-    srt = (
-        tk.add_rank(ranges.select("range_id", "global_tid", "start", "end"))
-        .with_columns(tk.key("start").alias("key"), tk.key("end").alias("_end_key"))
-        .sort(["key", "end", "range_id"], descending=[False, True, False])
-    )
+    ranked = tk.add_rank(ranges.select("range_id", "global_tid", "start", "end")).drop("global_tid")
+    order = ranked.select(
+        pl.arg_sort_by([tk.key("start"), pl.col("end"), pl.col("range_id")], descending=[False, True, False])
+    ).to_series()
+    srt = ranked.select(pl.all().gather(order))
+    del ranked, order
+    srt = srt.with_columns(tk.key("start").alias("key"))
     n = srt.height
     pos = pl.int_range(0, n, dtype=I64, eager=True)
+    depth = _open_at_start(srt, tk, pos)
+    srt = srt.with_columns(depth.cast(pl.UInt32).alias("depth"))
+    child, found = _level_up(srt["thread_rank"], depth, pos)
+    del pos
+    ends = srt["end"]
+    ok = found.is_not_null() & (ends.gather(found) >= ends.gather(child))
+    bad = srt["thread_rank"].gather(child.filter(~ok.fill_null(False))).unique()
+    parent = pl.Series("parent_pos", [None] * n, dtype=pl.UInt32)
+    if child.len():
+        parent = parent.scatter(child, found.cast(pl.UInt32))
+    del child, found, ok
+    srt = srt.with_columns(parent)
+    if bad.len():
+        srt = _exact_nesting(srt, bad, tk)
+    threads = srt["thread_rank"].unique()
+    return RangeIndex(tk=tk, sorted=srt, laminar=threads.filter(~threads.is_in(bad.implode())))
+
+
+def _open_at_start(srt: pl.DataFrame, tk: TimeKey, pos: pl.Series) -> pl.Series:
+    """For each range (sorted), the ranges of its thread started before it and not ended before its start."""
     keys = srt["key"]
-    # ranges open at each start: started before it on the thread, not ended before it starts
-    ends_sorted = srt["_end_key"].sort()
     thread_base = srt["thread_rank"] * tk.span
-    open_count = (pos - keys.search_sorted(thread_base, side="left").cast(I64)) - (
-        ends_sorted.search_sorted(keys, side="left").cast(I64)
-        - ends_sorted.search_sorted(thread_base, side="left").cast(I64)
-    )
-    srt = srt.with_columns(pos.alias("pos"), open_count.alias("depth"))
-    # parent = the last earlier range of the thread one level up: a binary search on
-    # (thread, depth, position) folded into one int64
-    levels = as_int(open_count.max() or 0) + 2
-    level_key = (srt["thread_rank"] * levels + open_count) * (n + 1) + pos
+    started_before = pos - keys.search_sorted(thread_base, side="left").cast(I64)
+    ends_sorted = srt.select(tk.key("end").sort()).to_series()
+    ended_on_earlier_threads = ends_sorted.search_sorted(thread_base, side="left").cast(I64)
+    del thread_base
+    ended_before = ends_sorted.search_sorted(keys, side="left").cast(I64) - ended_on_earlier_threads
+    return started_before - ended_before
+
+
+def _level_up(thread_rank: pl.Series, depth: pl.Series, pos: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """For each range with depth > 0: its position and the last earlier range of its thread one level up.
+
+    One binary search on (thread, depth, position) folded into an int64.
+    """
+    n = pos.len()
+    levels = as_int(depth.max() or 0) + 2
+    level_key = (thread_rank * levels + depth) * (n + 1) + pos
     order = level_key.arg_sort()
     sorted_keys = level_key.gather(order)
-    has_parent = open_count > 0
+    del level_key
+    has_parent = depth > 0
     child = pos.filter(has_parent)
-    want = (srt["thread_rank"].filter(has_parent) * levels + open_count.filter(has_parent) - 1) * (n + 1) + child
+    want = (thread_rank.filter(has_parent) * levels + depth.filter(has_parent) - 1) * (n + 1) + child
     at = sorted_keys.search_sorted(want, side="left").cast(I64) - 1
     same_group = (at >= 0) & (sorted_keys.gather(at.clip(0, None)) // (n + 1) == want // (n + 1))
-    found = order.gather(at.set(~same_group, None)).cast(I64)
-    ends = srt["end"]
-    ok = found.is_not_null() & (ends.gather(found) >= ends.filter(has_parent))
-    bad = srt["thread_rank"].filter(has_parent).filter(~ok.fill_null(False)).unique()
-    parent = pl.Series("parent_pos", [None] * n, dtype=I64)
-    if child.len():
-        parent = parent.scatter(child, found)
-    srt = srt.with_columns(parent, pl.col("depth").cast(pl.UInt32))
-    if bad.len():
-        srt = _exact_nesting(srt, bad)
-    laminar = srt["thread_rank"].unique().filter(~srt["thread_rank"].unique().is_in(bad.implode()))
-    srt = srt.drop("_end_key", "pos").with_columns(pl.col("parent_pos").cast(pl.UInt32))
-    return RangeIndex(tk=tk, sorted=srt, laminar=laminar)
+    return child, order.gather(at.set(~same_group, None)).cast(I64)
 
 
-def _exact_nesting(srt: pl.DataFrame, threads: pl.Series) -> pl.DataFrame:
+def _exact_nesting(srt: pl.DataFrame, threads: pl.Series, tk: TimeKey) -> pl.DataFrame:
     """Depth and parent by enumerating (ancestor, descendant) pairs, on ``threads`` only."""
-    pos = srt["pos"]
     sel = srt["thread_rank"].is_in(threads.implode())
-    sub_pos = pos.filter(sel)
-    hi = srt["key"].search_sorted(srt["_end_key"].filter(sel), side="right")
+    sub_pos = pl.int_range(0, srt.height, dtype=I64, eager=True).filter(sel)
+    end_keys = srt.filter(sel).select(tk.key("end")).to_series()
+    hi = srt["key"].search_sorted(end_keys, side="right")
     pairs = _slice_pairs(sub_pos, srt["end"].filter(sel), sub_pos + 1, hi, srt["end"])
     tree = pairs.group_by("i").agg(pl.len().cast(pl.UInt32).alias("depth"), pl.col("o").max().alias("parent_pos"))
     depth = srt["depth"].scatter(sub_pos, 0)
     parent = srt["parent_pos"].scatter(sub_pos, None)
     if tree.height:
         depth = depth.scatter(tree["i"], tree["depth"])
-        parent = parent.scatter(tree["i"], tree["parent_pos"])
+        parent = parent.scatter(tree["i"], tree["parent_pos"].cast(pl.UInt32))
     return srt.with_columns(depth, parent)
 
 
