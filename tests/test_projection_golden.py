@@ -52,3 +52,14 @@ def test_kernel_summary_equals_cuda_gpu_kern_sum_on_every_kernel(h100: Trace) ->
     cols = [c for c in KERNEL_COLUMNS if c != "name"]
     assert _mismatches(oracle, mine, ["name"], cols) == dict.fromkeys(cols, 0)
     assert mine["name"].to_list() == oracle["name"].to_list()
+
+
+def test_summary_paths_agree(h100: Trace) -> None:
+    from dsocr.analyze.attribution import attribute
+    from dsocr.analyze.projection import projection_trace
+
+    lean = projection_summary(h100)
+    pairs = attribute(h100).api_ranges
+    keys = ["range", "style"]
+    assert projection_summary(h100, pairs=pairs).sort(keys).equals(lean.sort(keys))
+    assert projection_summary(h100, projection_trace(h100, pairs)).sort(keys).equals(lean.sort(keys))
