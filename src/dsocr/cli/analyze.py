@@ -17,6 +17,7 @@ from dsocr.contract.errors import BadInput, ExitCode
 
 if TYPE_CHECKING:
     from dsocr.analyze.analysis import Analysis
+    from dsocr.report.view import ReportView
 
 FORMATS = ("md", "json", "sqlite", "html")
 
@@ -135,25 +136,40 @@ def analyze(
         advance("rendering outputs")
         from dsocr.report.jsonout import document, dumps
 
-        doc = document(analysis) if ("json" in wanted or "html" in wanted or json_out) else None
+        doc = document(analysis) if (set(wanted) & {"json", "html", "md"} or json_out) else None
         jtext = dumps(doc) if doc is not None and ("json" in wanted or json_out) else None
+        view = None
+        if doc is not None and ("html" in wanted or "md" in wanted):
+            from dsocr.report.adapt import view_from_analysis
+
+            view = view_from_analysis(doc)
         mtext = None
         if "md" in wanted:
-            from dsocr.report.markdown import markdown_text
-
-            mtext = markdown_text(analysis)
+            mtext = _markdown(analysis, view, with_plots="html" in wanted)
         advance("writing outputs")
         _write(out, wanted, analysis, jtext, mtext)
-        if "html" in wanted and doc is not None:
+        if "html" in wanted and view is not None:
             advance("writing report.html, summary.md and plots")
-            from dsocr.report.html import write_for_analysis
+            from dsocr.report.html import write
 
-            write_for_analysis(doc, out)
+            write(view, out)
 
     if json_out:
         sys.stdout.write(jtext or "")
     elif not quiet:
         ui.out.print(str(out), markup=False)
+
+
+def _markdown(analysis: Analysis, view: ReportView | None, with_plots: bool) -> str:
+    """report.md: the stakeholder summary and (with the html outputs) the plots first, then the tables."""
+    from dsocr.report.markdown import markdown_text, summary_preamble
+
+    if view is None:
+        return markdown_text(analysis)
+    from dsocr.report.html import PLOTS_DIR, render_plots, render_summary_md
+
+    plots = [(f"{PLOTS_DIR}/{p.id}.svg", p.heading) for p in render_plots(view)] if with_plots else []
+    return markdown_text(analysis, summary_preamble(render_summary_md(view), plots))
 
 
 def _write(out: Path, wanted: tuple[str, ...], analysis: Analysis, jtext: str | None, mtext: str | None) -> None:

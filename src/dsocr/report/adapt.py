@@ -364,13 +364,16 @@ def _memory(
     return MemoryView(mem.get("weights_bytes"), mem.get("kv_cache_bytes"), peaks, tuple(copies))
 
 
-def _roofline(stages: Sequence[StageView], analytic: Mapping[str, Any] | None) -> tuple[RooflinePoint, ...]:
+def _roofline(
+    stages: Sequence[StageView], analytic: Mapping[str, Any] | None, measured: Mapping[str, Any] | None = None
+) -> tuple[RooflinePoint, ...]:
+    """Stages, and modules with a measured time (the analytic model's, or dsocr analyze's ``modules`` rows)."""
     pts = [
         RooflinePoint(s.name, "stage", s.flops / s.bytes, s.flops / (s.gpu_busy_ns.mean / 1e9))
         for s in stages
         if s.flops and s.bytes and s.gpu_busy_ns.mean > 0
     ]
-    for m in _get(analytic, "modules") or []:
+    for m in [*(_get(analytic, "modules") or []), *(_get(measured, "rows") or [])]:
         f, b, t = m.get("flops"), m.get("bytes"), m.get("measured_ns")
         if f and b and t:
             pts.append(RooflinePoint(str(m.get("path")), "module", f / b, f / (t / 1e9)))
@@ -539,7 +542,7 @@ def view_from_analysis(
         categories=categories,
         decode_steps=_decode_steps(instances, records if not records.is_empty() else base, has_gpu),
         timeline=_timeline(instances, names, has_gpu),
-        roofline=_roofline(stages, analytic),
+        roofline=_roofline(stages, analytic, d.get("modules")),
         peaks=peaks,
         model_mfu=model_mfu,
         memory=_memory(d, names, base if not base.is_empty() else records, analytic),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+import attrs
 import jinja2
 
 from dsocr.analyze.analysis import Analysis
@@ -29,9 +31,22 @@ def render_markdown(doc: Document) -> str:
     return _env().get_template(TEMPLATE).render(doc=doc)
 
 
-def markdown_text(analysis: Analysis) -> str:
-    """The ``report.md`` text of an analysis."""
-    return render_markdown(build_document(analysis))
+def markdown_text(analysis: Analysis, preamble: str = "") -> str:
+    """The ``report.md`` text of an analysis (``preamble``: Markdown placed after the facts)."""
+    return render_markdown(attrs.evolve(build_document(analysis), preamble=preamble.strip()))
+
+
+def summary_preamble(summary_md: str, plots: Sequence[tuple[str, str]] = ()) -> str:
+    """The stakeholder summary (summary.md, its headings one level down) and links to the plots' SVG files.
+
+    ``plots`` are (relative path, heading) pairs.
+    """
+    lines = summary_md.strip().splitlines()
+    if lines and lines[0].startswith("# "):
+        lines[0] = "## Summary"
+    body = "\n".join(("#" + ln) if ln.startswith("## ") and i else ln for i, ln in enumerate(lines))
+    figs = "\n\n".join(f"![{heading}]({path})" for path, heading in plots)
+    return body + ("\n\n## Plots\n\n" + figs if figs else "")
 
 
 def write_markdown(text: str, path: Path) -> None:

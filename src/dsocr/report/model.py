@@ -37,6 +37,7 @@ class Document:
     facts: tuple[tuple[str, str], ...]  #: (label, value) lines about the traces
     warnings: tuple[str, ...]
     sections: tuple[tuple[str, tuple[Table, ...]], ...]  #: (heading, tables)
+    preamble: str = ""  #: Markdown shown right after the facts (the stakeholder summary and plots)
 
 
 def ms(v: Any) -> str:
@@ -243,6 +244,99 @@ def _repeat_table(a: Analysis) -> Table:
     )
 
 
+def _sci(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3e}"
+
+
+def _ratio(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.2f}x"
+
+
+def _analytic_sections(a: Analysis) -> list[tuple[str, tuple[Table, ...]]]:
+    """MFU/MBU per stage (analytic model vs measured), module attribution, GPU idle gaps."""
+    out: list[tuple[str, tuple[Table, ...]]] = []
+    an = a.analytic
+    if an is not None and not an.metrics.is_empty():
+        peak = an.doc.get("peak") or {}
+        note = (
+            f"Per pass ({an.doc.get('pages_per_pass')} page(s), mean over passes); peak {peak.get('tflops')} TFLOP/s, "
+            f"{peak.get('tbps')} TB/s ({peak.get('source')}). busy = GPU busy time, wall = the stage's NVTX range; "
+            "predicted = roofline max(FLOPs/peak, bytes/bandwidth)."
+        )
+        cols: list[tuple[str, str, Fmt]] = [
+            ("stage", "stage", text),
+            ("FLOPs", "flops", _sci),
+            ("bytes", "bytes", _sci),
+            ("FLOP/byte", "intensity", lambda v: "n/a" if v is None else f"{v:,.1f}"),
+            ("GPU busy ms", "gpu_busy_ns", ms),
+            ("wall ms", "wall_ns", ms),
+            ("predicted ms", "predicted_ns", ms),
+            ("bound", "bound", text),
+            ("busy / predicted", "ratio_busy", _ratio),
+            ("MFU busy", "mfu_busy", frac),
+            ("MFU wall", "mfu_wall", frac),
+            ("MBU busy", "mbu_busy", frac),
+            ("MBU wall", "mbu_wall", frac),
+        ]
+        out.append(("Analytic model: MFU and MBU per stage", (table("Stage metrics", an.metrics, cols, note=note),)))
+    elif an is not None and an.doc.get("reason"):
+        out.append(("Analytic model: MFU and MBU per stage", (Table(str(an.doc["reason"]), (), ()),)))
+    m = a.modules
+    if m is not None:
+        share = "n/a" if m.share is None else f"{100 * m.share:.1f}%"
+        note = (
+            f"GPU busy time inside named module ranges: {share} of the pass's GPU busy time "
+            f"(target >= 90%; the rest is unattributed). Per pass, mean over {m.passes} pass(es); "
+            "measured = GPU busy of the ops launched inside the module's ranges; predicted = the sum of its "
+            "operations' roofline times."
+        )
+        rows = m.table.filter(pl.col("measured_ns").is_not_null()) if "measured_ns" in m.table.columns else m.table
+        out.append(
+            (
+                "Modules",
+                (
+                    table(
+                        "Measured vs predicted GPU time per module",
+                        rows,
+                        [
+                            ("module", "path", text),
+                            ("calls", "calls", num),
+                            ("measured ms", "measured_ns", ms),
+                            ("self ms", "self_ns", ms),
+                            ("predicted ms", "predicted_ops_ns", ms),
+                            ("measured / predicted", "ratio", _ratio),
+                            ("FLOPs", "flops", _sci),
+                        ],
+                        note=note,
+                        limit=200,
+                    ),
+                ),
+            )
+        )
+    if not a.idle_gaps.is_empty():
+        out.append(
+            (
+                "GPU idle gaps",
+                (
+                    table(
+                        "Longest gaps between consecutive GPU ops, per stage",
+                        a.idle_gaps,
+                        [
+                            ("stage", "stage", text),
+                            ("repeat", "repeat", num),
+                            ("page", "page", num),
+                            ("at ms", "start_ns", ms),
+                            ("gap ms", "duration_ns", ms),
+                        ],
+                        note="The innermost stage holding the gap; `at` is from the first stage's start.",
+                        limit=30,
+                    ),
+                ),
+            )
+        )
+    return out
+
+
 def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int = 30) -> Document:
     """Turn an analysis into the report document."""
     facts: list[tuple[str, str]] = []
@@ -315,6 +409,7 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
     rep = a.repeats
     if rep.passes > 1:
         sections.append(("Repeats", (_repeat_table(a),)))
+    sections += _analytic_sections(a)
     first = a.traces[0]
     proj = first.nvtx_projection.sort("total_proj_ns", descending=True)
     if not cuda:
