@@ -238,6 +238,10 @@ def test_cli_writes_html_with_mfu_and_sqlite_tables(capsys: pytest.CaptureFixtur
     html = (out / "report.html").read_text()
     assert "Model-level MFU is not available" not in html and "No analytic model" not in html
     assert "No unprofiled baseline" not in html
+    md = (out / "report.md").read_text()
+    assert md.index("## Summary") < md.index("## Plots") < md.index("## Stages")
+    assert "![Roofline](plots/roofline.svg)" in md and (out / "plots" / "roofline.svg").is_file()
+    assert "## Analytic model: MFU and MBU per stage" in md and "| prefill |" in md
     con = sqlite3.connect(out / "results.sqlite")
     assert con.execute("select count(*) from stage_metrics").fetchone() == (7,)
     assert con.execute("select count(*) from idle_gaps where stage = 'decode'").fetchone()[0] > 0
