@@ -133,6 +133,8 @@ def analyze(
         analysis = run_analysis(paths, progress=advance, workload=flags, peak=peak)
         for w in analysis.warnings:
             print(f"dsocr: warning: {w}", file=sys.stderr)  # one line, never wrapped
+        if analysis.analytic is not None and analysis.analytic.doc.get("reason"):
+            ui.info(f"MFU/MBU: {analysis.analytic.doc['reason']}")
         advance("rendering outputs")
         from dsocr.report.jsonout import document, dumps
 
