@@ -69,6 +69,11 @@ def module_times(trace: Trace, op_ranges: pl.DataFrame) -> ModuleTimes | None:
     reps = trace.ranges.filter((pl.col("domain") == nv.DOMAIN) & (pl.col("message") == nv.REPEAT)).select(
         "range_id", pl.col("payload").cast(pl.Int64).alias("repeat")
     )
+    has_reps = reps.select(pl.len()).collect().item() > 0
+    if has_reps:  # module ranges outside the passes (warm-up) are not measured
+        mods = mods.filter(pl.col("repeat").is_not_null())
+        if mods.is_empty():
+            return None
     ops = trace.gpu_ops.select("op_id", "start", "end")
     pairs = op_ranges.lazy()
     in_mod = pairs.join(mods.lazy().select("range_id", "path", "depth", "repeat"), on="range_id")
@@ -93,7 +98,6 @@ def module_times(trace: Trace, op_ranges: pl.DataFrame) -> ModuleTimes | None:
         .select("path", "repeat", "calls", pl.col("gpu_ns").fill_null(0), pl.col("self_ns").fill_null(0))
     )
     # the pass's ops: those inside a repeat range (all ops when the trace has no repeat ranges)
-    has_reps = reps.select(pl.len()).collect().item() > 0
     if has_reps:
         pass_ops = pairs.join(reps, on="range_id").select("op_id", "repeat").unique(subset="op_id")
     else:
