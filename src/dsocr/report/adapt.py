@@ -159,6 +159,7 @@ def _stage_views(
     baseline: pl.DataFrame,
     analytic: Mapping[str, Any] | None,
     passes: int,
+    profiled: bool = True,
 ) -> tuple[StageView, ...]:
     stages = _frame(d.get("stages"))
     per_pass = _frame(_get(d, "repeats", "per_pass"))
@@ -176,6 +177,7 @@ def _stage_views(
         str(r["stage"]): r for r in (_get(analytic, "stage_metrics") or []) if isinstance(r, Mapping) and "stage" in r
     }
     base = _per_repeat(baseline)
+    prof_recs = _per_repeat(records) if profiled else pl.DataFrame()
     recs = _per_repeat(records if not records.is_empty() else baseline)
     out = []
     for name in names:
@@ -183,11 +185,16 @@ def _stage_views(
         rng = _stats(per_pass, name, "cpu_ns") or Stat.of([row["cpu_ns"]])
         busy = _stats(per_pass, name, "gpu_busy_ns") or Stat.of([row["gpu_busy_ns"]])
         unprof = None
+        prof = None
         tokens = None
         if not base.is_empty():
             part = base.filter(pl.col("stage") == name)
             if part.height:
                 unprof = Stat.of(part["ns"].to_list())
+        if not prof_recs.is_empty():
+            part = prof_recs.filter(pl.col("stage") == name)
+            if part.height:
+                prof = Stat.of(part["ns"].to_list())
         if not recs.is_empty():
             tok = recs.filter(pl.col("stage") == name)["tokens"].drop_nulls()
             tokens = int(tok.mean()) if tok.len() and tok.mean() else None  # type: ignore[arg-type]
@@ -213,6 +220,7 @@ def _stage_views(
                 gpu_busy_ns=busy,
                 kernels=_stats(per_pass, name, "kernels") or Stat.of([row["kernels"]]),
                 unprofiled_ns=unprof,
+                profiled_ns=prof,
                 launches=_stats(per_pass, name, "launches") if has_gpu else None,
                 syncs=_stats(per_pass, name, "syncs") if has_gpu else None,
                 d2h_copies=_stats(per_pass, name, "d2h_copies") if has_gpu else None,
@@ -470,7 +478,8 @@ def view_from_analysis(
     records = _records(timing)
     base = _records(baseline)
     passes = int(_get(d, "repeats", "passes") or 1)
-    stages = _stage_views(d, records, base, analytic, passes)
+    is_profiled = timing is None or timing.get("profiled") is not False
+    stages = _stage_views(d, records, base, analytic, passes, profiled=is_profiled)
     names = [s.name for s in stages]
     instances = _frame(d.get("stage_instances"))
     has_gpu = bool(_get(d, "trace", "has_cuda"))

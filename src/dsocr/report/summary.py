@@ -129,6 +129,9 @@ class Rule:
     op: str  #: ``>`` or ``<``
     threshold: float
     text: str
+    #: For ``*`` rules firing in several stages: one sentence with ``{stages}`` (``vision (5.0x), sam (5.1x)``)
+    #: and ``{threshold}``, instead of one sentence per stage.
+    text_many: str | None = None
 
 
 #: The recommendation rules, in the order the summary lists them.
@@ -178,6 +181,8 @@ RULES: tuple[Rule, ...] = (
         0.15,
         "MoE routing takes {value} of the GPU time in {stage} (more than {threshold}); a fused MoE kernel "
         "(routing and grouped expert GEMMs in one) would pay.",
+        "MoE routing takes more than {threshold} of the GPU time in {stages}; a fused MoE kernel "
+        "(routing and grouped expert GEMMs in one) would pay.",
     ),
     Rule(
         "sam-attention",
@@ -214,6 +219,8 @@ RULES: tuple[Rule, ...] = (
         3.0,
         "The GPU work of {stage} took {value} the roofline prediction (more than {threshold}); "
         "its kernels are far from the hardware limit, so kernel choice, not hardware, limits it.",
+        "The GPU work took more than {threshold} the roofline prediction in {stages}; these kernels are "
+        "far from the hardware limit, so kernel choice (fused or better-tuned kernels), not hardware, limits them.",
     ),
     Rule(
         "noisy",
@@ -223,6 +230,8 @@ RULES: tuple[Rule, ...] = (
         0.10,
         "The time of {stage} varies {value} between passes (more than {threshold}); compare runs with "
         "care and use more repeats.",
+        "Stage times vary by more than {threshold} between passes in {stages} (coefficient of variation); "
+        "compare runs with care and use more repeats.",
     ),
     Rule(
         "profiler-overhead",
@@ -232,6 +241,8 @@ RULES: tuple[Rule, ...] = (
         0.2,
         "Profiling slowed {stage} by {value} against the unprofiled run (more than {threshold}); read its "
         "absolute times with that in mind.",
+        "Profiling slowed these stages by more than {threshold} against the unprofiled run: {stages}; read "
+        "their absolute times with that in mind.",
     ),
 )
 
@@ -324,18 +335,30 @@ def _fires(rule: Rule, value: float) -> bool:
 
 
 def actions(view: ReportView) -> tuple[Statement, ...]:
-    """The sentences of every rule whose threshold the measured signals cross."""
+    """The sentences of every rule whose threshold the measured signals cross.
+
+    A ``*`` rule that fires in several stages gives one sentence naming them all (its ``text_many``).
+    """
     out: list[Statement] = []
     for rule in RULES:
         getter, fmt = METRICS[rule.metric]
+        fired: list[tuple[StageView, Evidence]] = []
         for stage in view.stages:
             if rule.stage not in ("*", stage.name):
                 continue
             value = getter(view, stage)
             if value is None or not math.isfinite(value) or not _fires(rule, value):
                 continue
-            v = _ev(f"stage:{stage.name}:{rule.metric}", value, fmt)
-            t = _ev(f"rule:{rule.id}:threshold", rule.threshold, fmt)
+            fired.append((stage, _ev(f"stage:{stage.name}:{rule.metric}", value, fmt)))
+        if not fired:
+            continue
+        t = _ev(f"rule:{rule.id}:threshold", rule.threshold, fmt)
+        if len(fired) > 1 and rule.text_many:
+            listed = ", ".join(f"{stage.name} ({v.shown})" for stage, v in fired)
+            text = rule.text_many.format(stages=listed, threshold=t.shown)
+            out.append(Statement(text, (*(v for _, v in fired), t), rule.id))
+            continue
+        for stage, v in fired:
             out.append(Statement(rule.text.format(stage=stage.name, value=v.shown, threshold=t.shown), (v, t), rule.id))
     return tuple(out)
 

@@ -107,6 +107,7 @@ class StageView:
     gpu_busy_ns: Stat  #: union of kernel/copy intervals inside the range
     kernels: Stat
     unprofiled_ns: Stat | None = None  #: the same stage timed without nsys (CUDA events)
+    profiled_ns: Stat | None = None  #: the stage timed the same way (CUDA events) inside the profiled run
     launches: Stat | None = None  #: CUDA launch API calls
     syncs: Stat | None = None  #: host waits on the device
     d2h_copies: Stat | None = None
@@ -150,10 +151,15 @@ class StageView:
 
     @property
     def overhead_frac(self) -> float | None:
-        """Profiled range time over unprofiled time, minus one (nsys's perturbation)."""
+        """Profiled over unprofiled time, minus one (nsys's perturbation).
+
+        Like with like where the profiled run's own CUDA-event timing exists (timing.json vs
+        timing-baseline.json); otherwise the profiled NVTX range time against the unprofiled time.
+        """
         if self.unprofiled_ns is None or self.unprofiled_ns.mean <= 0:
             return None
-        return self.range_ns.mean / self.unprofiled_ns.mean - 1.0
+        profiled = self.profiled_ns if self.profiled_ns is not None else self.range_ns
+        return profiled.mean / self.unprofiled_ns.mean - 1.0
 
     @property
     def cv_flag(self) -> bool:
