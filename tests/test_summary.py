@@ -127,3 +127,29 @@ def test_cost_center_most_pronounced_stage() -> None:
     # GEMM: 70 ms of decode's 4.6 s is less pronounced than 40 ms of prefill's 80 ms
     assert centers["gemm"].stage == "prefill"
     assert centers["gemm"].stage_share == pytest.approx(40e6 / 80e6)
+
+
+def test_a_rule_firing_in_several_stages_is_one_sentence_naming_each() -> None:
+    view = full_view()
+    s = check_traceable(view)
+    far = [a for a in s.actions if a.rule == "far-from-roofline"]
+    # vision 40/10 = 4.0x and prefill 60.33/8 = 7.5x cross 3.0x: one sentence, both stages with their value
+    assert len(far) == 1
+    assert "vision (4.0x)" in far[0].text and "prefill (7.5x)" in far[0].text
+    assert "more than 3.0x" in far[0].text
+    single = attrs.evolve(view, stages=tuple(st for st in view.stages if st.name != "prefill"))
+    (one,) = [a for a in summ.actions(single) if a.rule == "far-from-roofline"]
+    assert one.text.startswith("The GPU work of vision took 4.0x the roofline prediction")
+
+
+def test_overhead_compares_cuda_events_with_cuda_events() -> None:
+    st = StageView(
+        "prefill",
+        range_ns=Stat.of([120e6]),
+        gpu_busy_ns=Stat.of([50e6]),
+        kernels=Stat.of([10]),
+        unprofiled_ns=Stat.of([80e6]),
+        profiled_ns=Stat.of([100e6]),
+    )
+    assert st.overhead_frac == pytest.approx(0.25)  # 100 / 80 - 1, not the NVTX range's 120 / 80 - 1
+    assert attrs.evolve(st, profiled_ns=None).overhead_frac == pytest.approx(0.5)
