@@ -243,9 +243,9 @@ def _attribute(trace: Trace) -> Attribution:
 
 
 def _projection(trace: Trace, att: Attribution) -> pl.DataFrame:
-    from dsocr.analyze.projection import projection_summary, projection_trace
+    from dsocr.analyze.projection import projection_summary
 
-    return projection_summary(trace, projection_trace(trace, att.api_ranges))
+    return projection_summary(trace, pairs=att.api_ranges)
 
 
 def _kernels(trace: Trace) -> pl.DataFrame:

@@ -12,6 +12,8 @@ from typing import Final
 
 import polars as pl
 
+from dsocr.analyze.stages import take_by_id
+
 TOP_GAPS: Final = 5
 
 SCHEMA: Final = {
@@ -33,31 +35,63 @@ def idle_gaps(
     ``page``, ``start``); ``op_ranges`` the (``op_id``, ``range_id``) attribution pairs;
     ``gpu_ops`` the trace's ops (``op_id``, ``start``, ``end``). ``start_ns`` is relative to the
     first stage instance's start.
+
+    One global sort, no per-instance windows: each instance's ops are shifted into a time band
+    of their own (``band * span``), so the running maximum of the ends never mixes instances.
     """
     if instances.is_empty():
         return pl.DataFrame(schema=SCHEMA)
     t0 = int(instances["start"].min())  # type: ignore[arg-type]
-    inst = instances.lazy().select(
-        "range_id", "stage", "depth", pl.col("repeat").cast(pl.Int64), pl.col("page").cast(pl.Int64)
+    inst = (
+        instances.lazy()
+        .select("range_id", "stage", "depth", pl.col("repeat").cast(pl.Int64), pl.col("page").cast(pl.Int64))
+        .with_row_index("_band")
+        .collect()
     )
-    ops = gpu_ops.select("op_id", "start", "end")
-    prev_end = pl.col("end").cum_max().shift(1).over("range_id", order_by="start")
+    pairs = op_ranges.select("op_id", "range_id").join(inst.lazy().select("range_id", "_band"), on="range_id")
+    rows = take_by_id(pairs.select("op_id", "_band"), "op_id", gpu_ops.select("op_id", "start", "end")).drop("op_id")
+    if rows.height == 0:
+        return pl.DataFrame(schema=SCHEMA)
+    lo = int(rows["start"].min())  # type: ignore[arg-type]
+    span = int(rows["end"].max()) - lo + 1  # type: ignore[arg-type]
+    base = pl.col("_band").cast(pl.Int64) * span
+    prev = pl.col("_e").cum_max().shift(1)
+    found = (
+        rows.lazy()
+        .select(
+            "_band",
+            base.alias("_base"),
+            (base + pl.col("start") - lo).alias("_s"),
+            (base + pl.col("end") - lo).alias("_e"),
+        )
+        .sort("_s")
+        .with_columns(prev.alias("_prev"))
+        # an op starting after every earlier op of its instance (the first op of a band has none)
+        .filter((pl.col("_s") > pl.col("_prev")) & (pl.col("_prev") >= pl.col("_base")))
+        .select(
+            "_band",
+            (pl.col("_prev") - pl.col("_base") + lo).alias("_gs"),
+            (pl.col("_s") - pl.col("_base") + lo).alias("_ge"),
+        )
+        .collect()
+    )
+    del rows
+    depth = inst.lazy().select("_band", "depth")
+    # one gap seen by nested stages: keep the innermost (deepest) stage; then the longest
+    # ``top_n`` per instance (a superset of the longest per stage) before the names join in
     gaps = (
-        op_ranges.join(inst.select("range_id"), on="range_id", how="semi")
-        .join(ops, on="op_id")
-        .sort("range_id", "start")
-        .with_columns(prev_end.alias("_prev"))
-        .filter(pl.col("start") > pl.col("_prev"))
-        .select("range_id", pl.col("_prev").alias("_gs"), pl.col("start").alias("_ge"))
-        .join(inst, on="range_id")
-        # one gap seen by nested stages: keep the innermost (deepest) stage
+        found.lazy()
+        .join(depth, on="_band")
         .sort("depth", descending=True)
         .unique(subset=["_gs", "_ge"], keep="first")
         .with_columns((pl.col("_ge") - pl.col("_gs")).alias("duration_ns"), (pl.col("_gs") - t0).alias("start_ns"))
+        .sort("duration_ns", "start_ns", descending=[True, False])
+        .filter(pl.int_range(pl.len()).over("_band") < top_n)
+        .join(inst.lazy().drop("depth"), on="_band", maintain_order="left")
     )
-    rank = pl.col("duration_ns").rank("ordinal", descending=True).over("stage")
+    # the longest first; equally long ones: the earliest first
     return (
-        gaps.filter(rank <= top_n)
+        gaps.filter(pl.int_range(pl.len()).over("stage") < top_n)
         .select("stage", "range_id", "repeat", "page", "start_ns", "duration_ns")
         .sort("duration_ns", "start_ns", descending=[True, False])
         .collect()

@@ -36,6 +36,9 @@ COPY_DTOH: Final = 2
 COPY_DTOD: Final = 8
 COPY_PTOP: Final = 10
 
+#: GPU operation kinds (``gpu_ops.kind``) as a small enum.
+OP_KINDS: Final = pl.Enum(["kernel", "memcpy", "memset"])
+
 #: Per-instance count/byte columns that add up over instances (and over passes).
 SUM_METRICS: Final[tuple[str, ...]] = (
     "cpu_ns",
@@ -193,7 +196,7 @@ def busy_union(ops: pl.LazyFrame, key: str) -> pl.LazyFrame:
 def _kernel_categories(kern: pl.LazyFrame) -> pl.LazyFrame:
     """The kernel names of ``kern`` with their category (computed once per unique name)."""
     names = kern.select("name").unique()
-    return names.with_columns(category_expr(pl.col("name").cast(pl.String)).alias("category"))
+    return names.with_columns(category_expr(pl.col("name")).alias("category"))
 
 
 def analyze_stages(
@@ -217,12 +220,12 @@ def analyze_stages(
     op_r = op_ranges if op_ranges is not None else _empty_ids("op_id")
     api_r = api_ranges if api_ranges is not None else _empty_ids("api_id")
 
-    # (op, stage range) pairs with the op's columns; kernel names are long strings, so they are
-    # carried as a categorical (grouped by integer code) and grouped per range before per stage
+    # (op, stage range) pairs with the op's columns; kernel names are long strings, so ops carry
+    # the integer ``name_id`` and the names are looked up once per distinct kernel at the end
     op_cols = trace.gpu_ops.select(
-        "op_id", "kind", "start", "end", pl.col("name").cast(pl.Categorical), "bytes", "copy_kind"
+        "op_id", pl.col("kind").cast(OP_KINDS), "start", "end", _name_id(trace), "bytes", "copy_kind"
     )
-    op_rows = _take(op_r.join(ids, on="range_id", how="semi"), "op_id", op_cols)
+    op_rows = take_by_id(op_r.join(ids, on="range_id", how="semi"), "op_id", op_cols)
     ops = op_rows.lazy().with_columns((pl.col("end") - pl.col("start")).alias("dur"))
     is_k = pl.col("kind") == "kernel"
     is_c = pl.col("kind") == "memcpy"
@@ -252,7 +255,7 @@ def analyze_stages(
         pl.col("category").is_in(["launch", "graph"]).alias("_launch"),
         (pl.col("category") == "sync").alias("_sync"),
     )
-    api = _take(api_pairs, "api_id", api_kind).lazy()
+    api = take_by_id(api_pairs, "api_id", api_kind).lazy()
     api_metrics = api.group_by("range_id").agg(
         pl.len().alias("api_calls"),
         pl.col("_launch").sum().alias("launches"),
@@ -303,15 +306,15 @@ def analyze_stages(
         .collect()
     )
 
-    kern = (
+    kern = _named(
+        trace,
         ops.filter(is_k)
-        .group_by("range_id", "name")
-        .agg(pl.len().alias("instances"), pl.col("dur").sum().alias("total_ns"))
+        .group_by("range_id", "name_id")
+        .agg(pl.len().alias("instances"), pl.col("dur").sum().alias("total_ns"), pl.col("op_id").min())
         .join(ids, on="range_id", how="inner")
-        .group_by("stage", "name")
-        .agg(pl.col("instances").sum(), pl.col("total_ns").sum())
-        .collect()
-        .lazy()
+        .group_by("stage", "name_id")
+        .agg(pl.col("instances").sum(), pl.col("total_ns").sum(), pl.col("op_id").min())
+        .collect(),
     )
     kern = kern.join(_kernel_categories(kern), on="name", how="left")
     inner = (
@@ -329,7 +332,34 @@ def analyze_stages(
     )
 
 
-def _take(pairs: pl.LazyFrame, key: str, source: pl.LazyFrame) -> pl.DataFrame:
+def _name_id(trace: Trace) -> pl.Expr:
+    """``gpu_ops.name_id``; a trace built without it (tests) numbers its names."""
+    if "name_id" in trace.gpu_ops.collect_schema():
+        return pl.col("name_id")
+    return pl.col("name").hash().alias("name_id")
+
+
+def _named(trace: Trace, kern: pl.DataFrame) -> pl.LazyFrame:
+    """``kern`` (``stage``, ``name_id``, counts, one ``op_id`` per name) with the kernel ``name``.
+
+    Only the rows of one op per distinct name are looked up; ids naming the same text merge.
+    """
+    names = (
+        trace.gpu_ops.filter(pl.col("op_id").is_in(kern["op_id"].unique().implode()))
+        .select(_name_id(trace), "name")
+        .unique("name_id")
+    )
+    return (
+        kern.lazy()
+        .join(names, on="name_id", how="left")
+        .group_by("stage", "name")
+        .agg(pl.col("instances").sum(), pl.col("total_ns").sum())
+        .collect()
+        .lazy()
+    )
+
+
+def take_by_id(pairs: pl.LazyFrame, key: str, source: pl.LazyFrame) -> pl.DataFrame:
     """``pairs`` with the columns of ``source`` for each row's ``key`` (an inner join).
 
     The loader numbers ops and API calls by row, so when ``source[key]`` is exactly
@@ -414,9 +444,8 @@ def _ranked(frame: pl.LazyFrame, by: str, keys: list[str], top_n: int | None) ->
 
 
 def _top_kernels(kern: pl.LazyFrame, top_n: int | None) -> pl.DataFrame:
-    named = kern.with_columns(pl.col("name").cast(pl.String))
     return (
-        _ranked(named, "total_ns", ["name"], top_n)
+        _ranked(kern, "total_ns", ["name"], top_n)
         .select("stage", "rank", "name", "category", "instances", "total_ns", "pct")
         .collect()
     )

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from dsocr import lean_allocator
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
 from dsocr.contract import rundir
@@ -20,6 +21,21 @@ if TYPE_CHECKING:
     from dsocr.report.view import ReportView
 
 FORMATS = ("md", "json", "sqlite", "html")
+
+#: Inputs at least this big are analyzed with the lean allocator settings (lower peak memory).
+LEAN_MEMORY_BYTES = 64 << 20
+
+
+def _input_bytes(paths: list[Path]) -> int:
+    """Total size of the given traces (a directory: its trace files), 0 for what is missing."""
+    total = 0
+    for p in paths:
+        try:
+            files = [p] if p.is_file() else [*p.glob("trace.sqlite*"), *p.glob("*.parquet")]
+            total += sum(f.stat().st_size for f in files)
+        except OSError:
+            continue
+    return total
 
 
 def parse_formats(value: str) -> tuple[str, ...]:
@@ -114,6 +130,8 @@ def analyze(
     """Analyze Nsight Systems exports: stages, kernels, operators, repeats, MFU; write the report files."""
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
     wanted = parse_formats(formats)
+    if _input_bytes(traces or []) >= LEAN_MEMORY_BYTES:
+        lean_allocator()
 
     from dsocr.analyze.analysis import run_analysis, sample_trace
     from dsocr.analyze.analytic_section import PeakFlags
