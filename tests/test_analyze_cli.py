@@ -44,6 +44,7 @@ def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyP
         "DSOCR_PEAK_TFLOPS",
         "DSOCR_PEAK_TBPS",
         "DSOCR_GPU",
+        "DSOCR_FULL_PROJECTION",
     ):
         monkeypatch.delenv(var, raising=False)
 
@@ -63,6 +64,23 @@ def test_h100_writes_every_file(capsys: pytest.CaptureFixture[str], h100_sqlite:
     con = sqlite3.connect(out / "results.sqlite")
     assert con.execute("select count(*) from stages").fetchone() == (3,)
     assert con.execute("select count(*) from kernels").fetchone() == (len(doc["kernels"]),)
+    # one projection row per operator call: only in results.sqlite unless --full-projection
+    omitted = doc["nvtx_projection_omitted"]["rows"]
+    assert omitted == 12874 and len(doc["nvtx_projection"]) == 5
+    assert con.execute("select count(*) from nvtx_projection").fetchone() == (5 + omitted,)
+
+
+def test_full_projection_flag_and_env(
+    capsys: pytest.CaptureFixture[str], h100_sqlite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, stdout, stderr = run(capsys, str(h100_sqlite), "--out", str(tmp_path / "a"), "--json", "--full-projection")
+    assert code == 0, stderr
+    doc = json.loads(stdout)
+    assert len(doc["nvtx_projection"]) == 5 + 12874 and doc["nvtx_projection_omitted"]["rows"] == 0
+    monkeypatch.setenv("DSOCR_FULL_PROJECTION", "1")
+    code, stdout, stderr = run(capsys, str(h100_sqlite), "--out", str(tmp_path / "b"), "--format", "json", "--json")
+    assert code == 0, stderr
+    assert len(json.loads(stdout)["nvtx_projection"]) == 5 + 12874
 
 
 def test_json_to_stdout(capsys: pytest.CaptureFixture[str], cpu_sqlite: Path, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ TOP_LEVEL = {
     "trace",
     "traces",
     "nvtx_projection",
+    "nvtx_projection_omitted",
     "kernels",
     "stages",
     "stage_instances",
@@ -47,6 +48,11 @@ def h100_doc(h100_analysis: Analysis) -> dict[str, Any]:
     return json.loads(json_text(h100_analysis))
 
 
+@pytest.fixture(scope="module")
+def h100_full_doc(h100_analysis: Analysis) -> dict[str, Any]:
+    return json.loads(json_text(h100_analysis, full_projection=True))
+
+
 def test_json_top_level(h100_doc: dict[str, Any], h100_sqlite: Path) -> None:
     assert set(h100_doc) == TOP_LEVEL
     assert h100_doc["schema_version"] == "1.0"
@@ -60,7 +66,7 @@ def test_json_top_level(h100_doc: dict[str, Any], h100_sqlite: Path) -> None:
     assert h100_doc["traces"] == []  # one file: its tables are the top-level ones
 
 
-def test_json_projection_equals_nvidia(h100_doc: dict[str, Any]) -> None:
+def test_json_projection_equals_nvidia(h100_full_doc: dict[str, Any]) -> None:
     oracle = read_oracle("nvtx_gpu_proj_sum")
     want = {
         (r["Range"], r["Style"]): (
@@ -73,11 +79,23 @@ def test_json_projection_equals_nvidia(h100_doc: dict[str, Any]) -> None:
     }
     got = {
         (r["range"], r["style"]): (r["instances"], r["total_proj_ns"], r["total_range_ns"], r["gpu_ops"])
-        for r in h100_doc["nvtx_projection"]
+        for r in h100_full_doc["nvtx_projection"]
     }
     assert got == want
-    first = h100_doc["nvtx_projection"][0]
+    assert h100_full_doc["nvtx_projection_omitted"]["rows"] == 0
+    first = h100_full_doc["nvtx_projection"][0]
     assert {"proj_avg_ns", "proj_median_ns", "proj_min_ns", "proj_max_ns", "proj_stddev_ns"} <= set(first)
+
+
+def test_json_projection_leaves_out_op_instances(h100_doc: dict[str, Any], h100_full_doc: dict[str, Any]) -> None:
+    """By default analysis.json drops the one-row-per-instance operator ranges and says so."""
+    full, short = h100_full_doc["nvtx_projection"], h100_doc["nvtx_projection"]
+    dropped = [r for r in full if r not in short]
+    omitted = h100_doc["nvtx_projection_omitted"]
+    assert omitted["rows"] == len(dropped) == 12874 and len(short) == 5
+    assert all(", op_id = " in r["range"] and r["instances"] == 1 for r in dropped)
+    assert "results.sqlite" in omitted["where"] and "--full-projection" in omitted["option"]
+    assert short == [r for r in full if ", op_id = " not in r["range"]]
 
 
 def test_json_kernels_equal_nvidia(h100_doc: dict[str, Any]) -> None:
@@ -115,7 +133,8 @@ def test_sqlite_mirrors_json(h100_analysis: Analysis, h100_doc: dict[str, Any], 
         ("operators", "operators"),
         ("kernel_categories", "kernel_categories"),
     ]:
-        assert con.execute(f"select count(*) from {table}").fetchone() == (len(h100_doc[key]),), table
+        extra = h100_doc["nvtx_projection_omitted"]["rows"] if table == "nvtx_projection" else 0
+        assert con.execute(f"select count(*) from {table}").fetchone() == (len(h100_doc[key]) + extra,), table
     row = con.execute("select instances, decode_steps, launches from stages where stage = 'decode'").fetchone()
     dec = next(s for s in h100_doc["stages"] if s["stage"] == "decode")
     assert row == (dec["instances"], dec["decode_steps"], dec["launches"])

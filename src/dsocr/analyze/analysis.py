@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import lzma
+import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -83,8 +84,13 @@ class Analysis:
     modules: ModuleAttribution | None = None
     run: RunFiles | None = None  #: the run directory's files (first trace), if it is one
 
-    def to_dict(self) -> dict[str, Any]:
-        """The ``analysis.json`` document."""
+    def to_dict(self, *, full_projection: bool = False) -> dict[str, Any]:
+        """The ``analysis.json`` document (NaN/inf in the tables as ``None``).
+
+        Without ``full_projection`` the ``nvtx_projection`` rows of per-instance operator
+        ranges (``aten::...`` with a unique ``op_id``, from ``--op-ranges`` captures) are left
+        out; ``nvtx_projection_omitted`` says how many and where they are (results.sqlite).
+        """
         from dsocr.analyze.workload_from_run import compact_timing
 
         first = self.traces[0]
@@ -96,16 +102,18 @@ class Analysis:
                 "timing": compact_timing(self.run.timing),
                 "baseline": compact_timing(self.run.baseline),
             }
+
+        def projection(t: TraceResult) -> dict[str, Any]:
+            rows, omitted = _projection_rows(t.nvtx_projection, full_projection)
+            return {"nvtx_projection": rows, "nvtx_projection_omitted": omitted}
+
         return {
             "schema_version": rundir.ANALYSIS_SCHEMA_VERSION,
             "trace": _info_dict(first.info),
-            "traces": [
-                {**_info_dict(t.info), "nvtx_projection": _rows(t.nvtx_projection), "kernels": _rows(t.kernels)}
-                for t in self.traces
-            ]
+            "traces": [{**_info_dict(t.info), **projection(t), "kernels": _rows(t.kernels)} for t in self.traces]
             if len(self.traces) > 1
             else [],
-            "nvtx_projection": _rows(first.nvtx_projection),
+            **projection(first),
             "kernels": _rows(first.kernels),
             "stages": _rows(self.stages),
             "stage_instances": _rows(self.stage_instances),
@@ -127,8 +135,55 @@ class Analysis:
         }
 
 
+#: ``nvtx_projection`` rows of one operator range instance each (``--op-ranges`` names carry a unique op_id).
+PER_INSTANCE_OP_RANGE: Final = r", op_id = \d+"
+
+#: Keys of :meth:`Analysis.to_dict` whose values are table rows (already free of NaN/inf).
+TABLE_KEYS: Final = frozenset(
+    {
+        "traces",
+        "nvtx_projection",
+        "kernels",
+        "stages",
+        "stage_instances",
+        "kernel_categories",
+        "top_kernels",
+        "operators",
+        "idle_gaps",
+    }
+)
+
+
+def _projection_rows(df: pl.DataFrame, full: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The projection rows for analysis.json and what was left out of them."""
+    kept = df if full or df.is_empty() else df.filter(~pl.col("range").str.contains(PER_INSTANCE_OP_RANGE))
+    omitted = {
+        "rows": df.height - kept.height,
+        "what": "per-instance operator ranges (aten::..., op_id = N); the operators table groups them",
+        "where": f"{rundir.RESULTS_SQLITE} table nvtx_projection (all rows)",
+        "option": "--full-projection puts them in analysis.json",
+    }
+    return _rows(kept), omitted
+
+
 def _rows(df: pl.DataFrame) -> list[dict[str, Any]]:
+    """The rows of ``df`` as dicts, NaN/inf as ``None`` (JSON has neither)."""
+    if any(t.is_nested() for t in df.schema.values()):
+        return [_finite(r) for r in df.to_dicts()]
+    floats = [c for c, t in df.schema.items() if t.is_float()]
+    if floats:
+        df = df.with_columns(pl.when(pl.col(c).is_finite()).then(pl.col(c)).alias(c) for c in floats)
     return df.to_dicts()
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    return v
 
 
 def _info_dict(info: TraceInfo) -> dict[str, Any]:

@@ -123,6 +123,16 @@ def analyze(
     gpu: Annotated[
         str | None, _opt("--gpu", "DSOCR_GPU", "GPU name to look the peak up by (default: the trace's GPU).")
     ] = None,
+    full_projection: Annotated[
+        bool,
+        typer.Option(
+            "--full-projection",
+            envvar="DSOCR_FULL_PROJECTION",
+            show_envvar=True,
+            help="Put every nvtx_projection row in analysis.json, also one per operator range instance "
+            "(--op-ranges captures; by default they are only in results.sqlite).",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -156,7 +166,11 @@ def analyze(
         advance("rendering outputs")
         from dsocr.report.jsonout import document, dumps
 
-        doc = document(analysis) if (set(wanted) & {"json", "html", "md"} or json_out) else None
+        doc = (
+            document(analysis, full_projection=full_projection)
+            if (set(wanted) & {"json", "html", "md"} or json_out)
+            else None
+        )
         jtext = dumps(doc) if doc is not None and ("json" in wanted or json_out) else None
         view = None
         if doc is not None and ("html" in wanted or "md" in wanted):

@@ -44,11 +44,9 @@ def diff(
         if out.exists() and not out.is_dir():
             raise BadInput(f"--out {out}: exists and is not a directory; choose another --out", ExitCode.USAGE)
         from dsocr.contract.atomic import write_text
-        from dsocr.report.html import share
 
         write_text(out / DIFF_MD, d.render(result, "md"))
         write_text(out / DIFF_HTML, d.render(result, "html"))
-        share([out / DIFF_MD, out / DIFF_HTML])
     if json_out:
         sys.stdout.write(json.dumps(result.to_dict(), indent=1, allow_nan=False, default=str) + "\n")
     elif out is not None:

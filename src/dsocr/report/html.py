@@ -171,11 +171,6 @@ def render_summary_md(view: ReportView, summary: summ.Summary | None = None) -> 
     return environment().get_template("summary.md.j2").render(v=view, s=summary)
 
 
-def share(paths: list[Path]) -> None:
-    """Kept for callers written before ``contract.atomic`` gave files the usual permissions: does nothing."""
-    del paths
-
-
 def write(view: ReportView, out_dir: Path) -> list[Path]:
     """Write report.html, summary.md and plots/*.svg into ``out_dir`` (atomically); return the paths."""
     summary = summ.build(view)

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dsocr.analyze.analysis import Analysis
+from dsocr.analyze.analysis import TABLE_KEYS, Analysis
 from dsocr.contract import atomic
 
 
@@ -22,11 +22,14 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def document(analysis: Analysis) -> dict[str, Any]:
-    """The ``analysis.json`` document with NaN/inf as null."""
-    doc = _clean(analysis.to_dict())
-    assert isinstance(doc, dict)
-    return doc
+def document(analysis: Analysis, *, full_projection: bool = False) -> dict[str, Any]:
+    """The ``analysis.json`` document with NaN/inf as null.
+
+    The table rows come clean from :meth:`Analysis.to_dict`; only the small rest is walked.
+    ``full_projection`` keeps every ``nvtx_projection`` row (see ``to_dict``).
+    """
+    doc = analysis.to_dict(full_projection=full_projection)
+    return {k: v if k in TABLE_KEYS else _clean(v) for k, v in doc.items()}
 
 
 def dumps(doc: dict[str, Any], indent: int | None = None) -> str:
@@ -34,9 +37,9 @@ def dumps(doc: dict[str, Any], indent: int | None = None) -> str:
     return json.dumps(doc, indent=indent, ensure_ascii=False, default=str) + "\n"
 
 
-def json_text(analysis: Analysis, indent: int | None = None) -> str:
+def json_text(analysis: Analysis, indent: int | None = None, *, full_projection: bool = False) -> str:
     """The ``analysis.json`` text."""
-    return dumps(document(analysis), indent)
+    return dumps(document(analysis, full_projection=full_projection), indent)
 
 
 def write_json(text: str, path: Path) -> None:
