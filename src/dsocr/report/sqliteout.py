@@ -1,40 +1,46 @@
-"""``results.sqlite``: the analysis tables, one SQLite table each (sqlite-utils)."""
+"""``results.sqlite``: the analysis tables, one SQLite table each (columns
+INTEGER, REAL or TEXT, declared as sqlite-utils does)."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-import sqlite_utils
 
 from dsocr.analyze.analysis import Analysis
 from dsocr.contract import atomic
 
 
-def _insert(db: sqlite_utils.Database, name: str, df: pl.DataFrame) -> None:
-    """Create the table with sqlite-utils, then bulk-insert the rows (one executemany)."""
+def _insert(con: sqlite3.Connection, name: str, df: pl.DataFrame) -> None:
+    """Create the table, then bulk-insert the rows (one executemany)."""
     nested = [c for c, t in df.schema.items() if isinstance(t, pl.List | pl.Array | pl.Struct)]
     if nested:
         df = df.with_columns(pl.col(c).map_elements(_json_cell, return_dtype=pl.Utf8) for c in nested)
-    db.table(name).create({c: _sql_type(t) for c, t in df.schema.items()})
+    decl = ",\n".join(f"   {_quote(c)} {_sql_type(t)}" for c, t in df.schema.items())
+    con.execute(f"CREATE TABLE {_quote(name)} (\n{decl}\n)")
     if df.height:
-        cols = ", ".join(f"[{c}]" for c in df.columns)
+        cols = ", ".join(_quote(c) for c in df.columns)
         marks = ", ".join("?" * df.width)
-        db.conn.executemany(f"INSERT INTO [{name}] ({cols}) VALUES ({marks})", df.iter_rows())
+        con.executemany(f"INSERT INTO {_quote(name)} ({cols}) VALUES ({marks})", df.iter_rows())
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _json_cell(v: Any) -> str:
     return json.dumps(v.to_list() if isinstance(v, pl.Series) else v)
 
 
-def _sql_type(dtype: pl.DataType) -> type:
+def _sql_type(dtype: pl.DataType) -> str:
     if dtype.is_integer() or dtype == pl.Boolean:
-        return int
+        return "INTEGER"
     if dtype.is_float():
-        return float
-    return str
+        return "REAL"
+    return "TEXT"
 
 
 def tables(analysis: Analysis) -> dict[str, pl.DataFrame]:
@@ -87,13 +93,13 @@ def tables(analysis: Analysis) -> dict[str, pl.DataFrame]:
 def build_sqlite(analysis: Analysis, path: Path) -> None:
     """Write every table into a new SQLite file at ``path`` (replaced if it exists)."""
     path.unlink(missing_ok=True)
-    db = sqlite_utils.Database(path)
+    con = sqlite3.connect(path)
     try:
-        with db.conn:
+        with con:
             for name, df in tables(analysis).items():
-                _insert(db, name, df)
+                _insert(con, name, df)
     finally:
-        db.close()
+        con.close()
 
 
 def write_sqlite(analysis: Analysis, path: Path) -> None:
