@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from dsocr.analytic.metrics import module_metrics
@@ -97,3 +98,34 @@ def test_idle_gaps_innermost_stage(trace: Path) -> None:
         ("prefill", 1_330, 70),
         ("prefill", 1_250, 50),
     ]
+
+
+def test_idle_gaps_ties_and_nesting() -> None:
+    """Equal gaps: the earliest wins; a gap a nested instance also sees is the nested stage's."""
+    from dsocr.analyze.gaps import idle_gaps
+
+    instances = pl.DataFrame(
+        {
+            "range_id": [0, 1, 2],
+            "stage": ["decode", "decode_step", "decode_step"],
+            "depth": [0, 1, 1],
+            "repeat": [None, None, None],
+            "page": [None, None, None],
+            "start": [0, 0, 90],
+        },
+        schema_overrides={"range_id": pl.UInt32, "depth": pl.UInt32, "repeat": pl.Int64, "page": pl.Int64},
+    )
+    ops = pl.DataFrame(
+        {"op_id": [0, 1, 2, 3], "start": [0, 20, 100, 120], "end": [10, 30, 110, 130]},
+        schema_overrides={"op_id": pl.UInt32},
+    )
+    pairs = pl.DataFrame(
+        {"op_id": [0, 1, 2, 3, 0, 1, 2, 3], "range_id": [1, 1, 2, 2, 0, 0, 0, 0]},
+        schema={"op_id": pl.UInt32, "range_id": pl.UInt32},
+    )
+    got = idle_gaps(instances, pairs.lazy(), ops.lazy(), top_n=1)
+    assert got.select("stage", "range_id", "start_ns", "duration_ns").rows() == [
+        ("decode", 0, 30, 70),
+        ("decode_step", 1, 10, 10),
+    ]
+    assert got.schema["range_id"] == pl.UInt32

@@ -36,58 +36,46 @@ def idle_gaps(
     ``gpu_ops`` the trace's ops (``op_id``, ``start``, ``end``). ``start_ns`` is relative to the
     first stage instance's start.
 
-    One global sort, no per-instance windows: each instance's ops are shifted into a time band
-    of their own (``band * span``), so the running maximum of the ends never mixes instances.
+    One sort per nesting depth, no per-instance windows: each instance's ops are shifted into a
+    time band of their own (``band * span``), so the running maximum of the ends never mixes
+    instances. Within one depth the instances hardly overlap, so a pass holds about one row
+    per op.
     """
     if instances.is_empty():
         return pl.DataFrame(schema=SCHEMA)
     t0 = int(instances["start"].min())  # type: ignore[arg-type]
-    inst = (
-        instances.lazy()
-        .select("range_id", "stage", "depth", pl.col("repeat").cast(pl.Int64), pl.col("page").cast(pl.Int64))
-        .with_row_index("_band")
-        .collect()
+    inst = instances.select(
+        "range_id", "stage", "depth", pl.col("repeat").cast(pl.Int64), pl.col("page").cast(pl.Int64)
     )
-    pairs = op_ranges.select("op_id", "range_id").join(inst.lazy().select("range_id", "_band"), on="range_id")
-    rows = take_by_id(pairs.select("op_id", "_band"), "op_id", gpu_ops.select("op_id", "start", "end")).drop("op_id")
-    if rows.height == 0:
+    ops = gpu_ops.select("op_id", "start", "end").collect()
+    if ops.height == 0:
         return pl.DataFrame(schema=SCHEMA)
-    lo = int(rows["start"].min())  # type: ignore[arg-type]
-    span = int(rows["end"].max()) - lo + 1  # type: ignore[arg-type]
-    base = pl.col("_band").cast(pl.Int64) * span
-    prev = pl.col("_e").cum_max().shift(1)
-    found = (
-        rows.lazy()
-        .select(
-            "_band",
-            base.alias("_base"),
-            (base + pl.col("start") - lo).alias("_s"),
-            (base + pl.col("end") - lo).alias("_e"),
+    lo = int(ops["start"].min())  # type: ignore[arg-type]
+    span = int(ops["end"].max()) - lo + 1  # type: ignore[arg-type]
+    per_pass = max(1, ((1 << 62) // span) - 1)  # bands per pass without overflowing i64
+    pairs = op_ranges.select("op_id", "range_id")
+    ids = inst.select("range_id", "depth")
+    # deepest level first: a gap also seen by a deeper instance belongs to that one (the
+    # innermost stage); each level keeps only its ``top_n`` longest per instance (a superset
+    # of the longest per stage)
+    seen: list[pl.DataFrame] = []
+    kept: list[pl.DataFrame] = []
+    for depth in sorted(ids["depth"].unique().to_list(), reverse=True):
+        level = ids.filter(pl.col("depth") == depth).sort("range_id")
+        found = pl.concat(
+            [
+                _gaps_of(chunk.select("range_id").with_row_index("_band"), pairs, ops, lo, span)
+                for chunk in level.iter_slices(per_pass)
+            ]
         )
-        .sort("_s")
-        .with_columns(prev.alias("_prev"))
-        # an op starting after every earlier op of its instance (the first op of a band has none)
-        .filter((pl.col("_s") > pl.col("_prev")) & (pl.col("_prev") >= pl.col("_base")))
-        .select(
-            "_band",
-            (pl.col("_prev") - pl.col("_base") + lo).alias("_gs"),
-            (pl.col("_s") - pl.col("_base") + lo).alias("_ge"),
-        )
-        .collect()
-    )
-    del rows
-    depth = inst.lazy().select("_band", "depth")
-    # one gap seen by nested stages: keep the innermost (deepest) stage; then the longest
-    # ``top_n`` per instance (a superset of the longest per stage) before the names join in
+        kept.append(_longest_unseen(found, seen, top_n).with_columns((pl.col("_gs") - t0).alias("start_ns")))
+        seen.append(found.select("_gs", "_ge"))
+    del seen
     gaps = (
-        found.lazy()
-        .join(depth, on="_band")
-        .sort("depth", descending=True)
-        .unique(subset=["_gs", "_ge"], keep="first")
-        .with_columns((pl.col("_ge") - pl.col("_gs")).alias("duration_ns"), (pl.col("_gs") - t0).alias("start_ns"))
+        pl.concat(kept)
+        .lazy()
+        .join(inst.lazy().drop("depth"), on="range_id")
         .sort("duration_ns", "start_ns", descending=[True, False])
-        .filter(pl.int_range(pl.len()).over("_band") < top_n)
-        .join(inst.lazy().drop("depth"), on="_band", maintain_order="left")
     )
     # the longest first; equally long ones: the earliest first
     return (
@@ -96,4 +84,47 @@ def idle_gaps(
         .sort("duration_ns", "start_ns", descending=[True, False])
         .collect()
         .cast(SCHEMA)  # type: ignore[arg-type]
+    )
+
+
+def _gaps_of(bands: pl.DataFrame, pairs: pl.LazyFrame, ops: pl.DataFrame, lo: int, span: int) -> pl.DataFrame:
+    """The gaps (``range_id``, ``_gs``, ``_ge``) of the instances in ``bands`` (``_band``, ``range_id``)."""
+    mine = pairs.join(bands.lazy(), on="range_id").select("op_id", "_band")
+    rows = take_by_id(mine, "op_id", ops.lazy())
+    base = pl.col("_band").cast(pl.Int64) * span
+    shifted = rows.select("_band", (base + pl.col("start") - lo).alias("_s"), (base + pl.col("end") - lo).alias("_e"))
+    del rows
+    ordered = shifted.sort("_s")
+    del shifted
+    prev = pl.col("_e").cum_max().shift(1)
+    band_base = pl.col("_band").cast(pl.Int64) * span
+    return (
+        ordered.lazy()
+        .with_columns(prev.alias("_prev"))
+        # an op starting after every earlier op of its instance (the first op of a band has none)
+        .filter((pl.col("_s") > pl.col("_prev")) & (pl.col("_prev") >= band_base))
+        .select(
+            "_band",
+            (pl.col("_prev") - band_base + lo).alias("_gs"),
+            (pl.col("_s") - band_base + lo).alias("_ge"),
+        )
+        .join(bands.lazy(), on="_band")
+        .select("range_id", "_gs", "_ge")
+        .collect()
+    )
+
+
+def _longest_unseen(found: pl.DataFrame, seen: list[pl.DataFrame], top_n: int) -> pl.DataFrame:
+    """The ``top_n`` longest gaps per ``range_id`` of ``found`` that no deeper instance has."""
+    lf = found.lazy()
+    if seen:
+        lf = lf.join(pl.concat(seen, rechunk=False).lazy(), on=["_gs", "_ge"], how="anti")
+    return (
+        lf.with_columns((pl.col("_ge") - pl.col("_gs")).alias("duration_ns"))
+        .filter(pl.col("duration_ns").rank("min", descending=True).over("range_id") <= top_n)
+        .unique(subset=["_gs", "_ge"], keep="first", maintain_order=True)
+        .sort("duration_ns", "_gs", descending=[True, False])
+        .filter(pl.int_range(pl.len()).over("range_id") < top_n)
+        .select("range_id", "_gs", "duration_ns")
+        .collect()
     )
