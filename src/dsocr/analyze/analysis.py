@@ -35,6 +35,10 @@ from dsocr.contract.errors import BadInput, InputNotFound
 #: Called with a step name before each step (for progress bars).
 Progress = Callable[[str], None]
 
+#: From this many API calls on, the NVTX projection folds launches up the range tree instead of
+#: expanding every (API call, enclosing range) pair (less peak memory on big traces).
+FOLD_PROJECTION_CALLS: Final = 1_000_000
+
 #: The bundled sample run directory (a real dsocr capture on an H100).
 SAMPLE_RESOURCE: Final = ("data", "sample", "h100-gundam-2p2r")
 
@@ -300,6 +304,8 @@ def _attribute(trace: Trace) -> Attribution:
 def _projection(trace: Trace, att: Attribution) -> pl.DataFrame:
     from dsocr.analyze.projection import projection_summary
 
+    if att.api_enclosing.ids.len() >= FOLD_PROJECTION_CALLS:
+        return projection_summary(trace)  # folds launches up the range tree: less memory, a little slower
     return projection_summary(trace, pairs=att.api_ranges)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import attrs
 import polars as pl
 
-from dsocr.analyze.sweep import RangeIndex, enclosing, expand, make_timekey, range_index
+from dsocr.analyze.sweep import Enclosing, RangeIndex, enclosing, expand, make_timekey, range_index
 from dsocr.analyze.trace import Trace
 
 
@@ -25,12 +25,23 @@ class Attribution:
     ``op_innermost``: ``op_id``, ``range_id`` (the deepest enclosing range; ops outside every
     range, or without a recorded API call, are absent).
     ``api_innermost``: ``api_id``, ``range_id`` (the same for API calls).
+    The two API frames are properties built from the compact ``api_enclosing`` on each use.
     """
 
-    api_ranges: pl.DataFrame
     op_ranges: pl.DataFrame
     op_innermost: pl.DataFrame
-    api_innermost: pl.DataFrame
+    #: The API calls' enclosing ranges, compact (the long frames are built on each use).
+    api_enclosing: Enclosing = attrs.field(repr=False)
+
+    @property
+    def api_ranges(self) -> pl.DataFrame:
+        """``api_id``, ``range_id``: every enclosing range of every API call (built anew on each use)."""
+        return self.api_enclosing.pairs
+
+    @property
+    def api_innermost(self) -> pl.DataFrame:
+        """``api_id``, ``range_id``: each API call's deepest enclosing range."""
+        return self.api_enclosing.innermost
 
 
 def trace_range_index(trace: Trace) -> RangeIndex:
@@ -90,8 +101,7 @@ def attribute(trace: Trace, *, only_launching: bool = False) -> Attribution:
         rechunk=False,
     )
     return Attribution(
-        api_ranges=enc.pairs,
         op_ranges=op_ranges,
         op_innermost=op_innermost,
-        api_innermost=enc.innermost,
+        api_enclosing=enc,
     )

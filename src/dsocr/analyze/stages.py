@@ -220,42 +220,13 @@ def analyze_stages(
     op_r = op_ranges if op_ranges is not None else _empty_ids("op_id")
     api_r = api_ranges if api_ranges is not None else _empty_ids("api_id")
 
-    # (op, stage range) pairs with the op's columns; kernel names are long strings, so ops carry
-    # the integer ``name_id`` and the names are looked up once per distinct kernel at the end
-    op_cols = trace.gpu_ops.select(
-        "op_id", pl.col("kind").cast(OP_KINDS), "start", "end", _name_id(trace), "bytes", "copy_kind"
-    )
-    op_rows = take_by_id(op_r.join(ids, on="range_id", how="semi"), "op_id", op_cols)
-    ops = op_rows.lazy().with_columns((pl.col("end") - pl.col("start")).alias("dur"))
-    is_k = pl.col("kind") == "kernel"
-    is_c = pl.col("kind") == "memcpy"
-
-    def copy_bytes(kind: int) -> pl.Expr:
-        return pl.col("bytes").filter(is_c & (pl.col("copy_kind") == kind)).sum()
-
-    op_metrics = ops.group_by("range_id").agg(
-        pl.len().alias("gpu_ops"),
-        is_k.sum().alias("kernels"),
-        is_c.sum().alias("memcpys"),
-        (pl.col("kind") == "memset").sum().alias("memsets"),
-        pl.col("dur").filter(is_k).sum().alias("kernel_ns"),
-        (pl.col("end").max() - pl.col("start").min()).alias("gpu_span_ns"),
-        (is_c & (pl.col("copy_kind") == COPY_DTOH)).sum().alias("d2h_copies"),
-        copy_bytes(COPY_HTOD).alias("h2d_bytes"),
-        copy_bytes(COPY_DTOH).alias("d2h_bytes"),
-        copy_bytes(COPY_DTOD).alias("d2d_bytes"),
-        copy_bytes(COPY_PTOP).alias("p2p_bytes"),
-        pl.col("bytes").filter(pl.col("kind") == "memset").sum().alias("memset_bytes"),
-    )
-    busy = busy_union(ops, "range_id").rename({"busy_ns": "gpu_busy_ns"})
-
     api_pairs = api_r.join(ids, on="range_id", how="semi")
     api_kind = trace.api.select(
         "api_id",
         pl.col("category").is_in(["launch", "graph"]).alias("_launch"),
         (pl.col("category") == "sync").alias("_sync"),
     )
-    api = take_by_id(api_pairs, "api_id", api_kind).lazy()
+    api = take_by_id(api_pairs, "api_id", api_kind).lazy()  # API parts first, freed before the op rows
     api_metrics = api.group_by("range_id").agg(
         pl.len().alias("api_calls"),
         pl.col("_launch").sum().alias("launches"),
@@ -274,9 +245,51 @@ def analyze_stages(
         .agg(pl.col("api_id").n_unique().alias("syncs"))
     )
 
+    api_parts = [part.collect() for part in (api_metrics, rec_metrics, syncs)]
+    del api, api_metrics, sync_api, sync_rec, rec_metrics, syncs, api_pairs, api_r, api_ranges
+
+    # (op, stage range) pairs with the op's columns; kernel names are long strings, so ops carry
+    # the integer ``name_id`` and the names are looked up once per distinct kernel at the end
+    name_id = _name_id(trace)
+    op_cols = trace.gpu_ops.select("op_id", pl.col("kind").cast(OP_KINDS), "start", "end", name_id)
+    stage_pairs = op_r.join(ids, on="range_id", how="semi")
+    op_rows = take_by_id(stage_pairs, "op_id", op_cols)
+    ops = op_rows.lazy().with_columns((pl.col("end") - pl.col("start")).alias("dur"))
+    is_k = pl.col("kind") == "kernel"
+    is_c = pl.col("kind") == "memcpy"
+
+    op_metrics = ops.group_by("range_id").agg(
+        pl.len().alias("gpu_ops"),
+        is_k.sum().alias("kernels"),
+        is_c.sum().alias("memcpys"),
+        (pl.col("kind") == "memset").sum().alias("memsets"),
+        pl.col("dur").filter(is_k).sum().alias("kernel_ns"),
+        (pl.col("end").max() - pl.col("start").min()).alias("gpu_span_ns"),
+    )
+    # copies and memsets are few: their bytes come from a small frame of their own
+    copies = trace.gpu_ops.filter(pl.col("kind") != "kernel").select("op_id", "kind", "bytes", "copy_kind")
+    is_copy = pl.col("kind") == "memcpy"
+
+    def copy_bytes(kind: int) -> pl.Expr:
+        return pl.col("bytes").filter(is_copy & (pl.col("copy_kind") == kind)).sum()
+
+    copy_metrics = (
+        stage_pairs.join(copies, on="op_id")
+        .group_by("range_id")
+        .agg(
+            (is_copy & (pl.col("copy_kind") == COPY_DTOH)).sum().alias("d2h_copies"),
+            copy_bytes(COPY_HTOD).alias("h2d_bytes"),
+            copy_bytes(COPY_DTOH).alias("d2h_bytes"),
+            copy_bytes(COPY_DTOD).alias("d2d_bytes"),
+            copy_bytes(COPY_PTOP).alias("p2p_bytes"),
+            pl.col("bytes").filter(pl.col("kind") == "memset").sum().alias("memset_bytes"),
+        )
+    )
+    busy = busy_union(ops, "range_id").rename({"busy_ns": "gpu_busy_ns"})
+
     lf = inst.lazy()
-    for part in (op_metrics, busy, api_metrics, rec_metrics, syncs):
-        lf = lf.join(part, on="range_id", how="left")
+    for part in (op_metrics.collect(), copy_metrics.collect(), busy.collect(), *api_parts):
+        lf = lf.join(part.lazy(), on="range_id", how="left")
     lf = lf.with_columns(
         (pl.col("end") - pl.col("start")).alias("cpu_ns"),
         *[pl.col(c).fill_null(0).cast(pl.Int64) for c in SUM_METRICS if c != "cpu_ns"],
@@ -315,6 +328,7 @@ def analyze_stages(
         .group_by("stage", "name_id")
         .agg(pl.col("instances").sum(), pl.col("total_ns").sum(), pl.col("op_id").min())
         .collect(),
+        name_id,
     )
     kern = kern.join(_kernel_categories(kern), on="name", how="left")
     inner = (
@@ -333,20 +347,24 @@ def analyze_stages(
 
 
 def _name_id(trace: Trace) -> pl.Expr:
-    """``gpu_ops.name_id``; a trace built without it (tests) numbers its names."""
-    if "name_id" in trace.gpu_ops.collect_schema():
-        return pl.col("name_id")
-    return pl.col("name").hash().alias("name_id")
+    """``gpu_ops.name_id`` (as i32 when every id fits); a trace built without it (tests) numbers its names."""
+    if "name_id" not in trace.gpu_ops.collect_schema():
+        return pl.col("name").hash().alias("name_id")  # the same id for a name in any subset of rows
+    bounds = trace.gpu_ops.select(pl.col("name_id").min().alias("lo"), pl.col("name_id").max().alias("hi")).collect()
+    lo, hi = bounds.row(0)
+    if lo is not None and hi is not None and lo >= -(1 << 31) and hi < (1 << 31):
+        return pl.col("name_id").cast(pl.Int32)
+    return pl.col("name_id")
 
 
-def _named(trace: Trace, kern: pl.DataFrame) -> pl.LazyFrame:
+def _named(trace: Trace, kern: pl.DataFrame, name_id: pl.Expr) -> pl.LazyFrame:
     """``kern`` (``stage``, ``name_id``, counts, one ``op_id`` per name) with the kernel ``name``.
 
     Only the rows of one op per distinct name are looked up; ids naming the same text merge.
     """
     names = (
         trace.gpu_ops.filter(pl.col("op_id").is_in(kern["op_id"].unique().implode()))
-        .select(_name_id(trace), "name")
+        .select(name_id, "name")
         .unique("name_id")
     )
     return (
