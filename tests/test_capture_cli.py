@@ -95,3 +95,21 @@ def test_op_ranges_need_cuda_torch(tmp_path: Path, capsys: pytest.CaptureFixture
     assert err.startswith("dsocr: error: --op-ranges needs a CUDA build of torch (emit_nvtx raises ")
     assert err.endswith("is CPU-only: drop --op-ranges or install a CUDA build of torch\n")
     assert not (tmp_path / "r").exists()
+
+
+def test_baseline_runs_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = ["capture", "--device", "cpu", "--out", str(tmp_path / "r")]
+    code, err = _run([*argv, "--baseline-runs", "-2"], capsys)
+    assert (code, err) == (
+        ExitCode.BAD_INPUT,
+        "dsocr: error: --baseline-runs is -2: it must be 0 or more (0: no unprofiled run)\n",
+    )
+    monkeypatch.setenv("DSOCR_BASELINE_RUNS", "-3")  # the option's variable
+    code, err = _run(argv, capsys)
+    assert (code, err) == (
+        ExitCode.BAD_INPUT,
+        "dsocr: error: --baseline-runs is -3: it must be 0 or more (0: no unprofiled run)\n",
+    )
+    assert not (tmp_path / "r").exists()

@@ -57,6 +57,9 @@ cfg = json.load(open(sys.argv[sys.argv.index("--config") + 1]))
 def emit(event, **fields):
     print("@dsocr " + json.dumps({"event": event, **fields}), flush=True)
 baseline = cfg["capture_range"] == "none"
+if os.environ.get("FAKE_WORKER_LOG"):
+    with open(os.environ["FAKE_WORKER_LOG"], "a") as f:
+        f.write(json.dumps({"timing_out": os.path.basename(cfg["timing_out"]), "range": cfg["capture_range"]}) + "\\n")
 emit("started", pid=os.getpid())
 emit("inputs_ready", pages=len(cfg["pages"]), repeats=cfg["repeats"])
 print("some ordinary output", flush=True)
@@ -65,7 +68,8 @@ if os.environ.get("FAKE_WORKER_OOM"):
     sys.exit(6)
 if os.environ.get("FAKE_WORKER_QUIT"):
     sys.exit(0)
-if os.environ.get("FAKE_WORKER_CRASH") and (baseline or os.environ["FAKE_WORKER_CRASH"] == "all"):
+crash = os.environ.get("FAKE_WORKER_CRASH")
+if crash and (crash == "all" or (baseline and crash in ("baseline", os.path.basename(cfg["timing_out"])))):
     print("Traceback (most recent call last):", flush=True)
     print("RuntimeError: boom", flush=True)
     sys.exit(1)
@@ -140,8 +144,15 @@ def test_complete_cpu_capture(fake: dict[str, Path]) -> None:
         assert (run / name).is_file(), name
     assert json.loads((run / "timing.json").read_text())["capture_range"] == "nvtx"
     assert json.loads((run / "timing-baseline.json").read_text())["capture_range"] == "none"
-    assert rec.phases == [("prepare", None), ("profile", 4), ("export", None), ("baseline", 4), ("analyze", None)]
-    assert rec.events.count(progress.PAGE_DONE) == 8
+    assert rec.phases == [
+        ("prepare", None),
+        ("baseline", 4),
+        ("profile", 4),
+        ("export", None),
+        ("baseline", 4),
+        ("analyze", None),
+    ]
+    assert rec.events.count(progress.PAGE_DONE) == 12
     m = _manifest(run)
     assert (m["status"], m["failure"], m["analysis"], m["seed"], m["command"]) == (
         "complete",
@@ -232,7 +243,7 @@ def test_nsys_missing(fake: dict[str, Path]) -> None:
 def test_worker_out_of_memory(fake: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_WORKER_OOM", "1")
     with pytest.raises(RunFailed) as exc:
-        run_capture(_settings(fake))
+        run_capture(_settings(fake, baseline_runs=1))
     assert exc.value.exit_code == ExitCode.RUN_FAILED
     assert exc.value.message == (
         "the profiled worker (under nsys): CUDA out of memory while running repeat 0 page 1 prefill "
@@ -247,7 +258,7 @@ def test_worker_out_of_memory(fake: dict[str, Path], monkeypatch: pytest.MonkeyP
 def test_worker_crash_in_baseline(fake: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_WORKER_CRASH", "baseline")
     with pytest.raises(RunFailed) as exc:
-        run_capture(_settings(fake))
+        run_capture(_settings(fake, baseline_runs=1))
     assert exc.value.message == (
         f"the unprofiled baseline worker exited with code 1 (RuntimeError: boom); see {fake['out'] / 'baseline.log'}"
     )
@@ -322,7 +333,7 @@ def test_fewer_ranges_than_expected_is_a_warning(fake: dict[str, Path]) -> None:
 
 def test_ctrl_c_leaves_an_interrupted_manifest(fake: dict[str, Path]) -> None:
     with pytest.raises(KeyboardInterrupt):
-        run_capture(_settings(fake), Recorder(interrupt_after=1))
+        run_capture(_settings(fake, baseline_runs=1), Recorder(interrupt_after=1))
     m = _manifest(fake["out"])
     assert (m["status"], m["failure"], m["phase"]) == (
         "interrupted",
@@ -331,6 +342,15 @@ def test_ctrl_c_leaves_an_interrupted_manifest(fake: dict[str, Path]) -> None:
     )
     assert m["finished"] is not None
     assert not [p for p in fake["out"].iterdir() if p.name.startswith(".")]
+
+
+def test_ctrl_c_in_the_baseline_before(fake: dict[str, Path]) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        run_capture(_settings(fake, baseline_runs=2), Recorder(interrupt_after=1))
+    m = _manifest(fake["out"])
+    assert (m["status"], m["failure"]) == ("interrupted", {"phase": "baseline", "message": "Ctrl-C"})
+    runs = m["timing"]["runs"]
+    assert runs[0]["started"] is not None and runs[0]["finished"] is None and runs[1]["started"] is None
 
 
 def test_export_run_on_missing_dir(tmp_path: Path) -> None:
@@ -361,7 +381,7 @@ def test_settings_json_is_plain(fake: dict[str, Path]) -> None:
 def test_worker_that_never_finishes(fake: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_WORKER_QUIT", "1")
     with pytest.raises(RunFailed) as exc:
-        run_capture(_settings(fake))
+        run_capture(_settings(fake, baseline_runs=1))
     assert exc.value.message == (
         "the profiled worker (under nsys) ended without finishing (last event: inputs_ready; "
         f"last line: some ordinary output); see {fake['out'] / 'capture.log'}"
@@ -397,3 +417,94 @@ def test_nsys_profile_fails_before_the_worker(fake: dict[str, Path], monkeypatch
         "nsys profile exited with code 1 before the worker started (Unable to retrieve the importer version); "
         f"see {fake['out'] / 'capture.log'}"
     )
+
+
+def _order(fake: dict[str, Path]) -> list[tuple[str, str]]:
+    lines = (fake["out"].parent / "workers.jsonl").read_text().splitlines()
+    return [(d["timing_out"], d["range"]) for d in map(json.loads, lines)]
+
+
+@pytest.mark.parametrize(
+    ("runs", "order"),
+    [
+        (0, ["timing.json"]),
+        (1, ["timing.json", "timing-baseline.json"]),
+        (2, ["timing-baseline-1.json", "timing.json", "timing-baseline.json"]),
+        (3, ["timing-baseline-1.json", "timing.json", "timing-baseline.json", "timing-baseline-3.json"]),
+        (
+            4,
+            [
+                "timing-baseline-1.json",
+                "timing-baseline-2.json",
+                "timing.json",
+                "timing-baseline.json",
+                "timing-baseline-4.json",
+            ],
+        ),
+    ],
+)
+def test_baseline_runs_before_and_after_the_profiled_run(
+    fake: dict[str, Path], monkeypatch: pytest.MonkeyPatch, runs: int, order: list[str]
+) -> None:
+    monkeypatch.setenv("FAKE_WORKER_LOG", str(fake["out"].parent / "workers.jsonl"))
+    rec = Recorder()
+    run_capture(_settings(fake, baseline_runs=runs, analyze=False), rec)
+    # the workers ran in this order, the profiled one alone under nsys (capture range nvtx on the CPU)
+    assert _order(fake) == [(name, "nvtx" if name == "timing.json" else "none") for name in order]
+    assert [p for p, _ in rec.phases if p in ("baseline", "profile")] == [
+        "profile" if name == "timing.json" else "baseline" for name in order
+    ]
+    for name in order:
+        assert (fake["out"] / name).is_file(), name
+    m = _manifest(fake["out"])
+    timing = m["timing"]
+    assert timing["baseline"] == ("timing-baseline.json" if runs else None)
+    assert timing["baseline_runs"] == runs
+    assert [r["file"] for r in timing["runs"]] == order
+    positions = [r["position"] for r in timing["runs"]]
+    at = order.index("timing.json")
+    assert positions == ["before"] * at + ["profiled"] + ["after"] * (len(order) - at - 1)
+    assert all(r["started"] and r["finished"] and r["seconds"] >= 0 for r in timing["runs"])
+    starts = [r["started"] for r in timing["runs"]]
+    assert starts == sorted(starts)  # ISO 8601 UTC strings sort in time order
+    assert [r["k"] for r in timing["runs"] if r["role"] == "baseline"] == list(range(1, runs + 1))
+    # each unprofiled run has its own worker config naming its own timing file
+    for r in timing["runs"]:
+        if r["role"] == "baseline":
+            config = (
+                "worker-config-baseline.json"
+                if r["file"] == "timing-baseline.json"
+                else (f"worker-config-baseline-{r['k']}.json")
+            )
+            cfg = json.loads((fake["out"] / config).read_text())
+            assert (Path(cfg["timing_out"]).name, cfg["capture_range"]) == (r["file"], "none")
+    assert ("baseline" in m["phases"]) == (runs > 0)
+    assert m["settings"]["baseline_runs"] == runs
+
+
+def test_no_baseline_wins_over_baseline_runs(fake: dict[str, Path]) -> None:
+    run_capture(_settings(fake, baseline=False, baseline_runs=3, analyze=False))
+    m = _manifest(fake["out"])
+    assert m["timing"]["baseline_runs"] == 0 and [r["file"] for r in m["timing"]["runs"]] == ["timing.json"]
+    assert not list(fake["out"].glob("timing-baseline*")) and not list(fake["out"].glob("worker-config-baseline*"))
+
+
+def test_worker_crash_in_the_baseline_before(fake: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_WORKER_CRASH", "timing-baseline-1.json")
+    with pytest.raises(RunFailed) as exc:
+        run_capture(_settings(fake, baseline_runs=2))
+    assert exc.value.message == (
+        "the unprofiled baseline worker (1 of 2, before the profiled run) exited with code 1 (RuntimeError: boom); "
+        f"see {fake['out'] / 'baseline.log'}"
+    )
+    m = _manifest(fake["out"])
+    assert (m["status"], m["failure"]["phase"]) == ("failed", "baseline")
+    assert not (fake["out"] / "trace.nsys-rep").exists()  # the profiled run never started
+    assert m["timing"]["runs"][1]["started"] is None
+
+
+def test_negative_baseline_runs(fake: dict[str, Path]) -> None:
+    with pytest.raises(BadInput) as exc:
+        run_capture(_settings(fake, baseline_runs=-1))
+    assert exc.value.message == "--baseline-runs is -1: it must be 0 or more (0: no unprofiled run)"
+    assert not fake["out"].exists()

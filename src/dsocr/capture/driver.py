@@ -6,10 +6,15 @@ Order (a problem stops the run before the model loads whenever it can be seen ea
    worker), nsys (found, version, new enough for torch's CUDA);
 2. the run directory ``runs/<date>-<time>-<gpu>-<mode>/`` with ``manifest.json`` (status
    ``running``) and the worker configs;
-3. the worker under ``nsys profile`` (progress lines drive the bar; output in ``capture.log``);
-4. ``nsys export --type sqlite`` and the check that the ``dsocr`` ranges reached the trace;
-5. the unprofiled baseline: the same worker again without nsys (``timing-baseline.json``);
-6. the manifest's status ``complete``; then the analyzer (a callback) unless ``--no-analyze``.
+3. the unprofiled baseline runs planned before the profiled pass (``--baseline-runs`` 2 or more);
+4. the worker under ``nsys profile`` (progress lines drive the bar; output in ``capture.log``);
+5. ``nsys export --type sqlite`` and the check that the ``dsocr`` ranges reached the trace;
+6. the unprofiled baseline runs planned after it: the same worker again without nsys (the first
+   writes ``timing-baseline.json``, the others ``timing-baseline-<k>.json``, see :func:`baseline_plan`);
+7. the manifest's status ``complete``; then the analyzer (a callback) unless ``--no-analyze``.
+
+Baseline runs on both sides of the profiled pass measure the host's own drift between identical
+unprofiled runs, which the report sets beside the profiler's overhead.
 
 Failures raise :mod:`dsocr.contract.errors` classes with one line; the manifest then says
 ``failed`` (with the phase and message) or, on Ctrl-C, ``interrupted``.
@@ -47,6 +52,7 @@ WORKER_MODULE: Final = "dsocr.capture.worker"
 TIMING_BASELINE: Final = rundir.TIMING_BASELINE
 WORKER_CONFIG: Final = "worker-config.json"
 WORKER_CONFIG_BASELINE: Final = "worker-config-baseline.json"
+WORKER_CONFIG_BASELINE_NUMBERED: Final = "worker-config-baseline-{k}.json"
 CAPTURE_LOG: Final = "capture.log"
 BASELINE_LOG: Final = "baseline.log"
 TRACE_BASENAME: Final = "trace"
@@ -56,6 +62,11 @@ PHASE_PROFILE: Final = "profile"
 PHASE_EXPORT: Final = "export"
 PHASE_BASELINE: Final = "baseline"
 PHASE_ANALYZE: Final = "analyze"
+
+#: Where an unprofiled run happens relative to the profiled pass (``timing.runs[].position``).
+BEFORE: Final = "before"
+AFTER: Final = "after"
+PROFILED: Final = "profiled"
 
 #: The reporter's ``info`` line that names the run directory (followed by the path).
 RUN_DIR_MESSAGE: Final = "run directory: "
@@ -81,6 +92,9 @@ class CaptureSettings:
     op_ranges: bool = False
     module_ranges: bool = False
     baseline: bool = True
+    #: Unprofiled runs (``baseline`` False means none): 1 after the profiled pass; 2 one before and one
+    #: after; more alternate (the extra one after).
+    baseline_runs: int = 2
     analyze: bool = True
     nsys: Path | None = None
     out: Path | None = None
@@ -94,6 +108,11 @@ class CaptureSettings:
     def is_cpu(self) -> bool:
         """Whether the run is on the CPU."""
         return self.device == "cpu"
+
+    @property
+    def baselines(self) -> int:
+        """How many unprofiled runs this capture makes (0 with ``--no-baseline``)."""
+        return self.baseline_runs if self.baseline else 0
 
     def to_json(self) -> dict[str, Any]:
         """JSON data for the manifest."""
@@ -125,6 +144,37 @@ class CaptureSettings:
             shrink=self.shrink,
             progress=True,
         ).validate()
+
+
+@attrs.frozen
+class BaselineRun:
+    """One planned unprofiled run."""
+
+    k: int  #: 1-based place among the unprofiled runs, in execution order
+    position: str  #: BEFORE or AFTER the profiled pass
+    timing: str  #: its timing file in the run directory
+    config: str  #: its worker config in the run directory
+
+
+def baseline_plan(n: int) -> tuple[BaselineRun, ...]:
+    """``n`` unprofiled runs in execution order: ``n // 2`` before the profiled pass, the rest after.
+
+    The first run after the profiled pass writes ``timing-baseline.json`` (the layout of one-baseline
+    captures); every other run k writes ``timing-baseline-<k>.json``.
+    """
+    before = n // 2
+    out = []
+    for k in range(1, n + 1):
+        plain = k == before + 1
+        out.append(
+            BaselineRun(
+                k,
+                BEFORE if k <= before else AFTER,
+                rundir.TIMING_BASELINE if plain else rundir.TIMING_BASELINE_NUMBERED.format(k=k),
+                WORKER_CONFIG_BASELINE if plain else WORKER_CONFIG_BASELINE_NUMBERED.format(k=k),
+            )
+        )
+    return tuple(out)
 
 
 class Reporter(Protocol):
@@ -231,6 +281,10 @@ def _check_settings(settings: CaptureSettings) -> None:
             raise BadInput(f"--{name.replace('_', '-')} is {getattr(settings, name)}: it must be at least 1")
     if settings.warmup < 0:
         raise BadInput(f"--warmup is {settings.warmup}: it must be 0 or more")
+    if settings.baseline_runs < 0:
+        raise BadInput(
+            f"--baseline-runs is {settings.baseline_runs}: it must be 0 or more (0: no unprofiled run)"
+        )
     if settings.model != "replica" and not Path(settings.model).is_dir():
         raise BadInput(f"--model {settings.model}: neither 'replica' nor a checkpoint directory; pass one of them")
 
@@ -380,6 +434,21 @@ class _Run:
     def timed(self, name: str, seconds: float) -> None:
         self.manifest.setdefault("phases", {})[name] = round(seconds, 3)
 
+    def _timing_run(self, file: str) -> dict[str, Any]:
+        runs = (self.manifest.get("timing") or {}).get("runs") or []
+        return next((r for r in runs if r.get("file") == file), {})
+
+    def run_started(self, file: str) -> None:
+        """Stamp the start of the worker run writing ``file`` (``timing.runs``)."""
+        self._timing_run(file)["started"] = manifest_mod.utc_now()
+        self.save()
+
+    def run_finished(self, file: str, seconds: float) -> None:
+        """Stamp the end and duration of the worker run writing ``file``."""
+        entry = self._timing_run(file)
+        entry["finished"] = manifest_mod.utc_now()
+        entry["seconds"] = round(seconds, 3)
+
     def finish(self, status: str, failure: dict[str, Any] | None = None) -> None:
         self.manifest["status"] = status
         self.manifest["failure"] = failure
@@ -387,6 +456,32 @@ class _Run:
         for junk in self.dir.glob(".*.part.sqlite"):
             junk.unlink()
         self.save()
+
+
+def _timing_runs(plan: Sequence[BaselineRun]) -> list[dict[str, Any]]:
+    """The manifest's ``timing.runs``: every worker run in execution order (times filled in as they run)."""
+    entry: dict[str, Any] = {"started": None, "finished": None, "seconds": None}
+    runs = [{"file": b.timing, "role": "baseline", "position": b.position, "k": b.k, **entry} for b in plan]
+    at = sum(1 for b in plan if b.position == BEFORE)
+    runs.insert(at, {"file": rundir.TIMING, "role": "profiled", "position": PROFILED, "k": None, **entry})
+    return runs
+
+
+def _run_baseline(run: _Run, settings: CaptureSettings, b: BaselineRun, n: int, total: int, rep: Reporter) -> None:
+    """One unprofiled worker run (no nsys) writing ``b.timing``; RunFailed if it fails."""
+    run.phase(PHASE_BASELINE)
+    which = f" {b.k}/{n}, {b.position} the profiled run" if n > 1 else ""
+    rep.phase(PHASE_BASELINE, f"unprofiled baseline{which} (no nsys)", total)
+    started = time.perf_counter()
+    run.run_started(b.timing)
+    base = run_worker(_worker_command(settings, run.dir / b.config), _worker_env(), run.dir / BASELINE_LOG, rep)
+    seconds = time.perf_counter() - started
+    run.run_finished(b.timing, seconds)
+    phases = run.manifest.setdefault("phases", {})
+    run.timed(PHASE_BASELINE, float(phases.get(PHASE_BASELINE) or 0.0) + seconds)
+    if not base.ok:
+        label = f"the unprofiled baseline worker{f' ({b.k} of {n}, {b.position} the profiled run)' if n > 1 else ''}"
+        raise worker_failure(base, settings, label, run.dir / BASELINE_LOG)
 
 
 def _worker_command(settings: CaptureSettings, config: Path) -> list[str]:
@@ -427,10 +522,10 @@ def run_capture(
     env_facts = manifest_mod.environment(gpu)
     nvtx_version = manifest_mod.package_version("nvtx")
     profiled_cfg = settings.worker_config(pages, run_dir / rundir.TIMING, profiled=True)
-    baseline_cfg = settings.worker_config(pages, run_dir / TIMING_BASELINE, profiled=False)
     profiled_cfg.write(run_dir / WORKER_CONFIG)
-    if settings.baseline:
-        baseline_cfg.write(run_dir / WORKER_CONFIG_BASELINE)
+    plan = baseline_plan(settings.baselines)
+    for b in plan:
+        settings.worker_config(pages, run_dir / b.timing, profiled=False).write(run_dir / b.config)
     profile_cmd = nsys_mod.profile_command(
         nsys.path, run_dir / TRACE_BASENAME, _worker_command(settings, run_dir / WORKER_CONFIG), settings.device
     )
@@ -458,12 +553,17 @@ def run_capture(
             "commands": {
                 "profile": profile_cmd,
                 "export": nsys_mod.export_command(nsys.path, rep_path, sqlite_path),
-                "baseline": _worker_command(settings, run_dir / WORKER_CONFIG_BASELINE) if settings.baseline else None,
+                "baseline": _worker_command(settings, run_dir / WORKER_CONFIG_BASELINE) if plan else None,
                 "profile_env": {"NSYS_NVTX_PROFILER_REGISTER_ONLY": "0"} if settings.is_cpu else {},
             },
             "phases": {},
             "ranges": None,
-            "timing": {"profiled": rundir.TIMING, "baseline": TIMING_BASELINE if settings.baseline else None},
+            "timing": {
+                "profiled": rundir.TIMING,
+                "baseline": TIMING_BASELINE if plan else None,
+                "baseline_runs": len(plan),
+                "runs": _timing_runs(plan),
+            },
             "analysis": "pending" if settings.analyze else "skipped",
             "warnings": [],
         },
@@ -473,13 +573,19 @@ def run_capture(
     warnings: list[str] = []
     try:
         total = settings.repeats * len(pages)
-        # 3. profiled pass
+        # 3. unprofiled runs before the profiled pass
+        for b in plan:
+            if b.position == BEFORE:
+                _run_baseline(run, settings, b, len(plan), total, rep)
+        # 4. profiled pass
         run.phase(PHASE_PROFILE)
         rep.phase(PHASE_PROFILE, f"profiling under nsys {nsys.version}", total)
         started = time.perf_counter()
+        run.run_started(rundir.TIMING)
         worker = run_worker(
             profile_cmd, nsys_mod.profile_env(settings.device, _worker_env()), run_dir / CAPTURE_LOG, rep
         )
+        run.run_finished(rundir.TIMING, time.perf_counter() - started)
         run.timed(PHASE_PROFILE, time.perf_counter() - started)
         if not worker.ok:
             raise worker_failure(
@@ -492,7 +598,7 @@ def run_capture(
                     "could not run (missing libssh.so, libpfm.so.4 or libdw.so.1: put them on LD_LIBRARY_PATH)"
                 )
             raise RunFailed(f"nsys wrote no {rundir.TRACE_REP} in {run_dir}; see {run_dir / CAPTURE_LOG}")
-        # 4. export and check
+        # 5. export and check
         run.phase(PHASE_EXPORT)
         rep.phase(PHASE_EXPORT, "exporting the trace to SQLite", None)
         run.timed(PHASE_EXPORT, export_mod.export_sqlite(nsys.path, rep_path, sqlite_path))
@@ -501,16 +607,10 @@ def run_capture(
         warnings += export_mod.check_ranges(
             found, sqlite_path, nsys.version, nvtx_version, settings.repeats, len(pages), settings.device
         )
-        # 5. unprofiled baseline
-        if settings.baseline:
-            run.phase(PHASE_BASELINE)
-            rep.phase(PHASE_BASELINE, "unprofiled baseline (no nsys)", total)
-            started = time.perf_counter()
-            cmd = _worker_command(settings, run_dir / WORKER_CONFIG_BASELINE)
-            base = run_worker(cmd, _worker_env(), run_dir / BASELINE_LOG, rep)
-            run.timed(PHASE_BASELINE, time.perf_counter() - started)
-            if not base.ok:
-                raise worker_failure(base, settings, "the unprofiled baseline worker", run_dir / BASELINE_LOG)
+        # 6. unprofiled runs after it
+        for b in plan:
+            if b.position == AFTER:
+                _run_baseline(run, settings, b, len(plan), total, rep)
         run.manifest["warnings"] = warnings
         run.finish(manifest_mod.STATUS_COMPLETE)
     except KeyboardInterrupt:
@@ -524,7 +624,7 @@ def run_capture(
         raise
     for w in warnings:
         rep.warn(w)
-    # 6. analysis (the capture is complete whatever happens here)
+    # 7. analysis (the capture is complete whatever happens here)
     if settings.analyze and analyze is not None:
         rep.phase(PHASE_ANALYZE, "analyzing", None)
         started = time.perf_counter()
@@ -577,15 +677,15 @@ def export_run(run_dir: Path, nsys_path: Path | None = None, reporter: Reporter 
         manifest.setdefault("phases", {})[PHASE_EXPORT] = round(seconds, 3)
         failure = manifest.get("failure") or {}
         if manifest.get("status") == manifest_mod.STATUS_FAILED and failure.get("phase") == PHASE_EXPORT:
-            manifest["status"] = (
-                manifest_mod.STATUS_COMPLETE
-                if not manifest["settings"].get("baseline")
-                else (manifest_mod.STATUS_FAILED)
-            )
+            wanted = manifest["settings"].get("baseline_runs", 1) if manifest["settings"].get("baseline") else 0
+            manifest["status"] = manifest_mod.STATUS_COMPLETE if not wanted else manifest_mod.STATUS_FAILED
             manifest["failure"] = (
                 None
                 if manifest["status"] == manifest_mod.STATUS_COMPLETE
-                else {"phase": PHASE_BASELINE, "message": "exported by `dsocr export`; the baseline never ran"}
+                else {
+                    "phase": PHASE_BASELINE,
+                    "message": "exported by `dsocr export`; the baseline after the profiled run never ran",
+                }
             )
         manifest["warnings"] = list(manifest.get("warnings", [])) + warnings
         manifest["files"] = sorted(p.name for p in target_dir.iterdir() if not p.name.startswith("."))

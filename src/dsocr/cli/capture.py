@@ -161,6 +161,14 @@ def capture(
     no_baseline: Annotated[
         bool, _opt("--no-baseline", "Skip the unprofiled pass (no profiler-overhead figures).")
     ] = False,
+    baseline_runs: Annotated[
+        int,
+        _opt(
+            "--baseline-runs",
+            "Unprofiled passes: 2 runs one before and one after the profiled pass (the report shows their drift "
+            "beside the profiler overhead); 1 after only; more alternate; 0 none.",
+        ),
+    ] = 2,
     no_analyze: Annotated[bool, _opt("--no-analyze", "Capture and export only; no report.")] = False,
     nsys: Annotated[Path | None, _opt("--nsys", "The nsys executable (or its directory) to use.")] = None,
     out: Annotated[Path | None, _opt("--out", "Run directory (default: RUNS_DIR/<date>-<time>-<gpu>-<mode>).")] = (
@@ -195,6 +203,7 @@ def capture(
         op_ranges=op_ranges,
         module_ranges=module_ranges,
         baseline=not no_baseline,
+        baseline_runs=baseline_runs,
         analyze=not no_analyze,
         nsys=nsys,
         out=out,
