@@ -186,3 +186,165 @@ def test_true_idle_gaps_when_the_analysis_lists_them(h100_sqlite: Path) -> None:
     assert [(g.stage, g.duration_ns, g.kind) for g in view.idle_gaps] == [("decode", 4_200_000.0, "gap")]
     text = html.render_html(view)
     assert "Longest GPU idle gaps" in text and "4.200 ms" in text
+
+
+def _runs_records(ms: dict[str, float], repeats: int = 2) -> list[dict[str, Any]]:
+    """One record per (repeat, stage) on page 0, with the stage's time in ms."""
+    return [
+        {"repeat": r, "page": 0, "stage": stage, "index": None, "ms": t, "tokens": None}
+        for r in range(repeats)
+        for stage, t in ms.items()
+    ]
+
+
+#: Two unprofiled runs and the profiled run's own CUDA-event times (ms per stage):
+#: prefill: overhead 30% inside a drift of 6/13 = 46.2% -> cannot be separated, and above the rule's 20%;
+#: decode: overhead 40% beyond a drift of 10/105 = 9.5%; vision: overhead 5% inside a 33.3% drift.
+AFTER = {"prefill": 10.0, "decode": 100.0, "vision": 50.0}
+BEFORE = {"prefill": 16.0, "decode": 110.0, "vision": 70.0}
+PROFILED = {"prefill": 13.0 * 1.3, "decode": 105.0 * 1.4, "vision": 60.0 * 1.05}
+RUNS_MANIFEST = {
+    "timing": {
+        "profiled": "timing.json",
+        "baseline": "timing-baseline.json",
+        "baseline_runs": 2,
+        "runs": [
+            {"file": "timing-baseline-1.json", "role": "baseline", "position": "before", "k": 1},
+            {"file": "timing.json", "role": "profiled", "position": "profiled", "k": None},
+            {"file": "timing-baseline.json", "role": "baseline", "position": "after", "k": 2},
+        ],
+    }
+}
+
+
+def _two_baselines_view(cpu_doc: dict[str, Any]) -> Any:
+    baseline = {
+        "profiled": False,
+        "records": _runs_records(AFTER),
+        "other_runs": [{"profiled": False, "file": "timing-baseline-1.json", "records": _runs_records(BEFORE)}],
+    }
+    timing = {"profiled": True, "records": _runs_records(PROFILED)}
+    return view_from_analysis(cpu_doc, manifest=RUNS_MANIFEST, timing=timing, baseline=baseline)
+
+
+def test_two_baselines_give_mean_and_drift(cpu_doc: dict[str, Any]) -> None:
+    view = _two_baselines_view(cpu_doc)
+    assert view.baseline_positions == ("before", "after") and view.baseline_runs == 2
+    expect = {  # stage: (unprofiled mean ms, drift, overhead, drift > overhead)
+        "prefill": (13.0, 6 / 13, 0.3, True),
+        "decode": (105.0, 10 / 105, 0.4, False),
+        "vision": (60.0, 20 / 60, 0.05, True),
+    }
+    for name, (mean, drift, overhead, hidden) in expect.items():
+        st = view.stage(name)
+        assert st is not None and st.unprofiled_ns is not None, name
+        assert st.unprofiled_ns.n == 4 and st.unprofiled_ns.mean == pytest.approx(mean * 1e6)  # 2 runs x 2 repeats
+        assert (st.baseline_runs, st.baseline_drift) == (2, pytest.approx(drift))
+        assert st.overhead_frac == pytest.approx(overhead)
+        assert st.overhead_within_drift is hidden, name
+    sam = view.stage("sam")
+    assert sam is not None and (sam.unprofiled_ns, sam.baseline_drift, sam.overhead_within_drift) == (None, None, None)
+    assert [s.name for s in view.overhead_hidden_by_drift] == ["vision", "prefill"]
+    text = html.render_html(view)
+    section = text.split('<section id="overhead">')[1].split("</section>")[0]
+    assert "mean over 2 unprofiled runs (before, after the profiled run, in that order)" in section
+    assert (
+        "The overhead cannot be separated from host drift in vision (overhead 5.0%, drift 33.3%), "
+        "prefill (overhead 30.0%, drift 46.2%): identical unprofiled runs differed by more than profiling "
+        "changed the time."
+    ) in section
+    assert "decode (overhead" not in section and "drift-unknown" not in section
+    # the summary: prefill's overhead crosses the rule's 20% but sits inside the drift; decode's stands out
+    s = check_traceable(view)
+    by_rule = {a.rule: a.text for a in s.actions}
+    assert by_rule["overhead-within-drift"] == (
+        "Profiling appears to slow prefill by 30.0% (more than 20.0%), but identical unprofiled runs differed by "
+        "46.2% among themselves: the overhead cannot be separated from host drift, so neither number says what "
+        "nsys costs."
+    )
+    assert by_rule["profiler-overhead"].startswith("Profiling slowed decode by 40.0% against the unprofiled runs")
+    assert "differed by only 9.5%" in by_rule["profiler-overhead"]
+    assert "overhead-drift-unknown" not in by_rule
+
+
+def test_no_cannot_separate_statement_when_drift_is_small(cpu_doc: dict[str, Any]) -> None:
+    baseline = {
+        "profiled": False,
+        "records": _runs_records(AFTER),
+        "other_runs": [{"profiled": False, "file": "timing-baseline-1.json", "records": _runs_records(AFTER)}],
+    }
+    timing = {"profiled": True, "records": _runs_records({k: v * 1.01 for k, v in AFTER.items()})}
+    view = view_from_analysis(cpu_doc, manifest=RUNS_MANIFEST, timing=timing, baseline=baseline)
+    pre = view.stage("prefill")
+    assert pre is not None and pre.baseline_drift == 0.0 and pre.overhead_within_drift is False
+    assert view.overhead_hidden_by_drift == ()
+    text = html.render_html(view)
+    assert "cannot be separated" not in text and 'id="overhead-vs-drift"' not in text
+    assert not {a.rule for a in summ.actions(view)} & {"overhead-within-drift", "overhead-drift-unknown"}
+
+
+def test_one_baseline_says_drift_is_unknown(cpu_doc: dict[str, Any]) -> None:
+    # the layout of captures made before --baseline-runs: one timing-baseline.json, no timing.runs
+    timing = {"profiled": True, "records": _runs_records(PROFILED)}
+    baseline = {"profiled": False, "records": _runs_records(AFTER)}
+    view = view_from_analysis(
+        cpu_doc, manifest={"timing": {"baseline": "timing-baseline.json"}}, timing=timing, baseline=baseline
+    )
+    assert view.baseline_positions == ("after",)
+    pre = view.stage("prefill")
+    assert pre is not None and pre.unprofiled_ns is not None and pre.unprofiled_ns.mean == pytest.approx(10e6)
+    assert (pre.baseline_runs, pre.baseline_drift, pre.overhead_within_drift) == (1, None, None)
+    assert pre.overhead_frac == pytest.approx(16.9 / 10 - 1)
+    text = html.render_html(view)
+    section = text.split('<section id="overhead">')[1].split("</section>")[0]
+    assert "One unprofiled run: the drift between identical unprofiled runs is unknown" in section
+    assert section.count(">unknown</td>") == 3 and "cannot be separated" not in section
+    s = check_traceable(view)
+    unknown = next(a for a in s.actions if a.rule == "overhead-drift-unknown")
+    assert unknown.text.startswith(
+        "Profiling slowed these stages by more than 20.0% against the one unprofiled run: vision (26.0%), "
+        "prefill (69.0%), decode (47.0%);"
+    )
+    assert {"profiler-overhead", "overhead-within-drift"}.isdisjoint(a.rule for a in s.actions)
+
+
+def test_run_files_reads_every_baseline(tmp_path: Path) -> None:
+    for name, ms in (("timing-baseline.json", 1.0), ("timing-baseline-3.json", 3.0), ("timing-baseline-1.json", 2.0)):
+        (tmp_path / name).write_text(json.dumps({"profiled": False, "records": _runs_records({"prefill": ms})}))
+    base = run_files(tmp_path)["baseline"]
+    assert base is not None and base["records"][0]["ms"] == 1.0
+    assert [(o["file"], o["records"][0]["ms"]) for o in base["other_runs"]] == [
+        ("timing-baseline-1.json", 2.0),
+        ("timing-baseline-3.json", 3.0),
+    ]
+    # without timing-baseline.json (the run after failed) the first other run stands in
+    (tmp_path / "timing-baseline.json").unlink()
+    base = run_files(tmp_path)["baseline"]
+    assert base is not None and base["file"] == "timing-baseline-1.json"
+    assert [o["file"] for o in base["other_runs"]] == ["timing-baseline-3.json"]
+
+
+def test_analysis_json_carries_every_baseline(cpu_sqlite: Path, tmp_path: Path) -> None:
+    from dsocr.analyze.analysis import run_analysis
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "trace.sqlite").write_bytes(cpu_sqlite.read_bytes())
+    (run / "manifest.json").write_text(json.dumps(RUNS_MANIFEST))
+    (run / "timing.json").write_text(json.dumps({"profiled": True, "records": _runs_records(PROFILED)}))
+    steps = [
+        {"repeat": r, "page": 0, "stage": "decode_step", "index": i, "ms": 1.0, "tokens": 1}
+        for r in (0, 1)
+        for i in range(4)
+    ]
+    for name, ms in (("timing-baseline.json", AFTER), ("timing-baseline-1.json", BEFORE)):
+        (run / name).write_text(json.dumps({"profiled": False, "records": _runs_records(ms) + steps}))
+    doc = json.loads(json.dumps(run_analysis([run]).to_dict(), default=str))
+    other = doc["baseline"]["other_runs"]
+    assert [o["file"] for o in other] == ["timing-baseline-1.json"]
+    # compacted like the baseline: the first (repeat, page) keeps its steps, the second is summed into one record
+    assert [r["steps"] for r in other[0]["records"] if r.get("steps")] == [4] and other[0]["records_compacted"]
+    view = view_from_analysis(doc)
+    assert view.baseline_positions == ("before", "after")
+    pre = view.stage("prefill")
+    assert pre is not None and pre.baseline_drift == pytest.approx(6 / 13) and pre.overhead_within_drift

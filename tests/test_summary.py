@@ -153,3 +153,51 @@ def test_overhead_compares_cuda_events_with_cuda_events() -> None:
     )
     assert st.overhead_frac == pytest.approx(0.25)  # 100 / 80 - 1, not the NVTX range's 120 / 80 - 1
     assert attrs.evolve(st, profiled_ns=None).overhead_frac == pytest.approx(0.5)
+
+
+def _overhead_view(overhead: float, drift: float | None) -> ReportView:
+    """A prefill stage profiled ``overhead`` slower than its unprofiled mean, with the given drift between runs."""
+    st = StageView(
+        "prefill",
+        range_ns=Stat.of([110e6]),
+        gpu_busy_ns=Stat.of([50e6]),
+        kernels=Stat.of([10]),
+        unprofiled_ns=Stat.of([80e6, 80e6]),
+        profiled_ns=Stat.of([80e6 * (1 + overhead)]),
+        baseline_runs=1 if drift is None else 2,
+        baseline_drift=drift,
+    )
+    return ReportView(identity=full_view().identity, stages=(st,))
+
+
+OVERHEAD_RULES = ("profiler-overhead", "overhead-within-drift", "overhead-drift-unknown")
+
+
+@pytest.mark.parametrize(
+    ("overhead", "drift", "fired"),
+    [
+        (0.25, None, "overhead-drift-unknown"),  # one unprofiled run: drift unknown
+        (0.25, 0.10, "profiler-overhead"),
+        (0.25, 0.25, "profiler-overhead"),  # drift not larger than the overhead: still the profiler's
+        (0.25, 0.26, "overhead-within-drift"),
+        (0.15, 0.50, None),  # under the rule's 20%: the summary stays silent (the report's section says it)
+        (-0.25, 0.30, None),  # profiled faster: no slowdown rule fires
+    ],
+)
+def test_overhead_rules_split_on_drift(overhead: float, drift: float | None, fired: str | None) -> None:
+    view = _overhead_view(overhead, drift)
+    s = check_traceable(view)
+    rules = [a.rule for a in s.actions if a.rule in OVERHEAD_RULES]
+    assert rules == ([fired] if fired else [])
+    st = view.stages[0]
+    assert st.overhead_within_drift is (None if drift is None else drift > abs(overhead))
+    if fired == "overhead-within-drift":
+        (a,) = [a for a in s.actions if a.rule == fired]
+        assert "slow prefill by 25.0%" in a.text and "differed by 26.0% among themselves" in a.text
+        assert "cannot be separated from host drift" in a.text
+    # the report's overhead section says the same, with both numbers, exactly when drift > |overhead|
+    text = html.render_html(view)
+    statement = "The overhead cannot be separated from host drift in prefill"
+    assert (statement in text) is bool(st.overhead_within_drift)
+    if st.overhead_within_drift:
+        assert f"prefill (overhead {100 * overhead:.1f}%, drift {100 * (drift or 0):.1f}%)" in text

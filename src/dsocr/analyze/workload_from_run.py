@@ -32,7 +32,7 @@ class RunFiles:
     directory: Path
     manifest: dict[str, Any] | None
     timing: dict[str, Any] | None
-    baseline: dict[str, Any] | None
+    baseline: dict[str, Any] | None  #: timing-baseline.json, the other unprofiled runs in ``other_runs``
 
     @property
     def is_run(self) -> bool:
@@ -48,6 +48,27 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
+def _baseline_k(path: Path) -> int:
+    tail = path.stem.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 1 << 30
+
+
+def with_other_runs(directory: Path, baseline: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The baseline document with the run directory's other unprofiled runs in ``other_runs``.
+
+    ``--baseline-runs`` 2 or more leaves ``timing-baseline-<k>.json`` beside ``timing-baseline.json``;
+    each joins ``other_runs`` (ordered by k) with its ``file`` name. Without ``timing-baseline.json``
+    the first of them stands in. A one-baseline run directory gives its baseline unchanged.
+    """
+    paths = sorted(directory.glob(rundir.TIMING_BASELINE_GLOB), key=lambda p: (_baseline_k(p), p.name))
+    others = [{**doc, "file": p.name} for p in paths if (doc := _read_json(p)) is not None]
+    if baseline is None and others:
+        baseline, others = others[0], others[1:]
+    if baseline is None or not others:
+        return baseline
+    return {**baseline, "other_runs": others}
+
+
 def run_files(given: Path) -> RunFiles | None:
     """The run files beside a trace given on the command line (a run directory or a file in one)."""
     directory = given if given.is_dir() else given.parent
@@ -55,7 +76,7 @@ def run_files(given: Path) -> RunFiles | None:
         directory,
         _read_json(directory / rundir.MANIFEST),
         _read_json(directory / rundir.TIMING),
-        _read_json(directory / rundir.TIMING_BASELINE),
+        with_other_runs(directory, _read_json(directory / rundir.TIMING_BASELINE)),
     )
     return files if files.is_run else None
 
@@ -230,7 +251,10 @@ def compact_timing(timing: Mapping[str, Any] | None, full_steps: int = 1) -> dic
         agg["tokens"] += int(r.get("tokens") or 0)
         agg["steps"] += 1
         agg["context_length"] = None
-    out = {k: v for k, v in timing.items() if k != "records"}
+    out = {k: v for k, v in timing.items() if k not in ("records", "other_runs")}
     out["records"] = keep + list(summed.values())
     out["records_compacted"] = bool(summed)
+    others = timing.get("other_runs")
+    if isinstance(others, list) and others:
+        out["other_runs"] = [compact_timing(o, full_steps) for o in others if isinstance(o, Mapping)]
     return out

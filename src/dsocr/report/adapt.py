@@ -10,6 +10,11 @@ either a key of the document or an argument:
 - ``baseline``: the unprofiled baseline's ``timing-baseline.json`` (``profiled`` false):
   unprofiled stage times and peak allocated memory. A ``timing`` whose ``profiled`` is false
   serves as the baseline too.
+  Its ``other_runs`` are the other unprofiled runs (``timing-baseline-<k>.json`` of
+  ``--baseline-runs`` 2 or more, each with its ``file`` name; :func:`run_files` and
+  ``dsocr analyze`` put them there). The unprofiled time of a stage is the mean over all runs,
+  and their drift (largest minus smallest run mean, over the mean) sits beside the overhead;
+  the manifest's ``timing.runs`` says where each ran relative to the profiled run.
 - ``analytic``: the analytic model's document for ONE page (``dsocr model --format json``,
   ``dsocr.analytic.export.to_json(estimate, peak)``): ``peak`` (``tflops``, ``tbps``,
   ``source``), ``stages`` (``vision`` with ``parts`` sam/clip/projector, ``prefill``, ``decode``:
@@ -29,6 +34,7 @@ from typing import Any
 
 import polars as pl
 
+from dsocr.analyze.workload_from_run import with_other_runs
 from dsocr.contract import nvtx_names as nv
 from dsocr.contract import rundir
 from dsocr.report.view import (
@@ -143,14 +149,39 @@ def _depths(instances: pl.DataFrame, names: list[str]) -> dict[str, int]:
 
 
 def _per_repeat(records: pl.DataFrame) -> pl.DataFrame:
-    """Timing records summed per (stage, repeat): ``ns`` and ``tokens``."""
+    """Timing records summed per (stage, repeat), and per unprofiled ``run`` where present: ``ns`` and ``tokens``."""
     if records.is_empty() or "repeat" not in records.columns:
         return pl.DataFrame()
+    keys = ["run", "repeat"] if "run" in records.columns else ["repeat"]
     return (
-        records.group_by("stage", "repeat")
+        records.group_by("stage", *keys)
         .agg((pl.col("ms").sum() * 1e6).alias("ns"), pl.col("tokens").sum().alias("tokens"))
-        .sort("repeat", nulls_last=True)
+        .sort(keys, nulls_last=True)
     )
+
+
+def _baseline_records(docs: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+    """The records of every unprofiled run, with the run's index in ``run``."""
+    frames = [
+        recs.with_columns(pl.lit(i, pl.Int64).alias("run"))
+        for i, doc in enumerate(docs)
+        if not (recs := _records(doc)).is_empty()
+    ]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+
+
+def _drift(per_repeat: pl.DataFrame) -> dict[str, tuple[int, float | None]]:
+    """Per stage: the unprofiled runs that timed it and their drift ((max - min) / mean of the run means)."""
+    if per_repeat.is_empty() or "run" not in per_repeat.columns:
+        return {}
+    runs = per_repeat.group_by("stage", "run").agg(pl.col("ns").mean())
+    rows = runs.group_by("stage").agg(
+        pl.len().alias("n"),
+        pl.when((pl.len() > 1) & (pl.col("ns").mean() > 0))
+        .then((pl.col("ns").max() - pl.col("ns").min()) / pl.col("ns").mean())
+        .alias("drift"),
+    )
+    return {str(st): (int(n), None if d is None else float(d)) for st, n, d in rows.iter_rows()}
 
 
 def _stage_views(
@@ -177,6 +208,7 @@ def _stage_views(
         str(r["stage"]): r for r in (_get(analytic, "stage_metrics") or []) if isinstance(r, Mapping) and "stage" in r
     }
     base = _per_repeat(baseline)
+    drift = _drift(base)
     prof_recs = _per_repeat(records) if profiled else pl.DataFrame()
     recs = _per_repeat(records if not records.is_empty() else baseline)
     out = []
@@ -233,6 +265,8 @@ def _stage_views(
                 mbu_busy=_rate(a.get("bytes"), inst, peak_bw, busy) if has_gpu else None,
                 depth=depth[name],
                 has_gpu=has_gpu,
+                baseline_runs=drift.get(name, (0, None))[0],
+                baseline_drift=drift.get(name, (0, None))[1],
             )
         )
     return tuple(out)
@@ -445,16 +479,38 @@ def _assumptions(
     return tuple(pairs), pages, caveats
 
 
+def _read_doc(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def run_files(directory: Path) -> dict[str, dict[str, Any] | None]:
-    """``manifest``, ``timing`` and ``baseline`` documents of a run directory (``None`` when absent or unreadable)."""
+    """``manifest``, ``timing`` and ``baseline`` documents of a run directory (``None`` when absent or unreadable).
+
+    The other unprofiled runs (``timing-baseline-<k>.json``) ride in the baseline's ``other_runs``,
+    as in analysis.json (:func:`dsocr.analyze.workload_from_run.with_other_runs`).
+    """
     out: dict[str, dict[str, Any] | None] = {}
-    for key, name in (("manifest", rundir.MANIFEST), ("timing", rundir.TIMING), ("baseline", rundir.TIMING_BASELINE)):
-        try:
-            doc = json.loads((directory / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            doc = None
-        out[key] = doc if isinstance(doc, dict) else None
+    for key, name in (("manifest", rundir.MANIFEST), ("timing", rundir.TIMING)):
+        out[key] = _read_doc(directory / name)
+    out["baseline"] = with_other_runs(directory, _read_doc(directory / rundir.TIMING_BASELINE))
     return out
+
+
+def _positions(manifest: Mapping[str, Any] | None, files: Sequence[str]) -> tuple[str, ...]:
+    """Where each unprofiled run (by file) ran relative to the profiled one, in execution order.
+
+    A capture made before ``--baseline-runs`` ran its one baseline after the profiled run.
+    """
+    runs = [r for r in (_get(manifest, "timing", "runs") or []) if isinstance(r, Mapping)]
+    order = {str(r.get("file")): i for i, r in enumerate(runs)}
+    where = {str(r.get("file")): str(r.get("position") or "unknown") for r in runs}
+    default = {rundir.TIMING_BASELINE: "after"}
+    ranked = sorted(files, key=lambda f: order.get(f, len(order)))
+    return tuple(where.get(f) or default.get(f, "unknown") for f in ranked)
 
 
 def view_from_analysis(
@@ -473,13 +529,18 @@ def view_from_analysis(
         why_no_model = analytic.get("reason")  # dsocr analyze had no workload for this trace
         analytic = None
     baseline = baseline if baseline is not None else d.get("baseline")
+    files = [str(baseline.get("file") or rundir.TIMING_BASELINE)] if baseline is not None else []
     if baseline is None and timing is not None and timing.get("profiled") is False:
         baseline = timing  # an unprofiled timing serves as the baseline
+        files = [rundir.TIMING]
+    baselines = [b for b in (_get(baseline, "other_runs") or []) if isinstance(b, Mapping)]
+    docs = [*([baseline] if baseline is not None else []), *baselines]
+    files += [str(b.get("file") or "unknown") for b in baselines]
     records = _records(timing)
     base = _records(baseline)
     passes = int(_get(d, "repeats", "passes") or 1)
     is_profiled = timing is None or timing.get("profiled") is not False
-    stages = _stage_views(d, records, base, analytic, passes, profiled=is_profiled)
+    stages = _stage_views(d, records, _baseline_records(docs), analytic, passes, profiled=is_profiled)
     names = [s.name for s in stages]
     instances = _frame(d.get("stage_instances"))
     has_gpu = bool(_get(d, "trace", "has_cuda"))
@@ -560,4 +621,5 @@ def view_from_analysis(
         pages=pages,
         caveats=caveats,
         notes=tuple(str(w) for w in d.get("warnings") or ()) + ((str(why_no_model),) if why_no_model else ()),
+        baseline_positions=_positions(manifest, files) if files != [rundir.TIMING] else ("unknown",),
     )

@@ -109,6 +109,11 @@ METRICS: dict[str, tuple[Callable[[ReportView, StageView], float | None], str]] 
     "mfu_busy": (_mean("mfu_busy"), "pct"),
     "cv": (lambda v, s: s.range_ns.cv, "pct"),
     "overhead": (lambda v, s: s.overhead_frac, "pct"),
+    # the overhead where identical unprofiled runs differed less / more than it / with one unprofiled run
+    "overhead_beyond_drift": (lambda v, s: s.overhead_frac if s.overhead_within_drift is False else None, "pct"),
+    "overhead_within_drift": (lambda v, s: s.overhead_frac if s.overhead_within_drift else None, "pct"),
+    "overhead_drift_unknown": (lambda v, s: s.overhead_frac if s.baseline_drift is None else None, "pct"),
+    "baseline_drift": (lambda v, s: s.baseline_drift, "pct"),
     "measured_over_predicted": (lambda v, s: s.measured_over_predicted, "times"),
     "share_moe_routing": (_cat_share("moe_routing"), "pct"),
     "share_attention": (_cat_share("attention"), "pct"),
@@ -132,6 +137,10 @@ class Rule:
     #: For ``*`` rules firing in several stages: one sentence with ``{stages}`` (``vision (5.0x), sam (5.1x)``)
     #: and ``{threshold}``, instead of one sentence per stage.
     text_many: str | None = None
+    #: Further metrics of the stage quoted in the text as ``{<metric>}`` (each an Evidence).
+    also: tuple[str, ...] = ()
+    #: How ``{stages}`` lists one stage (``{stage}``, ``{value}`` and the ``also`` metrics).
+    item: str = "{stage} ({value})"
 
 
 #: The recommendation rules, in the order the summary lists them.
@@ -236,13 +245,42 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "profiler-overhead",
         "*",
-        "overhead",
+        "overhead_beyond_drift",
         ">",
         0.2,
-        "Profiling slowed {stage} by {value} against the unprofiled run (more than {threshold}); read its "
-        "absolute times with that in mind.",
-        "Profiling slowed these stages by more than {threshold} against the unprofiled run: {stages}; read "
-        "their absolute times with that in mind.",
+        "Profiling slowed {stage} by {value} against the unprofiled runs (more than {threshold}; identical "
+        "unprofiled runs differed by only {baseline_drift}); read its absolute times with that in mind.",
+        "Profiling slowed these stages by more than {threshold} against the unprofiled runs, more than identical "
+        "unprofiled runs differed: {stages}; read their absolute times with that in mind.",
+        also=("baseline_drift",),
+        item="{stage} ({value}, drift {baseline_drift})",
+    ),
+    Rule(
+        "overhead-drift-unknown",
+        "*",
+        "overhead_drift_unknown",
+        ">",
+        0.2,
+        "Profiling slowed {stage} by {value} against the one unprofiled run (more than {threshold}); with one "
+        "unprofiled run the host's own drift between identical runs is unknown and may be part of it (a capture "
+        "with several unprofiled runs, the default of --baseline-runs, measures it).",
+        "Profiling slowed these stages by more than {threshold} against the one unprofiled run: {stages}; the "
+        "host's own drift between identical runs is unknown and may be part of it (a capture with several "
+        "unprofiled runs, the default of --baseline-runs, measures it).",
+    ),
+    Rule(
+        "overhead-within-drift",
+        "*",
+        "overhead_within_drift",
+        ">",
+        0.2,
+        "Profiling appears to slow {stage} by {value} (more than {threshold}), but identical unprofiled runs "
+        "differed by {baseline_drift} among themselves: the overhead cannot be separated from host drift, so "
+        "neither number says what nsys costs.",
+        "Profiling appears to slow these stages by more than {threshold}, but identical unprofiled runs differed "
+        "among themselves by more still: {stages}; the overhead cannot be separated from host drift there.",
+        also=("baseline_drift",),
+        item="{stage} (overhead {value}, drift {baseline_drift})",
     ),
 )
 
@@ -342,25 +380,40 @@ def actions(view: ReportView) -> tuple[Statement, ...]:
     out: list[Statement] = []
     for rule in RULES:
         getter, fmt = METRICS[rule.metric]
-        fired: list[tuple[StageView, Evidence]] = []
+        fired: list[tuple[StageView, Evidence, tuple[Evidence, ...]]] = []
         for stage in view.stages:
             if rule.stage not in ("*", stage.name):
                 continue
             value = getter(view, stage)
             if value is None or not math.isfinite(value) or not _fires(rule, value):
                 continue
-            fired.append((stage, _ev(f"stage:{stage.name}:{rule.metric}", value, fmt)))
+            also = tuple(_also(view, stage, m) for m in rule.also)
+            fired.append((stage, _ev(f"stage:{stage.name}:{rule.metric}", value, fmt), also))
         if not fired:
             continue
         t = _ev(f"rule:{rule.id}:threshold", rule.threshold, fmt)
+
         if len(fired) > 1 and rule.text_many:
-            listed = ", ".join(f"{stage.name} ({v.shown})" for stage, v in fired)
+            listed = ", ".join(rule.item.format(**_fields(rule, *f)) for f in fired)
             text = rule.text_many.format(stages=listed, threshold=t.shown)
-            out.append(Statement(text, (*(v for _, v in fired), t), rule.id))
+            out.append(Statement(text, (*(e for _, v, also in fired for e in (v, *also)), t), rule.id))
             continue
-        for stage, v in fired:
-            out.append(Statement(rule.text.format(stage=stage.name, value=v.shown, threshold=t.shown), (v, t), rule.id))
+        for stage, v, also in fired:
+            text = rule.text.format(**_fields(rule, stage, v, also), threshold=t.shown)
+            out.append(Statement(text, (v, *also, t), rule.id))
     return tuple(out)
+
+
+def _fields(rule: Rule, stage: StageView, value: Evidence, also: tuple[Evidence, ...]) -> dict[str, str]:
+    """The placeholders of a rule's sentence for one stage."""
+    return {"stage": stage.name, "value": value.shown, **{m: e.shown for m, e in zip(rule.also, also, strict=True)}}
+
+
+def _also(view: ReportView, stage: StageView, metric: str) -> Evidence:
+    """A further metric a rule quotes (NaN where unknown: such a rule must only fire where it is known)."""
+    getter, fmt = METRICS[metric]
+    value = getter(view, stage)
+    return _ev(f"stage:{stage.name}:{metric}", float("nan") if value is None else value, fmt)
 
 
 def build(view: ReportView) -> Summary:

@@ -106,7 +106,7 @@ class StageView:
     range_ns: Stat  #: profiled NVTX range (CPU) time
     gpu_busy_ns: Stat  #: union of kernel/copy intervals inside the range
     kernels: Stat
-    unprofiled_ns: Stat | None = None  #: the same stage timed without nsys (CUDA events)
+    unprofiled_ns: Stat | None = None  #: the same stage timed without nsys (CUDA events), over every unprofiled run
     profiled_ns: Stat | None = None  #: the stage timed the same way (CUDA events) inside the profiled run
     launches: Stat | None = None  #: CUDA launch API calls
     syncs: Stat | None = None  #: host waits on the device
@@ -120,6 +120,10 @@ class StageView:
     mbu_busy: Stat | None = None  #: memory-bandwidth utilization against GPU busy time
     depth: int = 0  #: 0 for top stages, 1 for vision parts
     has_gpu: bool = True  #: False when the trace recorded no CUDA activity (busy/idle unknown)
+    #: Unprofiled runs that timed this stage (``timing-baseline*.json``).
+    baseline_runs: int = 0
+    #: Host drift between those runs: (largest - smallest run mean) / mean of the run means; None below 2 runs.
+    baseline_drift: float | None = None
 
     @property
     def idle_frac(self) -> Stat | None:
@@ -160,6 +164,17 @@ class StageView:
             return None
         profiled = self.profiled_ns if self.profiled_ns is not None else self.range_ns
         return profiled.mean / self.unprofiled_ns.mean - 1.0
+
+    @property
+    def overhead_within_drift(self) -> bool | None:
+        """Whether identical unprofiled runs differed by more than the measured overhead (None: unknown).
+
+        When they did, the profiler's cost cannot be separated from the host's own drift.
+        """
+        overhead = self.overhead_frac
+        if overhead is None or self.baseline_drift is None:
+            return None
+        return self.baseline_drift > abs(overhead)
 
     @property
     def cv_flag(self) -> bool:
@@ -268,6 +283,9 @@ class ReportView:
     pages: Table | None = None
     caveats: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  #: analyzer warnings worth showing
+    #: Where each unprofiled run ran relative to the profiled one (``before``/``after``, execution order;
+    #: ``unknown`` where the manifest does not say); empty without a baseline.
+    baseline_positions: tuple[str, ...] = ()
 
     def stage(self, name: str) -> StageView | None:
         """The stage called ``name``, or ``None``."""
@@ -277,6 +295,16 @@ class ReportView:
     def top_stages(self) -> tuple[StageView, ...]:
         """The depth-0 stages (their times do not overlap)."""
         return tuple(s for s in self.stages if s.depth == 0)
+
+    @property
+    def baseline_runs(self) -> int:
+        """How many unprofiled runs the unprofiled times average."""
+        return len(self.baseline_positions)
+
+    @property
+    def overhead_hidden_by_drift(self) -> tuple[StageView, ...]:
+        """Stages whose unprofiled runs differed by more than the measured overhead."""
+        return tuple(s for s in self.stages if s.overhead_within_drift)
 
     @property
     def passes(self) -> int:
