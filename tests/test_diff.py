@@ -64,14 +64,14 @@ def write(tmp: Path, name: str, doc: dict[str, Any]) -> Path:
 
 
 def test_change_arithmetic() -> None:
-    c = d.Change("stage", "decode", "profiled range", "ms", 100.0, 130.0, 5.0, 12.0)
+    c = d.Change("stage", "decode", "profiled range", "ns", 100.0, 130.0, 5.0, 12.0)
     assert c.delta == 30.0 and c.rel == pytest.approx(0.3)
     assert c.noise == pytest.approx(2 * 13.0)  # 2 x sqrt(25 + 144)
     assert c.significant is True and c.verdict == "significant"
-    assert d.Change("stage", "x", "m", "ms", 100.0, 120.0, 5.0, 12.0).verdict == "within noise"
-    assert d.Change("stage", "x", "m", "ms", 100.0, 300.0, None, 1.0).verdict == "spread unknown"
-    assert d.Change("kernel", "x", "k", "ms", None, 1.0).verdict == "only in B"
-    assert d.Change("kernel", "x", "k", "ms", 1.0, None).verdict == "only in A"
+    assert d.Change("stage", "x", "m", "ns", 100.0, 120.0, 5.0, 12.0).verdict == "within noise"
+    assert d.Change("stage", "x", "m", "ns", 100.0, 300.0, None, 1.0).verdict == "spread unknown"
+    assert d.Change("kernel", "x", "k", "ns", None, 1.0).verdict == "only in B"
+    assert d.Change("kernel", "x", "k", "ns", 1.0, None).verdict == "only in A"
 
 
 def test_same_run_is_within_noise(cpu_doc: dict[str, Any], tmp_path: Path) -> None:
@@ -172,3 +172,9 @@ def test_bad_inputs(tmp_path: Path, setup: Any, message: str, cli: Any) -> None:
 def _text(p: Path, s: str) -> Path:
     p.write_text(s)
     return p
+
+
+def test_json_units_say_what_the_values_are() -> None:
+    """Stage and kernel times are stored in ns; the JSON says so (Markdown/HTML show them as ms)."""
+    assert {unit for _key, _label, unit, _get in d.STAGE_METRICS} == {"ns", "pct", "count"}
+    assert "2.5" in d.fmt_value(2_500_000.0, "ns") and "ms" in d.fmt_value(2_500_000.0, "ns")

@@ -28,9 +28,9 @@ TOP: Final = 15
 
 #: Stage metrics compared: (key, label, unit, getter).
 STAGE_METRICS: Final[tuple[tuple[str, str, str, Callable[[StageView], Stat | None]], ...]] = (
-    ("range_ns", "profiled range", "ms", lambda s: s.range_ns),
-    ("unprofiled_ns", "unprofiled", "ms", lambda s: s.unprofiled_ns),
-    ("gpu_busy_ns", "GPU busy", "ms", lambda s: s.gpu_busy_ns),
+    ("range_ns", "profiled range", "ns", lambda s: s.range_ns),
+    ("unprofiled_ns", "unprofiled", "ns", lambda s: s.unprofiled_ns),
+    ("gpu_busy_ns", "GPU busy", "ns", lambda s: s.gpu_busy_ns),
     ("idle_frac", "GPU idle", "pct", lambda s: s.idle_frac),
     ("kernels", "kernels", "count", lambda s: s.kernels),
     ("launches", "launches", "count", lambda s: s.launches),
@@ -47,7 +47,7 @@ class Change:
     kind: str  #: ``stage``, ``kernel`` or ``operator``
     stage: str
     name: str  #: metric label (stages) or kernel/operator name
-    unit: str  #: ``ms`` (values in ns), ``pct`` (fractions), ``count``
+    unit: str  #: ``ns`` (shown as ms), ``pct`` (fractions), ``count``
     a: float | None
     b: float | None
     sd_a: float | None = None
@@ -235,7 +235,7 @@ def _row_changes(
                 kind,
                 k[0],
                 name,
-                "ms",
+                "ns",
                 va,
                 vb,
                 None if va is None or cva is None else va * cva,
@@ -275,7 +275,7 @@ def fmt_value(v: float | None, unit: str) -> str:
     """A value in its unit (ns shown as ms)."""
     if v is None:
         return "—"
-    if unit == "ms":
+    if unit == "ns":
         return f"{v / 1e6:,.3f} ms"
     if unit == "pct":
         return f"{100 * v:.2f}%"
@@ -287,7 +287,7 @@ def fmt_delta(c: Change) -> str:
     d = c.delta
     if d is None:
         return "—"
-    if c.unit == "ms":
+    if c.unit == "ns":
         return f"{d / 1e6:+,.3f} ms"
     if c.unit == "pct":
         return f"{100 * d:+.2f} pp"
