@@ -11,12 +11,18 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from dsocr.contract.errors import BadInput
+
 
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise BadInput(f"{target}: cannot write there ({reason}); choose another output directory or file") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600 files; outputs get the usual permissions (0666 less the umask).
