@@ -68,7 +68,7 @@ def test_unknown_gpu_is_said_and_derivation_labelled() -> None:
     assert not unknown.known
     assert unknown.tflops_source == "unknown"
     assert unknown.notes == (
-        "GPU 'NVIDIA GH200 480GB' is not in the peak table (docs/gpu-peaks): give --peak-tflops and --peak-tbps",
+        "GPU 'NVIDIA GH200 480GB' is not in the peak table (docs/gpu-peaks.md): give --peak-tflops and --peak-tbps",
     )
     derived = resolve_peak(
         "NVIDIA GH200 480GB", sm_count=132, clock_hz=1.98e9, compute_capability=(9, 0), memory_bandwidth=3.35232e12
@@ -93,3 +93,16 @@ def test_fixture_gpu_name_matches(h100_sqlite: object) -> None:
     finally:
         con.close()
     assert resolve_peak(name).entry == "H100 SXM5 80GB"
+
+
+def test_docs_table_equals_the_code_table() -> None:
+    """docs/gpu-peaks.md shows exactly GPU_TABLE (name, TFLOP/s, TB/s, SMs), in order."""
+    from pathlib import Path
+
+    from dsocr.analytic.peaks import GPU_TABLE
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "gpu-peaks.md").read_text()
+    block = text.split("<!-- peak-table:begin -->")[1].split("<!-- peak-table:end -->")[0]
+    rows = [line.strip("|").split("|") for line in block.strip().splitlines()[2:]]
+    got = [(c[0].strip(), float(c[1]), float(c[2]), int(c[3])) for c in rows]
+    assert got == [(g.name, g.tflops, g.tbps, g.sms) for g in GPU_TABLE]

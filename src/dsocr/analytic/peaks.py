@@ -1,6 +1,6 @@
 """GPU peak figures (dense BF16 tensor FLOP/s, memory bandwidth) for MFU and MBU.
 
-The table is ../docs/gpu-peaks.md. Names are matched as CUDA/NVML report them (``NVIDIA H100
+The table is docs/gpu-peaks.md (kept equal to GPU_TABLE by a test). Names are matched as CUDA/NVML report them (``NVIDIA H100
 80GB HBM3``, ``NVIDIA A100-SXM4-40GB``, ``NVIDIA GeForce RTX 4090``) by model, form factor and
 memory size. A user-supplied figure always wins; for a GPU not in the table a peak can be
 derived from SMs x clock x dense FLOPs per clock per SM (labelled as derived: a trace's clock
@@ -168,7 +168,7 @@ def resolve_peak(
         f_val, f_src, b_val, b_src = None, "unknown", None, "unknown"
         per_clock = FLOPS_PER_CLOCK_PER_SM.get(compute_capability) if compute_capability else None
         if per_clock and sm_count and clock_hz:
-            f_val = sm_count * clock_hz * per_clock / 1e12
+            f_val = round(sm_count * clock_hz * per_clock / 1e12, 1)
             f_src = (
                 f"derived: {sm_count} SMs x {clock_hz / 1e9:.2f} GHz x {per_clock} FLOP/clk/SM "
                 "(max clock: overstates the peak by about 8%)"
@@ -178,7 +178,7 @@ def resolve_peak(
         if gpu_name and (user_f is None or user_b is None):
             notes = (
                 *notes,
-                f"GPU {gpu_name!r} is not in the peak table (docs/gpu-peaks): give --peak-tflops and --peak-tbps",
+                f"GPU {gpu_name!r} is not in the peak table (docs/gpu-peaks.md): give --peak-tflops and --peak-tbps",
             )
     if user_f is not None:
         f_val, f_src = user_f, "user (--peak-tflops)"
