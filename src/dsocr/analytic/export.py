@@ -257,7 +257,7 @@ def to_markdown(est: ModelEstimate, peak: Peak | None = None, max_depth: int | N
         if max_depth is not None and r.depth > max_depth:
             continue
         cats = ", ".join(f"{k} {_si(v)}" for k, v in r.categories.items() if v) or "-"
-        indent = "&nbsp;&nbsp;" * r.depth
+        indent = "\u00a0\u00a0" * r.depth  # non-breaking: kept by Markdown, plain in a terminal
         lines.append(
             f"| {indent}{r.path} | {r.kind} | {r.calls} | {_si(r.cost.flops)} | {_si(r.cost.bytes, 'B')} | "
             f"{r.cost.params:,} | {cats} |"
