@@ -8,6 +8,8 @@ process. Range nesting is computed by a sorted sweep (:mod:`dsocr.analyze.sweep`
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import sqlite3
 import threading
 from pathlib import Path
@@ -36,7 +38,9 @@ def load_trace(path: Path, *, need_cuda: bool = False, need_nvtx: bool = True) -
     path = Path(path)
     source = open_source(path)
     try:
-        return _load(source, need_cuda=need_cuda, need_nvtx=need_nvtx)
+        trace = _load(source, need_cuda=need_cuda, need_nvtx=need_nvtx)
+        trim_c_heap()
+        return trace
     except BadInput as exc:
         if exc.message.startswith(str(path)):
             raise
@@ -47,6 +51,15 @@ def load_trace(path: Path, *, need_cuda: bool = False, need_nvtx: bool = True) -
         ) from exc
     finally:
         source.close()  # later on-demand reads open their own connections
+
+
+def trim_c_heap() -> None:
+    """Hand the C heap's freed pages back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    connectorx and sqlite3 allocate through the C heap, which keeps what they freed.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -241,6 +254,7 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool) -> Trace:
             f"{path}: holds no CUDA kernels, copies or memsets; profile a GPU run with `nsys profile --trace=cuda,nvtx`"
         )
     raw = source.read_many(_requests())
+    trim_c_heap()  # the readers' temporary buffers
     payloads = source.first_non_null(S.NVTX, S.PAYLOAD_COLUMNS)
     strings = raw["strings"].rename({"id": "_sid", "value": "_str"})
 
