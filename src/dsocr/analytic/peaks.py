@@ -1,11 +1,12 @@
 """GPU peak figures (dense BF16 tensor FLOP/s, memory bandwidth) for MFU and MBU.
 
-The table is docs/gpu-peaks.md (kept equal to GPU_TABLE by a test). Names are matched as CUDA/NVML report them (``NVIDIA H100
-80GB HBM3``, ``NVIDIA A100-SXM4-40GB``, ``NVIDIA GeForce RTX 4090``) by model, form factor and
-memory size. A user-supplied figure always wins; for a GPU not in the table a peak can be
-derived from SMs x clock x dense FLOPs per clock per SM (labelled as derived: a trace's clock
-is the maximum SM clock, which overstates the peak by about 8%), and the bandwidth taken from
-the trace. The result names the figures used and where each came from.
+The table is docs/gpu-peaks.md (kept equal to GPU_TABLE by a test). Names are matched as
+CUDA/NVML report them (``NVIDIA H100 80GB HBM3``, ``NVIDIA A100-SXM4-40GB``, ``NVIDIA GeForce
+RTX 4090``) by model, form factor and memory size. A user-supplied figure always wins; for a
+GPU not in the table a peak can be derived from SMs x clock x dense FLOPs per clock per SM
+(labelled as derived: a trace's clock is the maximum SM clock, which overstates the peak by
+about 8%), and the bandwidth taken from the trace. The result names the figures used and
+where each came from.
 """
 
 from __future__ import annotations
