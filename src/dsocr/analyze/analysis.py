@@ -8,6 +8,7 @@ layer writes the files, once everything was computed.
 from __future__ import annotations
 
 import hashlib
+import json
 import lzma
 import math
 import os
@@ -21,7 +22,7 @@ import polars as pl
 
 from dsocr.analyze.categories import category_expr
 from dsocr.analyze.repeats import CV_LIMIT, RepeatTables, analyze_repeats
-from dsocr.analyze.stages import TOP_N, StageTables, analyze_stages, summarize
+from dsocr.analyze.stages import DSOCR, TOP_N, StageTables, analyze_stages, summarize
 from dsocr.analyze.trace import Trace
 
 if TYPE_CHECKING:
@@ -271,8 +272,7 @@ def resolve_input(given: Path) -> Path:
             return given
         if (given / rundir.TRACE_REP).is_file():
             raise BadInput(
-                f"{given}: has {rundir.TRACE_REP} but no {rundir.TRACE_SQLITE}; export it first: "
-                f"nsys export --type sqlite --output {given / rundir.TRACE_SQLITE} {given / rundir.TRACE_REP}"
+                f"{given}: has {rundir.TRACE_REP} but no {rundir.TRACE_SQLITE}; export it first: dsocr export {given}"
             )
         raise BadInput(
             f"{given}: directory holds no {rundir.TRACE_SQLITE} (nor a parquetdir export); "
@@ -283,6 +283,89 @@ def resolve_input(given: Path) -> Path:
     if given.suffix == ".xz":
         return _decompress_xz(given)
     return given
+
+
+# ---------------------------------------------------------------------------------------
+# several inputs: one study or refused
+
+#: Bytes hashed at each end of a file to tell copies of one export apart from different ones.
+FINGERPRINT_BYTES: Final = 1 << 20
+
+#: Manifest statuses of a capture that did not finish (its trace holds only part of the passes).
+PARTIAL_STATUSES: Final = frozenset({"interrupted", "failed", "running"})
+
+
+def _fingerprint(path: Path) -> tuple[int, str]:
+    """Size and a hash of the first and last :data:`FINGERPRINT_BYTES` (equal for copies of one file)."""
+    h = hashlib.sha256()
+    size = path.stat().st_size if path.is_file() else -1
+    if size < 0:
+        return size, str(path.resolve())
+    with path.open("rb") as f:
+        h.update(f.read(FINGERPRINT_BYTES))
+        if size > FINGERPRINT_BYTES:
+            f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+            h.update(f.read())
+    return size, h.hexdigest()
+
+
+def distinct_inputs(paths: Sequence[Path]) -> list[Path]:
+    """The export of each given path (:func:`resolve_input`); BadInput when two are the same trace."""
+    resolved = [resolve_input(p) for p in paths]
+    seen: dict[tuple[int, str], tuple[Path, Path]] = {}
+    for given, path in zip(paths, resolved, strict=True):
+        key = _fingerprint(path)
+        if key in seen:
+            first, first_path = seen[key]
+            same = "the same file" if first_path.resolve() == path.resolve() else "copies of one trace (same content)"
+            raise BadInput(
+                f"{first} and {given}: {same}, not two passes; give each trace once "
+                "(several files must be different captures of one workload)"
+            )
+        seen[key] = (given, path)
+    return resolved
+
+
+def partial_run_warning(given: Path) -> str | None:
+    """One warning line when ``given`` is a run directory (or a file in one) whose capture did not finish."""
+    directory = given if given.is_dir() else given.parent
+    try:
+        manifest = json.loads((directory / rundir.MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    status = manifest.get("status") if isinstance(manifest, dict) else None
+    if status not in PARTIAL_STATUSES:
+        return None
+    return (
+        f"{directory}: the capture's manifest status is '{status}': the trace holds only part of the passes "
+        "(the report covers what was captured); recapture for a complete run"
+    )
+
+
+def _stage_names(result: TraceResult) -> frozenset[str]:
+    return frozenset(result.stages.instances.get_column("stage").unique().to_list())
+
+
+def _gpu_names(info: TraceInfo) -> str:
+    return ", ".join(sorted(str(g.get("name")) for g in info.gpus)) or "no GPU"
+
+
+def check_same_study(
+    first: TraceInfo, other: TraceInfo, first_stages: frozenset[str], other_stages: frozenset[str]
+) -> None:
+    """BadInput when two traces cannot be passes of one study (GPU or stage ranges differ)."""
+    where = f"{first.file} and {other.file}"
+    fix = "analyze them separately (or compare two run directories with `dsocr diff`)"
+    if _gpu_names(first) != _gpu_names(other):
+        raise BadInput(f"{where}: traced on different GPUs ({_gpu_names(first)} vs {_gpu_names(other)}); {fix}")
+    if first.stage_mode != other.stage_mode:
+        raise BadInput(
+            f"{where}: different stage kinds ({first.stage_mode} vs {other.stage_mode} NVTX stage ranges); {fix}"
+        )
+    if first.stage_mode != DSOCR and first_stages != other_stages:
+        only = sorted(first_stages ^ other_stages)
+        shown = ", ".join(only[:3]) + (f" and {len(only) - 3} more" if len(only) > 3 else "")
+        raise BadInput(f"{where}: different top-level stage ranges (not in both: {shown}); {fix}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -333,10 +416,12 @@ def _info(given: Path, trace: Trace, mode: str) -> TraceInfo:
     )
 
 
-def analyze_trace(given: Path, progress: Progress | None = None) -> tuple[TraceResult, list[str]]:
-    """Load and analyze one trace; return its tables and any warnings."""
+def analyze_trace(
+    given: Path, progress: Progress | None = None, resolved: Path | None = None
+) -> tuple[TraceResult, list[str]]:
+    """Load and analyze one trace (``resolved``: its export, if already known); return its tables and any warnings."""
     step = progress or (lambda _name: None)
-    path = resolve_input(given)
+    path = resolved if resolved is not None else resolve_input(given)
     step(f"loading {given.name}")
     trace = _load(path)
     warnings: list[str] = []
@@ -385,10 +470,13 @@ def run_analysis(
     """
     if not paths:
         raise BadInput("no trace given; pass an nsys SQLite export or a run directory")
+    resolved = distinct_inputs(paths)
     results: list[TraceResult] = []
-    warnings: list[str] = []
-    for p in paths:
-        res, warn = analyze_trace(p, progress)
+    warnings: list[str] = [w for p in paths if (w := partial_run_warning(p))]
+    for p, r in zip(paths, resolved, strict=True):
+        res, warn = analyze_trace(p, progress, r)
+        if results:
+            check_same_study(results[0].info, res.info, _stage_names(results[0]), _stage_names(res))
         results.append(res)
         warnings.extend(warn)
     step = progress or (lambda _name: None)
