@@ -19,6 +19,11 @@ from dsocr.contract.errors import ExitCode
 FILES = {"analysis.json", "report.md", "results.sqlite", "report.html", "summary.md", "plots"}
 
 
+def _names(out: Path) -> list[str]:
+    """The names in ``out`` (none when it was never made or was removed again)."""
+    return sorted(p.name for p in out.rglob("*")) if out.exists() else []
+
+
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as exc:
         main(["analyze", *args])
@@ -213,7 +218,7 @@ def test_failed_write_leaves_no_partial_files(
     out = tmp_path / "o"
     got, _, _ = run(capsys, str(cpu_sqlite), "--out", str(out), "-q")
     assert got != 0
-    assert [p.name for p in out.iterdir()] == []  # neither the JSON nor the Markdown, no temp files
+    assert _names(out) == []  # neither the JSON nor the Markdown, no temp files
 
 
 def test_console_script_end_to_end(cpu_sqlite: Path, tmp_path: Path) -> None:
@@ -226,3 +231,64 @@ def test_console_script_end_to_end(cpu_sqlite: Path, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == str(out)
     assert {p.name for p in out.iterdir()} == FILES
+
+
+def test_failed_html_render_writes_nothing(
+    capsys: pytest.CaptureFixture[str], cpu_sqlite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """report.html, summary.md and plots/ belong to the same all-or-nothing group as the other files."""
+    import dsocr.report.html as html
+
+    def boom(*_args: object, **_kw: object) -> str:
+        raise OSError("template broke")
+
+    monkeypatch.setattr(html, "render_summary_md", boom)
+    out = tmp_path / "o"
+    got, _, _ = run(capsys, str(cpu_sqlite), "--out", str(out), "-q")
+    assert got != 0
+    assert _names(out) == []
+
+
+def test_failed_plot_write_writes_nothing(
+    capsys: pytest.CaptureFixture[str], cpu_sqlite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure while writing the last file (a plot) leaves no file and no empty plots/ directory."""
+    import dsocr.contract.atomic as atomic
+    import dsocr.report.html as html
+
+    real = atomic.atomic_path
+
+    def failing(target: Path):  # type: ignore[no-untyped-def]
+        if target.name == "pass-spread.svg":
+            raise OSError("disk full")
+        return real(target)
+
+    monkeypatch.setattr(html, "atomic_path", failing)
+    out = tmp_path / "o"
+    got, _, _ = run(capsys, str(cpu_sqlite), "--out", str(out), "-q")
+    assert got != 0
+    assert _names(out) == []  # no file, no empty plots/ (nor the --out directory it made)
+
+
+def test_plots_and_summary_rendered_once(
+    capsys: pytest.CaptureFixture[str], cpu_sqlite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dsocr.report.html as html
+    import dsocr.report.summary as summ
+
+    calls = {"plots": 0, "summary": 0}
+    real_plots, real_build = html.render_plots, summ.build
+
+    def plots(view):  # type: ignore[no-untyped-def]
+        calls["plots"] += 1
+        return real_plots(view)
+
+    def build(view):  # type: ignore[no-untyped-def]
+        calls["summary"] += 1
+        return real_build(view)
+
+    monkeypatch.setattr(html, "render_plots", plots)
+    monkeypatch.setattr(summ, "build", build)
+    got, _, stderr = run(capsys, str(cpu_sqlite), "--out", str(tmp_path / "o"), "-q")
+    assert got == 0, stderr
+    assert calls == {"plots": 1, "summary": 1}

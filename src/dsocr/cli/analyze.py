@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,7 +19,7 @@ from dsocr.contract.errors import BadInput, ExitCode
 
 if TYPE_CHECKING:
     from dsocr.analyze.analysis import Analysis
-    from dsocr.report.view import ReportView
+    from dsocr.report.html import Rendered
 
 FORMATS = ("md", "json", "sqlite", "html")
 
@@ -172,21 +173,15 @@ def analyze(
             else None
         )
         jtext = dumps(doc) if doc is not None and ("json" in wanted or json_out) else None
-        view = None
+        rendered = None
         if doc is not None and ("html" in wanted or "md" in wanted):
             from dsocr.report.adapt import view_from_analysis
+            from dsocr.report.html import render
 
-            view = view_from_analysis(doc)
-        mtext = None
-        if "md" in wanted:
-            mtext = _markdown(analysis, view, with_plots="html" in wanted)
+            rendered = render(view_from_analysis(doc))
+        mtext = _markdown(analysis, rendered, with_plots="html" in wanted) if "md" in wanted else None
         advance("writing outputs")
-        _write(out, wanted, analysis, jtext, mtext)
-        if "html" in wanted and view is not None:
-            advance("writing report.html, summary.md and plots")
-            from dsocr.report.html import write
-
-            write(view, out)
+        _write(out, wanted, analysis, jtext, mtext, rendered)
 
     if json_out:
         sys.stdout.write(jtext or "")
@@ -194,32 +189,42 @@ def analyze(
         ui.out.print(str(out), markup=False)
 
 
-def _markdown(analysis: Analysis, view: ReportView | None, with_plots: bool) -> str:
+def _markdown(analysis: Analysis, rendered: Rendered | None, with_plots: bool) -> str:
     """report.md: the stakeholder summary and (with the html outputs) the plots first, then the tables."""
     from dsocr.report.markdown import markdown_text, summary_preamble
 
-    if view is None:
+    if rendered is None:
         return markdown_text(analysis)
-    from dsocr.report.html import PLOTS_DIR, render_plots, render_summary_md
+    from dsocr.report.html import PLOTS_DIR
 
-    plots = [(f"{PLOTS_DIR}/{p.id}.svg", p.heading) for p in render_plots(view)] if with_plots else []
-    return markdown_text(analysis, summary_preamble(render_summary_md(view), plots))
+    plots = [(f"{PLOTS_DIR}/{p.id}.svg", p.heading) for p in rendered.plots] if with_plots else []
+    return markdown_text(analysis, summary_preamble(rendered.summary_md, plots))
 
 
-def _write(out: Path, wanted: tuple[str, ...], analysis: Analysis, jtext: str | None, mtext: str | None) -> None:
-    """Write the chosen files all or nothing: each is built as a temp file, all are renamed at the end."""
-    from dsocr.contract.atomic import atomic_path
+def _write(
+    out: Path,
+    wanted: tuple[str, ...],
+    analysis: Analysis,
+    jtext: str | None,
+    mtext: str | None,
+    rendered: Rendered | None,
+) -> None:
+    """Write every chosen file all or nothing (all rendered before): each is built as a temp file, all are
+    renamed at the end."""
+    from dsocr.report.html import write_all
     from dsocr.report.sqliteout import build_sqlite
 
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out}: exists and is not a directory; choose another --out")
-    with ExitStack() as stack:
-        if "json" in wanted and jtext is not None:
-            stack.enter_context(atomic_path(out / rundir.ANALYSIS_JSON)).write_text(jtext, encoding="utf-8")
-        if "md" in wanted and mtext is not None:
-            stack.enter_context(atomic_path(out / rundir.REPORT_MD)).write_text(mtext, encoding="utf-8")
-        if "sqlite" in wanted:
-            build_sqlite(analysis, stack.enter_context(atomic_path(out / rundir.RESULTS_SQLITE)))
+    texts: dict[str, str] = {}
+    if "json" in wanted and jtext is not None:
+        texts[rundir.ANALYSIS_JSON] = jtext
+    if "md" in wanted and mtext is not None:
+        texts[rundir.REPORT_MD] = mtext
+    if "html" in wanted and rendered is not None:
+        texts.update(rendered.files())
+    build = {rundir.RESULTS_SQLITE: partial(build_sqlite, analysis)} if "sqlite" in wanted else {}
+    write_all(out, texts, build)
 
 
 @contextmanager

@@ -8,7 +8,8 @@ Markdown report so Markdown viewers show them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack, suppress
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from markupsafe import Markup
 
 from dsocr.analyze.categories import LABELS
 from dsocr.contract import rundir
-from dsocr.contract.atomic import write_text
+from dsocr.contract.atomic import atomic_path
 from dsocr.report import plots
 from dsocr.report import summary as summ
 from dsocr.report.view import KernelView, ReportView, Stat
@@ -146,10 +147,10 @@ def by_stage(rows: tuple[KernelView, ...]) -> list[tuple[str, list[KernelView]]]
     return list(groups.items())
 
 
-def render_html(view: ReportView, summary: summ.Summary | None = None) -> str:
-    """report.html as one string (self-contained)."""
+def render_html(view: ReportView, summary: summ.Summary | None = None, figures: tuple[Plot, ...] | None = None) -> str:
+    """report.html as one string (self-contained); ``summary``/``figures`` reuse what is already rendered."""
     summary = summary or summ.build(view)
-    figs = {p.id: p for p in render_plots(view)}
+    figs = {p.id: p for p in (figures if figures is not None else render_plots(view))}
     return (
         environment()
         .get_template("report.html.j2")
@@ -171,19 +172,58 @@ def render_summary_md(view: ReportView, summary: summ.Summary | None = None) -> 
     return environment().get_template("summary.md.j2").render(v=view, s=summary)
 
 
-def write(view: ReportView, out_dir: Path) -> list[Path]:
-    """Write report.html, summary.md and plots/*.svg into ``out_dir`` (atomically); return the paths."""
+@attrs.frozen
+class Rendered:
+    """Everything the HTML outputs need, rendered once: plots, summary, report.html and summary.md texts."""
+
+    plots: tuple[Plot, ...]
+    summary: summ.Summary
+    html: str
+    summary_md: str
+
+    def files(self) -> dict[str, str]:
+        """Relative path -> text of each file (report.html, summary.md, plots/*.svg)."""
+        return {
+            rundir.REPORT_HTML: self.html,
+            rundir.SUMMARY_MD: self.summary_md,
+            **{f"{PLOTS_DIR}/{p.id}.svg": p.svg for p in self.plots},
+        }
+
+
+def render(view: ReportView) -> Rendered:
+    """Render the plots and the summary once and both documents from them."""
     summary = summ.build(view)
-    written: list[Path] = []
-    for p in render_plots(view):
-        path = out_dir / PLOTS_DIR / f"{p.id}.svg"
-        write_text(path, p.svg)
-        written.append(path)
-    html_path = out_dir / rundir.REPORT_HTML
-    write_text(html_path, render_html(view, summary))
-    md_path = out_dir / rundir.SUMMARY_MD
-    write_text(md_path, render_summary_md(view, summary))
-    return [html_path, md_path, *written]
+    figures = render_plots(view)
+    return Rendered(figures, summary, render_html(view, summary, figures), render_summary_md(view, summary))
+
+
+def write_all(
+    out_dir: Path, texts: Mapping[str, str], build: Mapping[str, Callable[[Path], None]] | None = None
+) -> list[Path]:
+    """Write files into ``out_dir`` all or nothing: every one goes to a temp file first, all are renamed
+    at the end; on any failure none replaces its target (and a directory made for them is removed).
+
+    ``texts``: relative path -> text; ``build``: relative path -> a function writing the file at a path.
+    """
+    build = build or {}
+    made = [d for d in {(out_dir / r).parent for r in [*build, *texts]} if not d.exists()]
+    try:
+        with ExitStack() as stack:
+            for rel, fn in build.items():
+                fn(stack.enter_context(atomic_path(out_dir / rel)))
+            for rel, text in texts.items():
+                stack.enter_context(atomic_path(out_dir / rel)).write_text(text, encoding="utf-8")
+    except BaseException:
+        for d in sorted(made, key=lambda d: len(d.parts), reverse=True):
+            with suppress(OSError):
+                d.rmdir()  # only when empty
+        raise
+    return [out_dir / r for r in [*build, *texts]]
+
+
+def write(view: ReportView, out_dir: Path) -> list[Path]:
+    """Write report.html, summary.md and plots/*.svg into ``out_dir`` (all or nothing); return the paths."""
+    return write_all(out_dir, render(view).files())
 
 
 def write_for_analysis(
