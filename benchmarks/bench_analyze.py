@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -153,20 +154,33 @@ def run_case(case: Case, target: Path, reps: int, budget_s: float, scratch: Path
             + ", ".join(f"{r} {s.wall_s:.2f} s {s.peak_mb:.0f} MB" for r, s in n.items()),
             file=sys.stderr,
         )
-    case.agreement = agreement(
-        out / "analysis.json", scratch / "nvtx_gpu_proj_sum.csv", scratch / "cuda_gpu_kern_sum.csv"
-    )
+    case.agreement = agreement(out, scratch / "nvtx_gpu_proj_sum.csv", scratch / "cuda_gpu_kern_sum.csv")
     shutil.rmtree(out, ignore_errors=True)
 
 
-def agreement(analysis_json: Path, proj_csv: Path, kern_csv: Path) -> str:
-    """Whether dsocr's projection and kernel tables equal NVIDIA's CSVs (keys, instances, ns totals)."""
+def _dsocr_tables(out: Path) -> tuple[list[dict[str, object]], list[dict[str, object]]] | None:
+    """dsocr's projection and kernel rows: results.sqlite (always every row), else analysis.json."""
+    results, doc = out / "results.sqlite", out / "analysis.json"
+    if results.exists():
+        with sqlite3.connect(results) as con:
+            con.row_factory = sqlite3.Row
+            proj = [dict(r) for r in con.execute("SELECT * FROM nvtx_projection")]
+            kern = [dict(r) for r in con.execute("SELECT * FROM kernels")]
+        return proj, kern
+    if doc.exists():  # analysis.json may leave out per-instance operator ranges
+        data = json.loads(doc.read_text())
+        return data["nvtx_projection"], data["kernels"]
+    return None
+
+
+def agreement(out: Path, proj_csv: Path, kern_csv: Path) -> str:
+    """Whether dsocr's projection and kernel tables (in `out`) equal NVIDIA's CSVs (keys, instances, ns totals)."""
     import polars as pl
 
-    if not analysis_json.exists():
-        return "no analysis.json"
-    doc = json.loads(analysis_json.read_text())
-    proj = pl.DataFrame(doc["nvtx_projection"]).select("range", "style", "instances", "total_proj_ns", "gpu_ops")
+    tables = _dsocr_tables(out)
+    if tables is None:
+        return "no dsocr output"
+    proj = pl.DataFrame(tables[0]).select("range", "style", "instances", "total_proj_ns", "gpu_ops")
     nv_proj = pl.read_csv(proj_csv, infer_schema_length=None).select(
         pl.col("Range").alias("range"),
         pl.col("Style").alias("style"),
@@ -174,18 +188,16 @@ def agreement(analysis_json: Path, proj_csv: Path, kern_csv: Path) -> str:
         pl.col("Total Proj Time:dur_ns").alias("total_proj_ns"),
         pl.col("Total GPU Ops").alias("gpu_ops"),
     )
-    kern = pl.DataFrame(doc["kernels"]).select("name", "instances", "total_ns")
+    kern = pl.DataFrame(tables[1]).select("name", "instances", "total_ns")
     nv_kern = pl.read_csv(kern_csv, infer_schema_length=None).select(
         pl.col("Name").alias("name"),
         pl.col("Instances").alias("instances"),
         pl.col("Total Time:dur_ns").alias("total_ns"),
     )
-    bad_proj = (
-        proj.join(nv_proj, on=proj.columns, how="anti").height + nv_proj.join(proj, on=proj.columns, how="anti").height
-    )
-    bad_kern = (
-        kern.join(nv_kern, on=kern.columns, how="anti").height + nv_kern.join(kern, on=kern.columns, how="anti").height
-    )
+    bad_proj = proj.join(nv_proj, on=proj.columns, how="anti").height
+    bad_proj += nv_proj.join(proj, on=proj.columns, how="anti").height
+    bad_kern = kern.join(nv_kern, on=kern.columns, how="anti").height
+    bad_kern += nv_kern.join(kern, on=kern.columns, how="anti").height
     if bad_proj == bad_kern == 0:
         return f"equal ({nv_proj.height:,} ranges, {nv_kern.height} kernels)"
     return f"DIFFERENT: {bad_proj} range rows, {bad_kern} kernel rows"
@@ -261,7 +273,7 @@ def report(cases: list[Case], reps: int, load_before: str) -> str:
         "--quiet` (everything: loading, projection, stages, operators, three output files). NVIDIA: "
         "`nvtx_gpu_proj_sum.py` + `cuda_gpu_kern_sum.py`, times summed, peak the larger. Time = wall "
         "clock; CPU = user + system of the process (dsocr uses both cores, NVIDIA's SQLite one); "
-        "peak = the process's max RSS. Last column: dsocr's `nvtx_projection` and `kernels` in analysis.json "
+        "peak = the process's max RSS. Last column: dsocr's `nvtx_projection` and `kernels` tables (results.sqlite) "
         "against NVIDIA's CSVs of the same run (range/kernel names, instances, integer ns totals, GPU ops).\n\n"
         + table(cases)
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import lzma
+import sqlite3
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -93,12 +94,23 @@ def test_agreement_compares_with_nvidia_csvs(tmp_path: Path) -> None:
         pl.col("Instances").alias("instances"),
         pl.col("Total Time:dur_ns").alias("total_ns"),
     )
-    doc = tmp_path / "analysis.json"
+    out = tmp_path / "out"
+    out.mkdir()
+    doc = out / "analysis.json"
     doc.write_text(json.dumps({"nvtx_projection": proj.to_dicts(), "kernels": kern.to_dicts()}))
-    assert bench.agreement(doc, proj_csv, kern_csv) == "equal (12,879 ranges, 66 kernels)"
+    assert bench.agreement(out, proj_csv, kern_csv) == "equal (12,879 ranges, 66 kernels)"
     off_by_one = proj.with_columns(
         pl.when(pl.col("range") == "decode").then(pl.col("total_proj_ns") + 1).otherwise(pl.col("total_proj_ns"))
     )
     doc.write_text(json.dumps({"nvtx_projection": off_by_one.to_dicts(), "kernels": kern.head(65).to_dicts()}))
-    assert bench.agreement(doc, proj_csv, kern_csv) == "DIFFERENT: 2 range rows, 1 kernel rows"
-    assert bench.agreement(tmp_path / "none.json", proj_csv, kern_csv) == "no analysis.json"
+    assert bench.agreement(out, proj_csv, kern_csv) == "DIFFERENT: 2 range rows, 1 kernel rows"
+    # results.sqlite (every row, whatever analysis.json leaves out) wins over analysis.json
+    with sqlite3.connect(out / "results.sqlite") as con:
+        con.execute(
+            "CREATE TABLE nvtx_projection (range TEXT, style TEXT, instances INT, total_proj_ns INT, gpu_ops INT)"
+        )
+        con.executemany("INSERT INTO nvtx_projection VALUES (?, ?, ?, ?, ?)", proj.rows())
+        con.execute("CREATE TABLE kernels (name TEXT, instances INT, total_ns INT)")
+        con.executemany("INSERT INTO kernels VALUES (?, ?, ?)", kern.rows())
+    assert bench.agreement(out, proj_csv, kern_csv) == "equal (12,879 ranges, 66 kernels)"
+    assert bench.agreement(tmp_path / "none", proj_csv, kern_csv) == "no dsocr output"
