@@ -52,14 +52,43 @@ def test_no_gpu_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_bad_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = _run(["capture", "--repeats", "0", "--device", "cpu"], capsys)
-    assert (code, err) == (ExitCode.BAD_INPUT, "dsocr: error: --repeats is 0: it must be at least 1\n")
     code, err = _run(["capture", "--model", str(tmp_path / "nockpt"), "--device", "cpu"], capsys)
     assert code == ExitCode.BAD_INPUT
     assert (
         err == f"dsocr: error: --model {tmp_path / 'nockpt'}: neither 'replica' nor a checkpoint directory; "
         "pass one of them\n"
     )
+
+
+def _flat(text: str) -> str:
+    """Click's boxed usage error as one line of words."""
+    return " ".join(text.replace("\u2502", " ").split())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--repeats", "0"), "Invalid value for '--repeats' / '-r' (env var: 'DSOCR_REPEATS'):"),
+        (
+            ("--device", "tpu"),
+            "Invalid value for '--device' (env var: 'DSOCR_DEVICE'): 'tpu' is not a device: use cuda",
+        ),
+        (("--mode", "huge"), "Invalid value for '--mode' (env var: 'DSOCR_MODE'): unknown resolution mode 'huge'"),
+        (("--crops", "2by2"), "Invalid value for '--crops' (env var: 'DSOCR_CROPS'): crop grid '2by2' is not WxH"),
+        (("--max-new-tokens", "0"), "Invalid value for '--max-new-tokens'"),
+        (("--warmup", "-1"), "Invalid value for '--warmup'"),
+        (("--baseline-runs", "-1"), "Invalid value for '--baseline-runs'"),
+        (("--dtype", "f8"), "Invalid value for '--dtype' (env var: 'DSOCR_DTYPE'): 'f8' is not a dtype"),
+    ],
+)
+def test_bad_option_values_are_usage_errors(
+    args: tuple[str, ...], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 (bad command line) with click's message naming the option, before any work (no run directory)."""
+    code, err = _run(["capture", *args, "--out", str(tmp_path / "r")], capsys)
+    assert code == ExitCode.USAGE
+    assert err.startswith("Usage: dsocr capture [OPTIONS]") and message in _flat(err)
+    assert "worker config" not in err and not (tmp_path / "r").exists()
 
 
 def test_shrink_option() -> None:
@@ -102,14 +131,10 @@ def test_baseline_runs_option(
 ) -> None:
     argv = ["capture", "--device", "cpu", "--out", str(tmp_path / "r")]
     code, err = _run([*argv, "--baseline-runs", "-2"], capsys)
-    assert (code, err) == (
-        ExitCode.BAD_INPUT,
-        "dsocr: error: --baseline-runs is -2: it must be 0 or more (0: no unprofiled run)\n",
-    )
+    assert code == ExitCode.USAGE and "Invalid value for '--baseline-runs'" in _flat(err)
     monkeypatch.setenv("DSOCR_BASELINE_RUNS", "-3")  # the option's variable
     code, err = _run(argv, capsys)
-    assert (code, err) == (
-        ExitCode.BAD_INPUT,
-        "dsocr: error: --baseline-runs is -3: it must be 0 or more (0: no unprofiled run)\n",
+    assert code == ExitCode.USAGE and "Invalid value for '--baseline-runs' (env var: 'DSOCR_BASELINE_RUNS')" in _flat(
+        err
     )
     assert not (tmp_path / "r").exists()

@@ -88,13 +88,8 @@ def test_unknown_gpu_warns(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--crops", "3x"), "dsocr: error: crop grid '3x' is not WxH with positive integers: write e.g. 2x2 or 3x1"),
-        (("--mode", "huge"), "dsocr: error: unknown resolution mode 'huge': use one of tiny, small, base, large"),
         (("--crops", "2x2", "--image-size", "800x600"), "dsocr: error: give --crops or --image-size, not both"),
         (("--mode", "tiny", "--crops", "2x2"), "dsocr: error: mode tiny does not crop, but crop grid 2x2 was given"),
-        (("--context", "soon"), "dsocr: error: decode context 'soon' is not understood"),
-        (("--new-tokens", "0"), "dsocr: error: new tokens = 0 is out of range: give at least 1"),
-        (("--peak-tflops", "0"), "dsocr: error: --peak-tflops = 0.0 is not a positive number"),
     ],
 )
 def test_bad_options_one_line(capsys: pytest.CaptureFixture[str], args: tuple[str, ...], message: str) -> None:
@@ -103,6 +98,35 @@ def test_bad_options_one_line(capsys: pytest.CaptureFixture[str], args: tuple[st
     assert err.startswith(message)
     assert len(err.strip().splitlines()) == 1
     assert out == ""
+
+
+def _flat(text: str) -> str:
+    """Click's boxed usage error as one line of words."""
+    return " ".join(text.replace("\u2502", " ").split())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--crops", "3x"), "Invalid value for '--crops' (env var: 'DSOCR_CROPS'): crop grid '3x' is not WxH"),
+        (("--crops", "2by2"), "Invalid value for '--crops' (env var: 'DSOCR_CROPS'): crop grid '2by2' is not WxH"),
+        (("--mode", "huge"), "Invalid value for '--mode' (env var: 'DSOCR_MODE'): unknown resolution mode 'huge'"),
+        (("--context", "soon"), "Invalid value for '--context' (env var: 'DSOCR_CONTEXT'): decode context 'soon'"),
+        (("--new-tokens", "0"), "Invalid value for '--max-new-tokens' / '--new-tokens'"),
+        (("--peak-tflops", "0"), "Invalid value for '--peak-tflops' (env var: 'DSOCR_PEAK_TFLOPS'): 0 is not a posi"),
+        (("--dtype", "f8"), "Invalid value for '--dtype' (env var: 'DSOCR_DTYPE'): 'f8' is not a dtype"),
+        (("--batch", "0"), "Invalid value for '--batch'"),
+    ],
+)
+def test_bad_option_values_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...], message: str
+) -> None:
+    """A bad option value exits 2 (docs/exit-codes.md) with click's usage message naming the option."""
+    code, out, err = run(capsys, *args)
+    assert code == 2
+    assert err.startswith("Usage: dsocr model [OPTIONS]")
+    assert message in _flat(err)
+    assert out == "" and "Traceback" not in err
 
 
 def test_json_parts_and_assumptions_with_peak(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,16 +7,20 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+from dsocr.cli._values import crops_value, device_value, dtype_value, mode_value
 from dsocr.cli.app import app
 from dsocr.cli.common import Interrupted, JsonOpt, QuietOpt, Ui, VerboseOpt, option
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput, EnvironmentProblem, ExitCode
 
 
-def _opt(name: str, help_text: str, *, hidden: bool = False, short: str | None = None) -> Any:
-    """An option with the convention's variable: ``DSOCR_<NAME>``, or ``DSOCR_CAPTURE_<NAME>`` for --out etc."""
+def _opt(name: str, help_text: str, *, hidden: bool = False, short: str | None = None, **kwargs: Any) -> Any:
+    """An option with the convention's variable: ``DSOCR_<NAME>``, or ``DSOCR_CAPTURE_<NAME>`` for --out etc.
+
+    ``kwargs`` check the value (``min=``, ``callback=``): a bad one is a usage error, exit 2.
+    """
     decls = [name, short] if short else [name]
-    return option("capture", *decls, help=help_text, hidden=hidden)
+    return option("capture", *decls, help=help_text, hidden=hidden, **kwargs)
 
 
 #: The analytic model's dtype names (shared through DSOCR_DTYPE) -> torch's.
@@ -126,7 +130,7 @@ def _analyze_into(run_dir: Path) -> None:
 
 @app.command()
 def capture(
-    repeats: Annotated[int, _opt("--repeats", "Captured passes over all pages.", short="-r")] = 3,
+    repeats: Annotated[int, _opt("--repeats", "Captured passes over all pages.", short="-r", min=1)] = 3,
     pages: Annotated[
         list[Path] | None,
         _opt(
@@ -135,24 +139,35 @@ def capture(
             "Default: the shipped 12-page standard set (`dsocr pages`).",
         ),
     ] = None,
-    mode: Annotated[str, _opt("--mode", "Resolution mode: tiny, small, base, large, gundam, gundam-m.")] = ("gundam"),
-    crops: Annotated[str, _opt("--crops", "Crop grid: auto (the vendor's choice), none, or WxH.")] = "auto",
+    mode: Annotated[
+        str, _opt("--mode", "Resolution mode: tiny, small, base, large, gundam, gundam-m.", callback=mode_value)
+    ] = ("gundam"),
+    crops: Annotated[
+        str, _opt("--crops", "Crop grid: auto (the vendor's choice), none, or WxH.", callback=crops_value)
+    ] = "auto",
     max_new_tokens: Annotated[
-        int, _opt("--max-new-tokens", "Tokens generated per page (1 from prefill + N-1 decode steps).")
+        int, _opt("--max-new-tokens", "Tokens generated per page (1 from prefill + N-1 decode steps).", min=1)
     ] = 32,
     prompt_tokens: Annotated[
-        int, _opt("--prompt-tokens", "Text prompt length in tokens (fixed ids: no tokenizer offline).")
+        int, _opt("--prompt-tokens", "Text prompt length in tokens (fixed ids: no tokenizer offline).", min=1)
     ] = 12,
-    warmup: Annotated[int, _opt("--warmup", "Warm-up rounds before the capture range opens.")] = 2,
+    warmup: Annotated[int, _opt("--warmup", "Warm-up rounds before the capture range opens.", min=0)] = 2,
     model: Annotated[str, _opt("--model", "'replica' (exact shapes, random weights) or a checkpoint dir.")] = (
         "replica"
     ),
     trust_remote_code: Annotated[
         bool, _opt("--trust-remote-code", "Run the checkpoint's own code (transformers 4.46.3).")
     ] = False,
-    device: Annotated[str, _opt("--device", "cuda, cuda:N, or cpu (the whole pipeline on the CPU).")] = "cuda",
+    device: Annotated[
+        str, _opt("--device", "cuda, cuda:N, or cpu (the whole pipeline on the CPU).", callback=device_value)
+    ] = "cuda",
     dtype: Annotated[
-        str, _opt("--dtype", "auto (bf16 on CUDA, fp32 on CPU), bfloat16 (bf16), float16 (fp16), float32 (fp32).")
+        str,
+        _opt(
+            "--dtype",
+            "auto (bf16 on CUDA, fp32 on CPU), bfloat16 (bf16), float16 (fp16), float32 (fp32).",
+            callback=dtype_value,
+        ),
     ] = "auto",
     op_ranges: Annotated[
         bool, _opt("--op-ranges", "aten operator ranges (emit_nvtx, record_shapes) for operator tables.")
@@ -167,6 +182,7 @@ def capture(
             "--baseline-runs",
             "Unprofiled passes: 2 runs one before and one after the profiled pass (the report shows their drift "
             "beside the profiler overhead); 1 after only; more alternate; 0 none.",
+            min=0,
         ),
     ] = 2,
     no_analyze: Annotated[bool, _opt("--no-analyze", "Capture and export only; no report.")] = False,

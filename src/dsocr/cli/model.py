@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from dsocr.cli._values import context_value, crops_value, dtype_value, mode_value, positive_value, size_value
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, option
 from dsocr.contract.errors import BadInput, ExitCode
@@ -35,8 +36,8 @@ class LogitsChoice(str, Enum):
     all = "all"
 
 
-def _opt(name: str, help_text: str, *aliases: str) -> Any:
-    return option("model", name, *aliases, help=help_text)
+def _opt(name: str, help_text: str, *aliases: str, **kwargs: Any) -> Any:
+    return option("model", name, *aliases, help=help_text, **kwargs)
 
 
 #: capture's dtype names (shared through DSOCR_DTYPE) -> the model's; auto is bf16, as a capture on CUDA.
@@ -45,34 +46,54 @@ _DTYPE_ALIASES = {"auto": "bf16", "bfloat16": "bf16", "float16": "fp16", "float3
 
 @app.command()
 def model(
-    mode: Annotated[str, _opt("--mode", "Resolution mode: tiny, small, base, large, gundam, gundam-m.")] = ("gundam"),
+    mode: Annotated[
+        str, _opt("--mode", "Resolution mode: tiny, small, base, large, gundam, gundam-m.", callback=mode_value)
+    ] = ("gundam"),
     crops: Annotated[
         str,
         _opt(
             "--crops",
             "Crop grid: auto (from --image-size as the vendor picks it, else 2x2 for gundam/gundam-m), none, "
             "or WxH (e.g. 3x1).",
+            callback=crops_value,
         ),
     ] = "auto",
     image_size: Annotated[
         str | None,
-        _opt("--image-size", "Image size WxH in pixels: the crop grid the vendor's rule picks for it."),
+        _opt(
+            "--image-size",
+            "Image size WxH in pixels: the crop grid the vendor's rule picks for it.",
+            callback=size_value,
+        ),
     ] = None,
-    prompt_tokens: Annotated[int, _opt("--prompt-tokens", "Text tokens in the prompt (prefill = image + these).")] = 12,
+    prompt_tokens: Annotated[
+        int, _opt("--prompt-tokens", "Text tokens in the prompt (prefill = image + these).", min=0)
+    ] = 12,
     max_new_tokens: Annotated[
         int,
         _opt(
             "--max-new-tokens",
             "Generated tokens per page: the first from prefill, then N-1 decode steps (capture's default).",
             "--new-tokens",
+            min=1,
         ),
     ] = 32,
     context: Annotated[
-        str, _opt("--context", "Decode context per step: auto (real length), max (the 8192 window) or fixed:N.")
+        str,
+        _opt(
+            "--context",
+            "Decode context per step: auto (real length), max (the 8192 window) or fixed:N.",
+            callback=context_value,
+        ),
     ] = "auto",
-    batch: Annotated[int, _opt("--batch", "Pages processed together.")] = 1,
+    batch: Annotated[int, _opt("--batch", "Pages processed together.", min=1)] = 1,
     dtype: Annotated[
-        str, _opt("--dtype", "Compute dtype: auto (bf16, as a capture on CUDA), bf16, fp16, fp32 (or torch's names).")
+        str,
+        _opt(
+            "--dtype",
+            "Compute dtype: auto (bf16, as a capture on CUDA), bf16, fp16, fp32 (or torch's names).",
+            callback=dtype_value,
+        ),
     ] = "auto",
     attn: Annotated[
         AttnChoice, _opt("--attn", "Attention implementation assumed (eager materializes the scores).")
@@ -85,11 +106,15 @@ def model(
         _opt("--gpu", "GPU name as CUDA reports it (e.g. 'NVIDIA H100 80GB HBM3'): adds roofline times."),
     ] = None,
     peak_tflops: Annotated[
-        float | None, _opt("--peak-tflops", "Dense tensor peak TFLOP/s (overrides the table).")
+        float | None, _opt("--peak-tflops", "Dense tensor peak TFLOP/s (overrides the table).", callback=positive_value)
     ] = None,
-    peak_tbps: Annotated[float | None, _opt("--peak-tbps", "Memory bandwidth TB/s (overrides the table).")] = None,
+    peak_tbps: Annotated[
+        float | None, _opt("--peak-tbps", "Memory bandwidth TB/s (overrides the table).", callback=positive_value)
+    ] = None,
     fmt: Annotated[Format, _opt("--format", "Output format.", "-f")] = Format.md,
-    depth: Annotated[int | None, _opt("--depth", "Markdown: show modules down to this depth (0 = top level).")] = None,
+    depth: Annotated[
+        int | None, _opt("--depth", "Markdown: show modules down to this depth (0 = top level).", min=0)
+    ] = None,
     out: Annotated[Path | None, _opt("--out", "Write to this file (atomically) instead of stdout.", "-o")] = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,

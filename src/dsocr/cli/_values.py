@@ -1,0 +1,89 @@
+"""Option value checks for the command line: a bad value is a usage error (exit 2) naming the option.
+
+Each ``*_value`` is a typer ``callback=``: it returns the value unchanged (``None`` passes) or raises
+``typer.BadParameter``, which click prints as ``Invalid value for '--OPTION': ...`` with the
+command's usage line. Library functions keep raising ``BadInput`` for config files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+import typer
+
+from dsocr.contract.errors import BadInput
+
+T = TypeVar("T")
+
+#: Devices ``dsocr capture`` runs on.
+DEVICE_HELP: Final = "use cuda, cuda:N (N a GPU index) or cpu"
+
+#: ``--dtype`` names: torch's and the analytic model's short ones.
+DTYPE_NAMES: Final = ("auto", "bfloat16", "float16", "float32", "bf16", "fp16", "fp32")
+
+
+def _checked(check: Callable[[Any], object]) -> Callable[[T], T]:
+    """A callback running ``check`` on a given value; its ``BadInput`` becomes a usage error."""
+
+    def callback(value: T) -> T:
+        if value is None:
+            return value
+        try:
+            check(value)
+        except BadInput as exc:
+            raise typer.BadParameter(exc.message) from None
+        return value
+
+    return callback
+
+
+def _mode(value: str) -> None:
+    from dsocr.model.modes import get_mode
+
+    get_mode(value)
+
+
+def _crops(value: str) -> None:
+    from dsocr.model.modes import parse_grid
+
+    if value.strip().lower() != "auto":
+        parse_grid(value)
+
+
+def _size(value: str) -> None:
+    from dsocr.model.modes import parse_size
+
+    parse_size(value)
+
+
+def _context(value: str) -> None:
+    from dsocr.analytic.workload import parse_context
+
+    parse_context(value)
+
+
+def _device(value: str) -> None:
+    v = value.strip().lower()
+    if v in ("cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+        return
+    raise BadInput(f"{value!r} is not a device: {DEVICE_HELP}")
+
+
+def _dtype(value: str) -> None:
+    if value.strip().lower() not in DTYPE_NAMES:
+        raise BadInput(f"{value!r} is not a dtype: use one of {', '.join(DTYPE_NAMES)}")
+
+
+def _positive(value: float) -> None:
+    if not value > 0:
+        raise BadInput(f"{value:g} is not a positive number")
+
+
+mode_value: Final = _checked(_mode)
+crops_value: Final = _checked(_crops)
+size_value: Final = _checked(_size)
+context_value: Final = _checked(_context)
+device_value: Final = _checked(_device)
+dtype_value: Final = _checked(_dtype)
+positive_value: Final = _checked(_positive)
