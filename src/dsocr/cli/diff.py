@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from dsocr.cli._diff_notes import comparability_warnings, headline, with_notes
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, option
 from dsocr.contract.errors import BadInput, ExitCode
@@ -40,19 +41,26 @@ def diff(
 
     result = d.diff_paths(a, b)
     counts = d.summary_line(result)
+    warnings = comparability_warnings(a, b, result)
+    head = headline(result)
+    for w in warnings:
+        ui.warn(w)
     if out is not None:
         if out.exists() and not out.is_dir():
             raise BadInput(f"--out {out}: exists and is not a directory; choose another --out", ExitCode.USAGE)
         from dsocr.contract.atomic import write_text
 
-        write_text(out / DIFF_MD, d.render(result, "md"))
-        write_text(out / DIFF_HTML, d.render(result, "html"))
+        write_text(out / DIFF_MD, with_notes(d.render(result, "md"), "md", warnings, head))
+        write_text(out / DIFF_HTML, with_notes(d.render(result, "html"), "html", warnings, head))
     if json_out:
-        sys.stdout.write(json.dumps(result.to_dict(), indent=1, allow_nan=False, default=str) + "\n")
+        doc = {**result.to_dict(), "headline": head, "warnings": warnings}
+        sys.stdout.write(json.dumps(doc, indent=1, allow_nan=False, default=str) + "\n")
     elif out is not None:
         if not quiet:
             ui.out.print(str(out / DIFF_MD), markup=False)
             ui.out.print(str(out / DIFF_HTML), markup=False)
     elif not quiet:
-        sys.stdout.write(d.render(result, "md"))
+        sys.stdout.write(with_notes(d.render(result, "md"), "md", warnings, head))
+    if out is not None or json_out:
+        ui.info(head)  # (the Markdown on stdout has it)
     ui.info(", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items())))

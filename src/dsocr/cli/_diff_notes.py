@@ -1,0 +1,117 @@
+"""What ``dsocr diff`` says beside its tables: why two runs may not be comparable, and the headline.
+
+The warnings compare the runs' settings (their manifests, or the identity of the analyses): device,
+GPU, mode, pages, generated tokens and the range options (``--op-ranges``/``--module-ranges``
+change the profiled times). The headline names the largest significant stage changes.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from dsocr.contract import rundir
+from dsocr.report.diff import Change, Diff, fmt_rel, fmt_value
+from dsocr.report.view import Identity
+
+#: Stage changes named in the headline.
+HEADLINE_CHANGES: Final = 3
+
+#: Compared settings: (key, label, why a difference matters).
+SETTINGS: Final[tuple[tuple[str, str, str], ...]] = (
+    ("device", "device", "CPU and GPU runs are not comparable"),
+    ("gpu", "GPU", "the times compare hardware, not the change"),
+    ("mode", "mode", "the vision workload differs"),
+    ("pages", "pages", "the inputs differ"),
+    ("max_new_tokens", "max_new_tokens", "decode does a different amount of work"),
+    ("op_ranges", "--op-ranges", "operator ranges add profiling overhead to one side"),
+    ("module_ranges", "--module-ranges", "module ranges add profiling overhead to one side"),
+)
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    """The run's manifest: the directory's manifest.json, else the one inside an analysis.json."""
+    directory = path if path.is_dir() else path.parent
+    found = _json(directory / rundir.MANIFEST)
+    if found is None and path.is_file():
+        found = (_json(path) or {}).get("manifest")
+    return found if isinstance(found, dict) else {}
+
+
+def run_settings(path: Path, identity: Identity) -> dict[str, Any]:
+    """The compared settings of one side (``None`` where unknown)."""
+    settings = _manifest(path).get("settings") or {}
+    pages = settings.get("pages")
+    return {
+        "device": settings.get("device"),
+        "gpu": identity.gpu,
+        "mode": settings.get("mode") or identity.mode,
+        "pages": tuple(Path(str(p)).name for p in pages) if isinstance(pages, list) else identity.pages,
+        "max_new_tokens": settings.get("max_new_tokens") or identity.new_tokens,
+        "op_ranges": settings.get("op_ranges"),
+        "module_ranges": settings.get("module_ranges"),
+    }
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return f"{len(value)} ({', '.join(value[:3])}{', ...' if len(value) > 3 else ''})"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def comparability_warnings(a: Path, b: Path, d: Diff) -> list[str]:
+    """One line per setting that differs between the two runs (settings unknown on a side are skipped)."""
+    sa, sb = run_settings(a, d.a.view.identity), run_settings(b, d.b.view.identity)
+    out = []
+    for key, label, why in SETTINGS:
+        va, vb = sa[key], sb[key]
+        if va is None or vb is None or va == vb:
+            continue
+        out.append(f"A and B differ in {label} ({_shown(va)} vs {_shown(vb)}): {why}")
+    return out
+
+
+def _size(c: Change) -> float:
+    return abs(c.rel) if c.rel is not None else 0.0
+
+
+def headline(d: Diff, n: int = HEADLINE_CHANGES) -> str:
+    """One line: the ``n`` largest significant stage changes (relative), or why there are none."""
+    changes = sorted((c for c in d.stages if c.verdict == "significant"), key=lambda c: (-_size(c), c.stage, c.name))
+    if not changes:
+        if d.single_pass:
+            return "No change judged: a side has a single pass (capture with --repeats 3 to judge changes)"
+        return "No significant stage change (every difference is within the runs' pass-to-pass noise)"
+    parts = [
+        f"{c.stage} {c.name} {fmt_rel(c)} ({fmt_value(c.a, c.unit)} -> {fmt_value(c.b, c.unit)})" for c in changes[:n]
+    ]
+    more = len(changes) - n
+    return "Largest significant changes: " + "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def with_notes(text: str, fmt: str, warnings: Sequence[str], head: str) -> str:
+    """The rendered diff with the headline and warnings after its title (``md`` or ``html``)."""
+    if fmt == "html":
+        block = f'<p class="headline"><strong>{html.escape(head)}</strong></p>\n' + "".join(
+            f'<p class="warning">Warning: {html.escape(w)}</p>\n' for w in warnings
+        )
+        title = "</h1>\n"
+        at = text.find(title)
+        return text if at < 0 else text[: at + len(title)] + block + text[at + len(title) :]
+    block = f"**{head}**\n\n" + "".join(f"> **Warning**: {w}\n>\n" for w in warnings)
+    block = block.removesuffix(">\n") + ("\n" if warnings else "")
+    first = text.find("\n\n")
+    return block if first < 0 else text[: first + 2] + block + text[first + 2 :]
