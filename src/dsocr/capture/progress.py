@@ -12,7 +12,7 @@ Events, in order (fields besides ``event``):
 
 - ``started``: ``pid``
 - ``inputs_ready``: ``pages`` (count), ``repeats``
-- ``model_ready``: ``seconds`` (time to build/load the model)
+- ``model_ready``: ``seconds`` (time to build/load the model), ``warmup`` (rounds about to run)
 - ``warmup_done``: ``rounds``
 - ``capture_start``
 - ``page_done``: ``repeat``, ``page`` (0-based indices), once per repeat x page
@@ -98,3 +98,32 @@ def parse(line: str) -> ProgressEvent | None:
         return None
     event = data.pop("event")
     return ProgressEvent(event=event, fields=data)
+
+
+def worker_step(event: ProgressEvent, counts: dict[str, int], profiled: bool) -> tuple[str, int | None] | None:
+    """The worker sub-phase an event starts, as (description, steps or None), or None if it starts none.
+
+    Sub-phases, in order: preparing the inputs, loading the model, warm-up, repeats x pages, and
+    after the pass the timing file (and under nsys its report). ``counts`` keeps what
+    ``inputs_ready`` said (pages, repeats) for the repeats x pages bar.
+    """
+    if event.event == STARTED:
+        return "preparing the inputs", None
+    if event.event == INPUTS_READY:
+        counts.update({k: int(event.get(k) or 0) for k in ("pages", "repeats")})
+        return "loading the model", None
+    if event.event == MODEL_READY:
+        rounds = event.get("warmup")
+        what = f"warm-up ({rounds} round{'s' if rounds != 1 else ''})" if rounds is not None else "warm-up"
+        return f"{what}, model loaded in {float(event.get('seconds') or 0.0):.1f} s", None
+    if event.event == CAPTURE_START:
+        pages, repeats = counts.get("pages", 0), counts.get("repeats", 0)
+        total = pages * repeats
+        return f"{repeats} repeat{'s' if repeats != 1 else ''} x {pages} page{'s' if pages != 1 else ''}", (
+            total or None
+        )
+    if event.event == CAPTURE_END:
+        return "writing the timing file", None
+    if event.event == FINISHED and profiled:
+        return "nsys writing the report", None
+    return None

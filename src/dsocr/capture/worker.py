@@ -412,7 +412,7 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
     if cfg.is_cuda:
         torch.cuda.synchronize()
     t_model = time.perf_counter() - t0
-    event(progress.MODEL_READY, seconds=round(t_model, 3))
+    event(progress.MODEL_READY, seconds=round(t_model, 3), warmup=cfg.warmup)
 
     runner = Runner(cfg, model, plans, prompt)
     interrupted = False

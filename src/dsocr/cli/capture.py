@@ -48,12 +48,15 @@ def parse_shrink(value: str | None) -> Any:
 
 
 class RichReporter:
-    """The driver's reporter: a rich progress bar over repeats x pages on stderr."""
+    """The driver's reporter on stderr: one row per phase and worker sub-phase, a bar over repeats x pages."""
 
     def __init__(self, ui: Ui) -> None:
         self.ui = ui
         self._progress: Any = None
         self._task: Any = None
+        self._phase = ""
+        self._label = ""
+        self._counts: dict[str, int] = {}
         self.run_dir: str | None = None
 
     def __enter__(self) -> RichReporter:
@@ -86,19 +89,31 @@ class RichReporter:
         self._progress.stop_task(self._task)
 
     def phase(self, name: str, description: str, total: int | None) -> None:
+        from dsocr.capture.driver import PHASE_BASELINE, PHASE_PROFILE
+
+        self._phase, self._label, self._counts = name, description, {}
         if self._progress is None:
             self.ui.debug(f"{name}: {description}")
             return
+        # a worker phase's row waits for the worker's sub-phases (inputs, model, warm-up, repeats x pages)
+        self._add(description, None if name in (PHASE_PROFILE, PHASE_BASELINE) else total)
+
+    def _add(self, description: str, total: int | None) -> None:
         self._close()
         self._task = self._progress.add_task(description, total=total)
 
     def step(self, event: Any) -> None:
         from dsocr.capture import progress
+        from dsocr.capture.driver import PHASE_PROFILE
 
-        if event.event == progress.PAGE_DONE and self._progress is not None and self._task is not None:
-            self._progress.advance(self._task)
-        elif event.event != progress.PAGE_DONE:
-            self.ui.debug(f"worker: {event.event} {json.dumps(event.fields)}")
+        if event.event == progress.PAGE_DONE:
+            if self._progress is not None and self._task is not None:
+                self._progress.advance(self._task)
+            return
+        self.ui.debug(f"worker: {event.event} {json.dumps(event.fields)}")
+        sub = progress.worker_step(event, self._counts, profiled=self._phase == PHASE_PROFILE)
+        if sub is not None and self._progress is not None:
+            self._add(f"{self._label}: {sub[0]}", sub[1])
 
     def info(self, message: str) -> None:
         from dsocr.capture.driver import RUN_DIR_MESSAGE
