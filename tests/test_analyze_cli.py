@@ -115,6 +115,10 @@ def test_run_directory_xz_and_several_files(capsys: pytest.CaptureFixture[str], 
     rundir = tmp_path / "runs" / "r1"
     rundir.mkdir(parents=True)
     (rundir / "trace.sqlite").write_bytes(lzma.decompress(xz.read_bytes()))
+    con = sqlite3.connect(rundir / "trace.sqlite")  # another capture of the study: same trace, one more table
+    con.execute("create table other_capture(x)")
+    con.commit()
+    con.close()
     (rundir / "manifest.json").write_text("{}")
     out = tmp_path / "o"
     code, stdout, _ = run(capsys, str(rundir), str(xz), "--out", str(out), "--json")
@@ -172,7 +176,7 @@ def _not_nsys_sqlite(p: Path) -> Path:
         (
             lambda d: (d / "run", (d / "run").mkdir(), (d / "run" / "trace.nsys-rep").write_bytes(b"x"))[0],
             ExitCode.BAD_INPUT,
-            "nsys export --type sqlite",
+            "export it first: dsocr export",
         ),
     ],
 )
