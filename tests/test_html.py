@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
 import attrs
 import pytest
 
+from dsocr.analyze.categories import LABELS
 from dsocr.report import html
 from dsocr.report.adapt import view_from_analysis
-from dsocr.report.view import KernelView
+from dsocr.report.model import distinct_short_names, pipeline_stages
+from dsocr.report.view import KernelView, Stat
 from report_views import foreign_view, full_view, h100_analysis
 
 SECTIONS = (
@@ -128,20 +131,28 @@ def test_stage_numbers_match_the_analysis(h100_doc: dict, h100_html: str) -> Non
 def test_top_kernels_and_operators_match(h100_doc: dict, h100_html: str) -> None:  # type: ignore[type-arg]
     p = parse(h100_html)
     cells, rows = p.cells, set(p.rows)
-    for k in h100_doc["top_kernels"]:
-        name = k["name"] if len(k["name"]) <= 140 else k["name"][:139] + "…"
-        expected = (
-            name,
-            k["category"],
-            f"{k['instances']:,}",
-            html.fmt_ms(k["total_ns"]),
-            html.fmt_pct(k["pct"] / 100),
-        )
-        assert expected in rows, expected
+    shown = pipeline_stages([r["stage"] for r in h100_doc["stages"]])
+    assert shown == ["prefill", "decode"]  # decode_step repeats decode's tables
+    for stage in shown:
+        ks = [k for k in h100_doc["top_kernels"] if k["stage"] == stage]
+        for k, short in zip(ks, distinct_short_names([k["name"] for k in ks], 110), strict=True):
+            expected = (
+                short,
+                LABELS[k["category"]],
+                f"{k['instances']:,}",
+                html.fmt_ms(k["total_ns"]),
+                html.fmt_pct(k["pct"] / 100),
+            )
+            assert expected in rows, expected
+            assert f'title="{escape(k["name"])}"' in h100_html  # the full name as a tooltip
+        assert len({s for s in distinct_short_names([k["name"] for k in ks])}) == len(ks)  # none merged
     ops = h100_doc["operators"]
     assert ops, "the fixture has emit_nvtx operator ranges"
     top = ops[0]
     assert top["operator"] in cells and html.fmt_ms(top["gpu_ns"]) in cells
+    # pipeline order: prefill's tables come before decode's
+    assert h100_html.index("<h3>prefill</h3>") < h100_html.index("<h3>decode</h3>")
+    assert "<h3>decode_step</h3>" not in h100_html
 
 
 def test_host_side_per_token(h100_doc: dict, h100_html: str) -> None:  # type: ignore[type-arg]
@@ -162,10 +173,14 @@ def test_absent_sections_say_so(h100_html: str) -> None:
         "Model-level MFU is not available",
         "No unprofiled baseline",
         "No run manifest",
-        "No analytic model for this trace",
+        "FLOPs, MFU, MBU and predictions are not available: no workload",
+        "Model-level MFU is not available: no workload",
         "Single pass: the spread across passes is unknown",
     ):
         assert words in h100_html, words
+    # the GPU is known (H100): its peak is, too; what is missing is the workload, and the report says so
+    assert "No GPU peak is known" not in h100_html
+    assert "Peaks used: 989.4 TFLOP/s dense BF16, 3.35 TB/s memory" in h100_html
 
 
 def test_full_view_renders_every_part() -> None:
@@ -248,3 +263,20 @@ def test_plots_carry_the_analysis_values(h100_doc: dict, h100_html: str) -> None
         if r["stage"] in ("prefill", "decode"):
             idle = 100 * (1 - r["gpu_busy_ns"] / r["cpu_ns"])
             assert f"{r['cpu_ns'] / 1e6:,.0f} ms, {idle:.1f}% idle" in labels
+
+
+def test_counts_that_do_not_vary_show_no_spread() -> None:
+    assert html.fmt_stat(Stat.of([2961, 2961, 2961]), "count") == "2,961"
+    assert html.fmt_stat(Stat.of([10, 12]), "count") == "11 ± 1.4 (CV 12.9%)"
+    assert html.fmt_pct(0.00047859) == "0.048%"  # decode MFU: not 0.0%
+
+
+def test_memory_copies_show_their_count(h100_doc: dict) -> None:  # type: ignore[type-arg]
+    """The count report.md shows (memcpys) is in the HTML Memory section too, not n/a."""
+    view = view_from_analysis(h100_doc)
+    assert view.memory is not None
+    top = [r for r in h100_doc["stages"] if r["stage"] in ("prefill", "decode")]
+    n, nbytes = sum(r["memcpys"] for r in top), sum(r["d2d_bytes"] + r["h2d_bytes"] + r["d2h_bytes"] for r in top)
+    assert view.memory.copies[0] == ("all directions", n, nbytes)
+    text = html.render_html(view)
+    assert f'<td>all directions</td><td class="num">{n:,}</td>' in text

@@ -348,3 +348,55 @@ def test_analysis_json_carries_every_baseline(cpu_sqlite: Path, tmp_path: Path) 
     assert view.baseline_positions == ("before", "after")
     pre = view.stage("prefill")
     assert pre is not None and pre.baseline_drift == pytest.approx(6 / 13) and pre.overhead_within_drift
+
+
+def _cells(text: str, table_id: str) -> list[list[str]]:
+    """The body rows of the table with ``id`` (cell texts)."""
+    import re
+
+    body = text.split(f'id="{table_id}"', 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", body, flags=re.S)
+    cells = [
+        [re.sub(r"<[^>]+>|&nbsp;", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)] for r in rows
+    ]
+    return [c for c in cells if c]
+
+
+def test_cpu_trace_says_na_not_zero(cpu_doc: dict[str, Any]) -> None:
+    """No CUDA traced: GPU busy and kernels are n/a (not 0.000 ± 0.000 ms), and the MFU section says why."""
+    text = html.render_html(view_from_analysis(cpu_doc))
+    rows = _cells(text, "stage-times")
+    assert rows and all(r[3] == "n/a" and r[5] == "n/a" for r in rows), rows
+    assert "0.000 ± 0.000 ms" not in text
+    assert "No CUDA was traced" in text and "GPU peak: n/a (no CUDA traced)" in text
+    assert "None TFLOP/s" not in text
+
+
+def test_decoder_only_foreign_trace(h100_sqlite: Path) -> None:
+    """--prefill-tokens: no vision rows with 0 FLOPs, a model row with its time, no "pages" for runs."""
+    from dsocr.analyze.analysis import run_analysis
+    from dsocr.analyze.workload_from_run import WorkloadFlags
+    from dsocr.report.jsonout import document
+    from dsocr.report.markdown import markdown_text
+
+    a = run_analysis([h100_sqlite], workload=WorkloadFlags(None, None, None, None, 900))
+    md = markdown_text(a)
+    table = md.split("### Stage metrics", 1)[1].split("\n## ", 1)[0]
+    rows = {ln.split(" | ")[0].strip("| "): ln.split(" | ") for ln in table.splitlines() if ln.startswith("| ")}
+    assert set(rows) == {"stage", "---", "prefill", "decode", "model"}  # no vision/sam/clip/projector
+    assert "page(s)" not in table and "3 instance(s)" in table
+    metrics = {r["stage"]: r for r in a.analytic.metrics.to_dicts()}  # type: ignore[union-attr]
+    model = metrics["model"]
+    assert model["gpu_busy_ns"] == metrics["prefill"]["gpu_busy_ns"] + metrics["decode"]["gpu_busy_ns"]
+    assert rows["model"][9] == f"{100 * model['mfu_busy']:.1f}%"  # MFU busy of the model: known now
+    doc = document(a)
+    view = view_from_analysis(doc)
+    text = html.render_html(view)
+    work = _cells(text, "stage-work")
+    assert [r[0] for r in work] == ["prefill", "decode"]
+    # MFU against wall time: the same figure as report.md / analysis.json (ratio of means), small ones not 0.0%
+    dec = metrics["decode"]
+    assert work[1][3] == html.fmt_pct(dec["mfu_wall"]) == f"{100 * dec['mfu_wall']:.2g}%"
+    assert f"| {html.fmt_pct(dec['mfu_wall'])} |" in rows["decode"][0] + " | " + " | ".join(rows["decode"][1:])
+    assert view.model_mfu is not None and view.model_mfu.mean == pytest.approx(model["mfu_busy"])
+    assert "mode gundam" not in text and "runs of the workload per pass" in text

@@ -15,7 +15,7 @@ from conftest import read_oracle
 from dsocr.analyze.analysis import Analysis, run_analysis
 from dsocr.report.jsonout import json_text
 from dsocr.report.markdown import markdown_text, render_markdown
-from dsocr.report.model import Document, Table, short_kernel_name
+from dsocr.report.model import Document, Table, distinct_short_names, frac, short_kernel_name
 from dsocr.report.sqliteout import tables, write_sqlite
 
 TOP_LEVEL = {
@@ -207,3 +207,43 @@ def test_cpu_only_outputs(cpu_sqlite: Path, tmp_path: Path) -> None:
 )
 def test_short_kernel_names_for_tables(full: str, short: str) -> None:
     assert short_kernel_name(full) == short
+
+
+def test_markdown_tables_say_their_basis(cpu_sqlite: Path) -> None:
+    """Totals over the passes and per-pass means are labelled as such; no CUDA: no 0.000 GPU busy column."""
+    md = markdown_text(run_analysis([cpu_sqlite]))
+    assert "### Stages (CPU side only: no GPU activity traced; total over 2 passes)" in md
+    assert "### Spread over 2 passes (per pass, mean of 2)" in md
+    spread = md.split("### Spread over 2 passes", 1)[1].split("\n## ", 1)[0]
+    assert "GPU busy" in spread and "| 0.000 |" not in spread  # the note says n/a, no column of zeros
+    assert "None" not in md.replace("None of the recommendation rules", "")
+
+
+def test_markdown_per_stage_tables_in_pipeline_order(h100_analysis: Analysis) -> None:
+    md = markdown_text(h100_analysis)
+    heads = [ln for ln in md.splitlines() if ln.startswith("### Top kernels: ")]
+    assert heads == ["### Top kernels: prefill (total over 1 pass)", "### Top kernels: decode (total over 1 pass)"]
+    # one label table: GEMM, never the raw category key
+    assert "| GEMM |" in md and "| gemm |" not in md
+
+
+def test_distinct_short_names_never_merge_kernels() -> None:
+    a = (
+        "void at::native::elementwise_kernel<(int)128, (int)4, void at::native::gpu_kernel_impl_nocast<"
+        "at::native::BinaryFunctor<float, float, float, at::native::binary_internal::MulFunctor<float>>>"
+        "(at::TensorIteratorBase &, const T1 &)::[lambda(int) (instance 1)]>(int, T3)"
+    )
+    b = a.replace("(int)4", "(int)2")  # the same functor, another template: a different kernel
+    c = a.replace("MulFunctor", "DivFunctor")
+    names = distinct_short_names([a, b, c, a])
+    assert names == [
+        "elementwise_kernel<MulFunctor>",
+        "elementwise_kernel<MulFunctor> #2",
+        "elementwise_kernel<DivFunctor>",
+        "elementwise_kernel<MulFunctor>",
+    ]
+
+
+def test_small_percentages_keep_significant_digits() -> None:
+    assert frac(0.00047859) == "0.048%" and frac(0.0234) == "2.3%" and frac(0.0) == "0.0%"
+    assert frac(8.88e-05) == "0.0089%" and frac(None) == "n/a"

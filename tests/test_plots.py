@@ -178,3 +178,13 @@ def test_category_labels_shown_colours_kept() -> None:
     assert tips(root, "rect", "seg")[1].startswith("decode: MoE routing/sort/scan/index 25.0%")
     fills = {el.get("fill") for el in root.iter("{http://www.w3.org/2000/svg}rect") if el.get("class") == "seg"}
     assert fills == {"#4e79a7", "#e15759"}  # gemm blue, MoE routing red, as in every report
+
+
+def test_pass_spread_whiskers_stay_inside_the_axis() -> None:
+    """Two passes: the +/- stddev whisker reaches past both dots; it must not run over the stage labels."""
+    from dsocr.report.plots.charts import LEFT, RIGHT, W
+
+    rows = [("vision", Stat.of([100e6, 100.2e6])), ("projector", Stat.of([2.0e6, 2.6e6]))]
+    root = parse(plots.pass_spread(rows))
+    xs = [float(line.get(a) or 0) for line in root.iter("{http://www.w3.org/2000/svg}line") for a in ("x1", "x2")]
+    assert xs and min(xs) >= LEFT and max(xs) <= W - RIGHT

@@ -201,3 +201,30 @@ def test_overhead_rules_split_on_drift(overhead: float, drift: float | None, fir
     assert (statement in text) is bool(st.overhead_within_drift)
     if st.overhead_within_drift:
         assert f"prefill (overhead {100 * overhead:.1f}%, drift {100 * (drift or 0):.1f}%)" in text
+
+
+@pytest.mark.parametrize(
+    ("value", "threshold", "fmt", "shown"),
+    [
+        (3.049, 3.0, "times", "3.05x"),
+        (3.2, 3.0, "times", "3.2x"),
+        (0.5004, 0.5, "pct", "50.04%"),
+        (100.4, 100, "count", "100.4"),
+        (0.61, 0.5, "pct", "61.0%"),
+    ],
+)
+def test_value_never_reads_like_its_threshold(value: float, threshold: float, fmt: str, shown: str) -> None:
+    assert summ.shown_apart(value, threshold, fmt) == shown
+
+
+def test_rule_sentence_tells_value_from_threshold() -> None:
+    """A ratio of 3.049 against the 3.0x threshold reads 3.05x in the sentence and its evidence."""
+    v = full_view()
+    st = next(s for s in v.stages if s.name == "prefill")
+    ratio = 3.049
+    other = [attrs.evolve(s, predicted_ns=None) for s in v.stages if s.name != "prefill"]
+    st = attrs.evolve(st, predicted_ns=st.gpu_busy_ns.mean / ratio)
+    view = attrs.evolve(v, stages=(*other, st))
+    act = next(a for a in summ.actions(view) if a.rule == "far-from-roofline")
+    assert "took 3.05x the roofline prediction (more than 3.0x)" in act.text
+    assert act.evidence[0].shown == "3.05x" and act.evidence[0].value == pytest.approx(ratio)

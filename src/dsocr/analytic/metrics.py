@@ -149,7 +149,7 @@ def stage_metrics(
     crop grid) whose work adds up. ``stage_times`` maps stage names (``vision``, ``sam``,
     ``clip``, ``projector``, ``prefill``, ``decode``) to the measured times of the same work
     (one page, or those pages together); missing stages get ``None`` metrics. The ``model`` row
-    sums vision, prefill and decode (its time is known only when all three are).
+    sums vision, prefill and decode (its time is known only when all those with work are).
     """
     ests = (estimate,) if isinstance(estimate, ModelEstimate) else tuple(estimate)
     rows: list[StageMetric] = []
@@ -161,7 +161,13 @@ def stage_metrics(
             time = stage_times.get(name)
         elif name == "model":
             mods = tuple(m for e in ests for s in e.stages for m in s.modules)
-            times = [stage_times.get(s) for s in ("vision", "prefill", "decode")]
+            # a stage with no work and no measured time (vision of a decoder-only trace) adds nothing
+            done = {r.stage: r for r in rows}
+            times = [
+                stage_times.get(s)
+                for s in ("vision", "prefill", "decode")
+                if s in stage_times or s not in done or done[s].flops or done[s].bytes
+            ]
             time = StageTime(_sum_times(times, "gpu_busy_ns"), _sum_times(times, "wall_ns"))
         else:
             mods = tuple(m for e in ests for m in e.stage(name).modules)

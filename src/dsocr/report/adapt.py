@@ -81,6 +81,16 @@ def _rate(per_page: float | None, instances: Stat, peak: float, times: Stat) -> 
     )
 
 
+def _as(metrics: Mapping[str, Any] | None, key: str, per_pass: Stat | None) -> Stat | None:
+    """The figure analysis.json's stage_metrics gives (work of a pass / (peak x mean time): the ratio of
+    means), with the spread of the per-pass ratios; the per-pass ratios alone without stage_metrics."""
+    value = metrics.get(key) if metrics is not None else None
+    if value is None:
+        return per_pass if metrics is None else None
+    sd = per_pass.stddev if per_pass is not None else None
+    return Stat.summary(float(value), sd, per_pass.n if per_pass is not None and sd is not None else 1)
+
+
 def _stats(per_pass: pl.DataFrame, stage: str, col: str) -> Stat | None:
     if per_pass.is_empty() or col not in per_pass.columns:
         return None
@@ -260,9 +270,9 @@ def _stage_views(
                 flops=flops,
                 bytes=nbytes,
                 predicted_ns=predicted,
-                mfu_busy=_rate(a.get("flops"), inst, peak_flops, busy) if has_gpu else None,
-                mfu_wall=_rate(a.get("flops"), inst, peak_flops, rng),
-                mbu_busy=_rate(a.get("bytes"), inst, peak_bw, busy) if has_gpu else None,
+                mfu_busy=_as(sm, "mfu_busy", _rate(a.get("flops"), inst, peak_flops, busy)) if has_gpu else None,
+                mfu_wall=_as(sm, "mfu_wall", _rate(a.get("flops"), inst, peak_flops, rng)),
+                mbu_busy=_as(sm, "mbu_busy", _rate(a.get("bytes"), inst, peak_bw, busy)) if has_gpu else None,
                 depth=depth[name],
                 has_gpu=has_gpu,
                 baseline_runs=drift.get(name, (0, None))[0],
@@ -384,8 +394,13 @@ def _memory(
     passes = max(1, int(_get(d, "repeats", "passes") or 1))
     copies: list[tuple[str, int | None, float]] = []
     if not top.is_empty():
-        sums = top.select(pl.col(c).sum() for c in ("h2d_bytes", "d2h_bytes", "d2d_bytes", "p2p_bytes", "d2h_copies"))
-        r = sums.row(0, named=True)
+        cols = ("h2d_bytes", "d2h_bytes", "d2d_bytes", "p2p_bytes", "d2h_copies", "memcpys")
+        sums = top.select(pl.col(c).sum() for c in cols if c in top.columns)
+        r = {c: None for c in cols} | sums.row(0, named=True)
+        total = sum(r[c] or 0 for c in cols[:4])
+        if r["memcpys"] or total:
+            n_all = None if r["memcpys"] is None else round(r["memcpys"] / passes)
+            copies.append(("all directions", n_all, total / passes))
         for label, col, n in (
             ("host to device", "h2d_bytes", None),
             ("device to host", "d2h_bytes", r["d2h_copies"]),
@@ -434,7 +449,14 @@ def _assumptions(
     if peak:
         pairs.append(("peak", f"{peak.get('tflops')} TFLOP/s, {peak.get('tbps')} TB/s ({peak.get('source')})"))
     work = _get(analytic, "workload") or {}
-    for key in ("mode", "crop_grid", "prompt_tokens", "prefill_length", "new_tokens", "context_mode", "dtype"):
+    decoder_only = work.get("image_embeddings") == 0  # --prefill-tokens: no vision, so no mode or crop grid
+    keys = ("mode", "crop_grid", "prompt_tokens", "prefill_length", "new_tokens", "context_mode", "dtype")
+    if _get(analytic, "workload_source") == "flags" and analytic is not None:
+        n = analytic.get("pages_per_pass")
+        if n:
+            # a foreign trace: its stage instances are runs of the given workload, not pages
+            pairs.append(("runs of the workload per pass", f"{n} (stage instances in the trace; not pages)"))
+    for key in keys[2:] if decoder_only else keys:
         if work.get(key) is not None:
             value = work[key]
             shown = "x".join(map(str, value)) if isinstance(value, list) else str(value)
@@ -525,8 +547,10 @@ def view_from_analysis(
     timing = timing if timing is not None else d.get("timing")
     analytic = analytic if analytic is not None else d.get("analytic")
     why_no_model = None
+    peak_only: Mapping[str, Any] | None = None
     if isinstance(analytic, Mapping) and analytic.get("available") is False:
         why_no_model = analytic.get("reason")  # dsocr analyze had no workload for this trace
+        peak_only = {"peak": analytic.get("peak")}  # the peak may still be known (the GPU is)
         analytic = None
     baseline = baseline if baseline is not None else d.get("baseline")
     files = [str(baseline.get("file") or rundir.TIMING_BASELINE)] if baseline is not None else []
@@ -586,13 +610,17 @@ def view_from_analysis(
         if not ops.is_empty()
         else ()
     )
-    peak = _get(analytic, "peak") or {}
+    peak = _get(analytic if analytic is not None else peak_only, "peak") or {}
     peaks = (
         Peaks(float(peak["tflops"]), float(peak["tbps"]), str(peak.get("source", "")))
         if peak.get("tflops") and peak.get("tbps")
         else None
     )
     model_mfu = None
+    model_row = next(
+        (r for r in (_get(analytic, "stage_metrics") or []) if isinstance(r, Mapping) and r.get("stage") == "model"),
+        None,
+    )
     if peaks:
         tops = [s for s in stages if s.depth == 0 and s.flops]
         if tops and all(s.has_gpu for s in tops):
@@ -602,6 +630,8 @@ def view_from_analysis(
                 for i in range(min(s.gpu_busy_ns.n for s in tops))
             ]
             model_mfu = Stat.of(per_pass)
+    if model_row is not None and has_gpu:
+        model_mfu = _as(model_row, "mfu_busy", model_mfu)  # the figure report.md and analysis.json give
     facts = timing if timing is not None else baseline
     assumptions, pages, caveats = _assumptions(manifest, facts, analytic)
     return ReportView(
@@ -621,5 +651,7 @@ def view_from_analysis(
         pages=pages,
         caveats=caveats,
         notes=tuple(str(w) for w in d.get("warnings") or ()) + ((str(why_no_model),) if why_no_model else ()),
+        analytic_reason=str(why_no_model) if why_no_model else None,
+        has_gpu=has_gpu,
         baseline_positions=_positions(manifest, files) if files != [rundir.TIMING] else ("unknown",),
     )

@@ -8,7 +8,7 @@ Markdown report so Markdown viewers show them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, suppress
 from functools import cache
 from pathlib import Path
@@ -23,6 +23,7 @@ from dsocr.contract import rundir
 from dsocr.contract.atomic import atomic_path
 from dsocr.report import plots
 from dsocr.report import summary as summ
+from dsocr.report.model import distinct_short_names, frac, pipeline_stages
 from dsocr.report.view import KernelView, ReportView, Stat
 
 PLOTS_DIR = "plots"
@@ -37,8 +38,14 @@ def fmt_ms(ns: float | None) -> str:
 
 
 def fmt_pct(x: float | None) -> str:
-    """0.9651 -> ``96.5%``."""
-    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
+    """0.9651 -> ``96.5%``; below 1% two significant digits (0.00048 -> ``0.048%``), so a small
+    value never reads ``0.0%``."""
+    return frac(x)
+
+
+def label(category: str | None) -> str:
+    """A kernel category's display label (one table: ``dsocr.analyze.categories.LABELS``)."""
+    return "" if category is None else LABELS.get(category, category)
 
 
 def fmt_count(x: float | None) -> str:
@@ -76,6 +83,8 @@ def fmt_stat(stat: Stat | None, kind: str = "ms") -> str:
         return f(stat.mean)
     cv = stat.cv
     tail = f" (CV {fmt_pct(cv)})" if cv is not None else ""
+    if kind == "count" and sd == 0:
+        return f(stat.mean)  # a count that does not vary: no "± 0 (CV 0.0%)"
     if kind == "ms":
         digits = 1 if abs(stat.mean) >= 10e6 else 3
         return f"{stat.mean / 1e6:,.{digits}f} ± {sd / 1e6:,.{digits}f} ms{tail}"
@@ -93,7 +102,9 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
     )
-    env.filters.update(ms=fmt_ms, short=short, pct=fmt_pct, count=fmt_count, si=fmt_si, bytes=fmt_bytes, stat=fmt_stat)
+    env.filters.update(
+        label=label, ms=fmt_ms, short=short, pct=fmt_pct, count=fmt_count, si=fmt_si, bytes=fmt_bytes, stat=fmt_stat
+    )
     return env
 
 
@@ -139,12 +150,22 @@ def short(name: str, width: int = 140) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
-def by_stage(rows: tuple[KernelView, ...]) -> list[tuple[str, list[KernelView]]]:
-    """Rows grouped by stage, stages in order of first appearance."""
+def by_stage(
+    rows: tuple[KernelView, ...], stages: Sequence[str] = (), kernels: bool = True
+) -> list[tuple[str, list[tuple[KernelView, str]]]]:
+    """Rows grouped by stage in pipeline order (vision, sam, clip, projector, prefill, decode; not the
+    repeat/page containers nor decode_step, whose tables repeat), each with its display name: for
+    kernels a short name that keeps the distinguishing part (distinct within the stage)."""
     groups: dict[str, list[KernelView]] = {}
     for r in rows:
         groups.setdefault(r.stage, []).append(r)
-    return list(groups.items())
+    out = []
+    for stage in pipeline_stages([*stages, *groups]):
+        part = groups.get(stage)
+        if part:
+            names = distinct_short_names([k.name for k in part], 110) if kernels else [k.name for k in part]
+            out.append((stage, list(zip(part, names, strict=True))))
+    return out
 
 
 def render_html(view: ReportView, summary: summ.Summary | None = None, figures: tuple[Plot, ...] | None = None) -> str:
@@ -156,8 +177,8 @@ def render_html(view: ReportView, summary: summ.Summary | None = None, figures: 
         .get_template("report.html.j2")
         .render(
             v=view,
-            kernels=by_stage(view.kernels),
-            operators=by_stage(view.operators),
+            kernels=by_stage(view.kernels, [st.name for st in view.stages]),
+            operators=by_stage(view.operators, [st.name for st in view.stages], kernels=False),
             s=summary,
             plots=figs,
             rules=summ.RULES,

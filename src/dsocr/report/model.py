@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,6 +16,7 @@ import polars as pl
 
 from dsocr.analyze.analysis import Analysis
 from dsocr.analyze.categories import LABELS
+from dsocr.contract import nvtx_names as nv
 
 Fmt = Callable[[Any], str]
 
@@ -60,8 +62,14 @@ def pct(v: Any) -> str:
 
 
 def frac(v: Any) -> str:
-    """A fraction in 0..1 as a percentage."""
-    return "n/a" if v is None else f"{100 * v:.1f}%"
+    """A fraction in 0..1 as a percentage: one decimal, or two significant digits below 1%
+    (0.00048 -> ``0.048%``), so a small value never reads ``0.0%``."""
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    p = 100 * v
+    if p == 0 or abs(p) >= 1:
+        return f"{p:.1f}%"
+    return f"{p:.{1 - math.floor(math.log10(abs(p)))}f}%"
 
 
 def text(v: Any, width: int = 90) -> str:
@@ -74,7 +82,9 @@ def text(v: Any, width: int = 90) -> str:
 
 _NAMESPACES = re.compile(r"\b(?:[A-Za-z_]\w*::)+")
 _ANONYMOUS = re.compile(r"<unnamed>::|\(anonymous namespace\)::")
-_HINTS = re.compile(r"[A-Za-z_]\w*(?:Functor\w*|Ops\b|_kernel\w*|_cuda\b)|\w*GemmUniversal\w*|\w+_[sdhb]?gemm_\w+")
+_HINTS = re.compile(
+    r"[A-Za-z_]\w*(?:Functor\w*|Ops\b|_kernel\w*|_cuda\b|KernelImpl\b)|\w*GemmUniversal\w*|\w+_[sdhb]?\d*gemm_\w+"
+)
 _GENERIC = frozenset(
     {
         "gpu_kernel_impl",
@@ -88,9 +98,9 @@ _GENERIC = frozenset(
 )
 
 
-def short_kernel_name(name: Any, width: int = 90) -> str:
+def short_kernel_name(name: Any, width: int = 90, hints: int = 2) -> str:
     """A readable kernel name for tables: the function without namespaces, plus the one or two
-    telling names from its template arguments (``elementwise_kernel<MulFunctor>``).
+    (``hints``) telling names from its template arguments (``elementwise_kernel<MulFunctor>``).
 
     Reports keep the full demangled name in analysis.json and results.sqlite.
     """
@@ -100,10 +110,41 @@ def short_kernel_name(name: Any, width: int = 90) -> str:
     base, sep, args = full.partition("<")
     short = _NAMESPACES.sub("", base.split("(")[0]) or full
     if sep:
-        hints = [h for h in dict.fromkeys(_HINTS.findall(args)) if h not in _GENERIC and h != short]
-        if hints:
-            short = f"{short}<{', '.join(hints[:2])}>"
+        found = [h for h in dict.fromkeys(_HINTS.findall(args)) if h not in _GENERIC and h != short]
+        if found:
+            short = f"{short}<{', '.join(found[:hints])}>"
     return text(short, width)
+
+
+def distinct_short_names(names: Sequence[Any], width: int = 90) -> list[str]:
+    """Short names (:func:`short_kernel_name`) that never make two different kernels read the same:
+    a clash gets every telling template name, and one that remains is numbered (``#2``, ``#3``)."""
+    out = [short_kernel_name(n, width) for n in names]
+    full = [str(n) for n in names]
+    for i, s in enumerate(out):
+        if any(out[j] == s and full[j] != full[i] for j in range(len(out)) if j != i):
+            out[i] = short_kernel_name(names[i], width, hints=99)
+    seen: dict[str, list[str]] = {}
+    for i, s in enumerate(out):
+        kinds = seen.setdefault(s, [])
+        if full[i] not in kinds:
+            kinds.append(full[i])
+        k = kinds.index(full[i])
+        if k:
+            out[i] = f"{s} #{k + 1}"
+    return out
+
+
+def _kernel_names(df: pl.DataFrame, col: str = "name") -> pl.DataFrame:
+    """``df`` with a ``short_name`` column (distinct per full name) beside ``col``."""
+    if col not in df.columns or df.is_empty():
+        return df
+    return df.with_columns(pl.Series("short_name", distinct_short_names(df[col].to_list()), dtype=pl.Utf8))
+
+
+def _label(v: Any) -> str:
+    """A kernel category's display label (the one label table, analyze.categories.LABELS)."""
+    return "" if v is None else LABELS.get(str(v), str(v))
 
 
 def bytes_(v: Any) -> str:
@@ -120,11 +161,17 @@ def table(
     return Table(title, tuple(h for h, _, _ in present), rows, note)
 
 
+def _basis(a: Analysis) -> str:
+    """How a table's numbers add up over the passes."""
+    n = a.repeats.passes
+    return "total over 1 pass" if n == 1 else f"total over {n} passes"
+
+
 def _stage_tables(a: Analysis) -> tuple[Table, ...]:
     s = a.stages
     if not any(t.info.has_cuda for t in a.traces):
         cpu_only = table(
-            "Stages (CPU side only: no GPU activity traced)",
+            f"Stages (CPU side only: no GPU activity traced; {_basis(a)})",
             s,
             [
                 ("stage", "stage", text),
@@ -135,7 +182,7 @@ def _stage_tables(a: Analysis) -> tuple[Table, ...]:
         )
         return (cpu_only,)
     main = table(
-        "Stages",
+        f"Stages ({_basis(a)})",
         s,
         [
             ("stage", "stage", text),
@@ -153,7 +200,7 @@ def _stage_tables(a: Analysis) -> tuple[Table, ...]:
         "idle = 1 - busy/CPU.",
     )
     mem = table(
-        "Copies and memsets",
+        f"Copies and memsets ({_basis(a)})",
         s,
         [
             ("stage", "stage", text),
@@ -172,7 +219,7 @@ def _stage_tables(a: Analysis) -> tuple[Table, ...]:
         if dec.height:
             tables.append(
                 table(
-                    "Per decode step",
+                    "Per decode step (mean over every step of every pass)",
                     dec,
                     [
                         ("stage", "stage", text),
@@ -191,11 +238,19 @@ def _stage_tables(a: Analysis) -> tuple[Table, ...]:
 
 def _per_stage(a: Analysis, df: pl.DataFrame, title: str, cols: Sequence[tuple[str, str, Fmt]]) -> tuple[Table, ...]:
     out = []
-    for stage in a.stages["stage"].to_list():
+    for stage in pipeline_stages(a.stages["stage"].to_list()):
         part = df.filter(pl.col("stage") == stage)
         if part.height:
-            out.append(table(f"{title}: {stage}", part, cols))
+            out.append(table(f"{title}: {stage} ({_basis(a)})", part, cols))
     return tuple(out)
+
+
+def pipeline_stages(names: Sequence[str]) -> list[str]:
+    """The stages worth a per-stage table, in pipeline order (vision, sam, clip, projector, prefill, decode):
+    not the repeat/page containers nor decode_step, which repeat their children's or decode's tables."""
+    skip = {nv.REPEAT, nv.PAGE} | ({nv.DECODE_STEP} if nv.DECODE in names else set())
+    order = {n: i for i, n in enumerate(nv.STAGES)}
+    return sorted((n for n in dict.fromkeys(names) if n not in skip), key=lambda n: order.get(n, len(order)))
 
 
 def _repeat_table(a: Analysis) -> Table:
@@ -225,8 +280,10 @@ def _repeat_table(a: Analysis) -> Table:
             .alias("flag")
         )
     )
+    cuda = any(t.info.has_cuda for t in a.traces)
+    gpu_cols: list[tuple[str, str, Fmt]] = [("GPU busy ms mean", "gpu_mean", ms), ("GPU busy CV", "gpu_cv", frac)]
     return table(
-        f"Spread over {a.repeats.passes} passes",
+        f"Spread over {a.repeats.passes} passes (per pass, mean of {a.repeats.passes})",
         wide,
         [
             ("stage", "stage", text),
@@ -234,12 +291,11 @@ def _repeat_table(a: Analysis) -> Table:
             ("CPU ms mean", "cpu_mean", ms),
             ("CPU ms stddev", "cpu_std", ms),
             ("CPU CV", "cpu_cv", frac),
-            ("GPU busy ms mean", "gpu_mean", ms),
-            ("GPU busy CV", "gpu_cv", frac),
+            *(gpu_cols if cuda else []),
             ("flag", "flag", text),
         ],
         note="A pass is one repeat range (or one trace file); stages whose CPU or GPU-busy time varies by more "
-        "than 10% (coefficient of variation) are flagged.",
+        "than 10% (coefficient of variation) are flagged." + ("" if cuda else " No CUDA traced: GPU busy time is n/a."),
         limit=200,
     )
 
@@ -252,16 +308,34 @@ def _ratio(v: Any) -> str:
     return "n/a" if v is None else f"{v:.2f}x"
 
 
+def _pass_work(a: Analysis) -> str:
+    """What one pass holds: pages of a dsocr run, or instances of the given workload in a foreign trace."""
+    an = a.analytic
+    n = an.doc.get("pages_per_pass") if an is not None else None
+    if an is not None and an.doc.get("workload_source") == "flags":
+        return f"{n} instance(s) of the --mode/--prefill-tokens workload"
+    return f"{n} page(s)"
+
+
+def _peak_text(a: Analysis) -> str:
+    """``peak 989.4 TFLOP/s, 3.35 TB/s (source)``, or why there is none."""
+    peak = (a.analytic.doc.get("peak") if a.analytic is not None else None) or {}
+    if peak.get("tflops") and peak.get("tbps"):
+        return f"peak {peak['tflops']} TFLOP/s, {peak['tbps']} TB/s ({peak.get('source')})"
+    if not any(t.info.has_cuda for t in a.traces):
+        return "peak n/a (no CUDA traced)"
+    return "peak n/a (unknown GPU: give --peak-tflops and --peak-tbps)"
+
+
 def _analytic_sections(a: Analysis) -> list[tuple[str, tuple[Table, ...]]]:
     """MFU/MBU per stage (analytic model vs measured), module attribution, GPU idle gaps."""
     out: list[tuple[str, tuple[Table, ...]]] = []
     an = a.analytic
     if an is not None and not an.metrics.is_empty():
-        peak = an.doc.get("peak") or {}
         note = (
-            f"Per pass ({an.doc.get('pages_per_pass')} page(s), mean over passes); peak {peak.get('tflops')} TFLOP/s, "
-            f"{peak.get('tbps')} TB/s ({peak.get('source')}). busy = GPU busy time, wall = the stage's NVTX range; "
-            "predicted = roofline max(FLOPs/peak, bytes/bandwidth)."
+            f"Per pass, mean of {a.repeats.passes} pass(es) ({_pass_work(a)}); MFU = FLOPs of a pass / (peak x mean "
+            f"time), the ratio of means; {_peak_text(a)}. busy = GPU busy time, wall = the stage's NVTX range; "
+            "predicted = roofline max(FLOPs/peak, bytes/bandwidth). Stages with no work in this workload are left out."
         )
         cols: list[tuple[str, str, Fmt]] = [
             ("stage", "stage", text),
@@ -278,7 +352,8 @@ def _analytic_sections(a: Analysis) -> list[tuple[str, tuple[Table, ...]]]:
             ("MBU busy", "mbu_busy", frac),
             ("MBU wall", "mbu_wall", frac),
         ]
-        out.append(("Analytic model: MFU and MBU per stage", (table("Stage metrics", an.metrics, cols, note=note),)))
+        rows = an.metrics.filter((pl.col("flops") > 0) | (pl.col("bytes") > 0) | pl.col("gpu_busy_ns").is_not_null())
+        out.append(("Analytic model: MFU and MBU per stage", (table("Stage metrics", rows, cols, note=note),)))
     elif an is not None and an.doc.get("reason"):
         out.append(("Analytic model: MFU and MBU per stage", (Table(str(an.doc["reason"]), (), ()),)))
     m = a.modules
@@ -373,12 +448,12 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
                 "Top kernels",
                 _per_stage(
                     a,
-                    a.top_kernels,
+                    _kernel_names(a.top_kernels),
                     "Top kernels",
                     [
                         ("#", "rank", num),
-                        ("kernel", "name", text),
-                        ("category", "category", text),
+                        ("kernel", "short_name", text),
+                        ("category", "category", _label),
                         ("instances", "instances", num),
                         ("ms", "total_ns", ms),
                         ("share", "pct", pct),
@@ -433,9 +508,9 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
                 ),
                 table(
                     f"Top {top_ranges} kernels ({first.info.file})",
-                    first.kernels.sort("total_ns", descending=True),
+                    _kernel_names(first.kernels.sort("total_ns", descending=True).head(top_ranges)),
                     [
-                        ("kernel", "name", short_kernel_name),
+                        ("kernel", "short_name", text),
                         ("instances", "instances", num),
                         ("total ms", "total_ns", ms),
                         ("avg µs", "avg_ns", lambda v: "n/a" if v is None else f"{v / 1e3:,.1f}"),

@@ -73,6 +73,27 @@ def ms(ns: float) -> str:
 
 FORMATS: dict[str, Callable[[float], str]] = {"pct": pct, "count": count, "times": times, "ms": ms}
 
+#: The same formats with a given number of decimals (to tell a value from its threshold).
+_PRECISE: dict[str, Callable[[float, int], str]] = {
+    "pct": lambda x, d: f"{100 * x:.{d}f}%",
+    "count": lambda x, d: f"{x:,.{d}f}",
+    "times": lambda x, d: f"{x:.{d}f}x",
+    "ms": lambda ns, d: f"{ns / 1e6:,.{d}f} ms",
+}
+
+
+def shown_apart(value: float, threshold: float, fmt: str) -> str:
+    """``value`` formatted as ``fmt``, with as many more decimals as it takes not to read like
+    ``threshold`` (3.049 against 3.0 -> ``3.05x``, never ``3.0x (more than 3.0x)``)."""
+    shown = FORMATS[fmt](value)
+    if value == threshold or shown != FORMATS[fmt](threshold):
+        return shown
+    for d in range(1, 9):
+        a, b = _PRECISE[fmt](value, d), _PRECISE[fmt](threshold, d)
+        if a != b:
+            return a
+    return shown
+
 
 def _cat_share(category: str) -> Callable[[ReportView, StageView], float | None]:
     def get(view: ReportView, stage: StageView) -> float | None:
@@ -388,7 +409,8 @@ def actions(view: ReportView) -> tuple[Statement, ...]:
             if value is None or not math.isfinite(value) or not _fires(rule, value):
                 continue
             also = tuple(_also(view, stage, m) for m in rule.also)
-            fired.append((stage, _ev(f"stage:{stage.name}:{rule.metric}", value, fmt), also))
+            ev = Evidence(f"stage:{stage.name}:{rule.metric}", value, shown_apart(value, rule.threshold, fmt))
+            fired.append((stage, ev, also))
         if not fired:
             continue
         t = _ev(f"rule:{rule.id}:threshold", rule.threshold, fmt)

@@ -286,6 +286,9 @@ class ReportView:
     #: Where each unprofiled run ran relative to the profiled one (``before``/``after``, execution order;
     #: ``unknown`` where the manifest does not say); empty without a baseline.
     baseline_positions: tuple[str, ...] = ()
+    #: Why there is no analytic model (no workload, ...); ``None`` when there is one or no reason is known.
+    analytic_reason: str | None = None
+    has_gpu: bool = True  #: False when the trace recorded no CUDA activity
 
     def stage(self, name: str) -> StageView | None:
         """The stage called ``name``, or ``None``."""

@@ -258,6 +258,8 @@ def pass_spread(rows: Sequence[tuple[str, Stat]], plot_id: str = "plot-pass-spre
     if all(s.n < 2 for _, s in rows):
         return empty(plot_id, title, "Single pass: the spread across passes is unknown (capture with --repeats 3).")
     devs = [100 * (v / s.mean - 1) for _, s in rows if s.mean for v in s.values]
+    # the whiskers (+/- stddev) reach past the dots with few passes: the axis holds both
+    devs += [100 * s.stddev / s.mean for _, s in rows if s.mean and s.stddev is not None]
     lim = max(1.0, nice_max(max(abs(d) for d in devs) * 1.1)) if devs else 1.0
     row_h, top = 30, 48
     body = top + len(rows) * row_h
@@ -280,7 +282,7 @@ def pass_spread(rows: Sequence[tuple[str, Stat]], plot_id: str = "plot-pass-spre
             continue
         sd = s.stddev
         if sd is not None:
-            rel = 100 * sd / s.mean
+            rel = min(abs(100 * sd / s.mean), lim)  # never over the axis labels
             fig.line(x(-rel), yc, x(rel), yc, stroke=PALETTE[0], width=2)
             fig.line(x(-rel), yc - 5, x(-rel), yc + 5, stroke=PALETTE[0])
             fig.line(x(rel), yc - 5, x(rel), yc + 5, stroke=PALETTE[0])
