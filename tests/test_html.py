@@ -280,3 +280,13 @@ def test_memory_copies_show_their_count(h100_doc: dict) -> None:  # type: ignore
     assert view.memory.copies[0] == ("all directions", n, nbytes)
     text = html.render_html(view)
     assert f'<td>all directions</td><td class="num">{n:,}</td>' in text
+
+
+def test_stage_tables_are_split_to_fit() -> None:
+    """Time (8 columns) and work/efficiency (7) instead of one 14-column table; CV on its own line."""
+    text = html.render_html(full_view())
+    for tid, n in (("stage-times", 8), ("stage-work", 7)):
+        head = text.split(f'id="{tid}"', 1)[1].split("</thead>", 1)[0]
+        assert head.count("<th>") + head.count("<th ") == n, tid
+    assert '<span class="cv"> (CV 7.7%)</span>' in text
+    assert html.fmt_stat(Stat.of([0.00048, 0.00046, 0.0005]), "pct") == "0.048% ± 0.002% (CV 4.2%)"

@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 import jinja2
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from dsocr.analyze.categories import LABELS
 from dsocr.contract import rundir
@@ -88,7 +88,20 @@ def fmt_stat(stat: Stat | None, kind: str = "ms") -> str:
     if kind == "ms":
         digits = 1 if abs(stat.mean) >= 10e6 else 3
         return f"{stat.mean / 1e6:,.{digits}f} ± {sd / 1e6:,.{digits}f} ms{tail}"
+    if kind == "pct":
+        m = fmt_pct(stat.mean)
+        digits = len(m.rstrip("%").partition(".")[2])  # the stddev with the mean's decimals
+        return f"{m} ± {100 * sd:.{digits}f}%{tail}"
     return f"{f(stat.mean)} ± {f(sd)}{tail}"
+
+
+def fmt_stat_cell(stat: Stat | None, kind: str = "ms") -> Markup:
+    """:func:`fmt_stat` for a narrow table cell: the ``(CV x%)`` tail on a line of its own (same text)."""
+    text = fmt_stat(stat, kind)
+    main, sep, tail = text.partition(" (CV ")
+    if not sep:
+        return Markup(escape(text))
+    return Markup(f'{escape(main)}<span class="cv"> {escape(sep.strip() + " " + tail)}</span>')
 
 
 @cache
@@ -103,7 +116,15 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters.update(
-        label=label, ms=fmt_ms, short=short, pct=fmt_pct, count=fmt_count, si=fmt_si, bytes=fmt_bytes, stat=fmt_stat
+        label=label,
+        ms=fmt_ms,
+        short=short,
+        pct=fmt_pct,
+        count=fmt_count,
+        si=fmt_si,
+        bytes=fmt_bytes,
+        stat=fmt_stat,
+        statcell=fmt_stat_cell,
     )
     return env
 
