@@ -282,9 +282,7 @@ def _check_settings(settings: CaptureSettings) -> None:
     if settings.warmup < 0:
         raise BadInput(f"--warmup is {settings.warmup}: it must be 0 or more")
     if settings.baseline_runs < 0:
-        raise BadInput(
-            f"--baseline-runs is {settings.baseline_runs}: it must be 0 or more (0: no unprofiled run)"
-        )
+        raise BadInput(f"--baseline-runs is {settings.baseline_runs}: it must be 0 or more (0: no unprofiled run)")
     if settings.model != "replica" and not Path(settings.model).is_dir():
         raise BadInput(f"--model {settings.model}: neither 'replica' nor a checkpoint directory; pass one of them")
 
