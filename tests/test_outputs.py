@@ -247,3 +247,13 @@ def test_distinct_short_names_never_merge_kernels() -> None:
 def test_small_percentages_keep_significant_digits() -> None:
     assert frac(0.00047859) == "0.048%" and frac(0.0234) == "2.3%" and frac(0.0) == "0.0%"
     assert frac(8.88e-05) == "0.0089%" and frac(None) == "n/a"
+
+
+def test_markdown_top_kernels_keep_kernels_apart(h100_analysis: Analysis) -> None:
+    """The "Top 30 kernels" table: readable short names, one per kernel (none read the same)."""
+    md = markdown_text(h100_analysis)
+    table = md.split("### Top 30 kernels", 1)[1].split("\n## ", 1)[0]
+    names = [ln.split(" | ")[0].removeprefix("| ") for ln in table.splitlines() if ln.startswith("| ")][2:]
+    assert len(names) == 30 and len(set(names)) == 30
+    assert "elementwise_kernel<MulFunctor>" in names
+    assert not any("gpu_kernel_impl_no" in n for n in names)

@@ -507,7 +507,7 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
                     limit=top_ranges,
                 ),
                 table(
-                    f"Top {top_ranges} kernels ({first.info.file})",
+                    f"Top {top_ranges} kernels ({first.info.file}; total over the file)",
                     _kernel_names(first.kernels.sort("total_ns", descending=True).head(top_ranges)),
                     [
                         ("kernel", "short_name", text),
@@ -515,6 +515,8 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
                         ("total ms", "total_ns", ms),
                         ("avg µs", "avg_ns", lambda v: "n/a" if v is None else f"{v / 1e3:,.1f}"),
                     ],
+                    note="Short names keep the telling part of the C++ name (two kernels never share one: a clash "
+                    "gets `#2`); the full demangled names are in analysis.json (`kernels`) and results.sqlite.",
                     limit=top_ranges,
                 ),
             ),
