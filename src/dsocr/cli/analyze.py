@@ -157,8 +157,8 @@ def analyze(
     flags = WorkloadFlags(mode, crops, prompt_tokens, max_new_tokens, prefill_tokens)
     peak = PeakFlags(gpu, peak_tflops, peak_tbps)
 
-    # per file: load, attribute, stages, projection; then combine, analytic model, render, write
-    with _progress(ui, 4 * len(paths) + 5) as advance:
+    # per file: load, attribute, stages, projection; then combine, analytic model, render all, write all
+    with _progress(ui, 4 * len(paths) + 4) as advance:
         analysis = run_analysis(paths, progress=advance, workload=flags, peak=peak)
         for w in analysis.warnings:
             print(f"dsocr: warning: {w}", file=sys.stderr)  # one line, never wrapped
