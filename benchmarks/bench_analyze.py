@@ -68,23 +68,28 @@ class Case:
     agreement: str = "not checked"
 
     def dsocr_s(self) -> float:
-        return statistics.median(s.wall_s for s in self.dsocr)
-
-    def dsocr_cpu(self) -> float:
-        return statistics.median(s.cpu_s for s in self.dsocr)
-
-    def nvidia_cpu(self) -> float:
-        return sum(statistics.median(s.cpu_s for s in v) for v in self.nvidia.values())
-
-    def dsocr_mb(self) -> float:
-        return statistics.median(s.peak_mb for s in self.dsocr)
+        return statistics.median(s.wall_s for s in _ok(self.dsocr))
 
     def nvidia_s(self, report: str | None = None) -> float:
         reports = [report] if report else list(self.nvidia)
-        return sum(statistics.median(s.wall_s for s in self.nvidia[r]) for r in reports)
+        return sum(statistics.median(s.wall_s for s in _ok(self.nvidia[r])) for r in reports)
+
+    def dsocr_cpu(self) -> float:
+        return statistics.median(s.cpu_s for s in _ok(self.dsocr))
+
+    def nvidia_cpu(self) -> float:
+        return sum(statistics.median(s.cpu_s for s in _ok(v)) for v in self.nvidia.values())
+
+    def dsocr_mb(self) -> float:
+        return statistics.median(s.peak_mb for s in _ok(self.dsocr))
 
     def nvidia_mb(self) -> float:
-        return max(statistics.median(s.peak_mb for s in v) for v in self.nvidia.values())
+        return max(statistics.median(s.peak_mb for s in _ok(v)) for v in self.nvidia.values())
+
+
+def _ok(samples: list[Sample]) -> list[Sample]:
+    """The successful runs (all of them if none succeeded, so that the table still shows something)."""
+    return [s for s in samples if s.rc == 0] or samples
 
 
 def measure(cmd: Sequence[str], env: dict[str, str] | None = None, stdout: Path | None = None) -> Sample:
@@ -241,9 +246,10 @@ def table(cases: list[Case]) -> str:
     )
     rows = []
     for c in cases:
-        failed = any(s.rc for s in c.dsocr) or any(s.rc for v in c.nvidia.values() for s in v)
+        failed = sum(1 for s in c.dsocr if s.rc) + sum(1 for v in c.nvidia.values() for s in v if s.rc)
+        note = f" ({failed} run(s) FAILED, left out)" if failed else ""
         rows.append(
-            f"| {c.name}{' (a run FAILED)' if failed else ''} | {len(c.dsocr)} | {c.size_mb:,.0f} MB "
+            f"| {c.name}{note} | {len(c.dsocr)} | {c.size_mb:,.0f} MB "
             f"| {c.rows.get('CUPTI_ACTIVITY_KIND_KERNEL', 0):,} | {c.rows.get('CUPTI_ACTIVITY_KIND_RUNTIME', 0):,} "
             f"| {c.rows.get('NVTX ranges', 0):,} | {c.dsocr_s():.2f} | {c.nvidia_s('nvtx_gpu_proj_sum'):.2f} "
             f"| {c.nvidia_s('cuda_gpu_kern_sum'):.2f} | {c.nvidia_s():.2f} | **{ratio(c.dsocr_s(), c.nvidia_s())}** "
