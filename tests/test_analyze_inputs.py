@@ -30,12 +30,15 @@ def _other_capture(src: Path, dst: Path) -> Path:
 
 
 def test_gpu_differs_is_refused(h100_sqlite: Path, cpu_sqlite: Path) -> None:
+    steps: list[str] = []
     with pytest.raises(BadInput) as exc:
-        run_analysis([h100_sqlite, cpu_sqlite])
+        run_analysis([h100_sqlite, cpu_sqlite], progress=steps.append)
     msg = exc.value.message
     assert str(h100_sqlite) in msg and str(cpu_sqlite) in msg
     assert "different GPUs (NVIDIA H100 80GB HBM3 vs no GPU)" in msg
     assert "\n" not in msg
+    # refused right after loading the second trace, before its attribution
+    assert steps.count("attributing GPU work to NVTX ranges") == 1 and steps[-1] == "loading cpu.sqlite"
 
 
 def test_same_file_twice_is_refused(cpu_sqlite: Path) -> None:

@@ -16,6 +16,7 @@ SETTINGS: dict[str, Any] = {
     "mode": "gundam",
     "pages": ["pages/text-01-article.png", "pages/mixed-02-table.png"],
     "max_new_tokens": 16,
+    "dtype": "auto",
     "op_ranges": False,
     "module_ranges": False,
 }
@@ -55,13 +56,24 @@ def test_different_settings_warn_one_line_each(
     cpu_doc: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     a = _run_dir(tmp_path, "a", cpu_doc)
-    b = _run_dir(tmp_path, "b", cpu_doc, device="cpu", mode="tiny", max_new_tokens=4, pages=["one.png"], op_ranges=True)
+    b = _run_dir(
+        tmp_path,
+        "b",
+        cpu_doc,
+        device="cpu",
+        mode="tiny",
+        dtype="float32",
+        max_new_tokens=4,
+        pages=["one.png"],
+        op_ranges=True,
+    )
     code, out, err = _diff(capsys, str(a), str(b), "--out", str(tmp_path / "o"))
     assert code == 0, err
     warnings = [line for line in err.splitlines() if line.startswith("dsocr: warning: ")]
     assert warnings == [
         "dsocr: warning: A and B differ in device (cuda vs cpu): CPU and GPU runs are not comparable",
         "dsocr: warning: A and B differ in mode (gundam vs tiny): the vision workload differs",
+        "dsocr: warning: A and B differ in dtype (auto vs float32): the arithmetic differs",
         "dsocr: warning: A and B differ in pages (2 (text-01-article.png, mixed-02-table.png) vs 1 (one.png)): "
         "the inputs differ",
         "dsocr: warning: A and B differ in max_new_tokens (16 vs 4): decode does a different amount of work",
@@ -72,7 +84,7 @@ def test_different_settings_warn_one_line_each(
     html = (tmp_path / "o" / "diff.html").read_text()
     assert '<p class="warning">Warning: A and B differ in mode (gundam vs tiny)' in html
     code, out, _ = _diff(capsys, str(a), str(b), "--json")
-    assert len(json.loads(out)["warnings"]) == 5
+    assert len(json.loads(out)["warnings"]) == 6
 
 
 def test_same_settings_no_warning_and_headline(

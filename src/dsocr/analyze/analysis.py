@@ -342,12 +342,23 @@ def partial_run_warning(given: Path) -> str | None:
     )
 
 
-def _stage_names(result: TraceResult) -> frozenset[str]:
-    return frozenset(result.stages.instances.get_column("stage").unique().to_list())
+def _stage_names(stages: StageTables) -> frozenset[str]:
+    return frozenset(stages.instances.get_column("stage").unique().to_list())
 
 
-def _gpu_names(info: TraceInfo) -> str:
-    return ", ".join(sorted(str(g.get("name")) for g in info.gpus)) or "no GPU"
+def _gpu_names(gpus: Sequence[dict[str, Any]]) -> str:
+    return ", ".join(sorted(str(g.get("name")) for g in gpus)) or "no GPU"
+
+
+#: How to go on when several traces are not one study.
+NOT_ONE_STUDY_FIX: Final = "analyze them separately (or compare two run directories with `dsocr diff`)"
+
+
+def check_same_gpus(first: TraceInfo, other_file: str, other_gpus: Sequence[dict[str, Any]]) -> None:
+    """BadInput when a trace was taken on other GPUs than the first one (checked right after loading)."""
+    a, b = _gpu_names(first.gpus), _gpu_names(other_gpus)
+    if a != b:
+        raise BadInput(f"{first.file} and {other_file}: traced on different GPUs ({a} vs {b}); {NOT_ONE_STUDY_FIX}")
 
 
 def check_same_study(
@@ -355,9 +366,8 @@ def check_same_study(
 ) -> None:
     """BadInput when two traces cannot be passes of one study (GPU or stage ranges differ)."""
     where = f"{first.file} and {other.file}"
-    fix = "analyze them separately (or compare two run directories with `dsocr diff`)"
-    if _gpu_names(first) != _gpu_names(other):
-        raise BadInput(f"{where}: traced on different GPUs ({_gpu_names(first)} vs {_gpu_names(other)}); {fix}")
+    fix = NOT_ONE_STUDY_FIX
+    check_same_gpus(first, other.file, other.gpus)
     if first.stage_mode != other.stage_mode:
         raise BadInput(
             f"{where}: different stage kinds ({first.stage_mode} vs {other.stage_mode} NVTX stage ranges); {fix}"
@@ -417,13 +427,19 @@ def _info(given: Path, trace: Trace, mode: str) -> TraceInfo:
 
 
 def analyze_trace(
-    given: Path, progress: Progress | None = None, resolved: Path | None = None
+    given: Path, progress: Progress | None = None, resolved: Path | None = None, reference: TraceResult | None = None
 ) -> tuple[TraceResult, list[str]]:
-    """Load and analyze one trace (``resolved``: its export, if already known); return its tables and any warnings."""
+    """Load and analyze one trace (``resolved``: its export, if already known); return its tables and any warnings.
+
+    With ``reference`` (the first of several traces) BadInput is raised as soon as the trace
+    turns out not to be another pass of the same study (:func:`check_same_study`).
+    """
     step = progress or (lambda _name: None)
     path = resolved if resolved is not None else resolve_input(given)
     step(f"loading {given.name}")
     trace = _load(path)
+    if reference is not None:
+        check_same_gpus(reference.info, str(given), [attrs.asdict(g) for g in trace.gpus])
     warnings: list[str] = []
     if not trace.meta.has_cuda:
         warnings.append(f"{given}: no CUDA activity in this trace (no GPU traced); reporting CPU-side NVTX ranges only")
@@ -440,6 +456,10 @@ def analyze_trace(
     )
     if stages.instances.height == 0:
         warnings.append(f"{given}: no NVTX ranges usable as stages (no dsocr-domain or top-level ranges)")
+    if reference is not None:
+        check_same_study(
+            reference.info, _info(given, trace, stages.mode), _stage_names(reference.stages), _stage_names(stages)
+        )
     step("NVTX projection and kernel summary")
     proj = _projection(trace, att)
     kern = _kernels(trace)
@@ -474,9 +494,7 @@ def run_analysis(
     results: list[TraceResult] = []
     warnings: list[str] = [w for p in paths if (w := partial_run_warning(p))]
     for p, r in zip(paths, resolved, strict=True):
-        res, warn = analyze_trace(p, progress, r)
-        if results:
-            check_same_study(results[0].info, res.info, _stage_names(results[0]), _stage_names(res))
+        res, warn = analyze_trace(p, progress, r, results[0] if results else None)
         results.append(res)
         warnings.extend(warn)
     step = progress or (lambda _name: None)

@@ -1,7 +1,7 @@
 """What ``dsocr diff`` says beside its tables: why two runs may not be comparable, and the headline.
 
 The warnings compare the runs' settings (their manifests, or the identity of the analyses): device,
-GPU, mode, pages, generated tokens and the range options (``--op-ranges``/``--module-ranges``
+GPU, mode, crops, dtype, pages, prompt and generated tokens and the range options (``--op-ranges``/``--module-ranges``
 change the profiled times). The headline names the largest significant stage changes.
 """
 
@@ -25,7 +25,10 @@ SETTINGS: Final[tuple[tuple[str, str, str], ...]] = (
     ("device", "device", "CPU and GPU runs are not comparable"),
     ("gpu", "GPU", "the times compare hardware, not the change"),
     ("mode", "mode", "the vision workload differs"),
+    ("crops", "crops", "the vision workload differs"),
+    ("dtype", "dtype", "the arithmetic differs"),
     ("pages", "pages", "the inputs differ"),
+    ("prompt_tokens", "prompt_tokens", "prefill does a different amount of work"),
     ("max_new_tokens", "max_new_tokens", "decode does a different amount of work"),
     ("op_ranges", "--op-ranges", "operator ranges add profiling overhead to one side"),
     ("module_ranges", "--module-ranges", "module ranges add profiling overhead to one side"),
@@ -57,6 +60,9 @@ def run_settings(path: Path, identity: Identity) -> dict[str, Any]:
         "device": settings.get("device"),
         "gpu": identity.gpu,
         "mode": settings.get("mode") or identity.mode,
+        "crops": settings.get("crops"),
+        "dtype": settings.get("dtype"),
+        "prompt_tokens": settings.get("prompt_tokens") or identity.prompt_tokens,
         "pages": tuple(Path(str(p)).name for p in pages) if isinstance(pages, list) else identity.pages,
         "max_new_tokens": settings.get("max_new_tokens") or identity.new_tokens,
         "op_ranges": settings.get("op_ranges"),
