@@ -92,18 +92,42 @@ def _ok(samples: list[Sample]) -> list[Sample]:
     return [s for s in samples if s.rc == 0] or samples
 
 
+#: A tiny launcher: forks the command from a small process and reports the child's own rusage.
+#: Measuring the child straight from this (possibly large) process would not do: Linux keeps the
+#: parent's resident set, inherited at fork/vfork, in the child's ru_maxrss across exec.
+_LAUNCHER = """
+import os, sys
+fd, argv = int(sys.argv[1]), sys.argv[2:]
+pid = os.fork()
+if pid == 0:
+    os.close(fd)
+    os.execvp(argv[0], argv)
+_, status, ru = os.wait4(pid, 0)
+os.write(fd, f"{os.waitstatus_to_exitcode(status)} {ru.ru_utime + ru.ru_stime} {ru.ru_maxrss}".encode())
+"""
+
+
 def measure(cmd: Sequence[str], env: dict[str, str] | None = None, stdout: Path | None = None) -> Sample:
-    """Run `cmd` to completion; its wall time and its own peak RSS (not its parent's)."""
+    """Run `cmd` to completion; its wall time, CPU time and its own peak RSS (not its parent's)."""
+    read_fd, write_fd = os.pipe()
+    os.set_inheritable(write_fd, True)
+    launcher = [sys.executable, "-S", "-c", _LAUNCHER, str(write_fd), *cmd]
     with open(stdout or os.devnull, "wb") as out:
         t = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.Popen(launcher, stdout=out, stderr=subprocess.PIPE, env=env, pass_fds=(write_fd,))
+        os.close(write_fd)
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        proc.wait()
         wall = time.perf_counter() - t
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.returncode != 0:
-        print(f"bench: {cmd[0]} ... exited {proc.returncode}: {err.strip()[-500:]}", file=sys.stderr)
-    return Sample(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode)
+    with os.fdopen(read_fd, "rb") as report:
+        fields = report.read().decode().split()
+    if len(fields) != 3:
+        print(f"bench: {cmd[0]} ... could not be measured: {err.strip()[-500:]}", file=sys.stderr)
+        return Sample(wall, 0.0, 0.0, proc.returncode or 1)
+    rc, cpu, maxrss_kb = int(fields[0]), float(fields[1]), int(fields[2])
+    if rc != 0:
+        print(f"bench: {cmd[0]} ... exited {rc}: {err.strip()[-500:]}", file=sys.stderr)
+    return Sample(wall, cpu, maxrss_kb / 1024, rc)
 
 
 def nvidia_target(home: Path) -> Path:
