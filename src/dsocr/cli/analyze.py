@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dsocr import lean_allocator
+from dsocr.cli._values import crops_value, mode_value, positive_value
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
 from dsocr.contract import rundir
@@ -51,8 +52,8 @@ def parse_formats(value: str) -> tuple[str, ...]:
     return got
 
 
-def _opt(flag: str, env: str, text: str) -> Any:
-    return typer.Option(flag, envvar=env, show_envvar=True, help=text, show_default=False)
+def _opt(flag: str, env: str, text: str, **kwargs: Any) -> Any:
+    return typer.Option(flag, envvar=env, show_envvar=True, help=text, show_default=False, **kwargs)
 
 
 @app.command()
@@ -93,17 +94,27 @@ def analyze(
             "--mode",
             "DSOCR_MODE",
             "Workload of a foreign trace: resolution mode (tiny, small, base, large, gundam, ...).",
+            callback=mode_value,
         ),
     ] = None,
     crops: Annotated[
-        str | None, _opt("--crops", "DSOCR_CROPS", "Workload of a foreign trace: crop grid WxH (e.g. 2x3, 'none').")
+        str | None,
+        _opt(
+            "--crops",
+            "DSOCR_CROPS",
+            "Workload of a foreign trace: crop grid WxH (e.g. 2x3, 'none').",
+            callback=crops_value,
+        ),
     ] = None,
     prompt_tokens: Annotated[
-        int | None, _opt("--prompt-tokens", "DSOCR_PROMPT_TOKENS", "Workload of a foreign trace: text prompt tokens.")
+        int | None,
+        _opt("--prompt-tokens", "DSOCR_PROMPT_TOKENS", "Workload of a foreign trace: text prompt tokens.", min=0),
     ] = None,
     max_new_tokens: Annotated[
         int | None,
-        _opt("--max-new-tokens", "DSOCR_MAX_NEW_TOKENS", "Workload of a foreign trace: generated tokens per page."),
+        _opt(
+            "--max-new-tokens", "DSOCR_MAX_NEW_TOKENS", "Workload of a foreign trace: generated tokens per page.", min=1
+        ),
     ] = None,
     prefill_tokens: Annotated[
         int | None,
@@ -111,15 +122,26 @@ def analyze(
             "--prefill-tokens",
             "DSOCR_PREFILL_TOKENS",
             "Workload of a decoder-only trace (no vision): prefill length in tokens.",
+            min=1,
         ),
     ] = None,
     peak_tflops: Annotated[
         float | None,
-        _opt("--peak-tflops", "DSOCR_PEAK_TFLOPS", "Peak dense BF16 TFLOP/s for MFU (overrides the table)."),
+        _opt(
+            "--peak-tflops",
+            "DSOCR_PEAK_TFLOPS",
+            "Peak dense BF16 TFLOP/s for MFU (overrides the table).",
+            callback=positive_value,
+        ),
     ] = None,
     peak_tbps: Annotated[
         float | None,
-        _opt("--peak-tbps", "DSOCR_PEAK_TBPS", "Peak memory bandwidth in TB/s for MBU (overrides the table)."),
+        _opt(
+            "--peak-tbps",
+            "DSOCR_PEAK_TBPS",
+            "Peak memory bandwidth in TB/s for MBU (overrides the table).",
+            callback=positive_value,
+        ),
     ] = None,
     gpu: Annotated[
         str | None, _opt("--gpu", "DSOCR_GPU", "GPU name to look the peak up by (default: the trace's GPU).")
