@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CPU_DIR
+from conftest import CPU_DIR, missing_fixture
 from dsocr.cli import main
 from dsocr.contract.errors import ExitCode
 
@@ -111,7 +111,7 @@ def test_format_selects_files(capsys: pytest.CaptureFixture[str], cpu_sqlite: Pa
 def test_run_directory_xz_and_several_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     xz = CPU_DIR / "trace.sqlite.xz"
     if not xz.exists():
-        pytest.skip("CPU fixture missing")
+        missing_fixture(str(CPU_DIR))
     rundir = tmp_path / "runs" / "r1"
     rundir.mkdir(parents=True)
     (rundir / "trace.sqlite").write_bytes(lzma.decompress(xz.read_bytes()))
