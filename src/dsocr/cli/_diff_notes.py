@@ -7,9 +7,7 @@ change the profiled times). The headline names the largest significant stage cha
 
 from __future__ import annotations
 
-import html
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -106,18 +104,3 @@ def headline(d: Diff, n: int = HEADLINE_CHANGES) -> str:
     ]
     more = len(changes) - n
     return "Largest significant changes: " + "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
-
-
-def with_notes(text: str, fmt: str, warnings: Sequence[str], head: str) -> str:
-    """The rendered diff with the headline and warnings after its title (``md`` or ``html``)."""
-    if fmt == "html":
-        block = f'<p class="headline"><strong>{html.escape(head)}</strong></p>\n' + "".join(
-            f'<p class="warning">Warning: {html.escape(w)}</p>\n' for w in warnings
-        )
-        title = "</h1>\n"
-        at = text.find(title)
-        return text if at < 0 else text[: at + len(title)] + block + text[at + len(title) :]
-    block = f"**{head}**\n\n" + "".join(f"> **Warning**: {w}\n>\n" for w in warnings)
-    block = block.removesuffix(">\n") + ("\n" if warnings else "")
-    first = text.find("\n\n")
-    return block if first < 0 else text[: first + 2] + block + text[first + 2 :]

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from dsocr.cli._diff_notes import comparability_warnings, headline, with_notes
+from dsocr.cli._diff_notes import comparability_warnings, headline
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, option
 from dsocr.contract.errors import BadInput, ExitCode
@@ -50,8 +50,8 @@ def diff(
             raise BadInput(f"--out {out}: exists and is not a directory; choose another --out", ExitCode.USAGE)
         from dsocr.contract.atomic import write_text
 
-        write_text(out / DIFF_MD, with_notes(d.render(result, "md"), "md", warnings, head))
-        write_text(out / DIFF_HTML, with_notes(d.render(result, "html"), "html", warnings, head))
+        write_text(out / DIFF_MD, d.render(result, "md", head, warnings))
+        write_text(out / DIFF_HTML, d.render(result, "html", head, warnings))
     if json_out:
         doc = {**result.to_dict(), "headline": head, "warnings": warnings}
         sys.stdout.write(json.dumps(doc, indent=1, allow_nan=False, default=str) + "\n")
@@ -60,7 +60,7 @@ def diff(
             ui.out.print(str(out / DIFF_MD), markup=False)
             ui.out.print(str(out / DIFF_HTML), markup=False)
     elif not quiet:
-        sys.stdout.write(with_notes(d.render(result, "md"), "md", warnings, head))
+        sys.stdout.write(d.render(result, "md", head, warnings))
     if out is not None or json_out:
         ui.info(head)  # (the Markdown on stdout has it)
     ui.info(", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items())))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -300,15 +300,24 @@ def fmt_rel(c: Change) -> str:
     return "—" if r is None else f"{100 * r:+.1f}%"
 
 
-def render(d: Diff, fmt: str) -> str:
-    """The diff as ``md`` or ``html`` (self-contained)."""
+def render(d: Diff, fmt: str, headline: str = "", warnings: Sequence[str] = ()) -> str:
+    """The diff as ``md`` or ``html`` (self-contained), with the headline and warnings under the title."""
     from dsocr.report.html import environment
 
     template = {"md": "diff.md.j2", "html": "diff.html.j2"}[fmt]
     return (
         environment()
         .get_template(template)
-        .render(d=d, value=fmt_value, delta=fmt_delta, rel=fmt_rel, sigmas=SIGMAS, groups=_groups(d))
+        .render(
+            d=d,
+            value=fmt_value,
+            delta=fmt_delta,
+            rel=fmt_rel,
+            sigmas=SIGMAS,
+            groups=_groups(d),
+            headline=headline,
+            warnings=list(warnings),
+        )
     )
 
 
