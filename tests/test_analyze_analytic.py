@@ -183,6 +183,15 @@ def test_peak_flags_override_the_table(tmp_path: Path) -> None:
     assert prefill["mfu_busy"] == pytest.approx(prefill["flops"] / (500e3 * _mean(expect, "busy", "prefill")))
 
 
+def test_unknown_gpu_is_a_warning(tmp_path: Path) -> None:
+    run, _ = make_run_dir(tmp_path)
+    doc = run_analysis([run], peak=PeakFlags(gpu="Potato 9000")).to_dict()
+    assert doc["warnings"] == [
+        "GPU peak: GPU 'Potato 9000' is not in the peak table (docs/gpu-peaks.md): give --peak-tflops and --peak-tbps"
+    ]
+    assert run_analysis([run]).to_dict()["warnings"] == []  # the trace's own H100 is in the table
+
+
 def test_foreign_trace_needs_flags(tmp_path: Path) -> None:
     path = tmp_path / "t.sqlite"
     build_dsocr_trace(path)  # the same trace, but no timing.json beside it

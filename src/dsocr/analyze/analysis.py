@@ -513,6 +513,7 @@ def run_analysis(
     run = run_files(paths[0]) if paths[0].exists() else None
     gpus = tuple(GpuInfo(**g) for g in results[0].info.gpus)
     the_peak = trace_peak(gpus, peak or PeakFlags())
+    warnings.extend(f"GPU peak: {note}" for note in the_peak.notes)  # unknown GPU, assumed form factor, ...
     work, reason = workloads_for(run, workload or WorkloadFlags(), pages_per_pass(repeats.per_pass))
     analytic = analytic_section(work, reason, repeats.per_pass, the_peak)
     mods = combine([r.module_times for r in results if r.module_times is not None], analytic.estimates, the_peak)
