@@ -49,7 +49,6 @@ from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput, DsocrError, EnvironmentProblem, RunFailed
 
 WORKER_MODULE: Final = "dsocr.capture.worker"
-TIMING_BASELINE: Final = rundir.TIMING_BASELINE
 WORKER_CONFIG: Final = "worker-config.json"
 WORKER_CONFIG_BASELINE: Final = "worker-config-baseline.json"
 WORKER_CONFIG_BASELINE_NUMBERED: Final = "worker-config-baseline-{k}.json"
@@ -558,7 +557,7 @@ def run_capture(
             "ranges": None,
             "timing": {
                 "profiled": rundir.TIMING,
-                "baseline": TIMING_BASELINE if plan else None,
+                "baseline": rundir.TIMING_BASELINE if plan else None,
                 "baseline_runs": len(plan),
                 "runs": _timing_runs(plan),
             },
