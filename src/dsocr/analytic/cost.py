@@ -15,6 +15,11 @@ from typing import Final, Literal
 
 import attrs
 
+from dsocr.analytic.signature import Kernel
+
+#: Kernel signatures an operation runs, with how many times (fractional after decode interpolation).
+KernelCounts = tuple[tuple[Kernel, float], ...]
+
 Category = Literal["convolution", "matmul", "attention", "normalization", "activation", "routing", "embedding", "other"]
 #: Every operation category, in report order.
 CATEGORIES: Final[tuple[Category, ...]] = (
@@ -96,7 +101,28 @@ class Op:
     name: str  #: e.g. ``qkv``, ``scores``, ``softmax``
     category: Category
     cost: Cost
+    #: The signatures this operation runs (empty when another operation's signature covers it).
+    kernels: KernelCounts = ()
 
     def times(self, n: int) -> Op:
         """This operation run ``n`` times."""
-        return attrs.evolve(self, cost=self.cost.times(n))
+        return attrs.evolve(self, cost=self.cost.times(n), kernels=scale_counts(self.kernels, n))
+
+    def tagged(self, kernel: Kernel | None) -> Op:
+        """This operation running ``kernel`` once per call (``None``: covered by another operation)."""
+        return attrs.evolve(self, kernels=() if kernel is None else ((kernel, 1.0),))
+
+
+def scale_counts(counts: KernelCounts, n: float) -> KernelCounts:
+    """Every count multiplied by ``n``."""
+    return tuple((k, c * n) for k, c in counts)
+
+
+def add_counts(*parts: KernelCounts) -> KernelCounts:
+    """Counts of several operations together (same signatures add up; first-seen order)."""
+    total: dict[str, tuple[Kernel, float]] = {}
+    for part in parts:
+        for k, c in part:
+            prev = total.get(k.key)
+            total[k.key] = (k, c if prev is None else prev[1] + c)
+    return tuple(v for v in total.values() if v[1] != 0)

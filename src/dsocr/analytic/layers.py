@@ -25,6 +25,7 @@ def sam_block(i: int, cfg: SamConfig, side: int, batch: int, *, b: int, impl: p.
     head_dim = d // cfg.heads
     tokens = batch * side * side
     is_global = i in cfg.global_layers
+    win_shape = (batch, side, d, cfg.window)
     ops: list[Op] = [p.layer_norm("norm1", tokens, d, b)]
     if is_global:
         attn_tokens, seqs, win = tokens, batch, side
@@ -33,14 +34,14 @@ def sam_block(i: int, cfg: SamConfig, side: int, batch: int, *, b: int, impl: p.
         padded, n_win = p.windows(side, cfg.window)
         attn_tokens, seqs, win = batch * padded * padded, batch * n_win, cfg.window
         table = 2 * cfg.window - 1
-        ops.append(p.copy("window_partition", attn_tokens * d, b))
+        ops.append(p.copy("window_partition", attn_tokens * d, b, pattern="window_partition", window=win_shape))
     seq = win * win
     ops.append(p.linear("qkv", attn_tokens, d, 3 * d, bias=True, b=b))
-    ops.extend(p.attention(seqs, cfg.heads, seq, seq, head_dim, b=b, impl=impl))
+    ops.extend(p.attention(seqs, cfg.heads, seq, seq, head_dim, b=b, impl=impl, mask=True))
     ops.append(p.rel_pos(seqs, cfg.heads, win, win, head_dim, b=b, table=table))
     ops.append(p.linear("proj", attn_tokens, d, d, bias=True, b=b))
     if not is_global:
-        ops.append(p.copy("window_unpartition", tokens * d, b))
+        ops.append(p.copy("window_unpartition", tokens * d, b, pattern="window_unpartition", window=win_shape))
     ops += [
         p.elementwise("residual1", tokens * d, b),
         p.layer_norm("norm2", tokens, d, b),
@@ -62,9 +63,9 @@ def sam_neck(cfg: SamConfig, side: int, batch: int, *, b: int) -> Module:
         "sam_neck",
         ops=(
             p.conv2d("conv1", batch, cfg.hidden, c, side, kernel=1, bias=False, b=b),
-            p.layer_norm("norm1", tokens, c, b),
+            p.layer_norm("norm1", tokens, c, b, layout="2d"),
             p.conv2d("conv2", batch, c, c, side, kernel=3, padding=1, bias=False, b=b),
-            p.layer_norm("norm2", tokens, c, b),
+            p.layer_norm("norm2", tokens, c, b, layout="2d"),
         ),
     )
 
@@ -208,7 +209,7 @@ def decoder_attention(i: int, cfg: DecoderConfig, ps: Pass, *, b: int, impl: p.A
         p.linear("k_proj", t, cfg.hidden, kv_dim, bias=False, b=b),
         p.linear("v_proj", t, cfg.hidden, kv_dim, bias=False, b=b),
         p.rope(t, cfg.heads, cfg.kv_heads, cfg.head_dim, b),
-        p.kv_append(ps.batch, cfg.kv_heads, ps.q_len, cfg.head_dim, b),
+        p.kv_append(ps.batch, cfg.kv_heads, ps.q_len, cfg.head_dim, b, past=ps.kv_len - ps.q_len),
         *p.attention(
             ps.batch,
             cfg.heads,

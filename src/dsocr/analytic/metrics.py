@@ -12,6 +12,7 @@ from typing import Final, Literal
 
 import attrs
 
+from dsocr.analytic.calibration import Calibration, calibrated_time
 from dsocr.analytic.cost import Cost, Op
 from dsocr.analytic.hierarchy import module_rows
 from dsocr.analytic.peaks import Peak
@@ -100,10 +101,15 @@ class StageMetric:
     mbu_wall: float | None
     ratio_busy: float | None  #: measured GPU busy / predicted
     ratio_wall: float | None  #: measured wall / predicted
+    calibrated_ns: float | None = None  #: sum of the primitives' calibrated (measured alone) times
+    calibrated_fallback_ns: float | None = None  #: part of calibrated_ns taken from the roofline (missing signatures)
+    ratio_calibrated: float | None = None  #: measured GPU busy / calibrated
 
 
-def metric(name: str, modules: Iterable[Module], time: StageTime | None, peak: Peak) -> StageMetric:
-    """One row: the work of ``modules`` measured at ``time`` against ``peak``."""
+def metric(
+    name: str, modules: Iterable[Module], time: StageTime | None, peak: Peak, calibration: Calibration | None = None
+) -> StageMetric:
+    """One row: the work of ``modules`` measured at ``time`` against ``peak`` (and ``calibration``)."""
     mods = tuple(modules)
     cost = Cost()
     for m in mods:
@@ -114,6 +120,8 @@ def metric(name: str, modules: Iterable[Module], time: StageTime | None, peak: P
 
     def util(amount: int, rate: float | None, ns: float | None) -> float | None:
         return amount / (rate * ns * 1e-9) if rate and ns else None
+
+    cal = calibrated_time(_ops(mods), calibration, peak) if calibration is not None else None
 
     return StageMetric(
         stage=name,
@@ -132,6 +140,9 @@ def metric(name: str, modules: Iterable[Module], time: StageTime | None, peak: P
         mbu_wall=util(cost.bytes, bps, t.wall_ns),
         ratio_busy=_ratio(t.gpu_busy_ns, roof.predicted_ns),
         ratio_wall=_ratio(t.wall_ns, roof.predicted_ns),
+        calibrated_ns=cal.ns if cal else None,
+        calibrated_fallback_ns=cal.fallback_ns if cal else None,
+        ratio_calibrated=_ratio(t.gpu_busy_ns, cal.ns) if cal else None,
     )
 
 
@@ -141,7 +152,10 @@ def _sum_times(times: list[StageTime | None], field: str) -> float | None:
 
 
 def stage_metrics(
-    estimate: ModelEstimate | Sequence[ModelEstimate], stage_times: Mapping[str, StageTime], peak: Peak
+    estimate: ModelEstimate | Sequence[ModelEstimate],
+    stage_times: Mapping[str, StageTime],
+    peak: Peak,
+    calibration: Calibration | None = None,
 ) -> list[StageMetric]:
     """MFU/MBU/roofline rows for vision (and its parts sam, clip, projector), prefill, decode and the model.
 
@@ -150,6 +164,7 @@ def stage_metrics(
     ``clip``, ``projector``, ``prefill``, ``decode``) to the measured times of the same work
     (one page, or those pages together); missing stages get ``None`` metrics. The ``model`` row
     sums vision, prefill and decode (its time is known only when all those with work are).
+    With a ``calibration`` each row also gets the calibrated prediction.
     """
     ests = (estimate,) if isinstance(estimate, ModelEstimate) else tuple(estimate)
     rows: list[StageMetric] = []
@@ -172,7 +187,7 @@ def stage_metrics(
         else:
             mods = tuple(m for e in ests for m in e.stage(name).modules)
             time = stage_times.get(name)
-        rows.append(metric(name, mods, time, peak))
+        rows.append(metric(name, mods, time, peak, calibration))
     return rows
 
 
@@ -191,18 +206,24 @@ class ModuleMetric:
     predicted_ops_ns: float | None  #: sum of its operations' roofline times
     measured_ns: float | None
     ratio: float | None  #: measured / predicted_ops_ns
+    calibrated_ns: float | None = None  #: sum of its primitives' calibrated times
+    ratio_calibrated: float | None = None  #: measured / calibrated_ns
 
 
 def module_metrics(
-    estimate: ModelEstimate, peak: Peak, measured_ns: Mapping[str, float] | None = None
+    estimate: ModelEstimate,
+    peak: Peak,
+    measured_ns: Mapping[str, float] | None = None,
+    calibration: Calibration | None = None,
 ) -> list[ModuleMetric]:
-    """Roofline time per module (all stages together), beside measured GPU time per module path if given."""
+    """Roofline (and calibrated) time per module (all stages together), beside measured GPU time if given."""
     measured = measured_ns or {}
     out: list[ModuleMetric] = []
     for row in module_rows(estimate):
         roof = roofline(row.cost, peak)
         got = measured.get(row.path)
         ops_ns = ops_roofline_ns(row.all_ops, peak)
+        cal = calibrated_time(row.all_ops, calibration, peak).ns if calibration is not None else None
         out.append(
             ModuleMetric(
                 row.path,
@@ -216,6 +237,8 @@ def module_metrics(
                 ops_ns,
                 got,
                 _ratio(got, ops_ns),
+                cal,
+                _ratio(got, cal),
             )
         )
     return out

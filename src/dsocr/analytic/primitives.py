@@ -15,6 +15,7 @@ from typing import Final, Literal
 import attrs
 
 from dsocr.analytic.cost import Category, Cost, Op
+from dsocr.analytic.signature import Kernel
 
 #: FLOPs per element of the elementwise and reducing operations.
 LAYERNORM_FLOPS: Final = 7  #: mean, centre, square, sum, scale by rstd, affine mul + add
@@ -45,6 +46,7 @@ def linear(name: str, tokens: int, in_features: int, out_features: int, *, bias:
             params=weights,
             act_bytes=tokens * (in_features + out_features) * b,
         ),
+        ((Kernel.of("linear", rows=tokens, **{"in": in_features}, out=out_features, bias=int(bias)), 1.0),),
     )
 
 
@@ -83,6 +85,22 @@ def conv2d(
             params=weights,
             act_bytes=(inputs + outputs) * b,
         ),
+        (
+            (
+                Kernel.of(
+                    "conv2d",
+                    batch=batch,
+                    cin=in_channels,
+                    cout=out_channels,
+                    size=size,
+                    kernel=kernel,
+                    stride=stride,
+                    padding=padding,
+                    bias=int(bias),
+                ),
+                1.0,
+            ),
+        ),
     )
 
 
@@ -97,36 +115,78 @@ def _elementwise_cost(elements: int, flops_per_element: int, inputs: int, b: int
     )
 
 
-def layer_norm(name: str, tokens: int, dim: int, b: int) -> Op:
-    """LayerNorm (or LayerNorm2d) with weight and bias over ``tokens`` rows of ``dim``."""
-    return Op(name, "normalization", _elementwise_cost(tokens * dim, LAYERNORM_FLOPS, 1, b, params=2 * dim))
+def layer_norm(name: str, tokens: int, dim: int, b: int, *, layout: Literal["last", "2d"] = "last") -> Op:
+    """LayerNorm over the last dim (``last``) or channels-first LayerNorm2d (``2d``): ``tokens`` rows of ``dim``."""
+    return Op(
+        name,
+        "normalization",
+        _elementwise_cost(tokens * dim, LAYERNORM_FLOPS, 1, b, params=2 * dim),
+        ((Kernel.of("layer_norm", rows=tokens, dim=dim, layout=layout), 1.0),),
+    )
 
 
 def rms_norm(name: str, tokens: int, dim: int, b: int) -> Op:
     """RMSNorm with weight over ``tokens`` rows of ``dim``."""
-    return Op(name, "normalization", _elementwise_cost(tokens * dim, RMSNORM_FLOPS, 1, b, params=dim))
+    return Op(
+        name,
+        "normalization",
+        _elementwise_cost(tokens * dim, RMSNORM_FLOPS, 1, b, params=dim),
+        ((Kernel.of("rms_norm", rows=tokens, dim=dim), 1.0),),
+    )
 
 
 def activation(name: str, kind: Activation, elements: int, b: int) -> Op:
     """GELU, QuickGELU or SiLU over ``elements`` values."""
-    return Op(name, "activation", _elementwise_cost(elements, ACTIVATION_FLOPS[kind], 1, b))
+    return Op(
+        name,
+        "activation",
+        _elementwise_cost(elements, ACTIVATION_FLOPS[kind], 1, b),
+        ((Kernel.of("activation", fn=kind, elements=elements), 1.0),),
+    )
 
 
 def gated(name: str, elements: int, b: int) -> Op:
     """SwiGLU's elementwise part ``silu(gate) * up`` producing ``elements`` values."""
-    return Op(name, "activation", _elementwise_cost(elements, GATED_FLOPS, 2, b))
+    return Op(
+        name,
+        "activation",
+        _elementwise_cost(elements, GATED_FLOPS, 2, b),
+        ((Kernel.of("gated", elements=elements), 1.0),),
+    )
 
 
 def elementwise(
     name: str, elements: int, b: int, *, inputs: int = 2, flops: int = 1, category: Category = "other"
 ) -> Op:
     """A generic elementwise operation (residual add, scaling, ...): ``flops`` per output element."""
-    return Op(name, category, _elementwise_cost(elements, flops, inputs, b))
+    return Op(
+        name,
+        category,
+        _elementwise_cost(elements, flops, inputs, b),
+        ((Kernel.of("elementwise", elements=elements, inputs=inputs), 1.0),),
+    )
 
 
-def copy(name: str, elements: int, b: int, *, category: Category = "other") -> Op:
-    """A data movement (padding, concatenation, permutation made contiguous): no FLOPs."""
-    return Op(name, category, _elementwise_cost(elements, 0, 1, b))
+CopyPattern = Literal["concat", "window_partition", "window_unpartition"]
+
+
+def copy(
+    name: str,
+    elements: int,
+    b: int,
+    *,
+    category: Category = "other",
+    pattern: CopyPattern = "concat",
+    window: tuple[int, int, int, int] = (0, 0, 0, 0),
+) -> Op:
+    """A data movement (padding, concatenation, permutation made contiguous): no FLOPs.
+
+    ``pattern`` names what the replica does; the window patterns give ``window = (batch, side,
+    dim, window)`` of SAM's window partition of ``batch`` maps of ``side x side x dim``.
+    """
+    batch, side, dim, win = window
+    sig = Kernel.of("copy", elements=elements, pattern=pattern, batch=batch, side=side, dim=dim, window=win)
+    return Op(name, category, _elementwise_cost(elements, 0, 1, b), ((sig, 1.0),))
 
 
 def parameters(name: str, numel: int, *, category: Category = "embedding") -> Op:
@@ -152,6 +212,7 @@ def embedding_lookup(name: str, tokens: int, vocab: int, dim: int, b: int) -> Op
             params=vocab * dim,
             act_bytes=tokens * dim * b,
         ),
+        ((Kernel.of("embedding", rows=tokens, vocab=vocab, dim=dim), 1.0),),
     )
 
 
@@ -173,12 +234,15 @@ def attention(
     causal: bool = False,
     kv_heads: int | None = None,
     kv_from_cache: bool = False,
+    mask: bool = False,
 ) -> tuple[Op, ...]:
     """Scaled dot-product attention of ``batch`` sequences (or windows).
 
     ``eager`` materializes the scores (``scores``, ``softmax``, ``context``) and computes every
     pair, masked or not; ``sdpa`` is one fused kernel reading Q, K and V once and, when causal,
     skipping the masked pairs. ``kv_from_cache`` counts the K/V reads as KV-cache traffic.
+    ``mask`` marks an additive float mask passed in (SAM's relative-position bias): its reads are
+    counted by :func:`rel_pos`; the signature records it.
     """
     kvh = heads if kv_heads is None else kv_heads
     q_elems = batch * heads * q_len * head_dim
@@ -186,6 +250,18 @@ def attention(
     full = q_len * kv_len
     pairs = causal_pairs(q_len, kv_len) if causal and impl == "sdpa" else full
     per_head_pairs = batch * heads * pairs
+    sig = Kernel.of(
+        "attention",
+        batch=batch,
+        heads=heads,
+        kv_heads=kvh,
+        q=q_len,
+        kv=kv_len,
+        head_dim=head_dim,
+        causal=int(causal),
+        impl=impl,
+        mask=int(mask),
+    )
     if impl == "sdpa":
         kv = kv_elems * b
         fused = Cost(
@@ -196,7 +272,7 @@ def attention(
             write_bytes=q_elems * b,
             act_bytes=(2 * q_elems + kv_elems) * b,
         )
-        return (Op("attention", "attention", fused),)
+        return (Op("attention", "attention", fused, ((sig, 1.0),)),)
     scores = batch * heads * full
     half = kv_elems // 2 * b  # K or V
     qk = Cost(
@@ -219,7 +295,11 @@ def attention(
         write_bytes=q_elems * b,
         act_bytes=(scores + kv_elems // 2 + q_elems) * b,
     )
-    return (Op("scores", "attention", qk), Op("softmax", "attention", soft), Op("context", "attention", av))
+    return (
+        Op("scores", "attention", qk, ((sig, 1.0),)),
+        Op("softmax", "attention", soft),
+        Op("context", "attention", av),
+    )
 
 
 def rel_pos(batch: int, heads: int, q_side: int, k_side: int, head_dim: int, *, b: int, table: int) -> Op:
@@ -242,22 +322,26 @@ def rel_pos(batch: int, heads: int, q_side: int, k_side: int, head_dim: int, *, 
             params=2 * table * head_dim,
             act_bytes=2 * scores * b,
         ),
+        ((Kernel.of("rel_pos", batch=batch, heads=heads, side=q_side, head_dim=head_dim, table=table), 1.0),),
     )
 
 
 def rope(tokens: int, heads: int, kv_heads: int, head_dim: int, b: int) -> Op:
     """Rotary position embedding applied to the queries and keys of ``tokens`` rows."""
     elements = tokens * (heads + kv_heads) * head_dim
-    return Op("rope", "embedding", _elementwise_cost(elements, ROPE_FLOPS, 1, b))
+    sig = Kernel.of("rope", rows=tokens, heads=heads, kv_heads=kv_heads, head_dim=head_dim)
+    return Op("rope", "embedding", _elementwise_cost(elements, ROPE_FLOPS, 1, b), ((sig, 1.0),))
 
 
-def kv_append(batch: int, kv_heads: int, new: int, head_dim: int, b: int) -> Op:
-    """Writing ``new`` positions of K and V into the cache."""
+def kv_append(batch: int, kv_heads: int, new: int, head_dim: int, b: int, *, past: int = 0) -> Op:
+    """Writing ``new`` positions of K and V into a cache holding ``past`` positions."""
     elements = 2 * batch * kv_heads * new * head_dim
+    sig = Kernel.of("kv_append", batch=batch, kv_heads=kv_heads, new=new, past=past, head_dim=head_dim)
     return Op(
         "kv_append",
         "attention",
         Cost(read_bytes=elements * b, kv_write_bytes=elements * b, act_bytes=2 * elements * b),
+        ((sig, 1.0),),
     )
 
 
@@ -275,7 +359,8 @@ def router(tokens: int, hidden: int, experts: int, top_k: int, b: int) -> tuple[
         "routing",
         Cost(other_flops=logits, read_bytes=logits * 4, write_bytes=tokens * top_k * (4 + 8)),
     )
-    return Op("router_logits", "routing", gate.cost), soft, topk
+    sig = Kernel.of("router", rows=tokens, hidden=hidden, experts=experts, top_k=top_k)
+    return Op("router_logits", "routing", gate.cost, ((sig, 1.0),)), soft, topk
 
 
 def experts_touched(assignments: int, experts: int, top_k: int) -> float:
@@ -314,9 +399,10 @@ def routed_experts(tokens: int, hidden: int, intermediate: int, experts: int, to
         params=experts * per_expert - experts * 2 * hidden * intermediate,
         act_bytes=rows * (hidden + intermediate) * b,
     )
+    sig = Kernel.of("routed_experts", rows=tokens, hidden=hidden, inter=intermediate, experts=experts, top_k=top_k)
     return (
-        Op("experts_gate_up", "matmul", gate_up),
-        gated("experts_act", rows * intermediate, b),
+        Op("experts_gate_up", "matmul", gate_up, ((sig, 1.0),)),
+        gated("experts_act", rows * intermediate, b).tagged(None),
         Op("experts_down", "matmul", down),
         Op(
             "experts_combine",

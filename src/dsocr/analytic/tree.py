@@ -6,14 +6,18 @@ from collections.abc import Iterable, Iterator
 
 import attrs
 
-from dsocr.analytic.cost import CATEGORIES, ZERO, Category, Cost, Op
+from dsocr.analytic.cost import CATEGORIES, ZERO, Category, Cost, KernelCounts, Op, add_counts, scale_counts
 
 
 def _merge_ops(a: Iterable[Op], b: Iterable[Op]) -> tuple[Op, ...]:
     merged: dict[str, Op] = {}
     for op in (*a, *b):
         prev = merged.get(op.name)
-        merged[op.name] = op if prev is None else attrs.evolve(prev, cost=prev.cost.merged(op.cost))
+        merged[op.name] = (
+            op
+            if prev is None
+            else attrs.evolve(prev, cost=prev.cost.merged(op.cost), kernels=add_counts(prev.kernels, op.kernels))
+        )
     return tuple(merged.values())
 
 
@@ -118,11 +122,24 @@ def _affine_cost(c0: Cost, c1: Cost, cmax: Cost, n: int, extra: int) -> Cost:
     )
 
 
-def affine_sum(at0: Module, at1: Module, at_max: Module, n: int, extra: int) -> Module:
+def _affine_kernels(k0: KernelCounts, kmax: KernelCounts, n: int, extra: int, span: int) -> KernelCounts:
+    """Signatures of ``n`` runs: those that do not depend on ``x`` ``n`` times; the others interpolated.
+
+    A kernel's time is taken as linear in ``x`` between its signatures at ``x0`` and ``x_max``:
+    ``sum_i t(x_i) = (n - w) t(x0) + w t(x_max)`` with ``w = extra / (x_max - x0)``.
+    """
+    if k0 == kmax or span == 0:
+        return scale_counts(k0, n)
+    w = extra / span
+    return add_counts(scale_counts(k0, n - w), scale_counts(kmax, w))
+
+
+def affine_sum(at0: Module, at1: Module, at_max: Module, n: int, extra: int, span: int = 0) -> Module:
     """Sum of ``n`` runs of a module whose cost is affine in one size ``x`` (the decode context).
 
     ``at0``/``at1`` are the module at ``x0`` and ``x0 + 1``, ``at_max`` at the largest ``x``;
     ``extra = sum(x) - n * x0``. Exact for affine costs: ``n * f(x0) + extra * (f(x0 + 1) - f(x0))``.
+    ``span = x_max - x0`` interpolates the kernel signatures (see :func:`_affine_kernels`).
     """
     if not (at0.path == at1.path == at_max.path and len(at0.ops) == len(at1.ops) == len(at_max.ops)):
         raise ValueError(f"module {at0.path}: structure differs between sizes")
@@ -130,11 +147,15 @@ def affine_sum(at0: Module, at1: Module, at_max: Module, n: int, extra: int) -> 
         at0,
         calls=at0.calls * n,
         ops=tuple(
-            attrs.evolve(o0, cost=_affine_cost(o0.cost, o1.cost, om.cost, n, extra))
+            attrs.evolve(
+                o0,
+                cost=_affine_cost(o0.cost, o1.cost, om.cost, n, extra),
+                kernels=_affine_kernels(o0.kernels, om.kernels, n, extra, span),
+            )
             for o0, o1, om in zip(at0.ops, at1.ops, at_max.ops, strict=True)
         ),
         children=tuple(
-            affine_sum(c0, c1, cm, n, extra)
+            affine_sum(c0, c1, cm, n, extra, span)
             for c0, c1, cm in zip(at0.children, at1.children, at_max.children, strict=True)
         ),
     )

@@ -293,7 +293,7 @@ def _decode(arch: Architecture, w: Workload, b: int, contexts: tuple[int, int, i
 
     at0, at1, atmax = step(first), step(first + 1), step(last)
     extra = total - n * first
-    mods = tuple(affine_sum(m0, m1, mm, n, extra) for m0, m1, mm in zip(at0, at1, atmax, strict=True))
+    mods = tuple(affine_sum(m0, m1, mm, n, extra, last - first) for m0, m1, mm in zip(at0, at1, atmax, strict=True))
     return StageEstimate("decode", mods)
 
 

@@ -26,9 +26,11 @@ from dsocr.analyze.stages import DSOCR, TOP_N, StageTables, analyze_stages, summ
 from dsocr.analyze.trace import Trace
 
 if TYPE_CHECKING:
+    from dsocr.analytic.calibration import Calibration
     from dsocr.analyze.analytic_section import AnalyticResult, PeakFlags
     from dsocr.analyze.attribution import Attribution
     from dsocr.analyze.modules import ModuleAttribution, ModuleTimes
+    from dsocr.analyze.trace import GpuInfo
     from dsocr.analyze.workload_from_run import RunFiles, WorkloadFlags
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput, InputNotFound
@@ -515,8 +517,11 @@ def run_analysis(
     the_peak = trace_peak(gpus, peak or PeakFlags())
     warnings.extend(f"GPU peak: {note}" for note in the_peak.notes)  # unknown GPU, assumed form factor, ...
     work, reason = workloads_for(run, workload or WorkloadFlags(), pages_per_pass(repeats.per_pass))
-    analytic = analytic_section(work, reason, repeats.per_pass, the_peak)
-    mods = combine([r.module_times for r in results if r.module_times is not None], analytic.estimates, the_peak)
+    calibration = find_calibration(peak, run, gpus, warnings)
+    analytic = analytic_section(work, reason, repeats.per_pass, the_peak, calibration)
+    mods = combine(
+        [r.module_times for r in results if r.module_times is not None], analytic.estimates, the_peak, calibration
+    )
     gaps = [
         r.idle_gaps.with_columns(pl.lit(i, dtype=pl.Int64).alias("file"))
         for i, r in enumerate(results)
@@ -538,6 +543,30 @@ def run_analysis(
         modules=mods,
         run=run,
     )
+
+
+def find_calibration(
+    flags: PeakFlags | None, run: RunFiles | None, gpus: Sequence[GpuInfo], warnings: list[str]
+) -> Calibration | None:
+    """``--calibration FILE``, else the run directory's calibration.json, else none.
+
+    A calibration measured on another GPU than the trace's is used but warned about.
+    """
+    from dsocr.analytic.calibration import load_calibration
+
+    path = flags.calibration if flags is not None else None
+    if path is None and run is not None and (run.directory / rundir.CALIBRATION).is_file():
+        path = run.directory / rundir.CALIBRATION
+    if path is None:
+        return None
+    cal = load_calibration(path)
+    trace_gpu = gpus[0].name if gpus else None
+    if cal.gpu and trace_gpu and cal.gpu != trace_gpu:
+        warnings.append(
+            f"calibration {path} was measured on {cal.gpu}, the trace ran on {trace_gpu}: "
+            "its calibrated times may not apply"
+        )
+    return cal
 
 
 def _combine_categories(frames: list[pl.DataFrame]) -> pl.DataFrame:

@@ -10,11 +10,13 @@ by the pages of a pass.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import attrs
 import polars as pl
 
+from dsocr.analytic.calibration import Calibration, required_kernels
 from dsocr.analytic.export import peak_dict, to_json
 from dsocr.analytic.metrics import METRIC_STAGES, StageMetric, StageTime, stage_metrics
 from dsocr.analytic.peaks import Peak, resolve_peak
@@ -33,6 +35,7 @@ class PeakFlags:
     gpu: str | None = None
     tflops: float | None = None
     tbps: float | None = None
+    calibration: Path | None = None  #: ``--calibration FILE`` (default: the run directory's calibration.json)
 
 
 def _capability(text: str | None) -> tuple[int, int] | None:
@@ -83,7 +86,16 @@ def _metric_dict(m: StageMetric, pages: int) -> dict[str, Any]:
     d = attrs.asdict(m)
     d["per_page"] = {
         k: (d[k] / pages if d[k] is not None else None)
-        for k in ("flops", "tensor_flops", "bytes", "predicted_ns", "predicted_ops_ns", "gpu_busy_ns", "wall_ns")
+        for k in (
+            "flops",
+            "tensor_flops",
+            "bytes",
+            "predicted_ns",
+            "predicted_ops_ns",
+            "calibrated_ns",
+            "gpu_busy_ns",
+            "wall_ns",
+        )
     }
     return d
 
@@ -99,14 +111,21 @@ class AnalyticResult:
 
 
 def analytic_section(
-    workload: RunWorkload | None, reason: str | None, per_pass: pl.DataFrame, peak: Peak
+    workload: RunWorkload | None,
+    reason: str | None,
+    per_pass: pl.DataFrame,
+    peak: Peak,
+    calibration: Calibration | None = None,
 ) -> AnalyticResult:
-    """The ``analytic`` document: the model JSON of the first page, per-page digests and ``stage_metrics``."""
+    """The ``analytic`` document: the model JSON of the first page, per-page digests and ``stage_metrics``.
+
+    With a ``calibration`` the stage metrics carry the calibrated prediction too.
+    """
     if workload is None:
         return AnalyticResult({"available": False, "reason": reason, "peak": peak_dict(peak)}, pl.DataFrame(), (), peak)
     ests = tuple(estimate(w) for w in workload.pages)
     times, passes = stage_times(per_pass)
-    rows = stage_metrics(ests, times, peak)
+    rows = stage_metrics(ests, times, peak, calibration)
     n = len(ests)
     metrics = [_metric_dict(m, n) for m in rows]
     model = next(m for m in metrics if m["stage"] == "model")
@@ -119,6 +138,7 @@ def analytic_section(
         "pages": [_page_dict(name, e) for name, e in zip(workload.names, ests, strict=True)],
         "stage_metrics": [{**m, "passes": passes.get(m["stage"], 0)} for m in metrics],
         "model_mfu": {k: model[k] for k in ("mfu_busy", "mfu_wall", "mbu_busy", "mbu_wall")},
+        "calibration": calibration_doc(ests, calibration),
         "note": "stage_metrics are per pass (all pages of one repeat), times the mean over passes; "
         "the model JSON above (workload, stages, modules) is the first page's",
     }
@@ -127,6 +147,22 @@ def analytic_section(
         infer_schema_length=None,
     )
     return AnalyticResult(doc, table, ests, peak)
+
+
+def calibration_doc(ests: Sequence[ModelEstimate], calibration: Calibration | None) -> dict[str, Any] | None:
+    """Where the calibration came from and which of this workload's signatures it lacks."""
+    if calibration is None:
+        return None
+    needed = required_kernels(ests)
+    missing = [k.key for k in needed if k.key not in calibration.times]
+    return {
+        **calibration.describe(),
+        "required": len(needed),
+        "missing": len(missing),
+        "missing_keys": missing[:20],
+        "note": "calibrated_ns = sum over each stage's primitives of count x their GPU time measured alone "
+        "(cold L2, same PyTorch operators as the replica); missing signatures fall back to their roofline time",
+    }
 
 
 def _page_dict(name: str, est: ModelEstimate) -> dict[str, Any]:

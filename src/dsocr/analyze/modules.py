@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 import polars as pl
 
+from dsocr.analytic.calibration import Calibration
 from dsocr.analytic.metrics import module_metrics
 from dsocr.analytic.peaks import Peak
 from dsocr.analytic.workload import ModelEstimate
@@ -149,9 +150,11 @@ class ModuleAttribution:
         }
 
 
-def predicted_modules(estimates: Sequence[ModelEstimate], peak: Peak) -> pl.DataFrame:
+def predicted_modules(
+    estimates: Sequence[ModelEstimate], peak: Peak, calibration: Calibration | None = None
+) -> pl.DataFrame:
     """The analytic module rows summed over the pages of a pass (path, kind, calls, flops, bytes, predicted)."""
-    rows = [attrs.asdict(m) for e in estimates for m in module_metrics(e, peak)]
+    rows = [attrs.asdict(m) for e in estimates for m in module_metrics(e, peak, calibration=calibration)]
     if not rows:
         return pl.DataFrame(schema={"path": pl.String})
     df = pl.DataFrame(rows, infer_schema_length=None).with_row_index("_order")
@@ -165,6 +168,7 @@ def predicted_modules(estimates: Sequence[ModelEstimate], peak: Peak) -> pl.Data
             pl.col("bytes").sum(),
             pl.col("predicted_ns").sum(),
             pl.col("predicted_ops_ns").sum(),
+            pl.when(pl.col("calibrated_ns").is_not_null().any()).then(pl.col("calibrated_ns").sum()),
         )
         .sort("_order")
         .drop("_order")
@@ -172,7 +176,10 @@ def predicted_modules(estimates: Sequence[ModelEstimate], peak: Peak) -> pl.Data
 
 
 def combine(
-    times: Sequence[ModuleTimes], estimates: Sequence[ModelEstimate] = (), peak: Peak | None = None
+    times: Sequence[ModuleTimes],
+    estimates: Sequence[ModelEstimate] = (),
+    peak: Peak | None = None,
+    calibration: Calibration | None = None,
 ) -> ModuleAttribution | None:
     """Mean per pass of every path's measured time over all traces, with the analytic prediction per pass."""
     if not times:
@@ -197,11 +204,14 @@ def combine(
     )
     table = measured
     if estimates and peak is not None:
-        pred = predicted_modules(estimates, peak)
+        pred = predicted_modules(estimates, peak, calibration)
         table = pred.join(measured, on="path", how="full", coalesce=True, maintain_order="left").with_columns(
             pl.when(pl.col("predicted_ops_ns") > 0)
             .then(pl.col("measured_ns") / pl.col("predicted_ops_ns"))
-            .alias("ratio")
+            .alias("ratio"),
+            pl.when(pl.col("calibrated_ns") > 0)
+            .then(pl.col("measured_ns") / pl.col("calibrated_ns"))
+            .alias("ratio_calibrated"),
         )
     module_ns = float(share["module_ns"].sum()) / passes
     total_ns = float(share["total_ns"].sum()) / passes

@@ -1,0 +1,141 @@
+"""Calibrated prediction: the analytic model's primitives timed alone on the GPU, summed per stage/module.
+
+The roofline assumes every kernel reaches the spec peak; eager PyTorch kernels do not (small
+GEMMs, strided broadcasts, routing bookkeeping). ``dsocr calibrate`` runs every kernel signature
+of a workload (:mod:`dsocr.analytic.signature`) alone, at its exact shape, with the PyTorch
+operators the replica uses and a cold L2 cache, and writes ``calibration.json``
+(docs/calibration-schema.md). Here the calibrated time of a set of operations is the sum over
+their signatures of ``count x median time``; a signature the file lacks (or whose measurement
+failed) falls back to the roofline time of its operation and is counted as missing.
+Pure Python: the analysis needs neither torch nor a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+
+from dsocr.analytic.cost import Op
+from dsocr.analytic.peaks import Peak
+from dsocr.analytic.signature import Kernel, unique
+from dsocr.contract.errors import BadInput
+
+if TYPE_CHECKING:
+    from dsocr.analytic.workload import ModelEstimate
+
+SCHEMA: Final = "dsocr.calibration"
+VERSION: Final = 1
+
+
+@attrs.frozen
+class Calibration:
+    """Median GPU time (ns) per kernel signature key, and where it was measured."""
+
+    times: Mapping[str, float]
+    gpu: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    created: str | None = None
+    source: str | None = None  #: the file it was read from
+    failed: Mapping[str, str] = attrs.field(factory=dict)  #: key -> error of signatures that did not run
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance for analysis.json."""
+        return {
+            "source": self.source,
+            "gpu": self.gpu,
+            "device": self.device,
+            "dtype": self.dtype,
+            "created": self.created,
+            "kernels": len(self.times),
+            "failed": len(self.failed),
+        }
+
+
+def parse_calibration(doc: Any, source: str | None = None) -> Calibration:
+    """A :class:`Calibration` from the parsed JSON of a calibration file."""
+    where = source or "calibration"
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise BadInput(
+            f"{where}: not a dsocr calibration file (schema is not {SCHEMA}); make one with `dsocr calibrate`"
+        )
+    if doc.get("version") != VERSION:
+        raise BadInput(
+            f"{where}: calibration version {doc.get('version')!r} is not supported (this dsocr reads {VERSION})"
+        )
+    rows = doc.get("kernels")
+    if not isinstance(rows, list):
+        raise BadInput(f'{where}: calibration file has no "kernels" list; make it again with `dsocr calibrate`')
+    times: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    for row in rows:
+        key = row.get("key") if isinstance(row, dict) else None
+        if not isinstance(key, str):
+            raise BadInput(f'{where}: a calibration entry has no "key"; make the file again with `dsocr calibrate`')
+        ns = row.get("median_ns")
+        if row.get("error") or not isinstance(ns, int | float) or ns <= 0:
+            failed[key] = str(row.get("error") or "no time")
+        else:
+            times[key] = float(ns)
+    return Calibration(times, doc.get("gpu"), doc.get("device"), doc.get("dtype"), doc.get("created"), source, failed)
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """Read a ``calibration.json`` (one-line :class:`BadInput` when it is missing or not one)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"{p}: calibration file not found; make one with `dsocr calibrate --out {p}`") from None
+    except OSError as e:
+        raise BadInput(f"{p}: cannot read the calibration file ({e.strerror})") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadInput(
+            f"{p}: calibration file is not valid JSON (line {e.lineno}); make it again with `dsocr calibrate`"
+        ) from None
+    return parse_calibration(doc, str(p))
+
+
+@attrs.frozen
+class CalibratedTime:
+    """Calibrated time of some operations and how much of it had to fall back to the roofline."""
+
+    ns: float
+    fallback_ns: float  #: part of ``ns`` from roofline times of missing signatures
+    missing: tuple[str, ...]  #: signature keys the calibration lacks
+
+
+def calibrated_time(ops: Iterable[Op], calibration: Calibration, peak: Peak) -> CalibratedTime:
+    """Sum of ``count x calibrated time`` over the operations' signatures (roofline for missing ones)."""
+    from dsocr.analytic.metrics import roofline  # metrics imports this module's users
+
+    total = fallback = 0.0
+    missing: dict[str, None] = {}
+    for op in ops:
+        if not op.kernels:
+            continue
+        for kernel, count in op.kernels:
+            t = calibration.times.get(kernel.key)
+            if t is None:
+                missing[kernel.key] = None
+                roof = roofline(op.cost, peak).predicted_ns or 0.0
+                # the op's cost covers all its counts; share it over its signatures by count
+                share = count / sum(c for _, c in op.kernels) if op.kernels else 1.0
+                fallback += roof * share
+                total += roof * share
+            else:
+                total += count * t
+    return CalibratedTime(total, fallback, tuple(missing))
+
+
+def required_kernels(estimates: Iterable[ModelEstimate]) -> list[Kernel]:
+    """The distinct kernel signatures of some estimates (what ``dsocr calibrate`` must time)."""
+    return unique(
+        k for e in estimates for s in e.stages for m in s.modules for op in m.all_ops() for k, _ in op.kernels
+    )
