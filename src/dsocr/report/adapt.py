@@ -248,12 +248,13 @@ def _stage_views(
         sm = metrics.get(name)
         if sm is not None:
             # dsocr analyze's stage_metrics: already the work of a whole pass (all its pages)
-            a = {k: sm.get(k) for k in ("flops", "bytes", "predicted_ns")}
+            a = {k: sm.get(k) for k in ("flops", "bytes", "predicted_ns", "calibrated_ns")}
             inst = Stat.of([1.0] * max(busy.n, rng.n))
         scale = inst.mean if a else 1.0
         flops = a["flops"] * scale if a.get("flops") else None
         nbytes = a["bytes"] * scale if a.get("bytes") else None
         predicted = a["predicted_ns"] * scale if a.get("predicted_ns") else None
+        calibrated = a["calibrated_ns"] * scale if a.get("calibrated_ns") else None
 
         out.append(
             StageView(
@@ -270,6 +271,7 @@ def _stage_views(
                 flops=flops,
                 bytes=nbytes,
                 predicted_ns=predicted,
+                calibrated_ns=calibrated,
                 mfu_busy=_as(sm, "mfu_busy", _rate(a.get("flops"), inst, peak_flops, busy)) if has_gpu else None,
                 mfu_wall=_as(sm, "mfu_wall", _rate(a.get("flops"), inst, peak_flops, rng)),
                 mbu_busy=_as(sm, "mbu_busy", _rate(a.get("bytes"), inst, peak_bw, busy)) if has_gpu else None,

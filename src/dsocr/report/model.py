@@ -352,6 +352,18 @@ def _analytic_sections(a: Analysis) -> list[tuple[str, tuple[Table, ...]]]:
             ("MBU busy", "mbu_busy", frac),
             ("MBU wall", "mbu_wall", frac),
         ]
+        cal = an.doc.get("calibration")
+        if cal:
+            at = cols.index(("bound", "bound", text))
+            cols[at + 2 : at + 2] = [
+                ("calibrated ms", "calibrated_ns", ms),
+                ("busy / calibrated", "ratio_calibrated", _ratio),
+            ]
+            note += (
+                f" calibrated = sum of the stage's primitives timed alone on {cal.get('gpu')} ({cal.get('source')}, "
+                f"{cal.get('kernels')} signatures, {cal.get('missing')} of {cal.get('required')} needed missing: "
+                "roofline used for those)."
+            )
         rows = an.metrics.filter((pl.col("flops") > 0) | (pl.col("bytes") > 0) | pl.col("gpu_busy_ns").is_not_null())
         out.append(("Analytic model: MFU and MBU per stage", (table("Stage metrics", rows, cols, note=note),)))
     elif an is not None and an.doc.get("reason"):
@@ -366,6 +378,17 @@ def _analytic_sections(a: Analysis) -> list[tuple[str, tuple[Table, ...]]]:
             "operations' roofline times."
         )
         rows = m.table.filter(pl.col("measured_ns").is_not_null()) if "measured_ns" in m.table.columns else m.table
+        mod_cols: list[tuple[str, str, Fmt]] = [
+            ("module", "path", text),
+            ("calls", "calls", num),
+            ("measured ms", "measured_ns", ms),
+            ("self ms", "self_ns", ms),
+            ("predicted ms", "predicted_ops_ns", ms),
+            ("measured / predicted", "ratio", _ratio),
+        ]
+        if "calibrated_ns" in rows.columns and rows["calibrated_ns"].is_not_null().any():
+            mod_cols += [("calibrated ms", "calibrated_ns", ms), ("measured / calibrated", "ratio_calibrated", _ratio)]
+            note += " calibrated = the sum of its primitives timed alone (calibration.json)."
         out.append(
             (
                 "Modules",
@@ -373,15 +396,7 @@ def _analytic_sections(a: Analysis) -> list[tuple[str, tuple[Table, ...]]]:
                     table(
                         "Measured vs predicted GPU time per module",
                         rows,
-                        [
-                            ("module", "path", text),
-                            ("calls", "calls", num),
-                            ("measured ms", "measured_ns", ms),
-                            ("self ms", "self_ns", ms),
-                            ("predicted ms", "predicted_ops_ns", ms),
-                            ("measured / predicted", "ratio", _ratio),
-                            ("FLOPs", "flops", _sci),
-                        ],
+                        [*mod_cols, ("FLOPs", "flops", _sci)],
                         note=note,
                         limit=200,
                     ),

@@ -136,6 +136,16 @@ METRICS: dict[str, tuple[Callable[[ReportView, StageView], float | None], str]] 
     "overhead_drift_unknown": (lambda v, s: s.overhead_frac if s.baseline_drift is None else None, "pct"),
     "baseline_drift": (lambda v, s: s.baseline_drift, "pct"),
     "measured_over_predicted": (lambda v, s: s.measured_over_predicted, "times"),
+    "measured_over_calibrated": (lambda v, s: s.measured_over_calibrated, "times"),
+    # far from the roofline: how far the measured GPU time is from its kernels timed alone (|ratio - 1|)
+    "calibrated_gap": (
+        lambda v, s: (
+            abs(s.measured_over_calibrated - 1)
+            if s.measured_over_calibrated is not None and (s.measured_over_predicted or 0) > 3.0
+            else None
+        ),
+        "pct",
+    ),
     "share_moe_routing": (_cat_share("moe_routing"), "pct"),
     "share_attention": (_cat_share("attention"), "pct"),
     "share_gemm": (_cat_share("gemm"), "pct"),
@@ -251,6 +261,30 @@ RULES: tuple[Rule, ...] = (
         "its kernels are far from the hardware limit, so kernel choice, not hardware, limits it.",
         "The GPU work took more than {threshold} the roofline prediction in {stages}; these kernels are "
         "far from the hardware limit, so kernel choice (fused or better-tuned kernels), not hardware, limits them.",
+    ),
+    Rule(
+        "kernels-explain",
+        "*",
+        "calibrated_gap",
+        "<",
+        0.15,
+        "Far from the roofline, yet its kernels timed alone add up to the measured GPU time of {stage} (off by "
+        "{value}, less than {threshold}): the time is in the kernels themselves, so faster kernels (fused, better "
+        "tuned), not less overhead, would pay; the module table shows which.",
+        "Far from the roofline, yet the kernels timed alone add up to the measured GPU time (off by less than "
+        "{threshold}) in {stages}: the time is in the kernels themselves, so faster kernels (fused, better tuned), "
+        "not less overhead, would pay.",
+    ),
+    Rule(
+        "composition-gap",
+        "*",
+        "measured_over_calibrated",
+        ">",
+        1.3,
+        "The GPU work of {stage} took {value} the time of its kernels timed alone (more than {threshold}): "
+        "something beyond the kernels the model lists (extra copies, cache misses, contention) costs time there.",
+        "The GPU work took more than {threshold} the time of its kernels timed alone in {stages}: something "
+        "beyond the kernels the model lists (extra copies, cache misses, contention) costs time there.",
     ),
     Rule(
         "noisy",

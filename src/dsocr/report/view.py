@@ -115,6 +115,8 @@ class StageView:
     flops: float | None = None  #: analytic FLOPs of one pass
     bytes: float | None = None  #: analytic bytes moved in one pass
     predicted_ns: float | None = None  #: roofline-predicted time of one pass
+    #: calibrated prediction of one pass (its primitives timed alone, calibration.json); None without one
+    calibrated_ns: float | None = None
     mfu_busy: Stat | None = None  #: MFU against GPU busy time
     mfu_wall: Stat | None = None  #: MFU against the range (wall) time
     mbu_busy: Stat | None = None  #: memory-bandwidth utilization against GPU busy time
@@ -152,6 +154,13 @@ class StageView:
         if not self.predicted_ns:
             return None
         return self.gpu_busy_ns.mean / self.predicted_ns
+
+    @property
+    def measured_over_calibrated(self) -> float | None:
+        """Mean GPU busy time over the calibrated prediction (its kernels timed alone)."""
+        if not self.calibrated_ns:
+            return None
+        return self.gpu_busy_ns.mean / self.calibrated_ns
 
     @property
     def overhead_frac(self) -> float | None:
