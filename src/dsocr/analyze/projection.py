@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from dsocr.analyze.attribution import trace_range_index
+from dsocr.analyze.attribution import api_enclosing, trace_range_index
 from dsocr.analyze.stats import duration_stats, round1
 from dsocr.analyze.sweep import as_int, enclosing
 from dsocr.analyze.trace import Trace
@@ -67,19 +67,24 @@ def _per_range_tree(trace: Trace, launches: pl.DataFrame) -> pl.DataFrame:
     threads with partly overlapping ranges come with explicit pairs instead.
     """
     index = trace_range_index(trace)
-    items = trace.api.select("api_id", "global_tid", "start", "end").join(
-        launches.lazy().select("api_id"), on="api_id", how="semi"
-    )
-    enc = enclosing(index, items.collect(), "api_id")
+    enc = api_enclosing(trace)  # every call's, when attribute() ran: reused, not searched again
+    if enc is None:
+        items = trace.api.select("api_id", "global_tid", "start", "end").join(
+            launches.lazy().select("api_id"), on="api_id", how="semi"
+        )
+        enc = enclosing(index, items.collect(), "api_id")
     srt = index.sorted
     n = srt.height
+    call_pos = enc.dense_inner_pos(as_int(launches["api_id"].max() or 0) + 1 if launches.height else 0)
     leaf = (
-        pl.DataFrame({"api_id": enc.ids, "pos": enc.inner_pos})
+        launches.lazy()
+        .select(pl.col("api_id").map_batches(call_pos.gather, return_dtype=pl.UInt32).alias("pos"), "s", "e")
         .drop_nulls("pos")
-        .join(launches, on="api_id")
         .group_by("pos")
         .agg(pl.col("s").min(), pl.col("e").max(), pl.len().cast(pl.Int64).alias("c"))
+        .collect()
     )
+    del call_pos
     first = pl.Series("s", [None] * n, dtype=pl.Int64)
     last = pl.Series("e", [None] * n, dtype=pl.Int64)
     count = pl.Series("c", [0] * n, dtype=pl.Int64)
@@ -182,11 +187,15 @@ def projection_trace(trace: Trace, pairs: pl.DataFrame | None = None) -> pl.Data
 
     Columns: :data:`TRACE_COLUMNS`: ``start``, ``end`` and ``range_ns`` are the CPU range,
     ``gpu_ops`` counts launching API calls, ``children`` the direct children that have GPU
-    work; ordered by projected start. Without ``pairs`` it folds launches up the range tree
-    (least memory); ``pairs`` may pass precomputed ``(api_id, range_id)`` pairs (e.g.
-    ``Attribution.api_ranges``).
+    work; ordered by projected start (then longest first, then ``range_id``). Without ``pairs``
+    it folds launches up the range tree (least memory); ``pairs`` may pass precomputed
+    ``(api_id, range_id)`` pairs (e.g. ``Attribution.api_ranges``).
     """
-    return _instances(trace, pairs, TRACE_COLUMNS).sort(["proj_start", "proj_ns"], descending=[False, True]).collect()
+    return (
+        _instances(trace, pairs, TRACE_COLUMNS)
+        .sort(["proj_start", "proj_ns", "range_id"], descending=[False, True, False])
+        .collect()
+    )
 
 
 def projection_summary(

@@ -233,10 +233,16 @@ class Enclosing:
         return pl.concat([laminar, self.slice_innermost], rechunk=False)
 
     def dense_inner_pos(self, size: int) -> pl.Series:
-        """``inner_pos`` scattered to an array indexed by id (ids are row numbers below ``size``)."""
+        """``inner_pos`` at each id below ``size`` (ids are distinct row numbers; null where an id has none)."""
+        ids, n = self.ids, self.ids.len()
+        if n and ids[0] == 0 and ids[n - 1] == n - 1 and ids.is_sorted() and ids.null_count() == 0:
+            # every id 0..n-1 once, in order (items on properly nested threads): already dense
+            dense = self.inner_pos.head(size).rename("inner_pos")
+            missing = pl.Series("inner_pos", [None] * max(size - n, 0), dtype=pl.UInt32)
+            return pl.concat([dense, missing]) if missing.len() else dense
         out = pl.Series("inner_pos", [None] * size, dtype=pl.UInt32)
-        found = self.inner_pos.is_not_null()
-        return out.scatter(self.ids.filter(found).cast(I64), self.inner_pos.filter(found)) if found.any() else out
+        found = self.inner_pos.is_not_null() & (ids < size)
+        return out.scatter(ids.filter(found).cast(I64), self.inner_pos.filter(found)) if found.any() else out
 
 
 def expand(index: RangeIndex, ids: pl.Series, inner_pos: pl.Series, id_col: str) -> pl.DataFrame:

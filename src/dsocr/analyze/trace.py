@@ -127,3 +127,7 @@ class Trace:
     #: The ranges sorted for the attribution sweep (``dsocr.analyze.sweep.RangeIndex``), built
     #: by the loader; an implementation detail that ``attribute`` reuses.
     range_index: object = attrs.field(default=None, eq=False, repr=False)
+    #: Intermediate results that later steps reuse (the range index of a trace built without
+    #: one, the API calls' enclosing ranges found by ``attribute`` and reused by the projection);
+    #: filled on first use, an implementation detail.
+    cache: dict[str, object] = attrs.field(factory=dict, eq=False, repr=False)
