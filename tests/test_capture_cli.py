@@ -77,6 +77,7 @@ def _flat(text: str) -> str:
         (("--crops", "2by2"), "Invalid value for '--crops' (env var: 'DSOCR_CROPS'): crop grid '2by2' is not WxH"),
         (("--max-new-tokens", "0"), "Invalid value for '--max-new-tokens'"),
         (("--warmup", "-1"), "Invalid value for '--warmup'"),
+        (("--capture-warmup", "-1"), "Invalid value for '--capture-warmup' (env var: 'DSOCR_CAPTURE_WARMUP')"),
         (("--baseline-runs", "-1"), "Invalid value for '--baseline-runs'"),
         (("--dtype", "f8"), "Invalid value for '--dtype' (env var: 'DSOCR_DTYPE'): 'f8' is not a dtype"),
     ],
@@ -138,3 +139,28 @@ def test_baseline_runs_option(
         err
     )
     assert not (tmp_path / "r").exists()
+
+
+def test_capture_warmup_option_reaches_the_driver(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--capture-warmup (default 1, DSOCR_CAPTURE_WARMUP) lands in the driver's settings, next to --warmup."""
+    from dsocr.capture import driver
+
+    seen: list[tuple[int, int]] = []
+
+    def fake(settings: driver.CaptureSettings, reporter: object, **_: object) -> driver.CaptureResult:
+        seen.append((settings.warmup, settings.capture_warmup))
+        return driver.CaptureResult(run_dir=tmp_path / "r", manifest={})
+
+    monkeypatch.setattr(driver, "run_capture", fake)
+    for var in ("DSOCR_WARMUP", "DSOCR_CAPTURE_WARMUP"):
+        monkeypatch.delenv(var, raising=False)
+    argv = ["capture", "--device", "cpu", "--quiet"]
+    assert _run(argv, capsys)[0] == ExitCode.OK
+    assert _run([*argv, "--capture-warmup", "0"], capsys)[0] == ExitCode.OK
+    monkeypatch.setenv("DSOCR_CAPTURE_WARMUP", "3")
+    code, err = _run(argv, capsys)
+    assert (code, err) == (ExitCode.OK, "")  # its own variable, not an old name of DSOCR_WARMUP (no warning)
+    assert _run([*argv, "--capture-warmup", "2", "--warmup", "0"], capsys)[0] == ExitCode.OK
+    assert seen == [(2, 1), (2, 0), (2, 3), (0, 2)]

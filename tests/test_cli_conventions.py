@@ -77,6 +77,7 @@ EXPECTED = {
     ("capture", "--seed"): "DSOCR_SEED",
     ("capture", "--repeats"): "DSOCR_REPEATS",
     ("capture", "--warmup"): "DSOCR_WARMUP",
+    ("capture", "--capture-warmup"): "DSOCR_CAPTURE_WARMUP",
     ("model", "--quiet"): "DSOCR_QUIET",
     ("capture", "--json"): "DSOCR_JSON",
     ("doctor", "--verbose"): "DSOCR_VERBOSE",
@@ -250,6 +251,20 @@ def test_old_names_map_to_options_of_their_command() -> None:
         for old, new in renames.items():
             assert new in own, f"{old} -> {new}: dsocr {command} has no option read from {new}"
             assert old not in current - own, f"{old} is another command's variable"
+
+
+def test_no_old_name_is_a_variable_of_its_own_command() -> None:
+    """An old name that is now an option's variable would set two options (``DSOCR_CAPTURE_WARMUP``
+    was the old name of ``DSOCR_WARMUP``; it is ``--capture-warmup``'s variable now)."""
+    commands = dict(COMMANDS)
+    clashes = []
+    for command, renames in LEGACY_ENVVARS.items():
+        own = {e for p in commands[command].params if isinstance(p, TyperOption) for e in _envvars(p)}
+        clashes += [f"dsocr {command}: {old}" for old in renames if old in own]
+    assert clashes == []
+    assert "DSOCR_CAPTURE_WARMUP" not in LEGACY_ENVVARS["capture"]
+    env = {"DSOCR_CAPTURE_WARMUP": "0"}
+    assert apply_legacy_envvars(["capture"], env) == [] and env == {"DSOCR_CAPTURE_WARMUP": "0"}
 
 
 def test_old_names_apply_only_to_their_command() -> None:

@@ -73,7 +73,12 @@ if crash and (crash == "all" or (baseline and crash in ("baseline", os.path.base
     print("Traceback (most recent call last):", flush=True)
     print("RuntimeError: boom", flush=True)
     sys.exit(1)
-emit("capture_start")
+emit("capture_start", capture_warmup=cfg["capture_warmup"])
+for r in range(cfg["capture_warmup"]):
+    for p in range(len(cfg["pages"])):
+        emit("page_done", warmup=r, page=p)
+if cfg["capture_warmup"]:
+    emit("capture_warmup_done", rounds=cfg["capture_warmup"], seconds=0.5)
 for r in range(cfg["repeats"]):
     for p in range(len(cfg["pages"])):
         emit("page_done", repeat=r, page=p)
@@ -152,7 +157,9 @@ def test_complete_cpu_capture(fake: dict[str, Path]) -> None:
         ("baseline", 4),
         ("analyze", None),
     ]
-    assert rec.events.count(progress.PAGE_DONE) == 12
+    # 3 worker runs (baseline, profiled, baseline), each 1 capture warm-up pass + 2 repeats over 2 pages
+    assert rec.events.count(progress.PAGE_DONE) == 3 * (1 + 2) * 2
+    assert rec.events.count(progress.CAPTURE_WARMUP_DONE) == 3
     m = _manifest(run)
     assert (m["status"], m["failure"], m["analysis"], m["seed"], m["command"]) == (
         "complete",
@@ -162,6 +169,7 @@ def test_complete_cpu_capture(fake: dict[str, Path]) -> None:
         ["dsocr", "capture"],
     )
     assert m["settings"]["repeats"] == 2 and m["settings"]["mode"] == "tiny" and m["settings"]["device"] == "cpu"
+    assert (m["settings"]["warmup"], m["settings"]["capture_warmup"]) == (2, 1)
     assert m["nsys"] == {"path": str(fake["nsys"]), "version": "2025.3.2.474", "found_via": "--nsys"}
     assert [i["name"] for i in m["inputs"]] == ["p1.png", "p2.png"] and len(m["inputs"][0]["sha256"]) == 64
     assert m["ranges"]["dsocr"]["repeat"] == 2 and m["ranges"]["dsocr"]["page"] == 4
@@ -359,8 +367,9 @@ def test_export_run_on_missing_dir(tmp_path: Path) -> None:
     assert exc.value.message == f"{tmp_path / 'gone'}: no such run directory; pass a directory made by `dsocr capture`"
 
 
-def test_worker_config_for_each_pass(fake: dict[str, Path]) -> None:
-    run_capture(_settings(fake, max_new_tokens=5, op_ranges=True, seed=3))
+@pytest.mark.parametrize("capture_warmup", [3, 0])
+def test_worker_config_for_each_pass(fake: dict[str, Path], capture_warmup: int) -> None:
+    run_capture(_settings(fake, max_new_tokens=5, op_ranges=True, seed=3, capture_warmup=capture_warmup))
     prof = json.loads((fake["out"] / "worker-config.json").read_text())
     base = json.loads((fake["out"] / "worker-config-baseline.json").read_text())
     assert prof["capture_range"] == "nvtx" and base["capture_range"] == "none"
@@ -369,6 +378,9 @@ def test_worker_config_for_each_pass(fake: dict[str, Path]) -> None:
         k: v for k, v in base.items() if k not in ("capture_range", "timing_out")
     }
     assert (prof["max_new_tokens"], prof["op_ranges"], prof["seed"], prof["mode"]) == (5, True, 3, "tiny")
+    # the profiled run and the baselines run the same capture warm-up
+    assert (prof["warmup"], prof["capture_warmup"], base["capture_warmup"]) == (2, capture_warmup, capture_warmup)
+    assert _manifest(fake["out"])["settings"]["capture_warmup"] == capture_warmup
     assert prof["pages"] == [str(fake["pages"] / "p1.png"), str(fake["pages"] / "p2.png")]
 
 
@@ -501,6 +513,13 @@ def test_worker_crash_in_the_baseline_before(fake: dict[str, Path], monkeypatch:
     assert (m["status"], m["failure"]["phase"]) == ("failed", "baseline")
     assert not (fake["out"] / "trace.nsys-rep").exists()  # the profiled run never started
     assert m["timing"]["runs"][1]["started"] is None
+
+
+def test_negative_capture_warmup(fake: dict[str, Path]) -> None:
+    with pytest.raises(BadInput) as exc:
+        run_capture(_settings(fake, capture_warmup=-1))
+    assert exc.value.message == "--capture-warmup is -1: it must be 0 or more"
+    assert not fake["out"].exists()
 
 
 def test_negative_baseline_runs(fake: dict[str, Path]) -> None:

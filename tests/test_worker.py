@@ -12,7 +12,7 @@ from PIL import Image
 
 from dsocr.capture import worker
 from dsocr.capture.worker_config import Shrink, WorkerConfig
-from dsocr.capture.worker_ranges import RecordingEmitter, use_emitter
+from dsocr.capture.worker_ranges import RecordingEmitter, emitter, use_emitter
 from dsocr.contract import module_paths as mp
 from dsocr.contract import nvtx_names as names
 from dsocr.contract.errors import BadInput, EnvironmentProblem, ExitCode, InputNotFound, RunFailed
@@ -113,6 +113,7 @@ def test_stage_ranges_nest_in_contract_order(e2e) -> None:
     assert tree[0] == (0, names.WARMUP, None)
     assert tree[1:] == [
         (0, names.CAPTURE, None),
+        (1, names.WARMUP, None),  # the capture warm-up (default 1 pass): first thing inside the capture
         (1, names.REPEAT, 0),
         (2, names.PAGE, 0),
         (3, names.VISION, None),
@@ -154,8 +155,9 @@ def test_module_ranges_are_named_by_contract_paths_and_nest(e2e) -> None:
         mp.decoder_moe_shared(1),
     }
     assert seen == expected == set(doc["model"]["module_ranges"])
-    # only inside the capture (hooks go on after warm-up): 1 prefill + 2 decode steps run each decoder layer 3 times
-    assert sum(1 for _, n, _ in tree if n == mp.decoder_moe_experts(1)) == 3
+    # only inside the capture (hooks go on after the warm-up rounds): the capture warm-up pass and the repeat,
+    # each 1 prefill + 2 decode steps, run each decoder layer 3 times
+    assert sum(1 for _, n, _ in tree if n == mp.decoder_moe_experts(1)) == 2 * 3
     moe_depth = next(d for d, n, _ in tree if n == mp.decoder_moe(1))
     i = next(k for k, (_, n, _) in enumerate(tree) if n == mp.decoder_moe(1))
     assert [(d - moe_depth, n) for d, n, _ in tree[i + 1 : i + 4]] == [
@@ -173,15 +175,130 @@ def narrow_model(monkeypatch):
     return model
 
 
-def test_baseline_without_capture_range_does_the_same_work(page, tmp_path, narrow_model) -> None:
+CALLS = "test.calls"  #: the domain the counting model records its calls in
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, model) -> None:
+    """Record every vision, prefill and decode-step call of ``model`` in the current emitter (domain ``test.calls``)."""
+    cls = type(model)
+    for name in ("encode_views", "prefill", "decode_step"):
+        original = getattr(cls, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            em = emitter()
+            em.push(_name, CALLS)
+            try:
+                return _original(self, *args, **kwargs)
+            finally:
+                em.pop(CALLS)
+
+        monkeypatch.setattr(cls, name, counted)
+
+
+def calls_by_context(rec: RecordingEmitter) -> dict[tuple[str, str], int]:
+    """Model calls per (where, call): where is ``warmup`` (before the capture), ``capture warmup``
+    (the capture warm-up: a ``warmup`` range inside ``capture``, or at the top level after the
+    first one when there is no capture range) or ``repeat``."""
+    out: dict[tuple[str, str], int] = {}
+    stack: list[str] = []
+    warmups = 0
+    for ev in rec.events:
+        if ev.domain == names.DOMAIN:
+            if ev.kind == "push":
+                stack.append(str(ev.name))
+                warmups += ev.name == names.WARMUP
+            else:
+                stack.pop()
+        elif ev.domain == CALLS and ev.kind == "push":
+            if names.REPEAT in stack:
+                where = "repeat"
+            elif names.WARMUP in stack:
+                inside = names.CAPTURE in stack or (warmups > 1 and stack == [names.WARMUP])
+                where = "capture warmup" if inside else "warmup"
+            else:
+                where = "outside"
+            key = (where, str(ev.name))
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def _page_copy(page: Path, tmp: Path) -> Path:
+    other = tmp / "q.png"
+    other.write_bytes(page.read_bytes())
+    return other
+
+
+@pytest.mark.parametrize("passes", [2, 0])
+def test_capture_warmup_runs_whole_passes_inside_the_capture_without_stages(
+    page, tmp_path, narrow_model, passes, capsys, monkeypatch
+) -> None:
+    """2 pages x 2 repeats x 3 tokens: the capture warm-up runs ``passes`` full passes, records nothing."""
     rec = RecordingEmitter()
+    count_calls(monkeypatch, narrow_model)
+    pages = (str(page), str(_page_copy(page, tmp_path)))
+    cfg = config(page, tmp_path, pages=pages, repeats=2, warmup=1, capture_warmup=passes)
     with use_emitter(rec):
-        doc = worker.run(config(page, tmp_path, capture_range="none", repeats=2, warmup=0, max_new_tokens=2))
-    assert doc["profiled"] is False
+        doc = worker.run(cfg, emit_progress=True)
     tree = rec.tree()
-    assert [n for d, n, _ in tree if d == 0] == [names.REPEAT, names.REPEAT]
+    # the capture range opens, then the capture warm-up (when it runs), then the repeats
+    inside = [(d, n) for d, n, _ in tree[1:] if n in (names.CAPTURE, names.WARMUP, names.REPEAT)]
+    warm = [(1, names.WARMUP)] if passes else []
+    assert tree[0] == (0, names.WARMUP, None)
+    assert inside == [(0, names.CAPTURE), *warm, (1, names.REPEAT), (1, names.REPEAT)]
+    # no range at all nested in the capture warm-up (no stage ranges)
+    at = [i for i, (_, n, _) in enumerate(tree) if n == names.WARMUP][1:]
+    assert all(tree[i + 1][0] <= tree[i][0] for i in at)
+    # each repeat and each capture warm-up pass runs both pages: vision, prefill, 2 decode steps
+    pass_work = {"encode_views": 2, "prefill": 2, "decode_step": 4}
+    assert calls_by_context(rec) == {
+        **{("warmup", k): 1 if k != "decode_step" else 2 for k in pass_work},  # one distinct grid
+        **{("capture warmup", k): passes * v for k, v in pass_work.items() if passes},
+        **{("repeat", k): 2 * v for k, v in pass_work.items()},
+    }
+    # timing.json: the repeats' records only, the capture warm-up in setup
+    assert len(doc["records"]) == 2 * (1 + 2 * 9)
+    assert {r["repeat"] for r in doc["records"]} == {0, 1}
+    setup = doc["setup"]
+    assert setup["capture_warmup_rounds"] == passes == doc["config"]["capture_warmup"]
+    assert (setup["capture_warmup_s"] > 0) == (passes > 0)
+    assert setup["capture_wall_s"] > 0 and setup["capture_open_s"] >= 0 and setup["capture_close_s"] >= 0
+    # progress: the capture warm-up's pages, then the repeats'
+    events = [json.loads(line.removeprefix("@dsocr ")) for line in capsys.readouterr().out.splitlines()]
+    middle = [e for e in events if e["event"] in ("capture_start", "capture_warmup_done", "page_done")]
+    assert middle[0] == {"event": "capture_start", "capture_warmup": passes}
+    warm_pages = [{"event": "page_done", "warmup": r, "page": p} for r in range(passes) for p in range(2)]
+    done = [{"event": "capture_warmup_done", "rounds": passes}] if passes else []
+    rest = [{k: v for k, v in e.items() if k != "seconds"} for e in middle[1:]]
+    assert rest == [
+        *warm_pages,
+        *done,
+        *({"event": "page_done", "repeat": r, "page": p} for r in range(2) for p in range(2)),
+    ]
+
+
+def test_baseline_without_capture_range_does_the_same_work(page, tmp_path, narrow_model, monkeypatch) -> None:
+    count_calls(monkeypatch, narrow_model)
+
+    def run(capture_range: str, out: Path) -> tuple[dict, RecordingEmitter]:
+        rec = RecordingEmitter()
+        cfg = config(page, out, capture_range=capture_range, repeats=2, warmup=1, capture_warmup=1, max_new_tokens=2)
+        with use_emitter(rec):
+            return worker.run(cfg), rec
+
+    (tmp_path / "p").mkdir()
+    (tmp_path / "b").mkdir()
+    doc, rec = run("none", tmp_path / "b")
+    profiled, prec = run("nvtx", tmp_path / "p")
+    assert (doc["profiled"], profiled["profiled"]) == (False, True)
+    tree = rec.tree()
+    # the same sequence as the profiled run, without the capture range: warm-up, capture warm-up, repeats
+    assert [n for d, n, _ in tree if d == 0] == [names.WARMUP, names.WARMUP, names.REPEAT, names.REPEAT]
+    assert [(d + 1, n, p) for d, n, p in tree[1:]] == [(d, n, p) for d, n, p in prec.tree()[2:]]
+    assert calls_by_context(rec) == calls_by_context(prec)
+    assert calls_by_context(rec)[("capture warmup", "prefill")] == 1
     assert [p for _, n, p in tree if n == names.DECODE_STEP] == [0, 0]
     assert len(doc["records"]) == 2 * 9
+    assert doc["setup"]["capture_warmup_rounds"] == 1 and doc["setup"]["capture_warmup_s"] > 0
 
 
 def test_out_of_memory_names_the_stage_and_page(page, tmp_path, narrow_model, monkeypatch) -> None:
@@ -190,7 +307,7 @@ def test_out_of_memory_names_the_stage_and_page(page, tmp_path, narrow_model, mo
 
     monkeypatch.setattr(type(narrow_model), "prefill", oom)
     with pytest.raises(RunFailed) as err, use_emitter(RecordingEmitter()):
-        worker.run(config(page, tmp_path, warmup=0))
+        worker.run(config(page, tmp_path, warmup=0, capture_warmup=0))
     assert err.value.message == (
         "CUDA out of memory in repeat 0 page 0 (p.png, tiny 1x1 crops) prefill: use a smaller mode "
         "(--mode base or tiny), fewer crops (--crops none) or a GPU with more free memory"
@@ -198,6 +315,8 @@ def test_out_of_memory_names_the_stage_and_page(page, tmp_path, narrow_model, mo
     assert err.value.exit_code == ExitCode.RUN_FAILED
     with pytest.raises(RunFailed, match=r"in warm-up round 0 page 0 \(p.png, tiny 1x1 crops\) prefill"):
         worker.run(config(page, tmp_path, warmup=1))
+    with pytest.raises(RunFailed, match=r"in capture warm-up pass 0 page 0 \(p.png, tiny 1x1 crops\) prefill"):
+        worker.run(config(page, tmp_path, warmup=0, capture_warmup=1))
 
 
 def test_op_ranges_on_cpu_torch_fail_with_a_clear_message(page, tmp_path) -> None:
@@ -232,6 +351,11 @@ def test_config_round_trip_and_errors(page, tmp_path) -> None:
         WorkerConfig.from_dict({"pages": ["a.png"], "timing_out": "t.json", "colour": 1})
     with pytest.raises(BadInput, match="field repeats is '3', expected int"):
         WorkerConfig.from_dict({"pages": ["a.png"], "timing_out": "t.json", "repeats": "3"})
+    with pytest.raises(BadInput, match="field capture_warmup is True, expected int"):
+        WorkerConfig.from_dict({"pages": ["a.png"], "timing_out": "t.json", "capture_warmup": True})
+    with pytest.raises(BadInput, match="worker config capture_warmup is -1: it must be 0 or more"):
+        config(page, tmp_path, capture_warmup=-1)
+    assert WorkerConfig.from_dict({"pages": ["a.png"], "timing_out": "t.json"}).capture_warmup == 1
     with pytest.raises(BadInput, match="lacks timing_out"):
         WorkerConfig.from_dict({"pages": ["a.png"]})
 

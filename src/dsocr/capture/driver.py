@@ -84,6 +84,8 @@ class CaptureSettings:
     max_new_tokens: int = 32
     prompt_tokens: int = 12
     warmup: int = 2
+    #: Untimed passes over all pages right after the capture range opens (in the baselines too).
+    capture_warmup: int = 1
     model: str = "replica"
     trust_remote_code: bool = False
     device: str = "cuda"
@@ -132,6 +134,7 @@ class CaptureSettings:
             crops=self.crops,
             repeats=self.repeats,
             warmup=self.warmup,
+            capture_warmup=self.capture_warmup,
             max_new_tokens=self.max_new_tokens,
             prompt_tokens=self.prompt_tokens,
             seed=self.seed,
@@ -278,8 +281,9 @@ def _check_settings(settings: CaptureSettings) -> None:
     for name in ("repeats", "max_new_tokens", "prompt_tokens"):
         if getattr(settings, name) < 1:
             raise BadInput(f"--{name.replace('_', '-')} is {getattr(settings, name)}: it must be at least 1")
-    if settings.warmup < 0:
-        raise BadInput(f"--warmup is {settings.warmup}: it must be 0 or more")
+    for name in ("warmup", "capture_warmup"):
+        if getattr(settings, name) < 0:
+            raise BadInput(f"--{name.replace('_', '-')} is {getattr(settings, name)}: it must be 0 or more")
     if settings.baseline_runs < 0:
         raise BadInput(f"--baseline-runs is {settings.baseline_runs}: it must be 0 or more (0: no unprofiled run)")
     if settings.model != "replica" and not Path(settings.model).is_dir():

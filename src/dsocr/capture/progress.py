@@ -14,7 +14,10 @@ Events, in order (fields besides ``event``):
 - ``inputs_ready``: ``pages`` (count), ``repeats``
 - ``model_ready``: ``seconds`` (time to build/load the model), ``warmup`` (rounds about to run)
 - ``warmup_done``: ``rounds``
-- ``capture_start``
+- ``capture_start``: ``capture_warmup`` (passes of the capture warm-up about to run; absent from
+  older workers: none)
+- ``page_done`` during the capture warm-up: ``warmup`` (the pass), ``page``, once per pass x page
+- ``capture_warmup_done``: ``rounds``, ``seconds`` (only when the capture warm-up ran)
 - ``page_done``: ``repeat``, ``page`` (0-based indices), once per repeat x page
 - ``capture_end``
 - ``finished``: ``timing`` (path of the timing file written)
@@ -37,6 +40,7 @@ INPUTS_READY: Final = "inputs_ready"
 MODEL_READY: Final = "model_ready"
 WARMUP_DONE: Final = "warmup_done"
 CAPTURE_START: Final = "capture_start"
+CAPTURE_WARMUP_DONE: Final = "capture_warmup_done"
 PAGE_DONE: Final = "page_done"
 CAPTURE_END: Final = "capture_end"
 FINISHED: Final = "finished"
@@ -48,6 +52,7 @@ EVENTS: Final[tuple[str, ...]] = (
     MODEL_READY,
     WARMUP_DONE,
     CAPTURE_START,
+    CAPTURE_WARMUP_DONE,
     PAGE_DONE,
     CAPTURE_END,
     FINISHED,
@@ -103,9 +108,9 @@ def parse(line: str) -> ProgressEvent | None:
 def worker_step(event: ProgressEvent, counts: dict[str, int], profiled: bool) -> tuple[str, int | None] | None:
     """The worker sub-phase an event starts, as (description, steps or None), or None if it starts none.
 
-    Sub-phases, in order: preparing the inputs, loading the model, warm-up, repeats x pages, and
-    after the pass the timing file (and under nsys its report). ``counts`` keeps what
-    ``inputs_ready`` said (pages, repeats) for the repeats x pages bar.
+    Sub-phases, in order: preparing the inputs, loading the model, warm-up, the capture warm-up
+    (passes x pages, when it runs), repeats x pages, and after the pass the timing file (and under
+    nsys its report). ``counts`` keeps what ``inputs_ready`` said (pages, repeats) for the bars.
     """
     if event.event == STARTED:
         return "preparing the inputs", None
@@ -117,13 +122,21 @@ def worker_step(event: ProgressEvent, counts: dict[str, int], profiled: bool) ->
         what = f"warm-up ({rounds} round{'s' if rounds != 1 else ''})" if rounds is not None else "warm-up"
         return f"{what}, model loaded in {float(event.get('seconds') or 0.0):.1f} s", None
     if event.event == CAPTURE_START:
-        pages, repeats = counts.get("pages", 0), counts.get("repeats", 0)
-        total = pages * repeats
-        return f"{repeats} repeat{'s' if repeats != 1 else ''} x {pages} page{'s' if pages != 1 else ''}", (
-            total or None
-        )
+        passes = int(event.get("capture_warmup") or 0)
+        if passes:
+            return _passes_row("capture warm-up (", passes, "pass", "passes", counts, ")")
+        return _passes_row("", counts.get("repeats", 0), "repeat", "repeats", counts, "")
+    if event.event == CAPTURE_WARMUP_DONE:
+        return _passes_row("", counts.get("repeats", 0), "repeat", "repeats", counts, "")
     if event.event == CAPTURE_END:
         return "writing the timing file", None
     if event.event == FINISHED and profiled:
         return "nsys writing the report", None
     return None
+
+
+def _passes_row(before: str, n: int, one: str, many: str, counts: dict[str, int], after: str) -> tuple[str, int | None]:
+    """``N passes x P pages`` with its bar's total (one step per page)."""
+    pages = counts.get("pages", 0)
+    what = f"{n} {one if n == 1 else many} x {pages} page{'s' if pages != 1 else ''}"
+    return f"{before}{what}{after}", (n * pages) or None

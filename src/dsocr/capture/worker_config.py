@@ -12,9 +12,10 @@ RUN_CONFIG.json`` (under ``nsys profile`` for the profiled pass, bare for the ba
   float32 on the CPU), ``bfloat16``, ``float16``, ``float32``.
 - ``mode``: resolution mode (``tiny`` ... ``gundam-m``, default ``gundam``); ``crops``: ``auto``
   (the vendor's grid choice), ``none``, or a fixed grid ``WxH``.
-- ``repeats`` (3), ``warmup`` rounds before the capture range (2), ``max_new_tokens`` (32: one
-  from prefill, N-1 decode steps), ``prompt_tokens`` (12 fixed ids unless the checkpoint ships a
-  tokenizer), ``seed`` (0).
+- ``repeats`` (3), ``warmup`` rounds before the capture range (2), ``capture_warmup`` passes
+  over all pages right after the capture range opens, untimed (1; 0: none), ``max_new_tokens``
+  (32: one from prefill, N-1 decode steps), ``prompt_tokens`` (12 fixed ids unless the checkpoint
+  ships a tokenizer), ``seed`` (0).
 - ``model``: ``replica`` or a local checkpoint directory; ``trust_remote_code``: run the
   vendor's own code from that directory (needs transformers 4.46.3).
 - ``attn_implementation``: ``sdpa`` (default) or ``eager``.
@@ -81,6 +82,7 @@ class WorkerConfig:
     crops: str = "auto"
     repeats: int = 3
     warmup: int = 2
+    capture_warmup: int = 1
     max_new_tokens: int = 32
     prompt_tokens: int = 12
     seed: int = 0
@@ -118,8 +120,9 @@ class WorkerConfig:
         for name in ("repeats", "max_new_tokens", "prompt_tokens"):
             if getattr(self, name) < 1:
                 raise BadInput(f"worker config {name} is {getattr(self, name)}: it must be at least 1")
-        if self.warmup < 0:
-            raise BadInput(f"worker config warmup is {self.warmup}: it must be 0 or more")
+        for name in ("warmup", "capture_warmup"):
+            if getattr(self, name) < 0:
+                raise BadInput(f"worker config {name} is {getattr(self, name)}: it must be 0 or more")
         if self.capture_range not in CAPTURE_RANGES:
             raise BadInput(
                 f"worker config capture_range {self.capture_range!r} is unknown: use one of {', '.join(CAPTURE_RANGES)}"
@@ -201,6 +204,7 @@ def _check_types(cfg: WorkerConfig, source: str) -> None:
         "crops": str,
         "repeats": int,
         "warmup": int,
+        "capture_warmup": int,
         "max_new_tokens": int,
         "prompt_tokens": int,
         "seed": int,

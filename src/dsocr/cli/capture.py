@@ -167,6 +167,15 @@ def capture(
         int, _opt("--prompt-tokens", "Text prompt length in tokens (fixed ids: no tokenizer offline).", min=1)
     ] = 12,
     warmup: Annotated[int, _opt("--warmup", "Warm-up rounds before the capture range opens.", min=0)] = 2,
+    capture_warmup: Annotated[
+        int,
+        _opt(
+            "--capture-warmup",
+            "Untimed passes over all pages right after the capture range opens (they take the tracer's "
+            "start-up cost off the first repeat; the baselines run them too); 0 none.",
+            min=0,
+        ),
+    ] = 1,
     model: Annotated[str, _opt("--model", "'replica' (exact shapes, random weights) or a checkpoint dir.")] = (
         "replica"
     ),
@@ -227,6 +236,7 @@ def capture(
         max_new_tokens=max_new_tokens,
         prompt_tokens=prompt_tokens,
         warmup=warmup,
+        capture_warmup=capture_warmup,
         model=model,
         trust_remote_code=trust_remote_code,
         device=device,

@@ -38,7 +38,7 @@ _CAPTURE_STEMS: Final = (
     "CROPS",
     "MAX_NEW_TOKENS",
     "PROMPT_TOKENS",
-    "WARMUP",
+    # not WARMUP: DSOCR_CAPTURE_WARMUP is --capture-warmup's own variable now
     "TRUST_REMOTE_CODE",
     "DEVICE",
     "DTYPE",
