@@ -196,12 +196,21 @@ def analyze(
         )
         jtext = dumps(doc) if doc is not None and ("json" in wanted or json_out) else None
         rendered = None
+        summary_md = None
         if doc is not None and ("html" in wanted or "md" in wanted):
             from dsocr.report.adapt import view_from_analysis
-            from dsocr.report.html import render
 
-            rendered = render(view_from_analysis(doc))
-        mtext = _markdown(analysis, rendered, with_plots="html" in wanted) if "md" in wanted else None
+            view = view_from_analysis(doc)
+            if "html" in wanted:
+                from dsocr.report.html import render
+
+                rendered = render(view)
+                summary_md = rendered.summary_md
+            else:  # report.md only needs the summary: no plots, no report.html
+                from dsocr.report.html import render_summary_md
+
+                summary_md = render_summary_md(view)
+        mtext = _markdown(analysis, summary_md, rendered) if "md" in wanted else None
         advance("writing outputs")
         _write(out, wanted, analysis, jtext, mtext, rendered)
 
@@ -211,16 +220,18 @@ def analyze(
         ui.out.print(str(out), markup=False)
 
 
-def _markdown(analysis: Analysis, rendered: Rendered | None, with_plots: bool) -> str:
+def _markdown(analysis: Analysis, summary_md: str | None, rendered: Rendered | None) -> str:
     """report.md: the stakeholder summary and (with the html outputs) the plots first, then the tables."""
     from dsocr.report.markdown import markdown_text, summary_preamble
 
-    if rendered is None:
+    if summary_md is None:
         return markdown_text(analysis)
-    from dsocr.report.html import PLOTS_DIR
+    plots = []
+    if rendered is not None:
+        from dsocr.report.html import PLOTS_DIR
 
-    plots = [(f"{PLOTS_DIR}/{p.id}.svg", p.heading) for p in rendered.plots] if with_plots else []
-    return markdown_text(analysis, summary_preamble(rendered.summary_md, plots))
+        plots = [(f"{PLOTS_DIR}/{p.id}.svg", p.heading) for p in rendered.plots]
+    return markdown_text(analysis, summary_preamble(summary_md, plots))
 
 
 def _write(

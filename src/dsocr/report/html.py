@@ -21,7 +21,7 @@ from markupsafe import Markup, escape
 from dsocr.analyze.categories import LABELS
 from dsocr.contract import rundir
 from dsocr.contract.atomic import atomic_path
-from dsocr.report import plots
+from dsocr.report import jinja, plots
 from dsocr.report import summary as summ
 from dsocr.report.model import distinct_short_names, frac, pipeline_stages
 from dsocr.report.view import KernelView, ReportView, Stat
@@ -107,9 +107,9 @@ def fmt_stat_cell(stat: Stat | None, kind: str = "ms") -> Markup:
 @cache
 def environment() -> jinja2.Environment:
     """The jinja2 environment of the report templates (HTML-escaping for .html templates)."""
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("dsocr.report", "templates"),
-        autoescape=jinja2.select_autoescape(["html", "html.j2"]),
+    env = jinja.environment(
+        "report",
+        autoescape=("html", "html.j2"),
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,

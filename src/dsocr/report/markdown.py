@@ -10,14 +10,15 @@ import jinja2
 
 from dsocr.analyze.analysis import Analysis
 from dsocr.contract import atomic
+from dsocr.report import jinja
 from dsocr.report.model import Document, build_document
 
 TEMPLATE = "report.md.j2"
 
 
 def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("dsocr.report", "templates"),
+    return jinja.environment(
+        "markdown",
         autoescape=False,
         keep_trailing_newline=True,
         trim_blocks=True,
