@@ -222,9 +222,11 @@ def _sam_attention(k: Kernel, device: torch.device, dtype: torch.dtype, impl: st
             )
         else:
             weights = (query * scale) @ key.transpose(-2, -1)
-            weights = weights + bias.reshape_as(weights)
+            weights = weights + bias.view_as(weights)  # the replica's reshape_as copy is timed in rel_pos
             weights = torch.nn.functional.softmax(weights, dtype=torch.float32, dim=-1).to(query.dtype)
-            out = weights @ value
+            weights = torch.nn.functional.dropout(weights, p=0.0, training=False)
+            out = (weights @ value).reshape(batch, heads, side, side, -1)
+            return out.permute(0, 2, 3, 1, 4).reshape(batch, side, side, -1)
         return out.view(batch, heads, side, side, -1).permute(0, 2, 3, 1, 4).reshape(batch, side, side, -1)
 
     return run
@@ -241,23 +243,30 @@ def _attention(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
     if heads % kv_heads:
         raise BadInput(f"{k.key}: heads must be a multiple of kv_heads")
     module: Any = _AttnModule(heads, kv_heads, causal)
-    # the projections' outputs viewed [batch, len, heads, head_dim] and transposed, as CLIP and the decoder do
+    # the projections' outputs viewed [batch, len, heads, head_dim] and transposed, as CLIP and the decoder
+    # do; the decoder's (causal) keys and values come out of its KV cache's torch.cat, contiguous
     query = _randn((batch, q, heads, head_dim), device, dtype).transpose(1, 2)
-    key = _randn((batch, kv, kv_heads, head_dim), device, dtype).transpose(1, 2)
-    value = _randn((batch, kv, kv_heads, head_dim), device, dtype).transpose(1, 2)
+    if causal:
+        key, value = (_randn((batch, kv_heads, kv, head_dim), device, dtype) for _ in range(2))
+    else:
+        key, value = (_randn((batch, kv, kv_heads, head_dim), device, dtype).transpose(1, 2) for _ in range(2))
     scaling = head_dim**-0.5
     if impl == "sdpa":
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-        # transformers' sdpa mask is None here (no padding): SDPA's own is_causal for prefill, none for decode
-        return lambda: sdpa_attention_forward(module, query, key, value, None, scaling=scaling, is_causal=causal)[0]
+        def sdpa() -> Any:
+            # transformers' sdpa mask is None here (no padding): SDPA's own is_causal for prefill, none for decode
+            out = sdpa_attention_forward(module, query, key, value, None, scaling=scaling, is_causal=causal)[0]
+            return out.reshape(batch, q, -1).contiguous()
+
+        return sdpa
     eager = _blocks().eager_attention_forward
     mask = None
     if causal:  # the eager path gets create_causal_mask's additive float mask [batch, 1, q, kv]
         allowed = torch.ones(q, kv, dtype=torch.bool, device=device).tril(kv - q)
         mask = torch.zeros(q, kv, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
         mask = mask.expand(batch, 1, q, kv)
-    return lambda: eager(module, query, key, value, mask, scaling=scaling)[0]
+    return lambda: eager(module, query, key, value, mask, scaling=scaling)[0].reshape(batch, q, -1).contiguous()
 
 
 def _rel_pos(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
@@ -301,13 +310,14 @@ def _kv_append(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
 
     batch, kv_heads, new, head_dim = (_int(k, n, 1) for n in ("batch", "kv_heads", "new", "head_dim"))
     past = _int(k, "past")
-    keys, values = (_randn((batch, kv_heads, new, head_dim), device, dtype) for _ in range(2))
+    # rope's outputs keep the projections' [batch, new, kv_heads, head_dim] layout (transposed views)
+    keys, values = (_randn((batch, new, kv_heads, head_dim), device, dtype).transpose(1, 2) for _ in range(2))
     cached = [_randn((batch, kv_heads, past, head_dim), device, dtype) for _ in range(2)] if past else None
 
     def run() -> Any:
         layer = layer_class()
-        if cached is not None:  # a cache already holding ``past`` positions (no kernel to set it)
-            layer.lazy_initialization(keys, values)
+        if cached is not None:  # a cache already holding ``past`` positions (set without a kernel)
+            layer.dtype, layer.device, layer.is_initialized = dtype, device, True
             layer.keys, layer.values = cached
         return layer.update(keys, values)
 
