@@ -11,7 +11,9 @@ Order (a problem stops the run before the model loads whenever it can be seen ea
 5. ``nsys export --type sqlite`` and the check that the ``dsocr`` ranges reached the trace;
 6. the unprofiled baseline runs planned after it: the same worker again without nsys (the first
    writes ``timing-baseline.json``, the others ``timing-baseline-<k>.json``, see :func:`baseline_plan`);
-7. the manifest's status ``complete``; then the analyzer (a callback) unless ``--no-analyze``.
+7. on a GPU (``--calibrate``, default on there) ``dsocr calibrate`` in its own process: every kernel
+   signature of the pages' workloads timed alone into ``calibration.json`` (a failure is a warning);
+8. the manifest's status ``complete``; then the analyzer (a callback) unless ``--no-analyze``.
 
 Baseline runs on both sides of the profiled pass measure the host's own drift between identical
 unprofiled runs, which the report sets beside the profiler's overhead.
@@ -61,6 +63,8 @@ PHASE_PROFILE: Final = "profile"
 PHASE_EXPORT: Final = "export"
 PHASE_BASELINE: Final = "baseline"
 PHASE_ANALYZE: Final = "analyze"
+PHASE_CALIBRATE: Final = "calibrate"
+CALIBRATE_LOG: Final = "calibrate.log"
 
 #: Where an unprofiled run happens relative to the profiled pass (``timing.runs[].position``).
 BEFORE: Final = "before"
@@ -97,6 +101,9 @@ class CaptureSettings:
     #: after; more alternate (the extra one after).
     baseline_runs: int = 2
     analyze: bool = True
+    #: Time every kernel signature alone (``dsocr calibrate``) into the run's calibration.json:
+    #: None = on for a GPU run, off on the CPU (CPU times say nothing about a GPU trace).
+    calibrate: bool | None = None
     nsys: Path | None = None
     out: Path | None = None
     runs_dir: Path = Path(rundir.RUNS_DIR)
@@ -109,6 +116,13 @@ class CaptureSettings:
     def is_cpu(self) -> bool:
         """Whether the run is on the CPU."""
         return self.device == "cpu"
+
+    @property
+    def calibrates(self) -> bool:
+        """Whether this capture runs ``dsocr calibrate`` after the baselines."""
+        if self.shrink is not None or self.worker_command is not None:
+            return False  # tests' shrunk models: shapes the calibration would not match
+        return (not self.is_cpu) if self.calibrate is None else self.calibrate
 
     @property
     def baselines(self) -> int:
@@ -485,6 +499,32 @@ def _run_baseline(run: _Run, settings: CaptureSettings, b: BaselineRun, n: int, 
         raise worker_failure(base, settings, label, run.dir / BASELINE_LOG)
 
 
+def calibrate_command(settings: CaptureSettings, out: Path) -> list[str]:
+    """``dsocr calibrate`` for the capture's pages and workload, writing ``out``."""
+    cmd = [sys.executable, "-m", "dsocr", "calibrate", "--mode", settings.mode, "--crops", settings.crops]
+    cmd += ["--prompt-tokens", str(settings.prompt_tokens), "--max-new-tokens", str(settings.max_new_tokens)]
+    cmd += ["--device", settings.device, "--dtype", settings.dtype, "--seed", str(settings.seed), "--quiet"]
+    for page in settings.pages:
+        cmd += ["--pages", str(page)]
+    return [*cmd, "--out", str(out)]
+
+
+def _run_calibration(run: _Run, settings: CaptureSettings, rep: Reporter) -> str | None:
+    """Run ``dsocr calibrate`` (no nsys) into the run directory; a warning line if it fails (the capture stands)."""
+    run.phase(PHASE_CALIBRATE)
+    rep.phase(PHASE_CALIBRATE, "timing each kernel signature alone (dsocr calibrate)", None)
+    started = time.perf_counter()
+    cmd = calibrate_command(settings, run.dir / rundir.CALIBRATION)
+    run.manifest["commands"]["calibrate"] = cmd
+    log = run.dir / CALIBRATE_LOG
+    with log.open("w", encoding="utf-8") as fh:
+        done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_worker_env(), check=False)
+    run.timed(PHASE_CALIBRATE, time.perf_counter() - started)
+    if done.returncode != 0:
+        return f"the calibration failed (exit {done.returncode}; see {log}): no calibrated prediction in the report"
+    return None
+
+
 def _worker_command(settings: CaptureSettings, config: Path) -> list[str]:
     base = list(settings.worker_command or (sys.executable, "-m", WORKER_MODULE))
     return [*base, "--config", str(config)]
@@ -612,6 +652,11 @@ def run_capture(
         for b in plan:
             if b.position == AFTER:
                 _run_baseline(run, settings, b, len(plan), total, rep)
+        # 7. each kernel signature timed alone (GPU runs)
+        if settings.calibrates:
+            failed = _run_calibration(run, settings, rep)
+            if failed:
+                warnings.append(failed)
         run.manifest["warnings"] = warnings
         run.finish(manifest_mod.STATUS_COMPLETE)
     except KeyboardInterrupt:

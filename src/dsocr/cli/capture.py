@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import typer
+
 from dsocr.cli._values import crops_value, device_value, dtype_value, mode_value
 from dsocr.cli.app import app
 from dsocr.cli.common import Interrupted, JsonOpt, QuietOpt, Ui, VerboseOpt, option
@@ -210,6 +212,16 @@ def capture(
         ),
     ] = 2,
     no_analyze: Annotated[bool, _opt("--no-analyze", "Capture and export only; no report.")] = False,
+    calibrate: Annotated[
+        bool | None,
+        typer.Option(
+            "--calibrate/--no-calibrate",
+            envvar="DSOCR_CALIBRATE",
+            show_envvar=True,
+            help="Time every kernel signature alone (dsocr calibrate) into calibration.json for the calibrated "
+            "prediction (default: on with a GPU, off with --device cpu).",
+        ),
+    ] = None,
     nsys: Annotated[Path | None, _opt("--nsys", "The nsys executable (or its directory) to use.")] = None,
     out: Annotated[Path | None, _opt("--out", "Run directory (default: RUNS_DIR/<date>-<time>-<gpu>-<mode>).")] = (
         None
@@ -246,6 +258,7 @@ def capture(
         baseline=not no_baseline,
         baseline_runs=baseline_runs,
         analyze=not no_analyze,
+        calibrate=calibrate,
         nsys=nsys,
         out=out,
         runs_dir=runs_dir,
