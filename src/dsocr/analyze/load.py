@@ -23,6 +23,8 @@ from dsocr.analyze.trace import GpuInfo, SchemaVersion, Trace, TraceMeta
 from dsocr.contract.errors import BadInput, InputNotFound
 
 I64 = pl.Int64
+#: ``api.category``: an enum, so that millions of calls carry one byte each, not a string.
+API_CATEGORY = pl.Enum(S.API_CATEGORIES)
 _REPORT_SUFFIXES = (".nsys-rep", ".qdrep", ".qdstrm")
 _HINT = "give an nsys SQLite export (`nsys export --type sqlite REPORT.nsys-rep`) or a parquetdir export"
 
@@ -260,6 +262,11 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool) -> Trace:
 
     api_base, api_names = _api_base(raw["runtime"], strings)
     op_parts, op_names = _ops_base(raw["kernel"], raw["memcpy"], raw["memset"], strings, api_base)
+    syncs = _syncs(raw["sync"], api_base)
+    # launches are matched: ids that fit shrink to 32 bits (the views widen them again)
+    api_base = _narrow(api_base, ("nameId", "correlation_id"))
+    op_parts = [_narrow(part, ("correlation_id", "name_id")) for part in op_parts]
+    del raw["runtime"], raw["kernel"]
 
     nvtx = raw.pop("nvtx")
     analysis = raw["analysis"]
@@ -308,9 +315,23 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool) -> Trace:
         ranges=_ranges_view(ranges_base),
         gpu_ops=_ops_view(op_parts, op_names, strings, lazy_kernel, api_base),
         api=_api_view(api_base, api_names),
-        syncs=_syncs(raw["sync"], api_base),
+        syncs=syncs,
         range_index=index,
     )
+
+
+def _narrow(frame: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:
+    """``frame`` with each int64 column of ``columns`` as int32 where every value fits."""
+    bounds = frame.select(
+        *(pl.col(c).min().alias(f"{c}_lo") for c in columns), *(pl.col(c).max().alias(f"{c}_hi") for c in columns)
+    ).row(0, named=True)
+    fits = [
+        c
+        for c in columns
+        if frame.schema[c] == I64
+        and all(v is None or -(1 << 31) <= as_int(v) < (1 << 31) for v in (bounds[f"{c}_lo"], bounds[f"{c}_hi"]))
+    ]
+    return frame.with_columns(pl.col(c).cast(pl.Int32) for c in fits) if fits else frame
 
 
 def _pid(col: str) -> pl.Expr:
@@ -426,7 +447,7 @@ def _api_base(runtime: pl.DataFrame, strings: pl.DataFrame) -> tuple[pl.DataFram
     category: pl.Expr = pl.lit("other")
     for cat, pattern in reversed(S.API_CATEGORY_PATTERNS):
         category = pl.when(pl.col("name").str.contains(pattern)).then(pl.lit(cat)).otherwise(category)
-    names = names.with_columns(category.alias("category"))
+    names = names.with_columns(category.cast(API_CATEGORY).alias("category"))
     base = runtime.with_row_index("api_id").select(
         pl.col("api_id").cast(pl.UInt32),
         "start",
@@ -444,7 +465,7 @@ def _api_view(base: pl.DataFrame, names: pl.DataFrame) -> pl.LazyFrame:
         "start",
         "end",
         _lookup("nameId", names, "name", default="").alias("name"),
-        "correlation_id",
+        pl.col("correlation_id").cast(I64),
         "global_tid",
         _pid("global_tid").alias("pid"),
         _tid("global_tid").alias("tid"),
@@ -603,7 +624,7 @@ def _ops_view(
         "end",
         "device_id",
         "stream_id",
-        "correlation_id",
+        pl.col("correlation_id").cast(I64),
         "global_pid",
     ]
     gtid = _api_gather(api, "global_tid")
@@ -613,7 +634,7 @@ def _ops_view(
         _api_gather(api, "end").alias("api_end"),
         gtid.alias("global_tid"),
         (gtid % (1 << S.TID_BITS)).alias("tid"),
-        "name_id",
+        pl.col("name_id").cast(I64),
     ]
     kernel_view = kernels.lazy().select(
         *head[:1],

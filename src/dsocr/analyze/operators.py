@@ -37,28 +37,40 @@ def op_ranges_frame(ranges: pl.LazyFrame) -> pl.LazyFrame:
     return ranges.filter(is_op_range(pl.col("message"))).select("range_id", "depth", op, shapes)
 
 
+def op_range_names(ranges: pl.LazyFrame, op_range_ids: pl.LazyFrame) -> pl.LazyFrame:
+    """``op_range_id``, ``operator``, ``input_shapes`` of the distinct ranges in ``op_range_ids``."""
+    op, shapes = parse_op_message(pl.col("message"))
+    wanted = op_range_ids.select(pl.col("op_range_id").alias("range_id")).unique()
+    return ranges.join(wanted, on="range_id", how="semi").select(pl.col("range_id").alias("op_range_id"), op, shapes)
+
+
+def innermost_op_range(op_ranges: pl.LazyFrame, ranges: pl.LazyFrame) -> pl.LazyFrame:
+    """For each GPU op inside an operator range: its innermost one (``op_id``, ``op_range_id``).
+
+    ``op_ranges`` is the attribution long frame (``op_id``, ``range_id``: every enclosing range).
+    """
+    ops = ranges.filter(is_op_range(pl.col("message"))).select("range_id", "depth")
+    return (
+        op_ranges.select("op_id", "range_id")
+        .join(ops, on="range_id", how="inner")
+        .sort("op_id", "depth")
+        .group_by("op_id")
+        .agg(pl.col("range_id").last().alias("op_range_id"))
+    )
+
+
 def innermost_op(op_ranges: pl.LazyFrame, ranges: pl.LazyFrame) -> pl.LazyFrame:
     """For each GPU op inside an operator range: its innermost one.
 
     ``op_ranges`` is the attribution long frame (``op_id``, ``range_id``: every enclosing
     range). Returns ``op_id``, ``op_range_id``, ``operator``, ``input_shapes``.
     """
-    ops = op_ranges_frame(ranges)
-    return (
-        op_ranges.select("op_id", "range_id")
-        .join(ops, on="range_id", how="inner")
-        .sort("op_id", "depth")
-        .group_by("op_id")
-        .agg(
-            pl.col("range_id").last().alias("op_range_id"),
-            pl.col("operator").last(),
-            pl.col("input_shapes").last(),
-        )
-    )
+    ids = innermost_op_range(op_ranges, ranges)
+    return ids.join(op_range_names(ranges, ids), on="op_range_id", how="left")
 
 
-def innermost_op_via_parents(op_innermost: pl.LazyFrame, ranges: pl.LazyFrame) -> pl.LazyFrame:
-    """The same as :func:`innermost_op`, from each op's innermost range of any kind.
+def innermost_op_range_via_parents(op_innermost: pl.LazyFrame, ranges: pl.LazyFrame) -> pl.LazyFrame:
+    """The same as :func:`innermost_op_range`, from each op's innermost range of any kind.
 
     ``op_innermost`` (``op_id``, ``range_id``) names the deepest enclosing range; when that is
     not an operator range (a library range such as CCCL's inside ``aten::sort``) the parent
@@ -77,13 +89,11 @@ def innermost_op_via_parents(op_innermost: pl.LazyFrame, ranges: pl.LazyFrame) -
             "range_id", pl.col("parent_id").alias("_probe")
         )
     nearest = pl.concat(found) if found else pl.DataFrame(schema={"range_id": pl.UInt32, "op_range_id": pl.UInt32})
-    op, shapes = parse_op_message(pl.col("message"))
-    names = ranges.join(
-        nearest.lazy().select(pl.col("op_range_id").alias("range_id")).unique(), on="range_id", how="semi"
-    )
-    return (
-        inner.lazy()
-        .join(nearest.lazy(), on="range_id", how="inner")
-        .select("op_id", "op_range_id")
-        .join(names.select(pl.col("range_id").alias("op_range_id"), op, shapes), on="op_range_id", how="left")
-    )
+    return inner.lazy().join(nearest.lazy(), on="range_id", how="inner").select("op_id", "op_range_id")
+
+
+def innermost_op_via_parents(op_innermost: pl.LazyFrame, ranges: pl.LazyFrame) -> pl.LazyFrame:
+    """The same as :func:`innermost_op`, from each op's innermost range of any kind
+    (see :func:`innermost_op_range_via_parents`)."""
+    ids = innermost_op_range_via_parents(op_innermost, ranges)
+    return ids.join(op_range_names(ranges, ids), on="op_range_id", how="left")

@@ -89,6 +89,9 @@ API_CATEGORY_PATTERNS: Final[tuple[tuple[str, str], ...]] = (
     ("sync", r"Synchronize$"),
 )
 
+#: Every API category, in alphabetical order (the values of the ``api.category`` enum).
+API_CATEGORIES: Final = ("graph", "launch", "memcpy", "memset", "other", "sync")
+
 #: ``cudaLaunchKernel_v7000`` -> ``cudaLaunchKernel``.
 API_VERSION_SUFFIX: Final = r"_v\d+$"
 

@@ -20,7 +20,7 @@ import attrs
 import polars as pl
 
 from dsocr.analyze.categories import category_expr
-from dsocr.analyze.operators import innermost_op, innermost_op_via_parents, is_op_range
+from dsocr.analyze.operators import innermost_op_range, innermost_op_range_via_parents, is_op_range, op_range_names
 from dsocr.analyze.trace import Trace
 from dsocr.contract import nvtx_names as nv
 
@@ -332,9 +332,9 @@ def analyze_stages(
     )
     kern = kern.join(_kernel_categories(kern), on="name", how="left")
     inner = (
-        innermost_op_via_parents(op_innermost, trace.ranges)
+        innermost_op_range_via_parents(op_innermost, trace.ranges)
         if op_innermost is not None
-        else innermost_op(op_r, trace.ranges)
+        else innermost_op_range(op_r, trace.ranges)
     )
     return StageTables(
         mode=mode,
@@ -342,7 +342,7 @@ def analyze_stages(
         summary=summarize(instances),
         categories=_category_table(kern),
         top_kernels=_top_kernels(kern, top_n),
-        operators=_top_operators(ops, inner, ids, top_n),
+        operators=_top_operators(ops, inner, trace.ranges, ids, top_n),
     )
 
 
@@ -469,17 +469,35 @@ def _top_kernels(kern: pl.LazyFrame, top_n: int | None) -> pl.DataFrame:
     )
 
 
-def _top_operators(ops: pl.LazyFrame, inner: pl.LazyFrame, ids: pl.LazyFrame, top_n: int | None) -> pl.DataFrame:
-    """Operators per stage: grouped per stage range first, then summed over the stage's ranges."""
-    per_range = (
+def _top_operators(
+    ops: pl.LazyFrame, inner: pl.LazyFrame, ranges: pl.LazyFrame, ids: pl.LazyFrame, top_n: int | None
+) -> pl.DataFrame:
+    """Operators per stage: per (stage range, operator range) first, named once per operator
+    range, then summed per stage range and operator, then over the stage's ranges.
+
+    ``inner`` maps each op to its innermost operator range (``op_id``, ``op_range_id``).
+    """
+    per_call = (
         ops.select("op_id", "range_id", "kind", "dur")
         .join(inner, on="op_id", how="inner")
-        .group_by("range_id", "operator", "input_shapes")
+        .group_by("range_id", "op_range_id")
         .agg(
-            pl.col("op_range_id").n_unique().alias("calls"),
             (pl.col("kind") == "kernel").sum().alias("kernels"),
             pl.len().alias("gpu_ops"),
             pl.col("dur").sum().alias("gpu_ns"),
+        )
+        .collect()
+    )
+    names = op_range_names(ranges, per_call.lazy().select("op_range_id"))
+    per_range = (
+        per_call.lazy()
+        .join(names, on="op_range_id", how="left")
+        .group_by("range_id", "operator", "input_shapes")
+        .agg(
+            pl.len().alias("calls"),  # distinct operator ranges
+            pl.col("kernels").sum(),
+            pl.col("gpu_ops").sum(),
+            pl.col("gpu_ns").sum(),
         )
     )
     per_stage = (

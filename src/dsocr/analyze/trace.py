@@ -38,9 +38,9 @@ copies, then memsets, each in table order):
 ``api`` (CUDA runtime and driver API calls, one row per call, in table order):
     ``api_id`` (u32, row number), ``start``, ``end`` (i64), ``name`` (str, e.g. ``cudaLaunchKernel``,
     version suffix ``_v7000`` removed), ``correlation_id``, ``global_tid``, ``pid``, ``tid``
-    (i64), ``category`` (str: ``launch``, ``memcpy``, ``memset``, ``sync``, ``graph``,
-    ``other``; ``sync`` is a host-blocking ``*Synchronize`` call, see
-    :data:`dsocr.analyze.schema.API_CATEGORY_PATTERNS`).
+    (i64), ``category`` (enum of str, one byte per call: ``launch``, ``memcpy``, ``memset``,
+    ``sync``, ``graph``, ``other``, ordered alphabetically; ``sync`` is a host-blocking
+    ``*Synchronize`` call, see :data:`dsocr.analyze.schema.API_CATEGORY_PATTERNS`).
 ``syncs`` (CUPTI synchronization records: the host waiting on the device):
     ``start``, ``end`` (i64), ``sync_type`` (str), ``correlation_id``, ``global_pid`` (i64),
     ``api_id`` (u32 or null), ``global_tid`` (i64 or null).
