@@ -17,7 +17,7 @@ run=/tmp/runs/$variant
 start=$(date +%s)
 python3 -m dsocr capture --mode gundam --no-analyze --out "$run" "${args[@]}"
 rc=$?
-echo "capture $variant: rc=$rc in $(( $(date +%s) - start )) s (capture, baseline, export)"
+echo "capture $variant: rc=$rc in $(( $(date +%s) - start )) s (baselines, capture, export, calibration)"
 mkdir -p "$OUT/$variant"
 tar -C "$run" -czf "$OUT/$variant/run-small.tgz" --exclude=trace.sqlite --exclude=trace.nsys-rep .
 xz -T0 -6 -c "$run/trace.sqlite" | split -b 15M -d - "$OUT/$variant/trace.sqlite.xz.part"
