@@ -8,11 +8,15 @@ command line names a command, only that module is imported (start-up time matter
 
 from __future__ import annotations
 
+import errno
 import importlib
+import inspect
 import os
 import pkgutil
 import sys
 import traceback
+from collections.abc import Callable
+from typing import Any, TextIO, cast
 
 import typer
 from typer import _click as click  # typer vendors click
@@ -51,8 +55,42 @@ def _show_usage_error(exc: click.ClickException) -> None:
         rich_utils.rich_format_error(exc)
 
 
+def _commands() -> dict[str, Callable[..., Any]]:
+    """The registered commands by name (typer's naming: the function's, ``_`` -> ``-``)."""
+    return {
+        info.name or info.callback.__name__.replace("_", "-"): info.callback
+        for info in app.registered_commands
+        if info.callback is not None
+    }
+
+
+def _call_direct(argv: list[str]) -> object:
+    """A plain command line of a direct command called without typer's parsing (start-up time, see
+    :mod:`dsocr.cli._direct`); ``NotImplemented`` when typer must run it."""
+    from dsocr.cli._direct import direct_call
+
+    root = app.registered_callback
+    if root is not None and root.callback is not None:
+        if inspect.signature(root.callback).parameters:
+            return NotImplemented
+        root.callback()
+    try:
+        return direct_call(argv, _commands(), os.environ)
+    except KeyboardInterrupt:  # as typer does: Ctrl-C is exit code 130
+        return ExitCode.INTERRUPTED
+    except OSError as exc:  # as typer does: a closed pipe on stdout/stderr is exit code 1, silently
+        if exc.errno != errno.EPIPE:
+            raise
+        sys.stdout = cast(TextIO, click.utils.PacifyFlushWrapper(sys.stdout))
+        sys.stderr = cast(TextIO, click.utils.PacifyFlushWrapper(sys.stderr))
+        return 1
+
+
 def _run(argv: list[str]) -> int:
     """Run the typer app without its own exit handling; the exit code."""
+    result = _call_direct(argv)
+    if result is not NotImplemented:
+        return _exit_code(result)
     try:
         # standalone_mode=False: click returns (--help, typer.Exit) or raises; we print and exit.
         # typer turns Ctrl-C into Exit(130), which comes back here as the return value 130.
@@ -62,6 +100,11 @@ def _run(argv: list[str]) -> int:
     except click.exceptions.ClickException as exc:  # usage errors: exit 2 with click's message
         _show_usage_error(exc)
         return exc.exit_code
+    return _exit_code(result)
+
+
+def _exit_code(result: object) -> int:
+    """A command's (or typer's) result as the exit code: an int as is (130 also prints that), else OK."""
     if isinstance(result, int) and not isinstance(result, bool):
         if result == ExitCode.INTERRUPTED:
             print("dsocr: interrupted", file=sys.stderr)

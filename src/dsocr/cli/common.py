@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Annotated, Any, Final
+from functools import cached_property
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
-from rich.console import Console
 
 from dsocr.contract.errors import DsocrError, ExitCode
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 #: Options whose meaning depends on the command (an output directory or file, an output format, a
 #: rendering depth) or whose name is also a command's (``--pages``, ``--model``): their variable is
@@ -119,11 +122,23 @@ class Ui:
         self.verbose = verbose
         if verbose:
             os.environ["DSOCR_VERBOSE"] = "1"
+
+    # the consoles are made on first use: rich costs start-up time a quiet run need not pay
+    @cached_property
+    def err(self) -> Console:
+        """The console on stderr (progress, messages)."""
+        from rich.console import Console
+
         no_color = bool(os.environ.get("NO_COLOR")) or not sys.stderr.isatty()
-        self.err = Console(stderr=True, no_color=no_color, highlight=False, soft_wrap=True)
-        self.out = Console(
-            no_color=bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty(), highlight=False, soft_wrap=True
-        )
+        return Console(stderr=True, no_color=no_color, highlight=False, soft_wrap=True)
+
+    @cached_property
+    def out(self) -> Console:
+        """The console on stdout (results)."""
+        from rich.console import Console
+
+        no_color = bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()
+        return Console(no_color=no_color, highlight=False, soft_wrap=True)
 
     def info(self, message: str) -> None:
         """A message for people (suppressed by --quiet/--json)."""

@@ -21,7 +21,7 @@ from markupsafe import Markup, escape
 from dsocr.analyze.categories import LABELS
 from dsocr.contract import rundir
 from dsocr.contract.atomic import atomic_path
-from dsocr.report import jinja, plots
+from dsocr.report import jinja
 from dsocr.report import summary as summ
 from dsocr.report.model import distinct_short_names, frac, pipeline_stages
 from dsocr.report.view import KernelView, ReportView, Stat
@@ -57,7 +57,9 @@ def fmt_count(x: float | None) -> str:
 
 def fmt_si(x: float | None, unit: str = "") -> str:
     """1.2e12 -> ``1.2 T<unit>``."""
-    return "n/a" if x is None else plots.svg.si(x, unit)
+    from dsocr.report.plots.svg import si
+
+    return "n/a" if x is None else si(x, unit)
 
 
 def fmt_bytes(x: float | None) -> str:
@@ -145,6 +147,8 @@ class Plot:
 
 def render_plots(view: ReportView) -> tuple[Plot, ...]:
     """The report's six plots, rendered from ``view``."""
+    from dsocr.report import plots  # only the html outputs need them
+
     shown = [s for s in view.stages if s.name != "decode_step"]  # steps are the decode plot's
     stage_rows = [(s.name, s.gpu_busy_ns.mean if s.has_gpu else None, s.range_ns.mean) for s in shown]
     cat_rows: list[tuple[str, list[tuple[str, float]]]] = []
