@@ -24,22 +24,46 @@ KERNEL_COLUMNS = (
 def kernel_summary(trace: Trace, *, by: str = "name") -> pl.DataFrame:
     """Kernels grouped by ``by`` (``name``: demangled, or ``short_name``): NVIDIA's ``cuda_gpu_kern_sum``.
 
-    Sorted as NVIDIA sorts: total time descending, then instances, then name.
+    Sorted as NVIDIA sorts: total time descending, then instances, then name. By ``name``,
+    kernels are grouped by their integer ``name_id`` and the names are looked up once per id
+    (unless two ids carry the same name, when they are grouped by the name itself).
     """
-    dur = (pl.col("end") - pl.col("start")).alias("_dur")
-    summary = (
-        trace.gpu_ops.filter(pl.col("kind") == "kernel")
-        .select(pl.col(by).alias("name"), dur)
-        .group_by("name")
-        .agg(
-            pl.col("_dur").sum().alias("total_ns"),
-            pl.len().cast(pl.Int64).alias("instances"),
-            *duration_stats("_dur"),
-        )
-    )
+    kernels = trace.gpu_ops.filter(pl.col("kind") == "kernel")
+    summary = None
+    if by == "name" and "name_id" in trace.gpu_ops.collect_schema():
+        summary = _by_name_id(trace, kernels)
+    if summary is None:
+        summary = _stats(kernels.select(pl.col(by).alias("name"), _DUR), "name").collect()
     return (
-        summary.with_columns(round1(pl.col("total_ns") * 100.0 / pl.col("total_ns").sum()).alias("time_pct"))
+        summary.lazy()
+        .with_columns(round1(pl.col("total_ns") * 100.0 / pl.col("total_ns").sum()).alias("time_pct"))
         .sort(["total_ns", "instances", "name"], descending=[True, False, False])
         .select(KERNEL_COLUMNS)
         .collect()
     )
+
+
+_DUR = (pl.col("end") - pl.col("start")).alias("_dur")
+
+
+def _stats(frame: pl.LazyFrame, key: str, *extra: pl.Expr) -> pl.LazyFrame:
+    return frame.group_by(key).agg(
+        pl.col("_dur").sum().alias("total_ns"),
+        pl.len().cast(pl.Int64).alias("instances"),
+        *duration_stats("_dur"),
+        *extra,
+    )
+
+
+def _by_name_id(trace: Trace, kernels: pl.LazyFrame) -> pl.DataFrame | None:
+    """The statistics per ``name_id``, named through one op per id; None if two ids share a name."""
+    per_id = _stats(kernels.select("name_id", "op_id", _DUR), "name_id", pl.col("op_id").min().alias("_op")).collect()
+    names = (
+        trace.gpu_ops.filter(pl.col("op_id").is_in(per_id["_op"].implode()))
+        .select(pl.col("op_id").alias("_op"), "name")
+        .collect()
+    )
+    named = per_id.join(names, on="_op", how="left")
+    if named["name"].n_unique() != named.height:
+        return None
+    return named.drop("name_id", "_op")

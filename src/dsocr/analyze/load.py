@@ -25,6 +25,8 @@ from dsocr.contract.errors import BadInput, InputNotFound
 I64 = pl.Int64
 #: ``api.category``: an enum, so that millions of calls carry one byte each, not a string.
 API_CATEGORY = pl.Enum(S.API_CATEGORIES)
+#: ``gpu_ops.kind``.
+OP_KIND = pl.Enum(S.OP_KINDS)
 _REPORT_SUFFIXES = (".nsys-rep", ".qdrep", ".qdstrm")
 _HINT = "give an nsys SQLite export (`nsys export --type sqlite REPORT.nsys-rep`) or a parquetdir export"
 
@@ -347,9 +349,48 @@ def _gpid(col: str) -> pl.Expr:
     return pl.col(col) - pl.col(col) % (1 << S.TID_BITS)
 
 
-def _lookup(key: str, table: pl.DataFrame, value: str, default: str | None = None) -> pl.Expr:
-    """``table[value]`` for ``pl.col(key)`` via a small id -> value table (evaluated only if selected)."""
-    return pl.col(key).replace_strict(table["_sid"], table[value], default=default, return_dtype=table.schema[value])
+#: Widest id range looked up through a dense table (4 bytes per possible id).
+_MAX_LUT = 1 << 22
+
+
+def _lookup(
+    key: str,
+    table: pl.DataFrame,
+    value: str,
+    default: str | None = None,
+    key_dtype: pl.DataType | type[pl.DataType] = I64,
+) -> pl.Expr:
+    """``table[value]`` for ``pl.col(key)`` via a small, unique id (``_sid``) -> value table
+    (evaluated only if selected); ids not in the table, and null ids, give ``default``.
+
+    Ids in a narrow range go through a dense position table (one gather, whatever the chunking
+    of the column); others through ``replace_strict`` (``key_dtype``: the column's dtype, in
+    which the table's ids are given so that the column is not widened row by row).
+    """
+    values = table[value]
+    ids = table["_sid"]
+    lo, hi = ids.min(), ids.max()
+    if lo is not None and hi is not None and as_int(hi) - as_int(lo) < _MAX_LUT:
+        base = as_int(lo)
+        # position of each id in the table; one extra slot (the last) holds the default
+        positions = pl.Series([values.len()] * (as_int(hi) - base + 1), dtype=pl.UInt32).scatter(
+            ids.cast(I64) - base, pl.int_range(values.len(), dtype=pl.UInt32, eager=True)
+        )
+        extended = pl.concat([values, pl.Series([default], dtype=values.dtype)])
+        fallback = values.len()
+
+        def fetch(keys: pl.Series) -> pl.Series:
+            at = keys.cast(I64) - base
+            inside = (at >= 0) & (at < positions.len())
+            pos = positions.gather(at.set(~inside.fill_null(False), None)).fill_null(fallback)
+            return extended.gather(pos)
+
+        return pl.col(key).map_batches(fetch, return_dtype=values.dtype, is_elementwise=True)
+    if key_dtype == pl.Int32:
+        table = table.filter(pl.col("_sid").is_between(-(1 << 31), (1 << 31) - 1))
+    return pl.col(key).replace_strict(
+        table["_sid"].cast(key_dtype), table[value], default=default, return_dtype=table.schema[value]
+    )
 
 
 # ---- ranges ----
@@ -464,12 +505,12 @@ def _api_view(base: pl.DataFrame, names: pl.DataFrame) -> pl.LazyFrame:
         "api_id",
         "start",
         "end",
-        _lookup("nameId", names, "name", default="").alias("name"),
+        _lookup("nameId", names, "name", default="", key_dtype=base.schema["nameId"]).alias("name"),
         pl.col("correlation_id").cast(I64),
         "global_tid",
         _pid("global_tid").alias("pid"),
         _tid("global_tid").alias("tid"),
-        _lookup("nameId", names, "category", default="other").alias("category"),
+        _lookup("nameId", names, "category", default="other", key_dtype=base.schema["nameId"]).alias("category"),
     )
 
 
@@ -519,7 +560,7 @@ def _api_gather(api: pl.DataFrame, column: str) -> pl.Expr:
     def fetch(ids: pl.Series) -> pl.Series:
         return values.gather(ids)
 
-    return pl.col("api_id").map_batches(fetch, return_dtype=values.dtype)
+    return pl.col("api_id").map_batches(fetch, return_dtype=values.dtype, is_elementwise=True)
 
 
 # ---- GPU operations ----
@@ -613,9 +654,13 @@ def _ops_view(
         def fetch(ids: pl.Series) -> pl.Series:
             return lazy.gather(ids, [expr], dtype)
 
-        return pl.col("op_id").map_batches(fetch, return_dtype=dtype)
+        return pl.col("op_id").map_batches(fetch, return_dtype=dtype, is_elementwise=True)
 
-    name = _lookup("name_id", names.rename({"_str": "name"}), "name", default="").alias("name")
+    named = names.rename({"_str": "name"})
+
+    def name(frame: pl.DataFrame) -> pl.Expr:
+        return _lookup("name_id", named, "name", default="", key_dtype=frame.schema["name_id"]).alias("name")
+
     short = pl.col("shortName").replace_strict(strings["_sid"], strings["_str"], default=None, return_dtype=pl.String)
     head: list[pl.Expr | str] = [
         "op_id",
@@ -638,12 +683,12 @@ def _ops_view(
     ]
     kernel_view = kernels.lazy().select(
         *head[:1],
-        pl.lit("kernel").alias("kind"),
+        pl.lit("kernel", OP_KIND).alias("kind"),
         *head[2:4],
         kernel_col(pl.col("deviceId"), I64).alias("device_id"),
         kernel_col(pl.col("streamId"), I64).alias("stream_id"),
         *head[6:8],
-        name,
+        name(kernels),
         kernel_col(short, pl.String).alias("short_name"),
         pl.lit(0, I64).alias("bytes"),
         pl.lit(None, I64).alias("copy_kind"),
@@ -656,10 +701,10 @@ def _ops_view(
     def small_view(frame: pl.DataFrame, kind: str) -> pl.LazyFrame:
         return frame.lazy().select(
             *head[:1],
-            pl.lit(kind).alias("kind"),
+            pl.lit(kind, OP_KIND).alias("kind"),
             *head[2:8],
-            name,
-            name.alias("short_name"),
+            name(frame),
+            name(frame).alias("short_name"),
             "bytes",
             pl.col("copy_kind") if "copy_kind" in frame.columns else pl.lit(None, I64).alias("copy_kind"),
             pl.lit(None, pl.String).alias("grid"),

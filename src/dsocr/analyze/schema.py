@@ -92,6 +92,9 @@ API_CATEGORY_PATTERNS: Final[tuple[tuple[str, str], ...]] = (
 #: Every API category, in alphabetical order (the values of the ``api.category`` enum).
 API_CATEGORIES: Final = ("graph", "launch", "memcpy", "memset", "other", "sync")
 
+#: GPU operation kinds (the values of the ``gpu_ops.kind`` enum).
+OP_KINDS: Final = ("kernel", "memcpy", "memset")
+
 #: ``cudaLaunchKernel_v7000`` -> ``cudaLaunchKernel``.
 API_VERSION_SUFFIX: Final = r"_v\d+$"
 

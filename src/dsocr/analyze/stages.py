@@ -19,8 +19,10 @@ from typing import Final
 import attrs
 import polars as pl
 
+from dsocr.analyze import schema as S
 from dsocr.analyze.categories import category_expr
 from dsocr.analyze.operators import innermost_op_range, innermost_op_range_via_parents, is_op_range, op_range_names
+from dsocr.analyze.sweep import as_int
 from dsocr.analyze.trace import Trace
 from dsocr.contract import nvtx_names as nv
 
@@ -37,7 +39,7 @@ COPY_DTOD: Final = 8
 COPY_PTOP: Final = 10
 
 #: GPU operation kinds (``gpu_ops.kind``) as a small enum.
-OP_KINDS: Final = pl.Enum(["kernel", "memcpy", "memset"])
+OP_KINDS: Final = pl.Enum(S.OP_KINDS)
 
 #: Per-instance count/byte columns that add up over instances (and over passes).
 SUM_METRICS: Final[tuple[str, ...]] = (
@@ -179,7 +181,8 @@ def busy_union(ops: pl.LazyFrame, key: str) -> pl.LazyFrame:
     band = pl.col(key).cast(pl.Int64)
     if (int(s[key].max()) + 1) * span >= 1 << 62:  # type: ignore[arg-type]
         band = pl.col(key).rank("dense").cast(pl.Int64)
-    shifted = s.lazy().with_columns(
+    shifted = s.lazy().select(
+        key,
         (band * span + (pl.col("start") - t0)).alias("_s"),
         (band * span + (pl.col("end") - t0)).alias("_e"),
     )
@@ -187,7 +190,7 @@ def busy_union(ops: pl.LazyFrame, key: str) -> pl.LazyFrame:
     new_part = (pl.col("_e") - pl.max_horizontal("_s", before)).clip(lower_bound=0)
     return (
         shifted.sort("_s")
-        .with_columns(new_part.alias("_new"))
+        .select(key, new_part.alias("_new"))
         .group_by(key)
         .agg(pl.col("_new").sum().cast(pl.Int64).alias("busy_ns"))
     )
@@ -387,8 +390,10 @@ def take_by_id(pairs: pl.LazyFrame, key: str, source: pl.LazyFrame) -> pl.DataFr
     ids = src[key]
     dense = src.height > 0 and ids.null_count() == 0 and ids[0] == 0 and ids[-1] == src.height - 1
     if dense and ids.is_sorted() and ids.n_unique() == src.height:
-        p = p.filter(pl.col(key).is_not_null() & (pl.col(key) < src.height))
-        return pl.concat([p, src.drop(key)[p[key]]], how="horizontal")
+        wanted = p[key]
+        if wanted.null_count() or as_int(wanted.max() or 0) >= src.height:  # else no copy of the pairs
+            p = p.filter(pl.col(key).is_not_null() & (pl.col(key) < src.height))
+        return p.hstack(src.drop(key)[p[key]])
     return p.join(src, on=key, how="inner")
 
 

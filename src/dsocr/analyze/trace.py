@@ -25,7 +25,7 @@ of the export's table; marks and domain/category/thread-name events are not here
     another thread than they started on have depth 0, no parent and enclose nothing.
 ``gpu_ops`` (kernels, memcpys, memsets; one row per GPU operation; kernels first, then
 copies, then memsets, each in table order):
-    ``op_id`` (u32, row number, unique), ``kind`` (str: ``kernel``, ``memcpy``, ``memset``), ``start``,
+    ``op_id`` (u32, row number, unique), ``kind`` (enum of str: ``kernel``, ``memcpy``, ``memset``), ``start``,
     ``end`` (i64), ``device_id``, ``stream_id``, ``correlation_id`` (i64), ``global_pid``,
     ``name`` (str: kernel demangled name; ``[CUDA memcpy Host-to-Device]`` style names for
     copies and ``[CUDA memset]`` for memsets, as nsys prints them), ``short_name`` (str),
