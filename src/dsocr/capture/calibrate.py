@@ -279,7 +279,8 @@ def _measure_one(
     try:
         torch.manual_seed(seed)
         with torch.inference_mode():
-            fn = calibrate_ops.build(kernel, device, dtype)
+            with device:  # modules are built (and initialized) on the device, not copied there
+                fn = calibrate_ops.build(kernel, device, dtype)
             times = timer.run(fn, iterations, warmup)
         return Measured(kernel, round(statistics.median(times)), min(times), max(times), len(times))
     except KeyboardInterrupt:
