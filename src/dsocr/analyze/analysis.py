@@ -7,12 +7,9 @@ layer writes the files, once everything was computed.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import lzma
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -228,6 +225,10 @@ def sample_trace() -> Path:
 
 def _decompress_xz(src: Path) -> Path:
     """Decompress ``src`` into the cache (keyed by its content hash) and return the copy."""
+    import hashlib
+    import lzma
+    import tempfile
+
     h = hashlib.sha256()
     with src.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -299,6 +300,8 @@ PARTIAL_STATUSES: Final = frozenset({"interrupted", "failed", "running"})
 
 def _fingerprint(path: Path) -> tuple[int, str]:
     """Size and a hash of the first and last :data:`FINGERPRINT_BYTES` (equal for copies of one file)."""
+    import hashlib
+
     h = hashlib.sha256()
     size = path.stat().st_size if path.is_file() else -1
     if size < 0:
@@ -314,6 +317,8 @@ def _fingerprint(path: Path) -> tuple[int, str]:
 def distinct_inputs(paths: Sequence[Path]) -> list[Path]:
     """The export of each given path (:func:`resolve_input`); BadInput when two are the same trace."""
     resolved = [resolve_input(p) for p in paths]
+    if len(resolved) < 2:
+        return resolved  # nothing to tell apart (and no file to hash)
     seen: dict[tuple[int, str], tuple[Path, Path]] = {}
     for given, path in zip(paths, resolved, strict=True):
         key = _fingerprint(path)
