@@ -289,8 +289,9 @@ def _decoder_kernels(layer: int, new: int, past: int, impl: str = "sdpa") -> lis
 
 
 def _run_decoder_layer(replica: Replica, layer: int, new: int, past: int) -> Counter[Op]:
-    """One decoder layer as the decoder runs it (position embeddings and cache made outside the recorder)."""
+    """One decoder layer as the decoder runs it (position embeddings, mask and cache made outside the recorder)."""
     from transformers.cache_utils import DynamicCache
+    from transformers.masking_utils import create_causal_mask
 
     decoder = replica.decoder
     cache = DynamicCache(config=decoder.config)
@@ -302,11 +303,18 @@ def _run_decoder_layer(replica: Replica, layer: int, new: int, past: int) -> Cou
         positions = torch.arange(past, past + new).unsqueeze(0)
         hidden = torch.randn(1, new, D.hidden)
         embeddings = decoder.rotary_emb(hidden, positions)
+        mask = create_causal_mask(
+            config=decoder.config,
+            inputs_embeds=hidden,
+            attention_mask=None,
+            past_key_values=cache,
+            position_ids=positions,
+        )
     block = decoder.layers[layer]
     return recorded(
         lambda: block(
             hidden,
-            attention_mask=None,
+            attention_mask=mask,
             position_ids=positions,
             past_key_values=cache,
             use_cache=True,
@@ -318,6 +326,14 @@ def _run_decoder_layer(replica: Replica, layer: int, new: int, past: int) -> Cou
 @pytest.mark.parametrize(("layer", "new", "past"), [(0, 9, 0), (1, 9, 0), (0, 1, 9), (1, 1, 12)])
 def test_decoder_layers_prefill_and_decode(replica: Replica, layer: int, new: int, past: int) -> None:
     assert_same_ops(_run_decoder_layer(replica, layer, new, past), builders(_decoder_kernels(layer, new, past)))
+
+
+@pytest.mark.parametrize(("layer", "new", "past"), [(0, 9, 0), (1, 1, 12)])
+def test_eager_decoder_layers_with_the_causal_mask(layer: int, new: int, past: int) -> None:
+    eager = build_replica(SMOKE_ARCH, device="cpu", attn_implementation="eager")
+    assert_same_ops(
+        _run_decoder_layer(eager, layer, new, past), builders(_decoder_kernels(layer, new, past, impl="eager"))
+    )
 
 
 def test_embedding_and_lm_head(replica: Replica) -> None:
