@@ -239,3 +239,16 @@ def test_connectorx_frames_equal_the_pyarrow_route(cpu_sqlite: Path) -> None:
             assert got.equals(want, null_equal=True), (table, sql)
             compared += 1
     assert compared > 20
+
+
+def test_finish_skips_the_select_only_when_nothing_changes() -> None:
+    from dsocr.analyze.readers import _finish
+
+    df = pl.DataFrame({"a": [1, 2], "b": ["x", None]})
+    assert _finish(df, {"a": pl.Int64, "b": pl.String}) is df
+    narrowed = _finish(df, {"a": pl.Int32, "b": pl.String, "c": pl.Int64})
+    assert narrowed.schema == pl.Schema({"a": pl.Int32, "b": pl.String, "c": pl.Int64})
+    assert narrowed["c"].null_count() == 2
+    assert _finish(df, {"b": pl.String, "a": pl.Int64}).columns == ["b", "a"]  # order as requested
+    when = pl.DataFrame({"t": [1]}).with_columns(pl.col("t").cast(pl.Datetime("ns")))
+    assert _finish(when, {"t": pl.Datetime}).dtypes == [pl.Datetime("us")]  # not fully given: cast as before

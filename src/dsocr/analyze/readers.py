@@ -63,6 +63,11 @@ class TableSource(Protocol):
 
 
 def _finish(df: pl.DataFrame, columns: Columns) -> pl.DataFrame:
+    try:
+        if df.schema == pl.Schema(columns):
+            return df  # already exactly the requested columns and dtypes
+    except TypeError:  # a dtype not fully given (pl.Datetime, pl.List): the casts below settle it
+        pass
     exprs = [
         (pl.col(name) if name in df.columns else pl.lit(None)).cast(dtype).alias(name)
         for name, dtype in columns.items()
