@@ -54,7 +54,8 @@ def test_plain_analyze_run_skips_html_pydantic_rich_pyarrow(cpu_sqlite: Path, tm
         "import sys, json\n"
         "from dsocr.cli import main\n"
         "try:\n"
-        f"    main(['analyze', {str(cpu_sqlite)!r}, '--out', {str(tmp_path / 'out')!r}, '-q', '-f', 'json,md,sqlite'])\n"
+        f"    main(['analyze', {str(cpu_sqlite)!r}, '--out', {str(tmp_path / 'out')!r}, '-q', "
+        "'-f', 'json,md,sqlite'])\n"
         "except SystemExit as exc:\n"
         "    assert exc.code == 0, exc.code\n"
         f"print(json.dumps(sorted(m for m in sys.modules if m.startswith({NOT_FOR_ANALYZE!r}))))\n"
@@ -252,3 +253,39 @@ def test_finish_skips_the_select_only_when_nothing_changes() -> None:
     assert _finish(df, {"b": pl.String, "a": pl.Int64}).columns == ["b", "a"]  # order as requested
     when = pl.DataFrame({"t": [1]}).with_columns(pl.col("t").cast(pl.Datetime("ns")))
     assert _finish(when, {"t": pl.Datetime}).dtypes == [pl.Datetime("us")]  # not fully given: cast as before
+
+
+# ---------------------------------------------------------------------------------------------
+# the command-line run ends without the interpreter's teardown, output complete
+
+
+def test_quick_exit_keeps_output_codes_and_atexit(cpu_sqlite: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "DSOCR_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "dsocr", "analyze", str(cpu_sqlite), "-o", str(tmp_path / "o"), "-f", "json", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == json.loads((tmp_path / "o" / "analysis.json").read_text())  # flushed whole
+    failed = subprocess.run(
+        [sys.executable, "-m", "dsocr", "analyze", str(tmp_path / "missing.sqlite")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert failed.returncode == 3
+    assert failed.stderr.startswith("dsocr: error: ")
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('atexit handler ran', flush=True))\n"
+        f"sys.argv = ['dsocr', 'analyze', {str(tmp_path / 'missing.sqlite')!r}]\n"
+        "from dsocr.cli import main\n"
+        "main()\n"
+    )
+    handled = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert handled.returncode == 3
+    assert handled.stdout == "atexit handler ran\n"

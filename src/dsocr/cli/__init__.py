@@ -16,7 +16,7 @@ import pkgutil
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any, TextIO, cast
+from typing import Any, Final, NoReturn, TextIO, cast
 
 import typer
 from typer import _click as click  # typer vendors click
@@ -139,4 +139,25 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         code = ExitCode.INTERNAL
+    if argv is None and args[:1] and args[0] in QUICK_EXIT_COMMANDS:
+        _quick_exit(code)
     sys.exit(code)
+
+
+#: Commands whose process, run from the command line, ends without the interpreter's teardown.
+QUICK_EXIT_COMMANDS: Final = frozenset({"analyze"})
+
+
+def _quick_exit(code: int) -> NoReturn:
+    """End the process at once: run the atexit handlers, flush stdout and stderr, then skip the interpreter's
+    teardown (freeing every module and object one by one took about 35 ms after analyzing the H100 fixture;
+    the OS frees the memory at once). For commands that leave no thread running and every file closed."""
+    import atexit
+
+    try:
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # stdout closed early (| head): what Python's own exit reports then
+        code = code or 120
+    os._exit(code)
