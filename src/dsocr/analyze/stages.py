@@ -222,76 +222,49 @@ def analyze_stages(
     ids = inst.lazy().select("range_id", "stage")
     op_r = op_ranges if op_ranges is not None else _empty_ids("op_id")
     api_r = api_ranges if api_ranges is not None else _empty_ids("api_id")
+    # one nesting depth of stage ranges at a time: a call or op is in at most one stage range of
+    # a depth per thread, so each pass holds about one row per call or op
+    levels = [
+        inst.lazy().filter(pl.col("depth") == d).select("range_id")
+        for d in (sorted(inst["depth"].unique().to_list()) or [0])
+    ]
 
-    api_pairs = api_r.join(ids, on="range_id", how="semi")
     api_kind = trace.api.select(
         "api_id",
         pl.col("category").is_in(["launch", "graph"]).alias("_launch"),
         (pl.col("category") == "sync").alias("_sync"),
-    )
-    api = take_by_id(api_pairs, "api_id", api_kind).lazy()  # API parts first, freed before the op rows
-    api_metrics = api.group_by("range_id").agg(
-        pl.len().alias("api_calls"),
-        pl.col("_launch").sum().alias("launches"),
-        pl.col("_sync").sum().alias("sync_calls"),
-    )
-    sync_api = api.filter(pl.col("_sync")).select("range_id", "api_id")
-    sync_rec = (
-        trace.syncs.select("api_id")
-        .filter(pl.col("api_id").is_not_null())
-        .join(api.select("api_id", "range_id"), on="api_id", how="inner")
-    )
-    rec_metrics = sync_rec.group_by("range_id").agg(pl.len().alias("sync_records"))
-    syncs = (
-        pl.concat([sync_api, sync_rec.select("range_id", "api_id")])
-        .group_by("range_id")
-        .agg(pl.col("api_id").n_unique().alias("syncs"))
-    )
+    ).collect()
+    sync_ids = trace.syncs.select("api_id").filter(pl.col("api_id").is_not_null()).collect()
+    api_parts: list[list[pl.DataFrame]] = [[], [], []]
+    for level in levels:
+        api = take_by_id(api_r.join(level, on="range_id", how="semi"), "api_id", api_kind.lazy()).lazy()
+        for i, part in enumerate(_api_metrics(api, sync_ids)):
+            api_parts[i].append(part)
+        del api
+    del api_kind, api_r, api_ranges
 
-    api_parts = [part.collect() for part in (api_metrics, rec_metrics, syncs)]
-    del api, api_metrics, sync_api, sync_rec, rec_metrics, syncs, api_pairs, api_r, api_ranges
-
-    # (op, stage range) pairs with the op's columns; kernel names are long strings, so ops carry
+    # (op, stage range) rows with the op's columns; kernel names are long strings, so ops carry
     # the integer ``name_id`` and the names are looked up once per distinct kernel at the end
     name_id = _name_id(trace)
-    op_cols = trace.gpu_ops.select("op_id", pl.col("kind").cast(OP_KINDS), "start", "end", name_id)
-    stage_pairs = op_r.join(ids, on="range_id", how="semi")
-    op_rows = take_by_id(stage_pairs, "op_id", op_cols)
-    ops = op_rows.lazy().with_columns((pl.col("end") - pl.col("start")).alias("dur"))
-    is_k = pl.col("kind") == "kernel"
-    is_c = pl.col("kind") == "memcpy"
-
-    op_metrics = ops.group_by("range_id").agg(
-        pl.len().alias("gpu_ops"),
-        is_k.sum().alias("kernels"),
-        is_c.sum().alias("memcpys"),
-        (pl.col("kind") == "memset").sum().alias("memsets"),
-        pl.col("dur").filter(is_k).sum().alias("kernel_ns"),
-        (pl.col("end").max() - pl.col("start").min()).alias("gpu_span_ns"),
-    )
+    op_cols = trace.gpu_ops.select("op_id", pl.col("kind").cast(OP_KINDS), "start", "end", name_id).collect()
     # copies and memsets are few: their bytes come from a small frame of their own
-    copies = trace.gpu_ops.filter(pl.col("kind") != "kernel").select("op_id", "kind", "bytes", "copy_kind")
-    is_copy = pl.col("kind") == "memcpy"
-
-    def copy_bytes(kind: int) -> pl.Expr:
-        return pl.col("bytes").filter(is_copy & (pl.col("copy_kind") == kind)).sum()
-
-    copy_metrics = (
-        stage_pairs.join(copies, on="op_id")
-        .group_by("range_id")
-        .agg(
-            (is_copy & (pl.col("copy_kind") == COPY_DTOH)).sum().alias("d2h_copies"),
-            copy_bytes(COPY_HTOD).alias("h2d_bytes"),
-            copy_bytes(COPY_DTOH).alias("d2h_bytes"),
-            copy_bytes(COPY_DTOD).alias("d2d_bytes"),
-            copy_bytes(COPY_PTOP).alias("p2p_bytes"),
-            pl.col("bytes").filter(pl.col("kind") == "memset").sum().alias("memset_bytes"),
-        )
-    )
-    busy = busy_union(ops, "range_id").rename({"busy_ns": "gpu_busy_ns"})
+    copies = trace.gpu_ops.filter(pl.col("kind") != "kernel").select("op_id", "kind", "bytes", "copy_kind").collect()
+    inner = (
+        innermost_op_range_via_parents(op_innermost, trace.ranges)
+        if op_innermost is not None
+        else innermost_op_range(op_r, trace.ranges)
+    ).collect()
+    op_parts: list[list[pl.DataFrame]] = [[], [], [], [], []]
+    for level in levels:
+        op_rows = take_by_id(op_r.join(level, on="range_id", how="semi"), "op_id", op_cols.lazy())
+        for i, part in enumerate(_op_metrics(op_rows, copies, inner)):
+            op_parts[i].append(part)
+        del op_rows
+    del op_cols, copies, inner
+    op_metrics, copy_metrics, busy, per_name, per_call = (pl.concat(p, how="vertical_relaxed") for p in op_parts)
 
     lf = inst.lazy()
-    for part in (op_metrics.collect(), copy_metrics.collect(), busy.collect(), *api_parts):
+    for part in (op_metrics, copy_metrics, busy, *(pl.concat(p, how="vertical_relaxed") for p in api_parts)):
         lf = lf.join(part.lazy(), on="range_id", how="left")
     lf = lf.with_columns(
         (pl.col("end") - pl.col("start")).alias("cpu_ns"),
@@ -324,9 +297,7 @@ def analyze_stages(
 
     kern = _named(
         trace,
-        ops.filter(is_k)
-        .group_by("range_id", "name_id")
-        .agg(pl.len().alias("instances"), pl.col("dur").sum().alias("total_ns"), pl.col("op_id").min())
+        per_name.lazy()
         .join(ids, on="range_id", how="inner")
         .group_by("stage", "name_id")
         .agg(pl.col("instances").sum(), pl.col("total_ns").sum(), pl.col("op_id").min())
@@ -334,19 +305,92 @@ def analyze_stages(
         name_id,
     )
     kern = kern.join(_kernel_categories(kern), on="name", how="left")
-    inner = (
-        innermost_op_range_via_parents(op_innermost, trace.ranges)
-        if op_innermost is not None
-        else innermost_op_range(op_r, trace.ranges)
-    )
     return StageTables(
         mode=mode,
         instances=instances,
         summary=summarize(instances),
         categories=_category_table(kern),
         top_kernels=_top_kernels(kern, top_n),
-        operators=_top_operators(ops, inner, trace.ranges, ids, top_n),
+        operators=_top_operators(per_call, trace.ranges, ids, top_n),
     )
+
+
+def _api_metrics(api: pl.LazyFrame, sync_ids: pl.DataFrame) -> list[pl.DataFrame]:
+    """Per stage range: API call counts, sync records and distinct syncing calls.
+
+    ``api``: (``api_id``, ``range_id``, ``_launch``, ``_sync``) rows; ``sync_ids``: the
+    ``api_id`` of every synchronization record.
+    """
+    counts = api.group_by("range_id").agg(
+        pl.len().alias("api_calls"),
+        pl.col("_launch").sum().alias("launches"),
+        pl.col("_sync").sum().alias("sync_calls"),
+    )
+    sync_api = api.filter(pl.col("_sync")).select("range_id", "api_id")
+    sync_rec = sync_ids.lazy().join(api.select("api_id", "range_id"), on="api_id", how="inner")
+    records = sync_rec.group_by("range_id").agg(pl.len().alias("sync_records"))
+    syncs = (
+        pl.concat([sync_api, sync_rec.select("range_id", "api_id")])
+        .group_by("range_id")
+        .agg(pl.col("api_id").n_unique().alias("syncs"))
+    )
+    return pl.collect_all([counts, records, syncs])
+
+
+def _op_metrics(op_rows: pl.DataFrame, copies: pl.DataFrame, inner: pl.DataFrame) -> list[pl.DataFrame]:
+    """Per stage range from its (op, range) rows: op counts and times, copy bytes, GPU busy
+    time, per (range, kernel name id) and per (range, innermost operator range) partial sums.
+
+    ``copies``: ``op_id``, ``kind``, ``bytes``, ``copy_kind`` of the copies and memsets;
+    ``inner``: ``op_id``, ``op_range_id`` (each op's innermost operator range).
+    """
+    ops = op_rows.lazy().with_columns((pl.col("end") - pl.col("start")).alias("dur"))
+    is_k = pl.col("kind") == "kernel"
+    is_c = pl.col("kind") == "memcpy"
+    op_metrics = ops.group_by("range_id").agg(
+        pl.len().alias("gpu_ops"),
+        is_k.sum().alias("kernels"),
+        is_c.sum().alias("memcpys"),
+        (pl.col("kind") == "memset").sum().alias("memsets"),
+        pl.col("dur").filter(is_k).sum().alias("kernel_ns"),
+        (pl.col("end").max() - pl.col("start").min()).alias("gpu_span_ns"),
+    )
+    is_copy = pl.col("kind") == "memcpy"
+
+    def copy_bytes(kind: int) -> pl.Expr:
+        return pl.col("bytes").filter(is_copy & (pl.col("copy_kind") == kind)).sum()
+
+    copy_metrics = (
+        ops.select("op_id", "range_id")
+        .join(copies.lazy(), on="op_id")
+        .group_by("range_id")
+        .agg(
+            (is_copy & (pl.col("copy_kind") == COPY_DTOH)).sum().alias("d2h_copies"),
+            copy_bytes(COPY_HTOD).alias("h2d_bytes"),
+            copy_bytes(COPY_DTOH).alias("d2h_bytes"),
+            copy_bytes(COPY_DTOD).alias("d2d_bytes"),
+            copy_bytes(COPY_PTOP).alias("p2p_bytes"),
+            pl.col("bytes").filter(pl.col("kind") == "memset").sum().alias("memset_bytes"),
+        )
+    )
+    per_name = (
+        ops.filter(is_k)
+        .group_by("range_id", "name_id")
+        .agg(pl.len().alias("instances"), pl.col("dur").sum().alias("total_ns"), pl.col("op_id").min())
+    )
+    per_call = (
+        ops.select("op_id", "range_id", "kind", "dur")
+        .join(inner.lazy(), on="op_id", how="inner")
+        .group_by("range_id", "op_range_id")
+        .agg(
+            (pl.col("kind") == "kernel").sum().alias("kernels"),
+            pl.len().alias("gpu_ops"),
+            pl.col("dur").sum().alias("gpu_ns"),
+        )
+    )
+    metrics, copied, per_name_df, per_call_df = pl.collect_all([op_metrics, copy_metrics, per_name, per_call])
+    busy = busy_union(ops, "range_id").rename({"busy_ns": "gpu_busy_ns"}).collect()
+    return [metrics, copied, busy, per_name_df, per_call_df]
 
 
 def _name_id(trace: Trace) -> pl.Expr:
@@ -474,25 +518,11 @@ def _top_kernels(kern: pl.LazyFrame, top_n: int | None) -> pl.DataFrame:
     )
 
 
-def _top_operators(
-    ops: pl.LazyFrame, inner: pl.LazyFrame, ranges: pl.LazyFrame, ids: pl.LazyFrame, top_n: int | None
-) -> pl.DataFrame:
-    """Operators per stage: per (stage range, operator range) first, named once per operator
-    range, then summed per stage range and operator, then over the stage's ranges.
-
-    ``inner`` maps each op to its innermost operator range (``op_id``, ``op_range_id``).
+def _top_operators(per_call: pl.DataFrame, ranges: pl.LazyFrame, ids: pl.LazyFrame, top_n: int | None) -> pl.DataFrame:
+    """Operators per stage from per (stage range, innermost operator range) sums (``kernels``,
+    ``gpu_ops``, ``gpu_ns``): named once per operator range, summed per stage range and
+    operator, then over the stage's ranges.
     """
-    per_call = (
-        ops.select("op_id", "range_id", "kind", "dur")
-        .join(inner, on="op_id", how="inner")
-        .group_by("range_id", "op_range_id")
-        .agg(
-            (pl.col("kind") == "kernel").sum().alias("kernels"),
-            pl.len().alias("gpu_ops"),
-            pl.col("dur").sum().alias("gpu_ns"),
-        )
-        .collect()
-    )
     names = op_range_names(ranges, per_call.lazy().select("op_range_id"))
     per_range = (
         per_call.lazy()
