@@ -299,3 +299,32 @@ def test_cli_cuda_without_a_gpu_is_an_environment_error(
     code, _, err = run(capsys, *SMOKE, "--pages", str(page), "--device", "cuda", "--out", str(tmp_path / "c.json"))
     assert code == ExitCode.ENVIRONMENT
     assert err.strip() == "dsocr: error: --device cuda: no CUDA GPU is visible to torch here; use --device cpu or auto"
+
+
+def test_kernel_sums_take_each_run_range_device_total() -> None:
+    from types import SimpleNamespace
+
+    from dsocr.capture.calibrate import RUN_RANGE, kernel_sums_ns
+
+    events = [
+        SimpleNamespace(name=RUN_RANGE, device_time_total=12.5),
+        SimpleNamespace(name="aten::add", device_time_total=3.0),
+        SimpleNamespace(name=RUN_RANGE, device_time_total=11.25),
+    ]
+    assert kernel_sums_ns(events) == [12500, 11250]
+    old = [SimpleNamespace(name=RUN_RANGE, device_time_total=None, cuda_time_total=7.0)]
+    assert kernel_sums_ns(old) == [7000]
+
+
+def test_run_ranges_are_found_in_a_real_profile() -> None:
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from dsocr.capture.calibrate import RUN_RANGE, kernel_sums_ns
+
+    x = torch.ones(64)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            with record_function(RUN_RANGE):
+                (x + 1).sum()
+    assert kernel_sums_ns(prof.events()) == [0, 0, 0]  # three runs found; no GPU kernels on the CPU

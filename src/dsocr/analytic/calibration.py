@@ -42,6 +42,14 @@ class Calibration:
     created: str | None = None
     source: str | None = None  #: the file it was read from
     failed: Mapping[str, str] = attrs.field(factory=dict)  #: key -> error of signatures that did not run
+    #: Median time per key without an L2 flush between runs (CUDA calibrations; empty otherwise).
+    warm: Mapping[str, float] = attrs.field(factory=dict)
+
+    def warm_view(self) -> Calibration | None:
+        """The same calibration with the warm times (None when it has none)."""
+        if not self.warm:
+            return None
+        return attrs.evolve(self, times=self.warm, warm={})
 
     def describe(self) -> dict[str, Any]:
         """Provenance for analysis.json."""
@@ -71,6 +79,7 @@ def parse_calibration(doc: Any, source: str | None = None) -> Calibration:
     if not isinstance(rows, list):
         raise BadInput(f'{where}: calibration file has no "kernels" list; make it again with `dsocr calibrate`')
     times: dict[str, float] = {}
+    warm: dict[str, float] = {}
     failed: dict[str, str] = {}
     for row in rows:
         key = row.get("key") if isinstance(row, dict) else None
@@ -81,7 +90,12 @@ def parse_calibration(doc: Any, source: str | None = None) -> Calibration:
             failed[key] = str(row.get("error") or "no time")
         else:
             times[key] = float(ns)
-    return Calibration(times, doc.get("gpu"), doc.get("device"), doc.get("dtype"), doc.get("created"), source, failed)
+            hot = row.get("warm_median_ns")
+            if isinstance(hot, int | float) and hot > 0:
+                warm[key] = float(hot)
+    return Calibration(
+        times, doc.get("gpu"), doc.get("device"), doc.get("dtype"), doc.get("created"), source, failed, warm
+    )
 
 
 def load_calibration(path: str | Path) -> Calibration:

@@ -104,6 +104,7 @@ class StageMetric:
     calibrated_ns: float | None = None  #: sum of the primitives' calibrated (measured alone) times
     calibrated_fallback_ns: float | None = None  #: part of calibrated_ns taken from the roofline (missing signatures)
     ratio_calibrated: float | None = None  #: measured GPU busy / calibrated
+    calibrated_warm_ns: float | None = None  #: the same with the primitives timed warm (no L2 flush)
 
 
 def metric(
@@ -122,6 +123,8 @@ def metric(
         return amount / (rate * ns * 1e-9) if rate and ns else None
 
     cal = calibrated_time(_ops(mods), calibration, peak) if calibration is not None else None
+    warm = calibration.warm_view() if calibration is not None else None
+    cal_warm = calibrated_time(_ops(mods), warm, peak) if warm is not None else None
 
     return StageMetric(
         stage=name,
@@ -143,6 +146,7 @@ def metric(
         calibrated_ns=cal.ns if cal else None,
         calibrated_fallback_ns=cal.fallback_ns if cal else None,
         ratio_calibrated=_ratio(t.gpu_busy_ns, cal.ns) if cal else None,
+        calibrated_warm_ns=cal_warm.ns if cal_warm else None,
     )
 
 

@@ -2,11 +2,15 @@
 
 :func:`measure` runs each distinct :class:`~dsocr.analytic.signature.Kernel` with the replica's own
 PyTorch operators at its exact shape (:mod:`dsocr.capture.calibrate_ops`): inputs allocated once
-(seeded), ``warmup`` untimed runs, then ``iterations`` runs each timed alone. On CUDA every run is
-bracketed by two CUDA events, with the L2 cache flushed before it (a buffer of at least twice the
-L2 written outside the events) and a short GPU spin after the flush so the host has queued the
-whole primitive before the GPU reaches the start event: the time is the GPU's, not the launch
-latency's. On the CPU the same loop uses ``time.perf_counter_ns``. A signature that fails (out of
+(seeded), ``warmup`` untimed runs, then ``iterations`` runs each timed alone. On CUDA the time of a
+run is the sum of the durations of the kernels it launched, as CUPTI (``torch.profiler``) records
+them, the same clock Nsight Systems' kernel records use, so it compares with a stage's GPU busy
+time (no launch gaps between the kernels of a primitive): first ``iterations`` runs with the L2
+cache flushed before each (a buffer of at least twice the L2 written outside the run; weights and
+inputs cold: ``median_ns``), then ``iterations`` runs back to back without a flush (whatever fits
+in L2 stays there: ``warm_median_ns``). In the model a kernel's inputs were usually just written by
+the previous kernel while its weights come from memory, so the two bracket it. On the CPU the same
+loop uses ``time.perf_counter_ns`` (no warm figure). A signature that fails (out of
 memory, a shape the operators refuse) is recorded with its error and the others go on.
 
 :func:`calibration_document` gives the ``calibration.json`` document (docs/calibration-schema.md).
@@ -40,8 +44,6 @@ DEFAULT_WARMUP: Final = 3
 CUDA_FLUSH_BYTES: Final = 256 << 20
 #: Flush buffer on the CPU (larger than a last-level cache; the CPU is for tests and smoke runs).
 CPU_FLUSH_BYTES: Final = 32 << 20
-#: GPU spin after the flush: at least this long, and twice the host time to queue the primitive.
-MIN_LEAD_US: Final = 50.0
 #: ``dsocr calibrate --smoke``: DeepSeek-OCR's structure (windows, global layers, dense + MoE decoder
 #: layers, GQA-free heads) at narrow widths, two layers, a small vocabulary and 8 experts.
 SMOKE_ARCH: Final = Architecture(
@@ -79,6 +81,7 @@ class Measured:
     max_ns: int | None
     iterations: int  #: timed runs that completed
     error: str | None = None
+    warm_median_ns: int | None = None  #: median over runs without an L2 flush (CUDA only)
 
     def to_json(self) -> dict[str, Any]:
         """The entry of ``kernels`` in calibration.json."""
@@ -89,6 +92,7 @@ class Measured:
             "median_ns": self.median_ns,
             "min_ns": self.min_ns,
             "max_ns": self.max_ns,
+            "warm_median_ns": self.warm_median_ns,
             "iterations": self.iterations,
             "error": self.error,
         }
@@ -101,7 +105,7 @@ class Method:
     iterations: int
     warmup: int
     l2_flush_bytes: int
-    timer: str  #: ``cuda_event`` or ``perf_counter_ns``
+    timer: str  #: ``cupti_kernel_sum`` (CUDA) or ``perf_counter_ns`` (CPU)
 
     def to_json(self) -> dict[str, Any]:
         """JSON data."""
@@ -127,10 +131,31 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-class _CudaTimer:
-    """CUDA events around each run; the flush and a spin outside them."""
+#: The name of the range each timed run is wrapped in (its kernels are summed per range).
+RUN_RANGE: Final = "dsocr.calibrate.run"
 
-    name = "cuda_event"
+
+def kernel_sums_ns(events: Sequence[Any], name: str = RUN_RANGE) -> list[int]:
+    """Per run: the summed duration of the kernels launched inside each ``name`` range (ns).
+
+    ``events`` are ``torch.profiler`` FunctionEvents; a range's ``device_time_total`` (µs, also
+    called ``cuda_time_total`` in older torch) covers the kernels of every op inside it.
+    """
+    out = []
+    for e in events:
+        if e.name != name:
+            continue
+        us = getattr(e, "device_time_total", None)
+        if us is None:
+            us = e.cuda_time_total
+        out.append(round(float(us) * 1000.0))
+    return out
+
+
+class _CudaTimer:
+    """Kernel durations from CUPTI (``torch.profiler``) per run: L2 flushed before each, then warm."""
+
+    name = "cupti_kernel_sum"
 
     def __init__(self, device: torch.device, flush_bytes: int) -> None:
         import torch
@@ -140,41 +165,32 @@ class _CudaTimer:
         l2 = int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 0)
         self.flush_bytes = max(flush_bytes, 2 * l2)
         self.flush = torch.empty(self.flush_bytes // 4, dtype=torch.int32, device=device)
-        self.cycles_per_us = self._spin_rate()
 
-    def _spin_rate(self) -> float:
-        """GPU clock cycles per microsecond of ``torch.cuda._sleep`` (measured once)."""
+    def _profile(self, fn: calibrate_ops.Runner, iterations: int, flush: bool) -> list[int]:
         torch = self.torch
-        cycles = 2_000_000
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(cycles)  # warm
-        start.record()
-        torch.cuda._sleep(cycles)
-        end.record()
-        end.synchronize()
-        return float(cycles / max(start.elapsed_time(end) * 1000.0, 1e-3))
+        from torch.profiler import ProfilerActivity, profile, record_function
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(iterations):
+                if flush:
+                    self.flush.fill_(1)
+                with record_function(RUN_RANGE):
+                    fn()
+            torch.cuda.synchronize(self.device)
+        times = kernel_sums_ns(prof.events())
+        if len(times) != iterations or not all(t > 0 for t in times):
+            raise RuntimeError(f"the profiler recorded {len(times)} runs with kernels of {iterations}")
+        return times
 
     def run(self, fn: calibrate_ops.Runner, iterations: int, warmup: int) -> list[int]:
-        torch = self.torch
-        host_ns = []
         for _ in range(warmup):
-            t0 = time.perf_counter_ns()
             fn()
-            host_ns.append(time.perf_counter_ns() - t0)
-            torch.cuda.synchronize(self.device)
-        lead_us = max(MIN_LEAD_US, 2.0 * (min(host_ns) if host_ns else 0) / 1000.0)
-        spin = int(lead_us * self.cycles_per_us)
-        pairs = []
-        for _ in range(iterations):
-            self.flush.fill_(1)
-            torch.cuda._sleep(spin)
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            pairs.append((start, end))
-        torch.cuda.synchronize(self.device)
-        return [round(s.elapsed_time(e) * 1e6) for s, e in pairs]
+        self.torch.cuda.synchronize(self.device)
+        return self._profile(fn, iterations, flush=True)
+
+    def run_warm(self, fn: calibrate_ops.Runner, iterations: int) -> list[int]:
+        """The same runs back to back without a flush."""
+        return self._profile(fn, iterations, flush=False)
 
 
 class _CpuTimer:
@@ -282,7 +298,15 @@ def _measure_one(
             with device:  # modules are built (and initialized) on the device, not copied there
                 fn = calibrate_ops.build(kernel, device, dtype)
             times = timer.run(fn, iterations, warmup)
-        return Measured(kernel, round(statistics.median(times)), min(times), max(times), len(times))
+            warm = timer.run_warm(fn, iterations) if isinstance(timer, _CudaTimer) else None
+        return Measured(
+            kernel,
+            round(statistics.median(times)),
+            min(times),
+            max(times),
+            len(times),
+            warm_median_ns=round(statistics.median(warm)) if warm else None,
+        )
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # OOM, a shape the operators refuse: record it, go on
