@@ -421,12 +421,14 @@ def _ranges_base(
         .agg(pl.col("domain").first())
         .collect()
     )
+    # an enum of the few domain names: a byte or two per range instead of a string
+    names = pl.Enum(domains["domain"].drop_nulls().unique(maintain_order=True))
     if domains.height:
         domain = (pl.col("domainId") * (1 << S.TID_BITS) + pid).replace_strict(
-            domains["_dkey"], domains["domain"], default=None, return_dtype=pl.String
+            domains["_dkey"], domains["domain"].cast(names), default=None, return_dtype=names
         )
     else:
-        domain = pl.lit(None, pl.String)
+        domain = pl.lit(None, names)
     if payloads.height:
         payload = pl.col(ROWID).replace_strict(payloads[ROWID], payloads["value"], default=None, return_dtype=I64)
     else:
@@ -460,13 +462,14 @@ def _with_nesting(base: pl.DataFrame, index: RangeIndex) -> pl.DataFrame:
 
 def _ranges_view(base: pl.DataFrame) -> pl.LazyFrame:
     message = pl.col("message")
+    domain = pl.col("domain").cast(pl.String)
     return base.lazy().select(
         "range_id",
         "start",
         "end",
         "message",
-        "domain",
-        pl.when(pl.col("domain").is_null()).then(message).otherwise(pl.col("domain") + ":" + message).alias("name"),
+        domain,
+        pl.when(domain.is_null()).then(message).otherwise(domain + ":" + message).alias("name"),
         pl.when(pl.col("_pushpop")).then(pl.lit("PushPop")).otherwise(pl.lit("StartEnd")).alias("style"),
         "global_tid",
         _pid("global_tid").alias("pid"),

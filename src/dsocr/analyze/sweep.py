@@ -206,14 +206,24 @@ class Enclosing:
     Items on properly nested threads are described by ``ids`` and ``inner_pos`` (position in
     ``index.sorted`` of the innermost enclosing range; the others are its ancestors); items on
     other threads by explicit ``slice_pairs`` and ``slice_innermost`` (``id``, ``range_id``).
+    ``row_ids`` holds the ids, or is None when they are exactly ``0..n-1`` (every item, in
+    order: the common case, kept without an array).
     """
 
     index: RangeIndex
     id_col: str
-    ids: pl.Series
+    row_ids: pl.Series | None
     inner_pos: pl.Series
     slice_pairs: pl.DataFrame
     slice_innermost: pl.DataFrame
+    id_dtype: pl.DataType
+
+    @property
+    def ids(self) -> pl.Series:
+        """The id of each item of ``inner_pos``."""
+        if self.row_ids is not None:
+            return self.row_ids
+        return pl.int_range(self.inner_pos.len(), dtype=pl.UInt32, eager=True).cast(self.id_dtype).alias(self.id_col)
 
     @property
     def pairs(self) -> pl.DataFrame:
@@ -234,12 +244,12 @@ class Enclosing:
 
     def dense_inner_pos(self, size: int) -> pl.Series:
         """``inner_pos`` at each id below ``size`` (ids are distinct row numbers; null where an id has none)."""
-        ids, n = self.ids, self.ids.len()
-        if n and ids[0] == 0 and ids[n - 1] == n - 1 and ids.is_sorted() and ids.null_count() == 0:
-            # every id 0..n-1 once, in order (items on properly nested threads): already dense
+        n = self.inner_pos.len()
+        if self.row_ids is None:  # every id 0..n-1 once, in order: already dense
             dense = self.inner_pos.head(size).rename("inner_pos")
             missing = pl.Series("inner_pos", [None] * max(size - n, 0), dtype=pl.UInt32)
             return pl.concat([dense, missing]) if missing.len() else dense
+        ids = self.row_ids
         out = pl.Series("inner_pos", [None] * size, dtype=pl.UInt32)
         found = self.inner_pos.is_not_null() & (ids < size)
         return out.scatter(ids.filter(found).cast(I64), self.inner_pos.filter(found)) if found.any() else out
@@ -266,7 +276,7 @@ CHUNK = 1 << 20
 
 
 def enclosing(index: RangeIndex, items: pl.DataFrame, id_col: str) -> Enclosing:
-    """Every range of ``index`` that encloses each item (``id_col``, ``global_tid``, ``start``, ``end``)."""
+    """Every range of ``index`` that encloses each item (``id_col`` distinct, ``global_tid``, ``start``, ``end``)."""
     tk, srt = index.tk, index.sorted
     empty = pl.DataFrame(schema={id_col: items.schema[id_col], "range_id": srt.schema["range_id"]})
     ids, inner, pairs, inner_slices = [], [], [empty], [empty]
@@ -282,13 +292,20 @@ def enclosing(index: RangeIndex, items: pl.DataFrame, id_col: str) -> Enclosing:
             p, i = _enclosing_slices(srt, tk, other, id_col)
             pairs.append(p)
             inner_slices.append(i)
+    all_ids = pl.concat(ids, rechunk=False)
+    n = all_ids.len()
+    row_ids: pl.Series | None = all_ids
+    if n and all_ids.null_count() == 0 and all_ids[0] == 0 and all_ids[n - 1] == n - 1 and all_ids.is_sorted():
+        row_ids = None  # the items' ids are distinct, so sorted from 0 to n-1 means exactly 0..n-1
+    del ids, all_ids
     return Enclosing(
         index=index,
         id_col=id_col,
-        ids=pl.concat(ids, rechunk=False),
+        row_ids=row_ids,
         inner_pos=pl.concat(inner, rechunk=False),
         slice_pairs=pl.concat(pairs, rechunk=False),
         slice_innermost=pl.concat(inner_slices, rechunk=False),
+        id_dtype=items.schema[id_col],
     )
 
 
