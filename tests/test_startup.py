@@ -289,3 +289,16 @@ def test_quick_exit_keeps_output_codes_and_atexit(cpu_sqlite: Path, tmp_path: Pa
     handled = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     assert handled.returncode == 3
     assert handled.stdout == "atexit handler ran\n"
+
+
+def test_cache_dir_others_can_write_is_not_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from dsocr.report import jinja
+
+    monkeypatch.setenv("DSOCR_CACHE_DIR", str(tmp_path))
+    env = jinja.environment("test", autoescape=False)
+    assert env.bytecode_cache is not None
+    directory = Path(env.bytecode_cache.directory)  # type: ignore[attr-defined]
+    directory.chmod(0o777)  # anyone could plant compiled code there
+    assert jinja.environment("test", autoescape=False).bytecode_cache is None
+    directory.chmod(0o700)
+    assert jinja.environment("test", autoescape=False).bytecode_cache is not None

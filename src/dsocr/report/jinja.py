@@ -49,12 +49,16 @@ def _stable(value: object) -> object:
 
 def bytecode_cache(kind: str, options: Mapping[str, object]) -> jinja2.BytecodeCache | None:
     """The on-disk cache of one environment (named ``kind``; its ``options`` are part of the key, since
-    they shape the compiled code), or None when the directory cannot be made or written."""
+    they shape the compiled code), or None when the directory cannot be made or written, or could be
+    written by another user (cached code is executed, as jinja2 checks for its own default directory)."""
     key = hashlib.sha256(repr(sorted((k, _stable(v)) for k, v in options.items())).encode()).hexdigest()[:12]
     directory = cache_dir() / f"jinja2-{jinja2.__version__}-{kind}-{key}"
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = directory.stat()
     except OSError:
+        return None
+    if hasattr(os, "getuid") and (st.st_uid != os.getuid() or st.st_mode & 0o022):
         return None
     if not os.access(directory, os.W_OK | os.X_OK):
         return None
