@@ -310,6 +310,8 @@ def test_kernel_sums_take_each_run_range_device_total() -> None:
         SimpleNamespace(name=RUN_RANGE, device_time_total=12.5),
         SimpleNamespace(name="aten::add", device_time_total=3.0),
         SimpleNamespace(name=RUN_RANGE, device_time_total=11.25),
+        # torch 2.11 on CUDA also lists the range as a GPU user annotation: not a run
+        SimpleNamespace(name=RUN_RANGE, device_time_total=40.0, device_type="DeviceType.CUDA"),
     ]
     assert kernel_sums_ns(events) == [12500, 11250]
     old = [SimpleNamespace(name=RUN_RANGE, device_time_total=None, cuda_time_total=7.0)]

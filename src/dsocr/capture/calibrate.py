@@ -138,12 +138,14 @@ RUN_RANGE: Final = "dsocr.calibrate.run"
 def kernel_sums_ns(events: Sequence[Any], name: str = RUN_RANGE) -> list[int]:
     """Per run: the summed duration of the kernels launched inside each ``name`` range (ns).
 
-    ``events`` are ``torch.profiler`` FunctionEvents; a range's ``device_time_total`` (µs, also
+    ``events`` are ``torch.profiler`` FunctionEvents; a host range's ``device_time_total`` (µs, also
     called ``cuda_time_total`` in older torch) covers the kernels of every op inside it.
     """
     out = []
     for e in events:
-        if e.name != name:
+        # the range appears twice: the host op (whose total covers its kernels) and, in newer torch,
+        # a GPU-side user annotation of the same name; keep the host one
+        if e.name != name or "CUDA" in str(getattr(e, "device_type", "CPU")):
             continue
         us = getattr(e, "device_time_total", None)
         if us is None:
