@@ -266,8 +266,10 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool) -> Trace:
     op_parts, op_names = _ops_base(raw["kernel"], raw["memcpy"], raw["memset"], strings, api_base)
     syncs = _syncs(raw["sync"], api_base)
     # launches are matched: ids that fit shrink to 32 bits (the views widen them again)
-    api_base = _narrow(api_base, ("nameId", "correlation_id"))
-    op_parts = [_narrow(part, ("correlation_id", "name_id")) for part in op_parts]
+    # correlation ids (and the kernels' process ids) are read again if a query selects them
+    api_base = _narrow(api_base.drop("correlation_id"), ("nameId",))
+    op_parts[0] = _narrow(op_parts[0].drop("correlation_id", "global_pid"), ("name_id",))
+    op_parts[1:] = [_narrow(part, ("correlation_id", "name_id")) for part in op_parts[1:]]
     del raw["runtime"], raw["kernel"]
 
     nvtx = raw.pop("nvtx")
@@ -311,12 +313,14 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool) -> Trace:
         session_end_ns=session_end,
     )
     lazy_kernel = _LazyColumns(source, S.KERNEL, _KERNEL_LAZY)
+    kernel_ids = _LazyColumns(source, S.KERNEL, {"correlationId": I64, "globalPid": I64})
+    api_ids = _LazyColumns(source, S.RUNTIME, {"correlationId": I64})
     return Trace(
         meta=meta,
         gpus=_gpus(raw["gpu"]),
         ranges=_ranges_view(ranges_base),
-        gpu_ops=_ops_view(op_parts, op_names, strings, lazy_kernel, api_base),
-        api=_api_view(api_base, api_names),
+        gpu_ops=_ops_view(op_parts, op_names, strings, (lazy_kernel, kernel_ids), api_base),
+        api=_api_view(api_base, api_names, api_ids),
         syncs=syncs,
         range_index=index,
     )
@@ -503,13 +507,13 @@ def _api_base(runtime: pl.DataFrame, strings: pl.DataFrame) -> tuple[pl.DataFram
     return base, names
 
 
-def _api_view(base: pl.DataFrame, names: pl.DataFrame) -> pl.LazyFrame:
+def _api_view(base: pl.DataFrame, names: pl.DataFrame, ids: _LazyColumns) -> pl.LazyFrame:
     return base.lazy().select(
         "api_id",
         "start",
         "end",
         _lookup("nameId", names, "name", default="", key_dtype=base.schema["nameId"]).alias("name"),
-        pl.col("correlation_id").cast(I64),
+        ids.column("api_id", pl.col("correlationId"), I64).alias("correlation_id"),
         "global_tid",
         _pid("global_tid").alias("pid"),
         _tid("global_tid").alias("tid"),
@@ -642,12 +646,25 @@ class _LazyColumns:
         values = frame.select(*exprs).to_series(0).cast(dtype)
         return values.gather(ids.cast(pl.Int64))
 
+    def column(self, row: str, expr: pl.Expr, dtype: pl.DataType | type[pl.DataType]) -> pl.Expr:
+        """``expr`` over this table at each row number in column ``row``, read only if selected."""
+
+        def fetch(ids: pl.Series) -> pl.Series:
+            return self.gather(ids, [expr], dtype)
+
+        return pl.col(row).map_batches(fetch, return_dtype=dtype, is_elementwise=True)
+
 
 def _ops_view(
-    parts: list[pl.DataFrame], names: pl.DataFrame, strings: pl.DataFrame, lazy: _LazyColumns, api: pl.DataFrame
+    parts: list[pl.DataFrame],
+    names: pl.DataFrame,
+    strings: pl.DataFrame,
+    lazy_columns: tuple[_LazyColumns, _LazyColumns],
+    api: pl.DataFrame,
 ) -> pl.LazyFrame:
     """kernels + copies + memsets as one lazy frame; names and rarely used kernel columns on demand."""
     kernels, copies, sets = parts
+    lazy, kernel_ids = lazy_columns
 
     def dims(prefix: str) -> pl.Expr:
         cols = [pl.col(f"{prefix}{axis}").cast(pl.String) for axis in "XYZ"]
@@ -690,7 +707,8 @@ def _ops_view(
         *head[2:4],
         kernel_col(pl.col("deviceId"), I64).alias("device_id"),
         kernel_col(pl.col("streamId"), I64).alias("stream_id"),
-        *head[6:8],
+        kernel_ids.column("op_id", pl.col("correlationId"), I64).alias("correlation_id"),
+        kernel_ids.column("op_id", pl.col("globalPid"), I64).alias("global_pid"),
         name(kernels),
         kernel_col(short, pl.String).alias("short_name"),
         pl.lit(0, I64).alias("bytes"),
