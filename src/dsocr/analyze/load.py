@@ -521,19 +521,25 @@ def _api_view(base: pl.DataFrame, names: pl.DataFrame, ids: _LazyColumns) -> pl.
     )
 
 
-def _match_launch(records: pl.DataFrame, api: pl.DataFrame, id_col: str) -> pl.Series:
+def _api_processes(api: pl.DataFrame) -> pl.Series:
+    """The globalPid of every process with API calls in ``api`` (the API base frame)."""
+    gtids = api["global_tid"].unique()  # few threads: the division runs on those only
+    return ((gtids // (1 << S.TID_BITS)).unique() * (1 << S.TID_BITS)).alias("global_pid")
+
+
+def _match_launch(records: pl.DataFrame, api: pl.DataFrame, id_col: str, api_pids: pl.Series) -> pl.Series:
     """``api_id`` of each record's launching call (same order; null where none; the first if several).
 
     ``records`` has ``id_col`` (its row number), ``correlation_id`` and ``global_pid``; ``api`` is
-    the API base frame (row number = ``api_id``). The two-column key is folded into one int64
-    (correlation id, process rank); with a single process it is the correlation id itself, so
-    the hash join stays lean on millions of rows.
+    the API base frame (row number = ``api_id``), ``api_pids`` its processes
+    (:func:`_api_processes`). The two-column key is folded into one int64 (correlation id,
+    process rank); with a single process it is the correlation id itself, so the hash join
+    stays lean on millions of rows.
     """
     full = pl.Series("api_id", [None] * records.height, dtype=pl.UInt32)
     if records.height == 0 or api.height == 0:
         return full
     api_pid = (pl.col("global_tid") // (1 << S.TID_BITS)).alias("global_pid")
-    api_pids = api.select(api_pid.unique())["global_pid"] * (1 << S.TID_BITS)
     pids = pl.concat([records["global_pid"].unique(), api_pids]).unique().drop_nulls()
 
     def key(gpid: pl.Expr) -> pl.Expr:
@@ -543,7 +549,7 @@ def _match_launch(records: pl.DataFrame, api: pl.DataFrame, id_col: str) -> pl.S
         rank = gpid.replace_strict(pids, ranks, default=None, return_dtype=I64)
         return (pl.col("correlation_id") * pids.len() + rank).alias("_key")
 
-    corr = api["correlation_id"]
+    corr = api["correlation_id"].rechunk()  # one chunk: faster binary searches and gathers
     if pids.len() <= 1 and corr.is_sorted():
         # one process, calls in correlation order (as nsys writes them): binary search, no hash table
         at = corr.search_sorted(records["correlation_id"], side="left").cast(I64)
@@ -617,7 +623,8 @@ def _ops_base(
     for part in parts:
         numbered.append(part.with_columns(pl.int_range(offset, offset + part.height, dtype=pl.UInt32).alias("op_id")))
         offset += part.height
-    out = [part.with_columns(_match_launch(part, api, "op_id")) for part in numbered]
+    api_pids = _api_processes(api)
+    out = [part.with_columns(_match_launch(part, api, "op_id", api_pids)) for part in numbered]
     return out, names
 
 
@@ -757,5 +764,5 @@ def _syncs(sync: pl.DataFrame, api: pl.DataFrame) -> pl.LazyFrame:
         .sort("start")
         .with_row_index("_row")
     )
-    base = base.with_columns(_match_launch(base, api, "_row")).drop("_row")
+    base = base.with_columns(_match_launch(base, api, "_row", _api_processes(api))).drop("_row")
     return base.lazy().with_columns(_api_gather(api, "global_tid").alias("global_tid"))
