@@ -277,3 +277,34 @@ def test_export_without_string_table(tmp_path: Path) -> None:
     trace = load_trace(b.write(tmp_path / "nostrings.sqlite", drop_tables=("StringIds",)))
     assert trace.ranges.collect()["name"].to_list() == ["plain text range"]
     assert kernel_summary(trace).height == 0
+
+
+def test_ids_read_again_on_demand_equal_the_export(h100_sqlite: Path) -> None:
+    """Correlation ids and the kernels' process ids are not kept after loading; selecting them
+    reads them again, in table order."""
+    trace = load_trace(h100_sqlite)
+    with sqlite3.connect(h100_sqlite) as con:
+        api = [r[0] for r in con.execute("SELECT correlationId FROM CUPTI_ACTIVITY_KIND_RUNTIME ORDER BY rowid")]
+        kernels = con.execute(
+            "SELECT correlationId, globalPid FROM CUPTI_ACTIVITY_KIND_KERNEL ORDER BY rowid"
+        ).fetchall()
+        copies = [r[0] for r in con.execute("SELECT correlationId FROM CUPTI_ACTIVITY_KIND_MEMCPY ORDER BY rowid")]
+    assert trace.api.select("correlation_id").collect()["correlation_id"].to_list() == api
+    ops = trace.gpu_ops.select("kind", "correlation_id", "global_pid", "api_id").collect()
+    assert ops.filter(pl.col("kind") == "kernel").select("correlation_id", "global_pid").rows() == kernels
+    assert ops.filter(pl.col("kind") == "memcpy")["correlation_id"].to_list() == copies
+    # a filter passes the on-demand columns: only the selected rows are looked up
+    launched = trace.gpu_ops.filter(pl.col("op_id") < 3).select("correlation_id").collect()
+    assert launched["correlation_id"].to_list() == [k[0] for k in kernels[:3]]
+
+
+def test_lookup_through_dense_table_and_through_replace() -> None:
+    from dsocr.analyze import load as L
+
+    table = pl.DataFrame({"_sid": [5, 7, -1], "v": ["five", "seven", "minus one"]})
+    keys = pl.DataFrame({"k": pl.Series([5, 7, 6, None, 100, -1, -9], dtype=pl.Int32)})
+    want = ["five", "seven", "none", "none", "none", "minus one", "none"]
+    assert keys.select(L._lookup("k", table, "v", default="none", key_dtype=pl.Int32))["k"].to_list() == want
+    wide = table.with_columns(pl.when(pl.col("_sid") == 7).then(1 << 40).otherwise(pl.col("_sid")).alias("_sid"))
+    wide_keys = keys.with_columns(pl.col("k").cast(pl.Int64).replace(7, 1 << 40))
+    assert wide_keys.select(L._lookup("k", wide, "v", default="none"))["k"].to_list() == want  # replace_strict path

@@ -404,3 +404,42 @@ def test_kernel_detail_columns_are_read_on_demand(tmp_path: Path) -> None:
     assert memcpy_only.rows() == [(2, 7, 100)]
     kernels = trace.gpu_ops.filter(pl.col("start") >= 50).select("grid", "api_start", "api_end").collect()
     assert kernels.rows() == [("1,1,1", 5, 6)]
+
+
+def _kernels_named(tmp_path: Path, duplicate_a: bool) -> Trace:
+    """Three kernels "a" (10 and 20 ns) and "b" (5 ns); ``duplicate_a``: the second "a" names
+    itself through a second StringIds row with the same text (a different ``name_id``)."""
+    b = TraceBuilder()
+    t = b.thread(100, 100)
+    b.range(t, 0, 1000, "r")
+    for start, end, name in [(10, 20, "a"), (30, 50, "a"), (60, 65, "b")]:
+        b.kernel(b.api(t, start - 5, start - 4, LAUNCH), start, end, name)
+    if duplicate_a:
+        b.rows["StringIds"].append({"id": 999, "value": "a"})
+        b.rows["CUPTI_ACTIVITY_KIND_KERNEL"][1]["demangledName"] = 999
+    return _load(b, tmp_path)
+
+
+@pytest.mark.parametrize("duplicate_a", [False, True])
+def test_kernel_summary_by_name_id_merges_ids_of_one_name(tmp_path: Path, duplicate_a: bool) -> None:
+    trace = _kernels_named(tmp_path, duplicate_a)
+    ids = trace.gpu_ops.filter(pl.col("kind") == "kernel").select("name_id").collect()["name_id"].n_unique()
+    assert ids == (3 if duplicate_a else 2)
+    got = kernel_summary(trace).select("name", "instances", "total_ns", "min_ns", "max_ns", "median_ns", "time_pct")
+    assert got.rows() == [("a", 2, 30, 10, 20, 15.0, 85.7), ("b", 1, 5, 5, 5, 5.0, 14.3)]
+
+
+def test_enclosing_keeps_no_ids_when_they_are_row_numbers(nested: Trace) -> None:
+    from dsocr.analyze.sweep import enclosing
+
+    att = attribute(nested)
+    enc = att.api_enclosing
+    n = nested.api.select(pl.len()).collect().item()
+    assert enc.row_ids is None and enc.ids.to_list() == list(range(n))
+    items = nested.api.select("api_id", "global_tid", "start", "end").collect()
+    some = enclosing(enc.index, items.filter(pl.col("api_id") % 2 == 1), "api_id")
+    assert some.row_ids is not None and some.ids.to_list() == list(range(1, n, 2))
+    # the same innermost range for a call, whichever set of calls is searched
+    dense = enc.dense_inner_pos(n)
+    assert some.dense_inner_pos(n).gather(some.ids).to_list() == dense.gather(some.ids).to_list()
+    assert some.dense_inner_pos(n).gather(list(range(0, n, 2))).null_count() == len(range(0, n, 2))
