@@ -169,3 +169,21 @@ def test_export_command(tmp_path: Path) -> None:
         str(tmp_path / "t.sqlite"),
         str(tmp_path / "t.nsys-rep"),
     ]
+
+
+def test_cuda_event_trace_off_where_nsys_knows_it(tmp_path: Path) -> None:
+    fake = tmp_path / "nsys"
+    fake.write_text(
+        "#!/bin/sh\necho 'usage: nsys profile [<args>]'\n"
+        "echo '   --cuda-event-trace=    Possible values are true or false.'\n"
+        "echo '   --cuda-graph-trace=    graph or node'\n"
+    )
+    fake.chmod(0o755)
+    opts = nsys.profile_options(fake)
+    assert {"--cuda-event-trace", "--cuda-graph-trace"} <= opts
+    cmd = nsys.profile_command(fake, tmp_path / "t", ["python"], "cuda", opts)
+    assert cmd[cmd.index("--capture-range-end=stop") + 1] == "--cuda-event-trace=false"
+    # an nsys without the option (Debian's 2023.4) gets none; the CPU capture never does
+    assert "--cuda-event-trace=false" not in nsys.profile_command(fake, tmp_path / "t", ["python"], "cuda")
+    assert "--cuda-event-trace=false" not in nsys.profile_command(fake, tmp_path / "t", ["python"], "cpu", opts)
+    assert nsys.profile_options(tmp_path / "missing") == frozenset()

@@ -568,7 +568,11 @@ def run_capture(
     for b in plan:
         settings.worker_config(pages, run_dir / b.timing, profiled=False).write(run_dir / b.config)
     profile_cmd = nsys_mod.profile_command(
-        nsys.path, run_dir / TRACE_BASENAME, _worker_command(settings, run_dir / WORKER_CONFIG), settings.device
+        nsys.path,
+        run_dir / TRACE_BASENAME,
+        _worker_command(settings, run_dir / WORKER_CONFIG),
+        settings.device,
+        nsys_mod.profile_options(nsys.path) if not settings.is_cpu else (),
     )
     rep_path, sqlite_path = export_mod.run_paths(run_dir)
     run = _Run(

@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -211,13 +211,33 @@ def drops_new_nvtx(nsys_version: NsysVersion, nvtx_version: str | None) -> bool:
     return parts >= NVTX_NEW_API and nsys_version.release_tuple <= NSYS_DROPS_NEW_NVTX
 
 
+_OPTION_RE: Final = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]+)")
+
+
+def profile_options(path: Path, timeout: float = 60.0) -> frozenset[str]:
+    """The long options ``nsys profile --help`` lists (empty if it cannot say): feature detection."""
+    try:
+        done = subprocess.run(
+            [str(path), "profile", "--help"], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()
+    return frozenset(_OPTION_RE.findall(done.stdout + done.stderr))
+
+
 def profile_command(
     nsys: Path,
     output: Path,
     program: Sequence[str],
     device: str,
+    options: Collection[str] = (),
 ) -> list[str]:
     """The ``nsys profile`` command line that runs ``program`` and writes ``output``.nsys-rep.
+
+    ``options`` are the options this nsys knows (:func:`profile_options`): where it has
+    ``--cuda-event-trace`` (2024 and later), CUDA event tracing is turned off: the worker times
+    its stages with CUDA events, and tracing them made host-bound stages ~20% slower on the H100
+    (docs/benchmarks.md); the trace loses nothing dsocr reads.
 
     On a GPU the capture range is the worker's ``cudaProfilerStart/Stop`` (``stop``: the default
     ``stop-shutdown`` would kill the worker at the stop, before it writes its timing). On the CPU
@@ -242,6 +262,8 @@ def profile_command(
             "--capture-range=cudaProfilerApi",
             "--capture-range-end=stop",
         ]
+        if "--cuda-event-trace" in options:
+            flags.append("--cuda-event-trace=false")
     return [str(nsys), "profile", *flags, "--force-overwrite=true", "-o", str(output), *program]
 
 
