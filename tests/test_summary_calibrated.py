@@ -42,3 +42,18 @@ def test_close_to_the_roofline_is_not_called_kernel_bound() -> None:
     )
     rules = {a.rule for a in summ.actions(attrs.evolve(view, stages=near))}
     assert "kernels-explain" not in rules  # 2x the roofline is not "far" (3x)
+
+
+def test_html_shows_calibrated_columns_only_with_a_calibration() -> None:
+    from dsocr.report import html
+
+    plain = html.render_html(full_view())
+    assert "measured / calibrated" not in plain
+    shown = html.render_html(_with_calibrated(vision=38e6, prefill=40e6))  # type: ignore[arg-type]
+    table = shown[shown.index('<table id="stage-work">') :]
+    table = table[: table.index("</table>")]
+    assert "<th class=\"num\">measured / calibrated</th>" in table
+    vision_row = table[table.index("<td>vision</td>") :]
+    vision_row = vision_row[: vision_row.index("</tr>")]
+    assert '<td class="num">38.0 ms</td>' in vision_row
+    assert '<td class="num">1.04x</td>' in vision_row  # 39.67 ms busy / 38 ms calibrated
