@@ -247,6 +247,7 @@ def test_distinct_short_names_never_merge_kernels() -> None:
 def test_small_percentages_keep_significant_digits() -> None:
     assert frac(0.00047859) == "0.048%" and frac(0.0234) == "2.3%" and frac(0.0) == "0.0%"
     assert frac(8.88e-05) == "0.0089%" and frac(None) == "n/a"
+    assert frac(1.9e-16) == "0.0%" and frac(-2e-17) == "0.0%"  # float rounding of an exact zero (CV of equal values)
 
 
 def test_markdown_top_kernels_keep_kernels_apart(h100_analysis: Analysis) -> None:

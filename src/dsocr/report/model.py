@@ -61,13 +61,18 @@ def pct(v: Any) -> str:
     return "n/a" if v is None else f"{v:.1f}%"
 
 
+#: Percentages smaller than this print as 0.0% (what is left of an exact zero after float rounding).
+FRAC_ZERO_PCT = 1e-6
+
+
 def frac(v: Any) -> str:
     """A fraction in 0..1 as a percentage: one decimal, or two significant digits below 1%
-    (0.00048 -> ``0.048%``), so a small value never reads ``0.0%``."""
+    (0.00048 -> ``0.048%``), so a small value never reads ``0.0%``; below 1e-6 % (float rounding
+    of an exact zero, e.g. the CV of identical values) it is ``0.0%``."""
     if v is None or not math.isfinite(v):
         return "n/a"
     p = 100 * v
-    if p == 0 or abs(p) >= 1:
+    if abs(p) < FRAC_ZERO_PCT or abs(p) >= 1:
         return f"{p:.1f}%"
     return f"{p:.{1 - math.floor(math.log10(abs(p)))}f}%"
 
