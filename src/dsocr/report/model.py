@@ -72,7 +72,9 @@ def frac(v: Any) -> str:
     if v is None or not math.isfinite(v):
         return "n/a"
     p = 100 * v
-    if abs(p) < FRAC_ZERO_PCT or abs(p) >= 1:
+    if abs(p) < FRAC_ZERO_PCT:
+        return "0.0%"
+    if abs(p) >= 1:
         return f"{p:.1f}%"
     return f"{p:.{1 - math.floor(math.log10(abs(p)))}f}%"
 
