@@ -296,3 +296,20 @@ def test_plots_and_summary_rendered_once(
     got, _, stderr = run(capsys, str(cpu_sqlite), "--out", str(tmp_path / "o"), "-q")
     assert got == 0, stderr
     assert calls == {"plots": 1, "summary": 1}
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [(None, "calibration file not found"), ("[1, 2]", "not a dsocr calibration file")],
+)
+def test_bad_calibration_file(
+    capsys: pytest.CaptureFixture[str], cpu_sqlite: Path, tmp_path: Path, content: str | None, words: str
+) -> None:
+    cal = tmp_path / "cal.json"
+    if content is not None:
+        cal.write_text(content)
+    out = tmp_path / "out"
+    got, stdout, stderr = run(capsys, str(cpu_sqlite), "--calibration", str(cal), "--out", str(out))
+    assert got == ExitCode.BAD_INPUT
+    assert stderr.count("\n") == 1 and stderr.startswith("dsocr: error: ") and str(cal) in stderr and words in stderr
+    assert "Traceback" not in stderr and stdout == "" and not out.exists()

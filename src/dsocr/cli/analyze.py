@@ -146,6 +146,15 @@ def analyze(
     gpu: Annotated[
         str | None, _opt("--gpu", "DSOCR_GPU", "GPU name to look the peak up by (default: the trace's GPU).")
     ] = None,
+    calibration: Annotated[
+        Path | None,
+        _opt(
+            "--calibration",
+            "DSOCR_CALIBRATION",
+            "calibration.json from `dsocr calibrate` for the calibrated prediction "
+            "(default: the run directory's calibration.json when there is one).",
+        ),
+    ] = None,
     full_projection: Annotated[
         bool,
         typer.Option(
@@ -177,7 +186,7 @@ def analyze(
             f"no trace given: analyzing the bundled sample run ({paths[0].name}: H100, gundam, 2 pages x 2 repeats)"
         )
     flags = WorkloadFlags(mode, crops, prompt_tokens, max_new_tokens, prefill_tokens)
-    peak = PeakFlags(gpu, peak_tflops, peak_tbps)
+    peak = PeakFlags(gpu, peak_tflops, peak_tbps, calibration)
 
     # per file: load, attribute, stages, projection; then combine, analytic model, render all, write all
     with _progress(ui, 4 * len(paths) + 4) as advance:
