@@ -83,17 +83,7 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.ui.show_progress:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=self.ui.err,
-                transient=False,
-            )
-            self._progress.start()
+            self._progress = self.ui.progress_bar()
             self._task = self._progress.add_task("calibrating", total=self.total)
         return self
 

@@ -63,17 +63,7 @@ class RichReporter:
 
     def __enter__(self) -> RichReporter:
         if self.ui.show_progress:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=self.ui.err,
-                transient=False,
-            )
-            self._progress.start()
+            self._progress = self.ui.progress_bar()
         return self
 
     def __exit__(self, *exc: object) -> None:

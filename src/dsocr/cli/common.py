@@ -158,3 +158,18 @@ class Ui:
     def show_progress(self) -> bool:
         """Whether progress bars should be drawn."""
         return not self.quiet and self.err.is_terminal
+
+    def progress_bar(self) -> Any:
+        """A started rich progress bar on stderr (description, bar, done/total, elapsed); stop() it after."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.err,
+            transient=False,
+        )
+        bar.start()
+        return bar
