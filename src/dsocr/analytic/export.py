@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from dsocr.analytic.cost import CATEGORIES, Cost
-from dsocr.analytic.hierarchy import ModuleRow, module_rows
-from dsocr.analytic.metrics import arithmetic_intensity, ops_roofline_ns, roofline
 from dsocr.analytic.peaks import Peak
 from dsocr.analytic.workload import VISION_PARTS, ModelEstimate
+
+if TYPE_CHECKING:
+    from dsocr.analytic.hierarchy import ModuleRow
 
 SCHEMA: Final = "dsocr.model/1"
 
 
 def cost_dict(cost: Cost) -> dict[str, Any]:
     """A cost as JSON: FLOPs (total, tensor, other), bytes (total and by kind), params, activation bytes."""
+    from dsocr.analytic.metrics import arithmetic_intensity
+
     return {
         "flops": cost.flops,
         "tensor_flops": cost.tensor_flops,
@@ -32,6 +35,8 @@ def cost_dict(cost: Cost) -> dict[str, Any]:
 
 
 def _roof(cost: Cost, peak: Peak | None) -> dict[str, Any]:
+    from dsocr.analytic.metrics import roofline
+
     if peak is None:
         return {}
     r = roofline(cost, peak)
@@ -70,6 +75,8 @@ def _workload(est: ModelEstimate) -> dict[str, Any]:
 
 
 def _stages(est: ModelEstimate, peak: Peak | None) -> dict[str, Any]:
+    from dsocr.analytic.metrics import ops_roofline_ns
+
     out: dict[str, Any] = {}
     for stage in est.stages:
         entry = {**cost_dict(stage.cost), **_roof(stage.cost, peak)}
@@ -99,6 +106,8 @@ def _stages(est: ModelEstimate, peak: Peak | None) -> dict[str, Any]:
 
 
 def _module(row: ModuleRow, peak: Peak | None) -> dict[str, Any]:
+    from dsocr.analytic.metrics import arithmetic_intensity, ops_roofline_ns
+
     c = row.cost
     entry: dict[str, Any] = {
         "path": row.path,
@@ -158,6 +167,8 @@ def assumptions(est: ModelEstimate) -> list[str]:
 
 def to_json(est: ModelEstimate, peak: Peak | None = None) -> dict[str, Any]:
     """The whole estimate as a JSON-ready dict (``schema`` ``dsocr.model/1``)."""
+    from dsocr.analytic.hierarchy import module_rows
+
     return {
         "schema": SCHEMA,
         "model": est.arch.name,
@@ -192,6 +203,9 @@ def _ms(ns: float | None) -> str:
 
 def to_markdown(est: ModelEstimate, peak: Peak | None = None, max_depth: int | None = None) -> str:
     """A readable report: workload, stages, memory, views and the module hierarchy."""
+    from dsocr.analytic.hierarchy import module_rows
+    from dsocr.analytic.metrics import arithmetic_intensity, roofline
+
     w = est.workload
     lay = w.layout
     first, last, total = est.decode_context

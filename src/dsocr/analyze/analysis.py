@@ -557,13 +557,13 @@ def find_calibration(
 
     A calibration measured on another GPU than the trace's is used but warned about.
     """
-    from dsocr.analytic.calibration import load_calibration
-
     path = flags.calibration if flags is not None else None
     if path is None and run is not None and (run.directory / rundir.CALIBRATION).is_file():
         path = run.directory / rundir.CALIBRATION
     if path is None:
         return None
+    from dsocr.analytic.calibration import load_calibration
+
     cal = load_calibration(path)
     trace_gpu = gpus[0].name if gpus else None
     if cal.gpu and trace_gpu and cal.gpu != trace_gpu:

@@ -11,21 +11,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import polars as pl
 
-from dsocr.analytic.calibration import Calibration, required_kernels
 from dsocr.analytic.export import peak_dict, to_json
-from dsocr.analytic.metrics import METRIC_STAGES, StageMetric, StageTime, stage_metrics
 from dsocr.analytic.peaks import Peak, resolve_peak
-from dsocr.analytic.workload import ModelEstimate, estimate
 from dsocr.analyze.trace import GpuInfo
-from dsocr.analyze.workload_from_run import RunWorkload
 
-#: Measured stages fed to ``stage_metrics`` (the ``model`` row is derived).
-TIMED_STAGES: Final = tuple(s for s in METRIC_STAGES if s != "model")
+if TYPE_CHECKING:  # the metrics and calibration are imported when there is a workload (start-up time)
+    from dsocr.analytic.calibration import Calibration
+    from dsocr.analytic.metrics import StageMetric, StageTime
+    from dsocr.analytic.workload import ModelEstimate
+    from dsocr.analyze.workload_from_run import RunWorkload
+
+
+def timed_stages() -> tuple[str, ...]:
+    """Measured stages fed to ``stage_metrics`` (the ``model`` row is derived)."""
+    from dsocr.analytic.metrics import METRIC_STAGES
+
+    return tuple(s for s in METRIC_STAGES if s != "model")
 
 
 @attrs.frozen
@@ -62,10 +68,12 @@ def trace_peak(gpus: Sequence[GpuInfo], flags: PeakFlags) -> Peak:
 
 def stage_times(per_pass: pl.DataFrame) -> tuple[dict[str, StageTime], dict[str, int]]:
     """Mean over passes of each timed stage's per-pass GPU busy and wall (range) time; and the pass counts."""
+    from dsocr.analytic.metrics import StageTime
+
     if per_pass.is_empty():
         return {}, {}
     means = (
-        per_pass.filter(pl.col("stage").is_in(list(TIMED_STAGES)))
+        per_pass.filter(pl.col("stage").is_in(list(timed_stages())))
         .group_by("stage")
         .agg(pl.col("gpu_busy_ns").mean(), pl.col("cpu_ns").mean(), pl.len().alias("passes"))
     )
@@ -123,6 +131,9 @@ def analytic_section(
     """
     if workload is None:
         return AnalyticResult({"available": False, "reason": reason, "peak": peak_dict(peak)}, pl.DataFrame(), (), peak)
+    from dsocr.analytic.metrics import stage_metrics
+    from dsocr.analytic.workload import estimate
+
     ests = tuple(estimate(w) for w in workload.pages)
     times, passes = stage_times(per_pass)
     rows = stage_metrics(ests, times, peak, calibration)
@@ -153,6 +164,8 @@ def calibration_doc(ests: Sequence[ModelEstimate], calibration: Calibration | No
     """Where the calibration came from and which of this workload's signatures it lacks."""
     if calibration is None:
         return None
+    from dsocr.analytic.calibration import required_kernels
+
     needed = required_kernels(ests)
     missing = [k.key for k in needed if k.key not in calibration.times]
     return {

@@ -15,18 +15,19 @@ Passes are the ``repeat`` ranges (by payload) of dsocr's own domain.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import polars as pl
 
-from dsocr.analytic.calibration import Calibration
-from dsocr.analytic.metrics import module_metrics
-from dsocr.analytic.peaks import Peak
-from dsocr.analytic.workload import ModelEstimate
 from dsocr.analyze.stages import busy_union
 from dsocr.analyze.trace import Trace
 from dsocr.contract import nvtx_names as nv
+
+if TYPE_CHECKING:  # the analytic model is imported where a workload needs it (start-up time)
+    from dsocr.analytic.calibration import Calibration
+    from dsocr.analytic.peaks import Peak
+    from dsocr.analytic.workload import ModelEstimate
 
 
 @attrs.frozen
@@ -154,6 +155,8 @@ def predicted_modules(
     estimates: Sequence[ModelEstimate], peak: Peak, calibration: Calibration | None = None
 ) -> pl.DataFrame:
     """The analytic module rows summed over the pages of a pass (path, kind, calls, flops, bytes, predicted)."""
+    from dsocr.analytic.metrics import module_metrics
+
     rows = [attrs.asdict(m) for e in estimates for m in module_metrics(e, peak, calibration=calibration)]
     if not rows:
         return pl.DataFrame(schema={"path": pl.String})
