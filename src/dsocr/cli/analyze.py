@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dsocr import lean_allocator
+from dsocr import LEAN_MALLOC_CONF, SMALL_MALLOC_CONF, lean_allocator
 from dsocr.cli._values import crops_value, mode_value, positive_value
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 FORMATS = ("md", "json", "sqlite", "html")
 
-#: Inputs at least this big are analyzed with the lean allocator settings (lower peak memory).
+#: Inputs at least this big are analyzed with the lean allocator settings (lower peak memory), smaller
+#: ones with :data:`dsocr.SMALL_MALLOC_CONF` (fewer page faults).
 LEAN_MEMORY_BYTES = 64 << 20
 
 
@@ -172,8 +173,7 @@ def analyze(
     """Analyze Nsight Systems exports: stages, kernels, operators, repeats, MFU; write the report files."""
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
     wanted = parse_formats(formats)
-    if _input_bytes(traces or []) >= LEAN_MEMORY_BYTES:
-        lean_allocator()
+    lean_allocator(LEAN_MALLOC_CONF if _input_bytes(traces or []) >= LEAN_MEMORY_BYTES else SMALL_MALLOC_CONF)
 
     from dsocr.analyze.analysis import run_analysis, sample_trace
     from dsocr.analyze.analytic_section import PeakFlags
