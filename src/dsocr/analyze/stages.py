@@ -14,6 +14,7 @@ its ``decode``.
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 import attrs
@@ -73,10 +74,15 @@ class StageTables:
 
     mode: str  #: ``dsocr`` (own NVTX contract) or ``foreign``
     instances: pl.DataFrame  #: one row per stage range instance
-    summary: pl.DataFrame  #: one row per stage name
     categories: pl.DataFrame  #: kernel time by category per stage name
     top_kernels: pl.DataFrame  #: the top kernels per stage name
     operators: pl.DataFrame  #: top aten operators per stage name (empty without emit_nvtx)
+
+    @functools.cached_property
+    def summary(self) -> pl.DataFrame:
+        """One row per stage name (:func:`summarize`; computed when first asked for: ``dsocr analyze``
+        summarizes the instances of all its files together instead)."""
+        return summarize(self.instances)
 
 
 def _empty_ids(col: str) -> pl.LazyFrame:
@@ -308,7 +314,6 @@ def analyze_stages(
     return StageTables(
         mode=mode,
         instances=instances,
-        summary=summarize(instances),
         categories=_category_table(kern),
         top_kernels=_top_kernels(kern, top_n),
         operators=_top_operators(per_call, trace.ranges, ids, top_n),
