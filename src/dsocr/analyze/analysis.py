@@ -401,12 +401,13 @@ def _attribute(trace: Trace) -> Attribution:
     return attribute(trace)
 
 
-def _projection(trace: Trace, att: Attribution) -> pl.DataFrame:
+def _projection(trace: Trace, api_pairs: pl.DataFrame | None) -> pl.DataFrame:
+    """NVIDIA's projection summary, from the API calls' (api_id, range_id) pairs when given."""
     from dsocr.analyze.projection import projection_summary
 
-    if att.api_enclosing.ids.len() >= FOLD_PROJECTION_CALLS:
+    if api_pairs is None:
         return projection_summary(trace)  # folds launches up the range tree: less memory, a little slower
-    return projection_summary(trace, pairs=att.api_ranges)
+    return projection_summary(trace, pairs=api_pairs)
 
 
 def _kernels(trace: Trace) -> pl.DataFrame:
@@ -453,11 +454,15 @@ def analyze_trace(
     step("attributing GPU work to NVTX ranges")
     att = _attribute(trace)
     cuda = trace.meta.has_cuda
+    # the API calls' (call, range) pairs, built once for the stages and the projection; from
+    # FOLD_PROJECTION_CALLS calls on they are built for the stages only (the projection folds)
+    fold = att.api_enclosing.ids.len() >= FOLD_PROJECTION_CALLS
+    api_pairs = None if fold else att.api_ranges
     step("stage tables")
     stages = analyze_stages(
         trace,
         att.op_ranges.lazy() if cuda else None,
-        att.api_ranges.lazy() if cuda else None,
+        (att.api_ranges if api_pairs is None else api_pairs).lazy() if cuda else None,
         top_n=None,
         op_innermost=att.op_innermost.lazy() if cuda else None,
     )
@@ -468,7 +473,8 @@ def analyze_trace(
             reference.info, _info(given, trace, stages.mode), _stage_names(reference.stages), _stage_names(stages)
         )
     step("NVTX projection and kernel summary")
-    proj = _projection(trace, att)
+    proj = _projection(trace, api_pairs)
+    del api_pairs
     kern = _kernels(trace)
     mod_times = None
     gaps = None
