@@ -9,10 +9,10 @@ from typing import Annotated
 
 import typer
 
-from dsocr.cli._diff_notes import comparability_warnings, headline
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, option
 from dsocr.contract.errors import BadInput, ExitCode
+from dsocr.report.diff_notes import comparability_warnings, headline
 
 DIFF_MD = "diff.md"
 DIFF_HTML = "diff.html"
