@@ -43,7 +43,8 @@ def load_trace(path: Path, *, need_cuda: bool = False, need_nvtx: bool = True) -
     source = open_source(path)
     try:
         trace = _load(source, need_cuda=need_cuda, need_nvtx=need_nvtx)
-        trim_c_heap()
+        if _worth_trimming(source):
+            trim_c_heap()
         return trace
     except BadInput as exc:
         if exc.message.startswith(str(path)):
@@ -55,6 +56,20 @@ def load_trace(path: Path, *, need_cuda: bool = False, need_nvtx: bool = True) -
         ) from exc
     finally:
         source.close()  # later on-demand reads open their own connections
+
+
+#: SQLite exports from this size on hand the C heap's freed pages back after reading (smaller ones
+#: would only fault them in again: ~2 ms a trim, twice per trace).
+TRIM_BYTES = 64 << 20
+
+
+def _worth_trimming(source: TableSource) -> bool:
+    """Whether the readers of ``source`` left enough in the C heap to hand back (big SQLite files only;
+    polars reads parquet through its own allocator)."""
+    try:
+        return source.source_format == "sqlite" and source.path.stat().st_size >= TRIM_BYTES
+    except OSError:
+        return False
 
 
 def trim_c_heap() -> None:
@@ -259,7 +274,8 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool) -> Trace:
             f"{path}: holds no CUDA kernels, copies or memsets; profile a GPU run with `nsys profile --trace=cuda,nvtx`"
         )
     raw = source.read_many(_requests())
-    trim_c_heap()  # the readers' temporary buffers
+    if _worth_trimming(source):
+        trim_c_heap()  # the readers' temporary buffers
     payloads = source.first_non_null(S.NVTX, S.PAYLOAD_COLUMNS)
     strings = raw["strings"].rename({"id": "_sid", "value": "_str"})
 
