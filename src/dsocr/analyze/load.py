@@ -16,7 +16,9 @@ from pathlib import Path
 
 import polars as pl
 
+from dsocr.analyze import prefetch
 from dsocr.analyze import schema as S
+from dsocr.analyze.prefetch import EARLY_READS
 from dsocr.analyze.readers import ROWID, SQLITE_MAGIC, ParquetDirSource, Request, SqliteSource, TableSource
 from dsocr.analyze.sweep import RangeIndex, as_int, make_timekey, range_index
 from dsocr.analyze.trace import GpuInfo, SchemaVersion, Trace, TraceMeta
@@ -56,6 +58,7 @@ def load_trace(path: Path, *, need_cuda: bool = False, need_nvtx: bool = True) -
         ) from exc
     finally:
         source.close()  # later on-demand reads open their own connections
+        prefetch.discard()  # early reads of tables this trace did not need
 
 
 #: SQLite exports from this size on hand the C heap's freed pages back after reading (smaller ones
@@ -216,18 +219,13 @@ _KERNEL_LAZY: dict[str, type[pl.DataType]] = {
 }
 
 
+def _early(key: str) -> Request:
+    """One of the reads :mod:`dsocr.analyze.prefetch` may have started (its columns are i64, ``text`` a string)."""
+    table, columns, where = EARLY_READS[key]
+    return table, {c: pl.String if c == "text" else I64 for c in columns}, where
+
+
 def _requests() -> dict[str, Request]:
-    nvtx_cols: dict[str, type[pl.DataType]] = {
-        ROWID: I64,
-        "start": I64,
-        "end": I64,
-        "eventType": I64,
-        "text": pl.String,
-        "textId": I64,
-        "domainId": I64,
-        "globalTid": I64,
-        "endGlobalTid": I64,
-    }
     domain_cols: dict[str, type[pl.DataType]] = {
         "start": I64,
         "text": pl.String,
@@ -235,15 +233,12 @@ def _requests() -> dict[str, Request]:
         "domainId": I64,
         "globalTid": I64,
     }
-    # the largest tables first: read_many starts them first, the small ones fill in beside them
+    # the largest tables first (API calls, NVTX ranges, kernels): read_many starts them first, the
+    # small ones fill in beside them
     return {
-        "runtime": (
-            S.RUNTIME,
-            {"start": I64, "end": I64, "globalTid": I64, "correlationId": I64, "nameId": I64},
-            None,
-        ),
-        "nvtx": (S.NVTX, nvtx_cols, ("eventType", S.RANGE_EVENTS)),
-        "kernel": (S.KERNEL, _OP_KEYS | {"demangledName": I64}, None),
+        "runtime": _early("runtime"),
+        "nvtx": _early("nvtx"),
+        "kernel": _early("kernel"),
         "strings": (S.STRINGS, {"id": I64, "value": pl.String}, None),
         "domains": (S.NVTX, domain_cols, ("eventType", (S.EVENT_DOMAIN_CREATE,))),
         "memcpy": (S.MEMCPY, _OP_KEYS | _OP_DETAILS | {"copyKind": I64}, None),

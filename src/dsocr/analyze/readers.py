@@ -13,9 +13,12 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Protocol
 
 import polars as pl
+
+from dsocr.analyze import prefetch
+from dsocr.analyze.prefetch import ARRAY_CAPSULE, SCHEMA_CAPSULE, quote, release
 
 #: Requested columns of one table: name -> dtype.
 Columns = Mapping[str, pl.DataType | type[pl.DataType]]
@@ -84,13 +87,7 @@ class _ArrowChunk:
         self.schema_ptr = schema_ptr
 
     def __arrow_c_array__(self, requested_schema: object = None) -> tuple[object, object]:
-        return _capsule(self.schema_ptr, _SCHEMA_CAPSULE), _capsule(self.array_ptr, _ARRAY_CAPSULE)
-
-
-_SCHEMA_CAPSULE: Final = b"arrow_schema"
-_ARRAY_CAPSULE: Final = b"arrow_array"
-#: Byte offset of ``release`` in the C structs ArrowSchema and ArrowArray (Arrow C data interface).
-_RELEASE_OFFSET: Final = {_SCHEMA_CAPSULE: 56, _ARRAY_CAPSULE: 64}
+        return _capsule(self.schema_ptr, SCHEMA_CAPSULE), _capsule(self.array_ptr, ARRAY_CAPSULE)
 
 
 def _capsule(ptr: int, name: bytes) -> object:
@@ -100,15 +97,6 @@ def _capsule(ptr: int, name: bytes) -> object:
     new.restype = ctypes.py_object
     new.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)
     return new(ptr, name, None)  # no destructor: _connectorx_frame releases what polars did not move
-
-
-def _release(ptr: int, name: bytes) -> None:
-    """Call the struct's ``release`` callback unless it was moved out (NULL), as a capsule destructor would."""
-    import ctypes
-
-    release = ctypes.c_void_p.from_address(ptr + _RELEASE_OFFSET[name]).value
-    if release:
-        ctypes.CFUNCTYPE(None, ctypes.c_void_p)(release)(ptr)
 
 
 def _connectorx_frame(uri: str, sql: str) -> pl.DataFrame:
@@ -122,6 +110,12 @@ def _connectorx_frame(uri: str, sql: str) -> pl.DataFrame:
     names, chunks = cx_read_sql(
         uri, "arrow", protocol="binary", queries=[sql], partition_query=None, pre_execution_queries=None
     )
+    return _arrow_frame(names, chunks)
+
+
+def _arrow_frame(names: Sequence[str], chunks: Sequence[Sequence[tuple[int, int]]]) -> pl.DataFrame:
+    """A connectorx result (column names, per record batch the (array, schema) pointers of each column)
+    as a polars frame; every struct polars did not move is released."""
     if not names:
         return pl.DataFrame()
     try:
@@ -137,12 +131,8 @@ def _connectorx_frame(uri: str, sql: str) -> pl.DataFrame:
     finally:
         for chunk in chunks:
             for array_ptr, schema_ptr in chunk:
-                _release(array_ptr, _ARRAY_CAPSULE)
-                _release(schema_ptr, _SCHEMA_CAPSULE)
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+                release(array_ptr, ARRAY_CAPSULE)
+                release(schema_ptr, SCHEMA_CAPSULE)
 
 
 class SqliteSource:
@@ -171,7 +161,7 @@ class SqliteSource:
         if table not in self._tables:
             return ()
         if table not in self._columns:
-            rows = self._con.execute(f"PRAGMA table_info({_quote(table)})").fetchall()
+            rows = self._con.execute(f"PRAGMA table_info({quote(table)})").fetchall()
             self._columns[table] = tuple(str(r[1]) for r in rows)
         return self._columns[table]
 
@@ -183,20 +173,16 @@ class SqliteSource:
         present = [c for c in columns if c in self.columns(table) or c == ROWID]
         if table not in self._tables or not present:
             return None
-        sql = f"SELECT {', '.join(_quote(c) for c in present)} FROM {_quote(table)}"
-        if where is not None:
-            column, values = where
-            sql += f" WHERE {_quote(column)} IN ({', '.join(str(int(v)) for v in values)})"
-        return sql
+        return prefetch.select_sql(table, present, where)
 
     def first_non_null(self, table: str, columns: Sequence[str]) -> pl.DataFrame:
         """``rowid`` and the first non-null of ``columns`` (as i64), only rows where one is set."""
         present = [c for c in columns if c in self.columns(table)]
         if not present:
             return pl.DataFrame(schema={ROWID: pl.Int64, "value": pl.Int64})
-        cols = ", ".join(_quote(c) for c in present)
-        where = " OR ".join(f"{_quote(c)} IS NOT NULL" for c in present)
-        rows = self.query(f"SELECT rowid, coalesce({cols}) FROM {_quote(table)} WHERE {where}")
+        cols = ", ".join(quote(c) for c in present)
+        where = " OR ".join(f"{quote(c)} IS NOT NULL" for c in present)
+        rows = self.query(f"SELECT rowid, coalesce({cols}) FROM {quote(table)} WHERE {where}")
         return pl.DataFrame(
             {ROWID: [r[0] for r in rows], "value": [_clamp(r[1]) for r in rows]},
             schema={ROWID: pl.Int64, "value": pl.Int64},
@@ -215,10 +201,13 @@ class SqliteSource:
         return pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
 
     def _read_connectorx(self, sql: str) -> pl.DataFrame:
+        early = prefetch.take(self.path, sql)  # read while the analysis was imported
+        if early is not None:
+            with contextlib.suppress(Exception):
+                return _arrow_frame(*early)
         import connectorx as cx
 
-        # connectorx takes a plain path (percent-encoded) after sqlite://
-        uri = "sqlite://" + urllib.parse.quote(str(self.path.resolve()))
+        uri = prefetch.connectorx_uri(self.path)
         with contextlib.suppress(Exception):  # another connectorx/polars than this was made for: the pyarrow route
             return _connectorx_frame(uri, sql)
         table = cx.read_sql(uri, sql, return_type="arrow")

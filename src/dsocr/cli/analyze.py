@@ -174,9 +174,14 @@ def analyze(
     """Analyze Nsight Systems exports: stages, kernels, operators, repeats, MFU; write the report files."""
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
     wanted = parse_formats(formats)
-    lean_allocator(LEAN_MALLOC_CONF if _input_bytes(traces or []) >= LEAN_MEMORY_BYTES else SMALL_MALLOC_CONF)
+    small = _input_bytes(traces or []) < LEAN_MEMORY_BYTES
+    lean_allocator(SMALL_MALLOC_CONF if small else LEAN_MALLOC_CONF)
 
     with _cyclic_gc_off():  # a one-shot command: see _cyclic_gc_off
+        if small and traces is not None and len(traces) == 1:
+            from dsocr.analyze.prefetch import start as start_reading
+
+            start_reading(traces[0])  # the largest tables, while polars and the analysis are imported
         from dsocr.analyze.analysis import run_analysis, sample_trace
         from dsocr.analyze.analytic_section import PeakFlags
         from dsocr.analyze.workload_from_run import WorkloadFlags
