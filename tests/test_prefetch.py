@@ -72,3 +72,24 @@ def test_a_failed_early_read_falls_back_to_reading(h100_sqlite: Path, monkeypatc
     finally:
         source.close()
     assert frame.height == 167_731
+
+
+def test_a_read_not_started_yet_is_left_to_the_caller(h100_sqlite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    go = threading.Event()
+    real_read = prefetch._read
+
+    def slow(uri: str, sql: str) -> prefetch.Result:
+        go.wait(10)
+        return real_read(uri, sql)
+
+    monkeypatch.setattr(prefetch, "_read", slow)
+    assert prefetch.start(h100_sqlite)
+    queries = [sql for _, sql in prefetch._pending]
+    assert prefetch.take(h100_sqlite, queries[-1]) is None  # queued behind the first: dropped, not awaited
+    assert len(prefetch._pending) == len(queries) - 1
+    go.set()
+    first = prefetch.take(h100_sqlite, queries[0])
+    assert first is not None
+    prefetch.release_result(first)

@@ -131,10 +131,11 @@ def start(path: Path) -> bool:
 
 
 def take(path: Path, sql: str) -> Result | None:
-    """The early result of ``sql`` on ``path`` (waiting for it), taken out; None if there is none or it failed."""
+    """The early result of ``sql`` on ``path`` (waiting for it if it is being read), taken out; None if there
+    is none, it failed, or its read had not started yet (it is dropped: the caller reads it in parallel)."""
     with _lock:
         future = _pending.pop((str(path.resolve()), sql), None)
-    if future is None:
+    if future is None or future.cancel():  # not started yet: the caller reads it now, beside its other reads
         return None
     try:
         return future.result()
