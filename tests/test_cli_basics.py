@@ -9,9 +9,7 @@ import dsocr
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dsocr", *args], capture_output=True, text=True, check=False
-    )
+    return subprocess.run([sys.executable, "-m", "dsocr", *args], capture_output=True, text=True, check=False)
 
 
 def test_version_prints_package_version() -> None:

@@ -52,7 +52,7 @@ def test_html_shows_calibrated_columns_only_with_a_calibration() -> None:
     shown = html.render_html(_with_calibrated(vision=38e6, prefill=40e6))  # type: ignore[arg-type]
     table = shown[shown.index('<table id="stage-work">') :]
     table = table[: table.index("</table>")]
-    assert "<th class=\"num\">measured / calibrated</th>" in table
+    assert '<th class="num">measured / calibrated</th>' in table
     vision_row = table[table.index("<td>vision</td>") :]
     vision_row = vision_row[: vision_row.index("</tr>")]
     assert '<td class="num">38.0 ms</td>' in vision_row
