@@ -430,3 +430,19 @@ def test_cpu_fixture_dsocr_stages(cpu_sqlite: Path) -> None:
     sam = _row(st.summary, "sam")["cpu_ns_mean"]
     assert isinstance(sam, float) and 8e6 <= sam < 9e6
     assert st.summary["kernels"].sum() == 0
+
+
+@pytest.mark.parametrize("trace_of", ["hand", "h100"])
+def test_one_pass_equals_per_depth_passes(trace_of: str, h100_sqlite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small trace's stage metrics in one pass over all depths equal those of one pass per depth."""
+    import dsocr.analyze.stages as stages_mod
+    from dsocr.analyze.load import load_trace
+
+    trace = hand_trace() if trace_of == "hand" else load_trace(h100_sqlite)
+    one = _run(trace)
+    monkeypatch.setattr(stages_mod, "ONE_PASS_PAIRS", 0)
+    per_depth = _run(trace)
+    assert one.instances["depth"].n_unique() > 1
+    assert one.instances.equals(per_depth.instances)
+    for name in ("categories", "top_kernels", "operators"):
+        assert getattr(one, name).equals(getattr(per_depth, name)), name

@@ -67,6 +67,10 @@ SUM_METRICS: Final[tuple[str, ...]] = (
 
 TOP_N: Final = 10
 
+#: Up to this many (op, range) plus (API call, range) pairs, the stage metrics of all nesting
+#: depths are computed in one pass (more take one pass per depth, holding less at a time).
+ONE_PASS_PAIRS: Final = 2_000_000
+
 
 @attrs.frozen
 class StageTables:
@@ -83,6 +87,11 @@ class StageTables:
         """One row per stage name (:func:`summarize`; computed when first asked for: ``dsocr analyze``
         summarizes the instances of all its files together instead)."""
         return summarize(self.instances)
+
+
+def _pairs(lf: pl.LazyFrame) -> int:
+    """The number of rows of an attribution pair frame (cheap for an in-memory frame)."""
+    return int(lf.select(pl.len()).collect().item())
 
 
 def _empty_ids(col: str) -> pl.LazyFrame:
@@ -230,10 +239,16 @@ def analyze_stages(
     api_r = api_ranges if api_ranges is not None else _empty_ids("api_id")
     # one nesting depth of stage ranges at a time: a call or op is in at most one stage range of
     # a depth per thread, so each pass holds about one row per call or op
-    levels = [
-        inst.lazy().filter(pl.col("depth") == d).select("range_id")
-        for d in (sorted(inst["depth"].unique().to_list()) or [0])
-    ]
+    # (a small trace takes all depths in one pass: fewer, larger queries)
+    small = _pairs(op_r) + _pairs(api_r) <= ONE_PASS_PAIRS
+    levels = (
+        [inst.lazy().select("range_id")]
+        if small
+        else [
+            inst.lazy().filter(pl.col("depth") == d).select("range_id")
+            for d in (sorted(inst["depth"].unique().to_list()) or [0])
+        ]
+    )
 
     api_kind = trace.api.select(
         "api_id",
