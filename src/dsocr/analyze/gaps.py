@@ -121,7 +121,8 @@ def _longest_unseen(found: pl.DataFrame, seen: list[pl.DataFrame], top_n: int) -
         lf = lf.join(pl.concat(seen, rechunk=False).lazy(), on=["_gs", "_ge"], how="anti")
     return (
         lf.with_columns((pl.col("_ge") - pl.col("_gs")).alias("duration_ns"))
-        .filter(pl.col("duration_ns").rank("min", descending=True).over("range_id") <= top_n)
+        # at least as long as the instance's top_n-th longest (ties kept): a cheap window, not a rank
+        .filter(pl.col("duration_ns") >= pl.col("duration_ns").top_k(top_n).min().over("range_id"))
         .unique(subset=["_gs", "_ge"], keep="first", maintain_order=True)
         .sort("duration_ns", "_gs", descending=[True, False])
         .filter(pl.int_range(pl.len()).over("range_id") < top_n)
