@@ -446,3 +446,32 @@ def test_one_pass_equals_per_depth_passes(trace_of: str, h100_sqlite: Path, monk
     assert one.instances.equals(per_depth.instances)
     for name in ("categories", "top_kernels", "operators"):
         assert getattr(one, name).equals(getattr(per_depth, name)), name
+
+
+def test_parse_op_message_shapes_equal_the_regex() -> None:
+    """The literal shape parsing gives exactly what ``sizes = (\\[.*\\])$`` after the cut gives."""
+    msgs = [
+        "aten::mm, seq = 1, op_id = 5, sizes = [[1, 8], [8, 8]], input_op_ids = [(4, 0)]",
+        "é aten::x, sizes = [[1]]",
+        "aten::y, sizes = [1]\nsizes = [2]",
+        "aten::z, sizes = [1], sizes = [2]",
+        "x, input_op_ids = [1]\n, sizes = [3]",
+        "a, input_op_ids = b, input_op_ids = c, sizes = [4]",
+        "sizes = [1], input_op_ids = []]",
+        "sizes = [1] x",
+        "sizes = [1]\n",
+        "sizes = [",
+        "sizes = []",
+        "no shapes",
+        "]",
+        "",
+        None,
+    ]
+    df = pl.DataFrame({"m": msgs})
+    m = pl.col("m")
+    want = m.str.replace(r", input_op_ids = .*$", "").str.extract(r"sizes = (\[.*\])$", 1)
+    got = df.select(parse_op_message(m)[1])["input_shapes"].to_list()
+    assert got == df.select(want)["m"].to_list()
+    assert got[:4] == ["[[1, 8], [8, 8]]", "[[1]]", "[2]", "[1], sizes = [2]"]
+    names = df.select(parse_op_message(m)[0])["operator"].to_list()
+    assert names[:2] == ["aten::mm", "é aten::x"] and names[-2:] == ["", None]

@@ -26,8 +26,16 @@ def parse_op_message(message: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     The name is the text before the first ``, ``; the shapes are the ``sizes = [...]`` value
     (null when the range has no shapes). ``seq``, ``op_id`` and ``input_op_ids`` are dropped.
     """
-    op = message.str.split(", ").list.first()
-    shapes = message.str.replace(r", input_op_ids = .*$", "").str.extract(r"sizes = (\[.*\])$", 1)
+    op = message.str.splitn(", ", 2).struct.field("field_0")
+    # the shapes are ``sizes = (\[.*\])$`` after cutting ``, input_op_ids = .*$``; a message
+    # without a line break takes literal splits instead (the same text, without the regex cost)
+    multiline = message.str.contains("\n", literal=True)
+    by_regex = (
+        pl.when(multiline).then(message).str.replace(r", input_op_ids = .*$", "").str.extract(r"sizes = (\[.*\])$", 1)
+    )
+    cut = message.str.splitn(", input_op_ids = ", 2).struct.field("field_0")
+    literal = pl.when(cut.str.ends_with("]")).then(pl.lit("[") + cut.str.splitn("sizes = [", 2).struct.field("field_1"))
+    shapes = pl.when(multiline).then(by_regex).otherwise(literal)
     return op.alias("operator"), shapes.alias("input_shapes")
 
 
