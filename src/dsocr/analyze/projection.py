@@ -45,9 +45,19 @@ def _launches(trace: Trace) -> pl.DataFrame:
 
 
 def _per_range_from_pairs(pairs: pl.DataFrame, launches: pl.DataFrame) -> pl.DataFrame:
+    """Per range of the (``api_id``, ``range_id``) pairs: first start, last end and count of its launches.
+
+    Each pair finds its launch by position (a gather through an ``api_id``-indexed array), not
+    by a hash join.
+    """
+    size = max(as_int(launches["api_id"].max() or 0), as_int(pairs["api_id"].max() or 0)) + 1
+    row = pl.int_range(0, launches.height, dtype=pl.UInt32, eager=True)
+    at = pl.repeat(None, size, dtype=pl.UInt32, eager=True).scatter(launches["api_id"].cast(pl.Int64), row)
+    found = pl.DataFrame({"range_id": pairs["range_id"], "_at": at.gather(pairs["api_id"])}).drop_nulls("_at")
+    del at
+    found = found.select("range_id").hstack(launches.select("s", "e")[found["_at"]].get_columns())
     return (
-        pairs.lazy()
-        .join(launches.lazy(), on="api_id")
+        found.lazy()
         .group_by("range_id")
         .agg(
             pl.col("s").min().alias("proj_start"),

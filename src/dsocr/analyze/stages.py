@@ -196,16 +196,18 @@ def busy_union(ops: pl.LazyFrame, key: str) -> pl.LazyFrame:
     band = pl.col(key).cast(pl.Int64)
     if (int(s[key].max()) + 1) * span >= 1 << 62:  # type: ignore[arg-type]
         band = pl.col(key).rank("dense").cast(pl.Int64)
-    shifted = s.lazy().select(
+    # eager steps: on frames of this size one plan per step costs less than one lazy plan
+    shifted = s.select(
         key,
         (band * span + (pl.col("start") - t0)).alias("_s"),
         (band * span + (pl.col("end") - t0)).alias("_e"),
-    )
+    ).sort("_s")
+    del s
     before = pl.col("_e").cum_max().shift(1)
     new_part = (pl.col("_e") - pl.max_horizontal("_s", before)).clip(lower_bound=0)
     return (
-        shifted.sort("_s")
-        .select(key, new_part.alias("_new"))
+        shifted.select(key, new_part.alias("_new"))
+        .lazy()
         .group_by(key)
         .agg(pl.col("_new").sum().cast(pl.Int64).alias("busy_ns"))
     )
