@@ -129,3 +129,22 @@ def test_idle_gaps_ties_and_nesting() -> None:
         ("decode_step", 1, 10, 10),
     ]
     assert got.schema["range_id"] == pl.UInt32
+
+
+def test_idle_gaps_one_pass_equals_per_depth(h100_sqlite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gaps of all depths found in one pass equal those found depth by depth (H100 fixture)."""
+    import dsocr.analyze.gaps as gaps_mod
+    from dsocr.analyze.attribution import attribute
+    from dsocr.analyze.load import load_trace
+    from dsocr.analyze.stages import analyze_stages
+
+    trace = load_trace(h100_sqlite)
+    att = attribute(trace)
+    instances = analyze_stages(trace, att.op_ranges.lazy(), att.api_ranges.lazy()).instances
+    assert instances["depth"].n_unique() > 1
+    one = gaps_mod.idle_gaps(instances, att.op_ranges.lazy(), trace.gpu_ops, top_n=20)
+    monkeypatch.setattr(gaps_mod, "ONE_PASS_PAIRS", -1)
+    per_depth = gaps_mod.idle_gaps(instances, att.op_ranges.lazy(), trace.gpu_ops, top_n=20)
+    assert one.height > 20
+    key = ["duration_ns", "start_ns", "range_id"]
+    assert one.sort(key).equals(per_depth.sort(key))

@@ -12,7 +12,8 @@ from typing import Final
 
 import polars as pl
 
-from dsocr.analyze.stages import take_by_id
+from dsocr.analyze.stages import ONE_PASS_PAIRS, take_by_id
+from dsocr.analyze.sweep import as_int
 
 TOP_GAPS: Final = 5
 
@@ -60,17 +61,25 @@ def idle_gaps(
     # of the longest per stage)
     seen: list[pl.DataFrame] = []
     kept: list[pl.DataFrame] = []
+    # a small trace finds the gaps of all depths in one pass (an instance's gaps do not depend
+    # on the other instances), then takes them depth by depth
+    everything = None
+    if ids.height <= per_pass and as_int(pairs.select(pl.len()).collect().item()) <= ONE_PASS_PAIRS:
+        everything = _gaps_of(ids.sort("range_id").select("range_id").with_row_index("_band"), pairs, ops, lo, span)
     for depth in sorted(ids["depth"].unique().to_list(), reverse=True):
         level = ids.filter(pl.col("depth") == depth).sort("range_id")
-        found = pl.concat(
-            [
-                _gaps_of(chunk.select("range_id").with_row_index("_band"), pairs, ops, lo, span)
-                for chunk in level.iter_slices(per_pass)
-            ]
-        )
+        if everything is not None:
+            found = everything.filter(pl.col("range_id").is_in(level["range_id"].implode()))
+        else:
+            found = pl.concat(
+                [
+                    _gaps_of(chunk.select("range_id").with_row_index("_band"), pairs, ops, lo, span)
+                    for chunk in level.iter_slices(per_pass)
+                ]
+            )
         kept.append(_longest_unseen(found, seen, top_n).with_columns((pl.col("_gs") - t0).alias("start_ns")))
         seen.append(found.select("_gs", "_ge"))
-    del seen
+    del seen, everything
     gaps = (
         pl.concat(kept)
         .lazy()
