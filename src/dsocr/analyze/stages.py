@@ -327,7 +327,8 @@ def analyze_stages(
         .collect(),
         name_id,
     )
-    kern = kern.join(_kernel_categories(kern), on="name", how="left")
+    # collected once: the categories and the top kernels both read it
+    kern = kern.join(_kernel_categories(kern), on="name", how="left").collect().lazy()
     return StageTables(
         mode=mode,
         instances=instances,
