@@ -389,7 +389,7 @@ def _lookup(
     if lo is not None and hi is not None and as_int(hi) - as_int(lo) < _MAX_LUT:
         base = as_int(lo)
         # position of each id in the table; one extra slot (the last) holds the default
-        positions = pl.Series([values.len()] * (as_int(hi) - base + 1), dtype=pl.UInt32).scatter(
+        positions = pl.repeat(values.len(), as_int(hi) - base + 1, dtype=pl.UInt32, eager=True).scatter(
             ids.cast(I64) - base, pl.int_range(values.len(), dtype=pl.UInt32, eager=True)
         )
         extended = pl.concat([values, pl.Series([default], dtype=values.dtype)])
@@ -467,8 +467,8 @@ def _ranges_base(
 def _with_nesting(base: pl.DataFrame, index: RangeIndex) -> pl.DataFrame:
     """``depth`` and ``parent_id`` by ``range_id`` (the row number of ``base``)."""
     srt = index.sorted
-    depth = pl.Series("depth", [0] * base.height, dtype=pl.UInt32)
-    parent = pl.Series("parent_id", [None] * base.height, dtype=pl.UInt32)
+    depth = pl.zeros(base.height, dtype=pl.UInt32, eager=True).alias("depth")
+    parent = pl.repeat(None, base.height, dtype=pl.UInt32, eager=True).alias("parent_id")
     if srt.height:
         ids = srt["range_id"].cast(pl.Int64)
         depth = depth.scatter(ids, srt["depth"])
@@ -548,7 +548,7 @@ def _match_launch(records: pl.DataFrame, api: pl.DataFrame, id_col: str, api_pid
     process rank); with a single process it is the correlation id itself, so the hash join
     stays lean on millions of rows.
     """
-    full = pl.Series("api_id", [None] * records.height, dtype=pl.UInt32)
+    full = pl.repeat(None, records.height, dtype=pl.UInt32, eager=True).alias("api_id")
     if records.height == 0 or api.height == 0:
         return full
     api_pid = (pl.col("global_tid") // (1 << S.TID_BITS)).alias("global_pid")

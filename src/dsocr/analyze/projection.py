@@ -95,9 +95,9 @@ def _per_range_tree(trace: Trace, launches: pl.DataFrame) -> pl.DataFrame:
         .collect()
     )
     del call_pos
-    first = pl.Series("s", [None] * n, dtype=pl.Int64)
-    last = pl.Series("e", [None] * n, dtype=pl.Int64)
-    count = pl.Series("c", [0] * n, dtype=pl.Int64)
+    first = pl.repeat(None, n, dtype=pl.Int64, eager=True).alias("s")
+    last = pl.repeat(None, n, dtype=pl.Int64, eager=True).alias("e")
+    count = pl.zeros(n, dtype=pl.Int64, eager=True).alias("c")
     if leaf.height:
         at = leaf["pos"].cast(pl.Int64)
         first, last, count = first.scatter(at, leaf["s"]), last.scatter(at, leaf["e"]), count.scatter(at, leaf["c"])

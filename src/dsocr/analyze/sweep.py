@@ -134,7 +134,7 @@ def range_index(ranges: pl.DataFrame, tk: TimeKey) -> RangeIndex:
     ends = srt["end"]
     ok = found.is_not_null() & (ends.gather(found) >= ends.gather(child))
     bad = srt["thread_rank"].gather(child.filter(~ok.fill_null(False))).unique()
-    parent = pl.Series("parent_pos", [None] * n, dtype=pl.UInt32)
+    parent = pl.repeat(None, n, dtype=pl.UInt32, eager=True).alias("parent_pos")
     if child.len():
         parent = parent.scatter(child, found.cast(pl.UInt32))
     del child, found, ok
@@ -247,10 +247,10 @@ class Enclosing:
         n = self.inner_pos.len()
         if self.row_ids is None:  # every id 0..n-1 once, in order: already dense
             dense = self.inner_pos.head(size).rename("inner_pos")
-            missing = pl.Series("inner_pos", [None] * max(size - n, 0), dtype=pl.UInt32)
+            missing = pl.repeat(None, max(size - n, 0), dtype=pl.UInt32, eager=True).alias("inner_pos")
             return pl.concat([dense, missing]) if missing.len() else dense
         ids = self.row_ids
-        out = pl.Series("inner_pos", [None] * size, dtype=pl.UInt32)
+        out = pl.repeat(None, size, dtype=pl.UInt32, eager=True).alias("inner_pos")
         found = self.inner_pos.is_not_null() & (ids < size)
         return out.scatter(ids.filter(found).cast(I64), self.inner_pos.filter(found)) if found.any() else out
 
