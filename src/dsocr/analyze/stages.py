@@ -543,25 +543,22 @@ def _top_kernels(kern: pl.LazyFrame, top_n: int | None) -> pl.DataFrame:
 
 def _top_operators(per_call: pl.DataFrame, ranges: pl.LazyFrame, ids: pl.LazyFrame, top_n: int | None) -> pl.DataFrame:
     """Operators per stage from per (stage range, innermost operator range) sums (``kernels``,
-    ``gpu_ops``, ``gpu_ns``): named once per operator range, summed per stage range and
-    operator, then over the stage's ranges.
+    ``gpu_ops``, ``gpu_ns``): named once per operator range, summed per stage and operator
+    (``calls``: the number of operator ranges).
     """
     names = op_range_names(ranges, per_call.lazy().select("op_range_id"))
-    per_range = (
+    # per_call has one row per (stage range, operator range): its rows count the calls
+    per_stage = (
         per_call.lazy()
         .join(names, on="op_range_id", how="left")
-        .group_by("range_id", "operator", "input_shapes")
+        .join(ids, on="range_id", how="inner")
+        .group_by("stage", "operator", "input_shapes")
         .agg(
             pl.len().alias("calls"),  # distinct operator ranges
             pl.col("kernels").sum(),
             pl.col("gpu_ops").sum(),
             pl.col("gpu_ns").sum(),
         )
-    )
-    per_stage = (
-        per_range.join(ids, on="range_id", how="inner")
-        .group_by("stage", "operator", "input_shapes")
-        .agg(pl.col("calls", "kernels", "gpu_ops", "gpu_ns").sum())
     )
     return (
         _ranked(per_stage, "gpu_ns", ["operator", "input_shapes"], top_n)
