@@ -7,6 +7,7 @@ layer writes the files, once everything was computed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -504,6 +505,33 @@ def run_analysis(
     if not paths:
         raise BadInput("no trace given; pass an nsys SQLite export or a run directory")
     resolved = distinct_inputs(paths)
+    with _polars_engine(resolved):
+        return _analyze_all(paths, resolved, progress, top_n, workload, peak)
+
+
+#: Up to this many bytes of trace files (and unless POLARS_ENGINE_AFFINITY says otherwise) the
+#: queries run on polars' in-memory engine: on small frames each costs less there than on the
+#: streaming engine (polars' default), whose smaller peak memory is kept for large traces.
+IN_MEMORY_ENGINE_BYTES: Final = 64 << 20
+
+
+def _polars_engine(resolved: Sequence[Path]) -> contextlib.AbstractContextManager[object]:
+    """The polars engine setting for analyzing ``resolved`` (the exports: files or directories)."""
+    if os.environ.get("POLARS_ENGINE_AFFINITY") or not all(p.is_file() for p in resolved):
+        return contextlib.nullcontext()
+    if sum(p.stat().st_size for p in resolved) >= IN_MEMORY_ENGINE_BYTES:
+        return contextlib.nullcontext()
+    return pl.Config(engine_affinity="in-memory")
+
+
+def _analyze_all(
+    paths: Sequence[Path],
+    resolved: Sequence[Path],
+    progress: Progress | None,
+    top_n: int,
+    workload: WorkloadFlags | None,
+    peak: PeakFlags | None,
+) -> Analysis:
     results: list[TraceResult] = []
     warnings: list[str] = [w for p in paths if (w := partial_run_warning(p))]
     for p, r in zip(paths, resolved, strict=True):
