@@ -20,7 +20,10 @@ for _ in range(5):
     torch.cuda.synchronize()
     per.append((time.perf_counter_ns() - t) / 20000 / 1000)
 torch.cuda.profiler.stop()
-print("us per launch (5 loops):", " ".join(f"{p:.2f}" for p in per))
+import os, threading
+print("us per launch (5 loops):", " ".join(f"{p:.2f}" for p in per),
+      f"| cpus {len(os.sched_getaffinity(0))} nice {os.nice(0)} threads {threading.active_count()}"
+      f" LD_PRELOAD={'set' if os.environ.get('LD_PRELOAD') else 'unset'}")
 PY
 run() {  # $1 label, rest: nsys options (none: no nsys)
   label=$1; shift
@@ -33,5 +36,7 @@ run "no nsys"
 run "cuda,nvtx (dsocr)" --trace=cuda,nvtx --cuda-graph-trace=node --cuda-event-trace=false
 run "cuda,nvtx, event trace on" --trace=cuda,nvtx --cuda-graph-trace=node
 run "nvtx only" --trace=nvtx
+run "no trace at all" --trace=none
 run "no nsys again"
+run "cuda only" --trace=cuda --cuda-event-trace=false
 run "cuda,nvtx (dsocr) again" --trace=cuda,nvtx --cuda-graph-trace=node --cuda-event-trace=false
