@@ -5,6 +5,11 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
+#: Traces (files given, in bytes) below this size are "small": ``dsocr analyze`` then reads their
+#: largest tables early, runs polars' in-memory engine and the small-trace allocator settings and
+#: skips trimming the C heap; larger ones get the settings that keep the peak memory low.
+SMALL_TRACE_BYTES = 64 << 20
+
 #: jemalloc settings (polars' allocator) for big traces: blocks of 64 KiB or more come from
 #: jemalloc's dedicated arena for large blocks, which hands freed pages back to the OS at once;
 #: smaller freed pages are kept 10 ms for reuse (returning every page at once, small ones too,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import polars as pl
 
+from dsocr import SMALL_TRACE_BYTES
 from dsocr.analyze.categories import category_expr
 from dsocr.analyze.repeats import CV_LIMIT, RepeatTables, analyze_repeats
 from dsocr.analyze.stages import DSOCR, TOP_N, StageTables, analyze_stages, summarize
@@ -512,7 +513,7 @@ def run_analysis(
 #: Up to this many bytes of trace files (and unless POLARS_ENGINE_AFFINITY says otherwise) the
 #: queries run on polars' in-memory engine: on small frames each costs less there than on the
 #: streaming engine (polars' default), whose smaller peak memory is kept for large traces.
-IN_MEMORY_ENGINE_BYTES: Final = 64 << 20
+IN_MEMORY_ENGINE_BYTES: Final = SMALL_TRACE_BYTES
 
 
 def _polars_engine(resolved: Sequence[Path]) -> contextlib.AbstractContextManager[object]:

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import polars as pl
 
+from dsocr import SMALL_TRACE_BYTES
 from dsocr.analyze import prefetch
 from dsocr.analyze import schema as S
-from dsocr.analyze.prefetch import EARLY_READS
-from dsocr.analyze.readers import ROWID, SQLITE_MAGIC, ParquetDirSource, Request, SqliteSource, TableSource
+from dsocr.analyze.prefetch import EARLY_READS, ROWID, SQLITE_MAGIC
+from dsocr.analyze.readers import ParquetDirSource, Request, SqliteSource, TableSource
 from dsocr.analyze.sweep import RangeIndex, as_int, make_timekey, range_index
 from dsocr.analyze.trace import GpuInfo, SchemaVersion, Trace, TraceMeta
 from dsocr.contract.errors import BadInput, InputNotFound
@@ -63,7 +64,7 @@ def load_trace(path: Path, *, need_cuda: bool = False, need_nvtx: bool = True) -
 
 #: SQLite exports from this size on hand the C heap's freed pages back after reading (smaller ones
 #: would only fault them in again: ~2 ms a trim, twice per trace).
-TRIM_BYTES = 64 << 20
+TRIM_BYTES = SMALL_TRACE_BYTES
 
 
 def _worth_trimming(source: TableSource) -> bool:

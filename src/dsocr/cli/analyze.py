@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dsocr import LEAN_MALLOC_CONF, SMALL_MALLOC_CONF, lean_allocator
+from dsocr import LEAN_MALLOC_CONF, SMALL_MALLOC_CONF, SMALL_TRACE_BYTES, lean_allocator
 from dsocr.cli._values import crops_value, mode_value, positive_value
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
@@ -27,7 +27,7 @@ FORMATS = ("md", "json", "sqlite", "html")
 
 #: Inputs at least this big are analyzed with the lean allocator settings (lower peak memory), smaller
 #: ones with :data:`dsocr.SMALL_MALLOC_CONF` (fewer page faults).
-LEAN_MEMORY_BYTES = 64 << 20
+LEAN_MEMORY_BYTES = SMALL_TRACE_BYTES
 
 
 def _input_bytes(paths: list[Path]) -> int:
