@@ -64,7 +64,7 @@ def test_a_failed_early_read_falls_back_to_reading(h100_sqlite: Path, monkeypatc
     def broken(uri: str, sql: str) -> prefetch.Result:
         raise RuntimeError("early read failed")
 
-    monkeypatch.setattr(prefetch, "_read", broken)
+    monkeypatch.setattr(prefetch, "read_arrow", broken)
     assert prefetch.start(h100_sqlite)
     source = SqliteSource(h100_sqlite)
     try:
@@ -78,13 +78,13 @@ def test_a_read_not_started_yet_is_left_to_the_caller(h100_sqlite: Path, monkeyp
     import threading
 
     go = threading.Event()
-    real_read = prefetch._read
+    real_read = prefetch.read_arrow
 
     def slow(uri: str, sql: str) -> prefetch.Result:
         go.wait(10)
         return real_read(uri, sql)
 
-    monkeypatch.setattr(prefetch, "_read", slow)
+    monkeypatch.setattr(prefetch, "read_arrow", slow)
     assert prefetch.start(h100_sqlite)
     queries = [sql for _, sql in prefetch._pending]
     assert prefetch.take(h100_sqlite, queries[-1]) is None  # queued behind the first: dropped, not awaited

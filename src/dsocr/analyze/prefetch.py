@@ -63,6 +63,11 @@ def select_sql(table: str, columns: Sequence[str], where: Where | None = None) -
     return sql
 
 
+def sqlite_uri(path: Path) -> str:
+    """sqlite3's read-only URI of an export (``immutable``: no locking, no journal look-ups)."""
+    return "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro&immutable=1"
+
+
 def connectorx_uri(path: Path) -> str:
     """connectorx's URI of an SQLite file (a plain, percent-encoded path after ``sqlite://``)."""
     return "sqlite://" + urllib.parse.quote(str(path.resolve()))
@@ -85,7 +90,7 @@ def release_result(result: Result) -> None:
 
 def _queries(path: Path) -> list[str]:
     """The queries of :data:`EARLY_READS` as the SQLite reader will write them (only present columns)."""
-    con = sqlite3.connect("file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro&immutable=1", uri=True)
+    con = sqlite3.connect(sqlite_uri(path), uri=True)
     try:
         tables = {str(r[0]) for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
         out = []
@@ -101,8 +106,9 @@ def _queries(path: Path) -> list[str]:
         con.close()
 
 
-def _read(uri: str, sql: str) -> Result:
-    from connectorx.connectorx import read_sql
+def read_arrow(uri: str, sql: str) -> Result:
+    """connectorx's Arrow result of one query (the C structs' pointers; nothing imported from pyarrow)."""
+    from connectorx.connectorx import read_sql  # what connectorx.read_sql calls
 
     names, chunks = read_sql(
         uri, "arrow", protocol="binary", queries=[sql], partition_query=None, pre_execution_queries=None
@@ -125,7 +131,7 @@ def start(path: Path) -> bool:
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsocr-prefetch")  # one core: the other imports
     with _lock:
         for sql in queries:
-            _pending[(key, sql)] = pool.submit(_read, uri, sql)
+            _pending[(key, sql)] = pool.submit(read_arrow, uri, sql)
     pool.shutdown(wait=False)
     return bool(queries)
 

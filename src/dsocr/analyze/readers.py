@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,18 +17,12 @@ from typing import Protocol
 import polars as pl
 
 from dsocr.analyze import prefetch
-from dsocr.analyze.prefetch import ARRAY_CAPSULE, SCHEMA_CAPSULE, quote, release
+from dsocr.analyze.prefetch import ARRAY_CAPSULE, ROWID, SCHEMA_CAPSULE, Where, quote, release
 
 #: Requested columns of one table: name -> dtype.
 Columns = Mapping[str, pl.DataType | type[pl.DataType]]
-#: A row filter both backends can apply while reading: (integer column, allowed values).
-Where = tuple[str, tuple[int, ...]]
 #: One read: table, columns and an optional row filter.
 Request = tuple[str, Columns, "Where | None"]
-
-SQLITE_MAGIC = b"SQLite format 3\x00"
-#: Pseudo-column: SQLite's rowid, or the 1-based row number of a Parquet table.
-ROWID = "rowid"
 
 
 def _clamp(value: object) -> int | None:
@@ -105,12 +98,7 @@ def _connectorx_frame(uri: str, sql: str) -> pl.DataFrame:
     Same frame as ``pl.from_arrow(cx.read_sql(uri, sql, return_type="arrow"))``, minus importing pyarrow and
     numpy (a tenth of a second of every run). Raises on an empty result, like that route.
     """
-    from connectorx.connectorx import read_sql as cx_read_sql  # what connectorx.read_sql calls
-
-    names, chunks = cx_read_sql(
-        uri, "arrow", protocol="binary", queries=[sql], partition_query=None, pre_execution_queries=None
-    )
-    return _arrow_frame(names, chunks)
+    return _arrow_frame(*prefetch.read_arrow(uri, sql))
 
 
 def _arrow_frame(names: Sequence[str], chunks: Sequence[Sequence[tuple[int, int]]]) -> pl.DataFrame:
@@ -142,7 +130,7 @@ class SqliteSource:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro&immutable=1"
+        self._uri = prefetch.sqlite_uri(path)
         self._con = sqlite3.connect(self._uri, uri=True, check_same_thread=False)
         self._columns: dict[str, tuple[str, ...]] = {}
         rows = self._con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')").fetchall()
