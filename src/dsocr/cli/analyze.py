@@ -300,10 +300,8 @@ def _progress(ui: Ui, steps: int) -> Iterator[Callable[[str], None]]:
     if not ui.show_progress:
         yield ui.debug
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=ui.err, transient=True) as progress:
+    progress = ui.progress_bar(transient=True)
+    try:
         task = progress.add_task("starting", total=steps)
 
         def step(name: str) -> None:
@@ -311,3 +309,5 @@ def _progress(ui: Ui, steps: int) -> Iterator[Callable[[str], None]]:
             progress.update(task, description=name, advance=1)
 
         yield step
+    finally:
+        progress.stop()

@@ -159,8 +159,9 @@ class Ui:
         """Whether progress bars should be drawn."""
         return not self.quiet and self.err.is_terminal
 
-    def progress_bar(self) -> Any:
-        """A started rich progress bar on stderr (description, bar, done/total, elapsed); stop() it after."""
+    def progress_bar(self, transient: bool = False) -> Any:
+        """A started rich progress bar on stderr (description, bar, done/total, elapsed); stop() it after
+        (``transient``: it disappears when stopped)."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         bar = Progress(
@@ -169,7 +170,7 @@ class Ui:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=self.err,
-            transient=False,
+            transient=transient,
         )
         bar.start()
         return bar
