@@ -140,7 +140,7 @@ def calibrated_time(ops: Iterable[Op], calibration: Calibration, peak: Peak) -> 
                 missing[kernel.key] = None
                 roof = roofline(op.cost, peak).predicted_ns or 0.0
                 # the op's cost covers all its counts; share it over its signatures by count
-                share = count / sum(c for _, c in op.kernels) if op.kernels else 1.0
+                share = count / sum(c for _, c in op.kernels)
                 fallback += roof * share
                 total += roof * share
             else:
