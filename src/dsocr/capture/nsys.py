@@ -236,8 +236,8 @@ def profile_command(
 
     ``options`` are the options this nsys knows (:func:`profile_options`): where it has
     ``--cuda-event-trace`` (2024 and later), CUDA event tracing is turned off: the worker times
-    its stages with CUDA events, and tracing them made host-bound stages ~20% slower on the H100
-    (docs/benchmarks.md); the trace loses nothing dsocr reads.
+    its stages with CUDA events, which one H100 experiment found ~20% costlier to run traced (later
+    runs showed no difference beyond drift, docs/benchmarks.md); the trace loses nothing dsocr reads.
 
     On a GPU the capture range is the worker's ``cudaProfilerStart/Stop`` (``stop``: the default
     ``stop-shutdown`` would kill the worker at the stop, before it writes its timing). On the CPU
