@@ -45,7 +45,7 @@ def test_unknown_classes_are_listed_not_dropped() -> None:
 def test_every_replica_module_is_classified() -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    replica = pytest.importorskip("dsocr.model.replica")
+    replica = pytest.importorskip("dsocr.execution.replica")
     r = replica.build_replica(device="meta")
     items = classify_modules((n, type(m).__name__) for n, m in r.root.named_modules())
     assert unclassified(items) == []

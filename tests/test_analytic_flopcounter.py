@@ -19,7 +19,7 @@ from dsocr.model.architecture import DEEPSEEK_OCR, Architecture
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-replica_mod = pytest.importorskip("dsocr.model.replica", reason="the replica (dsocr.model.replica) is not there yet")
+replica_mod = pytest.importorskip("dsocr.execution.replica", reason="no replica module")
 
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 

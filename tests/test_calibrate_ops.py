@@ -25,7 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from dsocr.analytic.signature import Kernel  # noqa: E402
 from dsocr.capture import calibrate_ops  # noqa: E402
 from dsocr.capture.calibrate import SMOKE_ARCH  # noqa: E402
-from dsocr.model.replica import Replica, build_replica  # noqa: E402
+from dsocr.execution.replica import Replica, build_replica  # noqa: E402
 
 K = Kernel.of
 #: Operators that only make views (no kernel).

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from dsocr.contract.errors import BadInput, EnvironmentProblem, InputNotFound
+from dsocr.execution.checkpoint import Piece, check_remote_code_version, load_model, vendor_map
 from dsocr.model.architecture import DEEPSEEK_OCR
-from dsocr.model.checkpoint import Piece, check_remote_code_version, load_model, vendor_map
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-from dsocr.model.replica import build_replica  # noqa: E402
+from dsocr.execution.replica import build_replica  # noqa: E402
 from test_replica import narrow_arch  # noqa: E402
 
 pytestmark = pytest.mark.torch

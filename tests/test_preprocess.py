@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from dsocr.contract.errors import BadInput
-from dsocr.model.preprocess import PAD_COLOR, crop_images, global_view_image, preprocess, resolve_grid
+from dsocr.execution.preprocess import PAD_COLOR, crop_images, global_view_image, preprocess, resolve_grid
 
 torch = pytest.importorskip("torch")
 

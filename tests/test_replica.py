@@ -16,9 +16,9 @@ pytest.importorskip("transformers")
 
 from PIL import Image  # noqa: E402
 
-from dsocr.model import replica as replica_mod  # noqa: E402
-from dsocr.model.preprocess import preprocess  # noqa: E402
-from dsocr.model.replica import FULL_PARAMETERS, build_replica  # noqa: E402
+from dsocr.execution import replica as replica_mod  # noqa: E402
+from dsocr.execution.preprocess import preprocess  # noqa: E402
+from dsocr.execution.replica import FULL_PARAMETERS, build_replica  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

@@ -20,7 +20,7 @@ from dsocr.contract.errors import BadInput, EnvironmentProblem, ExitCode, InputN
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from dsocr.model.replica import build_replica  # noqa: E402
+from dsocr.execution.replica import build_replica  # noqa: E402
 from test_replica import narrow_arch  # noqa: E402
 
 pytestmark = pytest.mark.torch

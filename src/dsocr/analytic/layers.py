@@ -2,7 +2,7 @@
 
 Each builder returns a :class:`~dsocr.analytic.tree.Module` named with the contract's module
 paths (the NVTX range names of ``--module-ranges``) for one call on the given shapes. The
-shapes follow the transformers replica (dsocr.model.replica), which matches the vendor's code:
+shapes follow the transformers replica (dsocr.execution.replica), which matches the vendor's code:
 SAM window attention runs its qkv/proj linears on the padded windows; CLIP sees the compressed
 SAM map plus a class token; the decoder's attention is causal multi-head with RoPE.
 """

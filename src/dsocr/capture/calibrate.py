@@ -252,7 +252,7 @@ def measure(
     """
     import torch
 
-    from dsocr.model.replica import resolve_dtype
+    from dsocr.execution.replica import resolve_dtype
 
     if iterations < 1 or warmup < 0:
         raise BadInput(f"iterations = {iterations}, warmup = {warmup}: give at least 1 iteration and 0 warm-up runs")

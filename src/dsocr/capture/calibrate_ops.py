@@ -49,7 +49,7 @@ ATTENTION_IMPLS: Final = ("sdpa", "eager")
 
 
 def _blocks() -> Any:
-    from dsocr.model.replica import _transformers_blocks
+    from dsocr.execution.replica import _transformers_blocks
 
     return _transformers_blocks()
 

@@ -2,7 +2,7 @@
 
 Each range lives in domain ``dsocr.module`` and is named by the module's path in the analytic
 model (``vision.sam.blocks.3``, ``decoder.layers.5.moe.experts``, ...), taken from
-:meth:`dsocr.model.replica.Replica.module_paths`. The three containers ``vision.sam``,
+:meth:`dsocr.execution.replica.Replica.module_paths`. The three containers ``vision.sam``,
 ``vision.clip`` and ``decoder`` get no range (the stage ranges carry their time); everything
 else does: SAM patch embed, blocks, neck and compressor, CLIP layers, projector, the decoder's
 token embedding, layers, attention, dense MLP or MoE (router, experts, shared experts), final

@@ -48,7 +48,7 @@ from dsocr.capture.worker_config import CAPTURE_CUDA, CAPTURE_NVTX, MODEL_REPLIC
 from dsocr.capture.worker_ranges import nvtx_range
 from dsocr.contract import nvtx_names as names
 from dsocr.contract.errors import BadInput, DsocrError, EnvironmentProblem, ExitCode, RunFailed
-from dsocr.model.preprocess import PreparedImage, preprocess
+from dsocr.execution.preprocess import PreparedImage, preprocess
 
 #: The fixed prompt ids (no DeepSeek tokenizer offline): BOS, the image, then ``prompt_tokens - 1`` ids.
 BOS_ID: Final = 0
@@ -348,7 +348,7 @@ def op_ranges(cfg: WorkerConfig) -> Iterator[None]:
 def load_model(cfg: WorkerConfig) -> Any:
     """The replica, or a local checkpoint loaded into it (or the vendor's code with trust_remote_code)."""
     if cfg.model == MODEL_REPLICA:
-        from dsocr.model.replica import build_replica
+        from dsocr.execution.replica import build_replica
 
         return build_replica(
             cfg.architecture(),
@@ -357,7 +357,7 @@ def load_model(cfg: WorkerConfig) -> Any:
             seed=cfg.seed,
             attn_implementation=cfg.attn_implementation,
         )
-    from dsocr.model.checkpoint import load_model as load_checkpoint
+    from dsocr.execution.checkpoint import load_model as load_checkpoint
 
     return load_checkpoint(
         Path(cfg.model),
@@ -372,7 +372,7 @@ def load_model(cfg: WorkerConfig) -> Any:
 def make_prompt(cfg: WorkerConfig, model: Any) -> Prompt:
     """Fixed ids for the replica; a checkpoint's own tokenizer when it ships one (EOS then ends decoding)."""
     if cfg.model != MODEL_REPLICA:
-        from dsocr.model.tokenizer import load_prompt
+        from dsocr.execution.tokenizer import load_prompt
 
         found = load_prompt(Path(cfg.model), PROMPT_TEXT)
         if found is not None:

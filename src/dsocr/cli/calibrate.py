@@ -39,7 +39,7 @@ def workloads(
     """One workload per distinct crop grid of the pages (as capture picks the grid), and the page names."""
     from dsocr.analytic.workload import Workload
     from dsocr.capture.inputs import collect, default_pages
-    from dsocr.model.preprocess import resolve_grid
+    from dsocr.execution.preprocess import resolve_grid
 
     inputs = collect(pages) if pages else default_pages()
     grids: dict[tuple[int, int], None] = {}
@@ -173,7 +173,7 @@ def calibrate(
     from dsocr.capture import calibrate as cal
     from dsocr.capture import calibrate_ops
     from dsocr.contract.atomic import write_text
-    from dsocr.model.replica import resolve_dtype
+    from dsocr.execution.replica import resolve_dtype
 
     _check_out(out)
     dev = cal.resolve_device(device or "auto")

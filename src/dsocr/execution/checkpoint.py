@@ -306,7 +306,7 @@ def load_model(
         check_remote_code_version()
         arch = infer_architecture(read_shapes(files), config, base)
         return load_vendor_model(directory, arch, device=device, dtype=dtype)
-    from dsocr.model.replica import build_replica
+    from dsocr.execution.replica import build_replica
 
     shapes = read_shapes(files)
     arch = infer_architecture(shapes, config, base)
@@ -385,7 +385,7 @@ class VendorModel:
 
     def encode_views(self, views: Any, stage: Any = None) -> Any:
         """Image embeddings of one page (crops, global view, layout)."""
-        from dsocr.model.replica import lay_out
+        from dsocr.execution.replica import lay_out
 
         crops = None if views.crops is None else self.encode_view(views.crops, stage)
         glob = self.encode_view(views.global_view, stage)
@@ -423,7 +423,7 @@ def load_vendor_model(directory: Path, arch: Architecture, *, device: str = "cpu
     import torch
     from transformers import AutoModel
 
-    from dsocr.model.replica import resolve_dtype
+    from dsocr.execution.replica import resolve_dtype
 
     torch_dtype = resolve_dtype(device, dtype)
     model = AutoModel.from_pretrained(

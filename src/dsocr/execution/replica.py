@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from dsocr.model.preprocess import PreparedImage
+    from dsocr.execution.preprocess import PreparedImage
 
 #: The parameter count of the published checkpoint (2,710 tensors, 6,672,212,480 bf16 bytes).
 FULL_PARAMETERS: Final = 3_336_106_240
