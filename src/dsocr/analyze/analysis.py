@@ -121,6 +121,7 @@ class Analysis:
             else [],
             **projection(first),
             "kernels": _rows(first.kernels),
+            **self._nesting_dict(),
             "stages": _rows(self.stages),
             "stage_instances": _rows(self.stage_instances),
             "kernel_categories": _rows(self.categories),
@@ -138,6 +139,27 @@ class Analysis:
             "modules": self.modules.to_dict() if self.modules is not None else None,
             **extra,
             "warnings": list(self.warnings),
+        }
+
+    def _nesting_dict(self) -> dict[str, Any]:
+        """``stage_nesting``, only for traces with vision inside (or overlapping) prefill: a trace with
+        vision beside prefill (dsocr's own capture) gives the document it always had."""
+        from dsocr.analyze import nesting as ns
+
+        found = [(t.info.file, t.stages.nesting) for t in self.traces if t.stages.nesting is not None]
+        if all(n.shape == ns.BESIDE for _, n in found):
+            return {}
+        exclusive = any(n.exclusive for _, n in found)
+        shapes = {n.shape for _, n in found}
+        return {
+            "stage_nesting": {
+                "shape": shapes.pop() if len(shapes) == 1 else ns.MIXED,
+                "host": ns.HOST,
+                "nested": ns.GUEST,
+                "note": ns.NOTE,
+                "exclusive_columns": list(ns.EXCL_COLUMNS) if exclusive else [],
+                "files": [n.to_dict(f) for f, n in found],
+            }
         }
 
 
@@ -387,6 +409,18 @@ def check_same_study(
         raise BadInput(f"{where}: different top-level stage ranges (not in both: {shown}); {fix}")
 
 
+def check_same_nesting(first: TraceResult, other_file: str, other: StageTables) -> None:
+    """BadInput when one trace has vision inside prefill and the other beside it (two different programs)."""
+    a, b = first.stages.nesting, other.nesting
+    if a is None or b is None or a.exclusive == b.exclusive:
+        return
+    nested, beside = (first.info.file, other_file) if a.exclusive else (other_file, first.info.file)
+    raise BadInput(
+        f"{first.info.file} and {other_file}: {nested} ran vision inside prefill (the checkpoint's own code), "
+        f"{beside} beside it (dsocr's replica); {NOT_ONE_STUDY_FIX}"
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # the per-trace steps (loading, attribution and the NVIDIA-equal summaries are H1's modules)
 
@@ -470,10 +504,13 @@ def analyze_trace(
     )
     if stages.instances.height == 0:
         warnings.append(f"{given}: no NVTX ranges usable as stages (no dsocr-domain or top-level ranges)")
+    if stages.nesting is not None and (odd := stages.nesting.warning(str(given))):
+        warnings.append(odd)
     if reference is not None:
         check_same_study(
             reference.info, _info(given, trace, stages.mode), _stage_names(reference.stages), _stage_names(stages)
         )
+        check_same_nesting(reference, str(given), stages)
     step("NVTX projection and kernel summary")
     proj = _projection(trace, api_pairs)
     del api_pairs

@@ -18,6 +18,7 @@ import polars as pl
 
 from dsocr.analytic.export import peak_dict, to_json
 from dsocr.analytic.peaks import Peak, resolve_peak
+from dsocr.analyze.nesting import excl
 from dsocr.analyze.trace import GpuInfo
 
 if TYPE_CHECKING:  # the metrics and calibration are imported when there is a workload (start-up time)
@@ -67,15 +68,24 @@ def trace_peak(gpus: Sequence[GpuInfo], flags: PeakFlags) -> Peak:
 
 
 def stage_times(per_pass: pl.DataFrame) -> tuple[dict[str, StageTime], dict[str, int]]:
-    """Mean over passes of each timed stage's per-pass GPU busy and wall (range) time; and the pass counts."""
+    """Mean over passes of each timed stage's per-pass GPU busy and wall (range) time; and the pass counts.
+
+    Where vision ran inside prefill the prefill times are the exclusive ones (prefill - vision):
+    the analytic prefill excludes vision, and the ``model`` row then adds each time once.
+    """
     from dsocr.analytic.metrics import StageTime
 
     if per_pass.is_empty():
         return {}, {}
+    busy, wall = pl.col("gpu_busy_ns"), pl.col("cpu_ns")
+    if excl("cpu_ns") in per_pass.columns:
+        # vision ran inside prefill: the model's prefill work excludes vision, so its time does too
+        busy = pl.coalesce(excl("gpu_busy_ns"), busy).alias("gpu_busy_ns")
+        wall = pl.coalesce(excl("cpu_ns"), wall).alias("cpu_ns")
     means = (
         per_pass.filter(pl.col("stage").is_in(list(timed_stages())))
         .group_by("stage")
-        .agg(pl.col("gpu_busy_ns").mean(), pl.col("cpu_ns").mean(), pl.len().alias("passes"))
+        .agg(busy.mean(), wall.mean(), pl.len().alias("passes"))
     )
     times = {s: StageTime(float(b), float(w)) for s, b, w, _ in means.iter_rows()}
     return times, {s: int(n) for s, _, _, n in means.iter_rows()}
@@ -153,6 +163,12 @@ def analytic_section(
         "note": "stage_metrics are per pass (all pages of one repeat), times the mean over passes; "
         "the model JSON above (workload, stages, modules) is the first page's",
     }
+    if excl("cpu_ns") in per_pass.columns:
+        doc["prefill_times"] = (
+            "exclusive: vision ran inside prefill (the checkpoint's own code) and the analytic prefill excludes "
+            "vision, so the prefill row's gpu_busy_ns and wall_ns are prefill - vision; the model row adds vision, "
+            "exclusive prefill and decode, each once"
+        )
     table = pl.DataFrame(
         [{k: v for k, v in m.items() if k != "per_page"} | {"passes": passes.get(m["stage"], 0)} for m in metrics],
         infer_schema_length=None,

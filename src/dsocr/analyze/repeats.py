@@ -12,6 +12,7 @@ from typing import Final
 import attrs
 import polars as pl
 
+from dsocr.analyze.nesting import summary_columns
 from dsocr.contract import nvtx_names as nv
 
 CV_LIMIT: Final = 0.10
@@ -37,7 +38,7 @@ class RepeatTables:
     """Per-pass metrics and their spread (columns in docs/analysis-schema.md)."""
 
     passes: int  #: number of passes
-    per_pass: pl.DataFrame  #: stage, pass, file, repeat, instances, METRICS
+    per_pass: pl.DataFrame  #: stage, pass, file, repeat, instances, METRICS (and the ``*_excl`` ones of a nested trace)
     stats: pl.DataFrame  #: stage, metric, passes, mean, stddev, cv, min, max, flagged
     flagged: tuple[str, ...]  #: stages whose CPU or GPU-busy CV exceeds CV_LIMIT
 
@@ -66,7 +67,8 @@ def analyze_repeats(instances: pl.DataFrame) -> RepeatTables:
     n_passes = keyed.select(pl.col("pass").n_unique()).item() if keyed.height else 0
     per_pass = (
         keyed.group_by("stage", "pass", "file", "repeat")
-        .agg(pl.len().alias("instances"), *[pl.col(m).sum() for m in METRICS])
+        # vision inside prefill: prefill's exclusive metrics too (null for the other stages)
+        .agg(pl.len().alias("instances"), *[pl.col(m).sum() for m in METRICS], *summary_columns(keyed))
         .sort("stage", "pass")
     )
     long = per_pass.unpivot(index=["stage", "pass"], on=list(METRICS), variable_name="metric", value_name="value")

@@ -7,6 +7,9 @@ page and step indices from the payloads. In a foreign trace the stages are the o
 stages (``prefill``, ``decode``, ``decode_step``, ...). Operator ranges (``aten::...``) are
 never stages.
 
+Where vision ran inside prefill (the checkpoint's own code), prefill instances also get exclusive
+columns (``cpu_ns_excl``, ...: :mod:`dsocr.analyze.nesting`).
+
 Everything here works on the attribution long frames (every GPU op and every API call with
 every range enclosing its launch), so an op in a ``decode_step`` counts for the step and for
 its ``decode``.
@@ -22,6 +25,7 @@ import polars as pl
 
 from dsocr.analyze import schema as S
 from dsocr.analyze.categories import category_expr
+from dsocr.analyze.nesting import IDLE_EXCL, Nesting, excl, summary_columns, with_exclusive
 from dsocr.analyze.operators import innermost_op_range, innermost_op_range_via_parents, is_op_range, op_range_names
 from dsocr.analyze.sweep import as_int
 from dsocr.analyze.trace import Trace
@@ -81,6 +85,8 @@ class StageTables:
     categories: pl.DataFrame  #: kernel time by category per stage name
     top_kernels: pl.DataFrame  #: the top kernels per stage name
     operators: pl.DataFrame  #: top aten operators per stage name (empty without emit_nvtx)
+    #: where vision sits relative to prefill (None: no vision or no prefill; :mod:`dsocr.analyze.nesting`)
+    nesting: Nesting | None = None
 
     @functools.cached_property
     def summary(self) -> pl.DataFrame:
@@ -318,6 +324,8 @@ def analyze_stages(
         .sort("start", "depth")
         .collect()
     )
+    # vision inside prefill (the checkpoint's own code): prefill's exclusive columns
+    instances, nesting = with_exclusive(instances, _idle if op_ranges is not None else None)
 
     kern = _named(
         trace,
@@ -336,6 +344,7 @@ def analyze_stages(
         categories=_category_table(kern),
         top_kernels=_top_kernels(kern, top_n),
         operators=_top_operators(per_call, trace.ranges, ids, top_n),
+        nesting=nesting,
     )
 
 
@@ -482,6 +491,8 @@ def summarize(instances: pl.DataFrame) -> pl.DataFrame:
         "gpu_busy_ns_per_step": "gpu_busy_ns",
     }
     steps = pl.col("decode_steps").sum()
+    exclusive = summary_columns(instances)  # vision inside prefill: prefill's exclusive columns
+    idle_excl = _idle(pl.col(excl("gpu_busy_ns")), pl.col(excl("cpu_ns")))
     out = (
         instances.lazy()
         .group_by("stage")
@@ -497,6 +508,7 @@ def summarize(instances: pl.DataFrame) -> pl.DataFrame:
                 pl.when(steps > 0).then(pl.col(src).filter(pl.col("decode_steps") > 0).sum() / steps).alias(dst)
                 for dst, src in per_step.items()
             ],
+            *exclusive,
         )
         .with_columns(
             pl.when(pl.col("_has_gpu"))
@@ -504,6 +516,7 @@ def summarize(instances: pl.DataFrame) -> pl.DataFrame:
             .otherwise(None)
             .alias("gpu_idle_frac"),
             pl.col("stage").replace_strict(order, default=len(order), return_dtype=pl.Int64).alias("_order"),
+            *([pl.when(pl.col("_has_gpu")).then(idle_excl).alias(IDLE_EXCL)] if exclusive else []),
         )
         .sort("_order", "first_start")
         .drop("_order", "first_start", "_has_gpu")
