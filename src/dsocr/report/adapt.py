@@ -34,6 +34,7 @@ from typing import Any
 
 import polars as pl
 
+from dsocr.analyze import nesting
 from dsocr.analyze.workload_from_run import with_other_runs
 from dsocr.contract import nvtx_names as nv
 from dsocr.contract import rundir
@@ -209,6 +210,12 @@ def _stage_views(
         return ()
     names = [n for n in stages["stage"].to_list() if n not in CONTAINERS]
     depth = _depths(instances, names)
+    nested = _nested(d)
+    if nested and depth.get(nesting.GUEST, 0) > depth.get(nesting.HOST, 0):
+        # vision ran inside prefill, whose row is then its own work: vision is a stage of the pass beside it
+        for n in (nesting.GUEST, *nv.VISION_PARTS):
+            if n in depth:
+                depth[n] -= 1
     has_gpu = bool(_get(d, "trace", "has_cuda"))
     peak = _get(analytic, "peak") or {}
     peak_flops = float(peak.get("tflops") or 0) * 1e12
@@ -224,8 +231,11 @@ def _stage_views(
     out = []
     for name in names:
         row = rows[name]
-        rng = _stats(per_pass, name, "cpu_ns") or Stat.of([row["cpu_ns"]])
-        busy = _stats(per_pass, name, "gpu_busy_ns") or Stat.of([row["gpu_busy_ns"]])
+        # a stage that held vision: its own (exclusive) figures, the inclusive range and busy beside them
+        own = nested and name == nesting.HOST and row.get(nesting.excl("cpu_ns")) is not None
+        x = nesting.EXCL_SUFFIX if own else ""
+        rng = _stats(per_pass, name, "cpu_ns" + x) or Stat.of([row["cpu_ns" + x]])
+        busy = _stats(per_pass, name, "gpu_busy_ns" + x) or Stat.of([row["gpu_busy_ns" + x]])
         unprof = None
         prof = None
         tokens = None
@@ -261,12 +271,12 @@ def _stage_views(
                 name=name,
                 range_ns=rng,
                 gpu_busy_ns=busy,
-                kernels=_stats(per_pass, name, "kernels") or Stat.of([row["kernels"]]),
+                kernels=_stats(per_pass, name, "kernels" + x) or Stat.of([row["kernels" + x]]),
                 unprofiled_ns=unprof,
                 profiled_ns=prof,
-                launches=_stats(per_pass, name, "launches") if has_gpu else None,
-                syncs=_stats(per_pass, name, "syncs") if has_gpu else None,
-                d2h_copies=_stats(per_pass, name, "d2h_copies") if has_gpu else None,
+                launches=_stats(per_pass, name, "launches" + x) if has_gpu else None,
+                syncs=_stats(per_pass, name, "syncs" + x) if has_gpu else None,
+                d2h_copies=_stats(per_pass, name, "d2h_copies" + x) if has_gpu else None,
                 tokens=tokens,
                 flops=flops,
                 bytes=nbytes,
@@ -279,9 +289,66 @@ def _stage_views(
                 has_gpu=has_gpu,
                 baseline_runs=drift.get(name, (0, None))[0],
                 baseline_drift=drift.get(name, (0, None))[1],
+                inclusive_range_ns=(_stats(per_pass, name, "cpu_ns") or Stat.of([row["cpu_ns"]])) if own else None,
+                inclusive_gpu_busy_ns=(_stats(per_pass, name, "gpu_busy_ns") or Stat.of([row["gpu_busy_ns"]]))
+                if own
+                else None,
             )
         )
     return tuple(out)
+
+
+def _nested(d: Mapping[str, Any]) -> bool:
+    """Whether vision ran inside prefill (analysis.json's ``stage_nesting`` lists exclusive columns)."""
+    return bool(_get(d, "stage_nesting", "exclusive_columns"))
+
+
+def _own_parts(instances: pl.DataFrame) -> pl.DataFrame:
+    """Where vision ran inside prefill: each prefill instance as its own work (``cpu_ns``, ``gpu_busy_ns``
+    exclusive), placed after the last vision range inside it, so leaf instances neither overlap nor count
+    vision twice (the timeline and the idle list)."""
+    col = nesting.excl("cpu_ns")
+    if col not in instances.columns:
+        return instances
+    by = [c for c in ("file", "global_tid") if c in instances.columns]
+    guests = (
+        instances.filter(pl.col("stage") == nesting.GUEST)
+        .select(*by, pl.col("start").alias("_gs"), pl.col("end").alias("_ge"))
+        .sort("_gs")
+    )
+    # the last vision range starting before the prefill ends; inside the prefill if it starts after it
+    placed = (
+        instances.with_row_index("_i")
+        .sort("end")
+        .join_asof(guests, left_on="end", right_on="_gs", by=by, strategy="backward", check_sortedness=False)
+        .sort("_i")
+    )
+    own = pl.col(col).is_not_null()
+    after = pl.when(pl.col("_gs") >= pl.col("start")).then(pl.col("_ge")).otherwise(pl.col("start"))
+    return placed.with_columns(
+        pl.when(own)
+        .then(pl.max_horizontal(pl.col("end") - pl.col(col), after))
+        .otherwise(pl.col("start"))
+        .alias("start"),
+        pl.when(own).then(pl.col(col)).otherwise(pl.col("cpu_ns")).alias("cpu_ns"),
+        pl.when(own).then(pl.col(nesting.excl("gpu_busy_ns"))).otherwise(pl.col("gpu_busy_ns")).alias("gpu_busy_ns"),
+    ).drop("_i", "_gs", "_ge")
+
+
+def _own_categories(cats: pl.DataFrame) -> pl.DataFrame:
+    """Kernel time per category with prefill's own (the vision kernels subtracted) where vision ran inside it."""
+    guest = cats.filter(pl.col("stage") == nesting.GUEST).select("category", pl.col("total_ns").alias("_g"))
+    return (
+        cats.join(guest, on="category", how="left", maintain_order="left")
+        .with_columns(
+            pl.when(pl.col("stage") == nesting.HOST)
+            .then(pl.col("total_ns") - pl.col("_g").fill_null(0))
+            .otherwise(pl.col("total_ns"))
+            .alias("total_ns")
+        )
+        .filter((pl.col("stage") != nesting.HOST) | (pl.col("total_ns") > 0))
+        .drop("_g")
+    )
 
 
 def _leaf_instances(instances: pl.DataFrame, names: Sequence[str]) -> pl.DataFrame:
@@ -392,7 +459,11 @@ def _memory(
     d: Mapping[str, Any], names: Sequence[str], baseline: pl.DataFrame, analytic: Mapping[str, Any] | None
 ) -> MemoryView:
     stages = _frame(d.get("stages"))
-    top = stages.filter(pl.col("stage").is_in([n for n in names if nv.PARENT.get(n) in (None, nv.PAGE)]))
+    # where vision ran inside prefill, prefill's copies include vision's: vision is not added again
+    inside = {nesting.GUEST} if _nested(d) else set()
+    top = stages.filter(
+        pl.col("stage").is_in([n for n in names if nv.PARENT.get(n) in (None, nv.PAGE) and n not in inside])
+    )
     passes = max(1, int(_get(d, "repeats", "passes") or 1))
     copies: list[tuple[str, int | None, float]] = []
     if not top.is_empty():
@@ -568,9 +639,12 @@ def view_from_analysis(
     is_profiled = timing is None or timing.get("profiled") is not False
     stages = _stage_views(d, records, _baseline_records(docs), analytic, passes, profiled=is_profiled)
     names = [s.name for s in stages]
-    instances = _frame(d.get("stage_instances"))
+    nested = _nested(d)
+    instances = _own_parts(_frame(d.get("stage_instances"))) if nested else _frame(d.get("stage_instances"))
     has_gpu = bool(_get(d, "trace", "has_cuda"))
     cats = _frame(d.get("kernel_categories"))
+    if nested and not cats.is_empty():
+        cats = _own_categories(cats)
     categories = (
         tuple(
             (str(s), str(c), float(ns) / passes)
@@ -654,6 +728,7 @@ def view_from_analysis(
         caveats=caveats,
         notes=tuple(str(w) for w in d.get("warnings") or ()) + ((str(why_no_model),) if why_no_model else ()),
         analytic_reason=str(why_no_model) if why_no_model else None,
+        nesting_note=str(_get(d, "stage_nesting", "note")) if nested else None,
         has_gpu=has_gpu,
         baseline_positions=_positions(manifest, files) if files != [rundir.TIMING] else ("unknown",),
     )

@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 import polars as pl
 
+from dsocr.analyze import nesting
 from dsocr.analyze.analysis import Analysis
 from dsocr.analyze.categories import LABELS
 from dsocr.contract import nvtx_names as nv
@@ -220,7 +221,7 @@ def _stage_tables(a: Analysis) -> tuple[Table, ...]:
             ("memset bytes", "memset_bytes", bytes_),
         ],
     )
-    tables = [main, mem]
+    tables = [main, *_nesting_table(a), mem]
     if "decode_steps" in s.columns:
         dec = s.filter(pl.col("decode_steps") > 0)
         if dec.height:
@@ -241,6 +242,55 @@ def _stage_tables(a: Analysis) -> tuple[Table, ...]:
                 )
             )
     return tuple(tables)
+
+
+def _nested(a: Analysis) -> bool:
+    """Whether vision ran inside prefill in the traces (prefill has exclusive columns)."""
+    return nesting.excl("cpu_ns") in a.stages.columns
+
+
+def _nesting_table(a: Analysis) -> tuple[Table, ...]:
+    """Where vision ran inside prefill: prefill inclusive, vision, prefill exclusive (= inclusive - vision)."""
+    if not _nested(a):
+        return ()
+    s = a.stages
+    host, guest = s.filter(pl.col("stage") == nesting.HOST), s.filter(pl.col("stage") == nesting.GUEST)
+    metrics = [*nesting.EXCL_METRICS, "gpu_idle_frac"]
+    own = host.select(
+        pl.lit(f"{nesting.HOST} (exclusive)").alias("stage"),
+        "instances",
+        *[pl.col(nesting.excl(m)).alias(m) for m in metrics],
+    )
+    rows = pl.concat(
+        [
+            host.select(pl.lit(f"{nesting.HOST} (inclusive)").alias("stage"), "instances", *metrics),
+            guest.select("stage", "instances", *metrics),
+            own,
+        ],
+        how="vertical_relaxed",
+    )
+    return (
+        table(
+            f"Prefill with and without vision ({_basis(a)})",
+            rows,
+            [
+                ("stage", "stage", text),
+                ("instances", "instances", num),
+                ("CPU ms", "cpu_ns", ms),
+                ("GPU busy ms", "gpu_busy_ns", ms),
+                ("GPU idle", "gpu_idle_frac", frac),
+                ("kernel ms", "kernel_ns", ms),
+                ("kernels", "kernels", num),
+                ("launches", "launches", num),
+                ("syncs", "syncs", num),
+                ("D2H copies", "d2h_copies", num),
+            ],
+            note=f"{nesting.NOTE[0].upper()}{nesting.NOTE[1:]}. Exclusive = inclusive - the vision ranges inside "
+            "prefill, for each column (GPU busy: the time the GPU ran prefill's own work while no vision work ran); "
+            "every other table shows prefill inclusive, except the analytic model's, which uses the exclusive "
+            "times (its prefill FLOPs exclude vision).",
+        ),
+    )
 
 
 def _per_stage(a: Analysis, df: pl.DataFrame, title: str, cols: Sequence[tuple[str, str, Fmt]]) -> tuple[Table, ...]:
@@ -344,6 +394,11 @@ def _analytic_sections(a: Analysis) -> list[tuple[str, tuple[Table, ...]]]:
             f"time), the ratio of means; {_peak_text(a)}. busy = GPU busy time, wall = the stage's NVTX range; "
             "predicted = roofline max(FLOPs/peak, bytes/bandwidth). Stages with no work in this workload are left out."
         )
+        if _nested(a):
+            note += (
+                " Vision ran inside prefill: prefill's times are exclusive of vision (prefill - vision), as its "
+                "FLOPs are; the model row adds vision, exclusive prefill and decode, each once."
+            )
         cols: list[tuple[str, str, Fmt]] = [
             ("stage", "stage", text),
             ("FLOPs", "flops", _sci),
@@ -446,6 +501,8 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
                 f"nsys {i.product_version}, schema {i.schema_version}, GPU {gpu}, stages: {i.stage_mode}",
             )
         )
+    if _nested(a):
+        facts.append(("stage nesting", nesting.NOTE))
     facts.append(("passes", str(a.repeats.passes)))
     cats = a.categories.with_columns(pl.col("category").replace(LABELS).alias("label"))
     cuda = any(t.info.has_cuda for t in a.traces)

@@ -11,6 +11,7 @@ from typing import Any
 import polars as pl
 
 from dsocr.analyze.analysis import Analysis
+from dsocr.analyze.nesting import BESIDE
 from dsocr.contract import atomic
 
 
@@ -60,6 +61,10 @@ def tables(analysis: Analysis) -> dict[str, pl.DataFrame]:
             for i, t in enumerate(analysis.traces)
         ]
     )
+    nestings = [t.stages.nesting for t in analysis.traces]
+    if any(n is not None and n.shape != BESIDE for n in nestings):
+        # vision inside prefill somewhere (the checkpoint's own code): each file's shape
+        traces = traces.with_columns(pl.Series("vision_nesting", [n.shape if n else None for n in nestings]))
     proj = pl.concat(
         [t.nvtx_projection.with_columns(pl.lit(i).alias("file_index")) for i, t in enumerate(analysis.traces)],
         how="diagonal_relaxed",

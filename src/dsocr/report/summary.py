@@ -378,6 +378,8 @@ class Summary:
     cost_centers: tuple[tuple[CostCenter, Statement], ...]
     actions: tuple[Statement, ...]
     glossary: tuple[tuple[str, str], ...]
+    #: Where vision ran inside prefill: how the stages are counted (the prefill figures are its own work).
+    note: str | None = None
 
 
 def cost_centers(view: ReportView, top: int = 3) -> tuple[CostCenter, ...]:
@@ -509,7 +511,13 @@ def build(view: ReportView) -> Summary:
     acts = actions(view)
     words = " ".join([headline.text] + [s.text for _, s in centers] + [a.text for a in acts])
     gloss = tuple((term, meaning) for term, meaning in GLOSSARY.items() if term in words)
-    return Summary(headline, tuple(centers), acts, gloss)
+    note = None
+    if view.nesting_note:
+        note = (
+            "Vision ran inside prefill (the checkpoint's own code). Here prefill means its own work (exclusive: "
+            "prefill - vision), so vision, prefill and decode each count once."
+        )
+    return Summary(headline, tuple(centers), acts, gloss, note)
 
 
 def resolve(view: ReportView, key: str) -> float | None:

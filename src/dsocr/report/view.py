@@ -126,6 +126,10 @@ class StageView:
     baseline_runs: int = 0
     #: Host drift between those runs: (largest - smallest run mean) / mean of the run means; None below 2 runs.
     baseline_drift: float | None = None
+    #: Where vision ran inside this stage (prefill of the checkpoint's own code): the range and GPU busy time
+    #: with vision; the fields above are then the stage's own (exclusive) figures. None otherwise.
+    inclusive_range_ns: Stat | None = None
+    inclusive_gpu_busy_ns: Stat | None = None
 
     @property
     def idle_frac(self) -> Stat | None:
@@ -167,11 +171,13 @@ class StageView:
         """Profiled over unprofiled time, minus one (nsys's perturbation).
 
         Like with like where the profiled run's own CUDA-event timing exists (timing.json vs
-        timing-baseline.json); otherwise the profiled NVTX range time against the unprofiled time.
+        timing-baseline.json); otherwise the profiled NVTX range time (inclusive, for a stage that
+        held vision) against the unprofiled time.
         """
         if self.unprofiled_ns is None or self.unprofiled_ns.mean <= 0:
             return None
-        profiled = self.profiled_ns if self.profiled_ns is not None else self.range_ns
+        # a stage holding vision was timed whole (with vision) by the unprofiled run: its inclusive range
+        profiled = self.profiled_ns or self.inclusive_range_ns or self.range_ns
         return profiled.mean / self.unprofiled_ns.mean - 1.0
 
     @property
@@ -297,6 +303,8 @@ class ReportView:
     baseline_positions: tuple[str, ...] = ()
     #: Why there is no analytic model (no workload, ...); ``None`` when there is one or no reason is known.
     analytic_reason: str | None = None
+    #: Said where vision ran inside prefill (its stage row is then prefill's own work; None otherwise).
+    nesting_note: str | None = None
     has_gpu: bool = True  #: False when the trace recorded no CUDA activity
 
     def stage(self, name: str) -> StageView | None:
@@ -305,7 +313,7 @@ class ReportView:
 
     @property
     def top_stages(self) -> tuple[StageView, ...]:
-        """The depth-0 stages (their times do not overlap)."""
+        """The depth-0 stages (their times do not overlap: where vision ran inside prefill, prefill's are its own)."""
         return tuple(s for s in self.stages if s.depth == 0)
 
     @property
