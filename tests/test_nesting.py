@@ -7,6 +7,7 @@ here from the times written into them.
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import sqlite3
 from pathlib import Path
@@ -259,7 +260,7 @@ def test_view_partitions_the_pass_once(tmp_path: Path) -> None:
     assert [(b.start_ns % PAGE_SPAN, b.end_ns % PAGE_SPAN) for b in bins] == [(1_000 + 3000, 1_000 + 5000)] * 2
     assert bins[0].busy_frac == pytest.approx(PREFILL_EXCL["gpu_busy_ns"] / PREFILL_EXCL["cpu_ns"])
     ordered = sorted(view.timeline, key=lambda b: b.start_ns)
-    assert all(a.end_ns <= b.start_ns for a, b in zip(ordered, ordered[1:], strict=False))
+    assert all(a.end_ns <= b.start_ns for a, b in itertools.pairwise(ordered))
     summary = build(view)
     assert summary.headline.text.startswith("Across vision, prefill, decode")
 
@@ -287,3 +288,34 @@ def test_reports_state_the_convention(tmp_path: Path, capsys: pytest.CaptureFixt
     got = con.execute("select cpu_ns, cpu_ns_excl from stages where stage = 'prefill'").fetchone()
     assert got == (2 * PREFILL_INCL["cpu_ns"], 2 * PREFILL_EXCL["cpu_ns"])
     assert con.execute("select vision_nesting from traces").fetchone() == (NESTED,)
+
+
+def test_idle_gaps_belong_to_the_innermost_stage(tmp_path: Path) -> None:
+    gaps = run_analysis([build_trace(tmp_path / "t.sqlite", repeats=1)]).idle_gaps
+    shown = ("vision", "sam", "clip", "projector", "prefill")
+    got = sorted((r["stage"], r["duration_ns"]) for r in gaps.iter_rows(named=True) if r["stage"] in shown)
+    # prefill: embed -> sam (420 -> 720), projector -> its gemm (2670 -> 3120), attn -> the DtoH copy (4420 -> 4520);
+    # vision: sam's copy -> clip (1340 -> 1720), clip -> projector (2020 -> 2620); sam: gemm -> copy (1220 -> 1320)
+    assert got == [("prefill", 100), ("prefill", 300), ("prefill", 450), ("sam", 100), ("vision", 380), ("vision", 600)]
+
+
+def test_cost_centers_and_rules_see_prefills_own_work(tmp_path: Path) -> None:
+    view = view_from_analysis(run_analysis([make_run(tmp_path)]).to_dict())
+    gemm = next(c for c in cost_centers(view, top=100) if c.key == "gemm")
+    # GEMM is most pronounced in prefill's own work (1000 of 2300 ns), not in prefill with vision ((1000 + 850) / 4800)
+    assert (gemm.stage, gemm.stage_share) == ("prefill", pytest.approx(1000 / 2300))
+    assert resolve(view, "stage:prefill:idle_frac") == pytest.approx(1 - 1420 / 2300)
+
+
+def test_diff_warns_when_one_side_ran_vision_inside_prefill(tmp_path: Path) -> None:
+    from dsocr.report.diff import Side, diff
+    from dsocr.report.diff_notes import comparability_warnings
+
+    a = view_from_analysis(run_analysis([make_run(tmp_path)]).to_dict())
+    b = view_from_analysis(run_analysis([make_run(tmp_path, nested=False)]).to_dict())
+    d = diff(Side("a", a), Side("b", b))
+    warned = comparability_warnings(tmp_path / "a", tmp_path / "b", d)
+    assert any(w.startswith("A ran vision inside prefill (the checkpoint's own code), B beside it") for w in warned)
+    # prefill's own work on the nested side against the beside prefill ([3050, 5000]: the decoder's work)
+    busy = {c.stage: (c.a, c.b) for c in d.stages if c.name == "GPU busy"}
+    assert busy["prefill"] == (PREFILL_EXCL["gpu_busy_ns"], 1320) and busy["vision"] == (VISION["gpu_busy_ns"],) * 2

@@ -85,6 +85,14 @@ def comparability_warnings(a: Path, b: Path, d: Diff) -> list[str]:
         if va is None or vb is None or va == vb:
             continue
         out.append(f"A and B differ in {label} ({_shown(va)} vs {_shown(vb)}): {why}")
+    na, nb = d.a.view.nesting_note is not None, d.b.view.nesting_note is not None
+    if na != nb:
+        inside, beside = ("A", "B") if na else ("B", "A")
+        out.append(
+            f"{inside} ran vision inside prefill (the checkpoint's own code), {beside} beside it: the stage rows "
+            f"compare prefill's own work on both sides, but {inside}'s prefill kernel and operator rows "
+            "include vision's"
+        )
     return out
 
 
