@@ -319,3 +319,31 @@ def test_diff_warns_when_one_side_ran_vision_inside_prefill(tmp_path: Path) -> N
     # prefill's own work on the nested side against the beside prefill ([3050, 5000]: the decoder's work)
     busy = {c.stage: (c.a, c.b) for c in d.stages if c.name == "GPU busy"}
     assert busy["prefill"] == (PREFILL_EXCL["gpu_busy_ns"], 1320) and busy["vision"] == (VISION["gpu_busy_ns"],) * 2
+
+
+def test_cpu_only_nested_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The vendor path under nsys on the CPU: no CUDA, exclusive range times only."""
+    b = TraceBuilder()
+    t = b.thread()
+    dom = b.domain("dsocr", t)
+    b.range(t, 0, 10_000, "repeat", domain=dom, payload=0)
+    b.range(t, 100, 9_900, "page", domain=dom, payload=0)
+    b.range(t, 200, 5_000, "prefill", domain=dom)
+    b.range(t, 500, 3_000, "vision", domain=dom)
+    b.range(t, 600, 1_500, "sam", domain=dom)
+    b.range(t, 5_100, 9_800, "decode", domain=dom)
+    b.range(t, 5_100, 9_800, "decode_step", domain=dom, payload=0)
+    path = b.write(tmp_path / "cpu.sqlite")
+    a = run_analysis([path])
+    pre = _row(a.stages, "prefill")
+    assert (pre["cpu_ns"], pre["cpu_ns_excl"], pre["gpu_idle_frac_excl"]) == (4800, 2300, None)
+    view = view_from_analysis(a.to_dict())
+    assert [s.name for s in view.top_stages] == ["vision", "prefill", "decode"]
+    assert resolve(view, "total:range_ns") == 2500 + 2300 + 4700
+    out = tmp_path / "rep"
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", str(path), "--out", str(out), "-q"])
+    assert exc.value.code == 0, capsys.readouterr().err
+    md = (out / "report.md").read_text()
+    assert "| prefill (inclusive) | 1 | 0.005 |" in md and "| prefill (exclusive) | 1 | 0.002 |" in md
+    assert "| vision | 1 | 0.003 |" in md

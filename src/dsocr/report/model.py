@@ -188,7 +188,7 @@ def _stage_tables(a: Analysis) -> tuple[Table, ...]:
                 ("CPU ms/instance", "cpu_ns_mean", ms),
             ],
         )
-        return (cpu_only,)
+        return (cpu_only, *_nesting_table(a, cuda=False))
     main = table(
         f"Stages ({_basis(a)})",
         s,
@@ -249,13 +249,13 @@ def _nested(a: Analysis) -> bool:
     return nesting.excl("cpu_ns") in a.stages.columns
 
 
-def _nesting_table(a: Analysis) -> tuple[Table, ...]:
+def _nesting_table(a: Analysis, cuda: bool = True) -> tuple[Table, ...]:
     """Where vision ran inside prefill: prefill inclusive, vision, prefill exclusive (= inclusive - vision)."""
     if not _nested(a):
         return ()
     s = a.stages
     host, guest = s.filter(pl.col("stage") == nesting.HOST), s.filter(pl.col("stage") == nesting.GUEST)
-    metrics = [*nesting.EXCL_METRICS, "gpu_idle_frac"]
+    metrics = [*nesting.EXCL_METRICS, "gpu_idle_frac"] if cuda else ["cpu_ns"]
     own = host.select(
         pl.lit(f"{nesting.HOST} (exclusive)").alias("stage"),
         "instances",
