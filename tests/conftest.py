@@ -17,6 +17,15 @@ H100_DIR = FIXTURES / "h100-decoder-moe"
 CPU_DIR = FIXTURES / "cpu-nvtx-2023"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite tests/golden/ from the current outputs instead of comparing (tests/test_golden.py)",
+    )
+
+
 def missing_fixture(what: str) -> None:
     """Skip when a shared fixture is absent, except in CI (``CI`` set), where that is a failure:
     the golden tests against NVIDIA's oracles must never pass by skipping."""
