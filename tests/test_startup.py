@@ -143,6 +143,10 @@ DECLINED = [
 
 @pytest.mark.parametrize(("argv", "env"), DECLINED)
 def test_direct_declines_what_typer_must_handle(argv: list[str], env: dict[str, str]) -> None:
+    # a deliberate decline: _Declined, or a callback's BadParameter; any other exception is a parser bug
+    # (direct_call would hide it by returning NotImplemented too)
+    with pytest.raises((_direct._Declined, typer.BadParameter)):
+        _direct.parse(analyze_cmd.analyze, argv, env)
     commands = {"analyze": analyze_cmd.analyze}
     assert _direct.direct_call(["analyze", *argv], commands, env) is NotImplemented
 

@@ -79,11 +79,6 @@ def _api_items(trace: Trace, only_launching: bool) -> pl.DataFrame:
     return api.collect()
 
 
-def api_range_pairs(trace: Trace, *, only_launching: bool = False) -> pl.DataFrame:
-    """``(api_id, range_id)`` for every enclosing range; ``only_launching`` keeps API calls with GPU ops."""
-    return enclosing(trace_range_index(trace), _api_items(trace, only_launching), "api_id").pairs
-
-
 def attribute(trace: Trace, *, only_launching: bool = False) -> Attribution:
     """Attribute every API call and GPU operation to its enclosing NVTX ranges.
 

@@ -361,11 +361,6 @@ def _tid(col: str) -> pl.Expr:
     return pl.col(col) % (1 << S.TID_BITS)
 
 
-def _gpid(col: str) -> pl.Expr:
-    """globalPid of a globalTid: the TID bits cleared."""
-    return pl.col(col) - pl.col(col) % (1 << S.TID_BITS)
-
-
 #: Widest id range looked up through a dense table (4 bytes per possible id).
 _MAX_LUT = 1 << 22
 

@@ -1,7 +1,7 @@
 """The exact-shape DeepSeek-OCR replica, built from transformers 5.x blocks (torch imported lazily).
 
 Shapes come from :class:`dsocr.model.architecture.Architecture`; weights are seeded random
-(bf16 on CUDA, float32 on the CPU by default). The blocks (../docs/deepseek-ocr.md):
+(bf16 on CUDA, float32 on the CPU by default). The blocks:
 
 - SAM: ``DeepseekOcr2SamVisionEncoder`` with ``downsample_channels`` = the compressor's
   (512, 1024): patch embed, blocks, neck, then the two stride-2 convs (``proj``).

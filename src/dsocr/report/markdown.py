@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import attrs
 import jinja2
 
 from dsocr.analyze.analysis import Analysis
-from dsocr.contract import atomic
 from dsocr.report import jinja
 from dsocr.report.model import Document, build_document
 
@@ -48,8 +46,3 @@ def summary_preamble(summary_md: str, plots: Sequence[tuple[str, str]] = ()) -> 
     body = "\n".join(("#" + ln) if ln.startswith("## ") and i else ln for i, ln in enumerate(lines))
     figs = "\n\n".join(f"![{heading}]({path})" for path, heading in plots)
     return body + ("\n\n## Plots\n\n" + figs if figs else "")
-
-
-def write_markdown(text: str, path: Path) -> None:
-    """Write rendered Markdown atomically."""
-    atomic.write_text(path, text)
