@@ -194,6 +194,11 @@ def _drift(per_repeat: pl.DataFrame) -> dict[str, tuple[int, float | None]]:
     return {str(st): (int(n), None if d is None else float(d)) for st, n, d in rows.iter_rows()}
 
 
+def _has_gpu(d: Mapping[str, Any]) -> bool:
+    """Whether the stages have GPU numbers: CUDA was traced and its records tie to the ranges (no ``gpu_lost``)."""
+    return bool(_get(d, "trace", "has_cuda")) and not _get(d, "trace", "gpu_lost")
+
+
 def _stage_views(
     d: Mapping[str, Any],
     records: pl.DataFrame,
@@ -209,7 +214,7 @@ def _stage_views(
         return ()
     names = [n for n in stages["stage"].to_list() if n not in CONTAINERS]
     depth = _depths(instances, names)
-    has_gpu = bool(_get(d, "trace", "has_cuda"))
+    has_gpu = _has_gpu(d)
     peak = _get(analytic, "peak") or {}
     peak_flops = float(peak.get("tflops") or 0) * 1e12
     peak_bw = float(peak.get("tbps") or 0) * 1e12
@@ -569,7 +574,7 @@ def view_from_analysis(
     stages = _stage_views(d, records, _baseline_records(docs), analytic, passes, profiled=is_profiled)
     names = [s.name for s in stages]
     instances = _frame(d.get("stage_instances"))
-    has_gpu = bool(_get(d, "trace", "has_cuda"))
+    has_gpu = _has_gpu(d)
     cats = _frame(d.get("kernel_categories"))
     categories = (
         tuple(
@@ -653,6 +658,8 @@ def view_from_analysis(
         pages=pages,
         caveats=caveats,
         notes=tuple(str(w) for w in d.get("warnings") or ()) + ((str(why_no_model),) if why_no_model else ()),
+        warnings=tuple(str(w) for w in d.get("warnings") or ()),
+        gpu_lost=str(_get(d, "trace", "gpu_lost")) if _get(d, "trace", "gpu_lost") else None,
         analytic_reason=str(why_no_model) if why_no_model else None,
         has_gpu=has_gpu,
         baseline_positions=_positions(manifest, files) if files != [rundir.TIMING] else ("unknown",),

@@ -297,7 +297,11 @@ class ReportView:
     baseline_positions: tuple[str, ...] = ()
     #: Why there is no analytic model (no workload, ...); ``None`` when there is one or no reason is known.
     analytic_reason: str | None = None
-    has_gpu: bool = True  #: False when the trace recorded no CUDA activity
+    has_gpu: bool = True  #: False when the trace recorded no CUDA activity, or lost the records that tie it to stages
+    #: The analyzer's warnings, shown first in every report file (broken or partial traces, unknown GPU, ...).
+    warnings: tuple[str, ...] = ()
+    #: What a broken trace lost (``kernels``, ``api_calls``: no GPU numbers per stage); None otherwise.
+    gpu_lost: str | None = None
 
     def stage(self, name: str) -> StageView | None:
         """The stage called ``name``, or ``None``."""
