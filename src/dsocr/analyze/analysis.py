@@ -463,9 +463,8 @@ def analyze_trace(
     if reference is not None:
         check_same_gpus(reference.info, str(given), [attrs.asdict(g) for g in trace.gpus])
     integrity.check_ranges(given, trace)
-    warnings = [w for w in [integrity.open_ranges_warning(given, trace)] if w]
     gpu = integrity.gpu_records(trace)
-    warnings += gpu.warnings(given)
+    warnings = gpu.warnings(given)
     if not trace.meta.has_cuda and gpu.lost is None:
         warnings.append(f"{given}: no CUDA activity in this trace (no GPU traced); reporting CPU-side NVTX ranges only")
     step("attributing GPU work to NVTX ranges")
@@ -486,6 +485,7 @@ def analyze_trace(
     )
     if stages.instances.height == 0:
         raise integrity.no_stages_error(given, trace)
+    warnings[:0] = [w for w in [integrity.open_ranges_warning(given, trace, stages.cut_short)] if w]
     info = _info(given, trace, stages.mode, gpu.lost)
     if reference is not None:
         check_same_study(reference.info, info, _stage_names(reference.stages), _stage_names(stages))

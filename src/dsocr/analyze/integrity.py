@@ -136,13 +136,21 @@ def gpu_records(trace: Trace) -> GpuRecords:
     )
 
 
-def open_ranges_warning(given: Path, trace: Trace) -> str | None:
-    """The warning for ranges that never closed (left out by the loader), if there are any."""
+def open_ranges_warning(given: Path, trace: Trace, cut_short: int = 0) -> str | None:
+    """The warning for ranges that never closed (left out by the loader), if there are any.
+
+    ``cut_short``: the stage instances left out with them (a dsocr pass whose repeat never closed).
+    """
     opened = trace.meta.open_ranges
     if not opened.count:
         return None
+    inside = (
+        f"the {cut_short:,} closed stage ranges of the pass they cut short are left out too"
+        if cut_short
+        else "the closed ranges inside them are reported"
+    )
     return (
         f"{given}: {opened}: the program exited, crashed or the capture stopped inside them; they are left out, "
         "as their end and so their time is unknown (NVIDIA's nvtx_sum and nvtx_gpu_proj_sum end them at the last "
-        "NVTX timestamp instead); the closed ranges inside them are reported"
+        f"NVTX timestamp instead); {inside}"
     )
