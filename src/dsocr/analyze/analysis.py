@@ -19,6 +19,7 @@ import attrs
 import polars as pl
 
 from dsocr import SMALL_TRACE_BYTES
+from dsocr.analyze import integrity
 from dsocr.analyze.categories import category_expr
 from dsocr.analyze.repeats import CV_LIMIT, RepeatTables, analyze_repeats
 from dsocr.analyze.stages import DSOCR, TOP_N, StageTables, analyze_stages, summarize
@@ -59,6 +60,9 @@ class TraceInfo:
     has_nvtx: bool
     duration_ns: int | None
     stage_mode: str  #: ``dsocr`` or ``foreign``
+    open_ranges: int = 0  #: NVTX ranges that never closed, left out (integrity.open_ranges_warning)
+    #: What the GPU records lost (``kernels``, ``api_calls``: no GPU numbers per stage), or None (integrity.GpuRecords)
+    gpu_lost: str | None = None
 
 
 @attrs.frozen
@@ -116,6 +120,7 @@ class Analysis:
         return {
             "schema_version": rundir.ANALYSIS_SCHEMA_VERSION,
             "trace": _info_dict(first.info),
+            "warnings": list(self.warnings),  # first: a broken or partial trace shows at the top
             "traces": [{**_info_dict(t.info), **projection(t), "kernels": _rows(t.kernels)} for t in self.traces]
             if len(self.traces) > 1
             else [],
@@ -138,7 +143,6 @@ class Analysis:
             "analytic": self.analytic.doc if self.analytic is not None else None,
             "modules": self.modules.to_dict() if self.modules is not None else None,
             **extra,
-            "warnings": list(self.warnings),
         }
 
     def _nesting_dict(self) -> dict[str, Any]:
@@ -403,6 +407,12 @@ def check_same_study(
         raise BadInput(
             f"{where}: different stage kinds ({first.stage_mode} vs {other.stage_mode} NVTX stage ranges); {fix}"
         )
+    if first.gpu_lost != other.gpu_lost:
+        lost = {None: "complete", integrity.LOST_KERNELS: "kernel records lost", integrity.LOST_CALLS: "API calls lost"}
+        raise BadInput(
+            f"{where}: not equally complete GPU records ({lost.get(first.gpu_lost)} vs {lost.get(other.gpu_lost)}), "
+            f"so their GPU numbers per stage cannot be combined; {fix}"
+        )
     if first.stage_mode != DSOCR and first_stages != other_stages:
         only = sorted(first_stages ^ other_stages)
         shown = ", ".join(only[:3]) + (f" and {len(only) - 3} more" if len(only) > 3 else "")
@@ -454,7 +464,7 @@ def _kernels(trace: Trace) -> pl.DataFrame:
     return summary.join(cats, on="name", how="left", maintain_order="left")
 
 
-def _info(given: Path, trace: Trace, mode: str) -> TraceInfo:
+def _info(given: Path, trace: Trace, mode: str, gpu_lost: str | None = None) -> TraceInfo:
     m = trace.meta
     return TraceInfo(
         file=str(given),
@@ -467,6 +477,8 @@ def _info(given: Path, trace: Trace, mode: str) -> TraceInfo:
         has_nvtx=m.has_nvtx,
         duration_ns=m.duration_ns,
         stage_mode=mode,
+        open_ranges=m.open_ranges.count,
+        gpu_lost=gpu_lost,
     )
 
 
@@ -484,12 +496,15 @@ def analyze_trace(
     trace = _load(path)
     if reference is not None:
         check_same_gpus(reference.info, str(given), [attrs.asdict(g) for g in trace.gpus])
-    warnings: list[str] = []
-    if not trace.meta.has_cuda:
+    integrity.check_ranges(given, trace)
+    gpu = integrity.gpu_records(trace)
+    warnings = gpu.warnings(given)
+    if not trace.meta.has_cuda and gpu.lost is None:
         warnings.append(f"{given}: no CUDA activity in this trace (no GPU traced); reporting CPU-side NVTX ranges only")
     step("attributing GPU work to NVTX ranges")
     att = _attribute(trace)
-    cuda = trace.meta.has_cuda
+    # GPU work per stage only where it can be tied to the ranges (integrity.GpuRecords.lost)
+    cuda = trace.meta.has_cuda and gpu.lost is None
     # the API calls' (call, range) pairs, built once for the stages and the projection; from
     # FOLD_PROJECTION_CALLS calls on they are built for the stages only (the projection folds)
     fold = att.api_enclosing.ids.len() >= FOLD_PROJECTION_CALLS
@@ -503,13 +518,13 @@ def analyze_trace(
         op_innermost=att.op_innermost.lazy() if cuda else None,
     )
     if stages.instances.height == 0:
-        warnings.append(f"{given}: no NVTX ranges usable as stages (no dsocr-domain or top-level ranges)")
+        raise integrity.no_stages_error(given, trace)
+    warnings[:0] = [w for w in [integrity.open_ranges_warning(given, trace, stages.cut_short)] if w]
     if stages.nesting is not None and (odd := stages.nesting.warning(str(given))):
         warnings.append(odd)
+    info = _info(given, trace, stages.mode, gpu.lost)
     if reference is not None:
-        check_same_study(
-            reference.info, _info(given, trace, stages.mode), _stage_names(reference.stages), _stage_names(stages)
-        )
+        check_same_study(reference.info, info, _stage_names(reference.stages), _stage_names(stages))
         check_same_nesting(reference, str(given), stages)
     step("NVTX projection and kernel summary")
     proj = _projection(trace, api_pairs)
@@ -523,7 +538,6 @@ def analyze_trace(
 
         mod_times = module_times(trace, att.op_ranges)
         gaps = idle_gaps(stages.instances, att.op_ranges.lazy(), trace.gpu_ops)
-    info = _info(given, trace, stages.mode)
     return TraceResult(info, proj, kern, stages, mod_times, gaps), warnings
 
 

@@ -22,7 +22,7 @@ from dsocr.analyze import schema as S
 from dsocr.analyze.prefetch import EARLY_READS, ROWID, SQLITE_MAGIC
 from dsocr.analyze.readers import ParquetDirSource, Request, SqliteSource, TableSource
 from dsocr.analyze.sweep import RangeIndex, as_int, make_timekey, range_index
-from dsocr.analyze.trace import GpuInfo, SchemaVersion, Trace, TraceMeta
+from dsocr.analyze.trace import GpuInfo, OpenRanges, SchemaVersion, Trace, TraceMeta
 from dsocr.contract.errors import BadInput, InputNotFound
 
 I64 = pl.Int64
@@ -272,6 +272,7 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool) -> Trace:
     raw = source.read_many(_requests())
     if _worth_trimming(source):
         trim_c_heap()  # the readers' temporary buffers
+    _check_strings(path, tables, raw)
     payloads = source.first_non_null(S.NVTX, S.PAYLOAD_COLUMNS)
     strings = raw["strings"].rename({"id": "_sid", "value": "_str"})
 
@@ -305,8 +306,9 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool) -> Trace:
         ]
         session_end = max(as_int(v) for v in highs) if highs else 0
 
-    ranges_base = _ranges_base(nvtx, raw.pop("domains"), strings, payloads, session_end)
+    ranges_base = _ranges_base(nvtx, raw.pop("domains"), strings, payloads)
     del nvtx  # the messages keep only the text buffers alive
+    ranges_base, open_ranges = _drop_open(ranges_base)
     eost = ranges_base.select("range_id", "global_tid", "start", "end")
     if not ranges_base["ended_on_start_thread"].all():
         eost = eost.filter(ranges_base["ended_on_start_thread"])
@@ -324,6 +326,7 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool) -> Trace:
         duration_ns=duration,
         session_start_ns=session_start,
         session_end_ns=session_end,
+        open_ranges=open_ranges,
     )
     lazy_kernel = _LazyColumns(source, S.KERNEL, _KERNEL_LAZY)
     kernel_ids = _LazyColumns(source, S.KERNEL, {"correlationId": I64, "globalPid": I64})
@@ -337,6 +340,28 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool) -> Trace:
         syncs=syncs,
         range_index=index,
     )
+
+
+def _check_strings(path: Path, tables: frozenset[str], raw: dict[str, pl.DataFrame]) -> None:
+    """BadInput when records name things by ``StringIds`` id but the export's StringIds table is missing or empty.
+
+    Every kernel and API call would be nameless (no categories, no launch counts): no honest report.
+    """
+    if raw["strings"].height:
+        return
+    refs = {
+        "kernels": raw["kernel"]["demangledName"],
+        "CUDA API calls": raw["runtime"]["nameId"],
+        "NVTX ranges": raw["nvtx"]["textId"],
+    }
+    named = [what for what, ids in refs.items() if ids.is_not_null().any()]
+    if named:
+        table = "no StringIds table" if S.STRINGS not in tables else "an empty StringIds table"
+        listed = " and ".join([", ".join(named[:-1]), named[-1]] if len(named) > 1 else named)
+        raise BadInput(
+            f"{path}: has {table}, so the names of its {listed} are lost (a damaged or hand-edited "
+            "export); export it again from the .nsys-rep (`nsys export --type sqlite`)"
+        )
 
 
 def _narrow(frame: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:
@@ -409,7 +434,7 @@ def _lookup(
 
 
 def _ranges_base(
-    nvtx: pl.DataFrame, creates: pl.DataFrame, strings: pl.DataFrame, payloads: pl.DataFrame, session_end: int
+    nvtx: pl.DataFrame, creates: pl.DataFrame, strings: pl.DataFrame, payloads: pl.DataFrame
 ) -> pl.DataFrame:
     """NVTX ranges in table order (``range_id`` = row number): lookups by expression, no joins of the big frame.
 
@@ -448,7 +473,7 @@ def _ranges_base(
     return nvtx.select(
         pl.int_range(pl.len(), dtype=pl.UInt32).alias("range_id"),
         pl.col("start"),
-        pl.col("end").fill_null(session_end).alias("end"),
+        pl.col("end"),  # null: never closed (see _drop_open)
         text(nvtx).fill_null("").alias("message"),
         domain.alias("domain"),
         pl.col("eventType").is_in(S.PUSHPOP_EVENTS).alias("_pushpop"),
@@ -458,6 +483,36 @@ def _ranges_base(
         ),
         payload.alias("payload"),
     )
+
+
+#: How many names of never-closed ranges :class:`OpenRanges` keeps (the most frequent).
+OPEN_RANGE_NAMES = 3
+
+
+def _drop_open(base: pl.DataFrame) -> tuple[pl.DataFrame, OpenRanges]:
+    """``base`` without the ranges that never closed (``end`` null), renumbered; and what was left out.
+
+    A range is left open when the program exits, crashes or the capture stops inside it. Its end is
+    unknown: NVIDIA's reports make one up (``nvtx_sum`` ends it at the last NVTX event of any kind,
+    ``nvtx_gpu_proj_sum`` at the last range start or end), which stretches a stage over everything
+    after it, nests every later range inside it and, with many, makes the nesting quadratic. So they
+    are left out, and counted.
+    """
+    is_open = base["end"].is_null()
+    count = int(is_open.sum())
+    if not count:
+        return base, OpenRanges()
+    domain = pl.col("domain").cast(pl.String)
+    name = pl.when(domain.is_null()).then(pl.col("message")).otherwise(domain + ":" + pl.col("message"))
+    names = (
+        base.filter(is_open)
+        .group_by(name.alias("name"))
+        .len()
+        .sort(["len", "name"], descending=[True, False])
+        .head(OPEN_RANGE_NAMES)
+    )
+    kept = base.filter(~is_open).with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("range_id"))
+    return kept, OpenRanges(count, tuple((str(n), int(c)) for n, c in names.iter_rows()))
 
 
 def _with_nesting(base: pl.DataFrame, index: RangeIndex) -> pl.DataFrame:

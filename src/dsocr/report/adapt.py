@@ -195,6 +195,11 @@ def _drift(per_repeat: pl.DataFrame) -> dict[str, tuple[int, float | None]]:
     return {str(st): (int(n), None if d is None else float(d)) for st, n, d in rows.iter_rows()}
 
 
+def _has_gpu(d: Mapping[str, Any]) -> bool:
+    """Whether the stages have GPU numbers: CUDA was traced and its records tie to the ranges (no ``gpu_lost``)."""
+    return bool(_get(d, "trace", "has_cuda")) and not _get(d, "trace", "gpu_lost")
+
+
 def _stage_views(
     d: Mapping[str, Any],
     records: pl.DataFrame,
@@ -216,7 +221,7 @@ def _stage_views(
         for n in (nesting.GUEST, *nv.VISION_PARTS):
             if n in depth:
                 depth[n] -= 1
-    has_gpu = bool(_get(d, "trace", "has_cuda"))
+    has_gpu = _has_gpu(d)
     peak = _get(analytic, "peak") or {}
     peak_flops = float(peak.get("tflops") or 0) * 1e12
     peak_bw = float(peak.get("tbps") or 0) * 1e12
@@ -641,7 +646,7 @@ def view_from_analysis(
     names = [s.name for s in stages]
     nested = _nested(d)
     instances = _own_parts(_frame(d.get("stage_instances"))) if nested else _frame(d.get("stage_instances"))
-    has_gpu = bool(_get(d, "trace", "has_cuda"))
+    has_gpu = _has_gpu(d)
     cats = _frame(d.get("kernel_categories"))
     if nested and not cats.is_empty():
         cats = _own_categories(cats)
@@ -727,6 +732,8 @@ def view_from_analysis(
         pages=pages,
         caveats=caveats,
         notes=tuple(str(w) for w in d.get("warnings") or ()) + ((str(why_no_model),) if why_no_model else ()),
+        warnings=tuple(str(w) for w in d.get("warnings") or ()),
+        gpu_lost=str(_get(d, "trace", "gpu_lost")) if _get(d, "trace", "gpu_lost") else None,
         analytic_reason=str(why_no_model) if why_no_model else None,
         nesting_note=str(_get(d, "stage_nesting", "note")) if nested else None,
         has_gpu=has_gpu,

@@ -12,6 +12,8 @@ from dsocr.report import jinja
 from dsocr.report.model import Document, build_document
 
 TEMPLATE = "report.md.j2"
+#: How summary.md starts a warning line (templates/summary.md.j2).
+WARNING_LINE = "> warning: "
 
 
 def _env() -> jinja2.Environment:
@@ -41,6 +43,9 @@ def summary_preamble(summary_md: str, plots: Sequence[tuple[str, str]] = ()) -> 
     ``plots`` are (relative path, heading) pairs.
     """
     lines = summary_md.strip().splitlines()
+    if any(ln.startswith(WARNING_LINE) for ln in lines):  # report.md shows the warnings above the summary already
+        kept = [ln for ln in lines if not ln.startswith(WARNING_LINE)]
+        lines = [ln for i, ln in enumerate(kept) if ln or not i or kept[i - 1]]  # no double blank lines
     if lines and lines[0].startswith("# "):
         lines[0] = "## Summary"
     body = "\n".join(("#" + ln) if ln.startswith("## ") and i else ln for i, ln in enumerate(lines))

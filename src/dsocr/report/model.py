@@ -175,11 +175,23 @@ def _basis(a: Analysis) -> str:
     return "total over 1 pass" if n == 1 else f"total over {n} passes"
 
 
+def _gpu(a: Analysis) -> bool:
+    """Whether the stages have GPU numbers: CUDA traced, and no trace lost what ties it to the stages."""
+    return any(t.info.has_cuda for t in a.traces) and not any(t.info.gpu_lost for t in a.traces)
+
+
+def _no_gpu(a: Analysis, untraced: str = "no GPU activity traced") -> str:
+    """Why the stages have no GPU numbers (``untraced`` when no CUDA was traced)."""
+    if any(t.info.gpu_lost for t in a.traces):
+        return "the trace lost the records that tie GPU work to the stages"
+    return untraced
+
+
 def _stage_tables(a: Analysis) -> tuple[Table, ...]:
     s = a.stages
-    if not any(t.info.has_cuda for t in a.traces):
+    if not _gpu(a):
         cpu_only = table(
-            f"Stages (CPU side only: no GPU activity traced; {_basis(a)})",
+            f"Stages (CPU side only: {_no_gpu(a)}; {_basis(a)})",
             s,
             [
                 ("stage", "stage", text),
@@ -337,7 +349,7 @@ def _repeat_table(a: Analysis) -> Table:
             .alias("flag")
         )
     )
-    cuda = any(t.info.has_cuda for t in a.traces)
+    cuda = _gpu(a)
     gpu_cols: list[tuple[str, str, Fmt]] = [("GPU busy ms mean", "gpu_mean", ms), ("GPU busy CV", "gpu_cv", frac)]
     return table(
         f"Spread over {a.repeats.passes} passes (per pass, mean of {a.repeats.passes})",
@@ -352,7 +364,8 @@ def _repeat_table(a: Analysis) -> Table:
             ("flag", "flag", text),
         ],
         note="A pass is one repeat range (or one trace file); stages whose CPU or GPU-busy time varies by more "
-        "than 10% (coefficient of variation) are flagged." + ("" if cuda else " No CUDA traced: GPU busy time is n/a."),
+        "than 10% (coefficient of variation) are flagged."
+        + ("" if cuda else f" GPU busy time is n/a: {_no_gpu(a, 'no CUDA traced')}."),
         limit=200,
     )
 
@@ -379,8 +392,8 @@ def _peak_text(a: Analysis) -> str:
     peak = (a.analytic.doc.get("peak") if a.analytic is not None else None) or {}
     if peak.get("tflops") and peak.get("tbps"):
         return f"peak {peak['tflops']} TFLOP/s, {peak['tbps']} TB/s ({peak.get('source')})"
-    if not any(t.info.has_cuda for t in a.traces):
-        return "peak n/a (no CUDA traced)"
+    if not _gpu(a):
+        return f"peak n/a ({_no_gpu(a, 'no CUDA traced')})"
     return "peak n/a (unknown GPU: give --peak-tflops and --peak-tbps)"
 
 
@@ -505,7 +518,7 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
         facts.append(("stage nesting", nesting.NOTE))
     facts.append(("passes", str(a.repeats.passes)))
     cats = a.categories.with_columns(pl.col("category").replace(LABELS).alias("label"))
-    cuda = any(t.info.has_cuda for t in a.traces)
+    cuda = _gpu(a)
     sections: list[tuple[str, tuple[Table, ...]]] = [("Stages", _stage_tables(a))]
     if cuda:
         sections += [

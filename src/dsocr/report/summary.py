@@ -35,6 +35,9 @@ COST_LABELS: dict[str, str] = {
     "other": "other GPU kernels",
 }
 
+#: What a broken trace lost (``ReportView.gpu_lost``), in words.
+LOST_RECORDS: dict[str, str] = {"kernels": "kernel records", "api_calls": "CUDA API calls"}
+
 #: Glosses for the jargon the summary may use (shown only for terms that appear).
 GLOSSARY: dict[str, str] = {
     "MFU": "model FLOPs utilization: the share of the GPU's peak arithmetic rate the model actually achieves",
@@ -493,13 +496,20 @@ def build(view: ReportView) -> Summary:
         headline = Statement(
             f"{first}; the GPU was busy for {ev_busy.shown} of that time.", (ev_total, ev_passes, ev_busy)
         )
+    elif view.gpu_lost:
+        lost = LOST_RECORDS.get(view.gpu_lost, view.gpu_lost)
+        headline = Statement(
+            f"{first}; the GPU time per stage is unknown: the trace lost its {lost} (see the warning above).",
+            (ev_total, ev_passes),
+        )
     else:
         headline = Statement(f"{first}; the trace recorded no GPU activity.", (ev_total, ev_passes))
     centers = []
     for c in cost_centers(view):
         e1 = _ev(f"cost:{c.key}:share", c.share, "pct")
         if c.key.startswith(STAGE_PREFIX):
-            text = f"{c.label[0].upper()}{c.label[1:]}: {e1.shown} of the total time (no GPU activity was traced)."
+            why = "GPU time unknown" if view.gpu_lost else "no GPU activity was traced"
+            text = f"{c.label[0].upper()}{c.label[1:]}: {e1.shown} of the total time ({why})."
             centers.append((c, Statement(text, (e1,))))
             continue
         e2 = _ev(f"cost:{c.key}:stage_share:{c.stage}", c.stage_share, "pct")

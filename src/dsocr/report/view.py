@@ -305,7 +305,11 @@ class ReportView:
     analytic_reason: str | None = None
     #: Said where vision ran inside prefill (its stage row is then prefill's own work; None otherwise).
     nesting_note: str | None = None
-    has_gpu: bool = True  #: False when the trace recorded no CUDA activity
+    has_gpu: bool = True  #: False when the trace recorded no CUDA activity, or lost the records that tie it to stages
+    #: The analyzer's warnings, shown first in every report file (broken or partial traces, unknown GPU, ...).
+    warnings: tuple[str, ...] = ()
+    #: What a broken trace lost (``kernels``, ``api_calls``: no GPU numbers per stage); None otherwise.
+    gpu_lost: str | None = None
 
     def stage(self, name: str) -> StageView | None:
         """The stage called ``name``, or ``None``."""
