@@ -46,7 +46,12 @@ VISION_PARTS: Final[dict[str, str]] = {"sam": mp.SAM, "clip": mp.CLIP, "projecto
 
 @attrs.frozen
 class ContextMode:
-    """How long the context of each decode step is: its real length, the model window, or fixed."""
+    """How long the context of each decode step is.
+
+    ``auto``: its real length (``prefill + i`` at step ``i``, what the capture measures); ``max``: the
+    final length (``prefill + steps``) at every step, an upper bound for the same run; ``fixed:N``: N at
+    every step (``fixed:8192`` is the model's whole window).
+    """
 
     kind: Literal["auto", "max", "fixed"] = "auto"
     tokens: int | None = None  #: the fixed context for ``fixed``
@@ -109,7 +114,7 @@ class Workload:
         if out.context.kind == "auto" and out.prefill_length + out.decode_steps > window:
             raise BadInput(
                 f"prefill {out.prefill_length} + {out.decode_steps} decode steps exceeds the model's {window}-position "
-                "window: use fewer new tokens or --context max"
+                "window: use fewer new tokens or --context fixed:N"
             )
         return out
 
@@ -143,10 +148,10 @@ class Workload:
         n = self.decode_steps
         if n == 0:
             return 0, 0, 0
+        first, last = self.prefill_length + 1, self.prefill_length + n
         if self.context.kind == "auto":
-            first, last = self.prefill_length + 1, self.prefill_length + n
             return first, last, n * self.prefill_length + n * (n + 1) // 2
-        c = window if self.context.kind == "max" else int(self.context.tokens or window)
+        c = last if self.context.kind == "max" else int(self.context.tokens or window)
         return c, c, n * c
 
     def views(self) -> tuple[tuple[str, int, int], ...]:

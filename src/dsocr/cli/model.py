@@ -82,7 +82,8 @@ def model(
         str,
         _opt(
             "--context",
-            "Decode context per step: auto (real length), max (the 8192 window) or fixed:N.",
+            "Decode context per step: auto (real length, prefill + step), max (every step at the final length) "
+            "or fixed:N (N every step; fixed:8192 = the model's window).",
             callback=context_value,
         ),
     ] = "auto",

@@ -334,6 +334,14 @@ def _peak_text(a: Analysis) -> str:
     return "peak n/a (unknown GPU: give --peak-tflops and --peak-tbps)"
 
 
+def _context_text(a: Analysis) -> str:
+    """``decode context auto (706 to 713 tokens)``: the ``--context`` mode the decode FLOPs are counted at."""
+    work = (a.analytic.doc.get("workload") if a.analytic is not None else None) or {}
+    ctx = work.get("decode_context") or {}
+    span = f" ({ctx['first']:,} to {ctx['last']:,} tokens per step)" if ctx.get("first") else ""
+    return f"decode context {work.get('context_mode', 'auto')}{span}"
+
+
 def _analytic_sections(a: Analysis) -> list[tuple[str, tuple[Table, ...]]]:
     """MFU/MBU per stage (analytic model vs measured), module attribution, GPU idle gaps."""
     out: list[tuple[str, tuple[Table, ...]]] = []
@@ -341,7 +349,8 @@ def _analytic_sections(a: Analysis) -> list[tuple[str, tuple[Table, ...]]]:
     if an is not None and not an.metrics.is_empty():
         note = (
             f"Per pass, mean of {a.repeats.passes} pass(es) ({_pass_work(a)}); MFU = FLOPs of a pass / (peak x mean "
-            f"time), the ratio of means; {_peak_text(a)}. busy = GPU busy time, wall = the stage's NVTX range; "
+            f"time), the ratio of means; {_peak_text(a)}; {_context_text(a)}. busy = GPU busy time, wall = the "
+            "stage's NVTX range; "
             "predicted = roofline max(FLOPs/peak, bytes/bandwidth). Stages with no work in this workload are left out."
         )
         cols: list[tuple[str, str, Fmt]] = [
