@@ -18,7 +18,7 @@ GUNDAM_2X2 = estimate(Workload(mode="gundam", crop_grid=(2, 2), prompt_tokens=12
 
 def test_full_parameter_count_is_the_checkpoints() -> None:
     assert GUNDAM_2X2.params == 3_336_106_240
-    assert GUNDAM_2X2.weight_bytes == 6_672_212_480
+    assert GUNDAM_2X2.weight_footprint_bytes == 6_672_212_480
     # decoder with embeddings and lm_head, then vision + projector + layout embeddings
     assert GUNDAM_2X2.stage("prefill").cost.params == 2_934_734_080
     assert GUNDAM_2X2.stage("vision").cost.params == 401_372_160

@@ -46,7 +46,7 @@ def test_mfu_from_analytic_and_measured_times(h100_sqlite: Path, analytic: dict[
     assert dec.mbu_busy.mean == pytest.approx(nbytes / (3.35e12 * row["gpu_busy_ns"] / 1e9))
     assert dec.predicted_ns == pytest.approx(analytic["stages"]["decode"]["predicted_ns"] * 3)
     assert view.peaks is not None and view.peaks.source == "table: H100 SXM5 80GB"
-    assert view.memory is not None and view.memory.weights_bytes == 6_672_212_480
+    assert view.memory is not None and view.memory.weight_footprint_bytes == 6_672_212_480
     # model-level MFU over prefill + decode (the trace has no vision stage)
     pre = next(r for r in doc["stages"] if r["stage"] == "prefill")
     total = analytic["stages"]["prefill"]["flops"] * pre["instances"] + flops

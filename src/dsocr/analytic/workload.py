@@ -227,8 +227,8 @@ class ModelEstimate:
         return self.stage("vision").cost.params + self.stage("prefill").cost.params
 
     @property
-    def weight_bytes(self) -> int:
-        """Memory of all weights in the workload's dtype."""
+    def weight_footprint_bytes(self) -> int:
+        """Memory the weights occupy in the workload's dtype (a footprint; ``Cost.weight_read_bytes`` is traffic)."""
         return self.params * self.workload.bytes_per_element
 
     @property
@@ -248,11 +248,11 @@ class ModelEstimate:
 
     @property
     def total(self) -> Cost:
-        """All stages together."""
+        """All stages together; parameters counted once (prefill and decode run the same decoder weights)."""
         total = Cost()
         for s in self.stages:
             total = total + s.cost
-        return total
+        return attrs.evolve(total, params=self.params)
 
     def vision_part(self, part: str) -> Cost:
         """Cost of one vision part (``sam``, ``clip`` or ``projector``)."""

@@ -18,7 +18,7 @@ either a key of the document or an argument:
 - ``analytic``: the analytic model's document for ONE page (``dsocr model --format json``,
   ``dsocr.analytic.export.to_json(estimate, peak)``): ``peak`` (``tflops``, ``tbps``,
   ``source``), ``stages`` (``vision`` with ``parts`` sam/clip/projector, ``prefill``, ``decode``:
-  ``flops``, ``bytes``, ``predicted_ns``), ``memory`` (``weights_bytes``, ``kv_cache_bytes``),
+  ``flops``, ``bytes``, ``predicted_ns``), ``memory`` (``weight_footprint_bytes``, ``kv_cache_bytes``),
   ``workload``, and ``modules`` (those with a ``measured_ns`` are placed on the roofline).
   A pass's FLOPs are the per-page figures times the stage's instances in that pass.
 
@@ -420,7 +420,8 @@ def _memory(
         )
         peaks = tuple((str(s), float(b)) for s, b in pk.iter_rows())
     mem = _get(analytic, "memory") or {}
-    return MemoryView(mem.get("weights_bytes"), mem.get("kv_cache_bytes"), peaks, tuple(copies))
+    weights = mem.get("weight_footprint_bytes", mem.get("weights_bytes"))  # the key before dsocr.model/2
+    return MemoryView(weights, mem.get("kv_cache_bytes"), peaks, tuple(copies))
 
 
 def _roofline(

@@ -248,7 +248,7 @@ class Peaks:
 class MemoryView:
     """Memory facts (any may be unknown)."""
 
-    weights_bytes: float | None = None
+    weight_footprint_bytes: float | None = None
     kv_cache_bytes: float | None = None
     peak_allocated_by_stage: tuple[tuple[str, float], ...] = ()
     copies: tuple[tuple[str, int | None, float], ...] = ()  #: (direction, count per pass, bytes per pass)
