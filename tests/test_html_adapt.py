@@ -186,6 +186,8 @@ def test_true_idle_gaps_when_the_analysis_lists_them(h100_sqlite: Path) -> None:
     assert [(g.stage, g.duration_ns, g.kind) for g in view.idle_gaps] == [("decode", 4_200_000.0, "gap")]
     text = html.render_html(view)
     assert "Longest GPU idle gaps" in text and "4.200 ms" in text
+    # start_ns counts from the first stage range (analyze.gaps), and the column says so (issue 12)
+    assert "at (from the first stage range&#39;s start)" in text and "trace start" not in text
 
 
 def _runs_records(ms: dict[str, float], repeats: int = 2) -> list[dict[str, Any]]:

@@ -434,7 +434,8 @@ def _analytic_sections(a: Analysis) -> list[tuple[str, tuple[Table, ...]]]:
                             ("at ms", "start_ns", ms),
                             ("gap ms", "duration_ns", ms),
                         ],
-                        note="The innermost stage holding the gap; `at` is from the first stage's start.",
+                        note="The innermost stage holding the gap; `at` is from the start of the trace's first stage range "
+                        "(not from the trace's start).",
                         limit=30,
                     ),
                 ),
