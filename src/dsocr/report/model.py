@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import polars as pl
 
-from dsocr.analyze.analysis import Analysis
+from dsocr.analyze.analysis import Analysis, TraceResult
 from dsocr.analyze.categories import LABELS
 from dsocr.contract import nvtx_names as nv
 
@@ -334,6 +334,35 @@ def _peak_text(a: Analysis) -> str:
     return "peak n/a (unknown GPU: give --peak-tflops and --peak-tbps)"
 
 
+#: The capture warm-up pass's range in the NVTX projection (docs/nvtx-contract.md: ``warmup``, domain dsocr).
+WARMUP_RANGE = nv.qualified(nv.WARMUP)
+
+
+def _warmup_ns(t: TraceResult) -> int | None:
+    """GPU time projected onto the trace's capture warm-up range (``None`` when it has none)."""
+    p = t.nvtx_projection
+    if p.is_empty() or "range" not in p.columns:
+        return None
+    row = p.filter(pl.col("range") == WARMUP_RANGE)
+    return int(row["total_proj_ns"].sum()) if row.height else None
+
+
+def _warmup_title(t: TraceResult) -> str:
+    return ", the capture warm-up pass included" if _warmup_ns(t) is not None else ""
+
+
+def _warmup_note(t: TraceResult) -> str:
+    """Why the whole-file kernel table differs from the per-stage ones, when the trace holds a warm-up pass."""
+    w = _warmup_ns(t)
+    if w is None:
+        return ""
+    return (
+        f"As NVIDIA's cuda_gpu_kern_sum, this counts every kernel of the file, the capture warm-up pass "
+        f"(`{WARMUP_RANGE}`, {ms(w)} ms of GPU time, --capture-warmup) included; the per-stage Top kernels "
+        "tables above count the repeats only. "
+    )
+
+
 def _context_text(a: Analysis) -> str:
     """``decode context auto (706 to 713 tokens)``: the ``--context`` mode the decode FLOPs are counted at."""
     work = (a.analytic.doc.get("workload") if a.analytic is not None else None) or {}
@@ -434,8 +463,8 @@ def _analytic_sections(a: Analysis) -> list[tuple[str, tuple[Table, ...]]]:
                             ("at ms", "start_ns", ms),
                             ("gap ms", "duration_ns", ms),
                         ],
-                        note="The innermost stage holding the gap; `at` is from the start of the trace's first stage range "
-                        "(not from the trace's start).",
+                        note="The innermost stage holding the gap; `at` is from the start of the trace's first "
+                        "stage range (not from the trace's start).",
                         limit=30,
                     ),
                 ),
@@ -539,7 +568,7 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
                     limit=top_ranges,
                 ),
                 table(
-                    f"Top {top_ranges} kernels ({first.info.file}; total over the file)",
+                    f"Top {top_ranges} kernels ({first.info.file}; total over the file{_warmup_title(first)})",
                     _kernel_names(first.kernels.sort("total_ns", descending=True).head(top_ranges)),
                     [
                         ("kernel", "short_name", text),
@@ -547,8 +576,9 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
                         ("total ms", "total_ns", ms),
                         ("avg µs", "avg_ns", lambda v: "n/a" if v is None else f"{v / 1e3:,.1f}"),
                     ],
-                    note="Short names keep the telling part of the C++ name (two kernels never share one: a clash "
-                    "gets `#2`); the full demangled names are in analysis.json (`kernels`) and results.sqlite.",
+                    note=_warmup_note(first) + "Short names keep the telling part of the C++ name (two kernels "
+                    "never share one: a clash gets `#2`); the full demangled names are in analysis.json (`kernels`) "
+                    "and results.sqlite.",
                     limit=top_ranges,
                 ),
             ),
