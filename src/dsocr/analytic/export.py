@@ -166,7 +166,7 @@ def assumptions(est: ModelEstimate) -> list[str]:
 
 
 def to_json(est: ModelEstimate, peak: Peak | None = None) -> dict[str, Any]:
-    """The whole estimate as a JSON-ready dict (``schema`` ``dsocr.model/1``)."""
+    """The whole estimate as a JSON-ready dict (``schema`` ``dsocr.model/2``)."""
     from dsocr.analytic.hierarchy import module_rows
 
     return {
@@ -211,8 +211,13 @@ def _ms(ns: float | None) -> str:
     return "-" if ns is None else f"{ns / 1e6:.3f}"
 
 
-def to_markdown(est: ModelEstimate, peak: Peak | None = None, max_depth: int | None = None) -> str:
-    """A readable report: workload, stages, memory, views and the module hierarchy."""
+def to_markdown(
+    est: ModelEstimate, peak: Peak | None = None, max_depth: int | None = None, named: str | None = None
+) -> str:
+    """A readable report: workload, stages, memory, views and the module hierarchy.
+
+    ``named``: the named workload one page of which this is (its one-line description).
+    """
     from dsocr.analytic.hierarchy import module_rows
     from dsocr.analytic.metrics import arithmetic_intensity, roofline
 
@@ -222,6 +227,7 @@ def to_markdown(est: ModelEstimate, peak: Peak | None = None, max_depth: int | N
     lines = [
         f"# Analytic model: {est.arch.name}",
         "",
+        f"- workload **{named}**: one page" if named else "- workload: custom (not a named workload)",
         f"- mode **{w.mode}**, crop grid {w.crop_grid[0]}x{w.crop_grid[1]}"
         + (f" (chosen for a {w.image_size[0]}x{w.image_size[1]} image)" if w.image_size else ""),
         f"- image embeddings {lay.total} = {lay.global_tokens} global + {lay.crop_tokens} crop tokens + "

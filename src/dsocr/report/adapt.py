@@ -37,6 +37,7 @@ import polars as pl
 from dsocr.analyze.workload_from_run import with_other_runs
 from dsocr.contract import nvtx_names as nv
 from dsocr.contract import rundir
+from dsocr.model import workloads
 from dsocr.report.view import (
     DecodeStep,
     Identity,
@@ -147,6 +148,7 @@ def _identity(d: Mapping[str, Any], manifest: Mapping[str, Any] | None, timing: 
         new_tokens=settings.get("max_new_tokens") or settings.get("new_tokens"),
         created=_get(manifest, "created"),
         dsocr_version=_get(manifest, "dsocr_version"),
+        workload=workloads.label(_get(manifest, "workload"), _get(manifest, "settings")),
     )
 
 

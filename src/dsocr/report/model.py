@@ -17,6 +17,7 @@ import polars as pl
 from dsocr.analyze.analysis import Analysis, TraceResult
 from dsocr.analyze.categories import LABELS
 from dsocr.contract import nvtx_names as nv
+from dsocr.model import workloads
 
 Fmt = Callable[[Any], str]
 
@@ -485,6 +486,10 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
                 f"nsys {i.product_version}, schema {i.schema_version}, GPU {gpu}, stages: {i.stage_mode}",
             )
         )
+    if a.run is not None and a.run.manifest is not None:
+        named = workloads.label(a.run.manifest.get("workload"), a.run.manifest.get("settings"))
+        if named:
+            facts.insert(0, ("workload", named))
     facts.append(("passes", str(a.repeats.passes)))
     cats = a.categories.with_columns(pl.col("category").replace(LABELS).alias("label"))
     cuda = any(t.info.has_cuda for t in a.traces)

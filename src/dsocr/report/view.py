@@ -96,6 +96,7 @@ class Identity:
     new_tokens: int | None = None
     created: str | None = None
     dsocr_version: str | None = None
+    workload: str | None = None  #: the named workload (dsocr-standard-v1, ...) or how a custom one differs
 
 
 @attrs.frozen
