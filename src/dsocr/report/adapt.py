@@ -258,6 +258,8 @@ def _stage_views(
         predicted = a["predicted_ns"] * scale if a.get("predicted_ns") else None
         calibrated = a["calibrated_ns"] * scale if a.get("calibrated_ns") else None
 
+        mfu_busy_passes = _rate(a.get("flops"), inst, peak_flops, busy) if has_gpu else None
+        mfu_wall_passes = _rate(a.get("flops"), inst, peak_flops, rng)
         out.append(
             StageView(
                 name=name,
@@ -274,8 +276,10 @@ def _stage_views(
                 bytes=nbytes,
                 predicted_ns=predicted,
                 calibrated_ns=calibrated,
-                mfu_busy=_as(sm, "mfu_busy", _rate(a.get("flops"), inst, peak_flops, busy)) if has_gpu else None,
-                mfu_wall=_as(sm, "mfu_wall", _rate(a.get("flops"), inst, peak_flops, rng)),
+                mfu_busy=_as(sm, "mfu_busy", mfu_busy_passes) if has_gpu else None,
+                mfu_wall=_as(sm, "mfu_wall", mfu_wall_passes),
+                mfu_busy_passes=mfu_busy_passes,
+                mfu_wall_passes=mfu_wall_passes,
                 mbu_busy=_as(sm, "mbu_busy", _rate(a.get("bytes"), inst, peak_bw, busy)) if has_gpu else None,
                 depth=depth[name],
                 has_gpu=has_gpu,

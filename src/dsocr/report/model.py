@@ -261,50 +261,73 @@ def pipeline_stages(names: Sequence[str]) -> list[str]:
     return sorted((n for n in dict.fromkeys(names) if n not in skip), key=lambda n: order.get(n, len(order)))
 
 
+#: The repeat-spread rows of report.md: (stats table, metric) -> (label, formatter of its values).
+_SPREAD_METRICS: dict[str, tuple[str, Fmt]] = {
+    "cpu_ns": ("range ms", ms),
+    "gpu_busy_ns": ("GPU busy ms", ms),
+    "mfu_busy": ("MFU busy", frac),
+    "mfu_wall": ("MFU wall", frac),
+}
+
+
+def _verdict(v: Any) -> str:
+    return "n/a (1 pass)" if v is None else ("yes" if v else "NO")
+
+
 def _repeat_table(a: Analysis) -> Table:
-    """One row per stage: CPU and GPU-busy time over the passes (mean, stddev, CV), flagged rows marked."""
-    stats = a.repeats.stats
-    order = a.stages.select("stage").with_row_index("_order")
-
-    def metric(name: str, prefix: str) -> pl.DataFrame:
-        return stats.filter(pl.col("metric") == name).select(
-            "stage",
-            pl.col("mean").alias(f"{prefix}_mean"),
-            pl.col("stddev").alias(f"{prefix}_std"),
-            pl.col("cv").alias(f"{prefix}_cv"),
-            pl.col("flagged").alias(f"{prefix}_flag"),
-            *([pl.col("passes")] if prefix == "cpu" else []),
-        )
-
-    wide = (
-        metric("cpu_ns", "cpu")
-        .join(metric("gpu_busy_ns", "gpu"), on="stage", how="left")
-        .join(order, on="stage", how="left")
-        .sort("_order")
-        .with_columns(
-            pl.when(pl.col("cpu_flag") | pl.col("gpu_flag").fill_null(False))
-            .then(pl.lit("CV > 10%"))
-            .otherwise(pl.lit(""))
-            .alias("flag")
-        )
-    )
+    """Per stage and metric (range and GPU busy time, MFU): the mean over the passes, the spread of single
+    passes (stddev, CV, largest deviation), the standard error of the mean and the +/-10% verdict."""
     cuda = any(t.info.has_cuda for t in a.traces)
-    gpu_cols: list[tuple[str, str, Fmt]] = [("GPU busy ms mean", "gpu_mean", ms), ("GPU busy CV", "gpu_cv", frac)]
-    return table(
-        f"Spread over {a.repeats.passes} passes (per pass, mean of {a.repeats.passes})",
-        wide,
-        [
-            ("stage", "stage", text),
-            ("passes", "passes", num),
-            ("CPU ms mean", "cpu_mean", ms),
-            ("CPU ms stddev", "cpu_std", ms),
-            ("CPU CV", "cpu_cv", frac),
-            *(gpu_cols if cuda else []),
-            ("flag", "flag", text),
-        ],
-        note="A pass is one repeat range (or one trace file); stages whose CPU or GPU-busy time varies by more "
-        "than 10% (coefficient of variation) are flagged." + ("" if cuda else " No CUDA traced: GPU busy time is n/a."),
-        limit=200,
+    wanted = ["cpu_ns", *(["gpu_busy_ns"] if cuda else [])]
+    times = a.repeats.stats.filter(pl.col("metric").is_in(wanted))
+    mfu = a.analytic.mfu_spread if a.analytic is not None else pl.DataFrame()
+    frames = [
+        times.select("stage", "metric", "passes", "mean", "stddev", "cv", "max_dev", "sem", "sem_rel", "within_limit")
+    ]
+    if not mfu.is_empty():
+        frames.append(mfu.select(frames[0].columns))
+    long = pl.concat(frames, how="vertical_relaxed")
+    order = {n: i for i, n in enumerate([*a.stages["stage"].to_list(), "model"])}
+    metric_order = {m: i for i, m in enumerate(_SPREAD_METRICS)}
+    rows = []
+    for r in sorted(long.iter_rows(named=True), key=lambda r: (order.get(r["stage"], 99), metric_order[r["metric"]])):
+        label, fmt = _SPREAD_METRICS[r["metric"]]
+        rows.append(
+            (
+                text(r["stage"]),
+                label,
+                num(r["passes"]),
+                fmt(r["mean"]),
+                fmt(r["stddev"]),
+                frac(r["cv"]),
+                frac(r["max_dev"]),
+                fmt(r["sem"]),
+                frac(r["sem_rel"]),
+                _verdict(r["within_limit"]),
+            )
+        )
+    n = a.repeats.passes
+    note = (
+        f"Per pass, over {n} passes. One pass: stddev and CV (stddev / mean), and the largest deviation of a single "
+        f"pass from the mean; the mean of the {n} passes: its standard error (stddev / sqrt({n})), absolute and "
+        "relative. within ±10% = every pass within 10% of the mean (docs/metrics.md). MFU here is each pass's own "
+        "(FLOPs / (peak x that pass's time)); the MFU table's figure is FLOPs / (peak x mean time)."
+        + ("" if cuda else " No CUDA traced: no GPU busy time or MFU.")
+    )
+    headers = (
+        "stage",
+        "metric",
+        "passes",
+        "mean",
+        "stddev (1 pass)",
+        "CV (1 pass)",
+        "largest deviation (1 pass)",
+        "std. error (mean)",
+        "std. error %",
+        "within ±10%",
+    )
+    return Table(
+        f"Spread over {n} passes (per pass, mean of {n}): single passes vs their mean", headers, tuple(rows), note
     )
 
 
