@@ -38,10 +38,12 @@ def test_whole_file_kernels_say_they_hold_the_warmup(tmp_path: Path) -> None:
     assert whole == {"warm_gemm": (1, 5_000), "step_gemm": (2, 1_000)}  # NVIDIA's view: the warm-up counted
     per_stage = a.top_kernels.filter(pl.col("stage") == "prefill").select("name", "instances", "total_ns").rows()
     assert per_stage == [("step_gemm", 1, 300)]  # the stage tables: the repeat only
+    proj = a.traces[0].nvtx_projection.filter(pl.col("range") == "dsocr:warmup")
+    assert proj["total_proj_ns"].to_list() == [7_100 - 1_200]
     md = markdown_text(a)
     assert "total over the file, the capture warm-up pass included)" in md
-    # the warm-up range's projected GPU time: 5,000 + 700 ns
-    assert "the capture warm-up pass (`dsocr:warmup`, 0.006 ms of GPU time, --capture-warmup) included" in md
+    # the warm-up range projected onto the GPU: from the first kernel's start (1,200) to the last one's end (7,100)
+    assert "the capture warm-up pass (`dsocr:warmup`, --capture-warmup; projected onto the GPU it spans 0.006 ms)" in md
 
 
 def test_no_warmup_no_note(tmp_path: Path) -> None:

@@ -363,7 +363,8 @@ WARMUP_RANGE = nv.qualified(nv.WARMUP)
 
 
 def _warmup_ns(t: TraceResult) -> int | None:
-    """GPU time projected onto the trace's capture warm-up range (``None`` when it has none)."""
+    """The projected GPU span of the trace's capture warm-up range (NVIDIA's nvtx_gpu_proj_sum: first GPU op
+    start to last GPU op end; ``None`` when it has none)."""
     p = t.nvtx_projection
     if p.is_empty() or "range" not in p.columns:
         return None
@@ -382,16 +383,18 @@ def _warmup_note(t: TraceResult) -> str:
         return ""
     return (
         f"As NVIDIA's cuda_gpu_kern_sum, this counts every kernel of the file, the capture warm-up pass "
-        f"(`{WARMUP_RANGE}`, {ms(w)} ms of GPU time, --capture-warmup) included; the per-stage Top kernels "
-        "tables above count the repeats only. "
+        f"(`{WARMUP_RANGE}`, --capture-warmup; projected onto the GPU it spans {ms(w)} ms) included; the per-stage "
+        "Top kernels tables above count the repeats only. "
     )
 
 
 def _context_text(a: Analysis) -> str:
-    """``decode context auto (706 to 713 tokens)``: the ``--context`` mode the decode FLOPs are counted at."""
-    work = (a.analytic.doc.get("workload") if a.analytic is not None else None) or {}
+    """``decode context auto (706 to 713 tokens per step)``: the ``--context`` mode the decode FLOPs are counted at."""
+    doc = a.analytic.doc if a.analytic is not None else {}
+    work = doc.get("workload") or {}
     ctx = work.get("decode_context") or {}
-    span = f" ({ctx['first']:,} to {ctx['last']:,} tokens per step)" if ctx.get("first") else ""
+    first = " of the first page" if (doc.get("pages_per_pass") or 1) > 1 else ""
+    span = f" ({ctx['first']:,} to {ctx['last']:,} tokens per step{first})" if ctx.get("first") else ""
     return f"decode context {work.get('context_mode', 'auto')}{span}"
 
 
