@@ -103,3 +103,31 @@ def test_cli_option_and_envvar(
     code, err = _analyze([str(run), "--out", str(tmp_path / "bad")], capsys)
     assert code == 2 and not (tmp_path / "bad").exists()
     assert "Invalid value for '--context' (env var: 'DSOCR_CONTEXT'): decode context 'soon' is not understood" in err
+
+
+def test_capture_passes_dsocr_context_to_its_analysis(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A capture's own analysis honours DSOCR_CONTEXT; a bad value stops the capture before it starts."""
+    from functools import partial
+
+    from dsocr.capture import driver
+
+    seen: list[Any] = []
+
+    def fake(settings: driver.CaptureSettings, reporter: object, **kw: Any) -> driver.CaptureResult:
+        seen.append(kw["analyze"])
+        return driver.CaptureResult(run_dir=tmp_path / "r", manifest={})
+
+    monkeypatch.setattr(driver, "run_capture", fake)
+    monkeypatch.setenv("DSOCR_CONTEXT", "fixed:2048")
+    with pytest.raises(SystemExit) as exc:
+        main(["capture", "--device", "cpu", "--quiet"])
+    assert exc.value.code == 0
+    assert isinstance(seen[0], partial) and seen[0].keywords == {"context": "fixed:2048"}
+    monkeypatch.setenv("DSOCR_CONTEXT", "longest")
+    with pytest.raises(SystemExit) as exc:
+        main(["capture", "--device", "cpu", "--quiet", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(seen) == 1 and not (tmp_path / "x").exists()
+    assert err.startswith("dsocr: error: DSOCR_CONTEXT (the analysis's decode context): decode context 'longest'")

@@ -121,8 +121,9 @@ class RichReporter:
         self.ui.debug(message)
 
 
-def _analyze_into(run_dir: Path) -> None:
-    """Run ``dsocr analyze RUN_DIR --out RUN_DIR`` quietly (report files beside the trace)."""
+def _analyze_into(run_dir: Path, context: str = "auto") -> None:
+    """Run ``dsocr analyze RUN_DIR --out RUN_DIR`` quietly (report files beside the trace), with the
+    decode ``context`` of ``DSOCR_CONTEXT`` (the one analyze option a capture's own analysis honours)."""
     try:
         import polars  # noqa: F401  (the analyzer's one heavy dependency)
 
@@ -132,7 +133,22 @@ def _analyze_into(run_dir: Path) -> None:
             f"{run_dir}: the capture is complete but the analyzer cannot run here ({exc}); pip install polars, "
             f"or copy the run directory and run `dsocr analyze {run_dir}` elsewhere"
         ) from exc
-    analyze(traces=[run_dir], out=run_dir, json_out=False, quiet=True, verbose=False)
+    analyze(traces=[run_dir], out=run_dir, json_out=False, quiet=True, verbose=False, context=context)
+
+
+def _context_from_env() -> str:
+    """``DSOCR_CONTEXT`` checked before anything runs (a bad value is a usage error, never ignored)."""
+    import os
+
+    from dsocr.analytic.workload import parse_context
+
+    value = os.environ.get("DSOCR_CONTEXT")
+    if not value:
+        return "auto"
+    try:
+        return str(parse_context(value))
+    except BadInput as exc:
+        raise BadInput(f"DSOCR_CONTEXT (the analysis's decode context): {exc.message}", ExitCode.USAGE) from None
 
 
 @app.command()
@@ -251,10 +267,13 @@ def capture(
     verbose: VerboseOpt = False,
 ) -> None:
     """Capture DeepSeek-OCR under Nsight Systems: trace, SQLite export, unprofiled baseline, manifest, report."""
+    from functools import partial
+
     from dsocr.capture.driver import CaptureSettings, run_capture
     from dsocr.model.workloads import resolve
 
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
+    context = _context_from_env()
     given = {
         "pages": tuple(pages or ()),
         "mode": mode,
@@ -296,7 +315,12 @@ def capture(
     reporter = RichReporter(ui)
     try:
         with reporter:
-            result = run_capture(settings, reporter=reporter, analyze=_analyze_into, command=["dsocr", *sys.argv[1:]])
+            result = run_capture(
+                settings,
+                reporter=reporter,
+                analyze=partial(_analyze_into, context=context),
+                command=["dsocr", *sys.argv[1:]],
+            )
     except KeyboardInterrupt:
         kept = f"{reporter.run_dir} keeps what was captured (manifest status: interrupted)" if reporter.run_dir else ""
         raise Interrupted(kept) from None
