@@ -18,6 +18,7 @@ from dsocr.analytic.workload import ContextMode, parse_context
 from dsocr.analyze.analysis import run_analysis
 from dsocr.analyze.workload_from_run import WorkloadFlags
 from dsocr.cli import main
+from dsocr.contract.errors import BadInput
 from test_analyze_analytic import H100_TFLOPS, make_run_dir
 
 ATT_PER_POSITION = 4 * 10 * 128 * 12
@@ -66,6 +67,14 @@ def test_context_modes_change_decode_flops_and_mfu(run: Path) -> None:
 
 def test_context_alone_is_not_a_workload_flag() -> None:
     assert not WorkloadFlags(context=ContextMode("max")).given
+
+
+def test_fixed_context_within_the_window() -> None:
+    assert parse_context("fixed:8192") == ContextMode("fixed", 8192)  # the whole window
+    with pytest.raises(BadInput, match="'fixed:8193' exceeds the model's 8192-position window"):
+        parse_context("fixed:8193")
+    with pytest.raises(BadInput, match="use auto, max or fixed:N"):
+        parse_context("fixed:0")
 
 
 def _analyze(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

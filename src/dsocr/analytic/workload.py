@@ -60,11 +60,15 @@ class ContextMode:
         return f"fixed:{self.tokens}" if self.kind == "fixed" else self.kind
 
 
-def parse_context(text: str) -> ContextMode:
-    """Parse ``auto``, ``max`` or ``fixed:N``."""
+def parse_context(text: str, window: int = DEEPSEEK_OCR.decoder.max_positions) -> ContextMode:
+    """Parse ``auto``, ``max`` or ``fixed:N`` (``0 < N <= window``, the model's positions)."""
     t = text.strip().lower()
     if t in ("auto", "max"):
         return ContextMode(t)  # type: ignore[arg-type]
+    if t.startswith("fixed:") and t[6:].isdigit() and int(t[6:]) > window:
+        raise BadInput(
+            f"decode context {text!r} exceeds the model's {window}-position window: use fixed:N with N <= {window}"
+        )
     if t.startswith("fixed:") and t[6:].isdigit() and int(t[6:]) > 0:
         return ContextMode("fixed", int(t[6:]))
     raise BadInput(f"decode context {text!r} is not understood: use auto, max or fixed:N with N > 0 (e.g. fixed:4096)")
