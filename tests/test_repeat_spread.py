@@ -76,3 +76,31 @@ def test_reports_show_verdict_and_standard_error(tmp_path: Path, capsys: pytest.
         "max_dev",
         "within_limit",
     }
+
+
+def test_mfu_spread_uses_exclusive_prefill_times() -> None:
+    """Vision inside prefill (the checkpoint's own code): per-pass tables carry prefill's exclusive times
+    (``*_excl``); the analytic prefill excludes vision, so its per-pass MFU divides by those."""
+    import polars as pl
+
+    from dsocr.analytic.metrics import stage_metrics
+    from dsocr.analytic.peaks import resolve_peak
+    from dsocr.analytic.workload import Workload, estimate
+    from dsocr.analyze.analytic_section import mfu_spread
+
+    per_pass = pl.DataFrame(
+        {
+            "stage": ["vision", "vision", "prefill", "prefill"],
+            "pass": [0, 1, 0, 1],
+            "cpu_ns": [100, 100, 400, 400],
+            "gpu_busy_ns": [50, 50, 300, 300],
+            "cpu_ns_excl": [None, None, 300, 300],
+            "gpu_busy_ns_excl": [None, None, 250, 200],
+        }
+    )
+    peak = resolve_peak(None, tflops=1.0, tbps=1.0)
+    rows = stage_metrics([estimate(Workload(crop_grid=(2, 2)))], {}, peak)
+    got = {(r["stage"], r["metric"]): r for r in mfu_spread(per_pass, rows, peak).to_dicts()}
+    flops = next(r.flops for r in rows if r.stage == "prefill")
+    assert got[("prefill", "mfu_busy")]["values"] == pytest.approx([flops / (1e12 * 250e-9), flops / (1e12 * 200e-9)])
+    assert got[("prefill", "mfu_wall")]["values"] == pytest.approx([flops / (1e12 * 300e-9)] * 2)

@@ -179,7 +179,7 @@ def mfu_spread(per_pass: pl.DataFrame, rows: Sequence[StageMetric], peak: Peak) 
     if not fps or per_pass.is_empty():
         return pl.DataFrame()
     timed = per_pass.filter(pl.col("stage").is_in(list(timed_stages()))).select(
-        "stage", "pass", pl.col("gpu_busy_ns").cast(pl.Float64), pl.col("cpu_ns").cast(pl.Float64)
+        "stage", "pass", *(_time(per_pass, c) for c in ("gpu_busy_ns", "cpu_ns"))
     )
     measured = set(timed["stage"].to_list())
     # as stage_metrics: a model stage counts when it was measured or has work
@@ -209,6 +209,19 @@ def mfu_spread(per_pass: pl.DataFrame, rows: Sequence[StageMetric], peak: Peak) 
         .sort("_o", "metric")
         .drop("_o")
     )
+
+
+#: Suffix of a stage's exclusive time columns (``cpu_ns_excl``): prefill minus the vision run inside it, in
+#: traces of the checkpoint's own code; the analytic prefill excludes vision, so its per-pass MFU uses them.
+EXCL_SUFFIX = "_excl"
+
+
+def _time(per_pass: pl.DataFrame, col: str) -> pl.Expr:
+    """A per-pass time column as float, the exclusive one where the table has it (vision inside prefill)."""
+    own = pl.col(col).cast(pl.Float64)
+    if col + EXCL_SUFFIX in per_pass.columns:
+        own = pl.coalesce(pl.col(col + EXCL_SUFFIX).cast(pl.Float64), own)
+    return own.alias(col)
 
 
 #: Row order of the MFU spread table (analytic.metrics.METRIC_STAGES).
