@@ -322,7 +322,7 @@ def test_model_quiet_prints_nothing(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert _main(["model", "--quiet", "--out", str(tmp_path / "m.md")], capsys) == (0, "", "")
     assert (tmp_path / "m.md").read_text().startswith("#")
     code, out, err = _main(["model", "--quiet", "--json"], capsys)
-    assert (code, err) == (0, "") and json.loads(out)["schema"] == "dsocr.model/1"
+    assert (code, err) == (0, "") and json.loads(out)["schema"] == "dsocr.model/2"
 
 
 def test_model_new_tokens_alias(capsys: pytest.CaptureFixture[str]) -> None:

@@ -170,6 +170,9 @@ def test_complete_cpu_capture(fake: dict[str, Path]) -> None:
     )
     assert m["settings"]["repeats"] == 2 and m["settings"]["mode"] == "tiny" and m["settings"]["device"] == "cpu"
     assert (m["settings"]["warmup"], m["settings"]["capture_warmup"]) == (2, 1)
+    # a tiny-mode run of 2 given pages, 2 repeats: no named workload, and the manifest says how it differs
+    assert m["workload"]["name"] is None and m["workload"]["closest"] == "dsocr-quick-v1"
+    assert "pages" in m["workload"]["differs"] and "mode" in m["workload"]["differs"]
     assert m["nsys"] == {"path": str(fake["nsys"]), "version": "2025.3.2.474", "found_via": "--nsys"}
     assert [i["name"] for i in m["inputs"]] == ["p1.png", "p2.png"] and len(m["inputs"][0]["sha256"]) == 64
     assert m["ranges"]["dsocr"]["repeat"] == 2 and m["ranges"]["dsocr"]["page"] == 4

@@ -109,6 +109,8 @@ class CaptureSettings:
     runs_dir: Path = Path(rundir.RUNS_DIR)
     seed: int = 0
     shrink: Shrink | None = None
+    #: The named workload asked for with --workload (``None``: the flags and defaults; see ``manifest.workload``).
+    workload: str | None = None
     #: Tests only: the command that replaces ``python -m dsocr.capture.worker``.
     worker_command: tuple[str, ...] | None = None
 
@@ -589,6 +591,7 @@ def run_capture(
             "phase": PHASE_PREPARE,
             "failure": None,
             "settings": settings.to_json(),
+            "workload": manifest_mod.workload_record(settings.to_json()),
             "seed": settings.seed,
             "model": settings.model,
             "gpu": gpu_name,

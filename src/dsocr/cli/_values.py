@@ -63,6 +63,12 @@ def _context(value: str) -> None:
     parse_context(value)
 
 
+def _workload(value: str) -> None:
+    from dsocr.model.workloads import get_workload
+
+    get_workload(value)
+
+
 def _device(value: str) -> None:
     v = value.strip().lower()
     if v in ("cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
@@ -84,6 +90,7 @@ mode_value: Final = _checked(_mode)
 crops_value: Final = _checked(_crops)
 size_value: Final = _checked(_size)
 context_value: Final = _checked(_context)
+workload_value: Final = _checked(_workload)
 device_value: Final = _checked(_device)
 dtype_value: Final = _checked(_dtype)
 positive_value: Final = _checked(_positive)

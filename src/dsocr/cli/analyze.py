@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dsocr import LEAN_MALLOC_CONF, SMALL_MALLOC_CONF, SMALL_TRACE_BYTES, lean_allocator
-from dsocr.cli._values import crops_value, mode_value, positive_value
+from dsocr.cli._values import context_value, crops_value, mode_value, positive_value
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
 from dsocr.contract import rundir
@@ -127,6 +127,16 @@ def analyze(
             min=1,
         ),
     ] = None,
+    context: Annotated[
+        str,
+        _opt(
+            "--context",
+            "DSOCR_CONTEXT",
+            "Decode context per step for the analytic FLOPs and MFU: auto (the measured lengths, prefill + step), "
+            "max (every step at the final length) or fixed:N (N for every step).",
+            callback=context_value,
+        ),
+    ] = "auto",
     peak_tflops: Annotated[
         float | None,
         _opt(
@@ -192,7 +202,9 @@ def analyze(
             ui.info(
                 f"no trace given: analyzing the bundled sample run ({paths[0].name}: H100, gundam, 2 pages x 2 repeats)"
             )
-        flags = WorkloadFlags(mode, crops, prompt_tokens, max_new_tokens, prefill_tokens)
+        from dsocr.analytic.workload import parse_context
+
+        flags = WorkloadFlags(mode, crops, prompt_tokens, max_new_tokens, prefill_tokens, parse_context(context))
         peak = PeakFlags(gpu, peak_tflops, peak_tbps, calibration)
 
         # per file: load, attribute, stages, projection; then combine, analytic model, render all, write all

@@ -75,8 +75,14 @@ def fmt_bytes(x: float | None) -> str:
 _SCALAR = {"ms": fmt_ms, "pct": fmt_pct, "count": fmt_count}
 
 
+def fmt_scalar(x: float | None, kind: str = "ms") -> str:
+    """One value formatted as ``kind`` (``ms``, ``pct``, ``count``)."""
+    return _SCALAR[kind](x)
+
+
 def fmt_stat(stat: Stat | None, kind: str = "ms") -> str:
-    """``mean ± stddev (CV x%)`` (stddev with the mean's precision); with one pass just the mean."""
+    """``mean ± stddev (CV x%, s.e. y%)`` (stddev with the mean's precision): the aggregate, the spread of one
+    pass, and the standard error of the mean relative to it; with one pass just the mean."""
     if stat is None or not stat.values:
         return "n/a"
     f = _SCALAR[kind]
@@ -84,9 +90,9 @@ def fmt_stat(stat: Stat | None, kind: str = "ms") -> str:
     if sd is None:
         return f(stat.mean)
     cv = stat.cv
-    tail = f" (CV {fmt_pct(cv)})" if cv is not None else ""
+    tail = f" (CV {fmt_pct(cv)}, s.e. {fmt_pct(stat.sem_rel)})" if cv is not None else ""
     if kind == "count" and sd == 0:
-        return f(stat.mean)  # a count that does not vary: no "± 0 (CV 0.0%)"
+        return f(stat.mean)  # a count that does not vary: no "± 0 (CV 0.0%, s.e. 0.0%)"
     if kind == "ms":
         digits = 1 if abs(stat.mean) >= 10e6 else 3
         return f"{stat.mean / 1e6:,.{digits}f} ± {sd / 1e6:,.{digits}f} ms{tail}"
@@ -127,6 +133,7 @@ def environment() -> jinja2.Environment:
         bytes=fmt_bytes,
         stat=fmt_stat,
         statcell=fmt_stat_cell,
+        scalar=fmt_scalar,
     )
     return env
 

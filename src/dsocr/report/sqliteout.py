@@ -76,6 +76,8 @@ def tables(analysis: Analysis) -> dict[str, pl.DataFrame]:
     extra: dict[str, pl.DataFrame] = {}
     if analysis.analytic is not None and not analysis.analytic.metrics.is_empty():
         extra["stage_metrics"] = analysis.analytic.metrics
+    if analysis.analytic is not None and not analysis.analytic.mfu_spread.is_empty():
+        extra["mfu_spread"] = analysis.analytic.mfu_spread
     if analysis.modules is not None:
         extra["module_metrics"] = analysis.modules.table
     if not analysis.idle_gaps.is_empty():
