@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dsocr import LEAN_MALLOC_CONF, SMALL_MALLOC_CONF, SMALL_TRACE_BYTES, lean_allocator
+from dsocr.analyze.policy import RuntimePolicy
 from dsocr.cli._values import crops_value, mode_value, positive_value
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
@@ -24,22 +24,6 @@ if TYPE_CHECKING:
     from dsocr.report.html import Rendered
 
 FORMATS = ("md", "json", "sqlite", "html")
-
-#: Inputs at least this big are analyzed with the lean allocator settings (lower peak memory), smaller
-#: ones with :data:`dsocr.SMALL_MALLOC_CONF` (fewer page faults).
-LEAN_MEMORY_BYTES = SMALL_TRACE_BYTES
-
-
-def _input_bytes(paths: list[Path]) -> int:
-    """Total size of the given traces (a directory: its trace files), 0 for what is missing."""
-    total = 0
-    for p in paths:
-        try:
-            files = [p] if p.is_file() else [*p.glob("trace.sqlite*"), *p.glob("*.parquet")]
-            total += sum(f.stat().st_size for f in files)
-        except OSError:
-            continue
-    return total
 
 
 def parse_formats(value: str) -> tuple[str, ...]:
@@ -174,14 +158,14 @@ def analyze(
     """Analyze Nsight Systems exports: stages, kernels, operators, repeats, MFU; write the report files."""
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
     wanted = parse_formats(formats)
-    small = _input_bytes(traces or []) < LEAN_MEMORY_BYTES
-    lean_allocator(SMALL_MALLOC_CONF if small else LEAN_MALLOC_CONF)
+    policy = RuntimePolicy.for_inputs(traces or [])  # decided once, before polars is imported
+    policy.apply_allocator()
 
     with _cyclic_gc_off():  # a one-shot command: see _cyclic_gc_off
-        if small and traces is not None and len(traces) == 1:
+        if policy.early_read is not None:
             from dsocr.analyze.prefetch import start as start_reading
 
-            start_reading(traces[0])  # the largest tables, while polars and the analysis are imported
+            start_reading(policy.early_read)  # the largest tables, while polars and the analysis are imported
         from dsocr.analyze.analysis import run_analysis, sample_trace
         from dsocr.analyze.analytic_section import PeakFlags
         from dsocr.analyze.workload_from_run import WorkloadFlags
@@ -197,7 +181,7 @@ def analyze(
 
         # per file: load, attribute, stages, projection; then combine, analytic model, render all, write all
         with _progress(ui, 4 * len(paths) + 4) as advance:
-            analysis = run_analysis(paths, progress=advance, workload=flags, peak=peak)
+            analysis = run_analysis(paths, progress=advance, workload=flags, peak=peak, policy=policy)
             for w in analysis.warnings:
                 print(f"dsocr: warning: {w}", file=sys.stderr)  # one line, never wrapped
             if analysis.analytic is not None and analysis.analytic.doc.get("reason"):
