@@ -15,9 +15,9 @@ import typer
 from dsocr.analyze.policy import RuntimePolicy
 from dsocr.cli._values import crops_value, mode_value, positive_value
 from dsocr.cli.app import app
-from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
+from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, check_out_dir
 from dsocr.contract import rundir
-from dsocr.contract.errors import BadInput, ExitCode
+from dsocr.contract.errors import BadUsage, InputNotFound
 
 if TYPE_CHECKING:
     from dsocr.analyze.analysis import Analysis
@@ -31,9 +31,8 @@ def parse_formats(value: str) -> tuple[str, ...]:
     got = tuple(dict.fromkeys(f.strip().lower() for f in value.split(",") if f.strip()))
     bad = [f for f in got if f not in FORMATS]
     if bad or not got:
-        raise BadInput(
-            f"--format {value!r}: unknown format {', '.join(bad) or '(none)'}; use a comma list of {','.join(FORMATS)}",
-            ExitCode.USAGE,
+        raise BadUsage(
+            f"--format {value!r}: unknown format {', '.join(bad) or '(none)'}; use a comma list of {','.join(FORMATS)}"
         )
     return got
 
@@ -158,6 +157,11 @@ def analyze(
     """Analyze Nsight Systems exports: stages, kernels, operators, repeats, MFU; write the report files."""
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
     wanted = parse_formats(formats)
+    check_out_dir(out)  # before any work: the same checks again when writing
+    if calibration is not None and not calibration.exists():
+        raise InputNotFound(
+            f"{calibration}: calibration file not found; make one with `dsocr calibrate --out {calibration}`"
+        )
     policy = RuntimePolicy.for_inputs(traces or [])  # decided once, before polars is imported
     policy.apply_allocator()
 
@@ -247,8 +251,7 @@ def _write(
     from dsocr.report.html import write_all
     from dsocr.report.sqliteout import build_sqlite
 
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out {out}: exists and is not a directory; choose another --out")
+    check_out_dir(out)
     texts: dict[str, str] = {}
     if "json" in wanted and jtext is not None:
         texts[rundir.ANALYSIS_JSON] = jtext

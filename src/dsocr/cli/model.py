@@ -11,8 +11,8 @@ import typer
 
 from dsocr.cli._values import context_value, crops_value, dtype_value, mode_value, positive_value, size_value
 from dsocr.cli.app import app
-from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, option
-from dsocr.contract.errors import BadInput, ExitCode
+from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, check_out_file, option
+from dsocr.contract.errors import BadInput, BadUsage
 
 
 class Format(str, Enum):
@@ -128,6 +128,8 @@ def model(
     from dsocr.model.modes import NO_CROPS, get_mode, parse_grid, parse_size, select_crop_grid
 
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
+    if out is not None:
+        check_out_file(out, "model.md")
     try:
         m = get_mode(mode)
         auto = crops.strip().lower() == "auto"  # as capture's: the grid follows the image (2x2 without one)
@@ -159,7 +161,7 @@ def model(
             else None
         )
     except BadInput as exc:
-        raise BadInput(exc.message, ExitCode.USAGE) from None
+        raise BadUsage(exc.message) from None
     if peak is not None:
         for note in peak.notes:
             ui.warn(note)
