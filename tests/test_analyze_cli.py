@@ -207,7 +207,10 @@ def test_unknown_format_and_out_is_a_file(capsys: pytest.CaptureFixture[str], cp
     afile = tmp_path / "afile"
     afile.write_text("x")
     got, _, stderr = run(capsys, str(cpu_sqlite), "--out", str(afile), "-q")
-    assert got == ExitCode.BAD_INPUT and "not a directory" in stderr.splitlines()[-1]
+    assert (
+        got == ExitCode.USAGE
+        and stderr == f"dsocr: error: --out {afile}: exists and is not a directory; choose another --out\n"
+    )
 
 
 def test_failed_write_leaves_no_partial_files(
@@ -299,17 +302,28 @@ def test_plots_and_summary_rendered_once(
 
 
 @pytest.mark.parametrize(
-    ("content", "words"),
-    [(None, "calibration file not found"), ("[1, 2]", "not a dsocr calibration file")],
+    ("content", "words", "code"),
+    [
+        (None, "calibration file not found", ExitCode.NOT_FOUND),
+        ("[1, 2]", "not a dsocr calibration file", ExitCode.BAD_INPUT),
+        (b"\x00\xff\xfe", "not a text file", ExitCode.BAD_INPUT),
+    ],
 )
 def test_bad_calibration_file(
-    capsys: pytest.CaptureFixture[str], cpu_sqlite: Path, tmp_path: Path, content: str | None, words: str
+    capsys: pytest.CaptureFixture[str],
+    cpu_sqlite: Path,
+    tmp_path: Path,
+    content: str | bytes | None,
+    words: str,
+    code: ExitCode,
 ) -> None:
     cal = tmp_path / "cal.json"
-    if content is not None:
+    if isinstance(content, str):
         cal.write_text(content)
+    elif content is not None:
+        cal.write_bytes(content)
     out = tmp_path / "out"
     got, stdout, stderr = run(capsys, str(cpu_sqlite), "--calibration", str(cal), "--out", str(out))
-    assert got == ExitCode.BAD_INPUT
+    assert got == code
     assert stderr.count("\n") == 1 and stderr.startswith("dsocr: error: ") and str(cal) in stderr and words in stderr
     assert "Traceback" not in stderr and stdout == "" and not out.exists()

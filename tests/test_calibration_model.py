@@ -21,7 +21,7 @@ from dsocr.analytic.metrics import StageTime, ops_roofline_ns, stage_metrics
 from dsocr.analytic.peaks import resolve_peak
 from dsocr.analytic.signature import Kernel, parse_key, unique
 from dsocr.analytic.workload import Workload, estimate
-from dsocr.contract.errors import BadInput
+from dsocr.contract.errors import BadInput, DsocrError, ExitCode
 
 PEAK = resolve_peak("NVIDIA H100 80GB HBM3")
 GUNDAM_2X3 = Workload(mode="gundam", crop_grid=(2, 3), prompt_tokens=12, new_tokens=32)
@@ -193,8 +193,9 @@ def test_bad_calibration_files_give_one_line(tmp_path: Path, content: str | None
     f = tmp_path / "cal.json"
     if content is not None:
         f.write_text(content)
-    with pytest.raises(BadInput, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(DsocrError, match=message.replace("(", r"\(").replace(")", r"\)")) as exc:
         load_calibration(f)
+    assert exc.value.exit_code == (ExitCode.NOT_FOUND if content is None else ExitCode.BAD_INPUT)
     assert "\n" not in message
 
 

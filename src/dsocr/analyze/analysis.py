@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import polars as pl
 
-from dsocr import SMALL_TRACE_BYTES
 from dsocr.analyze import integrity
 from dsocr.analyze.categories import category_expr
+from dsocr.analyze.policy import ENGINE_VAR, RuntimePolicy
 from dsocr.analyze.repeats import CV_LIMIT, RepeatTables, analyze_repeats
 from dsocr.analyze.stages import DSOCR, TOP_N, StageTables, analyze_stages, summarize
 from dsocr.analyze.trace import Trace
@@ -435,10 +435,10 @@ def check_same_nesting(first: TraceResult, other_file: str, other: StageTables) 
 # the per-trace steps (loading, attribution and the NVIDIA-equal summaries are H1's modules)
 
 
-def _load(path: Path) -> Trace:
+def _load(path: Path, policy: RuntimePolicy) -> Trace:
     from dsocr.analyze.load import load_trace
 
-    return load_trace(path)
+    return load_trace(path, trim_heap=policy.trim_heap)
 
 
 def _attribute(trace: Trace) -> Attribution:
@@ -483,7 +483,11 @@ def _info(given: Path, trace: Trace, mode: str, gpu_lost: str | None = None) -> 
 
 
 def analyze_trace(
-    given: Path, progress: Progress | None = None, resolved: Path | None = None, reference: TraceResult | None = None
+    given: Path,
+    progress: Progress | None = None,
+    resolved: Path | None = None,
+    reference: TraceResult | None = None,
+    policy: RuntimePolicy | None = None,
 ) -> tuple[TraceResult, list[str]]:
     """Load and analyze one trace (``resolved``: its export, if already known); return its tables and any warnings.
 
@@ -493,7 +497,7 @@ def analyze_trace(
     step = progress or (lambda _name: None)
     path = resolved if resolved is not None else resolve_input(given)
     step(f"loading {given.name}")
-    trace = _load(path)
+    trace = _load(path, policy or RuntimePolicy.for_inputs([path]))
     if reference is not None:
         check_same_gpus(reference.info, str(given), [attrs.asdict(g) for g in trace.gpus])
     integrity.check_ranges(given, trace)
@@ -547,31 +551,28 @@ def run_analysis(
     top_n: int = TOP_N,
     workload: WorkloadFlags | None = None,
     peak: PeakFlags | None = None,
+    policy: RuntimePolicy | None = None,
 ) -> Analysis:
     """Analyze one or several traces (several files = several passes) into one :class:`Analysis`.
 
     When the first path is a dsocr run directory (or a trace in one) its manifest and timing
     files give the analytic workload; otherwise ``workload`` flags may. ``peak`` overrides the
-    GPU peak used for MFU/MBU.
+    GPU peak used for MFU/MBU. ``policy``: the run-time settings (default: the policy of the
+    resolved exports).
     """
     if not paths:
         raise BadInput("no trace given; pass an nsys SQLite export or a run directory")
     resolved = distinct_inputs(paths)
-    with _polars_engine(resolved):
-        return _analyze_all(paths, resolved, progress, top_n, workload, peak)
+    policy = policy or RuntimePolicy.for_inputs(resolved)
+    with _polars_engine(policy):
+        return _analyze_all(paths, resolved, progress, top_n, workload, peak, policy)
 
 
-#: Up to this many bytes of trace files (and unless POLARS_ENGINE_AFFINITY says otherwise) the
-#: queries run on polars' in-memory engine: on small frames each costs less there than on the
-#: streaming engine (polars' default), whose smaller peak memory is kept for large traces.
-IN_MEMORY_ENGINE_BYTES: Final = SMALL_TRACE_BYTES
-
-
-def _polars_engine(resolved: Sequence[Path]) -> contextlib.AbstractContextManager[object]:
-    """The polars engine setting for analyzing ``resolved`` (the exports: files or directories)."""
-    if os.environ.get("POLARS_ENGINE_AFFINITY") or not all(p.is_file() for p in resolved):
-        return contextlib.nullcontext()
-    if sum(p.stat().st_size for p in resolved) >= IN_MEMORY_ENGINE_BYTES:
+def _polars_engine(policy: RuntimePolicy) -> contextlib.AbstractContextManager[object]:
+    """The polars engine setting the policy asks for (in-memory for small traces: on small frames each query
+    costs less there than on the streaming engine, polars' default, whose smaller peak memory is kept for
+    large traces); a user's ``POLARS_ENGINE_AFFINITY`` wins."""
+    if not policy.in_memory_engine or os.environ.get(ENGINE_VAR):
         return contextlib.nullcontext()
     return pl.Config(engine_affinity="in-memory")
 
@@ -583,11 +584,12 @@ def _analyze_all(
     top_n: int,
     workload: WorkloadFlags | None,
     peak: PeakFlags | None,
+    policy: RuntimePolicy,
 ) -> Analysis:
     results: list[TraceResult] = []
     warnings: list[str] = [w for p in paths if (w := partial_run_warning(p))]
     for p, r in zip(paths, resolved, strict=True):
-        res, warn = analyze_trace(p, progress, r, results[0] if results else None)
+        res, warn = analyze_trace(p, progress, r, results[0] if results else None, policy)
         results.append(res)
         warnings.extend(warn)
     step = progress or (lambda _name: None)

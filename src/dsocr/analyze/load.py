@@ -8,17 +8,15 @@ process. Range nesting is computed by a sorted sweep (:mod:`dsocr.analyze.sweep`
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import sqlite3
 import threading
 from pathlib import Path
 
 import polars as pl
 
-from dsocr import SMALL_TRACE_BYTES
 from dsocr.analyze import prefetch
 from dsocr.analyze import schema as S
+from dsocr.analyze.policy import RuntimePolicy, trim_c_heap
 from dsocr.analyze.prefetch import EARLY_READS, ROWID, SQLITE_MAGIC
 from dsocr.analyze.readers import ParquetDirSource, Request, SqliteSource, TableSource
 from dsocr.analyze.sweep import RangeIndex, as_int, make_timekey, range_index
@@ -34,19 +32,24 @@ _REPORT_SUFFIXES = (".nsys-rep", ".qdrep", ".qdstrm")
 _HINT = "give an nsys SQLite export (`nsys export --type sqlite REPORT.nsys-rep`) or a parquetdir export"
 
 
-def load_trace(path: Path, *, need_cuda: bool = False, need_nvtx: bool = True) -> Trace:
+def load_trace(path: Path, *, need_cuda: bool = False, need_nvtx: bool = True, trim_heap: bool | None = None) -> Trace:
     """Load an nsys export (SQLite file or ``parquetdir`` directory).
 
     Raises :class:`InputNotFound` for a missing path and :class:`BadInput` for anything that is
     not a readable nsys export of schema 3.x, for a trace without ``NVTX_EVENTS`` unless
     ``need_nvtx`` is False, and for one without CUDA activity when ``need_cuda`` is True. A
     trace without CUDA tables otherwise loads with empty GPU frames (``meta.has_cuda`` False).
+    ``trim_heap``: trim the C heap after reading an SQLite export (default: the runtime policy's choice
+    for this file, :class:`~dsocr.analyze.policy.RuntimePolicy`).
     """
     path = Path(path)
     source = open_source(path)
+    if trim_heap is None:
+        trim_heap = RuntimePolicy.for_inputs([path]).trim_heap
+    trim = trim_heap and source.source_format == "sqlite"  # polars reads parquet through its own allocator
     try:
-        trace = _load(source, need_cuda=need_cuda, need_nvtx=need_nvtx)
-        if _worth_trimming(source):
+        trace = _load(source, need_cuda=need_cuda, need_nvtx=need_nvtx, trim_heap=trim)
+        if trim:
             trim_c_heap()
         return trace
     except BadInput as exc:
@@ -60,29 +63,6 @@ def load_trace(path: Path, *, need_cuda: bool = False, need_nvtx: bool = True) -
     finally:
         source.close()  # later on-demand reads open their own connections
         prefetch.discard()  # early reads of tables this trace did not need
-
-
-#: SQLite exports from this size on hand the C heap's freed pages back after reading (smaller ones
-#: would only fault them in again: ~2 ms a trim, twice per trace).
-TRIM_BYTES = SMALL_TRACE_BYTES
-
-
-def _worth_trimming(source: TableSource) -> bool:
-    """Whether the readers of ``source`` left enough in the C heap to hand back (big SQLite files only;
-    polars reads parquet through its own allocator)."""
-    try:
-        return source.source_format == "sqlite" and source.path.stat().st_size >= TRIM_BYTES
-    except OSError:
-        return False
-
-
-def trim_c_heap() -> None:
-    """Hand the C heap's freed pages back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
-
-    connectorx and sqlite3 allocate through the C heap, which keeps what they freed.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -255,7 +235,7 @@ def _requests() -> dict[str, Request]:
     }
 
 
-def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool) -> Trace:
+def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool, trim_heap: bool) -> Trace:
     path = source.path
     tables = source.tables()
     meta_values = _meta_values(source)
@@ -270,7 +250,7 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool) -> Trace:
             f"{path}: holds no CUDA kernels, copies or memsets; profile a GPU run with `nsys profile --trace=cuda,nvtx`"
         )
     raw = source.read_many(_requests())
-    if _worth_trimming(source):
+    if trim_heap:
         trim_c_heap()  # the readers' temporary buffers
     _check_strings(path, tables, raw)
     payloads = source.first_non_null(S.NVTX, S.PAYLOAD_COLUMNS)

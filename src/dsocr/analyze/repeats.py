@@ -46,18 +46,19 @@ def spread(long: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     ``cv``, ``min``, ``max``, ``sem`` (stddev / sqrt(n)), ``sem_rel`` (sem / |mean|), ``max_dev``
     (max |value - mean| / |mean|), ``within_limit`` (max_dev <= CV_LIMIT; null with one pass or a zero
     mean) and ``values`` (in pass order). Null values (a pass without the metric) are left out."""
-    value = pl.col("value").cast(pl.Float64)
+    # in pass order: a float sum's rounding depends on the order, which a group-by does not fix
+    value = pl.col("value").cast(pl.Float64).sort_by("pass")
     mean = pl.col("mean")
     return (
         long.filter(pl.col("value").is_not_null())
-        .group_by(keys)
+        .group_by(keys, maintain_order=True)
         .agg(
             pl.len().alias("passes"),
             value.mean().alias("mean"),
             value.std(ddof=1).alias("stddev"),
             value.min().alias("min"),
             value.max().alias("max"),
-            value.sort_by("pass").alias("values"),
+            value.alias("values"),
         )
         .with_columns(
             pl.when(mean != 0).then(pl.col("stddev") / mean.abs()).alias("cv"),

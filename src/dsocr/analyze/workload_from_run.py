@@ -18,7 +18,7 @@ import attrs
 
 from dsocr.analytic.workload import ContextMode, Workload
 from dsocr.contract import rundir
-from dsocr.contract.errors import BadInput
+from dsocr.contract.errors import BadInput, BadUsage
 from dsocr.model.modes import NO_CROPS, TokenLayout, get_mode, parse_grid
 
 #: Decode steps of a decoder-only workload default to this many new tokens.
@@ -193,7 +193,15 @@ def _default_grid(mode: str, crops: str | None) -> tuple[int, int]:
 
 
 def from_flags(flags: WorkloadFlags, pages: int = 1) -> RunWorkload:
-    """``pages`` identical workloads described by the flags (a foreign trace)."""
+    """``pages`` identical workloads described by the flags (a foreign trace); a workload the flags cannot
+    describe is a usage error (exit 2, as in ``dsocr model``)."""
+    try:
+        return _from_flags(flags, pages)
+    except BadInput as exc:
+        raise BadUsage(exc.message) from None
+
+
+def _from_flags(flags: WorkloadFlags, pages: int) -> RunWorkload:
     new_tokens = flags.max_new_tokens if flags.max_new_tokens is not None else DEFAULT_NEW_TOKENS
     w: Workload
     if flags.prefill_tokens is not None:

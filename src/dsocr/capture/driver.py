@@ -48,7 +48,7 @@ from dsocr.capture import nsys as nsys_mod
 from dsocr.capture import progress
 from dsocr.capture.worker_config import CAPTURE_CUDA, CAPTURE_NONE, CAPTURE_NVTX, Shrink, WorkerConfig
 from dsocr.contract import rundir
-from dsocr.contract.errors import BadInput, DsocrError, EnvironmentProblem, RunFailed
+from dsocr.contract.errors import BadInput, BadUsage, DsocrError, EnvironmentProblem, RunFailed
 
 WORKER_MODULE: Final = "dsocr.capture.worker"
 WORKER_CONFIG: Final = "worker-config.json"
@@ -277,7 +277,7 @@ def check_machine(settings: CaptureSettings, gpu: dict[str, Any]) -> None:
     if settings.is_cpu:
         return
     if not settings.device.startswith("cuda"):
-        raise BadInput(f"--device {settings.device!r} is unknown; use cuda, cuda:N or cpu")
+        raise BadUsage(f"--device {settings.device!r} is unknown; use cuda, cuda:N or cpu")
     if not gpu.get("gpus"):
         raise EnvironmentProblem(
             f"no NVIDIA GPU found ({gpu.get('error') or 'NVML lists none'}); run on a machine with a GPU and its "
@@ -285,7 +285,7 @@ def check_machine(settings: CaptureSettings, gpu: dict[str, Any]) -> None:
         )
     index = device_index(settings.device)
     if index >= len(gpu["gpus"]):
-        raise BadInput(f"--device {settings.device}: this machine has {len(gpu['gpus'])} GPU(s); use cuda:0..")
+        raise BadUsage(f"--device {settings.device}: this machine has {len(gpu['gpus'])} GPU(s); use cuda:0..")
     if settings.worker_command is None and manifest_mod.torch_cuda_version() is None:
         raise EnvironmentProblem(
             f"torch {manifest_mod.package_version('torch')} is a CPU-only build; install a CUDA build of torch "
@@ -296,14 +296,14 @@ def check_machine(settings: CaptureSettings, gpu: dict[str, Any]) -> None:
 def _check_settings(settings: CaptureSettings) -> None:
     for name in ("repeats", "max_new_tokens", "prompt_tokens"):
         if getattr(settings, name) < 1:
-            raise BadInput(f"--{name.replace('_', '-')} is {getattr(settings, name)}: it must be at least 1")
+            raise BadUsage(f"--{name.replace('_', '-')} is {getattr(settings, name)}: it must be at least 1")
     for name in ("warmup", "capture_warmup"):
         if getattr(settings, name) < 0:
-            raise BadInput(f"--{name.replace('_', '-')} is {getattr(settings, name)}: it must be 0 or more")
+            raise BadUsage(f"--{name.replace('_', '-')} is {getattr(settings, name)}: it must be 0 or more")
     if settings.baseline_runs < 0:
-        raise BadInput(f"--baseline-runs is {settings.baseline_runs}: it must be 0 or more (0: no unprofiled run)")
+        raise BadUsage(f"--baseline-runs is {settings.baseline_runs}: it must be 0 or more (0: no unprofiled run)")
     if settings.model != "replica" and not Path(settings.model).is_dir():
-        raise BadInput(f"--model {settings.model}: neither 'replica' nor a checkpoint directory; pass one of them")
+        raise BadUsage(f"--model {settings.model}: neither 'replica' nor a checkpoint directory; pass one of them")
 
 
 def make_run_dir(settings: CaptureSettings, gpu_name: str | None, now: dt.datetime | None = None) -> Path:
@@ -311,9 +311,9 @@ def make_run_dir(settings: CaptureSettings, gpu_name: str | None, now: dt.dateti
     if settings.out is not None:
         out = settings.out
         if out.exists() and not out.is_dir():
-            raise BadInput(f"--out {out}: exists and is not a directory; choose another --out")
+            raise BadUsage(f"--out {out}: exists and is not a directory; choose another --out")
         if (out / rundir.MANIFEST).exists() or (out / rundir.TRACE_REP).exists():
-            raise BadInput(f"--out {out}: already holds a capture; choose another --out or remove it")
+            raise BadUsage(f"--out {out}: already holds a capture; choose another --out or remove it")
         out.mkdir(parents=True, exist_ok=True)
         return out
     stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")

@@ -11,9 +11,9 @@ import typer
 
 from dsocr.cli._values import crops_value, device_value, dtype_value, mode_value, workload_value
 from dsocr.cli.app import app
-from dsocr.cli.common import Interrupted, JsonOpt, QuietOpt, Ui, VerboseOpt, option
+from dsocr.cli.common import Interrupted, JsonOpt, QuietOpt, Ui, VerboseOpt, check_out_dir, option
 from dsocr.contract import rundir
-from dsocr.contract.errors import BadInput, EnvironmentProblem, ExitCode
+from dsocr.contract.errors import BadInput, BadUsage, EnvironmentProblem
 
 
 def _opt(name: str, help_text: str, *, hidden: bool = False, short: str | None = None, **kwargs: Any) -> Any:
@@ -41,9 +41,8 @@ def parse_shrink(value: str | None) -> Any:
     except ValueError:
         numbers = []
     if not 3 <= len(numbers) <= 5 or any(n < 1 for n in numbers):
-        raise BadInput(
-            f"--shrink {value!r}: give SAM,CLIP,DECODER layer counts, optionally VOCAB and EXPERTS (e.g. 2,2,2,1024,8)",
-            ExitCode.USAGE,
+        raise BadUsage(
+            f"--shrink {value!r}: give SAM,CLIP,DECODER layer counts, optionally VOCAB and EXPERTS (e.g. 2,2,2,1024,8)"
         )
     extra: list[int | None] = [*numbers[3:], None, None]
     return Shrink(numbers[0], numbers[1], numbers[2], extra[0], extra[1])
@@ -148,7 +147,7 @@ def _context_from_env() -> str:
     try:
         return str(parse_context(value))
     except BadInput as exc:
-        raise BadInput(f"DSOCR_CONTEXT (the analysis's decode context): {exc.message}", ExitCode.USAGE) from None
+        raise BadUsage(f"DSOCR_CONTEXT (the analysis's decode context): {exc.message}") from None
 
 
 @app.command()
@@ -285,7 +284,8 @@ def capture(
     try:
         fixed, _ = resolve(workload, given)
     except BadInput as exc:
-        raise BadInput(exc.message, ExitCode.USAGE) from None
+        raise BadUsage(exc.message) from None
+    check_out_dir(out or runs_dir, "--out" if out is not None else "--runs-dir")
     settings = CaptureSettings(
         repeats=fixed["repeats"],
         pages=fixed["pages"],

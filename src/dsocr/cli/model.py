@@ -19,8 +19,8 @@ from dsocr.cli._values import (
     workload_value,
 )
 from dsocr.cli.app import app
-from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, option
-from dsocr.contract.errors import BadInput, ExitCode
+from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, check_out_file, option
+from dsocr.contract.errors import BadInput, BadUsage
 
 
 class Format(str, Enum):
@@ -150,6 +150,8 @@ def model(
     from dsocr.model.workloads import get_workload, matching_page, resolve
 
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
+    if out is not None:
+        check_out_file(out, "model.md")
     try:
         given = {"mode": mode, "crops": crops, "max_new_tokens": max_new_tokens, "prompt_tokens": prompt_tokens}
         fixed, _ = resolve(workload, given)
@@ -193,7 +195,7 @@ def model(
             else None
         )
     except BadInput as exc:
-        raise BadInput(exc.message, ExitCode.USAGE) from None
+        raise BadUsage(exc.message) from None
     if peak is not None:
         for note in peak.notes:
             ui.warn(note)
