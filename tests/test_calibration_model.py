@@ -17,8 +17,9 @@ from dsocr.analytic.calibration import (
     parse_calibration,
     required_kernels,
 )
-from dsocr.analytic.metrics import StageTime, ops_roofline_ns, stage_metrics
+from dsocr.analytic.metrics import StageTime, stage_metrics
 from dsocr.analytic.peaks import resolve_peak
+from dsocr.analytic.roofline import ops_roofline_ns
 from dsocr.analytic.signature import Kernel, parse_key, unique
 from dsocr.analytic.workload import Workload, estimate
 from dsocr.contract.errors import BadInput
