@@ -8,11 +8,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from dsocr.analyze import analysis
+from dsocr.analyze import pipeline
 
 
 def _affinity_inside(resolved: list[Path]) -> str | None:
-    with analysis._polars_engine(resolved):
+    with pipeline.polars_engine(resolved):
         return os.environ.get("POLARS_ENGINE_AFFINITY")
 
 
@@ -30,7 +30,7 @@ def test_large_files_directories_and_a_user_setting_keep_the_default(
     monkeypatch.delenv("POLARS_ENGINE_AFFINITY", raising=False)
     small = tmp_path / "a.sqlite"
     small.write_bytes(b"x" * 1000)
-    monkeypatch.setattr(analysis, "IN_MEMORY_ENGINE_BYTES", 1500)
+    monkeypatch.setattr(pipeline, "IN_MEMORY_ENGINE_BYTES", 1500)
     assert _affinity_inside([small]) == "in-memory"
     assert _affinity_inside([small, small]) is None  # 2,000 bytes together
     assert _affinity_inside([tmp_path]) is None  # a parquet export directory
@@ -41,14 +41,14 @@ def test_large_files_directories_and_a_user_setting_keep_the_default(
 def test_run_analysis_leaves_the_engine_setting_as_it_was(h100_sqlite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("POLARS_ENGINE_AFFINITY", raising=False)
     seen: list[str | None] = []
-    original = analysis._analyze_all
+    original = pipeline._analyze_all
 
-    def spy(*args: object, **kwargs: object) -> analysis.Analysis:
+    def spy(*args: object, **kwargs: object) -> pipeline.Analysis:
         seen.append(os.environ.get("POLARS_ENGINE_AFFINITY"))
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(analysis, "_analyze_all", spy)
-    result = analysis.run_analysis([h100_sqlite])
+    monkeypatch.setattr(pipeline, "_analyze_all", spy)
+    result = pipeline.run_analysis([h100_sqlite])
     assert seen == ["in-memory"]
     assert os.environ.get("POLARS_ENGINE_AFFINITY") is None
     assert result.stages.height == 3

@@ -31,11 +31,11 @@ def test_the_loader_takes_every_early_read_and_gets_the_same_frames(
 
     source = SqliteSource(h100_sqlite)
     try:
-        plain = {key: source.read(*load._requests()[key]) for key in prefetch.EARLY_READS}
+        plain = {key: source.read(*load.table_requests()[key]) for key in prefetch.EARLY_READS}
         assert prefetch.start(h100_sqlite)
         assert len(prefetch._pending) == len(prefetch.EARLY_READS)
         monkeypatch.setattr(prefetch, "take", spy)
-        early = {key: source.read(*load._requests()[key]) for key in prefetch.EARLY_READS}
+        early = {key: source.read(*load.table_requests()[key]) for key in prefetch.EARLY_READS}
     finally:
         source.close()
     assert taken == [True] * len(prefetch.EARLY_READS)
@@ -68,7 +68,7 @@ def test_a_failed_early_read_falls_back_to_reading(h100_sqlite: Path, monkeypatc
     assert prefetch.start(h100_sqlite)
     source = SqliteSource(h100_sqlite)
     try:
-        frame = source.read(*load._requests()["runtime"])
+        frame = source.read(*load.table_requests()["runtime"])
     finally:
         source.close()
     assert frame.height == 167_731

@@ -182,8 +182,9 @@ def analyze(
             from dsocr.analyze.prefetch import start as start_reading
 
             start_reading(traces[0])  # the largest tables, while polars and the analysis are imported
-        from dsocr.analyze.analysis import run_analysis, sample_trace
         from dsocr.analyze.analytic_section import PeakFlags
+        from dsocr.analyze.input_files import sample_trace
+        from dsocr.analyze.pipeline import run_analysis
         from dsocr.analyze.workload_from_run import WorkloadFlags
 
         paths = list(traces or [])
