@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from dsocr.analytic.workload import Workload, estimate
-from dsocr.analyze.analysis import run_analysis
 from dsocr.analyze.analytic_section import PeakFlags
+from dsocr.analyze.pipeline import run_analysis
 from dsocr.analyze.workload_from_run import WorkloadFlags, compact_timing
 from dsocr.cli import main
 from dsocr.contract.errors import BadUsage

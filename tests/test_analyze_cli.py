@@ -259,18 +259,19 @@ def test_failed_html_render_writes_nothing(
 def test_failed_plot_write_writes_nothing(
     capsys: pytest.CaptureFixture[str], cpu_sqlite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A failure while writing the last file (a plot) leaves no file and no empty plots/ directory."""
-    import dsocr.contract.atomic as atomic
-    import dsocr.report.html as html
+    """A failure while moving the plots in (the set's last rename) leaves no file and no empty plots/ directory."""
+    import os
 
-    real = atomic.atomic_path
+    import dsocr.report.report_set as report_set
 
-    def failing(target: Path):  # type: ignore[no-untyped-def]
-        if target.name == "pass-spread.svg":
+    real = os.replace
+
+    def failing(src: str | Path, dst: str | Path) -> None:
+        if Path(dst).name == "plots":
             raise OSError("disk full")
-        return real(target)
+        real(src, dst)
 
-    monkeypatch.setattr(html, "atomic_path", failing)
+    monkeypatch.setattr(report_set.os, "replace", failing)
     out = tmp_path / "o"
     got, _, _ = run(capsys, str(cpu_sqlite), "--out", str(out), "-q")
     assert got != 0

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from dsocr.analytic.workload import ContextMode, parse_context
-from dsocr.analyze.analysis import run_analysis
+from dsocr.analyze.pipeline import run_analysis
 from dsocr.analyze.workload_from_run import WorkloadFlags
 from dsocr.cli import main
 from dsocr.contract.errors import BadInput

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from dsocr.analyze.analysis import run_analysis
+from dsocr.analyze.pipeline import run_analysis
 from dsocr.contract import nvtx_names as nv
 from dsocr.contract.errors import BadInput, ExitCode
 from tracebuild import TraceBuilder

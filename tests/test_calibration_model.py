@@ -17,8 +17,9 @@ from dsocr.analytic.calibration import (
     parse_calibration,
     required_kernels,
 )
-from dsocr.analytic.metrics import StageTime, ops_roofline_ns, stage_metrics
+from dsocr.analytic.metrics import StageTime, stage_metrics
 from dsocr.analytic.peaks import resolve_peak
+from dsocr.analytic.roofline import ops_roofline_ns
 from dsocr.analytic.signature import Kernel, parse_key, unique
 from dsocr.analytic.workload import Workload, estimate
 from dsocr.contract.errors import BadInput, DsocrError, ExitCode
@@ -205,7 +206,8 @@ def test_parse_rejects_entries_without_key() -> None:
 
 
 def test_analyze_uses_the_run_directory_calibration(tmp_path: Path) -> None:
-    from dsocr.analyze.analysis import run_analysis, sample_trace
+    from dsocr.analyze.input_files import sample_trace
+    from dsocr.analyze.pipeline import run_analysis
     from dsocr.analyze.workload_from_run import WorkloadFlags, run_files, workloads_for
 
     run = tmp_path / "run"

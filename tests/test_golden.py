@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import dsocr
-from dsocr.analyze.analysis import sample_trace
+from dsocr.analyze.input_files import sample_trace
 
 GOLDEN = Path(__file__).parent / "golden" / "sample"
 FULL_ROWS = 1000  # tables with more rows are dumped as digests plus an excerpt

@@ -26,7 +26,7 @@ def analytic() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def cpu_doc(cpu_sqlite: Path) -> dict[str, Any]:
-    from dsocr.analyze.analysis import run_analysis
+    from dsocr.analyze.pipeline import run_analysis
 
     doc: dict[str, Any] = json.loads(json.dumps(run_analysis([cpu_sqlite]).to_dict(), default=str))
     return doc
@@ -327,7 +327,7 @@ def test_run_files_reads_every_baseline(tmp_path: Path) -> None:
 
 
 def test_analysis_json_carries_every_baseline(cpu_sqlite: Path, tmp_path: Path) -> None:
-    from dsocr.analyze.analysis import run_analysis
+    from dsocr.analyze.pipeline import run_analysis
 
     run = tmp_path / "run"
     run.mkdir()
@@ -376,7 +376,7 @@ def test_cpu_trace_says_na_not_zero(cpu_doc: dict[str, Any]) -> None:
 
 def test_decoder_only_foreign_trace(h100_sqlite: Path) -> None:
     """--prefill-tokens: no vision rows with 0 FLOPs, a model row with its time, no "pages" for runs."""
-    from dsocr.analyze.analysis import run_analysis
+    from dsocr.analyze.pipeline import run_analysis
     from dsocr.analyze.workload_from_run import WorkloadFlags
     from dsocr.report.jsonout import document
     from dsocr.report.markdown import markdown_text

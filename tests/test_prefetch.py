@@ -31,11 +31,11 @@ def test_the_loader_takes_every_early_read_and_gets_the_same_frames(
 
     source = SqliteSource(h100_sqlite)
     try:
-        plain = {key: source.read(*load._requests()[key]) for key in prefetch.EARLY_READS}
+        plain = {key: source.read(*load.table_requests()[key]) for key in prefetch.EARLY_READS}
         assert prefetch.start(h100_sqlite)
         assert len(prefetch._pending) == len(prefetch.EARLY_READS)
         monkeypatch.setattr(prefetch, "take", spy)
-        early = {key: source.read(*load._requests()[key]) for key in prefetch.EARLY_READS}
+        early = {key: source.read(*load.table_requests()[key]) for key in prefetch.EARLY_READS}
     finally:
         source.close()
     assert taken == [True] * len(prefetch.EARLY_READS)
@@ -70,7 +70,7 @@ def test_an_early_read_connectorx_refused_is_read_with_sqlite3(
     assert prefetch.start(h100_sqlite)
     source = SqliteSource(h100_sqlite)
     try:
-        frame = source.read(*load._requests()["runtime"])
+        frame = source.read(*load.table_requests()["runtime"])
     finally:
         source.close()
     assert frame.height == 167_731
@@ -85,7 +85,7 @@ def test_any_other_early_read_failure_is_not_hidden(h100_sqlite: Path, monkeypat
     source = SqliteSource(h100_sqlite)
     try:
         with pytest.raises(ValueError, match="a bug in the early read"):
-            source.read(*load._requests()["runtime"])
+            source.read(*load.table_requests()["runtime"])
     finally:
         source.close()
 

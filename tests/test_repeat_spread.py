@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from dsocr.analyze.analysis import run_analysis
+from dsocr.analyze.pipeline import run_analysis
 from dsocr.cli import main
 from dsocr.report.markdown import markdown_text
 from test_analyze_analytic import H100_TFLOPS, make_run_dir

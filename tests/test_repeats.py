@@ -87,7 +87,7 @@ def test_single_pass_has_no_spread() -> None:
 
 
 def test_cpu_fixture_two_repeats(cpu_sqlite: Path) -> None:
-    from dsocr.analyze.analysis import run_analysis
+    from dsocr.analyze.pipeline import run_analysis
 
     a = run_analysis([cpu_sqlite])
     assert a.repeats.passes == 2

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from dsocr.analyze.analysis import run_analysis
+from dsocr.analyze.pipeline import run_analysis
 from dsocr.report.markdown import markdown_text
 from tracebuild import TraceBuilder
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from dsocr.analyze import analysis, load, policy
+from dsocr.analyze import analysis, load, pipeline, policy
 from dsocr.analyze.policy import RuntimePolicy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def test_parquet_directory_and_a_users_engine_keep_polars_default(tmp_path: Path
 
 
 def _affinity_inside(p: RuntimePolicy) -> str | None:
-    with analysis._polars_engine(p):
+    with pipeline.polars_engine(p):
         return os.environ.get(policy.ENGINE_VAR)
 
 
@@ -82,16 +82,16 @@ def test_engine_setting_applied_and_restored(tmp_path: Path, monkeypatch: pytest
 def test_run_analysis_uses_the_policy_engine(h100_sqlite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(policy.ENGINE_VAR, raising=False)
     seen: list[str | None] = []
-    original = analysis._analyze_all
+    original = pipeline._analyze_all
 
     def spy(*args: object, **kwargs: object) -> analysis.Analysis:
         seen.append(os.environ.get(policy.ENGINE_VAR))
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(analysis, "_analyze_all", spy)
-    result = analysis.run_analysis([h100_sqlite])
+    monkeypatch.setattr(pipeline, "_analyze_all", spy)
+    result = pipeline.run_analysis([h100_sqlite])
     large = RuntimePolicy(1 << 40, False, policy.LEAN_MALLOC_CONF, False, None, True)
-    analysis.run_analysis([h100_sqlite], policy=large)
+    pipeline.run_analysis([h100_sqlite], policy=large)
     assert seen == ["in-memory", None]
     assert os.environ.get(policy.ENGINE_VAR) is None
     assert isinstance(result.stages, pl.DataFrame) and result.stages.height == 3

@@ -21,6 +21,7 @@ import attrs
 
 from dsocr.analytic.cost import Op
 from dsocr.analytic.peaks import Peak
+from dsocr.analytic.roofline import roofline
 from dsocr.analytic.signature import Kernel, unique
 from dsocr.contract.errors import BadInput, InputNotFound
 
@@ -131,8 +132,6 @@ class CalibratedTime:
 
 def calibrated_time(ops: Iterable[Op], calibration: Calibration, peak: Peak) -> CalibratedTime:
     """Sum of ``count x calibrated time`` over the operations' signatures (roofline for missing ones)."""
-    from dsocr.analytic.metrics import roofline  # metrics imports this module's users
-
     total = fallback = 0.0
     missing: dict[str, None] = {}
     for op in ops:

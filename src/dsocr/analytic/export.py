@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from dsocr.analytic.cost import CATEGORIES, Cost
 from dsocr.analytic.peaks import Peak
+from dsocr.analytic.roofline import arithmetic_intensity, ops_roofline_ns, roofline
 from dsocr.analytic.workload import VISION_PARTS, ModelEstimate
 
 if TYPE_CHECKING:
@@ -16,8 +17,6 @@ SCHEMA: Final = "dsocr.model/2"  #: 2: weight_read_bytes (traffic), weight_footp
 
 def cost_dict(cost: Cost) -> dict[str, Any]:
     """A cost as JSON: FLOPs (total, tensor, other), bytes (total and by kind), params, activation bytes."""
-    from dsocr.analytic.metrics import arithmetic_intensity
-
     return {
         "flops": cost.flops,
         "tensor_flops": cost.tensor_flops,
@@ -35,8 +34,6 @@ def cost_dict(cost: Cost) -> dict[str, Any]:
 
 
 def _roof(cost: Cost, peak: Peak | None) -> dict[str, Any]:
-    from dsocr.analytic.metrics import roofline
-
     if peak is None:
         return {}
     r = roofline(cost, peak)
@@ -75,8 +72,6 @@ def _workload(est: ModelEstimate) -> dict[str, Any]:
 
 
 def _stages(est: ModelEstimate, peak: Peak | None) -> dict[str, Any]:
-    from dsocr.analytic.metrics import ops_roofline_ns
-
     out: dict[str, Any] = {}
     for stage in est.stages:
         entry = {**cost_dict(stage.cost), **_roof(stage.cost, peak)}
@@ -106,8 +101,6 @@ def _stages(est: ModelEstimate, peak: Peak | None) -> dict[str, Any]:
 
 
 def _module(row: ModuleRow, peak: Peak | None) -> dict[str, Any]:
-    from dsocr.analytic.metrics import arithmetic_intensity, ops_roofline_ns
-
     c = row.cost
     entry: dict[str, Any] = {
         "path": row.path,
@@ -219,7 +212,6 @@ def to_markdown(
     ``named``: the named workload one page of which this is (its one-line description).
     """
     from dsocr.analytic.hierarchy import module_rows
-    from dsocr.analytic.metrics import arithmetic_intensity, roofline
 
     w = est.workload
     lay = w.layout

@@ -90,7 +90,7 @@ def trim_c_heap() -> None:
 
 
 def export_of(given: Path) -> Path:
-    """The export that :func:`dsocr.analyze.analysis.resolve_input` reads for ``given``: a run directory's
+    """The export that :func:`dsocr.analyze.input_files.resolve_input` reads for ``given``: a run directory's
     trace file, else the path itself."""
     if given.is_dir():
         for name in (rundir.TRACE_SQLITE, rundir.TRACE_SQLITE_XZ):

@@ -53,6 +53,8 @@ from pathlib import Path
 import attrs
 import polars as pl
 
+from dsocr.analyze.sweep import Enclosing, RangeIndex
+
 
 @attrs.frozen
 class SchemaVersion:
@@ -135,6 +137,18 @@ class TraceMeta:
         return "NVTX_EVENTS" in self.tables
 
 
+@attrs.define(eq=False)
+class TraceIndex:
+    """What later steps reuse from earlier ones on one trace, filled on first use."""
+
+    #: The ranges that ended on their own thread, sorted for the attribution sweep (the loader's, or built
+    #: by :func:`dsocr.analyze.attribution.trace_range_index` for a trace made without one).
+    ranges: RangeIndex | None = None
+    #: Every API call's enclosing ranges, found by :func:`dsocr.analyze.attribution.attribute` and reused
+    #: by the projection (over ``ranges``).
+    api_enclosing: Enclosing | None = None
+
+
 @attrs.frozen
 class Trace:
     """A loaded trace: metadata and lazy frames (columns in the module docstring)."""
@@ -145,10 +159,5 @@ class Trace:
     gpu_ops: pl.LazyFrame
     api: pl.LazyFrame
     syncs: pl.LazyFrame
-    #: The ranges sorted for the attribution sweep (``dsocr.analyze.sweep.RangeIndex``), built
-    #: by the loader; an implementation detail that ``attribute`` reuses.
-    range_index: object = attrs.field(default=None, eq=False, repr=False)
-    #: Intermediate results that later steps reuse (the range index of a trace built without
-    #: one, the API calls' enclosing ranges found by ``attribute`` and reused by the projection);
-    #: filled on first use, an implementation detail.
-    cache: dict[str, object] = attrs.field(factory=dict, eq=False, repr=False)
+    #: Intermediate results later steps reuse (an implementation detail, filled on first use).
+    index: TraceIndex = attrs.field(factory=TraceIndex, eq=False, repr=False)

@@ -180,8 +180,9 @@ def analyze(
             from dsocr.analyze.prefetch import start as start_reading
 
             start_reading(policy.early_read)  # the largest tables, while polars and the analysis are imported
-        from dsocr.analyze.analysis import run_analysis, sample_trace
         from dsocr.analyze.analytic_section import PeakFlags
+        from dsocr.analyze.input_files import sample_trace
+        from dsocr.analyze.pipeline import run_analysis
         from dsocr.analyze.workload_from_run import WorkloadFlags
 
         paths = list(traces or [])
@@ -228,7 +229,7 @@ def analyze(
                     summary_md = render_summary_md(view)
             mtext = _markdown(analysis, summary_md, rendered) if "md" in wanted else None
             advance("writing outputs")
-            _write(out, wanted, analysis, jtext, mtext, rendered)
+            _write(out, wanted, analysis, jtext, mtext, rendered, paths)
 
         if json_out:
             sys.stdout.write(jtext or "")
@@ -257,10 +258,11 @@ def _write(
     jtext: str | None,
     mtext: str | None,
     rendered: Rendered | None,
+    inputs: list[Path],
 ) -> None:
-    """Write every chosen file all or nothing (all rendered before): each is built as a temp file, all are
-    renamed at the end."""
-    from dsocr.report.html import write_all
+    """Write every chosen file as one set, all or nothing (:mod:`dsocr.report.report_set`): report files of an
+    older analysis in ``out`` that this set lacks are removed, ``inputs`` never."""
+    from dsocr.report.report_set import write_report_set
     from dsocr.report.sqliteout import build_sqlite
 
     check_out_dir(out)
@@ -272,7 +274,7 @@ def _write(
     if "html" in wanted and rendered is not None:
         texts.update(rendered.files())
     build = {rundir.RESULTS_SQLITE: partial(build_sqlite, analysis)} if "sqlite" in wanted else {}
-    write_all(out, texts, build)
+    write_report_set(out, texts, build, inputs)
 
 
 @contextmanager

@@ -6,7 +6,8 @@ import json
 import math
 from typing import Any
 
-from dsocr.analyze.analysis import TABLE_KEYS, Analysis
+from dsocr.analyze.analysis import Analysis
+from dsocr.analyze.analysis_json import TABLE_KEYS
 
 
 def _clean(v: Any) -> Any:

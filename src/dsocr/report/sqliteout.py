@@ -101,7 +101,8 @@ def build_sqlite(analysis: Analysis, path: Path) -> None:
     """Write every table into a new SQLite file at ``path`` (replaced if it exists).
 
     ``path`` is a temporary file renamed onto results.sqlite only once complete (:func:`write_sqlite`,
-    ``write_all``), so it is built without a rollback journal or fsync (same bytes, about a fifth less time).
+    :mod:`dsocr.report.report_set`), so it is built without a rollback journal or fsync (same bytes, about
+    a fifth less time).
     """
     path.unlink(missing_ok=True)
     con = sqlite3.connect(path)
