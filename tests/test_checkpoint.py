@@ -130,8 +130,10 @@ def test_trust_remote_code_needs_the_vendor_transformers(tmp_path) -> None:
     write_checkpoint(tmp_path / "ckpt", {"x": torch.zeros(1)})
     if transformers.__version__ == "4.46.3":
         pytest.skip("the vendor's transformers is installed")
+    (tmp_path / "ckpt" / "config.json").write_text('{"model_type": "deepseek_vl_v2", "auto_map": {"AutoModel": "m.X"}}')
+    (tmp_path / "ckpt" / "m.py").write_text("")
     with pytest.raises(EnvironmentProblem) as err:
         load_model(tmp_path / "ckpt", trust_remote_code=True)
-    assert f"needs transformers 4.46.3, but {transformers.__version__} is installed" in err.value.message
+    assert f"needs transformers 4.46.3, but transformers {transformers.__version__} is installed" in err.value.message
     with pytest.raises(EnvironmentProblem):
         check_remote_code_version()

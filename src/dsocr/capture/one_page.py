@@ -53,11 +53,15 @@ class GenerateResult:
     first_token_top: tuple[TopLogit, ...]
     model: ModelInfo
     page: str
+    first_token_logits: Any = attrs.field(default=None, repr=False, eq=False)  #: float32 numpy vector
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (``first_token_top`` highest first)."""
         return attrs.asdict(
-            self, recurse=True, value_serializer=lambda _i, _a, v: list(v) if isinstance(v, tuple) else v
+            self,
+            recurse=True,
+            filter=lambda a, _v: a.name != "first_token_logits",
+            value_serializer=lambda _i, _a, v: list(v) if isinstance(v, tuple) else v,
         )
 
 
@@ -103,7 +107,10 @@ def _top(logits: Any) -> tuple[TopLogit, ...]:
     return tuple(TopLogit(int(i), float(v)) for i, v in zip(ids.tolist(), values.tolist(), strict=True))
 
 
-def _vendor(model: Any, cfg: WorkerConfig, image: Any, prompt: Any) -> tuple[int, list[int], tuple[TopLogit, ...]]:
+Ran = tuple[int, list[int], Any]  #: prompt length, generated ids, the first token's logits (1-D tensor)
+
+
+def _vendor(model: Any, cfg: WorkerConfig, image: Any, prompt: Any) -> Ran:
     page = model.prepare(image, cfg.mode, prompt.ids_before, prompt.ids_after)
     first: list[Any] = []
 
@@ -118,10 +125,10 @@ def _vendor(model: Any, cfg: WorkerConfig, image: Any, prompt: Any) -> tuple[int
     finally:
         handle.remove()
     L = page.prompt_length
-    return L, [int(i) for i in ids[0, L:].tolist()], _top(first[0])
+    return L, [int(i) for i in ids[0, L:].tolist()], first[0]
 
 
-def _replica(model: Any, cfg: WorkerConfig, image: Any, prompt: Any) -> tuple[int, list[int], tuple[TopLogit, ...]]:
+def _replica(model: Any, cfg: WorkerConfig, image: Any, prompt: Any) -> Ran:
     import torch
 
     from dsocr.execution.preprocess import preprocess
@@ -132,14 +139,14 @@ def _replica(model: Any, cfg: WorkerConfig, image: Any, prompt: Any) -> tuple[in
     with torch.inference_mode():
         x = model.embed_prompt(before, model.encode_views(views), after)
         logits, past = model.prefill(x)
-        top = _top(logits[0])
+        first = logits[0].detach().float().cpu()
         token = torch.argmax(logits, dim=-1, keepdim=True)
         ids = [int(token.item())]
         while len(ids) < cfg.max_new_tokens and ids[-1] != prompt.eos_token_id:
             logits, past = model.decode_step(token, past)
             token = torch.argmax(logits, dim=-1, keepdim=True)
             ids.append(int(token.item()))
-    return int(x.shape[1]), ids, top
+    return int(x.shape[1]), ids, first
 
 
 def generate_page(settings: GenerateSettings) -> GenerateResult:
@@ -158,7 +165,7 @@ def generate_page(settings: GenerateSettings) -> GenerateResult:
     model = load_model(cfg, plan)
     prompt = make_prompt(cfg, model, plan)
     run = _vendor if plan.kind == KIND_VENDOR else _replica
-    length, ids, top = run(model, cfg, image, prompt)
+    length, ids, logits = run(model, cfg, image, prompt)
     facts = model_facts(cfg, plan, model)
     execution = (
         facts.get("execution")
@@ -168,7 +175,7 @@ def generate_page(settings: GenerateSettings) -> GenerateResult:
     return GenerateResult(
         prompt_length=length,
         ids=tuple(ids),
-        first_token_top=top,
+        first_token_top=_top(logits),
         model=ModelInfo(
             kind=plan.kind,
             source=plan.source.describe(),
@@ -177,4 +184,5 @@ def generate_page(settings: GenerateSettings) -> GenerateResult:
             attn_implementation=str(facts["attn_implementation"]),
         ),
         page=page.name,
+        first_token_logits=logits.numpy(),
     )

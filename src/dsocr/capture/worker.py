@@ -480,7 +480,7 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     try:
-        model = load_model(cfg, plan)
+        model = load_model(cfg)
     except torch.cuda.OutOfMemoryError:
         raise RunFailed(
             f"CUDA out of memory while loading the model ({cfg.model}) on {cfg.device}: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -54,6 +55,10 @@ def generate(
         ),
     ] = None,
     seed: Annotated[int, _opt("--seed", "Seed of random weights.")] = 0,
+    logits_out: Annotated[
+        Path | None,
+        _opt("--logits-out", "Also write the first token's logits (float32 .npy) there, to compare implementations."),
+    ] = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -77,6 +82,14 @@ def generate(
             attn=attn,
         )
     )
+    if logits_out is not None:
+        import numpy as np
+
+        from dsocr.contract.atomic import write_bytes
+
+        buf = io.BytesIO()
+        np.save(buf, result.first_token_logits)
+        write_bytes(logits_out, buf.getvalue())
     if json_out:
         print(json.dumps(result.to_json(), indent=2))
         return
