@@ -71,8 +71,9 @@ def _vendor(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess[st
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The checkpoint's code and config (decoder cut to 2 layers) and weights the vendor's code wrote."""
+def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint's code and config (decoder cut to 2 layers), weights the vendor's code wrote, and the
+    vendor's own first-token logits with them (its infer, one token)."""
     if not VENDOR_CODE.is_dir():
         missing_fixture(str(VENDOR_CODE))
     out = tmp_path_factory.mktemp("vendor") / "DeepSeek-OCR"
@@ -83,18 +84,22 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = json.loads((out / "config.json").read_text())
     config["num_hidden_layers"] = config["language_config"]["num_hidden_layers"] = 2
     (out / "config.json").write_text(json.dumps(config, indent=1))
-    _vendor(str(HELPER), "checkpoint", str(out))
+    ref = out.parent / "reference.json"
+    _vendor(str(HELPER), str(out), str(PAGE), MODE, str(PROMPT_TOKENS), str(ref))
     assert (out / "model.safetensors").is_file()
-    return out
+    return out, json.loads(ref.read_text())
 
 
 @pytest.fixture(scope="module")
-def reference(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The vendor's own first-token logits (its infer, one token)."""
-    out = tmp_path_factory.mktemp("reference") / "reference.json"
-    _vendor(str(HELPER), "reference", str(checkpoint), str(PAGE), MODE, str(PROMPT_TOKENS), str(out))
-    data: dict[str, Any] = json.loads(out.read_text())
-    return data
+def checkpoint(written: tuple[Path, dict[str, Any]]) -> Path:
+    """The checkpoint directory."""
+    return written[0]
+
+
+@pytest.fixture(scope="module")
+def reference(written: tuple[Path, dict[str, Any]]) -> dict[str, Any]:
+    """The vendor's own first-token logits."""
+    return written[1]
 
 
 def _generate_args(checkpoint: Path, logits: Path) -> list[str]:

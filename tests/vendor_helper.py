@@ -1,14 +1,15 @@
 """Run with the vendor's environment (transformers 4.46.3): the checkpoint's own code, for tests/test_vendor_path.py.
 
-``python vendor_helper.py checkpoint DIR``: DIR (a copy of the checkpoint's code and config, the decoder
-cut to 2 layers) gets ``model.safetensors``: the vendor's model built from config.json with seed 0,
-its parameters (no buffers) in bf16, as the published checkpoint holds them.
+``python vendor_helper.py DIR PAGE MODE PROMPT_TOKENS OUT``, in one process (one model build):
 
-``python vendor_helper.py reference DIR PAGE MODE PROMPT_TOKENS OUT``: the vendor's own first-token logits:
-``model.infer(...)`` itself on PAGE (its preprocessing, ids, bf16 images, generate), with a stand-in
-tokenizer (no tokenizer.json offline: no text before ``<image>``, dsocr's fixed ids after it) and
-``generate`` limited to one token with its raw logits kept (infer hard-codes 8192 tokens). OUT gets
-``{"logits": [...], "prompt_length": L}``.
+1. DIR (a copy of the checkpoint's code and config, the decoder cut to 2 layers) gets
+   ``model.safetensors``: the vendor's model built from config.json with seed 0 in bf16, its
+   parameters (no buffers), as the published checkpoint holds them;
+2. the vendor's own first-token logits with those weights: ``model.infer(...)`` itself on PAGE
+   (its preprocessing, ids, bf16 images, generate), with a stand-in tokenizer (no tokenizer.json
+   offline: no text before ``<image>``, dsocr's fixed ids after it) and ``generate`` limited to
+   one token with its raw logits kept (infer hard-codes 8192 tokens). OUT gets
+   ``{"logits": [...], "prompt_length": L}``.
 
 On the CPU the checkpoint's code calls ``.cuda()``: here ``Tensor.cuda`` returns the tensor itself
 (tests only). Run with tests/standin first on PYTHONPATH (a stand-in for torchvision's four names).
@@ -32,24 +33,18 @@ MODES = {
 }
 
 
-def _model(directory: Path, weights: bool) -> Any:
+def checkpoint(directory: Path) -> Any:
+    """The vendor's model from config.json, seed 0, bf16; its parameters saved as the checkpoint."""
+    from safetensors.torch import save_file
     from transformers import AutoConfig, AutoModel
 
     config = AutoConfig.from_pretrained(str(directory), trust_remote_code=True, local_files_only=True)
-    if weights:
-        return AutoModel.from_pretrained(
-            str(directory), config=config, trust_remote_code=True, local_files_only=True, torch_dtype=torch.bfloat16
-        )
     torch.manual_seed(0)
-    return AutoModel.from_config(config, trust_remote_code=True, torch_dtype=torch.bfloat16)
-
-
-def checkpoint(directory: Path) -> None:
-    from safetensors.torch import save_file
-
-    model = _model(directory, weights=False)
-    params = {name: p.detach().to(torch.bfloat16).contiguous() for name, p in model.named_parameters()}
+    model = AutoModel.from_config(config, trust_remote_code=True, torch_dtype=torch.bfloat16)
+    model = model.to(torch.bfloat16).eval()
+    params = {name: p.detach().contiguous() for name, p in model.named_parameters()}
     save_file(params, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    return model
 
 
 class StandInTokenizer:
@@ -68,8 +63,8 @@ class StandInTokenizer:
         return ""
 
 
-def reference(directory: Path, page: Path, mode: str, prompt_tokens: int, out: Path) -> None:
-    model = _model(directory, weights=True).eval()
+def reference(model: Any, page: Path, mode: str, prompt_tokens: int, out: Path) -> None:
+    """infer's first-token logits (one token) on ``page``, written to ``out``."""
     vocab = int(model.config.vocab_size)
     ids_after = [(1000 + 37 * i) % vocab for i in range(prompt_tokens - 1)]
     kept: dict[str, Any] = {}
@@ -99,10 +94,6 @@ def reference(directory: Path, page: Path, mode: str, prompt_tokens: int, out: P
 
 
 if __name__ == "__main__":
-    what = sys.argv[1]
-    if what == "checkpoint":
-        checkpoint(Path(sys.argv[2]))
-    elif what == "reference":
-        reference(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], int(sys.argv[5]), Path(sys.argv[6]))
-    else:
-        raise SystemExit(f"unknown command {what}")
+    directory, page, mode, prompt_tokens, out = sys.argv[1:6]
+    with torch.no_grad():
+        reference(checkpoint(Path(directory)), Path(page), mode, int(prompt_tokens), Path(out))
