@@ -73,7 +73,7 @@ class GenerateSettings:
     trust_remote_code: bool = False
     random_weights: bool = False
     page: Path | None = None
-    max_new_tokens: int = 8
+    max_new_tokens: int = 32
     device: str = "cuda"
     dtype: str = "auto"
     prompt_tokens: int = 12

@@ -34,7 +34,7 @@ def generate(
     page: Annotated[
         Path | None, _opt("--page", "Page image or PDF (its first page); default: the first shipped standard page.")
     ] = None,
-    max_new_tokens: Annotated[int, _opt("--max-new-tokens", "Tokens to generate (greedy).", min=1)] = 8,
+    max_new_tokens: Annotated[int, _opt("--max-new-tokens", "Tokens to generate (greedy).", min=1)] = 32,
     device: Annotated[str, _opt("--device", "cuda, cuda:N, or cpu.", callback=device_value)] = "cuda",
     dtype: Annotated[
         str,
