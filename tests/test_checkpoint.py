@@ -75,6 +75,8 @@ def source():
 def test_synthetic_vendor_checkpoint_loads_exactly(tmp_path, source) -> None:
     mapping = vendor_map(source.arch, "clip.vision_model." if hasattr(source.clip, "vision_model") else "clip.")
     tensors = vendor_tensors(source, mapping)
+    # a saved state_dict's non-parameter buffer (the vendor's CLIP position ids) is ignored
+    tensors["model.vision_model.embeddings.position_ids"] = torch.arange(257).unsqueeze(0)
     assert tuple(tensors["model.vision_model.transformer.layers.0.self_attn.qkv_proj.weight"].shape) == (96, 32)
     assert tuple(tensors["model.layers.1.mlp.experts.5.gate_proj.weight"].shape) == (32, 64)
     ckpt = write_checkpoint(tmp_path / "ckpt", tensors, {"language_config": {"eos_token_id": 1}})
