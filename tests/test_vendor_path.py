@@ -102,6 +102,50 @@ def reference(written: tuple[Path, dict[str, Any]]) -> dict[str, Any]:
     return written[1]
 
 
+PREPARE = """
+import json, sys, torch
+from pathlib import Path
+from PIL import Image
+from transformers import AutoConfig
+from dsocr.execution.preprocess import preprocess
+from dsocr.execution.vendor import VendorModel
+AutoConfig.from_pretrained(sys.argv[1], trust_remote_code=True, local_files_only=True)  # imports its code
+code = next(m for n, m in sys.modules.items() if n.endswith(".modeling_deepseekocr"))
+vendor = VendorModel(arch=None, root=None, code=code, device=torch.device("cpu"), dtype=torch.bfloat16,
+                     attn_implementation="eager")
+out = {}
+for mode, page in zip(sys.argv[2::2], sys.argv[3::2]):
+    image = Image.open(page)
+    got = vendor.prepare(image, mode, (0,), tuple(range(1000, 1011)))
+    ours = preprocess(image, mode)
+    crops = None if ours.crops is None else bool(torch.equal(got.images_crop, ours.crops.to(torch.bfloat16)))
+    out[mode] = {
+        "grid": [list(got.grid), list(ours.grid)],
+        "prompt_length": [got.prompt_length, ours.image_tokens + 12],
+        "global_equal": bool(torch.equal(got.images_ori, ours.global_view.to(torch.bfloat16))),
+        "crops_equal": crops,
+        "mask": int(got.images_seq_mask.sum()),
+    }
+print(json.dumps(out))
+"""
+
+
+def test_the_checkpoints_preprocessing_equals_dsocrs(tmp_path: Path) -> None:
+    """The vendor path uses the checkpoint's own preprocessing; the replica dsocr's: same tensors, ids, grid."""
+    if not VENDOR_CODE.is_dir():
+        missing_fixture(str(VENDOR_CODE))
+    code = tmp_path / "code"
+    shutil.copytree(VENDOR_CODE, code)
+    big = shipped_dir() / "text-01-article.png"  # a page larger than 640 px: gundam cuts it into crops
+    done = _vendor("-c", PREPARE, str(code), "gundam", str(big), MODE, str(PAGE), "base", str(PAGE))
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    for mode, f in found.items():
+        assert f["grid"][0] == f["grid"][1] and f["prompt_length"][0] == f["prompt_length"][1], (mode, f)
+        assert f["global_equal"] and f["crops_equal"] in (None, True), (mode, f)
+        assert f["mask"] == f["prompt_length"][0] - 12, (mode, f)
+    assert found["gundam"]["crops_equal"] is True and found["gundam"]["grid"][0] != [1, 1]
+
+
 def _generate_args(checkpoint: Path, logits: Path) -> list[str]:
     return [
         "generate",
