@@ -48,6 +48,7 @@ from dsocr.capture.worker_config import CAPTURE_CUDA, CAPTURE_NVTX, MODEL_REPLIC
 from dsocr.capture.worker_ranges import nvtx_range
 from dsocr.contract import nvtx_names as names
 from dsocr.contract.errors import BadInput, DsocrError, EnvironmentProblem, ExitCode, RunFailed
+from dsocr.execution.checkpoint_rules import KIND_REPLICA, KIND_VENDOR, ModelPlan, architecture_from_config
 from dsocr.execution.preprocess import PreparedImage, preprocess
 
 #: The fixed prompt ids (no DeepSeek tokenizer offline): BOS, the image, then ``prompt_tokens - 1`` ids.
@@ -354,17 +355,15 @@ def op_ranges(cfg: WorkerConfig) -> Iterator[None]:
         ctx.__exit__(None, None, None)
 
 
-def model_plan(cfg: WorkerConfig) -> Any:
+def model_plan(cfg: WorkerConfig) -> ModelPlan:
     """The checkpoint directory rules applied to the config (:func:`dsocr.execution.checkpoint_rules.plan_model`)."""
     from dsocr.execution.checkpoint_rules import plan_model
 
     return plan_model(cfg.model, trust_remote_code=cfg.trust_remote_code, random_weights=cfg.random_weights)
 
 
-def load_model(cfg: WorkerConfig, plan: Any = None) -> Any:
+def load_model(cfg: WorkerConfig, plan: ModelPlan | None = None) -> Any:
     """The replica; a checkpoint's weights (or its config, random) in the replica; or the checkpoint's own code."""
-    from dsocr.execution.checkpoint_rules import KIND_REPLICA, KIND_VENDOR, architecture_from_config
-
     plan = plan if plan is not None else model_plan(cfg)
     if plan.kind == KIND_VENDOR:
         from dsocr.execution.vendor import load_vendor
@@ -373,12 +372,13 @@ def load_model(cfg: WorkerConfig, plan: Any = None) -> Any:
     from dsocr.execution.replica import build_replica
 
     if plan.kind == KIND_REPLICA or plan.random_weights:
-        arch = cfg.architecture() if plan.kind == KIND_REPLICA else architecture_from_config(plan.sizes)
+        sizes = plan.sizes
+        arch = cfg.architecture() if sizes is None else architecture_from_config(sizes)
         replica = build_replica(
             arch, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed, attn_implementation=cfg.attn_implementation
         )
-        if plan.kind != KIND_REPLICA:
-            replica.eos_token_id = plan.sizes.eos_token_id
+        if sizes is not None:
+            replica.eos_token_id = sizes.eos_token_id
         return replica
     from dsocr.execution.checkpoint import load_model as load_checkpoint
 
@@ -391,7 +391,7 @@ def load_model(cfg: WorkerConfig, plan: Any = None) -> Any:
     )
 
 
-def make_prompt(cfg: WorkerConfig, model: Any, plan: Any = None) -> Prompt:
+def make_prompt(cfg: WorkerConfig, model: Any, plan: ModelPlan | None = None) -> Prompt:
     """Fixed ids for the replica; a checkpoint's own tokenizer when it ships one (EOS then ends decoding)."""
     plan = plan if plan is not None else model_plan(cfg)
     if not plan.source.is_replica:
@@ -405,10 +405,8 @@ def make_prompt(cfg: WorkerConfig, model: Any, plan: Any = None) -> Prompt:
     return fixed_prompt(cfg.prompt_tokens, model.arch.decoder.vocab)
 
 
-def model_facts(cfg: WorkerConfig, plan: Any, model: Any) -> dict[str, Any]:
+def model_facts(cfg: WorkerConfig, plan: ModelPlan, model: Any) -> dict[str, Any]:
     """timing.json's ``model``: kind, source, weights, the code that ran, attention, execution."""
-    from dsocr.execution.checkpoint_rules import KIND_VENDOR
-
     vendor = plan.kind == KIND_VENDOR
     facts: dict[str, Any] = {
         "kind": "remote-code" if vendor else plan.kind,
@@ -470,7 +468,7 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
     torch = _torch()
     torch.manual_seed(cfg.seed)
     plan = model_plan(cfg)  # the checkpoint directory rules, before anything is loaded
-    vendor = plan.kind == "vendor"
+    vendor = plan.kind == KIND_VENDOR
     t0 = time.perf_counter()
     loaded = load_pages(cfg)
     pages = [page for page, _ in loaded]
