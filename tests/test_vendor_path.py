@@ -2,7 +2,9 @@
 
 The vendor's code, with seeded random weights and the decoder cut to 2 layers, writes a checkpoint
 (tests/vendor_helper.py, run by the vendor environment's python, ``DSOCR_VENDOR_PYTHON``; .ci/run
-builds that environment). Then, on one page in tiny mode, bf16 on the CPU:
+builds that environment). The checkpoint's own preprocessing (which the vendor path calls) gives
+dsocr's tensors, ids and crop grid in gundam (crops), tiny and base. Then, on one page in tiny mode,
+bf16 on the CPU:
 
 - the vendor's own first-token logits: ``model.infer(...)`` itself, limited to one token;
 - ``dsocr generate --trust-remote-code`` (the vendor path, in the vendor environment) and
