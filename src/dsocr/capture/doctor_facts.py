@@ -32,7 +32,7 @@ from dsocr.capture.doctor import (
 )
 from dsocr.contract.errors import EnvironmentProblem
 
-_DIST_NAMES: Final[tuple[str, ...]] = ("dsocr", *ANALYSIS_PACKAGES, *CAPTURE_PACKAGES)
+_DIST_NAMES: Final[tuple[str, ...]] = ("dsocr", *ANALYSIS_PACKAGES, *CAPTURE_PACKAGES, "transformers")
 
 
 #: Import names of distributions whose module is named differently.
@@ -57,14 +57,6 @@ def package_versions(names: Sequence[str] = _DIST_NAMES) -> dict[str, str | None
 def _module_version(module: str) -> str | None:
     """For a module on the path without installed metadata: a marker, or None when it is absent."""
     return NO_METADATA if importlib.util.find_spec(module) is not None else None
-
-
-def has_deepseek_ocr2() -> bool | None:
-    """Whether the installed transformers ships ``models/deepseek_ocr2`` (without importing it)."""
-    spec = importlib.util.find_spec("transformers")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return any((Path(loc) / "models" / "deepseek_ocr2").is_dir() for loc in spec.submodule_search_locations)
 
 
 def _text(value: object) -> str:
@@ -226,7 +218,6 @@ def gather_facts(
         python_version=platform.python_version(),
         platform=f"({sys.platform}, {platform.machine()})",
         packages=packages,
-        deepseek_ocr2=has_deepseek_ocr2() if packages.get("transformers") else None,
         gpus=gpus,
         gpu_error=gpu_error,
         driver_version=driver,

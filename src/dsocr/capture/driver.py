@@ -92,6 +92,10 @@ class CaptureSettings:
     capture_warmup: int = 1
     model: str = "replica"
     trust_remote_code: bool = False
+    #: The replica's execution: decoder attention ``eager`` (the vendor's) or ``sdpa``; MoE ``loop``
+    #: (the vendor's, a host sync per MoE layer) or ``grouped``.
+    attn: str = "eager"
+    moe: str = "loop"
     device: str = "cuda"
     dtype: str = "auto"
     op_ranges: bool = False
@@ -154,6 +158,8 @@ class CaptureSettings:
             seed=self.seed,
             model=self.model,
             trust_remote_code=self.trust_remote_code,
+            attn_implementation=self.attn,
+            moe=self.moe,
             op_ranges=self.op_ranges,
             module_ranges=self.module_ranges,
             capture_range=capture_range,
@@ -504,6 +510,7 @@ def calibrate_command(settings: CaptureSettings, out: Path) -> list[str]:
     cmd = [sys.executable, "-m", "dsocr", "calibrate", "--mode", settings.mode, "--crops", settings.crops]
     cmd += ["--prompt-tokens", str(settings.prompt_tokens), "--max-new-tokens", str(settings.max_new_tokens)]
     cmd += ["--device", settings.device, "--dtype", settings.dtype, "--seed", str(settings.seed), "--quiet"]
+    cmd += ["--moe", settings.moe]
     for page in settings.pages:
         cmd += ["--pages", str(page)]
     return [*cmd, "--out", str(out)]

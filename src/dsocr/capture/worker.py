@@ -356,6 +356,7 @@ def load_model(cfg: WorkerConfig) -> Any:
             dtype=cfg.dtype,
             seed=cfg.seed,
             attn_implementation=cfg.attn_implementation,
+            moe=cfg.moe,
         )
     from dsocr.execution.checkpoint import load_model as load_checkpoint
 
@@ -365,6 +366,7 @@ def load_model(cfg: WorkerConfig) -> Any:
         dtype=cfg.dtype,
         seed=cfg.seed,
         attn_implementation=cfg.attn_implementation,
+        moe=cfg.moe,
         trust_remote_code=cfg.trust_remote_code,
     )
 
@@ -382,20 +384,19 @@ def make_prompt(cfg: WorkerConfig, model: Any) -> Prompt:
     return fixed_prompt(cfg.prompt_tokens, model.arch.decoder.vocab)
 
 
-def _experts_implementation(model: Any) -> str | None:
-    """transformers' MoE experts kernel choice (``grouped_mm``, ``batched_mm``, ``eager``), if known."""
-    config = getattr(getattr(model, "decoder", None), "config", None)
-    value = getattr(config, "_experts_implementation", None)
-    return None if value is None else str(value)
+def _execution(model: Any) -> dict[str, str] | None:
+    """How the replica executes (``moe``, ``attn``, ``autocast``, ``prefill_logits``); None for other models."""
+    execution = getattr(model, "execution", None)
+    return None if execution is None else {**execution, "prefill_logits": "all"}
 
 
 def _environment(cfg: WorkerConfig, model: Any) -> dict[str, Any]:
     torch = _torch()
-    import transformers
+    from dsocr.capture.manifest import package_version
 
     env: dict[str, Any] = {
         "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        "transformers": package_version("transformers"),  # None: not installed (the replica needs none)
         "cuda": torch.version.cuda,
         "device": str(model.device),
         "dtype": str(model.dtype).removeprefix("torch."),
@@ -483,7 +484,15 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
             f"prompt: a fixed sequence of {prompt.tokens} token ids (BOS before the image, the rest after it) "
             "stands for the vendor prompt (no DeepSeek tokenizer offline)"
         )
-    assumptions.append("prefill computes lm_head on the last position only (as transformers' generate does)")
+    execution = _execution(model)
+    if execution is not None:
+        assumptions.append(
+            f"execution: MoE {execution['moe']}, decoder attention {execution['attn']}, "
+            f"autocast {execution['autocast']}; prefill computes lm_head over every prompt position in float32 "
+            "(as the vendor's forward does)"
+        )
+    else:
+        assumptions.append("prefill computes lm_head on the last position only (as transformers' generate does)")
     doc = timing_document(
         clock=runner.timer.clock,
         records=runner.timer.records(),
@@ -495,8 +504,8 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
             "source": cfg.model,
             "architecture": model.arch.name,
             "parameters": model.parameter_count(),
-            "experts_implementation": _experts_implementation(model),
-            "attn_implementation": cfg.attn_implementation,
+            "execution": execution,
+            "attn_implementation": getattr(model, "attn_implementation", cfg.attn_implementation),
             "module_ranges": list(hooks.paths) if hooks is not None else [],
         },
         prompt={

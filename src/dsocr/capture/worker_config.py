@@ -18,7 +18,9 @@ RUN_CONFIG.json`` (under ``nsys profile`` for the profiled pass, bare for the ba
   ships a tokenizer), ``seed`` (0).
 - ``model``: ``replica`` or a local checkpoint directory; ``trust_remote_code``: run the
   vendor's own code from that directory (needs transformers 4.46.3).
-- ``attn_implementation``: ``sdpa`` (default) or ``eager``.
+- ``attn_implementation``: the replica's decoder attention, ``eager`` (default, the vendor's math)
+  or ``sdpa``; ``moe``: its MoE execution, ``loop`` (default, the vendor's ``moe_infer``: a host
+  sync and per-expert GEMMs in every MoE layer) or ``grouped`` (grouped GEMMs, no host sync).
 - ``op_ranges``: wrap the captured work in ``emit_nvtx(record_shapes=True)`` (CUDA torch only).
 - ``module_ranges``: one NVTX range per medium-granularity module (domain ``dsocr.module``).
 - ``capture_range``: ``cuda-profiler-api`` (cudaProfilerStart/Stop), ``nvtx`` (a ``capture``
@@ -88,7 +90,8 @@ class WorkerConfig:
     seed: int = 0
     model: str = MODEL_REPLICA
     trust_remote_code: bool = False
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "eager"
+    moe: str = "loop"
     op_ranges: bool = False
     module_ranges: bool = False
     capture_range: str = CAPTURE_CUDA
@@ -132,10 +135,12 @@ class WorkerConfig:
                 "capture_range cuda-profiler-api needs a CUDA device: on the CPU use capture_range nvtx "
                 "(nsys --capture-range=nvtx --nvtx-capture=capture@dsocr)"
             )
-        if self.attn_implementation not in ("sdpa", "eager"):
+        if self.attn_implementation not in ("eager", "sdpa"):
             raise BadInput(
-                f"worker config attn_implementation {self.attn_implementation!r} is unknown: use sdpa or eager"
+                f"worker config attn_implementation {self.attn_implementation!r} is unknown: use eager or sdpa"
             )
+        if self.moe not in ("loop", "grouped"):
+            raise BadInput(f"worker config moe {self.moe!r} is unknown: use loop or grouped")
         if self.trust_remote_code and self.model == MODEL_REPLICA:
             raise BadInput("trust_remote_code needs a checkpoint directory as model, not the replica")
         return self
@@ -211,6 +216,7 @@ def _check_types(cfg: WorkerConfig, source: str) -> None:
         "model": str,
         "trust_remote_code": bool,
         "attn_implementation": str,
+        "moe": str,
         "op_ranges": bool,
         "module_ranges": bool,
         "capture_range": str,

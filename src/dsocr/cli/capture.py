@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dsocr.cli._values import crops_value, device_value, dtype_value, mode_value
+from dsocr.cli._values import attn_value, crops_value, device_value, dtype_value, mode_value, moe_value
 from dsocr.cli.app import app
 from dsocr.cli.common import Interrupted, JsonOpt, QuietOpt, Ui, VerboseOpt, option
 from dsocr.contract import rundir
@@ -174,6 +174,23 @@ def capture(
     trust_remote_code: Annotated[
         bool, _opt("--trust-remote-code", "Run the checkpoint's own code (transformers 4.46.3).")
     ] = False,
+    attn: Annotated[
+        str,
+        _opt(
+            "--attn",
+            "The replica's decoder attention: eager (the vendor's math, default) or sdpa (faster variant).",
+            callback=attn_value,
+        ),
+    ] = "eager",
+    moe: Annotated[
+        str,
+        _opt(
+            "--moe",
+            "The replica's MoE execution: loop (the vendor's: per-expert GEMMs, a host sync per MoE layer; "
+            "default) or grouped (grouped GEMMs, no host sync).",
+            callback=moe_value,
+        ),
+    ] = "loop",
     device: Annotated[
         str, _opt("--device", "cuda, cuda:N, or cpu (the whole pipeline on the CPU).", callback=device_value)
     ] = "cuda",
@@ -241,6 +258,8 @@ def capture(
         capture_warmup=capture_warmup,
         model=model,
         trust_remote_code=trust_remote_code,
+        attn=attn,
+        moe=moe,
         device=device,
         dtype=_DTYPE_ALIASES.get(dtype.strip().lower(), dtype),
         op_ranges=op_ranges,
