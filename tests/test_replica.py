@@ -170,6 +170,26 @@ def test_dtype_and_execution_options() -> None:
         build_replica(narrow_arch(), dtype="int8")
 
 
+def test_casts_follow_the_vendors_bf16_model_and_cuda_autocast() -> None:
+    """bf16 on CUDA runs under torch.autocast("cuda", bf16) as the vendor's infer; the rotary ``inv_freq`` is
+    stored in the model's dtype (the vendor's ``.to(torch.bfloat16)`` rounds it) and upcast in the forward."""
+    import warnings
+
+    r = build_replica(narrow_arch(), device="meta", dtype="bfloat16")
+    assert r.decoder.layers[0].self_attn.rotary_emb.inv_freq.dtype == torch.bfloat16
+    assert build_replica(narrow_arch(), device="meta").decoder.layers[0].self_attn.rotary_emb.inv_freq.dtype == (
+        torch.float32
+    )
+    assert r.autocast_dtype is None  # not CUDA: no autocast, as the vendor's autocast("cuda") off CUDA
+    on_cuda = attrs.evolve(r, device=torch.device("cuda"))
+    assert on_cuda.execution == {"moe": "loop", "attn": "eager", "autocast": "bfloat16"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # CPU-only torch: "CUDA is not available ... Disabling autocast"
+        ctx = on_cuda._autocast()
+    assert isinstance(ctx, torch.autocast) and (ctx.device, ctx.fast_dtype) == ("cuda", torch.bfloat16)
+    assert attrs.evolve(on_cuda, dtype=torch.float32).autocast_dtype is None  # an fp32 run is not the vendor's
+
+
 def test_replica_runs_without_transformers() -> None:
     """The replica is dsocr's own torch code: it builds and runs with transformers unimportable."""
     import subprocess

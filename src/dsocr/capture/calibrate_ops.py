@@ -276,7 +276,8 @@ def _rope(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
     from dsocr.execution.replica_decoder import RotaryEmbedding, apply_rotary_pos_emb
 
     rows, heads, kv_heads, head_dim = (_int(k, n, 1) for n in ("rows", "heads", "kv_heads", "head_dim"))
-    rotary = RotaryEmbedding(head_dim, 10_000.0).to(device)
+    rotary = RotaryEmbedding(head_dim, 10_000.0)
+    rotary.inv_freq = rotary.inv_freq.to(device=device, dtype=dtype)  # stored in the model's dtype, as the replica
     query = _randn((1, rows, heads, head_dim), device, dtype).transpose(1, 2)
     key = _randn((1, rows, kv_heads, head_dim), device, dtype).transpose(1, 2)
     value = _randn((1, rows, kv_heads, head_dim), device, dtype).transpose(1, 2)
