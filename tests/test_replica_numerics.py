@@ -66,14 +66,15 @@ def reference(tmp_path_factory, views):
     directory = tmp_path_factory.mktemp("t5ckpt")
     (directory / "config.json").write_text(json.dumps({"language_config": {"first_k_dense_replace": 1}}))
     safetensors_torch.save_file(tensors, str(directory / "model.safetensors"))
-    return run(old, views), directory
+    return run(old, views), directory, sorted(old.module_paths())
 
 
 @pytest.mark.parametrize(("moe", "attn"), EXECUTIONS)
 def test_same_logits_as_the_transformers5_replica_in_float32(reference, views, moe: str, attn: str) -> None:
-    want, directory = reference
+    want, directory, old_paths = reference
     new = load_model(Path(directory), base=narrow_arch(), moe=moe, attn_implementation=attn)
     assert (new.moe, new.attn_implementation) == (moe, attn)
+    assert sorted(new.module_paths()) == old_paths  # the same module ranges as before
     got = run(new, views)
     for step, (g, w) in enumerate(zip(got, want, strict=True)):
         assert g.dtype == torch.float32
