@@ -1,6 +1,6 @@
 """Load a local DeepSeek-OCR checkpoint (config.json + *.safetensors, vendor names) into the replica.
 
-The map from the vendor's parameter names (../docs/deepseek-ocr.md) to the replica's is explicit
+The map from the vendor's parameter names (its safetensors files) to the replica's is explicit
 and generated from the architecture (:func:`vendor_map`). The replica's modules keep the vendor's
 names under ``sam.``, ``clip.`` and ``decoder.`` except: SAM's ``net_2/net_3`` ->
 ``compressor.net_2/net_3``; per-expert ``experts.E.{gate,up}_proj`` fill rows 0:I and I:2I of the
