@@ -283,3 +283,24 @@ def test_compact_timing_keeps_per_repeat_sums() -> None:
         (1, 1, 6.0, 3),
     ]
     assert sum(r["ms"] for r in out["records"]) == sum(r["ms"] for r in recs)
+
+
+def test_a_replica_run_with_its_execution_is_modelled_as_it_ran() -> None:
+    """From issue 10 on the replica records its execution: lm_head over every prefill position, SDPA in vision."""
+    from dsocr.analyze.workload_from_run import from_timing
+
+    timing = {
+        "config": {"mode": "tiny", "max_new_tokens": 4, "prompt_tokens": 12, "attn_implementation": "eager"},
+        "pages": [{"name": "p", "width": 800, "height": 1000}],
+    }
+    before = from_timing(timing).pages[0]
+    assert (before.attn_impl, before.vision_attn_impl, before.prefill_logits) == ("eager", None, "last")
+    executed = {**timing, "model": {"execution": {"moe": "loop", "attn": "eager", "prefill_logits": "all"}}}
+    w = from_timing(executed).pages[0]
+    assert (w.attn_impl, w.vision_attn_impl, w.prefill_logits) == ("eager", "sdpa", "all")
+    from dsocr.analytic.export import assumptions
+    from dsocr.analytic.workload import estimate
+
+    said = assumptions(estimate(w))
+    assert "decoder attention eager: every pair computed; SAM and CLIP attention sdpa" in " ".join(said)
+    assert "prefill logits on every position" in said

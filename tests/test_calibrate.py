@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
 
 from PIL import Image  # noqa: E402
 
@@ -95,9 +94,19 @@ def test_outputs_have_the_replicas_shapes() -> None:
     assert tuple(out(TINY[24]).shape) == (2, 2, 16, 16)  # rel-pos bias [batch, heads, side^2, side^2]
     keys, values = out(TINY[27])
     assert tuple(keys.shape) == tuple(values.shape) == (1, 2, 7, 8)  # past 6 + 1 new
-    logits, weights, index = out(TINY[28])
-    assert tuple(logits.shape) == (6, 8) and tuple(index.shape) == (6, 2) and weights.dtype == torch.float32
+    index, weights = out(TINY[28])  # MoeRouter: top-k ids and their float32 weights
+    assert tuple(index.shape) == tuple(weights.shape) == (6, 2) and weights.dtype == torch.float32
     assert tuple(out(TINY[29]).shape) == (6, 16)
+
+
+def test_routed_experts_time_in_either_moe_execution() -> None:
+    """--moe picks the replica's MoE execution the routed experts run in; an unknown one stops before timing."""
+    k = K("routed_experts", rows=5, hidden=16, inter=8, experts=4, top_k=2)
+    for moe in ("loop", "grouped"):
+        results, _ = _measure([k], moe=moe)
+        assert results[0].error is None and results[0].median_ns is not None, moe
+    with pytest.raises(BadInput, match="moe 'fast' is unknown: use one of loop, grouped"):
+        _measure([k], moe="fast")
 
 
 def test_duplicates_are_measured_once_in_first_seen_order() -> None:
@@ -228,6 +237,7 @@ def test_cli_on_cpu_writes_a_valid_file_atomically(
     assert doc["method"]["l2_flush_bytes"] == 0 and doc["method"]["iterations"] == 1
     assert doc["workload"]["smoke"] is True and doc["workload"]["pages"] == ["page.png"]
     assert doc["workload"]["crop_grids"] == [[1, 1]]
+    assert doc["workload"]["moe"] == "loop"  # the replica's default execution (--moe)
     w = Workload(mode="tiny", prompt_tokens=12, new_tokens=2, dtype="fp32")
     assert [k["key"] for k in doc["kernels"]] == [k.key for k in required_kernels([estimate(w, cal.SMOKE_ARCH)])]
     assert all(k["error"] is None and k["median_ns"] > 0 for k in doc["kernels"])
@@ -286,6 +296,8 @@ def test_cli_usage_errors(capsys: pytest.CaptureFixture[str], page: Path, tmp_pa
     assert code == ExitCode.USAGE and "'tpu' is not a device" in _flat(err)
     code, _, err = run(capsys, "--smoke", "--mode", "tiny", "--crops", "2x2", "--pages", str(page), "--out", out)
     assert code == ExitCode.USAGE and "mode tiny does not crop" in _flat(err)
+    code, _, err = run(capsys, *SMOKE, "--pages", str(page), "--moe", "fast", "--out", out)
+    assert code == ExitCode.USAGE and "'fast' is not an MoE execution" in _flat(err)
     code, _, err = run(capsys, *SMOKE, "--pages", str(tmp_path / "missing.png"), "--device", "cpu", "--out", out)
     assert code == ExitCode.NOT_FOUND and err.count("\n") == 1
     assert not (tmp_path / "c.json").exists()

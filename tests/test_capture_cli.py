@@ -80,6 +80,11 @@ def _flat(text: str) -> str:
         (("--capture-warmup", "-1"), "Invalid value for '--capture-warmup' (env var: 'DSOCR_CAPTURE_WARMUP')"),
         (("--baseline-runs", "-1"), "Invalid value for '--baseline-runs'"),
         (("--dtype", "f8"), "Invalid value for '--dtype' (env var: 'DSOCR_DTYPE'): 'f8' is not a dtype"),
+        (
+            ("--attn", "flash"),
+            "Invalid value for '--attn' (env var: 'DSOCR_CAPTURE_ATTN'): 'flash' is not an attention execution",
+        ),
+        (("--moe", "fast"), "Invalid value for '--moe' (env var: 'DSOCR_MOE'): 'fast' is not an MoE execution"),
     ],
 )
 def test_bad_option_values_are_usage_errors(
@@ -165,3 +170,37 @@ def test_capture_warmup_option_reaches_the_driver(
     assert (code, err) == (ExitCode.OK, "")  # its own variable, not an old name of DSOCR_WARMUP (no warning)
     assert _run([*argv, "--capture-warmup", "2", "--warmup", "0"], capsys)[0] == ExitCode.OK
     assert seen == [(2, 1), (2, 0), (2, 3), (0, 2)]
+
+
+def test_execution_options_reach_the_worker_and_the_calibration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--attn/--moe (default: the vendor's eager/loop) land in the settings, the worker config and calibrate."""
+    from dsocr.capture import driver
+
+    seen: list[driver.CaptureSettings] = []
+
+    def fake(settings: driver.CaptureSettings, reporter: object, **_: object) -> driver.CaptureResult:
+        seen.append(settings)
+        return driver.CaptureResult(run_dir=tmp_path / "r", manifest={})
+
+    monkeypatch.setattr(driver, "run_capture", fake)
+    for var in ("DSOCR_CAPTURE_ATTN", "DSOCR_MOE"):
+        monkeypatch.delenv(var, raising=False)
+    argv = ["capture", "--device", "cpu", "--quiet"]
+    assert _run(argv, capsys)[0] == ExitCode.OK
+    monkeypatch.setenv("DSOCR_MOE", "grouped")
+    assert _run([*argv, "--attn", "sdpa"], capsys)[0] == ExitCode.OK
+    # no --attn: the model path's default (eager for the replica and for the checkpoint's own code)
+    assert [(s.attn, s.moe) for s in seen] == [(None, "loop"), ("sdpa", "grouped")]
+    from dsocr.capture.inputs import default_pages
+
+    first = seen[0].worker_config(default_pages()[:1], tmp_path / "t.json", profiled=False)
+    assert (first.attn_implementation, first.moe) == ("eager", "loop")
+    assert seen[0].to_json()["attn"] == "eager"  # the manifest records the attention that runs
+
+    cfg = seen[1].worker_config(default_pages()[:1], tmp_path / "t.json", profiled=False)
+    assert (cfg.attn_implementation, cfg.moe) == ("sdpa", "grouped")
+    cmd = driver.calibrate_command(seen[1], tmp_path / "c.json")
+    assert cmd[cmd.index("--moe") + 1] == "grouped"
+    assert seen[1].to_json()["attn"] == "sdpa" and seen[1].to_json()["moe"] == "grouped"  # manifest settings

@@ -12,7 +12,6 @@ from dsocr.execution.checkpoint import Piece, check_remote_code_version, load_mo
 from dsocr.model.architecture import DEEPSEEK_OCR
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from dsocr.execution.replica import build_replica  # noqa: E402
@@ -47,7 +46,7 @@ def write_checkpoint(directory: Path, tensors: dict[str, object], config: dict |
 
 def test_full_map_has_the_vendor_tensor_count_and_covers_every_replica_parameter() -> None:
     r = build_replica(device="meta")
-    mapping = vendor_map(DEEPSEEK_OCR, "clip.vision_model." if hasattr(r.clip, "vision_model") else "clip.")
+    mapping = vendor_map(DEEPSEEK_OCR)
     assert len(mapping) == 2710  # the vendor's safetensors file holds 2,710 tensors
     params = dict(r.root.named_parameters())
     covered: dict[str, int] = {}
@@ -60,7 +59,10 @@ def test_full_map_has_the_vendor_tensor_count_and_covers_every_replica_parameter
             covered[p.target] = covered.get(p.target, 0) + rows * (t[0].numel() if t.dim() else 1)
     assert set(covered) == set(params)
     assert {n: c for n, c in covered.items() if c != params[n].numel()} == {}
-    assert mapping["model.vision_model.transformer.layers.3.self_attn.qkv_proj.weight"][1].src_rows == (1024, 2048)
+    assert mapping["model.vision_model.transformer.layers.3.self_attn.qkv_proj.weight"] == (
+        Piece("clip.transformer.layers.3.self_attn.qkv_proj.weight"),
+    )
+    assert mapping["model.sam_model.net_3.weight"] == (Piece("sam.compressor.net_3.weight"),)
     assert mapping["model.layers.4.mlp.experts.63.up_proj.weight"][0] == Piece(
         "decoder.layers.4.mlp.experts.gate_up_proj", expert=63, dst_rows=(896, 1792)
     )
@@ -73,7 +75,7 @@ def source():
 
 
 def test_synthetic_vendor_checkpoint_loads_exactly(tmp_path, source) -> None:
-    mapping = vendor_map(source.arch, "clip.vision_model." if hasattr(source.clip, "vision_model") else "clip.")
+    mapping = vendor_map(source.arch)
     tensors = vendor_tensors(source, mapping)
     # a saved state_dict's non-parameter buffer (the vendor's CLIP position ids) is ignored
     tensors["model.vision_model.embeddings.position_ids"] = torch.arange(257).unsqueeze(0)
@@ -90,7 +92,7 @@ def test_synthetic_vendor_checkpoint_loads_exactly(tmp_path, source) -> None:
 
 
 def test_unmapped_tensors_are_listed_both_ways(tmp_path, source) -> None:
-    mapping = vendor_map(source.arch, "clip.vision_model." if hasattr(source.clip, "vision_model") else "clip.")
+    mapping = vendor_map(source.arch)
     tensors = vendor_tensors(source, mapping)
     del tensors["model.layers.1.mlp.experts.7.down_proj.weight"]
     tensors["model.vision_model.post_layernorm.weight"] = torch.ones(32)
@@ -105,7 +107,7 @@ def test_unmapped_tensors_are_listed_both_ways(tmp_path, source) -> None:
 
 
 def test_wrong_shapes_are_named(tmp_path, source) -> None:
-    mapping = vendor_map(source.arch, "clip.vision_model." if hasattr(source.clip, "vision_model") else "clip.")
+    mapping = vendor_map(source.arch)
     tensors = vendor_tensors(source, mapping)
     tensors["model.projector.layers.weight"] = torch.zeros(64, 60)
     with pytest.raises(BadInput, match=r"wrong shape: model.projector.layers.weight \[64, 60\] != \[64, 64\]"):
@@ -127,7 +129,7 @@ def test_directory_problems(tmp_path) -> None:
 
 
 def test_trust_remote_code_needs_the_vendor_transformers(tmp_path) -> None:
-    import transformers
+    transformers = pytest.importorskip("transformers")
 
     write_checkpoint(tmp_path / "ckpt", {"x": torch.zeros(1)})
     if transformers.__version__ == "4.46.3":

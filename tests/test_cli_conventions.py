@@ -45,7 +45,7 @@ NEEDS_QUIET_VERBOSE = {"analyze", "capture", "diff", "doctor", "export", "model"
 NEEDS_JSON = {"analyze", "capture", "diff", "doctor", "export", "model", "pages"}
 
 #: Options named DSOCR_<COMMAND>_<OPTION> (the rest are DSOCR_<OPTION>).
-PER_COMMAND = {"--out", "--format", "--depth", "--pages", "--model"}
+PER_COMMAND = {"--out", "--format", "--depth", "--pages", "--model", "--attn"}
 
 #: The convention, spelled out for the options that several commands share or that it singles out.
 EXPECTED = {

@@ -18,7 +18,7 @@ from dsocr.cli import main
 from dsocr.contract.errors import ExitCode
 
 H100 = "NVIDIA H100 80GB HBM3"
-ALL_PACKAGES = dict.fromkeys(("dsocr", *d.ANALYSIS_PACKAGES, *d.CAPTURE_PACKAGES), "1.0")
+ALL_PACKAGES = dict.fromkeys(("dsocr", *d.ANALYSIS_PACKAGES, *d.CAPTURE_PACKAGES, "transformers"), "1.0")
 
 
 def gpu_box(**changes: object) -> d.Facts:
@@ -26,7 +26,6 @@ def gpu_box(**changes: object) -> d.Facts:
     facts = d.Facts(
         python_version="3.12.3",
         packages={**ALL_PACKAGES, "torch": "2.11.0+cu130", "transformers": "5.17.0", "nvtx": "0.2.11"},
-        deepseek_ocr2=True,
         gpus=(d.GpuFact(0, H100, 80 * d.GIB),),
         driver_version="580.65.06",
         driver_cuda="13.0",
@@ -208,13 +207,20 @@ def test_torch_cannot_see_gpu() -> None:
     assert "torch.cuda.is_available()` is False" in check.detail
 
 
-def test_missing_capture_packages_and_old_transformers() -> None:
+def test_missing_capture_packages_and_the_model_paths_per_transformers() -> None:
     missing = d.check_capture_packages(gpu_box(packages={**ALL_PACKAGES, "torch": None, "pypdfium2": None}))
     assert (missing.status, missing.detail) == ("fail", "missing: torch, pypdfium2")
     assert 'pip install ".[capture]"' in missing.fix
-    old = d.check_capture_packages(gpu_box(deepseek_ocr2=False, packages={**ALL_PACKAGES, "transformers": "4.46.3"}))
-    assert old.status == "fail"
-    assert old.detail == "transformers 4.46.3 has no models/deepseek_ocr2 (the replica's blocks)"
+    vendor = d.check_capture_packages(gpu_box(packages={**ALL_PACKAGES, "transformers": "4.46.3"}))
+    assert vendor.status == "ok"
+    assert vendor.detail.endswith(
+        "runs the replica and checkpoints loaded into it; --trust-remote-code too (transformers 4.46.3)"
+    )
+    newer = d.check_capture_packages(gpu_box(packages={**ALL_PACKAGES, "transformers": "5.25.0"}))
+    assert newer.status == "ok"  # the replica needs no transformers at all
+    assert newer.detail.endswith("not --trust-remote-code (needs transformers 4.46.3, 5.25.0 installed)")
+    none = d.check_capture_packages(gpu_box(packages={**ALL_PACKAGES, "transformers": None}))
+    assert none.status == "ok" and none.detail.endswith("(needs transformers 4.46.3, none installed)")
 
 
 def test_missing_analysis_package_breaks_analysis() -> None:

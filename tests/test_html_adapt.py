@@ -174,6 +174,10 @@ def test_identity_and_inputs_from_manifest_and_timing(cpu_doc: dict[str, Any]) -
     assert ("mode", "gundam") in view.assumptions and ("max_new_tokens", "32") in view.assumptions
     text = html.render_html(view)
     assert "random (see caveats)" in text and "close to uniform" in text and "No run manifest" not in text
+    # a replica run from issue 10 on records how it executed; the header names it
+    executed = {**timing, "model": {**timing["model"], "execution": {"moe": "loop", "attn": "eager"}}}
+    i = view_from_analysis(cpu_doc, manifest=manifest, timing=executed).identity
+    assert i.model_source == "replica; execution: MoE loop, decoder attention eager"
 
 
 def test_true_idle_gaps_when_the_analysis_lists_them(h100_sqlite: Path) -> None:

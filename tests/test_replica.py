@@ -8,15 +8,13 @@ import attrs
 import pytest
 
 from dsocr.contract import module_paths as mp
-from dsocr.contract.errors import BadInput, EnvironmentProblem
+from dsocr.contract.errors import BadInput
 from dsocr.model.architecture import DEEPSEEK_OCR, Architecture
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
 
 from PIL import Image  # noqa: E402
 
-from dsocr.execution import replica as replica_mod  # noqa: E402
 from dsocr.execution.preprocess import preprocess  # noqa: E402
 from dsocr.execution.replica import FULL_PARAMETERS, build_replica  # noqa: E402
 
@@ -65,7 +63,7 @@ def narrow():
 def test_full_parameter_count_is_exact_on_meta() -> None:
     r = build_replica(device="meta")
     assert r.parameter_count() == FULL_PARAMETERS == 3_336_106_240
-    # where the count differs from plain transformers blocks: CLIP's post_layernorm is gone
+    # the vendor's CLIP has no post_layernorm; its unused patch_embedding conv is a parameter
     assert sum(p.numel() for p in r.clip.parameters()) == 303_177_728
     assert sum(p.numel() for p in r.sam.parameters()) == 95_569_152
     assert sum(p.numel() for p in r.decoder.parameters()) + r.lm_head.weight.numel() == 2_934_734_080
@@ -76,10 +74,11 @@ def test_full_parameter_count_is_exact_on_meta() -> None:
 def test_full_shapes_follow_the_architecture_on_meta() -> None:
     r = build_replica(device="meta")
     assert tuple(r.sam.pos_embed.shape) == (1, 64, 64, 768)
-    assert tuple(r.sam.layers[2].attn.rel_pos_h.shape) == (127, 64)  # global layer
-    assert tuple(r.sam.layers[0].attn.rel_pos_h.shape) == (27, 64)  # 14x14 windows
-    assert tuple(r.sam.proj.conv2.weight.shape) == (1024, 512, 3, 3)
-    assert tuple(r.clip_inner.embeddings.position_embedding.weight.shape) == (257, 1024)
+    assert tuple(r.sam.blocks[2].attn.rel_pos_h.shape) == (127, 64)  # global layer
+    assert tuple(r.sam.blocks[0].attn.rel_pos_h.shape) == (27, 64)  # 14x14 windows
+    assert tuple(r.sam.compressor.net_3.weight.shape) == (1024, 512, 3, 3)
+    assert tuple(r.clip.embeddings.position_embedding.weight.shape) == (257, 1024)
+    assert tuple(r.clip.transformer.layers[0].self_attn.qkv_proj.weight.shape) == (3 * 1024, 1024)  # fused
     assert tuple(r.decoder.layers[1].mlp.experts.gate_up_proj.shape) == (64, 2 * 896, 1280)
     assert tuple(r.decoder.layers[0].mlp.gate_proj.weight.shape) == (6848, 1280)
     assert tuple(r.lm_head.weight.shape) == (129_280, 1280)
@@ -88,8 +87,9 @@ def test_full_shapes_follow_the_architecture_on_meta() -> None:
 def test_module_paths_are_the_contract_paths() -> None:
     r = build_replica(device="meta")
     paths = r.module_paths()
-    assert paths[mp.sam_block(11)] is r.sam.layers[11]
-    assert paths[mp.clip_layer(23)] is r.clip_inner.encoder.layers[23]
+    assert paths[mp.sam_block(11)] is r.sam.blocks[11]
+    assert paths[mp.clip_layer(23)] is r.clip.transformer.layers[23]
+    assert paths[mp.SAM_COMPRESSOR] is r.sam.compressor and paths[mp.SAM_NECK] is r.sam.neck
     assert paths[mp.decoder_mlp(0)] is r.decoder.layers[0].mlp
     assert paths[mp.decoder_moe_experts(11)] is r.decoder.layers[11].mlp.experts
     assert mp.decoder_moe(0) not in paths and mp.decoder_mlp(1) not in paths
@@ -155,30 +155,62 @@ def test_seeded_weights_are_reproducible() -> None:
     assert a.dtype == torch.float32 and a.lm_head.weight.dtype == torch.float32
 
 
-def test_dtype_and_attention_options() -> None:
-    r = build_replica(narrow_arch(), dtype="bfloat16", attn_implementation="eager")
+def test_dtype_and_execution_options() -> None:
+    r = build_replica(narrow_arch(), dtype="bfloat16", attn_implementation="sdpa", moe="grouped")
     assert r.lm_head.weight.dtype == torch.bfloat16
-    assert type(r.sam.layers[0].attn).__name__ == "DeepseekOcr2SamVisionAttention"
+    assert (r.moe, r.attn_implementation) == ("grouped", "sdpa")
+    assert r.execution == {"moe": "grouped", "attn": "sdpa", "autocast": "none"}  # no autocast on the CPU
+    d = build_replica(narrow_arch())
+    assert (d.moe, d.attn_implementation) == ("loop", "eager")  # the vendor's execution by default
     with pytest.raises(BadInput, match="attn_implementation 'flash' is unknown"):
         build_replica(narrow_arch(), attn_implementation="flash")
+    with pytest.raises(BadInput, match="moe 'fast' is unknown"):
+        build_replica(narrow_arch(), moe="fast")
     with pytest.raises(BadInput, match="unknown dtype 'int8'"):
         build_replica(narrow_arch(), dtype="int8")
 
 
-def test_missing_deepseek_ocr2_names_the_installed_transformers(monkeypatch) -> None:
-    import builtins
+def test_casts_follow_the_vendors_bf16_model_and_cuda_autocast() -> None:
+    """bf16 on CUDA runs under torch.autocast("cuda", bf16) as the vendor's infer; the rotary ``inv_freq`` is
+    stored in the model's dtype (the vendor's ``.to(torch.bfloat16)`` rounds it) and upcast in the forward."""
+    import warnings
 
-    import transformers
+    r = build_replica(narrow_arch(), device="meta", dtype="bfloat16")
+    assert r.decoder.layers[0].self_attn.rotary_emb.inv_freq.dtype == torch.bfloat16
+    assert build_replica(narrow_arch(), device="meta").decoder.layers[0].self_attn.rotary_emb.inv_freq.dtype == (
+        torch.float32
+    )
+    assert r.autocast_dtype is None  # not CUDA: no autocast, as the vendor's autocast("cuda") off CUDA
+    on_cuda = attrs.evolve(r, device=torch.device("cuda"))
+    assert on_cuda.execution == {"moe": "loop", "attn": "eager", "autocast": "bfloat16"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # CPU-only torch: "CUDA is not available ... Disabling autocast"
+        ctx = on_cuda._autocast()
+    assert isinstance(ctx, torch.autocast) and (ctx.device, ctx.fast_dtype) == ("cuda", torch.bfloat16)
+    assert attrs.evolve(on_cuda, dtype=torch.float32).autocast_dtype is None  # an fp32 run is not the vendor's
 
-    real_import = builtins.__import__
 
-    def fake_import(name, globals=None, locals=None, fromlist=(), level=0):
-        if name.startswith("transformers.models.deepseek_ocr2"):
-            raise ImportError("no deepseek_ocr2")
-        return real_import(name, globals, locals, fromlist, level)
+def test_replica_runs_without_transformers() -> None:
+    """The replica is dsocr's own torch code: it builds and runs with transformers unimportable."""
+    import subprocess
+    import sys
 
-    monkeypatch.setattr(builtins, "__import__", fake_import)
-    with pytest.raises(EnvironmentProblem) as err:
-        replica_mod.transformers_blocks()
-    assert f"transformers {transformers.__version__} has no models/deepseek_ocr2" in err.value.message
-    assert ">= 5.17" in err.value.message
+    code = (
+        "import sys; sys.modules['transformers'] = None\n"
+        "import torch\n"
+        "from test_replica import narrow_arch\n"
+        "from dsocr.execution.replica import build_replica\n"
+        "r = build_replica(narrow_arch(), seed=1)\n"
+        "with torch.inference_mode():\n"
+        "    logits, past = r.prefill(torch.randn(1, 5, 64))\n"
+        "    logits, past = r.decode_step(logits.argmax(-1, keepdim=True), past)\n"
+        "print(past.get_seq_length(), 'transformers' in sys.modules and sys.modules['transformers'] is not None)\n"
+    )
+    import os
+
+    env = dict(os.environ)
+    here = os.path.dirname(__file__)
+    env["PYTHONPATH"] = os.pathsep.join([here, *filter(None, [env.get("PYTHONPATH")])])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["6", "False"]

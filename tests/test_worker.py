@@ -105,6 +105,11 @@ def test_timing_json_holds_every_stage_with_counts(e2e) -> None:
     by = {r["stage"]: r["ms"] for r in doc["records"]}
     assert by["page"] >= by["vision"] + by["prefill"] + by["decode"]
     assert doc["model"]["kind"] == "replica" and doc["model"]["parameters"] > 0
+    # the vendor's execution by default, recorded
+    assert doc["model"]["execution"] == {"moe": "loop", "attn": "eager", "autocast": "none", "prefill_logits": "all"}
+    assert doc["model"]["attn_implementation"] == doc["config"]["attn_implementation"] == "eager"
+    assert doc["config"]["moe"] == "loop"
+    assert any("lm_head over every prompt position" in a for a in doc["assumptions"])
 
 
 def test_stage_ranges_nest_in_contract_order(e2e) -> None:

@@ -1,9 +1,9 @@
-"""One declarative table: module classes of the replica (transformers) and of the vendor's code -> analytic kinds.
+"""One declarative table: module classes of dsocr's replica and of the vendor's code -> analytic kinds.
 
 A module whose class is not in the table is reported as ``unclassified``, never dropped. Some
-classes are ambiguous on their own (transformers' ``DeepseekOcr2TextMLP`` is both layer 0's
-dense MLP and the MoE's shared experts; a plain ``Linear`` is also ``lm_head``): the module's
-name then decides (``CONTEXT_RULES``).
+classes are ambiguous on their own (the replica's ``SwiGluMlp`` and the vendor's ``DeepseekV2MLP``
+are both layer 0's dense MLP and the MoE's shared experts; a plain ``Linear`` is also ``lm_head``):
+the module's name then decides (``CONTEXT_RULES``).
 """
 
 from __future__ import annotations
@@ -17,35 +17,32 @@ UNCLASSIFIED: Final = "unclassified"
 
 #: class name -> analytic kind (replica first, then the vendor's remote code, then leaves).
 MODULE_CLASSES: Final[dict[str, str]] = {
-    # transformers (the replica): SAM
-    "DeepseekOcr2SamVisionEncoder": "sam",
-    "DeepseekOcr2SamPatchEmbeddings": "sam_patch_embed",
-    "DeepseekOcr2SamVisionLayer": "sam_block",
-    "DeepseekOcr2SamVisionAttention": "sam_attention",
-    "DeepseekOcr2SamVisionSdpaAttention": "sam_attention",
-    "DeepseekOcr2SamMLPBlock": "sam_mlp",
-    "DeepseekOcr2SamVisionNeck": "sam_neck",
-    "DeepseekOcr2SamVisionProj": "sam_compressor",
-    "DeepseekOcr2SamLayerNorm": "layernorm",
-    # transformers: CLIP
-    "CLIPVisionModel": "clip",
-    "CLIPVisionTransformer": "clip",
-    "CLIPVisionEmbeddings": "clip_embeddings",
-    "CLIPEncoder": "clip_encoder",
-    "CLIPEncoderLayer": "clip_layer",
-    "CLIPAttention": "clip_attention",
-    "CLIPSdpaAttention": "clip_attention",
-    "CLIPMLP": "clip_mlp",
-    # transformers: decoder
-    "DeepseekOcr2TextModel": "decoder",
-    "DeepseekOcr2TextDecoderLayer": "decoder_layer",
-    "DeepseekOcr2TextAttention": "decoder_attention",
-    "DeepseekOcr2TextMLP": "dense_mlp",
-    "DeepseekOcr2TextMoe": "moe",
-    "DeepseekOcr2TextTopkRouter": "moe_router",
-    "DeepseekOcr2TextExperts": "moe_experts",
-    "DeepseekOcr2TextRMSNorm": "rmsnorm",
-    "DeepseekOcr2TextRotaryEmbedding": "rotary",
+    # dsocr's replica (dsocr.execution.replica_*): SAM
+    "SamEncoder": "sam",
+    "SamPatchEmbed": "sam_patch_embed",
+    "SamBlock": "sam_block",
+    "SamAttention": "sam_attention",
+    "SamMlp": "sam_mlp",
+    "SamNeck": "sam_neck",
+    "SamCompressor": "sam_compressor",
+    "SamLayerNorm2d": "layernorm",
+    # the replica: CLIP
+    "ClipVision": "clip",
+    "ClipEmbeddings": "clip_embeddings",
+    "ClipEncoder": "clip_encoder",
+    "ClipLayer": "clip_layer",
+    "ClipAttention": "clip_attention",
+    "ClipMlp": "clip_mlp",
+    # the replica: decoder
+    "Decoder": "decoder",
+    "DecoderLayer": "decoder_layer",
+    "DecoderAttention": "decoder_attention",
+    "SwiGluMlp": "dense_mlp",
+    "Moe": "moe",
+    "MoeRouter": "moe_router",
+    "MoeExperts": "moe_experts",
+    "RMSNorm": "rmsnorm",
+    "RotaryEmbedding": "rotary",
     # the vendor's DeepEncoder (SAM + CLIP) and projector
     "ImageEncoderViT": "sam",
     "PatchEmbed": "sam_patch_embed",
@@ -58,6 +55,7 @@ MODULE_CLASSES: Final[dict[str, str]] = {
     "NoTPTransformerBlock": "clip_layer",
     "NoTPAttention": "clip_attention",
     "NoTPFeedForward": "clip_mlp",
+    "CLIPVisionEmbeddings": "clip_embeddings",
     "MlpProjector": "projector",
     # the vendor's DeepSeek-V2 decoder
     "DeepseekV2Model": "decoder",
@@ -69,6 +67,10 @@ MODULE_CLASSES: Final[dict[str, str]] = {
     "MoEGate": "moe_router",
     "DeepseekV2RMSNorm": "rmsnorm",
     "DeepseekV2RotaryEmbedding": "rotary",
+    # its attention with use_mla=False: transformers 4.46.3's Llama classes
+    "LlamaAttention": "decoder_attention",
+    "LlamaFlashAttention2": "decoder_attention",
+    "LlamaRotaryEmbedding": "rotary",
     # framework leaves
     "Linear": "linear",
     "Conv2d": "conv2d",

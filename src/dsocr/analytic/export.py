@@ -153,6 +153,8 @@ def assumptions(est: ModelEstimate) -> list[str]:
         + ("causal pairs only (flash kernels skip masked blocks)" if w.attn_impl == "sdpa" else "every pair computed"),
         f"prefill logits on {'the last position' if w.prefill_logits == 'last' else 'every position'}",
     ]
+    if w.vision_attn_impl is not None and w.vision_attn_impl != w.attn_impl:
+        out[2] = f"decoder {out[2]}; SAM and CLIP attention {w.vision_attn_impl} (the vendor's only path there)"
     if len(est.views) > 1:
         out.append("the crops of a page run as one batch, then the global view (two calls per vision module)")
     return out

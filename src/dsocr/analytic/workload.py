@@ -86,7 +86,10 @@ class Workload:
     dtype: str = "bf16"
     context: ContextMode = ContextMode()
     attn_impl: AttnImpl = "sdpa"
-    prefill_logits: Literal["last", "all"] = "last"  #: lm_head on the last prefill position (replica) or all
+    prefill_logits: Literal["last", "all"] = "last"  #: lm_head on the last prefill position or all (the vendor's)
+    #: SAM's and CLIP's attention when it differs from ``attn_impl`` (the vendor's code and the replica
+    #: run SDPA there whatever the decoder runs); None: ``attn_impl``
+    vision_attn_impl: AttnImpl | None = None
     image_size: tuple[int, int] | None = None  #: the image the grid was chosen for, if any
 
     @classmethod
@@ -106,8 +109,9 @@ class Workload:
                 raise BadInput(f"{name} = {value} is out of range: give at least {least}")
         if self.batch < 1:
             raise BadInput(f"batch = {self.batch} is out of range: give at least 1")
-        if self.attn_impl not in ("sdpa", "eager"):
-            raise BadInput(f"attention implementation {self.attn_impl!r} is unknown: use sdpa or eager")
+        for impl in (self.attn_impl, self.vision_attn_impl or "sdpa"):
+            if impl not in ("sdpa", "eager"):
+                raise BadInput(f"attention implementation {impl!r} is unknown: use sdpa or eager")
         out = attrs.evolve(self, mode=m.name, crop_grid=grid, dtype=self.dtype.lower())
         window = arch.decoder.max_positions
         if out.prefill_length > window:
@@ -270,8 +274,9 @@ def _vision(arch: Architecture, w: Workload, b: int) -> tuple[StageEstimate, tup
     for kind, size, count in w.views():
         rows = w.batch * count
         side = layers.sam_output_side(arch.sam, size)
-        s = layers.sam(arch.sam, size, rows, b=b, impl=w.attn_impl)
-        c = layers.clip(arch.clip, side, rows, b=b, impl=w.attn_impl)
+        vision_impl = w.vision_attn_impl or w.attn_impl
+        s = layers.sam(arch.sam, size, rows, b=b, impl=vision_impl)
+        c = layers.clip(arch.clip, side, rows, b=b, impl=vision_impl)
         pr = layers.projector(arch.projector, side, rows, b=b)
         if kind == "global":
             lay = layers.layout(arch.decoder.hidden, w.image_embeddings, w.batch, b=b)

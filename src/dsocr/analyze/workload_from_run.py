@@ -169,6 +169,12 @@ def from_timing(timing: Mapping[str, Any], flags: WorkloadFlags | None = None) -
         "attn_impl": str(cfg.get("attn_implementation") or "sdpa"),
         "context": f.context,
     }
+    execution = (timing.get("model") or {}).get("execution")
+    if isinstance(execution, Mapping):  # the replica from issue 10 on: the vendor's lm_head, SDPA in vision
+        common["attn_impl"] = str(execution.get("attn") or common["attn_impl"])
+        common["vision_attn_impl"] = "sdpa"
+        if execution.get("prefill_logits") in ("last", "all"):
+            common["prefill_logits"] = execution["prefill_logits"]
     out: list[Workload] = []
     names: list[str] = []
     for i, p in enumerate(pages):

@@ -244,11 +244,13 @@ def measure(
     seed: int = 0,
     on_start: OnStart | None = None,
     on_done: OnDone | None = None,
+    moe: str = "loop",
 ) -> tuple[list[Measured], Method]:
     """Time each distinct signature alone on ``device`` in ``dtype`` (default bf16 on CUDA, fp32 on CPU).
 
     Returns one :class:`Measured` per distinct key (first-seen order) and the method used. A kind
     without a builder raises BadInput before anything runs; a signature that fails is recorded.
+    ``moe`` is the replica's MoE execution the routed experts are timed in (``loop`` or ``grouped``).
     """
     import torch
 
@@ -256,6 +258,8 @@ def measure(
 
     if iterations < 1 or warmup < 0:
         raise BadInput(f"iterations = {iterations}, warmup = {warmup}: give at least 1 iteration and 0 warm-up runs")
+    if moe not in calibrate_ops.MOE_EXECUTIONS:
+        raise BadInput(f"moe {moe!r} is unknown: use one of {', '.join(calibrate_ops.MOE_EXECUTIONS)}")
     seen: dict[str, Kernel] = {}
     for k in kernels:
         seen.setdefault(k.key, k)
@@ -272,7 +276,7 @@ def measure(
     for i, kernel in enumerate(unique):
         if on_start is not None:
             on_start(i, kernel)
-        result = _measure_one(kernel, timer, dev, torch_dtype, iterations, warmup, seed)
+        result = _measure_one(kernel, timer, dev, torch_dtype, iterations, warmup, seed, moe)
         results.append(result)
         if on_done is not None:
             on_done(i, result)
@@ -290,6 +294,7 @@ def _measure_one(
     iterations: int,
     warmup: int,
     seed: int,
+    moe: str = "loop",
 ) -> Measured:
     import torch
 
@@ -298,7 +303,7 @@ def _measure_one(
         torch.manual_seed(seed)
         with torch.inference_mode():
             with device:  # modules are built (and initialized) on the device, not copied there
-                fn = calibrate_ops.build(kernel, device, dtype)
+                fn = calibrate_ops.build(kernel, device, dtype, moe)
             times = timer.run(fn, iterations, warmup)
             warm = timer.run_warm(fn, iterations) if isinstance(timer, _CudaTimer) else None
         return Measured(
@@ -342,7 +347,8 @@ def calibration_document(
 ) -> dict[str, Any]:
     """The calibration.json document (docs/calibration-schema.md); ``extra`` adds top-level fields."""
     import torch
-    import transformers
+
+    from dsocr.capture.manifest import package_version
 
     return {
         "schema": SCHEMA,
@@ -352,7 +358,7 @@ def calibration_document(
         "device": device.type,
         "dtype": dtype_name(dtype),
         "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        "transformers": package_version("transformers"),  # None: not installed (the replica needs none)
         "method": method.to_json(),
         **(extra or {}),
         "kernels": [r.to_json() for r in results],

@@ -2,11 +2,12 @@
 
 :func:`build` allocates the inputs (and weights) of one :class:`~dsocr.analytic.signature.Kernel`
 once, seeded, on the device, and returns a closure that runs the primitive alone. Wherever the
-replica runs a transformers function or class (``DeepseekOcr2TextRMSNorm``, ``apply_rotary_pos_emb``,
-``sdpa_attention_forward``, the SAM attention's ``get_decomposed_rel_pos``, ``DynamicLayer.update``,
-the MoE router and experts class with the experts implementation the replica's decoder selects,
-``window_partition``/``window_unpartition``), the closure calls that same code, and its inputs
-have the layout (strides, memory format, dtype) the replica's tensors have there:
+replica runs one of its own functions or modules (:mod:`dsocr.execution.replica_sam`,
+``replica_clip``, ``replica_decoder``: ``SamLayerNorm2d``, ``rel_pos_bias``, the window
+partition, CLIP's and the decoder's ``attend``, ``RMSNorm``, the rotary embedding and
+``apply_rotary_pos_emb``, ``KVCache.update``, ``MoeRouter``, ``MoeExperts`` in the chosen ``moe``
+execution), the closure calls that same code, and its inputs have the layout (strides, memory
+format, dtype) the replica's tensors have there:
 
 - ``conv2d``: the image (``cin`` = 3) arrives contiguous (NCHW); every later convolution of SAM's
   neck and compressor gets a permuted channels-last tensor (``permute(0, 3, 1, 2)`` of an NHWC map),
@@ -16,10 +17,15 @@ have the layout (strides, memory format, dtype) the replica's tensors have there
 - ``attention`` with ``mask=1`` is SAM's: the qkv projection's output ``[batch, side*side, 3*dim]`` is
   reshaped/permuted/unbound as the SAM attention does, then SDPA (or the eager matmul-softmax-matmul)
   with the float bias, then the output permute back to ``[batch, side, side, dim]``. With ``mask=0``
-  (CLIP, decoder) q/k/v are the transposed views of the projections and transformers' attention
-  function runs (GQA handling, causal flag, output transpose). ``q`` must be a square for SAM.
-- ``router`` and ``routed_experts`` route uniformly at random (seeded random logits); the router's
-  weights are float32 as its ``F.linear`` upcast sees them, the experts get float32 routing weights.
+  and ``causal=0`` (CLIP) the fused qkv output ``[batch, len, 3, heads, head_dim]`` is split as CLIP
+  does; with ``causal=1`` (decoder) q is the projection's transposed view, keys and values are too
+  on prefill (no past: the cache keeps them as they come) and contiguous after the cache's
+  ``torch.cat`` on decode; the eager path adds the replica's additive causal mask.
+- ``rope`` computes cos/sin from the positions (every decoder layer does, as the vendor's) and
+  rotates q and k.
+- ``router`` and ``routed_experts`` route uniformly at random (seeded random logits); the experts
+  get float32 routing weights. With ``moe="loop"`` the per-expert GEMMs (and the host sync) follow
+  that routing.
 
 Everything runs under ``torch.inference_mode()`` (as the capture worker does); torch is imported
 lazily by the caller, never at this module's import.
@@ -42,16 +48,12 @@ if TYPE_CHECKING:
 Runner = Callable[[], Any]
 Builder = Callable[["Kernel", "torch.device", "torch.dtype"], Runner]
 
-#: Activation functions of ``activation`` (transformers' ``ACT2FN`` names the replica's configs use).
+#: Activation functions of ``activation`` (SAM's GELU, CLIP's quick-GELU, the decoder's SiLU).
 ACTIVATIONS: Final = ("gelu", "quick_gelu", "silu")
 COPY_PATTERNS: Final = ("window_partition", "window_unpartition", "concat")
 ATTENTION_IMPLS: Final = ("sdpa", "eager")
-
-
-def _blocks() -> Any:
-    from dsocr.execution.replica import transformers_blocks
-
-    return transformers_blocks()
+#: The MoE executions ``routed_experts`` can time (the replica's ``moe``).
+MOE_EXECUTIONS: Final = ("loop", "grouped")
 
 
 def _int(kernel: Kernel, name: str, least: int = 0) -> int:
@@ -112,7 +114,9 @@ def _layer_norm(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
         norm = _module(nn.LayerNorm(dim), device, dtype)
         x = _randn((rows, dim), device, dtype)
         return lambda: norm(x)
-    norm = _module(_blocks().DeepseekOcr2SamLayerNorm(dim, data_format="channels_first"), device, dtype)
+    from dsocr.execution.replica_sam import SamLayerNorm2d
+
+    norm = _module(SamLayerNorm2d(dim), device, dtype)
     side = math.isqrt(rows)
     h, w = (side, side) if side * side == rows else (1, rows)
     x = _randn((1, dim, h, w), device, dtype).contiguous(memory_format=torch.channels_last)
@@ -120,27 +124,31 @@ def _layer_norm(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
 
 
 def _rms_norm(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
+    from dsocr.execution.replica_decoder import RMSNorm
+
     rows, dim = _int(k, "rows", 1), _int(k, "dim", 1)
-    norm = _module(_blocks().DeepseekOcr2TextRMSNorm(dim), device, dtype)
+    norm = _module(RMSNorm(dim, 1e-6), device, dtype)
     x = _randn((1, rows, dim), device, dtype)
     return lambda: norm(x)
 
 
 def _activation(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
-    from transformers.activations import ACT2FN
+    import torch.nn.functional as F
 
-    fn = ACT2FN[_str(k, "fn", ACTIVATIONS)]
+    from dsocr.execution.replica_clip import quick_gelu
+
+    fns: dict[str, Callable[[Any], Any]] = {"gelu": F.gelu, "quick_gelu": quick_gelu, "silu": F.silu}
+    fn = fns[_str(k, "fn", ACTIVATIONS)]
     x = _randn((_int(k, "elements", 1),), device, dtype)
     return lambda: fn(x)
 
 
 def _gated(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
-    from transformers.activations import ACT2FN
+    import torch.nn.functional as F
 
-    act = ACT2FN["silu"]  # DeepseekOcr2TextMLP: act_fn(gate_proj(x)) * up_proj(x)
     n = _int(k, "elements", 1)
     gate, up = _randn((n,), device, dtype), _randn((n,), device, dtype)
-    return lambda: act(gate) * up
+    return lambda: F.silu(gate) * up  # SwiGluMlp: silu(gate_proj(x)) * up_proj(x)
 
 
 def _elementwise(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
@@ -166,14 +174,15 @@ def _copy(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
         n = _int(k, "elements", 1)
         a, b = _randn((n // 2,), device, dtype), _randn((n - n // 2,), device, dtype)
         return lambda: torch.cat([a, b])
-    layer = _blocks().DeepseekOcr2SamVisionLayer
+    from dsocr.execution.replica_sam import window_partition, window_unpartition
+
     batch, side, dim, window = (_int(k, n, 1) for n in ("batch", "side", "dim", "window"))
     if pattern == "window_partition":
         x = _randn((batch, side, side, dim), device, dtype)
-        return lambda: layer.window_partition(None, x, window)
+        return lambda: window_partition(x, window)
     padded = -(-side // window) * window
     windows = _randn((batch * (padded // window) ** 2, window, window, dim), device, dtype)
-    return lambda: layer.window_unpartition(None, windows, window, (padded, padded), (side, side))
+    return lambda: window_unpartition(windows, window, (padded, padded), (side, side))
 
 
 def _embedding(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
@@ -187,16 +196,6 @@ def _embedding(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
 
 
 # --------------------------------------------------------------------------- attention
-class _AttnModule:
-    """What transformers' attention functions read from the calling module."""
-
-    training = False
-
-    def __init__(self, heads: int, kv_heads: int, causal: bool) -> None:
-        self.num_key_value_groups = heads // kv_heads
-        self.is_causal = causal
-
-
 def _sam_attention(k: Kernel, device: torch.device, dtype: torch.dtype, impl: str) -> Runner:
     """SAM's attention between ``qkv`` and ``proj`` (the rel-pos bias is the ``rel_pos`` kind)."""
     import torch
@@ -222,7 +221,7 @@ def _sam_attention(k: Kernel, device: torch.device, dtype: torch.dtype, impl: st
             )
         else:
             weights = (query * scale) @ key.transpose(-2, -1)
-            weights = weights + bias.view_as(weights)  # the replica's reshape_as copy is timed in rel_pos
+            weights = weights + bias.view_as(weights)
             weights = torch.nn.functional.softmax(weights, dtype=torch.float32, dim=-1).to(query.dtype)
             weights = torch.nn.functional.dropout(weights, p=0.0, training=False)
             out = (weights @ value).reshape(batch, heads, side, side, -1)
@@ -233,80 +232,66 @@ def _sam_attention(k: Kernel, device: torch.device, dtype: torch.dtype, impl: st
 
 
 def _attention(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
-    import torch
-
     impl = _str(k, "impl", ATTENTION_IMPLS)
     if _int(k, "mask"):
         return _sam_attention(k, device, dtype, impl)
+    from dsocr.execution import replica_clip, replica_decoder
+
     batch, heads, kv_heads = _int(k, "batch", 1), _int(k, "heads", 1), _int(k, "kv_heads", 1)
     q, kv, head_dim, causal = _int(k, "q", 1), _int(k, "kv", 1), _int(k, "head_dim", 1), bool(_int(k, "causal"))
     if heads % kv_heads:
         raise BadInput(f"{k.key}: heads must be a multiple of kv_heads")
-    module: Any = _AttnModule(heads, kv_heads, causal)
-    # the projections' outputs viewed [batch, len, heads, head_dim] and transposed, as CLIP and the decoder
-    # do; the decoder's (causal) keys and values come out of its KV cache's torch.cat, contiguous
+    if not causal and impl == "sdpa" and q == kv and kv_heads == heads:
+        xqkv = _randn((batch, q, 3, heads, head_dim), device, dtype)  # CLIP's fused qkv_proj output, viewed
+        return lambda: replica_clip.attend(xqkv)
+    # the projections' outputs viewed [batch, len, heads, head_dim] and transposed; after a decode
+    # step's torch.cat in the KV cache the keys and values are contiguous
     query = _randn((batch, q, heads, head_dim), device, dtype).transpose(1, 2)
-    if causal:
+    if causal and kv > q:
         key, value = (_randn((batch, kv_heads, kv, head_dim), device, dtype) for _ in range(2))
     else:
         key, value = (_randn((batch, kv, kv_heads, head_dim), device, dtype).transpose(1, 2) for _ in range(2))
-    scaling = head_dim**-0.5
-    if impl == "sdpa":
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        def sdpa() -> Any:
-            # transformers' sdpa mask is None here (no padding): SDPA's own is_causal for prefill, none for decode
-            out = sdpa_attention_forward(module, query, key, value, None, scaling=scaling, is_causal=causal)[0]
-            return out.reshape(batch, q, -1).contiguous()
-
-        return sdpa
-    eager = _blocks().eager_attention_forward
     mask = None
-    if causal:  # the eager path gets create_causal_mask's additive float mask [batch, 1, q, kv]
-        allowed = torch.ones(q, kv, dtype=torch.bool, device=device).tril(kv - q)
-        mask = torch.zeros(q, kv, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
-        mask = mask.expand(batch, 1, q, kv)
-    return lambda: eager(module, query, key, value, mask, scaling=scaling)[0].reshape(batch, q, -1).contiguous()
+    if causal and impl == "eager":  # built once per forward, outside the layers
+        mask = replica_decoder.causal_mask(batch, q, kv - q, dtype, device)
+    groups = heads // kv_heads
+    return lambda: replica_decoder.attend(query, key, value, mask, impl, groups)
 
 
 def _rel_pos(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
-    import torch
-    from torch import nn
+    from dsocr.execution.replica_sam import rel_pos_bias
 
-    blocks = _blocks()
     batch, heads, side, head_dim, table = (_int(k, n, 1) for n in ("batch", "heads", "side", "head_dim", "table"))
-    config = blocks.DeepseekOcr2SamVisionConfig(
-        hidden_size=heads * head_dim, num_attention_heads=heads, window_size=1, image_size=16, patch_size=16
-    )
-    with torch.device("meta"):
-        attn = blocks.DeepseekOcr2SamVisionAttention(config, window_size=1)
-    attn.rel_pos_h = nn.Parameter(_randn((table, head_dim), device, dtype), requires_grad=False)
-    attn.rel_pos_w = nn.Parameter(_randn((table, head_dim), device, dtype), requires_grad=False)
+    rel_h, rel_w = _randn((table, head_dim), device, dtype), _randn((table, head_dim), device, dtype)
     n = side * side
     qkv_out = _randn((batch, side, side, 3 * heads * head_dim), device, dtype)
     qkv = qkv_out.reshape(batch, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
     query = qkv.reshape(3, batch * heads, n, -1).unbind(0)[0]  # as the SAM attention's query
+    return lambda: rel_pos_bias(query, rel_h, rel_w, batch, heads, side, side)
+
+
+def _rope(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
+    import torch
+
+    from dsocr.execution.replica_decoder import RotaryEmbedding, apply_rotary_pos_emb
+
+    rows, heads, kv_heads, head_dim = (_int(k, n, 1) for n in ("rows", "heads", "kv_heads", "head_dim"))
+    rotary = RotaryEmbedding(head_dim, 10_000.0)
+    rotary.inv_freq = rotary.inv_freq.to(device=device, dtype=dtype)  # stored in the model's dtype, as the replica
+    query = _randn((1, rows, heads, head_dim), device, dtype).transpose(1, 2)
+    key = _randn((1, rows, kv_heads, head_dim), device, dtype).transpose(1, 2)
+    value = _randn((1, rows, kv_heads, head_dim), device, dtype).transpose(1, 2)
+    positions = torch.arange(rows, device=device).unsqueeze(0)
 
     def run() -> Any:
-        bias = attn.get_decomposed_rel_pos(query, attn.rel_pos_h, attn.rel_pos_w, (side, side), (side, side))
-        return bias.reshape(batch, heads, n, n)
+        cos, sin = rotary(value, positions)  # every layer computes its own, as the vendor's LlamaAttention
+        return apply_rotary_pos_emb(query, key, cos, sin)
 
     return run
 
 
-def _rope(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
-    rows, heads, kv_heads, head_dim = (_int(k, n, 1) for n in ("rows", "heads", "kv_heads", "head_dim"))
-    apply = _blocks().apply_rotary_pos_emb
-    query = _randn((1, rows, heads, head_dim), device, dtype).transpose(1, 2)
-    key = _randn((1, rows, kv_heads, head_dim), device, dtype).transpose(1, 2)
-    cos, sin = _randn((1, rows, head_dim), device, dtype), _randn((1, rows, head_dim), device, dtype)
-    return lambda: apply(query, key, cos, sin)
-
-
 def _kv_append(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
-    from transformers import cache_utils
-
-    layer_class: Any = cache_utils.DynamicLayer
+    from dsocr.execution.replica_decoder import KVCache
 
     batch, kv_heads, new, head_dim = (_int(k, n, 1) for n in ("batch", "kv_heads", "new", "head_dim"))
     past = _int(k, "past")
@@ -315,69 +300,42 @@ def _kv_append(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
     cached = [_randn((batch, kv_heads, past, head_dim), device, dtype) for _ in range(2)] if past else None
 
     def run() -> Any:
-        layer = layer_class()
-        if cached is not None:  # a cache already holding ``past`` positions (set without a kernel)
-            layer.dtype, layer.device, layer.is_initialized = dtype, device, True
-            layer.keys, layer.values = cached
-        return layer.update(keys, values)
+        cache = KVCache() if cached is None else KVCache({0: cached[0]}, {0: cached[1]})  # holding ``past`` positions
+        return cache.update(0, keys, values)
 
     return run
 
 
-def _text_config(hidden: int, experts: int, top_k: int, inter: int = 1) -> Any:
-    blocks = _blocks()
-    return blocks.DeepseekOcr2TextConfig(
-        hidden_size=hidden,
-        moe_intermediate_size=inter,
-        n_routed_experts=experts,
-        num_experts_per_tok=top_k,
-        num_hidden_layers=1,
-        num_attention_heads=1,
-        num_key_value_heads=1,
-        vocab_size=8,
+def _decoder_config(hidden: int, experts: int, top_k: int, inter: int = 1) -> Any:
+    import attrs
+
+    from dsocr.model.architecture import DEEPSEEK_OCR
+
+    return attrs.evolve(
+        DEEPSEEK_OCR.decoder, hidden=hidden, routed_experts=experts, experts_per_token=top_k, moe_intermediate=inter
     )
 
 
 def _router(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
-    import torch
+    from dsocr.execution.replica_decoder import MoeRouter
 
     rows, hidden, experts, top_k = (_int(k, n, 1) for n in ("rows", "hidden", "experts", "top_k"))
-    gate = _blocks().DeepseekOcr2TextTopkRouter(_text_config(hidden, experts, top_k))
-    gate.weight.data = torch.randn(experts, hidden) * 0.02
-    gate = _module(gate, device, dtype)
+    gate = _module(MoeRouter(_decoder_config(hidden, experts, top_k)), device, dtype)
     x = _randn((1, rows, hidden), device, dtype)
     return lambda: gate(x)
 
 
-_EXPERTS_IMPL: dict[str, str] = {}
-
-
-def experts_implementation() -> str:
-    """The experts implementation the replica's decoder selects (transformers' default for the model)."""
-    if "impl" not in _EXPERTS_IMPL:
-        import torch
-
-        blocks = _blocks()
-        config = _text_config(8, 2, 1)
-        config.mlp_layer_types = ["sparse"]
-        with torch.device("meta"):
-            model = blocks.DeepseekOcr2TextModel(config)
-        _EXPERTS_IMPL["impl"] = str(model.config._experts_implementation)
-    return _EXPERTS_IMPL["impl"]
-
-
-def _routed_experts(k: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
+def _routed_experts(k: Kernel, device: torch.device, dtype: torch.dtype, moe: str = "loop") -> Runner:
     import torch
 
+    from dsocr.execution.replica_decoder import MoeExperts
+
+    if moe not in MOE_EXECUTIONS:
+        raise BadInput(f"moe {moe!r} is unknown: use one of {', '.join(MOE_EXECUTIONS)}")
     rows, hidden, inter, experts, top_k = (_int(k, n, 1) for n in ("rows", "hidden", "inter", "experts", "top_k"))
     if top_k > experts:
         raise BadInput(f"{k.key}: top_k must not exceed experts")
-    config = _text_config(hidden, experts, top_k, inter)
-    config._experts_implementation = experts_implementation()
-    module = _blocks().DeepseekOcr2TextExperts(config)
-    module.gate_up_proj.data = torch.randn(experts, 2 * inter, hidden) * 0.02
-    module.down_proj.data = torch.randn(experts, hidden, inter) * 0.02
-    module = _module(module, device, dtype)
+    module = _module(MoeExperts(_decoder_config(hidden, experts, top_k, inter), moe), device, dtype)
     x = _randn((rows, hidden), device, dtype)
     scores = torch.randn(rows, experts, device=device).softmax(dim=-1)  # uniform random routing
     weights, index = torch.topk(scores, k=top_k, dim=-1, sorted=False)
@@ -413,7 +371,12 @@ def check_kinds(kernels: list[Kernel]) -> None:
             )
 
 
-def build(kernel: Kernel, device: torch.device, dtype: torch.dtype) -> Runner:
-    """Allocate ``kernel``'s inputs on ``device`` and return the closure that runs it once."""
+def build(kernel: Kernel, device: torch.device, dtype: torch.dtype, moe: str = "loop") -> Runner:
+    """Allocate ``kernel``'s inputs on ``device`` and return the closure that runs it once.
+
+    ``moe`` picks the replica's MoE execution that ``routed_experts`` times (``loop``, the vendor's, or ``grouped``).
+    """
     check_kinds([kernel])
+    if kernel.kind == "routed_experts":
+        return _routed_experts(kernel, device, dtype, moe)
     return BUILDERS[kernel.kind](kernel, device, dtype)

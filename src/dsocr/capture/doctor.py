@@ -32,10 +32,10 @@ ANALYSIS_PACKAGES: Final[tuple[str, ...]] = (
     "rich",
     "pillow",
 )
-#: Distributions the GPU capture needs (the ``capture`` extra).
+#: Distributions the GPU capture needs (the ``capture`` extra). transformers is optional: the
+#: replica is dsocr's own torch code; a checkpoint's tokenizer and ``--trust-remote-code`` need it.
 CAPTURE_PACKAGES: Final[tuple[str, ...]] = (
     "torch",
-    "transformers",
     "nvtx",
     "nvidia-ml-py",
     "pypdfium2",
@@ -107,7 +107,6 @@ class Facts:
     python_version: str
     platform: str = ""
     packages: dict[str, str | None] = attrs.field(factory=dict)  #: distribution -> version, None if absent
-    deepseek_ocr2: bool | None = None  #: transformers ships ``models/deepseek_ocr2`` (None: no transformers)
     gpus: tuple[GpuFact, ...] = ()
     gpu_error: str | None = None  #: why NVML gave no GPUs
     driver_version: str | None = None
@@ -245,8 +244,22 @@ def check_analysis_packages(facts: Facts) -> Check:
     return Check("analysis packages", "analysis", "ok", found or "all present")
 
 
+def model_paths(facts: Facts) -> str:
+    """Which models this environment runs: the replica always; the vendor's code only with transformers 4.46.3."""
+    from dsocr.execution.checkpoint import VENDOR_TRANSFORMERS
+
+    found = facts.packages.get("transformers")
+    if found == VENDOR_TRANSFORMERS:
+        vendor = f"--trust-remote-code too (transformers {found})"
+    elif found is None:
+        vendor = f"not --trust-remote-code (needs transformers {VENDOR_TRANSFORMERS}, none installed)"
+    else:
+        vendor = f"not --trust-remote-code (needs transformers {VENDOR_TRANSFORMERS}, {found} installed)"
+    return f"runs the replica and checkpoints loaded into it; {vendor}"
+
+
 def check_capture_packages(facts: Facts) -> Check:
-    """The ``capture`` extra's packages are present and transformers has the replica's blocks."""
+    """The ``capture`` extra's packages are present; which model paths they allow."""
     missing = [p for p in CAPTURE_PACKAGES if facts.packages.get(p) is None]
     if missing:
         return Check(
@@ -256,16 +269,8 @@ def check_capture_packages(facts: Facts) -> Check:
             f"missing: {', '.join(missing)}",
             'install the capture extra: `pip install ".[capture]"` (or `pip install "dsocr[capture]"`)',
         )
-    if facts.deepseek_ocr2 is False:
-        return Check(
-            "capture packages",
-            "capture",
-            "fail",
-            f"transformers {facts.packages['transformers']} has no models/deepseek_ocr2 (the replica's blocks)",
-            'install a transformers that has it: `pip install -U "transformers>=5.17"`',
-        )
-    shown = ", ".join(f"{p} {facts.packages[p]}" for p in ("torch", "transformers", "nvtx"))
-    return Check("capture packages", "capture", "ok", shown)
+    shown = ", ".join(f"{p} {facts.packages[p]}" for p in ("torch", "nvtx"))
+    return Check("capture packages", "capture", "ok", f"{shown}; {model_paths(facts)}")
 
 
 def vendor_path_missing(facts: Facts) -> list[str]:

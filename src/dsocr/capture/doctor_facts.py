@@ -60,14 +60,6 @@ def _module_version(module: str) -> str | None:
     return NO_METADATA if importlib.util.find_spec(module) is not None else None
 
 
-def has_deepseek_ocr2() -> bool | None:
-    """Whether the installed transformers ships ``models/deepseek_ocr2`` (without importing it)."""
-    spec = importlib.util.find_spec("transformers")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return any((Path(loc) / "models" / "deepseek_ocr2").is_dir() for loc in spec.submodule_search_locations)
-
-
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -227,7 +219,6 @@ def gather_facts(
         python_version=platform.python_version(),
         platform=f"({sys.platform}, {platform.machine()})",
         packages=packages,
-        deepseek_ocr2=has_deepseek_ocr2() if packages.get("transformers") else None,
         gpus=gpus,
         gpu_error=gpu_error,
         driver_version=driver,

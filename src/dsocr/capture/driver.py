@@ -94,8 +94,11 @@ class CaptureSettings:
     trust_remote_code: bool = False
     #: A checkpoint directory run with seeded random weights (no safetensors needed).
     random_weights: bool = False
-    #: Attention: None = the model path's default (the replica's; ``eager`` for the checkpoint's own code).
+    #: Attention: None = the model path's default (``eager``: the replica's default execution and the
+    #: checkpoint's own code); the replica also runs ``sdpa``, the checkpoint's code ``flash_attention_2``.
     attn: str | None = None
+    #: The replica's MoE execution: ``loop`` (the vendor's, a host sync per MoE layer) or ``grouped``.
+    moe: str = "loop"
     device: str = "cuda"
     dtype: str = "auto"
     op_ranges: bool = False
@@ -147,6 +150,7 @@ class CaptureSettings:
         data = attrs.asdict(self, recurse=True)
         out = {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items() if k != "worker_command"}
         out["pages"] = [str(p) for p in self.pages]
+        out["attn"] = self.attn_implementation or attrs.fields(WorkerConfig).attn_implementation.default
         return out
 
     def worker_config(self, pages: Sequence[inputs_mod.InputPage], timing_out: Path, profiled: bool) -> WorkerConfig:
@@ -168,6 +172,7 @@ class CaptureSettings:
             model=self.model,
             trust_remote_code=self.trust_remote_code,
             random_weights=self.random_weights,
+            moe=self.moe,
             op_ranges=self.op_ranges,
             module_ranges=self.module_ranges,
             capture_range=capture_range,
@@ -279,7 +284,7 @@ def check_machine(settings: CaptureSettings, gpu: dict[str, Any]) -> None:
 
         check_attention(settings.attn_implementation or "eager")
     if settings.worker_command is None:
-        for package, why in (("torch", "the model"), ("transformers", "the replica's blocks"), ("nvtx", "the ranges")):
+        for package, why in (("torch", "the model"), ("nvtx", "the ranges")):
             if manifest_mod.package_version(package) is None:
                 raise EnvironmentProblem(
                     f"capture needs {package} ({why}), which is not installed; pip install 'dsocr[capture]'"
@@ -526,6 +531,7 @@ def calibrate_command(settings: CaptureSettings, out: Path) -> list[str]:
     cmd = [sys.executable, "-m", "dsocr", "calibrate", "--mode", settings.mode, "--crops", settings.crops]
     cmd += ["--prompt-tokens", str(settings.prompt_tokens), "--max-new-tokens", str(settings.max_new_tokens)]
     cmd += ["--device", settings.device, "--dtype", settings.dtype, "--seed", str(settings.seed), "--quiet"]
+    cmd += ["--moe", settings.moe]
     for page in settings.pages:
         cmd += ["--pages", str(page)]
     return [*cmd, "--out", str(out)]

@@ -167,11 +167,13 @@ def generate_page(settings: GenerateSettings) -> GenerateResult:
     run = _vendor if plan.kind == KIND_VENDOR else _replica
     length, ids, logits = run(model, cfg, image, prompt)
     facts = model_facts(cfg, plan, model)
-    execution = (
-        facts.get("execution")
-        or getattr(model, "execution", None)
-        or (f"dsocr's replica ({facts['attn_implementation']} attention)")
-    )
+    raw = facts.get("vendor_execution") or facts.get("execution")
+    if isinstance(raw, dict):  # the replica's execution record
+        raw = (
+            f"dsocr's replica: MoE {raw.get('moe')}, decoder attention {raw.get('attn')}, "
+            f"autocast {raw.get('autocast')}"
+        )
+    execution = raw or f"dsocr's replica ({facts['attn_implementation']} attention)"
     return GenerateResult(
         prompt_length=length,
         ids=tuple(ids),

@@ -375,7 +375,12 @@ def load_model(cfg: WorkerConfig, plan: ModelPlan | None = None) -> Any:
         sizes = plan.sizes
         arch = cfg.architecture() if sizes is None else architecture_from_config(sizes)
         replica = build_replica(
-            arch, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed, attn_implementation=cfg.attn_implementation
+            arch,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            seed=cfg.seed,
+            attn_implementation=cfg.attn_implementation,
+            moe=cfg.moe,
         )
         if sizes is not None:
             replica.eos_token_id = sizes.eos_token_id
@@ -388,6 +393,7 @@ def load_model(cfg: WorkerConfig, plan: ModelPlan | None = None) -> Any:
         dtype=cfg.dtype,
         seed=cfg.seed,
         attn_implementation=cfg.attn_implementation,
+        moe=cfg.moe,
     )
 
 
@@ -418,33 +424,32 @@ def model_facts(cfg: WorkerConfig, plan: ModelPlan, model: Any) -> dict[str, Any
         "code": plan.code_note(),
         "architecture": model.arch.name,
         "parameters": model.parameter_count(),
-        "experts_implementation": _experts_implementation(model),
+        "execution": _execution(model),
         "attn_implementation": model.attn_implementation if vendor else cfg.attn_implementation,
     }
     if vendor:
         from dsocr.execution.vendor import NO_REPEAT_NGRAM_SIZE
 
-        facts["execution"] = (
+        facts["vendor_execution"] = (
             f"the checkpoint's generate (greedy, no_repeat_ngram_size={NO_REPEAT_NGRAM_SIZE}, use_cache), "
             f"{model.attn_implementation} attention, autocast bf16 on CUDA, no text streamer"
         )
     return facts
 
 
-def _experts_implementation(model: Any) -> str | None:
-    """transformers' MoE experts kernel choice (``grouped_mm``, ``batched_mm``, ``eager``), if known."""
-    config = getattr(getattr(model, "decoder", None), "config", None)
-    value = getattr(config, "_experts_implementation", None)
-    return None if value is None else str(value)
+def _execution(model: Any) -> dict[str, str] | None:
+    """How the replica executes (``moe``, ``attn``, ``autocast``, ``prefill_logits``); None for other models."""
+    execution = getattr(model, "execution", None)
+    return None if execution is None else {**execution, "prefill_logits": "all"}
 
 
 def _environment(cfg: WorkerConfig, model: Any) -> dict[str, Any]:
     torch = _torch()
-    import transformers
+    from dsocr.capture.manifest import package_version
 
     env: dict[str, Any] = {
         "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        "transformers": package_version("transformers"),  # None: not installed (the replica needs none)
         "cuda": torch.version.cuda,
         "device": str(model.device),
         "dtype": str(model.dtype).removeprefix("torch."),
@@ -561,7 +566,14 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
             f"prompt: a fixed sequence of {prompt.tokens} token ids (BOS before the image, the rest after it) "
             "stands for the vendor prompt (no DeepSeek tokenizer offline)"
         )
-    if not vendor:
+    execution = _execution(model)
+    if execution is not None:
+        assumptions.append(
+            f"execution: MoE {execution['moe']}, decoder attention {execution['attn']}, "
+            f"autocast {execution['autocast']}; prefill computes lm_head over every prompt position in float32 "
+            "(as the vendor's forward does)"
+        )
+    else:
         assumptions.append("prefill computes lm_head on the last position only (as transformers' generate does)")
     doc = timing_document(
         clock=runner.timer.clock,

@@ -20,8 +20,10 @@ RUN_CONFIG.json`` (under ``nsys profile`` for the profiled pass, bare for the ba
   (:mod:`dsocr.execution.hub`); ``trust_remote_code``: run the checkpoint's own code and
   ``generate`` (:mod:`dsocr.execution.vendor`; needs transformers 4.46.3); ``random_weights``:
   seeded random weights for a checkpoint directory without (or ignoring) its weights.
-- ``attn_implementation``: ``sdpa`` (default) or ``eager`` for the replica; ``eager`` or
-  ``flash_attention_2`` for the checkpoint's own code.
+- ``attn_implementation``: the replica's decoder attention, ``eager`` (default, the vendor's math)
+  or ``sdpa``; ``eager`` or ``flash_attention_2`` for the checkpoint's own code. ``moe``: the
+  replica's MoE execution, ``loop`` (default, the vendor's ``moe_infer``: a host sync and
+  per-expert GEMMs in every MoE layer) or ``grouped`` (grouped GEMMs, no host sync).
 - ``op_ranges``: wrap the captured work in ``emit_nvtx(record_shapes=True)`` (CUDA torch only).
 - ``module_ranges``: one NVTX range per medium-granularity module (domain ``dsocr.module``).
 - ``capture_range``: ``cuda-profiler-api`` (cudaProfilerStart/Stop), ``nvtx`` (a ``capture``
@@ -92,7 +94,8 @@ class WorkerConfig:
     model: str = MODEL_REPLICA
     trust_remote_code: bool = False
     random_weights: bool = False
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "eager"
+    moe: str = "loop"
     op_ranges: bool = False
     module_ranges: bool = False
     capture_range: str = CAPTURE_CUDA
@@ -144,10 +147,12 @@ class WorkerConfig:
             check_options(self.mode, self.crops, self.dtype, self.attn_implementation)
             if self.shrink is not None:
                 raise BadInput("shrink applies to the replica only: cut the checkpoint's config.json instead")
-        elif self.attn_implementation not in ("sdpa", "eager"):
+        elif self.attn_implementation not in ("eager", "sdpa"):
             raise BadInput(
-                f"worker config attn_implementation {self.attn_implementation!r} is unknown: use sdpa or eager"
+                f"worker config attn_implementation {self.attn_implementation!r} is unknown: use eager or sdpa"
             )
+        if self.moe not in ("loop", "grouped"):
+            raise BadInput(f"worker config moe {self.moe!r} is unknown: use loop or grouped")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -222,6 +227,7 @@ def _check_types(cfg: WorkerConfig, source: str) -> None:
         "trust_remote_code": bool,
         "random_weights": bool,
         "attn_implementation": str,
+        "moe": str,
         "op_ranges": bool,
         "module_ranges": bool,
         "capture_range": str,

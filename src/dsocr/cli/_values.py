@@ -19,6 +19,10 @@ T = TypeVar("T")
 #: Devices ``dsocr capture`` runs on.
 DEVICE_HELP: Final = "use cuda, cuda:N (N a GPU index) or cpu"
 
+#: ``--attn`` (the replica's decoder attention) and ``--moe`` (its MoE execution) values; the first is the vendor's.
+ATTN_NAMES: Final = ("eager", "sdpa")
+MOE_NAMES: Final = ("loop", "grouped")
+
 #: ``--dtype`` names: torch's and the analytic model's short ones.
 DTYPE_NAMES: Final = ("auto", "bfloat16", "float16", "float32", "bf16", "fp16", "fp32")
 
@@ -81,6 +85,24 @@ def _dtype(value: str) -> None:
         raise BadInput(f"{value!r} is not a dtype: use one of {', '.join(DTYPE_NAMES)}")
 
 
+def _attn(value: str) -> None:
+    if value not in ATTN_NAMES:
+        raise BadInput(f"{value!r} is not an attention execution: use eager (the vendor's) or sdpa")
+
+
+def _capture_attn(value: str) -> None:
+    if value not in (*ATTN_NAMES, "flash_attention_2"):
+        raise BadInput(
+            f"{value!r} is not an attention execution: use eager or sdpa (the replica), eager or "
+            "flash_attention_2 (--trust-remote-code)"
+        )
+
+
+def _moe(value: str) -> None:
+    if value not in MOE_NAMES:
+        raise BadInput(f"{value!r} is not an MoE execution: use loop (the vendor's) or grouped")
+
+
 def _positive(value: float) -> None:
     if not value > 0:
         raise BadInput(f"{value:g} is not a positive number")
@@ -94,3 +116,6 @@ workload_value: Final = _checked(_workload)
 device_value: Final = _checked(_device)
 dtype_value: Final = _checked(_dtype)
 positive_value: Final = _checked(_positive)
+attn_value: Final = _checked(_attn)
+capture_attn_value: Final = _checked(_capture_attn)
+moe_value: Final = _checked(_moe)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dsocr.cli._values import crops_value, dtype_value, mode_value
+from dsocr.cli._values import crops_value, dtype_value, mode_value, moe_value
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, check_out_file, option
 from dsocr.contract.errors import BadInput, BadUsage, EnvironmentProblem, RunFailed
@@ -138,6 +138,14 @@ def calibrate(
         str,
         _opt("--dtype", "auto (bf16 on CUDA, fp32 on CPU), bf16, fp16, fp32 (or torch's names).", callback=dtype_value),
     ] = "auto",
+    moe: Annotated[
+        str,
+        _opt(
+            "--moe",
+            "The replica's MoE execution the routed experts are timed in: loop (the vendor's, default) or grouped.",
+            callback=moe_value,
+        ),
+    ] = "loop",
     iterations: Annotated[int, _opt("--iterations", "Timed runs per signature (median, min, max).", min=1)] = 20,
     warmup_runs: Annotated[int, _opt("--warmup-runs", "Untimed runs per signature before timing.", min=0)] = 3,
     l2_flush_mb: Annotated[
@@ -166,13 +174,9 @@ def calibrate(
 
     try:
         import torch  # noqa: F401  (the one heavy dependency)
-        import transformers  # noqa: F401
     except ImportError as exc:
-        raise EnvironmentProblem(
-            f"dsocr calibrate needs torch and transformers ({exc}); pip install 'dsocr[capture]'"
-        ) from None
+        raise EnvironmentProblem(f"dsocr calibrate needs torch ({exc}); pip install 'dsocr[capture]'") from None
     from dsocr.capture import calibrate as cal
-    from dsocr.capture import calibrate_ops
     from dsocr.contract.atomic import write_text
     from dsocr.execution.replica import resolve_dtype
 
@@ -201,6 +205,7 @@ def calibrate(
             seed=seed,
             on_start=bar.start,
             on_done=bar.done,
+            moe=moe,
         )
     extra = {
         "workload": {
@@ -211,7 +216,7 @@ def calibrate(
             "pages": page_names,
             "prompt_tokens": prompt_tokens,
             "max_new_tokens": max_new_tokens,
-            "experts_implementation": calibrate_ops.experts_implementation(),
+            "moe": moe,
             "seed": seed,
         }
     }

@@ -9,7 +9,15 @@ from typing import Annotated, Any
 
 import typer
 
-from dsocr.cli._values import crops_value, device_value, dtype_value, mode_value, workload_value
+from dsocr.cli._values import (
+    capture_attn_value,
+    crops_value,
+    device_value,
+    dtype_value,
+    mode_value,
+    moe_value,
+    workload_value,
+)
 from dsocr.cli.app import app
 from dsocr.cli.common import Interrupted, JsonOpt, QuietOpt, Ui, VerboseOpt, check_out_dir, option
 from dsocr.contract import rundir
@@ -225,9 +233,20 @@ def capture(
         str | None,
         _opt(
             "--attn",
-            "Attention: eager or sdpa (replica); eager (default) or flash_attention_2 (--trust-remote-code).",
+            "Attention: eager (default: the vendor's math) or sdpa (faster variant) for the replica; eager (default) "
+            "or flash_attention_2 for --trust-remote-code.",
+            callback=capture_attn_value,
         ),
     ] = None,
+    moe: Annotated[
+        str,
+        _opt(
+            "--moe",
+            "The replica's MoE execution: loop (the vendor's: per-expert GEMMs, a host sync per MoE layer; "
+            "default) or grouped (grouped GEMMs, no host sync).",
+            callback=moe_value,
+        ),
+    ] = "loop",
     device: Annotated[
         str, _opt("--device", "cuda, cuda:N, or cpu (the whole pipeline on the CPU).", callback=device_value)
     ] = "cuda",
@@ -315,6 +334,7 @@ def capture(
         trust_remote_code=trust_remote_code,
         random_weights=random_weights,
         attn=attn,
+        moe=moe,
         device=device,
         dtype=_DTYPE_ALIASES.get(dtype.strip().lower(), dtype),
         op_ranges=op_ranges,

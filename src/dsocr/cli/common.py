@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 #: rendering depth) or whose name is also a command's (``--pages``, ``--model``): their variable is
 #: ``DSOCR_<COMMAND>_<OPTION>``. Every other option means the same wherever it appears (the
 #: workload, the GPU, the tools, the shared flags) and its variable is ``DSOCR_<OPTION>``.
-PER_COMMAND_OPTIONS: Final = frozenset({"--out", "--format", "--depth", "--pages", "--model"})
+#: ``--attn`` too: the attention the analytic model assumes (``dsocr model``) is not the decoder attention a
+#: capture executes (``dsocr capture``).
+PER_COMMAND_OPTIONS: Final = frozenset({"--out", "--format", "--depth", "--pages", "--model", "--attn"})
 
 
 def envvar_for(command: str, flag: str) -> str:
@@ -61,7 +63,7 @@ LEGACY_ENVVARS: Final[Mapping[str, Mapping[str, str]]] = {
     "capture": {f"DSOCR_CAPTURE_{stem}": f"DSOCR_{stem}" for stem in _CAPTURE_STEMS},
     "doctor": {"DSOCR_CAPTURE_NSYS": "DSOCR_NSYS", "DSOCR_CAPTURE_RUNS_DIR": "DSOCR_RUNS_DIR"},
     "export": {"DSOCR_EXPORT_NSYS": "DSOCR_NSYS"},
-    "model": {"DSOCR_NEW_TOKENS": "DSOCR_MAX_NEW_TOKENS"},
+    "model": {"DSOCR_NEW_TOKENS": "DSOCR_MAX_NEW_TOKENS", "DSOCR_ATTN": "DSOCR_MODEL_ATTN"},
     "analyze": {"DSOCR_OUT": "DSOCR_ANALYZE_OUT", "DSOCR_FORMAT": "DSOCR_ANALYZE_FORMAT"},
 }
 

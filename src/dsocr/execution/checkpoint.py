@@ -1,12 +1,12 @@
 """Load a local DeepSeek-OCR checkpoint (config.json + *.safetensors, vendor names) into the replica.
 
 The map from the vendor's parameter names (its safetensors files) to the replica's is explicit
-and generated from the architecture (:func:`vendor_map`): SAM's ``blocks.N.norm1`` ->
-``layers.N.layer_norm1``, neck ``neck.0..3`` -> ``conv1/layer_norm1/conv2/layer_norm2``,
-compressor ``net_2/net_3`` -> ``proj.conv1/conv2``; CLIP's fused ``qkv_proj`` is split into
-``q/k/v_proj`` (rows 0:d, d:2d, 2d:3d); per-expert ``experts.E.{gate,up}_proj`` fill rows
-0:I and I:2I of transformers' stacked ``experts.gate_up_proj[E]`` and ``down_proj`` fills
-``experts.down_proj[E]``; ``view_seperator`` (the upstream spelling) -> ``view_separator``.
+and generated from the architecture (:func:`vendor_map`). The replica's modules keep the vendor's
+names under ``sam.``, ``clip.`` and ``decoder.`` except: SAM's ``net_2/net_3`` ->
+``compressor.net_2/net_3``; per-expert ``experts.E.{gate,up}_proj`` fill rows 0:I and I:2I of the
+stacked ``experts.gate_up_proj[E]`` and ``down_proj`` fills ``experts.down_proj[E]`` (one tensor
+serves the per-expert loop and the grouped GEMMs); ``model.projector.layers`` -> ``projector``;
+``view_seperator`` (the upstream spelling) -> ``layout.view_separator``.
 Anything that does not map, in either direction, stops the load with one line listing it.
 
 The architecture is read from the checkpoint itself (layer and expert counts, vocabulary, SAM's
@@ -57,48 +57,41 @@ def vendor_map(arch: Architecture, clip_prefix: str = "clip.") -> dict[str, tupl
     m: dict[str, tuple[Piece, ...]] = {}
     wb = ("weight", "bias")
     s, c, d = arch.sam, arch.clip, arch.decoder
-    # SAM
+    # SAM: the vendor's names under ``sam.``, net_2/net_3 grouped as ``compressor``
     for k in wb:
-        m[f"model.sam_model.patch_embed.proj.{k}"] = _copy(f"sam.patch_embed.projection.{k}")
+        m[f"model.sam_model.patch_embed.proj.{k}"] = _copy(f"sam.patch_embed.proj.{k}")
     m["model.sam_model.pos_embed"] = _copy("sam.pos_embed")
-    block_parts = {"norm1": "layer_norm1", "attn.qkv": "attn.qkv", "attn.proj": "attn.proj", "norm2": "layer_norm2"}
-    block_parts |= {"mlp.lin1": "mlp.lin1", "mlp.lin2": "mlp.lin2"}
     for i in range(s.layers):
-        src, dst = f"model.sam_model.blocks.{i}.", f"sam.layers.{i}."
-        for a, b in block_parts.items():
+        src, dst = f"model.sam_model.blocks.{i}.", f"sam.blocks.{i}."
+        for part in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.lin1", "mlp.lin2"):
             for k in wb:
-                m[f"{src}{a}.{k}"] = _copy(f"{dst}{b}.{k}")
+                m[f"{src}{part}.{k}"] = _copy(f"{dst}{part}.{k}")
         for k in ("rel_pos_h", "rel_pos_w"):
             m[f"{src}attn.{k}"] = _copy(f"{dst}attn.{k}")
-    m["model.sam_model.neck.0.weight"] = _copy("sam.neck.conv1.weight")
-    m["model.sam_model.neck.2.weight"] = _copy("sam.neck.conv2.weight")
+    m["model.sam_model.neck.0.weight"] = _copy("sam.neck.0.weight")
+    m["model.sam_model.neck.2.weight"] = _copy("sam.neck.2.weight")
     for k in wb:
-        m[f"model.sam_model.neck.1.{k}"] = _copy(f"sam.neck.layer_norm1.{k}")
-        m[f"model.sam_model.neck.3.{k}"] = _copy(f"sam.neck.layer_norm2.{k}")
-    m["model.sam_model.net_2.weight"] = _copy("sam.proj.conv1.weight")
-    m["model.sam_model.net_3.weight"] = _copy("sam.proj.conv2.weight")
-    # CLIP
+        m[f"model.sam_model.neck.1.{k}"] = _copy(f"sam.neck.1.{k}")
+        m[f"model.sam_model.neck.3.{k}"] = _copy(f"sam.neck.3.{k}")
+    m["model.sam_model.net_2.weight"] = _copy("sam.compressor.net_2.weight")
+    m["model.sam_model.net_3.weight"] = _copy("sam.compressor.net_3.weight")
+    # CLIP: the vendor's names under ``clip.`` (fused qkv_proj kept)
     cp = clip_prefix
-    m["model.vision_model.embeddings.class_embedding"] = _copy(f"{cp}embeddings.class_embedding")
-    m["model.vision_model.embeddings.patch_embedding.weight"] = _copy(f"{cp}embeddings.patch_embedding.weight")
-    m["model.vision_model.embeddings.position_embedding.weight"] = _copy(f"{cp}embeddings.position_embedding.weight")
+    for name in ("class_embedding", "patch_embedding.weight", "position_embedding.weight"):
+        m[f"model.vision_model.embeddings.{name}"] = _copy(f"{cp}embeddings.{name}")
     for k in wb:
         m[f"model.vision_model.pre_layrnorm.{k}"] = _copy(f"{cp}pre_layrnorm.{k}")
-    h = c.hidden
     for i in range(c.layers):
-        src, dst = f"model.vision_model.transformer.layers.{i}.", f"{cp}encoder.layers.{i}."
-        for k in wb:
-            m[f"{src}self_attn.qkv_proj.{k}"] = tuple(
-                Piece(f"{dst}self_attn.{p}_proj.{k}", src_rows=(j * h, (j + 1) * h)) for j, p in enumerate("qkv")
-            )
-            for part in ("self_attn.out_proj", "layer_norm1", "layer_norm2", "mlp.fc1", "mlp.fc2"):
+        src, dst = f"model.vision_model.transformer.layers.{i}.", f"{cp}transformer.layers.{i}."
+        for part in ("self_attn.qkv_proj", "self_attn.out_proj", "layer_norm1", "layer_norm2", "mlp.fc1", "mlp.fc2"):
+            for k in wb:
                 m[f"{src}{part}.{k}"] = _copy(f"{dst}{part}.{k}")
     # projector and layout embeddings
     for k in wb:
         m[f"model.projector.layers.{k}"] = _copy(f"projector.{k}")
     m["model.image_newline"] = _copy("layout.image_newline")
     m["model.view_seperator"] = _copy("layout.view_separator")
-    # decoder
+    # decoder: the vendor's names under ``decoder.``, per-expert weights into the stacked tensors
     m["model.embed_tokens.weight"] = _copy("decoder.embed_tokens.weight")
     inter = d.moe_intermediate
     for i in range(d.layers):
@@ -295,7 +288,8 @@ def load_model(
     device: str = "cpu",
     dtype: Any = None,
     seed: int = 0,
-    attn_implementation: str = "sdpa",
+    attn_implementation: str = "eager",
+    moe: str = "loop",
     trust_remote_code: bool = False,
     base: Architecture = DEEPSEEK_OCR,
 ) -> Any:
@@ -315,9 +309,10 @@ def load_model(
 
     shapes = without_buffers(read_shapes(files))
     arch = infer_architecture(shapes, config, base)
-    replica = build_replica(arch, device=device, dtype=dtype, seed=seed, attn_implementation=attn_implementation)
-    clip_prefix = "clip.vision_model." if hasattr(replica.clip, "vision_model") else "clip."
-    mapping = vendor_map(arch, clip_prefix)
+    replica = build_replica(
+        arch, device=device, dtype=dtype, seed=seed, attn_implementation=attn_implementation, moe=moe
+    )
+    mapping = vendor_map(arch)
     params = dict(replica.root.named_parameters())
     check_mapping(mapping, shapes, params, str(directory))
     load_into(replica, files, mapping)

@@ -1,19 +1,29 @@
-"""The exact-shape DeepSeek-OCR replica, built from transformers 5.x blocks (torch imported lazily).
+"""The exact-shape DeepSeek-OCR replica: dsocr's own plain-torch modules, executed as the vendor's code.
 
 Shapes come from :class:`dsocr.model.architecture.Architecture`; weights are seeded random
-(bf16 on CUDA, float32 on the CPU by default). The blocks:
+(bf16 on CUDA, float32 on the CPU by default) or a checkpoint's (:mod:`dsocr.execution.checkpoint`).
+No transformers import: the modules follow the ops and casts of the checkpoint's own code
+(``deepencoder.py``, ``modeling_deepseekv2.py``, transformers 4.46.3's ``LlamaAttention``):
 
-- SAM: ``DeepseekOcr2SamVisionEncoder`` with ``downsample_channels`` = the compressor's
-  (512, 1024): patch embed, blocks, neck, then the two stride-2 convs (``proj``).
-- CLIP-L: ``CLIPVisionModel``; the compressed SAM map replaces its patch embeddings, the class
-  token is prepended and the position embeddings (bicubically interpolated to the grid, as
-  the vendor's ``get_abs_pos``) are added, then ``pre_layrnorm`` and ``encoder``. The vendor's
-  CLIP has no ``post_layernorm``: it is replaced by an identity, which makes the parameter
-  count exact (3,336,106,240 for the full architecture).
+- SAM (:mod:`~dsocr.execution.replica_sam`): patch embed, windowed/global blocks with relative
+  positions, neck, the two stride-2 convolutions (``compressor``).
+- CLIP-L (:mod:`~dsocr.execution.replica_clip`): the SAM map as patch embeddings, class token and
+  resized position embeddings, ``pre_layrnorm``, the encoder layers; no ``post_layernorm``.
 - Projector: ``Linear(2048, 1280)`` on concat(CLIP tokens without class token, SAM tokens).
-- Decoder: ``DeepseekOcr2TextModel`` (layer 0 dense, the rest MoE) and an untied ``lm_head``.
+- Decoder (:mod:`~dsocr.execution.replica_decoder`): layer 0 dense, the rest MoE; an untied
+  ``lm_head`` over every prefill position, its logits cast to float32 (``logits.float()``).
 - Layout: learned ``image_newline`` after every row of each map, one ``view_separator`` after
   the global view; crops (tiled into one map) come first, as in the vendor's code.
+
+Execution (:data:`MOE_EXECUTIONS`, :data:`ATTN_IMPLEMENTATIONS`): by default the vendor's
+(``moe="loop"``: a host sync and one GEMM triple per used expert in every MoE layer;
+``attn_implementation="eager"``); ``moe="grouped"`` and ``attn_implementation="sdpa"`` are the
+faster variants. Casts: the vendor's ``infer`` runs under ``torch.autocast("cuda", bfloat16)``
+with a bf16 model; the replica enters the same autocast in every stage function when it runs in
+bf16 on CUDA, so each op gets the vendor's cast (the router's float32 ``F.linear`` becomes bf16,
+LayerNorms compute in float32). On the CPU the vendor's ``autocast("cuda")`` does nothing, and
+the replica takes no autocast either: every op runs in the model's dtype plus the code's own casts.
+The replica's parameter count is the checkpoint's, 3,336,106,240 for the full architecture.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import attrs
 
 from dsocr.contract import module_paths as mp
 from dsocr.contract import nvtx_names as names
-from dsocr.contract.errors import BadInput, EnvironmentProblem
+from dsocr.contract.errors import BadInput
 from dsocr.model.architecture import DEEPSEEK_OCR, Architecture
 
 if TYPE_CHECKING:
@@ -36,11 +46,17 @@ if TYPE_CHECKING:
     from torch import nn
 
     from dsocr.execution.preprocess import PreparedImage
+    from dsocr.execution.replica_decoder import KVCache
 
 #: The parameter count of the published checkpoint (2,710 tensors, 6,672,212,480 bf16 bytes).
 FULL_PARAMETERS: Final = 3_336_106_240
-#: ``attn_implementation`` values the replica accepts.
-ATTN_IMPLEMENTATIONS: Final = ("sdpa", "eager")
+#: ``attn_implementation`` values the replica accepts (decoder attention; the vendor's is eager).
+ATTN_IMPLEMENTATIONS: Final = ("eager", "sdpa")
+#: ``moe`` values: the vendor's per-expert loop with a host sync, or grouped GEMMs without one.
+MOE_EXECUTIONS: Final = ("loop", "grouped")
+#: The vendor's execution (the default).
+DEFAULT_ATTN: Final = "eager"
+DEFAULT_MOE: Final = "loop"
 
 #: A factory of context managers, one per stage (``sam``, ``clip``, ``projector``); the
 #: capture passes its NVTX/timing stage here, tests a recorder.
@@ -49,24 +65,6 @@ StageFn = Callable[[str], AbstractContextManager[Any]]
 
 def _no_stage(_name: str) -> AbstractContextManager[Any]:
     return contextlib.nullcontext()
-
-
-def transformers_blocks() -> Any:
-    """The transformers module with DeepSeek-OCR 2's blocks, or EnvironmentProblem naming the version."""
-    try:
-        import transformers
-    except ImportError as exc:
-        raise EnvironmentProblem(
-            "transformers is not installed: the replica needs transformers >= 5.17 (pip install 'dsocr[capture]')"
-        ) from exc
-    try:
-        from transformers.models.deepseek_ocr2 import modeling_deepseek_ocr2
-    except ImportError as exc:
-        raise EnvironmentProblem(
-            f"transformers {transformers.__version__} has no models/deepseek_ocr2, which the replica is built "
-            "from: install transformers >= 5.17 (pip install -U 'transformers>=5.17')"
-        ) from exc
-    return modeling_deepseek_ocr2
 
 
 def resolve_dtype(device: str, dtype: Any = None) -> torch.dtype:
@@ -97,78 +95,44 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(old)
 
 
-def _configs(arch: Architecture, attn_implementation: str) -> tuple[Any, Any, Any]:
-    blocks = transformers_blocks()
-    from transformers import CLIPVisionConfig
-
-    cfg = blocks  # the configuration classes are re-exported by the modeling module
-    s, c, d = arch.sam, arch.clip, arch.decoder
-    sam_cfg = cfg.DeepseekOcr2SamVisionConfig(
-        hidden_size=s.hidden,
-        output_channels=s.neck_channels,
-        num_hidden_layers=s.layers,
-        num_attention_heads=s.heads,
-        num_channels=s.in_channels,
-        image_size=s.pos_grid * s.patch_size,
-        patch_size=s.patch_size,
-        mlp_dim=s.mlp,
-        window_size=s.window,
-        global_attn_indexes=list(s.global_layers),
-        downsample_channels=list(s.compressor_channels),
-    )
-    clip_cfg = CLIPVisionConfig(
-        hidden_size=c.hidden,
-        intermediate_size=c.mlp,
-        num_hidden_layers=c.layers,
-        num_attention_heads=c.heads,
-        image_size=c.image_size,
-        patch_size=c.patch_size,
-        layer_norm_eps=c.layer_norm_eps,
-    )
-    text_cfg = cfg.DeepseekOcr2TextConfig(
-        vocab_size=d.vocab,
-        hidden_size=d.hidden,
-        intermediate_size=d.dense_intermediate,
-        moe_intermediate_size=d.moe_intermediate,
-        num_hidden_layers=d.layers,
-        num_attention_heads=d.heads,
-        num_key_value_heads=d.kv_heads,
-        head_dim=d.head_dim,
-        n_routed_experts=d.routed_experts,
-        n_shared_experts=d.shared_experts,
-        num_experts_per_tok=d.experts_per_token,
-        max_position_embeddings=d.max_positions,
-        rms_norm_eps=d.rms_eps,
-        rope_parameters={"rope_type": "default", "rope_theta": d.rope_theta},
-        tie_word_embeddings=d.tied_embeddings,
-        mlp_layer_types=["dense" if not d.is_moe(i) else "sparse" for i in range(d.layers)],
-    )
-    for conf in (sam_cfg, clip_cfg, text_cfg):
-        conf._attn_implementation = attn_implementation
-    return sam_cfg, clip_cfg, text_cfg
-
-
 @attrs.define(eq=False)
 class Replica:
     """DeepSeek-OCR as torch modules plus the stage functions the capture worker times."""
 
     arch: Architecture
     root: Any  #: nn.ModuleDict holding every part (for .parameters(), .to(), state_dict())
-    sam: Any  #: DeepseekOcr2SamVisionEncoder (blocks ``layers``, ``neck``, compressor ``proj``)
-    clip: Any  #: CLIPVisionModel (used through ``embeddings``, ``pre_layrnorm``, ``encoder``)
+    sam: Any  #: SamEncoder (``blocks``, ``neck``, ``compressor``)
+    clip: Any  #: ClipVision (``embeddings``, ``pre_layrnorm``, ``transformer.layers``)
     projector: Any  #: nn.Linear(2048, 1280)
-    decoder: Any  #: DeepseekOcr2TextModel
+    decoder: Any  #: Decoder (``embed_tokens``, ``layers``, ``norm``)
     lm_head: Any  #: nn.Linear(1280, vocab, bias=False)
     layout: Any  #: nn.Module with parameters ``image_newline`` and ``view_separator``
     device: Any
     dtype: Any
     eos_token_id: int | None = None  #: set by a real checkpoint; the replica never stops early
+    moe: str = DEFAULT_MOE  #: ``loop`` (the vendor's) or ``grouped``
+    attn_implementation: str = DEFAULT_ATTN  #: decoder attention: ``eager`` (the vendor's) or ``sdpa``
 
     # ----------------------------------------------------------------- structure
     @property
-    def clip_inner(self) -> Any:
-        """The CLIP vision transformer (``CLIPVisionModel.vision_model`` in older transformers)."""
-        return getattr(self.clip, "vision_model", self.clip)
+    def execution(self) -> dict[str, str]:
+        """How the replica executes: ``{"moe": ..., "attn": ..., "autocast": ...}`` (for timing.json and reports)."""
+        return {"moe": self.moe, "attn": self.attn_implementation, "autocast": self.autocast_dtype or "none"}
+
+    @property
+    def autocast_dtype(self) -> str | None:
+        """``bfloat16`` when the stage functions run under the vendor's CUDA autocast, else None."""
+        import torch
+
+        return "bfloat16" if self.device.type == "cuda" and self.dtype == torch.bfloat16 else None
+
+    def _autocast(self) -> AbstractContextManager[Any]:
+        """The vendor's ``torch.autocast("cuda", bfloat16)`` in bf16 on CUDA; nothing elsewhere (see module doc)."""
+        import torch
+
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16)
 
     def parameter_count(self) -> int:
         """Number of parameters (3,336,106,240 for the full architecture)."""
@@ -177,13 +141,13 @@ class Replica:
     def module_paths(self) -> dict[str, nn.Module]:
         """The contract's module paths (``vision.sam.blocks.3``, ``decoder.layers.5.moe``, ...) -> modules.
 
-        ``vision.clip.embeddings`` is absent: the replica adds the class and position embeddings itself.
+        ``vision.clip.embeddings`` is absent: its work is timed with CLIP's stage range.
         """
         paths: dict[str, nn.Module] = {
             mp.SAM: self.sam,
             mp.SAM_PATCH_EMBED: self.sam.patch_embed,
             mp.SAM_NECK: self.sam.neck,
-            mp.SAM_COMPRESSOR: self.sam.proj,
+            mp.SAM_COMPRESSOR: self.sam.compressor,
             mp.CLIP: self.clip,
             mp.PROJECTOR: self.projector,
             mp.DECODER: self.decoder,
@@ -191,9 +155,9 @@ class Replica:
             mp.DECODER_NORM: self.decoder.norm,
             mp.LM_HEAD: self.lm_head,
         }
-        for i, block in enumerate(self.sam.layers):
+        for i, block in enumerate(self.sam.blocks):
             paths[mp.sam_block(i)] = block
-        for i, layer in enumerate(self.clip_inner.encoder.layers):
+        for i, layer in enumerate(self.clip.transformer.layers):
             paths[mp.clip_layer(i)] = layer
         for i, layer in enumerate(self.decoder.layers):
             paths[mp.decoder_layer(i)] = layer
@@ -208,43 +172,25 @@ class Replica:
         return paths
 
     # ----------------------------------------------------------------- vision
-    def clip_forward(self, sam_map: torch.Tensor) -> torch.Tensor:
-        """CLIP on the compressed SAM map ``(B, C, s, s)``: ``(B, 1 + s*s, hidden)`` (class token first)."""
-        import torch
-        import torch.nn.functional as F
-
-        inner = self.clip_inner
-        emb = inner.embeddings
-        batch, _, side, _ = sam_map.shape
-        patches = sam_map.flatten(2).transpose(1, 2)
-        cls = emb.class_embedding.to(patches.dtype).expand(batch, 1, -1)
-        pos = emb.position_embedding.weight
-        src = math.isqrt(pos.shape[0] - 1)
-        if src != side:
-            grid = pos[1:].reshape(1, src, src, -1).permute(0, 3, 1, 2).to(torch.float32)
-            grid = F.interpolate(grid, size=(side, side), mode="bicubic", antialias=True, align_corners=False)
-            pos = torch.cat([pos[:1], grid.to(pos.dtype).permute(0, 2, 3, 1).reshape(side * side, -1)])
-        hidden = torch.cat([cls, patches], dim=1) + pos.unsqueeze(0)
-        hidden = inner.pre_layrnorm(hidden)
-        return inner.encoder(inputs_embeds=hidden).last_hidden_state  # type: ignore[no-any-return]
-
     def encode_view(self, pixels: torch.Tensor, stage: StageFn | None = None) -> torch.Tensor:
         """SAM -> CLIP -> projector on a batch of same-size views ``(B, 3, S, S)``: ``(B, s*s, hidden)``."""
         import torch
 
         st = stage or _no_stage
-        with st(names.SAM):
-            sam_map = self.sam(pixels).last_hidden_state  # B, 1024, s, s
-        with st(names.CLIP):
-            clip_out = self.clip_forward(sam_map)
-        with st(names.PROJECTOR):
-            features = torch.cat([clip_out[:, 1:], sam_map.flatten(2).transpose(1, 2)], dim=-1)
-            out: torch.Tensor = self.projector(features)
+        with self._autocast():
+            with st(names.SAM):
+                sam_map = self.sam(pixels)  # B, 1024, s, s
+            with st(names.CLIP):
+                clip_out = self.clip(sam_map)
+            with st(names.PROJECTOR):
+                features = torch.cat([clip_out[:, 1:], sam_map.flatten(2).permute(0, 2, 1)], dim=-1)
+                out: torch.Tensor = self.projector(features)
         return out
 
     def lay_out(self, global_features: torch.Tensor, crop_features: torch.Tensor | None, grid: tuple[int, int]) -> Any:
         """Image embeddings ``(n, hidden)``: tiled crops + newlines, global + newlines, separator."""
-        return lay_out(self.layout.image_newline, self.layout.view_separator, global_features, crop_features, grid)
+        with self._autocast():
+            return lay_out(self.layout.image_newline, self.layout.view_separator, global_features, crop_features, grid)
 
     def encode_views(self, views: PreparedImage, stage: StageFn | None = None) -> torch.Tensor:
         """Image embeddings ``(n, hidden)`` of one page: crops (one batch), then the global view, then layout."""
@@ -264,17 +210,23 @@ class Replica:
         text = embed(torch.cat([ids_before.reshape(-1), ids_after.reshape(-1)]).unsqueeze(0)).to(image_embeds.dtype)
         return torch.cat([text[:, :n], image_embeds.unsqueeze(0), text[:, n:]], dim=1)
 
-    def prefill(self, input_embeds: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        """Decoder over the whole prompt with a fresh KV cache: (logits of the last position ``(1, vocab)``, cache)."""
-        out = self.decoder(inputs_embeds=input_embeds, use_cache=True)
-        logits = self.lm_head(out.last_hidden_state[:, -1:, :])
-        return logits[:, -1], out.past_key_values
+    def prefill(self, input_embeds: torch.Tensor) -> tuple[torch.Tensor, KVCache]:
+        """Decoder over the whole prompt with a fresh KV cache: (float32 logits of the last position
+        ``(1, vocab)``, cache). ``lm_head`` runs over every position, as the vendor's forward does."""
+        from dsocr.execution.replica_decoder import KVCache
 
-    def decode_step(self, token: torch.Tensor, past: Any) -> tuple[torch.Tensor, Any]:
-        """One greedy step: token ids ``(1, 1)`` and the cache -> (logits ``(1, vocab)``, cache)."""
-        out = self.decoder(input_ids=token.reshape(1, 1), past_key_values=past, use_cache=True)
-        logits = self.lm_head(out.last_hidden_state)
-        return logits[:, -1], out.past_key_values
+        cache = KVCache()
+        with self._autocast():
+            hidden = self.decoder(input_embeds, cache)
+            logits = self.lm_head(hidden).float()
+        return logits[:, -1], cache
+
+    def decode_step(self, token: torch.Tensor, past: KVCache) -> tuple[torch.Tensor, KVCache]:
+        """One greedy step: token ids ``(1, 1)`` and the cache -> (float32 logits ``(1, vocab)``, cache)."""
+        with self._autocast():
+            hidden = self.decoder(self.decoder.embed_tokens(token.reshape(1, 1)), past)
+            logits = self.lm_head(hidden).float()
+        return logits[:, -1], past
 
 
 def lay_out(
@@ -303,37 +255,45 @@ def lay_out(
     return torch.cat(parts, dim=0)
 
 
+def check_execution(attn_implementation: str, moe: str) -> None:
+    """BadInput naming the accepted values when ``attn_implementation`` or ``moe`` is unknown."""
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise BadInput(f"attn_implementation {attn_implementation!r} is unknown: use one of {ATTN_IMPLEMENTATIONS}")
+    if moe not in MOE_EXECUTIONS:
+        raise BadInput(f"moe {moe!r} is unknown: use one of {MOE_EXECUTIONS}")
+
+
 def build_replica(
     arch: Architecture = DEEPSEEK_OCR,
     *,
     device: str = "cpu",
     dtype: Any = None,
     seed: int = 0,
-    attn_implementation: str = "sdpa",
+    attn_implementation: str = DEFAULT_ATTN,
+    moe: str = DEFAULT_MOE,
 ) -> Replica:
     """Build the replica for ``arch`` on ``device`` with seeded random weights, in eval mode.
 
     ``device="meta"`` builds it without memory (for parameter counts); ``dtype`` defaults to bf16
-    on CUDA and float32 elsewhere; ``attn_implementation`` is ``sdpa`` or ``eager`` (for FLOP counting).
+    on CUDA and float32 elsewhere; ``attn_implementation`` is ``eager`` (the vendor's) or ``sdpa``;
+    ``moe`` is ``loop`` (the vendor's) or ``grouped``.
     """
-    if attn_implementation not in ATTN_IMPLEMENTATIONS:
-        raise BadInput(f"attn_implementation {attn_implementation!r} is unknown: use one of {ATTN_IMPLEMENTATIONS}")
+    check_execution(attn_implementation, moe)
     import torch
     from torch import nn
-    from transformers import CLIPVisionModel
 
-    blocks = transformers_blocks()
-    sam_cfg, clip_cfg, text_cfg = _configs(arch, attn_implementation)
+    from dsocr.execution.replica_clip import ClipVision
+    from dsocr.execution.replica_decoder import Decoder
+    from dsocr.execution.replica_sam import SamEncoder
+
     torch_dtype = resolve_dtype(device, dtype)
     hidden = arch.decoder.hidden
     torch.manual_seed(seed)
     with torch.device(device), _default_dtype(torch_dtype):
-        sam = blocks.DeepseekOcr2SamVisionEncoder(sam_cfg)
-        clip = CLIPVisionModel(clip_cfg)
-        inner = getattr(clip, "vision_model", clip)
-        inner.post_layernorm = nn.Identity()  # the vendor's CLIP has none
+        sam = SamEncoder(arch.sam)
+        clip = ClipVision(arch.clip)
         projector = nn.Linear(arch.projector.in_features, arch.projector.out_features)
-        decoder = blocks.DeepseekOcr2TextModel(text_cfg)
+        decoder = Decoder(arch.decoder, moe, attn_implementation)
         lm_head = nn.Linear(hidden, arch.decoder.vocab, bias=False)
         layout = nn.Module()
         std = hidden**-0.5
@@ -355,4 +315,6 @@ def build_replica(
         layout=layout,
         device=torch.device(device),
         dtype=torch_dtype,
+        moe=moe,
+        attn_implementation=attn_implementation,
     )

@@ -131,6 +131,10 @@ def _identity(d: Mapping[str, Any], manifest: Mapping[str, Any] | None, timing: 
     kind = model.get("kind") or ("replica" if source == "replica" else None)
     gpus = menv.get("gpus") or []
     pages = _get(manifest, "inputs") or _get(timing, "pages")
+    model_source = f"{source} ({kind})" if source and kind and kind != source else (source or kind)
+    execution = model.get("execution")
+    if model_source and isinstance(execution, Mapping):  # the replica's (timing.json from issue 10 on)
+        model_source += f"; execution: MoE {execution.get('moe')}, decoder attention {execution.get('attn')}"
     return Identity(
         trace_files=tuple(files),
         gpu=trace.get("gpu") or tenv.get("device_name") or (gpus[0].get("name") if gpus else None),
@@ -139,7 +143,7 @@ def _identity(d: Mapping[str, Any], manifest: Mapping[str, Any] | None, timing: 
         nsys_version=trace.get("product_version"),
         schema_version=trace.get("schema_version"),
         torch=tenv.get("torch") or pkgs.get("torch"),
-        model_source=f"{source} ({kind})" if source and kind and kind != source else (source or kind),
+        model_source=model_source,
         random_weights=model.get("random_weights")
         if "random_weights" in model
         else (None if kind is None else kind == "replica"),
