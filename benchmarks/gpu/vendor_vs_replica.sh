@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Issue 10 on one GPU, in one call (< 10 min): the checkpoint's own code (vendor path) against dsocr's replica.
-#   bash benchmarks/gpu/vendor_vs_replica.sh       (repo root; carry .device-kit/ and .whl/)
+#   bash benchmarks/gpu/vendor_vs_replica.sh [vendor|replica|all]   (repo root; carry .device-kit/ and .whl/)
+# `vendor` = steps 1 and the vendor capture, `replica` = the two replica captures (two calls of < 10 min each
+# when model builds are slow; `all`, the default, does both in one call).
 # 1. On the same card: a random-weight checkpoint written by the vendor's code; `dsocr generate --json` on it
 #    with the vendor path and with the replica (first-token top-5, prompt length, ids).
 # 2. The same 2 pages x 2 repeats x 32 tokens captured under nsys (--no-calibrate, one unprofiled baseline):
@@ -10,6 +12,7 @@
 # The vendor's wheels (transformers 4.46.3, ...) go to /tmp/site-vendor, first on PYTHONPATH for the vendor
 # processes only; the machine's transformers 5.x stays for the replica.
 set -uo pipefail
+part=${1:-all}
 source benchmarks/gpu/h100_env.sh                   # /tmp/site (nvtx, CLI deps), $NSYS, LD_LIBRARY_PATH
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-vendor .device-kit/wheels-vendor/*.whl
 VENDOR=(env "PYTHONPATH=/tmp/site-vendor:/tmp/site:$PWD/src")
@@ -17,8 +20,10 @@ CODE=.device-kit/vendor-deepseek-ocr                # code + config, no weights
 P=src/dsocr/data/pages
 PAGES=(--pages $P/text-01-article.png --pages $P/mixed-02-table.png)
 COMMON=(--repeats 2 --max-new-tokens 32 --baseline-runs 1 --no-analyze --no-calibrate --nsys "$NSYS" "${PAGES[@]}")
+declare -A RC=([vendor]=-1 [replica]=-1 [replica-grouped-sdpa]=-1)
 GEN=(generate --page $P/text-01-article.png --max-new-tokens 8 --json)
 mkdir -p /tmp/runs "$OUT"
+if [ "$part" != replica ]; then
 "${VENDOR[@]}" python3 -c "import einops, addict, easydict, transformers; print('vendor env ok', transformers.__version__)"
 
 # 1. one checkpoint (the vendor's model, seed 0, on the GPU), then both implementations on it
@@ -36,34 +41,39 @@ python3 -m dsocr "${GEN[@]}" --model /tmp/ck > /tmp/gen-replica.json 2>/tmp/gen-
 rm -rf /tmp/ck
 
 # 2. the captures
-declare -A RC
 t0=$(date +%s)
 "${VENDOR[@]}" python3 -m dsocr capture --model "$CODE" --trust-remote-code --random-weights --out /tmp/runs/vendor "${COMMON[@]}"
 RC[vendor]=$?
+fi
+if [ "$part" != vendor ]; then
+t0=$(date +%s)
 python3 -m dsocr capture --out /tmp/runs/replica "${COMMON[@]}"
 RC[replica]=$?
 python3 -m dsocr capture --moe grouped --attn sdpa --out /tmp/runs/replica-grouped-sdpa "${COMMON[@]}"
 RC[replica-grouped-sdpa]=$?
+fi
 echo "captures: ${RC[*]} in $(( $(date +%s) - t0 )) s"
 
 # 3. pack
-python3 - "${RC[vendor]}" "${RC[replica]}" "${RC[replica-grouped-sdpa]}" <<'EOF'
+PART=$part python3 - "${RC[vendor]}" "${RC[replica]}" "${RC[replica-grouped-sdpa]}" <<'EOF'
 import json, os, subprocess, sys, torch
 def read(p):
     try:
         return json.load(open(p))
     except Exception as exc:
-        return {"error": f"{exc}", "stderr": open(p.replace(".json", ".err")).read()[-3000:]}
+        err = p.replace(".json", ".err")
+        return {"error": f"{exc}", "stderr": open(err).read()[-3000:] if os.path.exists(err) else None}
 out = {
     "card": torch.cuda.get_device_name(0), "torch": torch.__version__,
     "generate": {"vendor": read("/tmp/gen-vendor.json"), "replica": read("/tmp/gen-replica.json")},
     "capture_rc": dict(zip(["vendor", "replica", "replica-grouped-sdpa"], map(int, sys.argv[1:]))),
 }
-json.dump(out, open(os.path.join(os.environ["OUT"], "summary.json"), "w"), indent=1)
+json.dump(out, open(os.path.join(os.environ["OUT"], f"summary-{os.environ.get('PART', 'all')}.json"), "w"), indent=1)
 EOF
 for name in vendor replica replica-grouped-sdpa; do
   run=/tmp/runs/$name
-  tar -C "$run" -czf "$OUT/$name-small.tgz" --exclude=trace.sqlite --exclude=trace.nsys-rep . 2>/dev/null
+  [ -d "$run" ] && tar -C "$run" -czf "$OUT/$name-small.tgz" --exclude=trace.sqlite --exclude=trace.nsys-rep . 2>/dev/null
+  [ -d "$run" ] || continue
   [ -f "$run/trace.sqlite" ] && xz -T0 -6 -c "$run/trace.sqlite" > "$OUT/$name.sqlite.xz"
 done
 ls -la "$OUT"
