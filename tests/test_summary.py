@@ -25,10 +25,18 @@ def check_traceable(view: ReportView) -> summ.Summary:
     """Every number in summary.md is an Evidence, and every Evidence recomputes from the view."""
     s = summ.build(view)
     md = html.render_summary_md(view, s)
-    statements = [s.headline, *(st for _, st in s.cost_centers), *s.actions]
+    statements = [
+        *([s.measured] if s.measured else []),
+        s.headline,
+        *([s.mfu] if s.mfu else []),
+        *(st for _, st in s.cost_centers),
+        *s.limits,
+        *s.actions,
+    ]
     shown = {e.shown for st in statements for e in st.evidence}
-    # the GPU name may hold digits (H100 80GB): it is quoted from the trace, not a measurement
-    scrubbed = md.replace(view.identity.gpu or "\0", "GPU")
+    # the GPU name may hold digits (H100 80GB): it is quoted from the trace, not a measurement; so may the
+    # model code's description (its settings)
+    scrubbed = md.replace(view.identity.gpu or "\0", "GPU").replace(view.identity.model_code or "\0", "code")
     # the analyzer's warnings are quoted first as they are (counts, paths): not the summary's statements
     assert all(f"> warning: {w}" in md for w in view.warnings)
     scrubbed = "\n".join(ln for ln in scrubbed.splitlines() if not ln.startswith("> warning: "))
@@ -60,7 +68,11 @@ def test_h100_summary_traces_to_the_analysis(h100_sqlite: Path) -> None:
     idle_ns = total - stages["prefill"]["gpu_busy_ns"] - dec["gpu_busy_ns"]
     first, st = s.cost_centers[0]
     assert first.key == "idle" and first.share == pytest.approx(idle_ns / total)
-    assert f"{100 * idle_ns / total:.1f}% of the total time" in st.text
+    assert f"{100 * idle_ns / total:.1f}% of the profiled time" in st.text
+    # the stage holding most of the idle time: decode's idle over the idle of prefill and decode
+    dec_idle = dec["cpu_ns"] - dec["gpu_busy_ns"]
+    assert first.stage == "decode" and first.stage_share == pytest.approx(dec_idle / idle_ns)
+    assert f"{100 * dec_idle / idle_ns:.1f}% of it in decode" in st.text
     assert len(s.cost_centers) == 3
     # GEMM is second: its kernel time over the total time
     gemm = sum(
@@ -124,12 +136,15 @@ def test_rule_table_is_consistent() -> None:
         assert "{value}" in r.text and "{threshold}" in r.text
 
 
-def test_cost_center_most_pronounced_stage() -> None:
+def test_cost_center_names_the_stage_holding_most_of_it() -> None:
     view = attrs.evolve(full_view(), categories=(("prefill", "gemm", 40e6), ("decode", "gemm", 70e6)))
     centers = {c.key: c for c in summ.cost_centers(view)}
-    # GEMM: 70 ms of decode's 4.6 s is less pronounced than 40 ms of prefill's 80 ms
-    assert centers["gemm"].stage == "prefill"
-    assert centers["gemm"].stage_share == pytest.approx(40e6 / 80e6)
+    # GEMM: decode's 70 ms is most of the 110 ms, though 40 ms is a larger share of prefill's 80 ms
+    assert centers["gemm"].stage == "decode"
+    assert centers["gemm"].stage_share == pytest.approx(70e6 / 110e6)
+    assert centers["gemm"].total_ns == pytest.approx(110e6)
+    (st,) = [st for c, st in summ.build(view).cost_centers if c.key == "gemm"]
+    assert "63.6% of it in decode" in st.text
 
 
 def test_a_rule_firing_in_several_stages_is_one_sentence_naming_each() -> None:

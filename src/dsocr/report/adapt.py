@@ -152,7 +152,21 @@ def _identity(d: Mapping[str, Any], manifest: Mapping[str, Any] | None, timing: 
         created=_get(manifest, "created"),
         dsocr_version=_get(manifest, "dsocr_version"),
         workload=workloads.label(_get(manifest, "workload"), _get(manifest, "settings")),
+        model_code=model_code_text(model, settings),
     )
+
+
+def model_code_text(model: Mapping[str, Any], settings: Mapping[str, Any]) -> str | None:
+    """The code and execution that ran, in words (timing.json's ``model``; the settings of an older capture)."""
+    kind = model.get("kind") or settings.get("model")
+    if kind is None:
+        return None
+    code = str(model.get("code") or ("dsocr's replica" if kind == "replica" else kind))
+    if model.get("execution"):  # the checkpoint's own code and generate
+        return f"{code}: {model['execution']}"
+    attn = model.get("attn_implementation") or settings.get("attn_implementation")
+    parts = [f"{k} {v}" for k, v in (("experts", model.get("experts_implementation")), ("attention", attn)) if v]
+    return code + (f" ({', '.join(parts)})" if parts else "")
 
 
 def _depths(instances: pl.DataFrame, names: list[str]) -> dict[str, int]:
@@ -211,7 +225,9 @@ def _stage_views(
     analytic: Mapping[str, Any] | None,
     passes: int,
     profiled: bool = True,
+    run_order: Sequence[tuple[int, str]] = (),
 ) -> tuple[StageView, ...]:
+    """The stage views; ``run_order``: (index in ``baseline``'s ``run``, where it ran) in execution order."""
     stages = _frame(d.get("stages"))
     per_pass = _frame(_get(d, "repeats", "per_pass"))
     instances = _frame(d.get("stage_instances"))
@@ -248,10 +264,14 @@ def _stage_views(
         unprof = None
         prof = None
         tokens = None
+        runs: tuple[tuple[str, float], ...] = ()
         if not base.is_empty():
             part = base.filter(pl.col("stage") == name)
             if part.height:
                 unprof = Stat.of(part["ns"].to_list())
+                if "run" in part.columns:
+                    means = dict(part.group_by("run").agg(pl.col("ns").mean()).iter_rows())
+                    runs = tuple((where, float(means[i])) for i, where in run_order if means.get(i) is not None)
         if not prof_recs.is_empty():
             part = prof_recs.filter(pl.col("stage") == name)
             if part.height:
@@ -306,6 +326,7 @@ def _stage_views(
                 inclusive_gpu_busy_ns=(_stats(per_pass, name, "gpu_busy_ns") or Stat.of([row["gpu_busy_ns"]]))
                 if own
                 else None,
+                unprofiled_runs=runs,
             )
         )
     return tuple(out)
@@ -609,8 +630,8 @@ def run_files(directory: Path) -> dict[str, dict[str, Any] | None]:
     return out
 
 
-def _positions(manifest: Mapping[str, Any] | None, files: Sequence[str]) -> tuple[str, ...]:
-    """Where each unprofiled run (by file) ran relative to the profiled one, in execution order.
+def _run_order(manifest: Mapping[str, Any] | None, files: Sequence[str]) -> tuple[tuple[int, str], ...]:
+    """Each unprofiled run (its index in ``files``) and where it ran relative to the profiled one, in execution order.
 
     A capture made before ``--baseline-runs`` ran its one baseline after the profiled run.
     """
@@ -618,8 +639,13 @@ def _positions(manifest: Mapping[str, Any] | None, files: Sequence[str]) -> tupl
     order = {str(r.get("file")): i for i, r in enumerate(runs)}
     where = {str(r.get("file")): str(r.get("position") or "unknown") for r in runs}
     default = {rundir.TIMING_BASELINE: "after"}
-    ranked = sorted(files, key=lambda f: order.get(f, len(order)))
-    return tuple(where.get(f) or default.get(f, "unknown") for f in ranked)
+    ranked = sorted(range(len(files)), key=lambda i: order.get(files[i], len(order)))
+    return tuple((i, where.get(files[i]) or default.get(files[i], "unknown")) for i in ranked)
+
+
+def _positions(manifest: Mapping[str, Any] | None, files: Sequence[str]) -> tuple[str, ...]:
+    """Where each unprofiled run (by file) ran relative to the profiled one, in execution order."""
+    return tuple(where for _, where in _run_order(manifest, files))
 
 
 def view_from_analysis(
@@ -651,7 +677,8 @@ def view_from_analysis(
     base = _records(baseline)
     passes = int(_get(d, "repeats", "passes") or 1)
     is_profiled = timing is None or timing.get("profiled") is not False
-    stages = _stage_views(d, records, _baseline_records(docs), analytic, passes, profiled=is_profiled)
+    order = _run_order(manifest, files) if files != [rundir.TIMING] else ((0, "unknown"),)
+    stages = _stage_views(d, records, _baseline_records(docs), analytic, passes, is_profiled, order)
     names = [s.name for s in stages]
     nested = _nested(d)
     instances = _own_parts(_frame(d.get("stage_instances"))) if nested else _frame(d.get("stage_instances"))
