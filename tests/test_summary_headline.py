@@ -167,3 +167,24 @@ def test_vision_inside_prefill_counts_once_unprofiled() -> None:
     t = summ.totals(view)
     assert t.unprofiled_ns == pytest.approx(300e6)  # vision 100 + prefill's own 200, not 400
     assert summ.idle_share(view, prefill) == (pytest.approx(0.5), True)
+
+
+def test_report_md_carries_what_report_html_carries() -> None:
+    """The bundled sample's report.md (pinned by test_golden) holds the run facts report.html shows."""
+    import json
+    from pathlib import Path
+
+    from dsocr.analyze.input_files import sample_trace
+
+    md = (Path(__file__).parent / "golden" / "sample" / "report.md").read_text()
+    manifest = json.loads((sample_trace() / "manifest.json").read_text())
+    for heading in ("## Run identity", "## Time per pass and tokens/s", "## Profiler overhead", "## Memory"):
+        assert f"\n{heading}\n" in md
+    assert "\n## Inputs and assumptions\n" in md and "\n### Pages\n" in md and "\n### Caveats\n" in md
+    assert "- **model code**: dsocr's replica (experts grouped_mm, attention sdpa)" in md
+    for page in manifest["inputs"]:
+        assert f"| {page['name']} | image | 1240x1754 | {page['sha256'][:16]} |" in md
+    # decode: 30 tokens a pass; 23.9 tokens/s over its unprofiled time, 14.7 over the profiled range
+    assert "| 30 | 23.9 | 14.7 ± 0.7" in md
+    assert "| decode | 1,256.7 ± 291.5 ms (CV 23.2%, s.e. 11.6%) | before 1,508.0 ms, after 1,005.4 ms |" in md
+    assert "- **weights**: 6.21 GiB" in md

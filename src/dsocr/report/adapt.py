@@ -35,6 +35,7 @@ from typing import Any
 import polars as pl
 
 from dsocr.analyze import nesting
+from dsocr.analyze.categories import LABELS
 from dsocr.analyze.workload_from_run import with_other_runs
 from dsocr.contract import nvtx_names as nv
 from dsocr.contract import rundir
@@ -648,6 +649,71 @@ def _positions(manifest: Mapping[str, Any] | None, files: Sequence[str]) -> tupl
     return tuple(where for _, where in _run_order(manifest, files))
 
 
+def _ms(v: Any) -> str:
+    return "n/a" if v is None else f"{v / 1e6:,.3f} ms"
+
+
+def _x(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.2f}x"
+
+
+def _mib(v: Any) -> str:
+    return "n/a" if v is None else f"{v / 2**20:,.1f} MiB"
+
+
+def _modules(d: Mapping[str, Any]) -> tuple[Table | None, Table | None, str | None]:
+    """The module tables of analysis.json's ``modules`` (measured rows only) and their note."""
+    mods = d.get("modules")
+    if not isinstance(mods, Mapping):
+        return None, None, None
+    rows = [r for r in mods.get("rows") or [] if isinstance(r, Mapping) and r.get("measured_ns") is not None]
+    share = mods.get("attributed_share")
+    note = (
+        f"GPU busy time inside named module ranges: {'n/a' if share is None else f'{100 * share:.1f}%'} of the "
+        f"pass's GPU busy time (target >= 90%). Per pass, mean over {mods.get('passes')} pass(es); measured = GPU "
+        "busy time of the ops launched inside the module's ranges; predicted = the sum of its operations' roofline "
+        "times; calibrated = its primitives timed alone (calibration.json); memory = the analytic estimate of the "
+        "weights it holds and its largest activation working set (not measured)."
+    )
+    cols = ("module", "calls", "measured", "predicted", "measured / predicted", "calibrated", "measured / calibrated")
+    table = Table(
+        (*cols, "weights", "activations peak"),
+        tuple(
+            (
+                str(r["path"]),
+                f"{r.get('calls') or 0:,.1f}",
+                _ms(r.get("measured_ns")),
+                _ms(r.get("predicted_ops_ns")),
+                _x(r.get("ratio")),
+                _ms(r.get("calibrated_ns")),
+                _x(r.get("ratio_calibrated")),
+                _mib(r.get("weight_footprint_bytes")),
+                _mib(r.get("act_peak_bytes")),
+            )
+            for r in rows
+        ),
+    )
+    cats = [c for c in mods.get("categories") or [] if isinstance(c, Mapping)]
+    cat_table = (
+        Table(
+            ("module", "category", "kernels", "kernel time", "share of the module's kernel time"),
+            tuple(
+                (
+                    str(c["path"]),
+                    LABELS.get(str(c["category"]), str(c["category"])),
+                    f"{c['kernels']:,.1f}",
+                    _ms(c["kernel_ns"]),
+                    f"{100 * c['share']:.1f}%" if c.get("share") is not None else "n/a",
+                )
+                for c in cats
+            ),
+        )
+        if cats
+        else None
+    )
+    return table, cat_table, note
+
+
 def view_from_analysis(
     d: Mapping[str, Any],
     manifest: Mapping[str, Any] | None = None,
@@ -751,6 +817,7 @@ def view_from_analysis(
         model_mfu = _as(model_row, "mfu_busy", model_mfu)  # the figure report.md and analysis.json give
     facts = timing if timing is not None else baseline
     assumptions, pages, caveats = _assumptions(manifest, facts, analytic)
+    modules, module_categories, modules_note = _modules(d)
     return ReportView(
         identity=_identity(d, manifest, facts),
         stages=stages,
@@ -774,4 +841,7 @@ def view_from_analysis(
         nesting_note=str(_get(d, "stage_nesting", "note")) if nested else None,
         has_gpu=has_gpu,
         baseline_positions=_positions(manifest, files) if files != [rundir.TIMING] else ("unknown",),
+        modules=modules,
+        module_categories=module_categories,
+        modules_note=modules_note,
     )

@@ -354,6 +354,12 @@ class ReportView:
     warnings: tuple[str, ...] = ()
     #: What a broken trace lost (``kernels``, ``api_calls``: no GPU numbers per stage); None otherwise.
     gpu_lost: str | None = None
+    #: Per module (``--module-ranges`` captures): measured GPU time beside the analytic and calibrated
+    #: prediction, calls, the memory estimate; and the kernel categories inside each module. None without.
+    modules: Table | None = None
+    module_categories: Table | None = None
+    #: How much of the GPU busy time the module ranges cover, and how the module table is read.
+    modules_note: str | None = None
 
     def stage(self, name: str) -> StageView | None:
         """The stage called ``name``, or ``None``."""
