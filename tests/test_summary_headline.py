@@ -34,7 +34,10 @@ def test_headline_is_unprofiled_with_the_drift_beside_it() -> None:
     assert t.range_ns == pytest.approx(51e6 + 80e6 + 4565.333e6, rel=1e-6)
     assert t.runs == (("before", pytest.approx(3509e6)), ("after", pytest.approx(3305e6)))
     text = s.headline.text
-    assert text.startswith("One pass took 3,407 ms without the profiler (CUDA events, mean of 3 unprofiled passes")
+    assert text.startswith(
+        "One pass (vision, prefill, decode) took 3,407 ms without the profiler (CUDA events, mean of 3 unprofiled "
+        "passes"
+    )
     assert "3,509 ms in the run before the capture, 3,305 ms in the run after the capture" in text
     assert "and 4,696 ms under the profiler" in text
     # decode: 64 tokens in 3.3 s unprofiled (19.4/s), in 4.5653 s profiled (14.0/s)
@@ -48,7 +51,9 @@ def test_headline_without_unprofiled_runs_says_so() -> None:
     stages = tuple(attrs.evolve(s, unprofiled_ns=None) for s in full_view().stages)
     view = attrs.evolve(full_view(), stages=stages)
     s = check_traceable(view)
-    assert s.headline.text.startswith("One pass took 4,696 ms under the profiler (no unprofiled run")
+    assert s.headline.text.startswith(
+        "One pass (vision, prefill, decode) took 4,696 ms under the profiler (no unprofiled"
+    )
     assert "the GPU was busy 5.5% of that time" in s.headline.text  # 259 / 4,696.33
     assert s.mfu is not None and "under the profiler (no unprofiled run)" in s.mfu.text
 
@@ -66,7 +71,7 @@ def test_measured_sentence_and_pass_defined() -> None:
         "once through vision, prefill and decode; the times below are per pass."
     )
     md = html.render_summary_md(view, s)
-    assert md.index("Measured on") < md.index("One pass took")
+    assert md.index("Measured on") < md.index("One pass (")
 
 
 def test_model_code_names_the_variant_or_the_checkpoints_code() -> None:

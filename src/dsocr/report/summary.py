@@ -672,6 +672,12 @@ def _lost(view: ReportView) -> str:
     return f"the GPU time per stage is unknown: the trace lost its {lost} (see the warning above)"
 
 
+def _across(view: ReportView) -> str:
+    """`` (vision, prefill, decode)``: the stages the headline adds up."""
+    names = ", ".join(s.name for s in view.top_stages)
+    return f" ({names})" if names else ""
+
+
 def _headline(view: ReportView, t: Totals) -> Statement:
     """How long a pass took (unprofiled where measured, beside the profiled figure) and how busy the GPU was."""
     has_gpu = any(s.has_gpu for s in view.top_stages)
@@ -679,7 +685,9 @@ def _headline(view: ReportView, t: Totals) -> Statement:
     decode = view.stage("decode")
     tokens = decode.tokens if decode is not None else None
     if t.unprofiled_ns is None:
-        parts = [f"One pass took {ev_prof.shown} under the profiler (no unprofiled run to time it without)"]
+        parts = [
+            f"One pass{_across(view)} took {ev_prof.shown} under the profiler (no unprofiled run to time it without)"
+        ]
         ev = [ev_prof]
         if decode is not None and (tps := _tokens_per_s(tokens, decode.range_ns.mean)) is not None:
             e = _ev("stage:decode:tokens_per_s", tps, "rate")
@@ -708,8 +716,8 @@ def _headline(view: ReportView, t: Totals) -> Statement:
             )
         runs = f"; the unprofiled runs differed: {', '.join(items)}"
     text = (
-        f"One pass took {ev_un.shown} without the profiler (CUDA events, mean of {ev_n.shown} unprofiled "
-        f"pass{'es' if t.unprofiled_passes != 1 else ''}{runs}) and {ev_prof.shown} under the profiler."
+        f"One pass{_across(view)} took {ev_un.shown} without the profiler (CUDA events, mean of {ev_n.shown} "
+        f"unprofiled pass{'es' if t.unprofiled_passes != 1 else ''}{runs}) and {ev_prof.shown} under the profiler."
     )
     ev.append(ev_prof)
     if decode is not None:
