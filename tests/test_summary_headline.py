@@ -43,7 +43,9 @@ def test_headline_is_unprofiled_with_the_drift_beside_it() -> None:
     # decode: 64 tokens in 3.3 s unprofiled (19.4/s), in 4.5653 s profiled (14.0/s)
     assert "Decode generated 19.4 tokens/s without the profiler (14.0 under it)" in text
     # GPU busy 39.667 + 60.333 + 159 = 259 ms of 3,407 ms
-    assert "The GPU was busy 7.6% of the unprofiled time" in text
+    assert (
+        "The GPU was busy 7.6% of a pass's unprofiled time (its busy time from the trace), idle the other 92.4%" in text
+    )
     assert "where the time goes, below, comes from the profiled trace" in text
 
 
@@ -66,8 +68,9 @@ def test_measured_sentence_and_pass_defined() -> None:
     assert s.measured is not None
     assert s.measured.text == (
         "Measured on NVIDIA H100 80GB HBM3: 1 page, 3 passes (repeats), a 900-token text prompt beside the image "
-        "and up to 65 generated tokens per page, base mode, seeded random weights (the kernels and their shapes are "
-        "real; the text produced is not), model code: dsocr's replica (experts grouped_mm). A pass is every page "
+        "and up to 65 generated tokens per page, base mode, seeded random weights (the GPU work and its timings are "
+        "real; random weights only make the text meaningless and never stop early, so every page generates all its "
+        "tokens), model code: dsocr's replica (experts grouped_mm). A pass is every page "
         "once through vision, prefill and decode; the times below are per pass."
     )
     md = html.render_summary_md(view, s)
@@ -99,7 +102,7 @@ def test_mfu_over_unprofiled_wall_time_and_busy_beside_it() -> None:
     value, unprofiled = summ.mfu_model(view) or (0.0, False)
     assert value == pytest.approx(15.37e12 / (989.4e12 * 3.407)) and unprofiled
     assert s.mfu is not None
-    assert s.mfu.text.startswith("MFU (model FLOPs utilization) is 0.46%")
+    assert s.mfu.text.startswith("MFU (model FLOPs utilization; this is the figure to quote) is 0.46%")
     assert "peak (989 TFLOP/s)" in s.mfu.text
     # the GPU-busy MFU: the view's model figure, mean of 0.82%, 0.85%, 0.79%
     assert "Counting only the time the GPU was busy it is 0.82%" in s.mfu.text
@@ -142,7 +145,10 @@ def test_one_limit_per_stage_and_rules_follow_it() -> None:
     assert "too small" not in rules["low-mfu-prefill"].text
     lines = {st.text.split(":")[0]: st.text for st in s.limits}
     assert lines["vision"].startswith("vision: host-bound (the GPU waits for the CPU most of the time; GPU idle 60.0%")
-    assert "8.0x the roofline prediction, which would be compute-bound on the roofline" in lines["vision"]
+    assert (
+        "8.0x longer than the ideal (roofline) time; at the ideal it would be limited by its arithmetic rate"
+        in lines["vision"]
+    )
     assert lines["prefill"].startswith("prefill: memory-bound")
     assert lines["decode"].startswith("decode: kernel-bound") and "4.0x" in lines["decode"]
 

@@ -10,6 +10,7 @@ is an :class:`Evidence` that names where it came from (``stage:decode:idle_frac`
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 import attrs
@@ -52,7 +53,36 @@ GLOSSARY: dict[str, str] = {
     "prefill": "the pass over the whole prompt (image tokens and text) that produces the first output token",
     "decode": "the loop that generates the remaining output tokens one at a time",
     "device-to-host copy": "data sent from GPU memory back to the CPU, which makes the CPU wait",
+    "kernel": "one piece of work the GPU runs (a matrix multiplication, an addition over a tensor)",
+    "host": "the CPU, which runs the Python code and sends the GPU its work",
+    "drift": "how much identical unprofiled runs differed from each other (run to run noise of the machine)",
+    "token": "a piece of text or of the image the model reads or writes (about a word, or an image patch)",
+    "gundam mode": "DeepSeek-OCR's setting that cuts each page into several crops plus an overview image",
+    "replica": "dsocr's own copy of the model code, with the same layers and shapes as the checkpoint's",
+    "CUDA events": "timestamps recorded on the GPU itself, used to time the runs without the profiler",
+    "analytic model": "dsocr's count of the FLOPs and bytes each stage needs, from the model's shapes",
+    "sam, clip, projector": "parts of vision: two image encoders and the layer that feeds their output to "
+    "the language model",
+    "decode_step": "one step of decode (one generated token)",
 }
+
+#: The words that bring in a glossary entry (whole words), where they are not the term itself.
+GLOSSARY_TRIGGERS: dict[str, tuple[str, ...]] = {
+    "kernel": ("kernel", "kernels"),
+    "kernel launch": ("kernel launch", "kernel launches"),
+    "host": ("host", "host-bound"),
+    "token": ("token", "tokens"),
+    "sam, clip, projector": ("sam", "clip", "projector"),
+}
+
+
+def glossed(words: str) -> tuple[tuple[str, str], ...]:
+    """The glossary entries whose term (or trigger words) the text uses, as whole words."""
+    return tuple(
+        (term, meaning)
+        for term, meaning in GLOSSARY.items()
+        if any(re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", words) for w in GLOSSARY_TRIGGERS.get(term, (term,)))
+    )
 
 
 def pct(x: float) -> str:
@@ -128,6 +158,10 @@ LIMIT_WORDS: dict[str, str] = {
 }
 
 
+#: What a roofline bound is limited by, in words.
+BOUND_BY: dict[str, str] = {MEMORY: "memory bandwidth", COMPUTE: "its arithmetic rate"}
+
+
 def unprofiled_own(view: ReportView, stage: StageView) -> tuple[float | None, tuple[tuple[str, float], ...]]:
     """The stage's unprofiled time of a pass (mean, and each unprofiled run's mean), its own work only.
 
@@ -187,6 +221,16 @@ def classify(view: ReportView) -> dict[str, str]:
     return {s.name: lim for s in view.stages if (lim := limit(view, s)) is not None}
 
 
+def _wall(view: ReportView, stage: StageView) -> float:
+    """The stage's own time of a pass: unprofiled where measured, else the profiled range time."""
+    un, _ = unprofiled_own(view, stage)
+    return un if un is not None and un > 0 else stage.range_ns.mean
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
 def _cat_share(category: str) -> Callable[[ReportView, StageView], float | None]:
     def get(view: ReportView, stage: StageView) -> float | None:
         cats = [(c, v) for s, c, v in view.categories if s == stage.name]
@@ -232,6 +276,13 @@ METRICS: dict[str, tuple[Callable[[ReportView, StageView], float | None], str]] 
     "overhead_within_drift": (lambda v, s: s.overhead_frac if s.overhead_within_drift else None, "pct"),
     "overhead_drift_unknown": (lambda v, s: s.overhead_frac if s.baseline_drift is None else None, "pct"),
     "baseline_drift": (lambda v, s: s.baseline_drift, "pct"),
+    # the profiled time over the unprofiled time (1 + overhead): "2.7x slower"
+    "slowdown": (lambda v, s: None if s.overhead_frac is None else 1 + s.overhead_frac, "times"),
+    # the most removing all CPU overhead could speed the stage up: its wall time (unprofiled where measured)
+    # over its GPU busy time, and both per token
+    "speedup_bound": (lambda v, s: _ratio(_wall(v, s), s.gpu_busy_ns.mean if s.has_gpu else None), "times"),
+    "busy_per_step": (lambda v, s: _ratio(s.gpu_busy_ns.mean if s.has_gpu else None, s.tokens), "ms"),
+    "wall_per_step": (lambda v, s: _ratio(_wall(v, s), s.tokens), "ms"),
     "measured_over_predicted": (lambda v, s: s.measured_over_predicted, "times"),
     "measured_over_calibrated": (lambda v, s: s.measured_over_calibrated, "times"),
     # far from the roofline: how far the measured GPU time is from its kernels timed alone (|ratio - 1|)
@@ -282,9 +333,12 @@ RULES: tuple[Rule, ...] = (
         "idle_frac",
         ">",
         IDLE_LIMIT,
-        "The GPU sat idle {value} of the decode time (more than {threshold}): generating tokens is limited by the "
-        "CPU issuing work one small step at a time, not by the GPU. Replaying each decode step as a CUDA graph, "
-        "torch.compile (mode reduce-overhead) or a serving engine such as vLLM or SGLang would pay.",
+        "The GPU sat idle {value} of decode's {basis} time (above the {threshold} threshold): generating tokens "
+        "is limited by the CPU issuing work one small step at a time, not by the GPU. Replaying each decode step as "
+        "a CUDA graph, torch.compile (mode reduce-overhead) or a serving engine such as vLLM or SGLang cuts that "
+        "CPU overhead; removing it entirely would make decode at most {speedup_bound} faster: the GPU works "
+        "{busy_per_step} of each {wall_per_step} step (an upper bound from these measurements, not itself measured).",
+        also=("speedup_bound", "busy_per_step", "wall_per_step"),
     ),
     Rule(
         "launches-per-token",
@@ -292,7 +346,7 @@ RULES: tuple[Rule, ...] = (
         "launches_per_token",
         ">",
         100,
-        "Each generated token costs {value} kernel launches (more than {threshold}); fusing operations "
+        "Each generated token costs {value} kernel launches (above the {threshold} threshold); fusing operations "
         "(torch.compile) or a CUDA graph cuts that per-token overhead.",
     ),
     Rule(
@@ -301,7 +355,8 @@ RULES: tuple[Rule, ...] = (
         "d2h_per_token",
         ">",
         0.5,
-        "Each generated token makes {value} device-to-host copies on average (more than {threshold}); each one stalls "
+        "Each generated token makes {value} device-to-host copies on average (above the {threshold} "
+        "threshold); each one stalls "
         "the CPU until the GPU catches up. Keep token selection and stop checks on the GPU.",
     ),
     Rule(
@@ -310,7 +365,7 @@ RULES: tuple[Rule, ...] = (
         "syncs_per_token",
         ">",
         0.5,
-        "Each generated token waits for the GPU {value} times (more than {threshold}); remove the "
+        "Each generated token waits for the GPU {value} times (above the {threshold} threshold); remove the "
         "synchronizations (.item(), .cpu(), printing tensors) from the decode loop.",
     ),
     Rule(
@@ -319,7 +374,7 @@ RULES: tuple[Rule, ...] = (
         "share_moe_routing",
         ">",
         0.15,
-        "MoE routing takes {value} of the GPU time in {stage} (more than {threshold}); a fused MoE kernel "
+        "MoE routing takes {value} of the GPU time in {stage} (above the {threshold} threshold); a fused MoE kernel "
         "(routing and grouped expert GEMMs in one) would pay.",
         "MoE routing takes more than {threshold} of the GPU time in {stages}; a fused MoE kernel "
         "(routing and grouped expert GEMMs in one) would pay.",
@@ -331,7 +386,7 @@ RULES: tuple[Rule, ...] = (
         "share_attention",
         ">",
         0.3,
-        "Attention takes {value} of the GPU time in SAM (more than {threshold}); SAM's global layers attend "
+        "Attention takes {value} of the GPU time in SAM (above the {threshold} threshold); SAM's global layers attend "
         "over the whole image, so a fused flash attention kernel there would pay.",
         limits=GPU_WORK,
     ),
@@ -341,7 +396,8 @@ RULES: tuple[Rule, ...] = (
         "mfu_busy",
         "<",
         0.3,
-        "Prefill reaches {value} MFU while the GPU is busy (below {threshold}): batching pages together gives each "
+        "Prefill reaches {value} MFU while the GPU is busy (below the {threshold} threshold): "
+        "batching pages together gives each "
         "weight read more tokens to work on, and fused kernels read and write memory fewer times.",
         limits=GPU_WORK,
     ),
@@ -351,7 +407,8 @@ RULES: tuple[Rule, ...] = (
         "mfu_busy",
         "<",
         0.3,
-        "The vision encoders reach {value} MFU while the GPU is busy (below {threshold}); batching several "
+        "The vision encoders reach {value} MFU while the GPU is busy (below the {threshold} "
+        "threshold); batching several "
         "pages or crops per forward pass would use the GPU better.",
         limits=GPU_WORK,
     ),
@@ -361,9 +418,10 @@ RULES: tuple[Rule, ...] = (
         "measured_over_predicted",
         ">",
         ROOFLINE_LIMIT,
-        "The GPU work of {stage} took {value} the roofline prediction (more than {threshold}); "
-        "its kernels are far from the hardware limit, so kernel choice, not hardware, limits it.",
-        "The GPU work took more than {threshold} the roofline prediction in {stages}; these kernels are "
+        "The GPU work of {stage} took {value} longer than the ideal (roofline) time (above the {threshold} "
+        "threshold); its kernels are far from the hardware limit, so kernel choice, not hardware, limits it.",
+        "The GPU work took longer than the ideal (roofline) time by more than the {threshold} threshold in "
+        "{stages}; these kernels are "
         "far from the hardware limit, so kernel choice (fused or better-tuned kernels), not hardware, limits them.",
         limits=(KERNEL,),
     ),
@@ -374,10 +432,12 @@ RULES: tuple[Rule, ...] = (
         "<",
         0.15,
         "Far from the roofline, yet its kernels timed alone add up to the measured GPU time of {stage} (off by "
-        "{value}, less than {threshold}): the time is in the kernels themselves, so faster kernels (fused, better "
+        "{value}, below the {threshold} threshold): the time is in the kernels themselves, so faster "
+        "kernels (fused, better "
         "tuned), not less overhead, would pay; the module table shows which.",
-        "Far from the roofline, yet the kernels timed alone add up to the measured GPU time (off by less than "
-        "{threshold}) in {stages}: the time is in the kernels themselves, so faster kernels (fused, better tuned), "
+        "Far from the roofline, yet the kernels timed alone add up to the measured GPU time (off by less than the "
+        "{threshold} threshold) in {stages}: the time is in the kernels themselves, so faster "
+        "kernels (fused, better tuned), "
         "not less overhead, would pay.",
         limits=(KERNEL,),
     ),
@@ -387,7 +447,7 @@ RULES: tuple[Rule, ...] = (
         "measured_over_calibrated",
         ">",
         1.3,
-        "The GPU work of {stage} took {value} the time of its kernels timed alone (more than {threshold}): "
+        "The GPU work of {stage} took {value} the time of its kernels timed alone (above the {threshold} threshold): "
         "something beyond the kernels the model lists (extra copies, cache misses, contention) costs time there.",
         "The GPU work took more than {threshold} the time of its kernels timed alone in {stages}: something "
         "beyond the kernels the model lists (extra copies, cache misses, contention) costs time there.",
@@ -399,12 +459,13 @@ RULES: tuple[Rule, ...] = (
         "max_dev",
         ">",
         0.10,
-        "A single pass of {stage} strays {value} from the mean of the passes (the target is within "
-        "±{threshold}); the mean itself is known to ±{sem_rel} (standard error): compare runs with care and use "
+        "A single pass of {stage} strays {value} from the mean of the passes (beyond the ±{threshold} "
+        "threshold); the mean itself is known to ±{sem_rel} (standard error): compare runs with care and use "
         "more repeats.",
-        "Single passes stray more than ±{threshold} from their mean in {stages} (largest deviation; the target is "
-        "within ±{threshold}): compare runs with care and use more repeats.",
+        "Single passes stray from the mean of the passes beyond the ±{threshold} threshold in: {stages}; compare "
+        "runs with care and use more repeats.",
         also=("sem_rel",),
+        item="{stage} (by up to {value})",
     ),
     Rule(
         "profiler-overhead",
@@ -412,12 +473,13 @@ RULES: tuple[Rule, ...] = (
         "overhead_beyond_drift",
         ">",
         0.2,
-        "Profiling slowed {stage} by {value} against the unprofiled runs (more than {threshold}; identical "
-        "unprofiled runs differed by only {baseline_drift}); read its absolute times with that in mind.",
-        "Profiling slowed these stages by more than {threshold} against the unprofiled runs, more than identical "
-        "unprofiled runs differed: {stages}; read their absolute times with that in mind.",
-        also=("baseline_drift",),
-        item="{stage} ({value}, drift {baseline_drift})",
+        "Profiling made {stage} {slowdown} slower (+{value}) than the unprofiled runs (above the {threshold} "
+        "threshold; identical unprofiled runs differed by only {baseline_drift}); read its absolute times with that "
+        "in mind.",
+        "Profiling made these stages slower than the unprofiled runs, beyond the {threshold} threshold and beyond "
+        "the drift: {stages}; read their absolute times with that in mind.",
+        also=("baseline_drift", "slowdown"),
+        item="{stage} {slowdown} slower (+{value}; drift {baseline_drift})",
     ),
     Rule(
         "overhead-drift-unknown",
@@ -425,12 +487,16 @@ RULES: tuple[Rule, ...] = (
         "overhead_drift_unknown",
         ">",
         0.2,
-        "Profiling slowed {stage} by {value} against the one unprofiled run (more than {threshold}); with one "
+        "Profiling made {stage} {slowdown} slower (+{value}) than the one unprofiled run (above the {threshold} "
+        "threshold); with one "
         "unprofiled run the host's own drift between identical runs is unknown and may be part of it (a capture "
         "with several unprofiled runs, the default of --baseline-runs, measures it).",
-        "Profiling slowed these stages by more than {threshold} against the one unprofiled run: {stages}; the "
+        "Profiling made these stages slower than the one unprofiled run, beyond the {threshold} threshold: "
+        "{stages}; the "
         "host's own drift between identical runs is unknown and may be part of it (a capture with several "
         "unprofiled runs, the default of --baseline-runs, measures it).",
+        also=("slowdown",),
+        item="{stage} {slowdown} slower (+{value})",
     ),
     Rule(
         "overhead-within-drift",
@@ -438,13 +504,14 @@ RULES: tuple[Rule, ...] = (
         "overhead_within_drift",
         ">",
         0.2,
-        "Profiling appears to slow {stage} by {value} (more than {threshold}), but identical unprofiled runs "
+        "Profiling appears to make {stage} {slowdown} slower (+{value}; above the {threshold} threshold), but "
+        "identical unprofiled runs "
         "differed by {baseline_drift} among themselves: the overhead cannot be separated from host drift, so "
         "neither number says what nsys costs.",
-        "Profiling appears to slow these stages by more than {threshold}, but identical unprofiled runs differed "
-        "among themselves by more still: {stages}; the overhead cannot be separated from host drift there.",
-        also=("baseline_drift",),
-        item="{stage} (overhead {value}, drift {baseline_drift})",
+        "Profiling appears to slow these stages beyond the {threshold} threshold, but identical unprofiled runs "
+        "differed among themselves by more still: {stages}; the overhead cannot be separated from host drift there.",
+        also=("baseline_drift", "slowdown"),
+        item="{stage} ({slowdown} slower, +{value}; drift {baseline_drift})",
     ),
 )
 
@@ -495,6 +562,8 @@ class Summary:
     mfu: Statement | None = None
     #: Each top stage's one limit (:func:`classify`) and the numbers behind it.
     limits: tuple[Statement, ...] = ()
+    #: What the cost centers leave out, and how far the profiler can distort their shares.
+    cost_note: Statement | None = None
 
 
 def cost_centers(view: ReportView, top: int = 3) -> tuple[CostCenter, ...]:
@@ -569,19 +638,23 @@ def actions(view: ReportView, limits: dict[str, str] | None = None) -> tuple[Sta
         t = _ev(f"rule:{rule.id}:threshold", rule.threshold, fmt)
 
         if len(fired) > 1 and rule.text_many:
-            listed = ", ".join(rule.item.format(**_fields(rule, *f)) for f in fired)
+            listed = ", ".join(rule.item.format(**_fields(view, rule, *f)) for f in fired)
             text = rule.text_many.format(stages=listed, threshold=t.shown)
             out.append(Statement(text, (*(e for _, v, also in fired for e in (v, *also)), t), rule.id))
             continue
         for stage, v, also in fired:
-            text = rule.text.format(**_fields(rule, stage, v, also), threshold=t.shown)
+            text = rule.text.format(**_fields(view, rule, stage, v, also), threshold=t.shown)
             out.append(Statement(text, (v, *also, t), rule.id))
     return tuple(out)
 
 
-def _fields(rule: Rule, stage: StageView, value: Evidence, also: tuple[Evidence, ...]) -> dict[str, str]:
-    """The placeholders of a rule's sentence for one stage."""
-    return {"stage": stage.name, "value": value.shown, **{m: e.shown for m, e in zip(rule.also, also, strict=True)}}
+def _fields(
+    view: ReportView, rule: Rule, stage: StageView, value: Evidence, also: tuple[Evidence, ...]
+) -> dict[str, str]:
+    """The placeholders of a rule's sentence for one stage (``{basis}``: the time the idle share is of)."""
+    basis = "unprofiled" if idle_share(view, stage)[1] else "profiled"
+    shown = {m: e.shown for m, e in zip(rule.also, also, strict=True)}
+    return {"stage": stage.name, "value": value.shown, "basis": basis, **shown}
 
 
 def _also(view: ReportView, stage: StageView, metric: str) -> Evidence:
@@ -652,7 +725,10 @@ def _measured(view: ReportView) -> Statement:
     if ident.mode:
         bits.append(f"{ident.mode} mode")
     if ident.random_weights is True:
-        bits.append("seeded random weights (the kernels and their shapes are real; the text produced is not)")
+        bits.append(
+            "seeded random weights (the GPU work and its timings are real; random weights only make the text "
+            "meaningless and never stop early, so every page generates all its tokens)"
+        )
     elif ident.random_weights is False:
         bits.append(
             f"the checkpoint's trained weights ({ident.model_source})" if ident.model_source else "trained weights"
@@ -665,6 +741,39 @@ def _measured(view: ReportView) -> Statement:
     unit = "every page once through vision, prefill and decode" if ident.pages else "one run of the traced stages"
     text = f"Measured{gpu}: {', '.join(bits)}. A pass is {unit}; the times below are per pass."
     return Statement(text, tuple(ev))
+
+
+def _unprofiled_share(view: ReportView, center: CostCenter) -> float | None:
+    """A cost center's share of the unprofiled time of a pass (the traced GPU time taken as unchanged; idle:
+    the unprofiled time the GPU was not busy); ``None`` without unprofiled timing."""
+    if center.key.startswith(STAGE_PREFIX):
+        return None
+    t = totals(view)
+    if not t.unprofiled_ns:
+        return None
+    if center.key == IDLE:
+        return max(0.0, 1.0 - t.busy_ns / t.unprofiled_ns)
+    return center.total_ns / t.unprofiled_ns
+
+
+def _cost_note(view: ReportView, t: Totals, centers: list[CostCenter]) -> Statement | None:
+    """What the listed cost centers leave out, and the profiler's stretch of the time their shares divide."""
+    if not centers or centers[0].key.startswith(STAGE_PREFIX):
+        return None
+    rest = _ev("total:rest", 1.0 - sum(c.share for c in centers), "pct")
+    shown = {c.key for c in centers}
+    others = [COST_LABELS.get(c.key, c.key).split(" (")[0] for c in cost_centers(view, top=100) if c.key not in shown]
+    text = f"The other {rest.shown} of the profiled time is GPU kernels of other kinds"
+    text += f" ({', '.join(others)})." if others else "."
+    evs = [rest]
+    if t.unprofiled_ns:
+        e = _ev("total:profiled_over_unprofiled", t.range_ns / t.unprofiled_ns, "times")
+        evs.append(e)
+        text += (
+            f" The profiler stretched a pass {e.shown} (mostly CPU time), inflating the idle share and shrinking the "
+            "kernel shares; the unprofiled shares in brackets divide the same GPU time by the unprofiled time."
+        )
+    return Statement(text, tuple(evs))
 
 
 def _lost(view: ReportView) -> str:
@@ -705,6 +814,17 @@ def _headline(view: ReportView, t: Totals) -> Statement:
     ev_un = _ev("total:unprofiled_ns", t.unprofiled_ns, "ms")
     ev_n = _ev("total:unprofiled_passes", float(t.unprofiled_passes), "count")
     ev = [ev_un, ev_n]
+    per_page = ""
+    if view.identity.pages and view.identity.pages > 1:
+        e = _ev("total:unprofiled_per_page", t.unprofiled_ns / view.identity.pages, "ms")
+        ev.append(e)
+        per_page = f" ({e.shown} per page)"
+    split = ""
+    if len(t.runs) > 1 and t.unprofiled_passes % len(t.runs) == 0:
+        e_r = _ev("total:unprofiled_run_count", float(len(t.runs)), "count")
+        e_p = _ev("total:unprofiled_passes_per_run", float(t.unprofiled_passes // len(t.runs)), "count")
+        ev += [e_r, e_p]
+        split = f": {e_r.shown} unprofiled runs x {e_p.shown} passes"
     runs = ""
     if len(t.runs) > 1:
         items = []
@@ -716,8 +836,9 @@ def _headline(view: ReportView, t: Totals) -> Statement:
             )
         runs = f"; the unprofiled runs differed: {', '.join(items)}"
     text = (
-        f"One pass{_across(view)} took {ev_un.shown} without the profiler (CUDA events, mean of {ev_n.shown} "
-        f"unprofiled pass{'es' if t.unprofiled_passes != 1 else ''}{runs}) and {ev_prof.shown} under the profiler."
+        f"One pass{_across(view)} took {ev_un.shown}{per_page} without the profiler (CUDA events, mean of "
+        f"{ev_n.shown} unprofiled pass{'es' if t.unprofiled_passes != 1 else ''}{split}{runs}) and {ev_prof.shown} "
+        "under the profiler."
     )
     ev.append(ev_prof)
     if decode is not None:
@@ -726,12 +847,20 @@ def _headline(view: ReportView, t: Totals) -> Statement:
             e1 = _ev("stage:decode:tokens_per_s_unprofiled", tps, "rate")
             e2 = _ev("stage:decode:tokens_per_s", _tokens_per_s(tokens, decode.range_ns.mean) or 0.0, "rate")
             ev += [e1, e2]
-            text += f" Decode generated {e1.shown} tokens/s without the profiler ({e2.shown} under it)."
+            e3 = _ev("stage:decode:tokens", float(tokens or 0), "count")
+            ev.append(e3)
+            every = " over all its pages" if view.identity.pages and view.identity.pages > 1 else ""
+            text += (
+                f" Decode generated {e1.shown} tokens/s without the profiler ({e2.shown} under it), counting the "
+                f"{e3.shown} tokens a pass generates{every}."
+            )
     if has_gpu:
         e = _ev("total:busy_frac_unprofiled", min(1.0, t.busy_ns / t.unprofiled_ns) if t.unprofiled_ns else 0.0, "pct")
-        ev.append(e)
+        e_i = _ev("total:idle_frac_unprofiled", 1.0 - e.value, "pct")
+        ev += [e, e_i]
         text += (
-            f" The GPU was busy {e.shown} of the unprofiled time (its busy time from the trace). These headline "
+            f" The GPU was busy {e.shown} of a pass's unprofiled time (its busy time from the trace), idle the "
+            f"other {e_i.shown}. These headline "
             "figures come from the unprofiled runs; where the time goes, below, comes from the profiled trace."
         )
     elif view.gpu_lost:
@@ -766,7 +895,8 @@ def _mfu(view: ReportView) -> Statement | None:
     peak = _ev("peak:tflops", view.peaks.tflops, "count")
     wall = "without the profiler" if unprofiled else "under the profiler (no unprofiled run)"
     text = (
-        f"MFU (model FLOPs utilization) is {ev.shown}: the model's FLOPs of a pass (vision, prefill and every "
+        f"MFU (model FLOPs utilization; this is the figure to quote) is {ev.shown}: the model's FLOPs "
+        f"of a pass (vision, prefill and every "
         f"decode step, from the analytic model) divided by the GPU's peak ({peak.shown} TFLOP/s) times the wall "
         f"time of a pass {wall}."
     )
@@ -776,7 +906,7 @@ def _mfu(view: ReportView) -> Statement | None:
         evs.append(busy)
         text += (
             f" Counting only the time the GPU was busy it is {busy.shown}: how well the kernels use the GPU when "
-            "it has work, leaving out the time it waits for the CPU."
+            "it has work, leaving out the time it waits for the CPU (a diagnostic, not the figure to quote)."
         )
     return Statement(text, tuple(evs))
 
@@ -790,17 +920,17 @@ def _limits(view: ReportView, limits: dict[str, str]) -> tuple[Statement, ...]:
             continue
         idle, unprofiled = idle_share(view, stage)
         e = _ev(f"stage:{stage.name}:idle_frac", idle or 0.0, "pct")
-        of = "unprofiled time" if unprofiled else "time"
-        text = f"{stage.name}: {lim} ({LIMIT_WORDS[lim]}; GPU idle {e.shown} of its {of}"
+        of = "unprofiled time" if unprofiled else "profiled time"
+        text = f"{stage.name}: {lim} ({LIMIT_WORDS[lim]}; GPU idle {e.shown} of {stage.name}'s {of}"
         evs = [e]
         ratio = stage.measured_over_predicted
         if ratio is not None:
             r = _ev(f"stage:{stage.name}:measured_over_predicted", ratio, "times")
             evs.append(r)
-            text += f"; its GPU work took {r.shown} the roofline prediction"
+            text += f"; its GPU work took {r.shown} longer than the ideal (roofline) time"
         bound = roofline_bound(view, stage)
         if bound is not None and lim not in (MEMORY, COMPUTE):
-            text += f", which would be {bound} on the roofline"
+            text += f"; at the ideal it would be limited by {BOUND_BY[bound]}"
         out.append(Statement(text + ").", tuple(evs)))
     return tuple(out)
 
@@ -818,23 +948,33 @@ def build(view: ReportView) -> Summary:
             centers.append((c, Statement(text, (e1,))))
             continue
         e2 = _ev(f"cost:{c.key}:stage_share:{c.stage}", c.stage_share, "pct")
-        text = f"{c.label[0].upper()}{c.label[1:]}: {e1.shown} of the profiled time; {e2.shown} of it in {c.stage}."
-        centers.append((c, Statement(text, (e1, e2))))
+        evs = [e1]
+        un = ""
+        if (u := _unprofiled_share(view, c)) is not None:
+            e3 = _ev(f"cost:{c.key}:unprofiled_share", u, "pct")
+            evs.append(e3)
+            un = f" ({e3.shown} of the unprofiled time)"
+        text = (
+            f"{c.label[0].upper()}{c.label[1:]}: {e1.shown} of the profiled time{un}, of which {e2.shown} "
+            f"falls in {c.stage}."
+        )
+        centers.append((c, Statement(text, (*evs, e2))))
+    cost_note = _cost_note(view, t, [c for c, _ in centers])
     limits = classify(view)
     acts = actions(view, limits)
     lims = _limits(view, limits)
     mfu = _mfu(view)
     measured = _measured(view)
-    said = [measured, headline, *(s for _, s in centers), *acts, *lims, *([mfu] if mfu else [])]
+    said = [measured, headline, *(s for _, s in centers), *acts, *lims, *(x for x in (mfu, cost_note) if x)]
     words = " ".join(s.text for s in said)
-    gloss = tuple((term, meaning) for term, meaning in GLOSSARY.items() if term in words)
+    gloss = glossed(words)
     note = None
     if view.nesting_note:
         note = (
             "Vision ran inside prefill (the checkpoint's own code). Here prefill means its own work (exclusive: "
             "prefill - vision), so vision, prefill and decode each count once."
         )
-    return Summary(headline, tuple(centers), acts, gloss, note, measured, mfu, lims)
+    return Summary(headline, tuple(centers), acts, gloss, note, measured, mfu, lims, cost_note)
 
 
 def resolve(view: ReportView, key: str) -> float | None:
@@ -844,6 +984,8 @@ def resolve(view: ReportView, key: str) -> float | None:
         stage = view.stage(parts[1])
         if stage is None:
             return None
+        if parts[2] == "tokens":
+            return None if stage.tokens is None else float(stage.tokens)
         if parts[2] == "tokens_per_s":
             return _tokens_per_s(stage.tokens, stage.range_ns.mean)
         if parts[2] == "tokens_per_s_unprofiled":
@@ -859,6 +1001,18 @@ def resolve(view: ReportView, key: str) -> float | None:
             return t.busy_ns / t.range_ns if t.range_ns else 0.0
         if parts[1] == "busy_frac_unprofiled":
             return min(1.0, t.busy_ns / t.unprofiled_ns) if t.unprofiled_ns else 0.0
+        if parts[1] == "idle_frac_unprofiled":
+            return 1.0 - min(1.0, t.busy_ns / t.unprofiled_ns) if t.unprofiled_ns else 1.0
+        if parts[1] == "unprofiled_per_page":
+            return (t.unprofiled_ns or 0.0) / (view.identity.pages or 1)
+        if parts[1] == "unprofiled_run_count":
+            return float(len(t.runs))
+        if parts[1] == "unprofiled_passes_per_run":
+            return float(t.unprofiled_passes // len(t.runs))
+        if parts[1] == "profiled_over_unprofiled":
+            return t.range_ns / t.unprofiled_ns if t.unprofiled_ns else None
+        if parts[1] == "rest":
+            return 1.0 - sum(c.share for c in cost_centers(view))
         return float(getattr(t, parts[1]))
     if parts[0] == "passes":
         return float(view.passes)
@@ -876,5 +1030,7 @@ def resolve(view: ReportView, key: str) -> float | None:
         center = next((c for c in cost_centers(view, top=100) if c.key == parts[1]), None)
         if center is None:
             return None
+        if parts[2] == "unprofiled_share":
+            return _unprofiled_share(view, center)
         return center.share if parts[2] == "share" else center.stage_share
     raise KeyError(key)
