@@ -35,10 +35,10 @@ def build(path: Path) -> Path:
     b.range(t, 500, 600, "lm_head", domain=mod)
     b.range(t, 30_000, 30_100, "lm_head", domain=mod)  # a warm-up call outside the repeat: not measured
     for api, (k0, k1), name in (
-        (110, (1_000, 1_100), "A"),
-        (210, (1_200, 1_250), "B"),
+        (110, (1_000, 1_100), "gemm_A"),
+        (210, (1_200, 1_250), "flash_fwd_B"),
         (450, (1_300, 1_330), "C"),
-        (510, (1_400, 1_420), "D"),
+        (510, (1_400, 1_420), "elementwise_D"),
         (20_000, (20_100, 20_500), "E"),
         (30_010, (30_200, 30_300), "W"),
     ):
@@ -66,6 +66,15 @@ def test_module_times_and_share(trace: Path) -> None:
         "lm_head": (1.0, 20.0, 20.0),
     }
     assert rows["lm_head"]["self_share"] == pytest.approx(20 / 200)
+    # categories of the kernels inside each path's ranges: decoder.layers.0 holds a GEMM (100 ns) and the
+    # attention kernel of its inner range (50 ns); the warm-up call W outside the pass is not counted
+    cats = {(c["path"], c["category"]): (c["kernels"], c["kernel_ns"], c["share"]) for c in mods["categories"]}
+    assert cats == {
+        ("decoder.layers.0", "gemm"): (1.0, 100.0, pytest.approx(100 / 150)),
+        ("decoder.layers.0", "attention"): (1.0, 50.0, pytest.approx(50 / 150)),
+        ("decoder.layers.0.attention", "attention"): (1.0, 50.0, 1.0),
+        ("lm_head", "elementwise"): (1.0, 20.0, 1.0),
+    }
 
 
 def test_module_times_beside_the_prediction(trace: Path) -> None:
@@ -79,6 +88,13 @@ def test_module_times_beside_the_prediction(trace: Path) -> None:
     assert layer0["ratio"] == pytest.approx(150.0 / predicted["decoder.layers.0"].predicted_ops_ns)
     # the model's paths without ranges in the trace stay, unmeasured
     assert rows["decoder.layers.1.moe.experts"]["measured_ns"] is None
+    # the memory estimate: weights held (parameters x 2 bytes of bf16) and the largest activation working set
+    pm = predicted["decoder.layers.0"]
+    assert pm.weight_footprint_bytes > 0 and pm.act_peak_bytes > 0
+    assert layer0["weight_footprint_bytes"] == pm.weight_footprint_bytes
+    assert layer0["act_peak_bytes"] == pm.act_peak_bytes
+    # decoder.layers.0 (attention + dense MLP, hidden 1280): its attention projections alone hold 4 x 1280^2
+    assert pm.weight_footprint_bytes >= 4 * 1280 * 1280 * 2
 
 
 def test_no_module_ranges_no_section(tmp_path: Path) -> None:
@@ -148,3 +164,27 @@ def test_idle_gaps_one_pass_equals_per_depth(h100_sqlite: Path, monkeypatch: pyt
     assert one.height > 20
     key = ["duration_ns", "start_ns", "range_id"]
     assert one.sort(key).equals(per_depth.sort(key))
+
+
+def test_module_tables_in_report_md_and_html(trace: Path) -> None:
+    import json
+
+    from dsocr.report.adapt import view_from_analysis
+    from dsocr.report.html import render_html
+    from dsocr.report.markdown import markdown_text
+
+    flags = WorkloadFlags(prefill_tokens=64, max_new_tokens=1)
+    analysis = run_analysis([trace], workload=flags)
+    md = markdown_text(analysis)
+    assert "### Measured vs predicted GPU time per module" in md and "### Kernel categories per module" in md
+    # decoder.layers.0: GEMM 1 kernel, 0.000100 ms, 66.7% of its 150 ns of kernel time
+    assert "| decoder.layers.0 | GEMM | 1.0 | 0.000 | 66.7% |" in md
+    assert "weights (analytic)" in md and "activations peak (analytic)" in md
+    view = view_from_analysis(json.loads(json.dumps(analysis.to_dict(), default=str)))
+    assert view.modules is not None and view.module_categories is not None
+    rows = {r[0]: r for r in view.modules.rows}
+    assert set(rows) == {"decoder.layers.0", "decoder.layers.0.attention", "lm_head"}
+    assert rows["decoder.layers.0"][1:3] == ("1.0", "0.000 ms")  # one call, 150 ns
+    assert view.modules_note is not None and "85.0% of the pass's GPU busy time" in view.modules_note
+    html = render_html(view)
+    assert 'id="module-table"' in html and 'id="module-categories"' in html and "<td>attention</td>" in html

@@ -66,7 +66,10 @@ def test_reports_show_verdict_and_standard_error(tmp_path: Path, capsys: pytest.
     assert "<th>within ±10%</th>" in html and "(CV 70.7%, s.e. 50.0%)" in html
     summary = (out / "summary.md").read_text()
     (line,) = [x for x in summary.splitlines() if "stray" in x]
-    assert line.startswith("- Single passes stray more than ±10.0% from their mean in") and "prefill (" in line
+    assert (
+        line.startswith("- Single passes stray from the mean of the passes beyond the ±10.0% threshold in:")
+        and "prefill (" in line
+    )
     con = sqlite3.connect(out / "results.sqlite")
     rows = con.execute("select within_limit from mfu_spread where stage = 'prefill' and metric = 'mfu_busy'")
     assert rows.fetchall() == [(0,)]

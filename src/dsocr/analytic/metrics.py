@@ -172,6 +172,10 @@ class ModuleMetric:
     ratio: float | None  #: measured / predicted_ops_ns
     calibrated_ns: float | None = None  #: sum of its primitives' calibrated times
     ratio_calibrated: float | None = None  #: measured / calibrated_ns
+    #: Memory estimate: its weights held (parameters x the dtype's bytes) and the largest activation working
+    #: set of one of its operations (inputs + outputs); not traffic (``bytes``) and not the allocator's view.
+    weight_footprint_bytes: int = 0
+    act_peak_bytes: int = 0
 
 
 def module_metrics(
@@ -203,6 +207,8 @@ def module_metrics(
                 _ratio(got, ops_ns),
                 cal,
                 _ratio(got, cal),
+                row.cost.params * estimate.workload.bytes_per_element,
+                row.cost.act_bytes,
             )
         )
     return out

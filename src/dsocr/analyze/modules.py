@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import polars as pl
 
+from dsocr.analyze.categories import category_expr
 from dsocr.analyze.stages import busy_union
 from dsocr.analyze.trace import Trace
 from dsocr.contract import nvtx_names as nv
@@ -36,6 +37,9 @@ class ModuleTimes:
 
     per_path: pl.DataFrame  #: path, repeat, calls, gpu_ns, self_ns
     share: pl.DataFrame  #: repeat, module_ns, total_ns
+    #: path, repeat, category, kernels, kernel_ns: the kernels launched inside the path's ranges by category
+    #: (kernel time summed, not a union)
+    categories: pl.DataFrame = attrs.field(factory=pl.DataFrame)
 
 
 def _repeat_of(ranges: pl.LazyFrame, items: pl.LazyFrame) -> pl.LazyFrame:
@@ -125,7 +129,22 @@ def module_times(trace: Trace, op_ranges: pl.DataFrame) -> ModuleTimes | None:
         )
         .sort("repeat", nulls_last=True)
     )
-    return ModuleTimes(per_path, share)
+    return ModuleTimes(per_path, share, _categories(trace, incl))
+
+
+def _categories(trace: Trace, incl: pl.LazyFrame) -> pl.DataFrame:
+    """Kernels (count and summed time) by category inside each path's ranges, per repeat."""
+    kernels = trace.gpu_ops.filter(pl.col("kind") == "kernel").select("op_id", "name")
+    names = kernels.select("name").unique().with_columns(category_expr(pl.col("name")).alias("category"))
+    return (
+        incl.select("op_id", "path", "repeat", "start", "end")
+        .join(kernels, on="op_id")
+        .join(names, on="name")
+        .group_by("path", "repeat", "category")
+        .agg(pl.len().cast(pl.Int64).alias("kernels"), (pl.col("end") - pl.col("start")).sum().alias("kernel_ns"))
+        .sort("path", "repeat", "category", nulls_last=True)
+        .collect()
+    )
 
 
 @attrs.frozen
@@ -137,6 +156,8 @@ class ModuleAttribution:
     module_ns: float
     total_ns: float
     passes: int
+    #: path, category, kernels, kernel_ns (per pass), share (of the path's kernel time): measured categories
+    categories: pl.DataFrame = attrs.field(factory=pl.DataFrame)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``modules`` section of analysis.json."""
@@ -148,6 +169,7 @@ class ModuleAttribution:
             "total_gpu_ns": self.total_ns,
             "target_share": 0.9,
             "rows": self.table.to_dicts(),
+            "categories": self.categories.to_dicts(),
         }
 
 
@@ -172,6 +194,9 @@ def predicted_modules(
             pl.col("predicted_ns").sum(),
             pl.col("predicted_ops_ns").sum(),
             pl.when(pl.col("calibrated_ns").is_not_null().any()).then(pl.col("calibrated_ns").sum()),
+            # the same weights in every page; the largest working set of any page
+            pl.col("weight_footprint_bytes").max(),
+            pl.col("act_peak_bytes").max(),
         )
         .sort("_order")
         .drop("_order")
@@ -218,4 +243,16 @@ def combine(
         )
     module_ns = float(share["module_ns"].sum()) / passes
     total_ns = float(share["total_ns"].sum()) / passes
-    return ModuleAttribution(table, module_ns / total_ns if total_ns else None, module_ns, total_ns, passes)
+    cats = [t.categories for t in times if not t.categories.is_empty()]
+    categories = (
+        pl.concat(cats, how="vertical_relaxed")
+        .group_by("path", "category")
+        .agg(
+            (pl.col("kernels").sum() / passes).alias("kernels"), (pl.col("kernel_ns").sum() / passes).alias("kernel_ns")
+        )
+        .with_columns((pl.col("kernel_ns") / pl.col("kernel_ns").sum().over("path")).alias("share"))
+        .sort(["path", "kernel_ns"], descending=[False, True])
+        if cats
+        else pl.DataFrame()
+    )
+    return ModuleAttribution(table, module_ns / total_ns if total_ns else None, module_ns, total_ns, passes, categories)

@@ -214,6 +214,7 @@ def analyze(
             jtext = dumps(doc) if doc is not None and ("json" in wanted or json_out) else None
             rendered = None
             summary_md = None
+            facts_md = ""
             if doc is not None and ("html" in wanted or "md" in wanted):
                 from dsocr.report.adapt import view_from_analysis
 
@@ -227,7 +228,11 @@ def analyze(
                     from dsocr.report.html import render_summary_md
 
                     summary_md = render_summary_md(view)
-            mtext = _markdown(analysis, summary_md, rendered) if "md" in wanted else None
+                if "md" in wanted:
+                    from dsocr.report.html import render_facts_md
+
+                    facts_md = render_facts_md(view)
+            mtext = _markdown(analysis, summary_md, rendered, facts_md) if "md" in wanted else None
             advance("writing outputs")
             _write(out, wanted, analysis, jtext, mtext, rendered, paths)
 
@@ -237,8 +242,9 @@ def analyze(
             ui.out.print(str(out), markup=False)
 
 
-def _markdown(analysis: Analysis, summary_md: str | None, rendered: Rendered | None) -> str:
-    """report.md: the stakeholder summary and (with the html outputs) the plots first, then the tables."""
+def _markdown(analysis: Analysis, summary_md: str | None, rendered: Rendered | None, facts: str = "") -> str:
+    """report.md: the stakeholder summary, (with the html outputs) the plots and the run facts report.html
+    shows (``facts``) first, then the tables."""
     from dsocr.report.markdown import markdown_text, summary_preamble
 
     if summary_md is None:
@@ -248,7 +254,7 @@ def _markdown(analysis: Analysis, summary_md: str | None, rendered: Rendered | N
         from dsocr.report.html import PLOTS_DIR
 
         plots = [(f"{PLOTS_DIR}/{p.id}.svg", p.heading) for p in rendered.plots]
-    return markdown_text(analysis, summary_preamble(summary_md, plots))
+    return markdown_text(analysis, summary_preamble(summary_md, plots, facts))
 
 
 def _write(

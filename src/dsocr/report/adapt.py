@@ -35,6 +35,7 @@ from typing import Any
 import polars as pl
 
 from dsocr.analyze import nesting
+from dsocr.analyze.categories import LABELS
 from dsocr.analyze.workload_from_run import with_other_runs
 from dsocr.contract import nvtx_names as nv
 from dsocr.contract import rundir
@@ -156,7 +157,21 @@ def _identity(d: Mapping[str, Any], manifest: Mapping[str, Any] | None, timing: 
         created=_get(manifest, "created"),
         dsocr_version=_get(manifest, "dsocr_version"),
         workload=workloads.label(_get(manifest, "workload"), _get(manifest, "settings")),
+        model_code=model_code_text(model, settings),
     )
+
+
+def model_code_text(model: Mapping[str, Any], settings: Mapping[str, Any]) -> str | None:
+    """The code and execution that ran, in words (timing.json's ``model``; the settings of an older capture)."""
+    kind = model.get("kind") or settings.get("model")
+    if kind is None:
+        return None
+    code = str(model.get("code") or ("dsocr's replica" if kind == "replica" else kind))
+    if model.get("execution"):  # the checkpoint's own code and generate
+        return f"{code}: {model['execution']}"
+    attn = model.get("attn_implementation") or settings.get("attn_implementation")
+    parts = [f"{k} {v}" for k, v in (("experts", model.get("experts_implementation")), ("attention", attn)) if v]
+    return code + (f" ({', '.join(parts)})" if parts else "")
 
 
 def _depths(instances: pl.DataFrame, names: list[str]) -> dict[str, int]:
@@ -215,7 +230,9 @@ def _stage_views(
     analytic: Mapping[str, Any] | None,
     passes: int,
     profiled: bool = True,
+    run_order: Sequence[tuple[int, str]] = (),
 ) -> tuple[StageView, ...]:
+    """The stage views; ``run_order``: (index in ``baseline``'s ``run``, where it ran) in execution order."""
     stages = _frame(d.get("stages"))
     per_pass = _frame(_get(d, "repeats", "per_pass"))
     instances = _frame(d.get("stage_instances"))
@@ -252,10 +269,14 @@ def _stage_views(
         unprof = None
         prof = None
         tokens = None
+        runs: tuple[tuple[str, float], ...] = ()
         if not base.is_empty():
             part = base.filter(pl.col("stage") == name)
             if part.height:
                 unprof = Stat.of(part["ns"].to_list())
+                if "run" in part.columns:
+                    means = dict(part.group_by("run").agg(pl.col("ns").mean()).iter_rows())
+                    runs = tuple((where, float(means[i])) for i, where in run_order if means.get(i) is not None)
         if not prof_recs.is_empty():
             part = prof_recs.filter(pl.col("stage") == name)
             if part.height:
@@ -310,6 +331,7 @@ def _stage_views(
                 inclusive_gpu_busy_ns=(_stats(per_pass, name, "gpu_busy_ns") or Stat.of([row["gpu_busy_ns"]]))
                 if own
                 else None,
+                unprofiled_runs=runs,
             )
         )
     return tuple(out)
@@ -613,8 +635,8 @@ def run_files(directory: Path) -> dict[str, dict[str, Any] | None]:
     return out
 
 
-def _positions(manifest: Mapping[str, Any] | None, files: Sequence[str]) -> tuple[str, ...]:
-    """Where each unprofiled run (by file) ran relative to the profiled one, in execution order.
+def _run_order(manifest: Mapping[str, Any] | None, files: Sequence[str]) -> tuple[tuple[int, str], ...]:
+    """Each unprofiled run (its index in ``files``) and where it ran relative to the profiled one, in execution order.
 
     A capture made before ``--baseline-runs`` ran its one baseline after the profiled run.
     """
@@ -622,8 +644,78 @@ def _positions(manifest: Mapping[str, Any] | None, files: Sequence[str]) -> tupl
     order = {str(r.get("file")): i for i, r in enumerate(runs)}
     where = {str(r.get("file")): str(r.get("position") or "unknown") for r in runs}
     default = {rundir.TIMING_BASELINE: "after"}
-    ranked = sorted(files, key=lambda f: order.get(f, len(order)))
-    return tuple(where.get(f) or default.get(f, "unknown") for f in ranked)
+    ranked = sorted(range(len(files)), key=lambda i: order.get(files[i], len(order)))
+    return tuple((i, where.get(files[i]) or default.get(files[i], "unknown")) for i in ranked)
+
+
+def _positions(manifest: Mapping[str, Any] | None, files: Sequence[str]) -> tuple[str, ...]:
+    """Where each unprofiled run (by file) ran relative to the profiled one, in execution order."""
+    return tuple(where for _, where in _run_order(manifest, files))
+
+
+def _ms(v: Any) -> str:
+    return "n/a" if v is None else f"{v / 1e6:,.3f} ms"
+
+
+def _x(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.2f}x"
+
+
+def _mib(v: Any) -> str:
+    return "n/a" if v is None else f"{v / 2**20:,.1f} MiB"
+
+
+def _modules(d: Mapping[str, Any]) -> tuple[Table | None, Table | None, str | None]:
+    """The module tables of analysis.json's ``modules`` (measured rows only) and their note."""
+    mods = d.get("modules")
+    if not isinstance(mods, Mapping):
+        return None, None, None
+    rows = [r for r in mods.get("rows") or [] if isinstance(r, Mapping) and r.get("measured_ns") is not None]
+    share = mods.get("attributed_share")
+    note = (
+        f"GPU busy time inside named module ranges: {'n/a' if share is None else f'{100 * share:.1f}%'} of the "
+        f"pass's GPU busy time (target >= 90%). Per pass, mean over {mods.get('passes')} pass(es); measured = GPU "
+        "busy time of the ops launched inside the module's ranges; predicted = the sum of its operations' roofline "
+        "times; calibrated = its primitives timed alone (calibration.json); memory = the analytic estimate of the "
+        "weights it holds and its largest activation working set (not measured)."
+    )
+    cols = ("module", "calls", "measured", "predicted", "measured / predicted", "calibrated", "measured / calibrated")
+    table = Table(
+        (*cols, "weights", "activations peak"),
+        tuple(
+            (
+                str(r["path"]),
+                f"{r.get('calls') or 0:,.1f}",
+                _ms(r.get("measured_ns")),
+                _ms(r.get("predicted_ops_ns")),
+                _x(r.get("ratio")),
+                _ms(r.get("calibrated_ns")),
+                _x(r.get("ratio_calibrated")),
+                _mib(r.get("weight_footprint_bytes")),
+                _mib(r.get("act_peak_bytes")),
+            )
+            for r in rows
+        ),
+    )
+    cats = [c for c in mods.get("categories") or [] if isinstance(c, Mapping)]
+    cat_table = (
+        Table(
+            ("module", "category", "kernels", "kernel time", "share of the module's kernel time"),
+            tuple(
+                (
+                    str(c["path"]),
+                    LABELS.get(str(c["category"]), str(c["category"])),
+                    f"{c['kernels']:,.1f}",
+                    _ms(c["kernel_ns"]),
+                    f"{100 * c['share']:.1f}%" if c.get("share") is not None else "n/a",
+                )
+                for c in cats
+            ),
+        )
+        if cats
+        else None
+    )
+    return table, cat_table, note
 
 
 def view_from_analysis(
@@ -655,7 +747,8 @@ def view_from_analysis(
     base = _records(baseline)
     passes = int(_get(d, "repeats", "passes") or 1)
     is_profiled = timing is None or timing.get("profiled") is not False
-    stages = _stage_views(d, records, _baseline_records(docs), analytic, passes, profiled=is_profiled)
+    order = _run_order(manifest, files) if files != [rundir.TIMING] else ((0, "unknown"),)
+    stages = _stage_views(d, records, _baseline_records(docs), analytic, passes, is_profiled, order)
     names = [s.name for s in stages]
     nested = _nested(d)
     instances = _own_parts(_frame(d.get("stage_instances"))) if nested else _frame(d.get("stage_instances"))
@@ -728,6 +821,7 @@ def view_from_analysis(
         model_mfu = _as(model_row, "mfu_busy", model_mfu)  # the figure report.md and analysis.json give
     facts = timing if timing is not None else baseline
     assumptions, pages, caveats = _assumptions(manifest, facts, analytic)
+    modules, module_categories, modules_note = _modules(d)
     return ReportView(
         identity=_identity(d, manifest, facts),
         stages=stages,
@@ -751,4 +845,7 @@ def view_from_analysis(
         nesting_note=str(_get(d, "stage_nesting", "note")) if nested else None,
         has_gpu=has_gpu,
         baseline_positions=_positions(manifest, files) if files != [rundir.TIMING] else ("unknown",),
+        modules=modules,
+        module_categories=module_categories,
+        modules_note=modules_note,
     )

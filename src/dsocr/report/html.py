@@ -217,6 +217,12 @@ def render_html(view: ReportView, summary: summ.Summary | None = None, figures: 
     )
 
 
+def render_facts_md(view: ReportView) -> str:
+    """report.md's share of what report.html shows: run identity, time per pass and tokens/s (unprofiled and
+    profiled), profiler overhead, memory, inputs (settings, pages with hashes, caveats)."""
+    return environment().get_template("run_facts.md.j2").render(v=view)
+
+
 def render_summary_md(view: ReportView, summary: summ.Summary | None = None) -> str:
     """summary.md: the stakeholder summary in plain Markdown."""
     summary = summary or summ.build(view)

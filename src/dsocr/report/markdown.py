@@ -37,8 +37,9 @@ def markdown_text(analysis: Analysis, preamble: str = "") -> str:
     return render_markdown(attrs.evolve(build_document(analysis), preamble=preamble.strip()))
 
 
-def summary_preamble(summary_md: str, plots: Sequence[tuple[str, str]] = ()) -> str:
-    """The stakeholder summary (summary.md, its headings one level down) and links to the plots' SVG files.
+def summary_preamble(summary_md: str, plots: Sequence[tuple[str, str]] = (), facts: str = "") -> str:
+    """The stakeholder summary (summary.md, its headings one level down), links to the plots' SVG files,
+    then ``facts`` (Markdown: the run facts report.html shows, :func:`dsocr.report.html.render_facts_md`).
 
     ``plots`` are (relative path, heading) pairs.
     """
@@ -50,4 +51,4 @@ def summary_preamble(summary_md: str, plots: Sequence[tuple[str, str]] = ()) -> 
         lines[0] = "## Summary"
     body = "\n".join(("#" + ln) if ln.startswith("## ") and i else ln for i, ln in enumerate(lines))
     figs = "\n\n".join(f"![{heading}]({path})" for path, heading in plots)
-    return body + ("\n\n## Plots\n\n" + figs if figs else "")
+    return body + ("\n\n## Plots\n\n" + figs if figs else "") + ("\n\n" + facts.strip() if facts.strip() else "")

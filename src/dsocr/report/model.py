@@ -528,20 +528,43 @@ def _analytic_sections(a: Analysis) -> list[tuple[str, tuple[Table, ...]]]:
         if "calibrated_ns" in rows.columns and rows["calibrated_ns"].is_not_null().any():
             mod_cols += [("calibrated ms", "calibrated_ns", ms), ("measured / calibrated", "ratio_calibrated", _ratio)]
             note += " calibrated = the sum of its primitives timed alone (calibration.json)."
-        out.append(
-            (
-                "Modules",
-                (
-                    table(
-                        "Measured vs predicted GPU time per module",
-                        rows,
-                        [*mod_cols, ("FLOPs", "flops", _sci)],
-                        note=note,
-                        limit=200,
-                    ),
-                ),
+        mem_cols: list[tuple[str, str, Fmt]] = [
+            ("weights (analytic)", "weight_footprint_bytes", bytes_),
+            ("activations peak (analytic)", "act_peak_bytes", bytes_),
+        ]
+        if "weight_footprint_bytes" in rows.columns:
+            note += (
+                " Memory estimate (analytic): the weights the module holds (parameters x dtype bytes) and the "
+                "largest activation working set of one of its operations (inputs + outputs); not measured."
             )
-        )
+        tables = [
+            table(
+                "Measured vs predicted GPU time per module",
+                rows,
+                [*mod_cols, *mem_cols, ("FLOPs", "flops", _sci)],
+                note=note,
+                limit=200,
+            )
+        ]
+        if not m.categories.is_empty():
+            tables.append(
+                table(
+                    "Kernel categories per module",
+                    m.categories,
+                    [
+                        ("module", "path", text),
+                        ("category", "category", _label),
+                        ("kernels", "kernels", num),
+                        ("kernel ms", "kernel_ns", ms),
+                        ("share", "share", frac),
+                    ],
+                    note=f"Per pass, mean over {m.passes} pass(es): the kernels launched inside the module's ranges "
+                    "(its children's included) by category, their summed time and its share of the module's kernel "
+                    "time.",
+                    limit=400,
+                )
+            )
+        out.append(("Modules", tuple(tables)))
     if not a.idle_gaps.is_empty():
         out.append(
             (

@@ -10,6 +10,7 @@ is an :class:`Evidence` that names where it came from (``stage:decode:idle_frac`
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 import attrs
@@ -52,12 +53,41 @@ GLOSSARY: dict[str, str] = {
     "prefill": "the pass over the whole prompt (image tokens and text) that produces the first output token",
     "decode": "the loop that generates the remaining output tokens one at a time",
     "device-to-host copy": "data sent from GPU memory back to the CPU, which makes the CPU wait",
+    "kernel": "one piece of work the GPU runs (a matrix multiplication, an addition over a tensor)",
+    "host": "the CPU, which runs the Python code and sends the GPU its work",
+    "drift": "how much identical unprofiled runs differed from each other (run to run noise of the machine)",
+    "token": "a piece of text or of the image the model reads or writes (about a word, or an image patch)",
+    "gundam mode": "DeepSeek-OCR's setting that cuts each page into several crops plus an overview image",
+    "replica": "dsocr's own copy of the model code, with the same layers and shapes as the checkpoint's",
+    "CUDA events": "timestamps recorded on the GPU itself, used to time the runs without the profiler",
+    "analytic model": "dsocr's count of the FLOPs and bytes each stage needs, from the model's shapes",
+    "sam, clip, projector": "parts of vision: two image encoders and the layer that feeds their output to "
+    "the language model",
+    "decode_step": "one step of decode (one generated token)",
+}
+
+#: The words that bring in a glossary entry (whole words), where they are not the term itself.
+GLOSSARY_TRIGGERS: dict[str, tuple[str, ...]] = {
+    "kernel": ("kernel", "kernels"),
+    "kernel launch": ("kernel launch", "kernel launches"),
+    "host": ("host", "host-bound"),
+    "token": ("token", "tokens"),
+    "sam, clip, projector": ("sam", "clip", "projector"),
 }
 
 
+def glossed(words: str) -> tuple[tuple[str, str], ...]:
+    """The glossary entries whose term (or trigger words) the text uses, as whole words."""
+    return tuple(
+        (term, meaning)
+        for term, meaning in GLOSSARY.items()
+        if any(re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", words) for w in GLOSSARY_TRIGGERS.get(term, (term,)))
+    )
+
+
 def pct(x: float) -> str:
-    """0.9651 -> ``96.5%``."""
-    return f"{100 * x:.1f}%"
+    """0.9651 -> ``96.5%``; below 1%: two decimals (0.0053 -> ``0.53%``)."""
+    return f"{100 * x:.2f}%" if 0 < abs(x) < 0.01 else f"{100 * x:.1f}%"
 
 
 def count(x: float) -> str:
@@ -76,7 +106,12 @@ def ms(ns: float) -> str:
     return f"{v:,.0f} ms" if v >= 100 else f"{v:,.3g} ms"
 
 
-FORMATS: dict[str, Callable[[float], str]] = {"pct": pct, "count": count, "times": times, "ms": ms}
+def rate(x: float) -> str:
+    """A rate with one decimal: ``23.9``."""
+    return f"{x:,.1f}"
+
+
+FORMATS: dict[str, Callable[[float], str]] = {"pct": pct, "count": count, "times": times, "ms": ms, "rate": rate}
 
 #: The same formats with a given number of decimals (to tell a value from its threshold).
 _PRECISE: dict[str, Callable[[float, int], str]] = {
@@ -84,6 +119,7 @@ _PRECISE: dict[str, Callable[[float, int], str]] = {
     "count": lambda x, d: f"{x:,.{d}f}",
     "times": lambda x, d: f"{x:.{d}f}x",
     "ms": lambda ns, d: f"{ns / 1e6:,.{d}f} ms",
+    "rate": lambda x, d: f"{x:,.{d}f}",
 }
 
 
@@ -98,6 +134,101 @@ def shown_apart(value: float, threshold: float, fmt: str) -> str:
         if a != b:
             return a
     return shown
+
+
+#: The stage limits (:func:`classify`): one per stage, computed once, used by every rule and table.
+HOST = "host-bound"  #: the GPU idles most of the stage's time, waiting for the CPU to send work
+KERNEL = "kernel-bound"  #: the GPU is mostly busy, but its kernels run far from the roofline
+MEMORY = "memory-bound"  #: the GPU is mostly busy, near the roofline, limited by memory bandwidth
+COMPUTE = "compute-bound"  #: the GPU is mostly busy, near the roofline, limited by its arithmetic rate
+GPU = "GPU-bound"  #: the GPU is mostly busy (no analytic model to say more)
+GPU_WORK = (KERNEL, MEMORY, COMPUTE, GPU)  #: the limits where the GPU work itself sets the stage's time
+#: A stage whose GPU idles more than this share of its time is host-bound (the launch-bound rule's threshold too).
+IDLE_LIMIT = 0.5
+#: A stage mostly busy whose GPU time exceeds this multiple of the roofline prediction is kernel-bound.
+ROOFLINE_LIMIT = 3.0
+
+#: What each limit means, in plain words (summary.md's list of stages).
+LIMIT_WORDS: dict[str, str] = {
+    HOST: "the GPU waits for the CPU most of the time",
+    KERNEL: "the GPU is mostly busy, but its kernels run far from the hardware limit",
+    MEMORY: "the GPU is mostly busy, limited by memory bandwidth",
+    COMPUTE: "the GPU is mostly busy, limited by its arithmetic rate",
+    GPU: "the GPU is mostly busy",
+}
+
+
+#: What a roofline bound is limited by, in words.
+BOUND_BY: dict[str, str] = {MEMORY: "memory bandwidth", COMPUTE: "its arithmetic rate"}
+
+
+def unprofiled_own(view: ReportView, stage: StageView) -> tuple[float | None, tuple[tuple[str, float], ...]]:
+    """The stage's unprofiled time of a pass (mean, and each unprofiled run's mean), its own work only.
+
+    Where vision ran inside prefill the unprofiled runs timed prefill whole (with vision): its own time is
+    prefill's minus vision's, like the profiled figures. ``(None, ())`` without unprofiled timing.
+    """
+    if stage.unprofiled_ns is None:
+        return None, ()
+    mean, runs = stage.unprofiled_ns.mean, stage.unprofiled_runs
+    guest = view.stage("vision") if stage.inclusive_range_ns is not None else None
+    if guest is not None and guest.unprofiled_ns is not None:
+        inner = dict(guest.unprofiled_runs)
+        mean -= guest.unprofiled_ns.mean
+        runs = tuple((w, ns - inner[w]) for w, ns in runs if w in inner)
+    return mean, runs
+
+
+def idle_share(view: ReportView, stage: StageView) -> tuple[float | None, bool]:
+    """The share of the stage's time the GPU was idle, and whether it is of the unprofiled time.
+
+    Unprofiled where the run has unprofiled timing (1 - GPU busy time from the trace / unprofiled time),
+    otherwise of the profiled range time; ``None`` without CUDA data.
+    """
+    if not stage.has_gpu:
+        return None, False
+    wall, _ = unprofiled_own(view, stage)
+    if wall is not None and wall > 0:
+        return max(0.0, 1.0 - stage.gpu_busy_ns.mean / wall), True
+    idle = stage.idle_frac
+    return (None if idle is None else idle.mean), False
+
+
+def roofline_bound(view: ReportView, stage: StageView) -> str | None:
+    """``memory-bound`` or ``compute-bound`` by the analytic roofline (bytes / bandwidth vs FLOPs / peak)."""
+    if view.peaks is None or not stage.flops or not stage.bytes:
+        return None
+    by_memory = stage.bytes / view.peaks.tbps >= stage.flops / view.peaks.tflops
+    return MEMORY if by_memory else COMPUTE
+
+
+def limit(view: ReportView, stage: StageView) -> str | None:
+    """What limits the stage: host-bound (GPU idle > 50%), else kernel-bound (> 3x the roofline),
+    else the roofline's memory- or compute-bound (GPU-bound without a model); ``None`` without GPU data."""
+    idle, _ = idle_share(view, stage)
+    if idle is None:
+        return None
+    if idle > IDLE_LIMIT:
+        return HOST
+    ratio = stage.measured_over_predicted
+    if ratio is not None and ratio > ROOFLINE_LIMIT:
+        return KERNEL
+    return roofline_bound(view, stage) or GPU
+
+
+def classify(view: ReportView) -> dict[str, str]:
+    """Every stage's limit (:func:`limit`), computed once for the summary's rules and lists."""
+    return {s.name: lim for s in view.stages if (lim := limit(view, s)) is not None}
+
+
+def _wall(view: ReportView, stage: StageView) -> float:
+    """The stage's own time of a pass: unprofiled where measured, else the profiled range time."""
+    un, _ = unprofiled_own(view, stage)
+    return un if un is not None and un > 0 else stage.range_ns.mean
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
 
 
 def _cat_share(category: str) -> Callable[[ReportView, StageView], float | None]:
@@ -128,7 +259,8 @@ def _per_token(stat_name: str) -> Callable[[ReportView, StageView], float | None
 
 #: Stage metrics the rules may test: name -> (getter, format).
 METRICS: dict[str, tuple[Callable[[ReportView, StageView], float | None], str]] = {
-    "idle_frac": (_mean("idle_frac"), "pct"),
+    # the headline idle share: of the unprofiled time where the run has one (GPU busy time from the trace)
+    "idle_frac": (lambda v, s: idle_share(v, s)[0], "pct"),
     "launches_per_token": (_per_token("launches"), "count"),
     "syncs_per_token": (_per_token("syncs"), "count"),
     "d2h_per_token": (_per_token("d2h_copies"), "count"),
@@ -144,13 +276,20 @@ METRICS: dict[str, tuple[Callable[[ReportView, StageView], float | None], str]] 
     "overhead_within_drift": (lambda v, s: s.overhead_frac if s.overhead_within_drift else None, "pct"),
     "overhead_drift_unknown": (lambda v, s: s.overhead_frac if s.baseline_drift is None else None, "pct"),
     "baseline_drift": (lambda v, s: s.baseline_drift, "pct"),
+    # the profiled time over the unprofiled time (1 + overhead): "2.7x slower"
+    "slowdown": (lambda v, s: None if s.overhead_frac is None else 1 + s.overhead_frac, "times"),
+    # the most removing all CPU overhead could speed the stage up: its wall time (unprofiled where measured)
+    # over its GPU busy time, and both per token
+    "speedup_bound": (lambda v, s: _ratio(_wall(v, s), s.gpu_busy_ns.mean if s.has_gpu else None), "times"),
+    "busy_per_step": (lambda v, s: _ratio(s.gpu_busy_ns.mean if s.has_gpu else None, s.tokens), "ms"),
+    "wall_per_step": (lambda v, s: _ratio(_wall(v, s), s.tokens), "ms"),
     "measured_over_predicted": (lambda v, s: s.measured_over_predicted, "times"),
     "measured_over_calibrated": (lambda v, s: s.measured_over_calibrated, "times"),
     # far from the roofline: how far the measured GPU time is from its kernels timed alone (|ratio - 1|)
     "calibrated_gap": (
         lambda v, s: (
             abs(s.measured_over_calibrated - 1)
-            if s.measured_over_calibrated is not None and (s.measured_over_predicted or 0) > 3.0
+            if s.measured_over_calibrated is not None and (s.measured_over_predicted or 0) > ROOFLINE_LIMIT
             else None
         ),
         "pct",
@@ -181,6 +320,9 @@ class Rule:
     also: tuple[str, ...] = ()
     #: How ``{stages}`` lists one stage (``{stage}``, ``{value}`` and the ``also`` metrics).
     item: str = "{stage} ({value})"
+    #: The stage limits (:func:`classify`) in which the rule may fire; empty: any. Advice about the GPU work
+    #: fires only where the GPU work limits the stage, so no bullet contradicts the stage's one classification.
+    limits: tuple[str, ...] = ()
 
 
 #: The recommendation rules, in the order the summary lists them.
@@ -190,10 +332,13 @@ RULES: tuple[Rule, ...] = (
         "decode",
         "idle_frac",
         ">",
-        0.5,
-        "The GPU sat idle {value} of the decode time (more than {threshold}): generating tokens is limited by the "
-        "CPU issuing work one small step at a time, not by the GPU. Replaying each decode step as a CUDA graph, "
-        "torch.compile (mode reduce-overhead) or a serving engine such as vLLM or SGLang would pay.",
+        IDLE_LIMIT,
+        "The GPU sat idle {value} of decode's {basis} time (above the {threshold} threshold): generating tokens "
+        "is limited by the CPU issuing work one small step at a time, not by the GPU. Replaying each decode step as "
+        "a CUDA graph, torch.compile (mode reduce-overhead) or a serving engine such as vLLM or SGLang cuts that "
+        "CPU overhead; removing it entirely would make decode at most {speedup_bound} faster: the GPU works "
+        "{busy_per_step} of each {wall_per_step} step (an upper bound from these measurements, not itself measured).",
+        also=("speedup_bound", "busy_per_step", "wall_per_step"),
     ),
     Rule(
         "launches-per-token",
@@ -201,7 +346,7 @@ RULES: tuple[Rule, ...] = (
         "launches_per_token",
         ">",
         100,
-        "Each generated token costs {value} kernel launches (more than {threshold}); fusing operations "
+        "Each generated token costs {value} kernel launches (above the {threshold} threshold); fusing operations "
         "(torch.compile) or a CUDA graph cuts that per-token overhead.",
     ),
     Rule(
@@ -210,7 +355,8 @@ RULES: tuple[Rule, ...] = (
         "d2h_per_token",
         ">",
         0.5,
-        "Each generated token makes {value} device-to-host copies on average (more than {threshold}); each one stalls "
+        "Each generated token makes {value} device-to-host copies on average (above the {threshold} "
+        "threshold); each one stalls "
         "the CPU until the GPU catches up. Keep token selection and stop checks on the GPU.",
     ),
     Rule(
@@ -219,7 +365,7 @@ RULES: tuple[Rule, ...] = (
         "syncs_per_token",
         ">",
         0.5,
-        "Each generated token waits for the GPU {value} times (more than {threshold}); remove the "
+        "Each generated token waits for the GPU {value} times (above the {threshold} threshold); remove the "
         "synchronizations (.item(), .cpu(), printing tensors) from the decode loop.",
     ),
     Rule(
@@ -228,10 +374,11 @@ RULES: tuple[Rule, ...] = (
         "share_moe_routing",
         ">",
         0.15,
-        "MoE routing takes {value} of the GPU time in {stage} (more than {threshold}); a fused MoE kernel "
+        "MoE routing takes {value} of the GPU time in {stage} (above the {threshold} threshold); a fused MoE kernel "
         "(routing and grouped expert GEMMs in one) would pay.",
         "MoE routing takes more than {threshold} of the GPU time in {stages}; a fused MoE kernel "
         "(routing and grouped expert GEMMs in one) would pay.",
+        limits=GPU_WORK,
     ),
     Rule(
         "sam-attention",
@@ -239,8 +386,9 @@ RULES: tuple[Rule, ...] = (
         "share_attention",
         ">",
         0.3,
-        "Attention takes {value} of the GPU time in SAM (more than {threshold}); SAM's global layers attend "
+        "Attention takes {value} of the GPU time in SAM (above the {threshold} threshold); SAM's global layers attend "
         "over the whole image, so a fused flash attention kernel there would pay.",
+        limits=GPU_WORK,
     ),
     Rule(
         "low-mfu-prefill",
@@ -248,8 +396,10 @@ RULES: tuple[Rule, ...] = (
         "mfu_busy",
         "<",
         0.3,
-        "Prefill reaches {value} MFU while the GPU is busy (below {threshold}); its matrix multiplications "
-        "are too small or too fragmented to fill the GPU: batch pages together or use fused kernels.",
+        "Prefill reaches {value} MFU while the GPU is busy (below the {threshold} threshold): "
+        "batching pages together gives each "
+        "weight read more tokens to work on, and fused kernels read and write memory fewer times.",
+        limits=GPU_WORK,
     ),
     Rule(
         "low-mfu-vision",
@@ -257,19 +407,23 @@ RULES: tuple[Rule, ...] = (
         "mfu_busy",
         "<",
         0.3,
-        "The vision encoders reach {value} MFU while the GPU is busy (below {threshold}); batching several "
+        "The vision encoders reach {value} MFU while the GPU is busy (below the {threshold} "
+        "threshold); batching several "
         "pages or crops per forward pass would use the GPU better.",
+        limits=GPU_WORK,
     ),
     Rule(
         "far-from-roofline",
         "*",
         "measured_over_predicted",
         ">",
-        3.0,
-        "The GPU work of {stage} took {value} the roofline prediction (more than {threshold}); "
-        "its kernels are far from the hardware limit, so kernel choice, not hardware, limits it.",
-        "The GPU work took more than {threshold} the roofline prediction in {stages}; these kernels are "
+        ROOFLINE_LIMIT,
+        "The GPU work of {stage} took {value} longer than the ideal (roofline) time (above the {threshold} "
+        "threshold); its kernels are far from the hardware limit, so kernel choice, not hardware, limits it.",
+        "The GPU work took longer than the ideal (roofline) time by more than the {threshold} threshold in "
+        "{stages}; these kernels are "
         "far from the hardware limit, so kernel choice (fused or better-tuned kernels), not hardware, limits them.",
+        limits=(KERNEL,),
     ),
     Rule(
         "kernels-explain",
@@ -278,11 +432,14 @@ RULES: tuple[Rule, ...] = (
         "<",
         0.15,
         "Far from the roofline, yet its kernels timed alone add up to the measured GPU time of {stage} (off by "
-        "{value}, less than {threshold}): the time is in the kernels themselves, so faster kernels (fused, better "
+        "{value}, below the {threshold} threshold): the time is in the kernels themselves, so faster "
+        "kernels (fused, better "
         "tuned), not less overhead, would pay; the module table shows which.",
-        "Far from the roofline, yet the kernels timed alone add up to the measured GPU time (off by less than "
-        "{threshold}) in {stages}: the time is in the kernels themselves, so faster kernels (fused, better tuned), "
+        "Far from the roofline, yet the kernels timed alone add up to the measured GPU time (off by less than the "
+        "{threshold} threshold) in {stages}: the time is in the kernels themselves, so faster "
+        "kernels (fused, better tuned), "
         "not less overhead, would pay.",
+        limits=(KERNEL,),
     ),
     Rule(
         "composition-gap",
@@ -290,10 +447,11 @@ RULES: tuple[Rule, ...] = (
         "measured_over_calibrated",
         ">",
         1.3,
-        "The GPU work of {stage} took {value} the time of its kernels timed alone (more than {threshold}): "
+        "The GPU work of {stage} took {value} the time of its kernels timed alone (above the {threshold} threshold): "
         "something beyond the kernels the model lists (extra copies, cache misses, contention) costs time there.",
         "The GPU work took more than {threshold} the time of its kernels timed alone in {stages}: something "
         "beyond the kernels the model lists (extra copies, cache misses, contention) costs time there.",
+        limits=GPU_WORK,
     ),
     Rule(
         "noisy",
@@ -301,12 +459,13 @@ RULES: tuple[Rule, ...] = (
         "max_dev",
         ">",
         0.10,
-        "A single pass of {stage} strays {value} from the mean of the passes (the target is within "
-        "±{threshold}); the mean itself is known to ±{sem_rel} (standard error): compare runs with care and use "
+        "A single pass of {stage} strays {value} from the mean of the passes (beyond the ±{threshold} "
+        "threshold); the mean itself is known to ±{sem_rel} (standard error): compare runs with care and use "
         "more repeats.",
-        "Single passes stray more than ±{threshold} from their mean in {stages} (largest deviation; the target is "
-        "within ±{threshold}): compare runs with care and use more repeats.",
+        "Single passes stray from the mean of the passes beyond the ±{threshold} threshold in: {stages}; compare "
+        "runs with care and use more repeats.",
         also=("sem_rel",),
+        item="{stage} (by up to {value})",
     ),
     Rule(
         "profiler-overhead",
@@ -314,12 +473,13 @@ RULES: tuple[Rule, ...] = (
         "overhead_beyond_drift",
         ">",
         0.2,
-        "Profiling slowed {stage} by {value} against the unprofiled runs (more than {threshold}; identical "
-        "unprofiled runs differed by only {baseline_drift}); read its absolute times with that in mind.",
-        "Profiling slowed these stages by more than {threshold} against the unprofiled runs, more than identical "
-        "unprofiled runs differed: {stages}; read their absolute times with that in mind.",
-        also=("baseline_drift",),
-        item="{stage} ({value}, drift {baseline_drift})",
+        "Profiling made {stage} {slowdown} slower (+{value}) than the unprofiled runs (above the {threshold} "
+        "threshold; identical unprofiled runs differed by only {baseline_drift}); read its absolute times with that "
+        "in mind.",
+        "Profiling made these stages slower than the unprofiled runs, beyond the {threshold} threshold and beyond "
+        "the drift: {stages}; read their absolute times with that in mind.",
+        also=("baseline_drift", "slowdown"),
+        item="{stage} {slowdown} slower (+{value}; drift {baseline_drift})",
     ),
     Rule(
         "overhead-drift-unknown",
@@ -327,12 +487,16 @@ RULES: tuple[Rule, ...] = (
         "overhead_drift_unknown",
         ">",
         0.2,
-        "Profiling slowed {stage} by {value} against the one unprofiled run (more than {threshold}); with one "
+        "Profiling made {stage} {slowdown} slower (+{value}) than the one unprofiled run (above the {threshold} "
+        "threshold); with one "
         "unprofiled run the host's own drift between identical runs is unknown and may be part of it (a capture "
         "with several unprofiled runs, the default of --baseline-runs, measures it).",
-        "Profiling slowed these stages by more than {threshold} against the one unprofiled run: {stages}; the "
+        "Profiling made these stages slower than the one unprofiled run, beyond the {threshold} threshold: "
+        "{stages}; the "
         "host's own drift between identical runs is unknown and may be part of it (a capture with several "
         "unprofiled runs, the default of --baseline-runs, measures it).",
+        also=("slowdown",),
+        item="{stage} {slowdown} slower (+{value})",
     ),
     Rule(
         "overhead-within-drift",
@@ -340,13 +504,14 @@ RULES: tuple[Rule, ...] = (
         "overhead_within_drift",
         ">",
         0.2,
-        "Profiling appears to slow {stage} by {value} (more than {threshold}), but identical unprofiled runs "
+        "Profiling appears to make {stage} {slowdown} slower (+{value}; above the {threshold} threshold), but "
+        "identical unprofiled runs "
         "differed by {baseline_drift} among themselves: the overhead cannot be separated from host drift, so "
         "neither number says what nsys costs.",
-        "Profiling appears to slow these stages by more than {threshold}, but identical unprofiled runs differed "
-        "among themselves by more still: {stages}; the overhead cannot be separated from host drift there.",
-        also=("baseline_drift",),
-        item="{stage} (overhead {value}, drift {baseline_drift})",
+        "Profiling appears to slow these stages beyond the {threshold} threshold, but identical unprofiled runs "
+        "differed among themselves by more still: {stages}; the overhead cannot be separated from host drift there.",
+        also=("baseline_drift", "slowdown"),
+        item="{stage} ({slowdown} slower, +{value}; drift {baseline_drift})",
     ),
 )
 
@@ -377,8 +542,8 @@ class CostCenter:
     label: str
     total_ns: float
     share: float  #: of the total time of the top stages
-    stage: str  #: where it is most pronounced
-    stage_share: float  #: its share of that stage's time
+    stage: str  #: the stage that holds most of it (absolute time)
+    stage_share: float  #: the share of this cost center's time in that stage
 
 
 @attrs.frozen
@@ -391,10 +556,19 @@ class Summary:
     glossary: tuple[tuple[str, str], ...]
     #: Where vision ran inside prefill: how the stages are counted (the prefill figures are its own work).
     note: str | None = None
+    #: What was measured (pages, repeats, tokens, weights, code, GPU) and what a pass is: the first sentence.
+    measured: Statement | None = None
+    #: The model FLOPs utilization over the unprofiled wall time, and over the GPU busy time beside it.
+    mfu: Statement | None = None
+    #: Each top stage's one limit (:func:`classify`) and the numbers behind it.
+    limits: tuple[Statement, ...] = ()
+    #: What the cost centers leave out, and how far the profiler can distort their shares.
+    cost_note: Statement | None = None
 
 
 def cost_centers(view: ReportView, top: int = 3) -> tuple[CostCenter, ...]:
-    """The ``top`` largest cost centers over the top stages (kernel categories and GPU idle time)."""
+    """The ``top`` largest cost centers over the top stages (kernel categories and GPU idle time), by absolute
+    time in the profiled trace, each with the stage that holds most of it."""
     stages = {s.name: s for s in view.top_stages}
     total = sum(s.range_ns.mean for s in stages.values())
     if total <= 0:
@@ -423,11 +597,8 @@ def cost_centers(view: ReportView, top: int = 3) -> tuple[CostCenter, ...]:
         tot = sum(by_stage.values())
         if tot <= 0:
             continue
-        where = max(by_stage, key=lambda st: by_stage[st] / stages[st].range_ns.mean if stages[st].range_ns.mean else 0)
-        rng = stages[where].range_ns.mean
-        out.append(
-            CostCenter(key, COST_LABELS.get(key, key), tot, tot / total, where, by_stage[where] / rng if rng else 0.0)
-        )
+        where = max(by_stage, key=lambda st: by_stage[st])
+        out.append(CostCenter(key, COST_LABELS.get(key, key), tot, tot / total, where, by_stage[where] / tot))
     out.sort(key=lambda c: -c.total_ns)
     return tuple(out[:top])
 
@@ -440,17 +611,21 @@ def _fires(rule: Rule, value: float) -> bool:
     return value > rule.threshold if rule.op == ">" else value < rule.threshold
 
 
-def actions(view: ReportView) -> tuple[Statement, ...]:
-    """The sentences of every rule whose threshold the measured signals cross.
+def actions(view: ReportView, limits: dict[str, str] | None = None) -> tuple[Statement, ...]:
+    """The sentences of every rule whose threshold the measured signals cross, in the stages whose limit
+    (``limits``, :func:`classify` by default) the rule allows.
 
     A ``*`` rule that fires in several stages gives one sentence naming them all (its ``text_many``).
     """
     out: list[Statement] = []
+    limits = classify(view) if limits is None else limits
     for rule in RULES:
         getter, fmt = METRICS[rule.metric]
         fired: list[tuple[StageView, Evidence, tuple[Evidence, ...]]] = []
         for stage in view.stages:
             if rule.stage not in ("*", stage.name):
+                continue
+            if rule.limits and limits.get(stage.name) not in rule.limits:
                 continue
             value = getter(view, stage)
             if value is None or not math.isfinite(value) or not _fires(rule, value):
@@ -463,19 +638,23 @@ def actions(view: ReportView) -> tuple[Statement, ...]:
         t = _ev(f"rule:{rule.id}:threshold", rule.threshold, fmt)
 
         if len(fired) > 1 and rule.text_many:
-            listed = ", ".join(rule.item.format(**_fields(rule, *f)) for f in fired)
+            listed = ", ".join(rule.item.format(**_fields(view, rule, *f)) for f in fired)
             text = rule.text_many.format(stages=listed, threshold=t.shown)
             out.append(Statement(text, (*(e for _, v, also in fired for e in (v, *also)), t), rule.id))
             continue
         for stage, v, also in fired:
-            text = rule.text.format(**_fields(rule, stage, v, also), threshold=t.shown)
+            text = rule.text.format(**_fields(view, rule, stage, v, also), threshold=t.shown)
             out.append(Statement(text, (v, *also, t), rule.id))
     return tuple(out)
 
 
-def _fields(rule: Rule, stage: StageView, value: Evidence, also: tuple[Evidence, ...]) -> dict[str, str]:
-    """The placeholders of a rule's sentence for one stage."""
-    return {"stage": stage.name, "value": value.shown, **{m: e.shown for m, e in zip(rule.also, also, strict=True)}}
+def _fields(
+    view: ReportView, rule: Rule, stage: StageView, value: Evidence, also: tuple[Evidence, ...]
+) -> dict[str, str]:
+    """The placeholders of a rule's sentence for one stage (``{basis}``: the time the idle share is of)."""
+    basis = "unprofiled" if idle_share(view, stage)[1] else "profiled"
+    shown = {m: e.shown for m, e in zip(rule.also, also, strict=True)}
+    return {"stage": stage.name, "value": value.shown, "basis": basis, **shown}
 
 
 def _also(view: ReportView, stage: StageView, metric: str) -> Evidence:
@@ -485,57 +664,317 @@ def _also(view: ReportView, stage: StageView, metric: str) -> Evidence:
     return _ev(f"stage:{stage.name}:{metric}", float("nan") if value is None else value, fmt)
 
 
-def build(view: ReportView) -> Summary:
-    """The stakeholder summary of ``view``."""
+@attrs.frozen
+class Totals:
+    """One pass over the top stages: profiled and unprofiled wall time, GPU busy time, FLOPs."""
+
+    range_ns: float  #: profiled NVTX range time
+    busy_ns: float  #: GPU busy time (the trace)
+    unprofiled_ns: float | None  #: CUDA events without nsys (mean over every unprofiled run's passes)
+    unprofiled_passes: int  #: how many passes that mean is over (the smallest count of any top stage)
+    runs: tuple[tuple[str, float], ...]  #: each unprofiled run's mean pass time, in execution order
+    flops: float | None  #: analytic FLOPs of a pass (None where a top stage has none)
+
+
+def totals(view: ReportView) -> Totals:
+    """The headline totals of one pass (unprofiled only where every top stage was timed unprofiled)."""
     stages = view.top_stages
-    total = sum(s.range_ns.mean for s in stages)
-    busy = sum(s.gpu_busy_ns.mean for s in stages)
-    ev_total = _ev("total:range_ns", total, "ms")
-    ev_busy = _ev("total:busy_frac", busy / total if total else 0.0, "pct")
-    ev_passes = _ev("passes", float(view.passes), "count")
-    has_gpu = any(s.has_gpu for s in stages)
-    where = f" on {view.identity.gpu or 'an unnamed GPU'}" if has_gpu or view.identity.gpu else ""
-    names = ", ".join(s.name for s in stages) or "no stage"
-    first = (
-        f"Across {names}, one pass took {ev_total.shown}{where} (mean of {ev_passes.shown} "
-        f"pass{'es' if view.passes != 1 else ''})"
+    own = [unprofiled_own(view, s) for s in stages]
+    known = bool(stages) and all(m is not None for m, _ in own)
+    runs: tuple[tuple[str, float], ...] = ()
+    if known and all(r for _, r in own):
+        per = [dict(r) for _, r in own]
+        order = [w for w, _ in own[0][1] if all(w in p for p in per)]
+        if len(order) == len(own[0][1]) and len(set(order)) == len(order):  # one run per position
+            runs = tuple((w, sum(p[w] for p in per)) for w in order)
+    flops = [s.flops for s in stages]
+    return Totals(
+        range_ns=sum(s.range_ns.mean for s in stages),
+        busy_ns=sum(s.gpu_busy_ns.mean for s in stages),
+        unprofiled_ns=sum(m or 0.0 for m, _ in own) if known else None,
+        unprofiled_passes=min((s.unprofiled_ns.n for s in stages if s.unprofiled_ns), default=0) if known else 0,
+        runs=runs,
+        flops=sum(f or 0.0 for f in flops) if flops and all(flops) else None,
     )
-    if has_gpu:
-        headline = Statement(
-            f"{first}; the GPU was busy for {ev_busy.shown} of that time.", (ev_total, ev_passes, ev_busy)
+
+
+def _tokens_per_s(tokens: int | None, ns: float | None) -> float | None:
+    return tokens / (ns / 1e9) if tokens and ns else None
+
+
+def _measured(view: ReportView) -> Statement:
+    """What was measured, in one sentence, and what a pass is."""
+    ident = view.identity
+    ev: list[Evidence] = []
+    bits: list[str] = []
+    if ident.pages:
+        ev.append(_ev("identity:pages", float(ident.pages), "count"))
+        bits.append(f"{ev[-1].shown} page{'s' if ident.pages != 1 else ''}")
+    ev_passes = _ev("passes", float(view.passes), "count")
+    ev.append(ev_passes)
+    bits.append(f"{ev_passes.shown} pass{'es' if view.passes != 1 else ''} (repeats)")
+    tok = []
+    if ident.prompt_tokens:
+        ev.append(_ev("identity:prompt_tokens", float(ident.prompt_tokens), "count"))
+        tok.append(f"a {ev[-1].shown}-token text prompt beside the image")
+    if ident.new_tokens:
+        ev.append(_ev("identity:new_tokens", float(ident.new_tokens), "count"))
+        tok.append(f"up to {ev[-1].shown} generated tokens")
+    if tok:
+        bits.append(" and ".join(tok) + " per page")
+    if ident.mode:
+        bits.append(f"{ident.mode} mode")
+    if ident.random_weights is True:
+        bits.append(
+            "seeded random weights (the GPU work and its timings are real; random weights only make the text "
+            "meaningless and never stop early, so every page generates all its tokens)"
         )
-    elif view.gpu_lost:
-        lost = LOST_RECORDS.get(view.gpu_lost, view.gpu_lost)
-        headline = Statement(
-            f"{first}; the GPU time per stage is unknown: the trace lost its {lost} (see the warning above).",
-            (ev_total, ev_passes),
+    elif ident.random_weights is False:
+        bits.append(
+            f"the checkpoint's trained weights ({ident.model_source})" if ident.model_source else "trained weights"
         )
     else:
-        headline = Statement(f"{first}; the trace recorded no GPU activity.", (ev_total, ev_passes))
+        bits.append("weights unknown (no run files)")
+    if ident.model_code:
+        bits.append(f"model code: {ident.model_code}")
+    gpu = f" on {ident.gpu}" if ident.gpu else ""
+    unit = "every page once through vision, prefill and decode" if ident.pages else "one run of the traced stages"
+    text = f"Measured{gpu}: {', '.join(bits)}. A pass is {unit}; the times below are per pass."
+    return Statement(text, tuple(ev))
+
+
+def _unprofiled_share(view: ReportView, center: CostCenter) -> float | None:
+    """A cost center's share of the unprofiled time of a pass (the traced GPU time taken as unchanged; idle:
+    the unprofiled time the GPU was not busy); ``None`` without unprofiled timing."""
+    if center.key.startswith(STAGE_PREFIX):
+        return None
+    t = totals(view)
+    if not t.unprofiled_ns:
+        return None
+    if center.key == IDLE:
+        return max(0.0, 1.0 - t.busy_ns / t.unprofiled_ns)
+    return center.total_ns / t.unprofiled_ns
+
+
+def _cost_note(view: ReportView, t: Totals, centers: list[CostCenter]) -> Statement | None:
+    """What the listed cost centers leave out, and the profiler's stretch of the time their shares divide."""
+    if not centers or centers[0].key.startswith(STAGE_PREFIX):
+        return None
+    rest = _ev("total:rest", 1.0 - sum(c.share for c in centers), "pct")
+    shown = {c.key for c in centers}
+    others = [COST_LABELS.get(c.key, c.key).split(" (")[0] for c in cost_centers(view, top=100) if c.key not in shown]
+    text = f"The other {rest.shown} of the profiled time is GPU kernels of other kinds"
+    text += f" ({', '.join(others)})." if others else "."
+    evs = [rest]
+    if t.unprofiled_ns:
+        e = _ev("total:profiled_over_unprofiled", t.range_ns / t.unprofiled_ns, "times")
+        evs.append(e)
+        text += (
+            f" The profiler stretched a pass {e.shown} (mostly CPU time), inflating the idle share and shrinking the "
+            "kernel shares; the unprofiled shares in brackets divide the same GPU time by the unprofiled time."
+        )
+    return Statement(text, tuple(evs))
+
+
+def _lost(view: ReportView) -> str:
+    lost = LOST_RECORDS.get(view.gpu_lost or "", view.gpu_lost)
+    return f"the GPU time per stage is unknown: the trace lost its {lost} (see the warning above)"
+
+
+def _across(view: ReportView) -> str:
+    """`` (vision, prefill, decode)``: the stages the headline adds up."""
+    names = ", ".join(s.name for s in view.top_stages)
+    return f" ({names})" if names else ""
+
+
+def _headline(view: ReportView, t: Totals) -> Statement:
+    """How long a pass took (unprofiled where measured, beside the profiled figure) and how busy the GPU was."""
+    has_gpu = any(s.has_gpu for s in view.top_stages)
+    ev_prof = _ev("total:range_ns", t.range_ns, "ms")
+    decode = view.stage("decode")
+    tokens = decode.tokens if decode is not None else None
+    if t.unprofiled_ns is None:
+        parts = [
+            f"One pass{_across(view)} took {ev_prof.shown} under the profiler (no unprofiled run to time it without)"
+        ]
+        ev = [ev_prof]
+        if decode is not None and (tps := _tokens_per_s(tokens, decode.range_ns.mean)) is not None:
+            e = _ev("stage:decode:tokens_per_s", tps, "rate")
+            ev.append(e)
+            parts.append(f"decode generated {e.shown} tokens/s")
+        if has_gpu:
+            e = _ev("total:busy_frac", t.busy_ns / t.range_ns if t.range_ns else 0.0, "pct")
+            ev.append(e)
+            parts.append(f"the GPU was busy {e.shown} of that time")
+        elif view.gpu_lost:
+            parts.append(_lost(view))
+        else:
+            parts.append("the trace recorded no GPU activity")
+        return Statement("; ".join(parts) + ".", tuple(ev))
+    ev_un = _ev("total:unprofiled_ns", t.unprofiled_ns, "ms")
+    ev_n = _ev("total:unprofiled_passes", float(t.unprofiled_passes), "count")
+    ev = [ev_un, ev_n]
+    per_page = ""
+    if view.identity.pages and view.identity.pages > 1:
+        e = _ev("total:unprofiled_per_page", t.unprofiled_ns / view.identity.pages, "ms")
+        ev.append(e)
+        per_page = f" ({e.shown} per page)"
+    split = ""
+    if len(t.runs) > 1 and t.unprofiled_passes % len(t.runs) == 0:
+        e_r = _ev("total:unprofiled_run_count", float(len(t.runs)), "count")
+        e_p = _ev("total:unprofiled_passes_per_run", float(t.unprofiled_passes // len(t.runs)), "count")
+        ev += [e_r, e_p]
+        split = f": {e_r.shown} unprofiled runs x {e_p.shown} passes"
+    runs = ""
+    if len(t.runs) > 1:
+        items = []
+        for i, (where, ns) in enumerate(t.runs):
+            e = _ev(f"total:unprofiled_run:{i}", ns, "ms")
+            ev.append(e)
+            items.append(
+                f"{e.shown} in the run {where} the capture" if where in ("before", "after") else f"{e.shown} ({where})"
+            )
+        runs = f"; the unprofiled runs differed: {', '.join(items)}"
+    text = (
+        f"One pass{_across(view)} took {ev_un.shown}{per_page} without the profiler (CUDA events, mean of "
+        f"{ev_n.shown} unprofiled pass{'es' if t.unprofiled_passes != 1 else ''}{split}{runs}) and {ev_prof.shown} "
+        "under the profiler."
+    )
+    ev.append(ev_prof)
+    if decode is not None:
+        d_un, _ = unprofiled_own(view, decode)
+        if (tps := _tokens_per_s(tokens, d_un)) is not None:
+            e1 = _ev("stage:decode:tokens_per_s_unprofiled", tps, "rate")
+            e2 = _ev("stage:decode:tokens_per_s", _tokens_per_s(tokens, decode.range_ns.mean) or 0.0, "rate")
+            ev += [e1, e2]
+            e3 = _ev("stage:decode:tokens", float(tokens or 0), "count")
+            ev.append(e3)
+            every = " over all its pages" if view.identity.pages and view.identity.pages > 1 else ""
+            text += (
+                f" Decode generated {e1.shown} tokens/s without the profiler ({e2.shown} under it), counting the "
+                f"{e3.shown} tokens a pass generates{every}."
+            )
+    if has_gpu:
+        e = _ev("total:busy_frac_unprofiled", min(1.0, t.busy_ns / t.unprofiled_ns) if t.unprofiled_ns else 0.0, "pct")
+        e_i = _ev("total:idle_frac_unprofiled", 1.0 - e.value, "pct")
+        ev += [e, e_i]
+        text += (
+            f" The GPU was busy {e.shown} of a pass's unprofiled time (its busy time from the trace), idle the "
+            f"other {e_i.shown}. These headline "
+            "figures come from the unprofiled runs; where the time goes, below, comes from the profiled trace."
+        )
+    elif view.gpu_lost:
+        text += f" {_lost(view)[0].upper()}{_lost(view)[1:]}."
+    else:
+        text += " The trace recorded no GPU activity."
+    return Statement(text, tuple(ev))
+
+
+def mfu_model(view: ReportView) -> tuple[float, bool] | None:
+    """The headline MFU: FLOPs of a pass / (peak x wall time of a pass), and whether the time is unprofiled.
+
+    ``mfu_model = (F_vision + F_prefill + T * F_decode) / (P_peak * (t_vision + t_prefill + t_decode))``
+    with the stage times measured without the profiler where the run has them (the profiled range times
+    otherwise). ``None`` without FLOPs or a peak.
+    """
+    t = totals(view)
+    if view.peaks is None or not t.flops:
+        return None
+    wall = t.unprofiled_ns if t.unprofiled_ns else t.range_ns
+    if not wall:
+        return None
+    return t.flops / (view.peaks.tflops * 1e12 * wall / 1e9), t.unprofiled_ns is not None
+
+
+def _mfu(view: ReportView) -> Statement | None:
+    found = mfu_model(view)
+    if found is None or view.peaks is None:
+        return None
+    value, unprofiled = found
+    ev = _ev("model:mfu", value, "pct")
+    peak = _ev("peak:tflops", view.peaks.tflops, "count")
+    wall = "without the profiler" if unprofiled else "under the profiler (no unprofiled run)"
+    text = (
+        f"MFU (model FLOPs utilization; this is the figure to quote) is {ev.shown}: the model's FLOPs "
+        f"of a pass (vision, prefill and every "
+        f"decode step, from the analytic model) divided by the GPU's peak ({peak.shown} TFLOP/s) times the wall "
+        f"time of a pass {wall}."
+    )
+    evs = [ev, peak]
+    if view.model_mfu is not None and view.has_gpu:
+        busy = _ev("model:mfu_busy", view.model_mfu.mean, "pct")
+        evs.append(busy)
+        text += (
+            f" Counting only the time the GPU was busy it is {busy.shown}: how well the kernels use the GPU when "
+            "it has work, leaving out the time it waits for the CPU (a diagnostic, not the figure to quote)."
+        )
+    return Statement(text, tuple(evs))
+
+
+def _limits(view: ReportView, limits: dict[str, str]) -> tuple[Statement, ...]:
+    """One sentence per top stage: its limit and the idle share and roofline ratio behind it."""
+    out = []
+    for stage in view.top_stages:
+        lim = limits.get(stage.name)
+        if lim is None:
+            continue
+        idle, unprofiled = idle_share(view, stage)
+        e = _ev(f"stage:{stage.name}:idle_frac", idle or 0.0, "pct")
+        of = "unprofiled time" if unprofiled else "profiled time"
+        text = f"{stage.name}: {lim} ({LIMIT_WORDS[lim]}; GPU idle {e.shown} of {stage.name}'s {of}"
+        evs = [e]
+        ratio = stage.measured_over_predicted
+        if ratio is not None:
+            r = _ev(f"stage:{stage.name}:measured_over_predicted", ratio, "times")
+            evs.append(r)
+            text += f"; its GPU work took {r.shown} longer than the ideal (roofline) time"
+        bound = roofline_bound(view, stage)
+        if bound is not None and lim not in (MEMORY, COMPUTE):
+            text += f"; at the ideal it would be limited by {BOUND_BY[bound]}"
+        out.append(Statement(text + ").", tuple(evs)))
+    return tuple(out)
+
+
+def build(view: ReportView) -> Summary:
+    """The stakeholder summary of ``view``."""
+    t = totals(view)
+    headline = _headline(view, t)
     centers = []
     for c in cost_centers(view):
         e1 = _ev(f"cost:{c.key}:share", c.share, "pct")
         if c.key.startswith(STAGE_PREFIX):
             why = "GPU time unknown" if view.gpu_lost else "no GPU activity was traced"
-            text = f"{c.label[0].upper()}{c.label[1:]}: {e1.shown} of the total time ({why})."
+            text = f"{c.label[0].upper()}{c.label[1:]}: {e1.shown} of the profiled time ({why})."
             centers.append((c, Statement(text, (e1,))))
             continue
         e2 = _ev(f"cost:{c.key}:stage_share:{c.stage}", c.stage_share, "pct")
+        evs = [e1]
+        un = ""
+        if (u := _unprofiled_share(view, c)) is not None:
+            e3 = _ev(f"cost:{c.key}:unprofiled_share", u, "pct")
+            evs.append(e3)
+            un = f" ({e3.shown} of the unprofiled time)"
         text = (
-            f"{c.label[0].upper()}{c.label[1:]}: {e1.shown} of the total time, most pronounced in {c.stage} "
-            f"({e2.shown} of that stage)."
+            f"{c.label[0].upper()}{c.label[1:]}: {e1.shown} of the profiled time{un}, of which {e2.shown} "
+            f"falls in {c.stage}."
         )
-        centers.append((c, Statement(text, (e1, e2))))
-    acts = actions(view)
-    words = " ".join([headline.text] + [s.text for _, s in centers] + [a.text for a in acts])
-    gloss = tuple((term, meaning) for term, meaning in GLOSSARY.items() if term in words)
+        centers.append((c, Statement(text, (*evs, e2))))
+    cost_note = _cost_note(view, t, [c for c, _ in centers])
+    limits = classify(view)
+    acts = actions(view, limits)
+    lims = _limits(view, limits)
+    mfu = _mfu(view)
+    measured = _measured(view)
+    said = [measured, headline, *(s for _, s in centers), *acts, *lims, *(x for x in (mfu, cost_note) if x)]
+    words = " ".join(s.text for s in said)
+    gloss = glossed(words)
     note = None
     if view.nesting_note:
         note = (
             "Vision ran inside prefill (the checkpoint's own code). Here prefill means its own work (exclusive: "
             "prefill - vision), so vision, prefill and decode each count once."
         )
-    return Summary(headline, tuple(centers), acts, gloss, note)
+    return Summary(headline, tuple(centers), acts, gloss, note, measured, mfu, lims, cost_note)
 
 
 def resolve(view: ReportView, key: str) -> float | None:
@@ -543,19 +982,55 @@ def resolve(view: ReportView, key: str) -> float | None:
     parts = key.split(":")
     if parts[0] == "stage":
         stage = view.stage(parts[1])
-        return None if stage is None else METRICS[parts[2]][0](view, stage)
+        if stage is None:
+            return None
+        if parts[2] == "tokens":
+            return None if stage.tokens is None else float(stage.tokens)
+        if parts[2] == "tokens_per_s":
+            return _tokens_per_s(stage.tokens, stage.range_ns.mean)
+        if parts[2] == "tokens_per_s_unprofiled":
+            return _tokens_per_s(stage.tokens, unprofiled_own(view, stage)[0])
+        return METRICS[parts[2]][0](view, stage)
     if parts[0] == "rule":
         return next(r.threshold for r in RULES if r.id == parts[1])
     if parts[0] == "total":
-        total = sum(s.range_ns.mean for s in view.top_stages)
-        if parts[1] == "range_ns":
-            return total
-        return sum(s.gpu_busy_ns.mean for s in view.top_stages) / total if total else 0.0
+        t = totals(view)
+        if parts[1] == "unprofiled_run":
+            return t.runs[int(parts[2])][1]
+        if parts[1] == "busy_frac":
+            return t.busy_ns / t.range_ns if t.range_ns else 0.0
+        if parts[1] == "busy_frac_unprofiled":
+            return min(1.0, t.busy_ns / t.unprofiled_ns) if t.unprofiled_ns else 0.0
+        if parts[1] == "idle_frac_unprofiled":
+            return 1.0 - min(1.0, t.busy_ns / t.unprofiled_ns) if t.unprofiled_ns else 1.0
+        if parts[1] == "unprofiled_per_page":
+            return (t.unprofiled_ns or 0.0) / (view.identity.pages or 1)
+        if parts[1] == "unprofiled_run_count":
+            return float(len(t.runs))
+        if parts[1] == "unprofiled_passes_per_run":
+            return float(t.unprofiled_passes // len(t.runs))
+        if parts[1] == "profiled_over_unprofiled":
+            return t.range_ns / t.unprofiled_ns if t.unprofiled_ns else None
+        if parts[1] == "rest":
+            return 1.0 - sum(c.share for c in cost_centers(view))
+        return float(getattr(t, parts[1]))
     if parts[0] == "passes":
         return float(view.passes)
+    if parts[0] == "identity":
+        value = getattr(view.identity, parts[1])
+        return None if value is None else float(value)
+    if parts[0] == "model":
+        if parts[1] == "mfu_busy":
+            return None if view.model_mfu is None else view.model_mfu.mean
+        found = mfu_model(view)
+        return None if found is None else found[0]
+    if parts[0] == "peak":
+        return None if view.peaks is None else view.peaks.tflops
     if parts[0] == "cost":
         center = next((c for c in cost_centers(view, top=100) if c.key == parts[1]), None)
         if center is None:
             return None
+        if parts[2] == "unprofiled_share":
+            return _unprofiled_share(view, center)
         return center.share if parts[2] == "share" else center.stage_share
     raise KeyError(key)

@@ -119,6 +119,9 @@ class Identity:
     created: str | None = None
     dsocr_version: str | None = None
     workload: str | None = None  #: the named workload (dsocr-standard-v1, ...) or how a custom one differs
+    #: The model code and execution that ran: the replica and its variants (experts, attention), or the
+    #: checkpoint's own code and generate (timing.json's ``model``).
+    model_code: str | None = None
 
 
 @attrs.frozen
@@ -157,6 +160,9 @@ class StageView:
     #: with vision; the fields above are then the stage's own (exclusive) figures. None otherwise.
     inclusive_range_ns: Stat | None = None
     inclusive_gpu_busy_ns: Stat | None = None
+    #: Each unprofiled run's mean time of this stage per pass, as (where it ran: ``before``/``after``/...,
+    #: ns), in execution order; empty without a baseline.
+    unprofiled_runs: tuple[tuple[str, float], ...] = ()
 
     @property
     def spread(self) -> tuple[tuple[str, Stat, str], ...]:
@@ -348,6 +354,12 @@ class ReportView:
     warnings: tuple[str, ...] = ()
     #: What a broken trace lost (``kernels``, ``api_calls``: no GPU numbers per stage); None otherwise.
     gpu_lost: str | None = None
+    #: Per module (``--module-ranges`` captures): measured GPU time beside the analytic and calibrated
+    #: prediction, calls, the memory estimate; and the kernel categories inside each module. None without.
+    modules: Table | None = None
+    module_categories: Table | None = None
+    #: How much of the GPU busy time the module ranges cover, and how the module table is read.
+    modules_note: str | None = None
 
     def stage(self, name: str) -> StageView | None:
         """The stage called ``name``, or ``None``."""
