@@ -177,6 +177,14 @@ def capture(
     device: Annotated[
         str, _opt("--device", "cuda, cuda:N, or cpu (the whole pipeline on the CPU).", callback=device_value)
     ] = "cuda",
+    gpus: Annotated[
+        int | None,
+        _opt("--gpus", "Data-parallel: N workers on GPUs 0..N-1 in one nsys session, pages round-robin.", min=1),
+    ] = None,
+    devices: Annotated[
+        str | None,
+        _opt("--devices", "Data-parallel: one worker per listed device (0,1 / 0,0 repeats one GPU / cpu,cpu)."),
+    ] = None,
     dtype: Annotated[
         str,
         _opt(
@@ -228,8 +236,10 @@ def capture(
 ) -> None:
     """Capture DeepSeek-OCR under Nsight Systems: trace, SQLite export, unprofiled baseline, manifest, report."""
     from dsocr.capture.driver import CaptureSettings, run_capture
+    from dsocr.capture.shards import resolve_devices
 
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
+    device, workers = resolve_devices(device, gpus, devices)
     settings = CaptureSettings(
         repeats=repeats,
         pages=tuple(pages or ()),
@@ -254,6 +264,7 @@ def capture(
         runs_dir=runs_dir,
         seed=seed,
         shrink=parse_shrink(shrink),
+        devices=workers,
     )
     reporter = RichReporter(ui)
     try:
