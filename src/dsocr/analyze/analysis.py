@@ -409,6 +409,13 @@ def check_same_study(
         raise BadInput(f"{where}: different top-level stage ranges (not in both: {shown}); {fix}")
 
 
+def check_against(reference: TraceResult, given: str, other: TraceResult) -> None:
+    """The checks of :func:`analyze_trace` with a ``reference``, on a finished result (the Dask path)."""
+    check_same_gpus(reference.info, given, other.info.gpus)
+    check_same_study(reference.info, other.info, _stage_names(reference.stages), _stage_names(other.stages))
+    check_same_nesting(reference, given, other.stages)
+
+
 def check_same_nesting(first: TraceResult, other_file: str, other: StageTables) -> None:
     """BadInput when one trace has vision inside prefill and the other beside it (two different programs)."""
     a, b = first.stages.nesting, other.nesting
@@ -533,18 +540,25 @@ def run_analysis(
     top_n: int = TOP_N,
     workload: WorkloadFlags | None = None,
     peak: PeakFlags | None = None,
+    scheduler: str | None = None,
 ) -> Analysis:
     """Analyze one or several traces (several files = several passes) into one :class:`Analysis`.
 
     When the first path is a dsocr run directory (or a trace in one) its manifest and timing
     files give the analytic workload; otherwise ``workload`` flags may. ``peak`` overrides the
-    GPU peak used for MFU/MBU.
+    GPU peak used for MFU/MBU. ``scheduler`` (``local`` or a Dask scheduler address) runs the
+    per-trace work on a Dask cluster (:mod:`dsocr.analyze.distributed`): the same results.
     """
     if not paths:
         raise BadInput("no trace given; pass an nsys SQLite export or a run directory")
+    if scheduler is not None:
+        from dsocr.analyze.distributed import check_available
+
+        check_available()
     resolved = distinct_inputs(paths)
-    with _polars_engine(resolved):
-        return _analyze_all(paths, resolved, progress, top_n, workload, peak)
+    engine = _polars_engine(resolved)
+    with engine:
+        return _analyze_all(paths, resolved, progress, top_n, workload, peak, scheduler, isinstance(engine, pl.Config))
 
 
 #: Up to this many bytes of trace files (and unless POLARS_ENGINE_AFFINITY says otherwise) the
@@ -569,13 +583,28 @@ def _analyze_all(
     top_n: int,
     workload: WorkloadFlags | None,
     peak: PeakFlags | None,
+    scheduler: str | None = None,
+    in_memory: bool = False,
 ) -> Analysis:
     results: list[TraceResult] = []
     warnings: list[str] = [w for p in paths if (w := partial_run_warning(p))]
-    for p, r in zip(paths, resolved, strict=True):
-        res, warn = analyze_trace(p, progress, r, results[0] if results else None)
-        results.append(res)
-        warnings.extend(warn)
+    if scheduler is None:
+        for p, r in zip(paths, resolved, strict=True):
+            res, warn = analyze_trace(p, progress, r, results[0] if results else None)
+            results.append(res)
+            warnings.extend(warn)
+    else:
+        from dsocr.analyze.distributed import analyze_traces
+
+        if progress is not None:
+            progress(f"analyzing {len(paths)} trace(s) on Dask ({scheduler})")
+        for p, (res, warn) in zip(paths, analyze_traces(scheduler, paths, resolved, in_memory), strict=True):
+            if results:
+                check_against(results[0], str(p), res)
+            if progress is not None:
+                progress(f"{p.name}: analyzed on Dask")
+            results.append(res)
+            warnings.extend(warn)
     step = progress or (lambda _name: None)
     step("combining files and repeats")
     instances = pl.concat(

@@ -167,6 +167,15 @@ def analyze(
             "(--op-ranges captures; by default they are only in results.sqlite).",
         ),
     ] = False,
+    scheduler: Annotated[
+        str | None,
+        _opt(
+            "--scheduler",
+            "DSOCR_SCHEDULER",
+            "Run the per-trace work on Dask: 'local' (a cluster of processes here) or a scheduler address "
+            '(tcp://host:8786); needs pip install "dsocr[dask]". Same results as without.',
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -197,7 +206,7 @@ def analyze(
 
         # per file: load, attribute, stages, projection; then combine, analytic model, render all, write all
         with _progress(ui, 4 * len(paths) + 4) as advance:
-            analysis = run_analysis(paths, progress=advance, workload=flags, peak=peak)
+            analysis = run_analysis(paths, progress=advance, workload=flags, peak=peak, scheduler=scheduler)
             for w in analysis.warnings:
                 print(f"dsocr: warning: {w}", file=sys.stderr)  # one line, never wrapped
             if analysis.analytic is not None and analysis.analytic.doc.get("reason"):

@@ -1,0 +1,73 @@
+"""A data-parallel export (2 workers on 2 GPUs, built from the H100 fixture by
+benchmarks/make_multi_trace.py): dsocr's projection and kernel tables equal NVIDIA's scripts on it,
+and the per-device tables see both devices."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from dsocr.analyze.kernels import KERNEL_COLUMNS, kernel_summary
+from dsocr.analyze.load import load_trace
+from dsocr.analyze.projection import SUMMARY_COLUMNS, projection_summary
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+@pytest.fixture(scope="module")
+def two_gpus(h100_sqlite: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from make_multi_trace import multi_device
+
+    out = tmp_path_factory.mktemp("multi") / "two-gpus.sqlite"
+    multi_device(h100_sqlite, out, 2)
+    return out
+
+
+def _oracle(path: Path, report: str) -> pl.DataFrame | None:
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / "nvidia-oracle.sh"), str(path), report], capture_output=True, text=True
+    )
+    if done.returncode == 3:
+        return None
+    assert done.returncode == 0, done.stderr
+    return pl.read_csv(io.StringIO(done.stdout), infer_schema_length=None)
+
+
+def test_the_synthetic_export_has_two_processes_on_two_devices(two_gpus: Path, h100_sqlite: Path) -> None:
+    h100 = h100_sqlite
+    trace = load_trace(two_gpus)
+    ops = trace.gpu_ops.group_by("device_id").agg(pl.col("global_pid").n_unique()).collect().sort("device_id")
+    assert ops.rows() == [(0, 1), (1, 1)]
+    assert sorted(g.device_id for g in trace.gpus) == [0, 1]
+    # every copy and memset finds its launching call in its own process (the loader's multi-process join)
+    unmatched = trace.gpu_ops.group_by("kind").agg(pl.col("api_id").null_count()).collect().sort("kind")
+    one = load_trace(h100).gpu_ops.group_by("kind").agg(pl.col("api_id").null_count()).collect().sort("kind")
+    assert unmatched["api_id"].to_list() == [2 * n for n in one["api_id"].to_list()]
+
+
+@pytest.mark.nsys
+@pytest.mark.slow
+def test_projection_and_kernels_equal_nvidia_on_two_gpus(two_gpus: Path) -> None:
+    trace = load_trace(two_gpus)
+    oracle = _oracle(two_gpus, "nvtx_gpu_proj_sum")
+    if oracle is None:
+        pytest.skip("no nsys reports (scripts/install-nsys.sh or DSOCR_NSYS_HOME)")
+    oracle.columns = list(SUMMARY_COLUMNS)
+    mine = projection_summary(trace)
+    assert mine.height == oracle.height
+    joined = oracle.join(mine, on=["range", "style"], how="full", suffix="_me", coalesce=True)
+    for c in SUMMARY_COLUMNS[2:]:
+        assert joined.filter((pl.col(c) != pl.col(f"{c}_me")) | pl.col(f"{c}_me").is_null()).height == 0, c
+    assert mine["total_proj_ns"].to_list() == oracle["total_proj_ns"].to_list()
+    kern = _oracle(two_gpus, "cuda_gpu_kern_sum")
+    assert kern is not None
+    kern = kern.drop("_Q1", "_Q3") if "_Q1" in kern.columns else kern
+    kern.columns = list(KERNEL_COLUMNS)
+    mine_k = kernel_summary(trace)
+    assert mine_k.rows() == kern.select(mine_k.columns).rows()
