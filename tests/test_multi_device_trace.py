@@ -71,3 +71,39 @@ def test_projection_and_kernels_equal_nvidia_on_two_gpus(two_gpus: Path) -> None
     kern.columns = list(KERNEL_COLUMNS)
     mine_k = kernel_summary(trace)
     assert mine_k.rows() == kern.select(mine_k.columns).rows()
+
+
+def test_per_device_tables_of_two_gpus(two_gpus: Path, h100_sqlite: Path, tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
+    from dsocr.analyze.analysis import run_analysis
+    from dsocr.cli import main
+
+    one = run_analysis([h100_sqlite])
+    assert one.devices is None  # one worker: no per-device tables, outputs as before
+    two = run_analysis([two_gpus])
+    d = two.devices
+    assert d is not None
+    assert d.workers.select("worker", "device_id", "gpu").rows() == [
+        (0, 0, "NVIDIA H100 80GB HBM3"),
+        (1, 1, "NVIDIA H100 80GB HBM3"),
+    ]
+    # each worker is the whole source trace: its stage sums are the one-GPU trace's
+    single = one.stages.select("stage", "cpu_ns", "gpu_busy_ns").sort("stage")
+    for w in (0, 1):
+        mine = d.stages.filter(pl.col("worker") == w).select("stage", "cpu_ns", "gpu_busy_ns").sort("stage")
+        assert mine.rows() == single.filter(pl.col("stage").is_in(mine["stage"].implode())).rows()
+    assert d.balance["ratio"].to_list() == [1.0] * d.balance.height
+    assert d.throughput.select("workers", "devices").rows() == [(2, 2)]
+    span = d.throughput["span_ns"].item()
+    assert span == int(d.workers["span_ns"].max()) + 137_000  # worker 1 starts 137 us later  # type: ignore[arg-type]
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", str(two_gpus), "--out", str(tmp_path / "o"), "--format", "json,md,sqlite", "--quiet"])
+    assert exc.value.code == 0
+    doc = json.loads((tmp_path / "o" / "analysis.json").read_text())
+    assert [w["device_id"] for w in doc["devices"]["workers"]] == [0, 1]
+    assert "## Devices (data-parallel workers)" in (tmp_path / "o" / "report.md").read_text()
+    with sqlite3.connect(tmp_path / "o" / "results.sqlite") as con:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"device_workers", "device_stages", "device_balance", "device_throughput"} <= tables

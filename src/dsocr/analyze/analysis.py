@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from dsocr.analytic.calibration import Calibration
     from dsocr.analyze.analytic_section import AnalyticResult, PeakFlags
     from dsocr.analyze.attribution import Attribution
+    from dsocr.analyze.devices import DeviceTables
     from dsocr.analyze.modules import ModuleAttribution, ModuleTimes
     from dsocr.analyze.trace import GpuInfo
     from dsocr.analyze.workload_from_run import RunFiles, WorkloadFlags
@@ -71,6 +72,8 @@ class TraceResult:
     stages: StageTables
     module_times: ModuleTimes | None = None  #: with --module-ranges captures
     idle_gaps: pl.DataFrame | None = None  #: the longest GPU idle gaps per stage
+    #: each process's device (``dsocr.analyze.devices.processes``), only for a trace of several workers
+    processes: pl.DataFrame | None = None
 
 
 @attrs.frozen
@@ -89,6 +92,8 @@ class Analysis:
     analytic: AnalyticResult | None = None
     modules: ModuleAttribution | None = None
     run: RunFiles | None = None  #: the run directory's files (first trace), if it is one
+    #: per-device tables (``dsocr.analyze.devices``), only when a trace holds several workers
+    devices: DeviceTables | None = None
 
     def to_dict(self, *, full_projection: bool = False) -> dict[str, Any]:
         """The ``analysis.json`` document (NaN/inf in the tables as ``None``).
@@ -138,6 +143,7 @@ class Analysis:
             "analytic": self.analytic.doc if self.analytic is not None else None,
             "modules": self.modules.to_dict() if self.modules is not None else None,
             **extra,
+            **({"devices": self.devices.to_dict()} if self.devices is not None else {}),
             "warnings": list(self.warnings),
         }
 
@@ -531,7 +537,13 @@ def analyze_trace(
         mod_times = module_times(trace, att.op_ranges)
         gaps = idle_gaps(stages.instances, att.op_ranges.lazy(), trace.gpu_ops)
     info = _info(given, trace, stages.mode)
-    return TraceResult(info, proj, kern, stages, mod_times, gaps), warnings
+    procs = None
+    tids = stages.instances.get_column("global_tid")
+    if cuda and (tids // (1 << 24)).n_unique() > 1:  # several worker processes (dsocr capture --gpus N)
+        from dsocr.analyze.devices import processes
+
+        procs = processes(trace.gpu_ops)
+    return TraceResult(info, proj, kern, stages, mod_times, gaps, procs), warnings
 
 
 def run_analysis(
@@ -633,7 +645,11 @@ def _analyze_all(
         for i, r in enumerate(results)
         if r.idle_gaps is not None
     ]
+    from dsocr.analyze.devices import device_tables
+
+    devices = device_tables(instances, [r.processes for r in results], [r.info.gpus for r in results])
     return Analysis(
+        devices=devices,
         traces=tuple(results),
         stage_instances=instances,
         stages=summarize(instances),
