@@ -99,11 +99,13 @@ def test_per_device_tables_of_two_gpus(two_gpus: Path, h100_sqlite: Path, tmp_pa
     span = d.throughput["span_ns"].item()
     assert span == int(d.workers["span_ns"].max()) + 137_000  # worker 1 starts 137 us later  # type: ignore[arg-type]
     with pytest.raises(SystemExit) as exc:
-        main(["analyze", str(two_gpus), "--out", str(tmp_path / "o"), "--format", "json,md,sqlite", "--quiet"])
+        main(["analyze", str(two_gpus), "--out", str(tmp_path / "o"), "--format", "json,md,sqlite,html", "--quiet"])
     assert exc.value.code == 0
     doc = json.loads((tmp_path / "o" / "analysis.json").read_text())
     assert [w["device_id"] for w in doc["devices"]["workers"]] == [0, 1]
     assert "## Devices (data-parallel workers)" in (tmp_path / "o" / "report.md").read_text()
+    html = (tmp_path / "o" / "report.html").read_text()
+    assert '<section id="devices">' in html and "Load balance" in html
     with sqlite3.connect(tmp_path / "o" / "results.sqlite") as con:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"device_workers", "device_stages", "device_balance", "device_throughput"} <= tables

@@ -306,6 +306,8 @@ class ReportView:
     #: Said where vision ran inside prefill (its stage row is then prefill's own work; None otherwise).
     nesting_note: str | None = None
     has_gpu: bool = True  #: False when the trace recorded no CUDA activity
+    #: A data-parallel trace (several workers): (title, table) per-device tables; empty otherwise.
+    devices: tuple[tuple[str, Table], ...] = ()
 
     def stage(self, name: str) -> StageView | None:
         """The stage called ``name``, or ``None``."""
