@@ -67,12 +67,25 @@ def test_fewer_gpus_than_asked_is_an_environment_problem() -> None:
     }
 
 
-def test_cli_gpus_on_a_machine_without_gpus_exits_5(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_more_gpus_than_the_machine_has_exits_5(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from dsocr.capture.manifest import gpu_environment
+
+    have = len(gpu_environment().get("gpus") or [])
     with pytest.raises(SystemExit) as exc:
-        main(["capture", "--gpus", "2", "--no-analyze", "--quiet"])
+        main(["capture", "--gpus", str(have + 1), "--no-analyze", "--quiet", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
-    assert exc.value.code in (ExitCode.ENVIRONMENT, ExitCode.USAGE), err
+    assert exc.value.code == ExitCode.ENVIRONMENT, err
     assert err.count("\n") == 1 and err.startswith("dsocr: error: ")
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_bad_device_lists_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--devices", "0,x"], ["--gpus", "2", "--devices", "0,1"], ["--devices", "0,cpu"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["capture", *argv, "--no-analyze", "--quiet"])
+        err = capsys.readouterr().err
+        assert exc.value.code == ExitCode.USAGE, err
+        assert err.count("\n") == 1
 
 
 def test_worker_config_rank_and_page_indices_round_trip(tmp_path: Path) -> None:

@@ -86,9 +86,22 @@ def analyze_traces(
             c.submit(_task, str(p), str(r), in_memory, key=f"dsocr-trace-{i}", pure=False)
             for i, (p, r) in enumerate(zip(paths, resolved, strict=True))
         ]
+        from distributed import KilledWorker
+
         try:
-            for f in futures:
-                yield f.result()
+            for p, f in zip(paths, futures, strict=True):
+                try:
+                    result = f.result()
+                except KilledWorker:
+                    raise RunFailed(
+                        f"{p}: the Dask workers running it died (out of memory or killed) as often as the scheduler "
+                        "allows; give the workers more memory, or analyze this trace alone"
+                    ) from None
+                except OSError as exc:
+                    raise RunFailed(
+                        f"{p}: lost the Dask scheduler while waiting for its result ({exc}); check the cluster, retry"
+                    ) from None
+                yield result
         finally:
             for f in futures:
                 f.cancel()

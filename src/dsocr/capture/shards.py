@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from dsocr.capture.timing import write_timing
-from dsocr.contract.errors import BadInput, RunFailed
+from dsocr.contract.errors import BadInput, ExitCode, RunFailed
 
 SHARDING: Final = "round-robin by page index (worker k: pages k, k+N, k+2N, ...)"
 
@@ -54,23 +54,29 @@ def parse_devices(value: str) -> tuple[str, ...]:
         elif part == "cpu":
             out.append("cpu")
         else:
-            raise BadInput(f"--devices {value!r}: {part!r} is neither a GPU index nor cpu; give e.g. 0,1 or 0,0")
+            raise BadInput(
+                f"--devices {value!r}: {part!r} is neither a GPU index nor cpu; give e.g. 0,1 or 0,0", ExitCode.USAGE
+            )
     if not out or any(not p for p in value.split(",")):
-        raise BadInput(f"--devices {value!r}: give a comma-separated list such as 0,1 or 0,0 or cpu,cpu")
+        raise BadInput(
+            f"--devices {value!r}: give a comma-separated list such as 0,1 or 0,0 or cpu,cpu", ExitCode.USAGE
+        )
     if len({d == "cpu" for d in out}) > 1:
-        raise BadInput(f"--devices {value!r}: mixes GPUs and cpu; give GPU indices only, or cpu only")
+        raise BadInput(f"--devices {value!r}: mixes GPUs and cpu; give GPU indices only, or cpu only", ExitCode.USAGE)
     return tuple(out)
 
 
 def resolve_devices(device: str, gpus: int | None, devices: str | None) -> tuple[str, tuple[str, ...]]:
     """``--device``, ``--gpus N``, ``--devices LIST`` -> (first worker's device, every worker's; ``()``: one)."""
     if gpus is not None and devices is not None:
-        raise BadInput("--gpus and --devices both given: give one (--gpus 2 is --devices 0,1)")
+        raise BadInput("--gpus and --devices both given: give one (--gpus 2 is --devices 0,1)", ExitCode.USAGE)
     if gpus is not None:
         if gpus < 1:
-            raise BadInput(f"--gpus {gpus}: give 1 or more")
+            raise BadInput(f"--gpus {gpus}: give 1 or more", ExitCode.USAGE)
         if device == "cpu":
-            raise BadInput("--gpus with --device cpu: for N workers on the CPU give --devices cpu,cpu,...")
+            raise BadInput(
+                "--gpus with --device cpu: for N workers on the CPU give --devices cpu,cpu,...", ExitCode.USAGE
+            )
         listed = tuple(f"cuda:{i}" for i in range(gpus))
     elif devices is not None:
         listed = parse_devices(devices)
