@@ -27,6 +27,7 @@ from dsocr.contract.errors import ExitCode
 
 WORKER_MODULE: Final = "dsocr.capture.worker"
 _STOP_GRACE_S: Final = 10.0
+_INTERRUPT_GRACE_S: Final = 20.0
 
 
 def _pump(rank: int, proc: subprocess.Popen[str], lock: threading.Lock, state: dict[int, str]) -> None:
@@ -81,6 +82,10 @@ def launch(configs: Sequence[Path], worker: Sequence[str]) -> int:
                         failed = k
                         break
     except KeyboardInterrupt:
+        # Ctrl-C reached the whole process group: give the workers time to write their timing files
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired, KeyboardInterrupt):
+                p.wait(timeout=_INTERRUPT_GRACE_S)
         _stop_all(procs)
         return int(ExitCode.INTERRUPTED)
     if failed is not None:
