@@ -3,6 +3,7 @@
     python benchmarks/bench_analyze.py                      # fixture, x30 synthetic, op-range series
     python benchmarks/bench_analyze.py --reps 5 --write-docs
     python benchmarks/bench_analyze.py --only fixture --reps 3
+    python benchmarks/bench_analyze.py --only fixture --baseline-src ../old/src   # before/after in one run
 
 For every trace, each round runs, as separate processes (interpreter start included):
 `dsocr analyze FILE --out TMP --format json,md,sqlite --quiet`, then NVIDIA's
@@ -11,7 +12,9 @@ DEVELOPERS.md) with NVIDIA's bundled SQLite, stdout to a file. Wall and CPU time
 come from `os.wait4` of that very process. The file is read once beforehand so that both tools
 start from a warm page cache. NVIDIA = the sum of its two scripts (peak: the larger). Medians
 over up to `--reps` rounds (no new round once `--budget-s` is spent on a trace). The last
-round's outputs are compared (dsocr's projection and kernel tables against NVIDIA's CSVs).
+round's outputs are compared (dsocr's projection and kernel tables against NVIDIA's CSVs). With
+`--baseline-src DIR`, every round also runs dsocr from that source tree first (PYTHONPATH=DIR: e.g. the
+code before a change), so that before and after are measured alternately in the same run.
 A Markdown table goes to stdout, raw numbers to WORKDIR/bench_analyze.json (the table to .md), and with
 `--write-docs` (or later `--docs-from WORKDIR/bench_analyze.md`) into docs/benchmarks.md between
 the `bench_analyze` markers.
@@ -64,6 +67,7 @@ class Case:
     size_mb: float
     rows: dict[str, int]
     dsocr: list[Sample] = field(default_factory=list)
+    baseline: list[Sample] = field(default_factory=list)
     nvidia: dict[str, list[Sample]] = field(default_factory=dict)
     agreement: str = "not checked"
 
@@ -160,7 +164,9 @@ def warm_page_cache(path: Path) -> None:
             pass
 
 
-def run_case(case: Case, target: Path, reps: int, budget_s: float, scratch: Path) -> None:
+def run_case(
+    case: Case, target: Path, reps: int, budget_s: float, scratch: Path, baseline_src: Path | None = None
+) -> None:
     """Alternate dsocr and NVIDIA's scripts on one trace: `reps` rounds, fewer once `budget_s` is spent."""
     trace = Path(case.path)
     out = scratch / "dsocr-out"
@@ -170,6 +176,12 @@ def run_case(case: Case, target: Path, reps: int, budget_s: float, scratch: Path
         if rep > 1 and time.perf_counter() - began > budget_s:
             break
         shutil.rmtree(out, ignore_errors=True)
+        if baseline_src is not None:
+            shutil.rmtree(out, ignore_errors=True)
+            env = {**os.environ, "PYTHONPATH": str(baseline_src)}
+            case.baseline.append(b := measure(dsocr_cmd(trace, out), env))
+            print(f"bench: {case.name} rep {rep}: baseline dsocr {b.wall_s:.2f} s {b.peak_mb:.0f} MB", file=sys.stderr)
+            shutil.rmtree(out, ignore_errors=True)
         d = measure(dsocr_cmd(trace, out))
         n = {}
         for report in NVIDIA_REPORTS:
@@ -284,6 +296,27 @@ def table(cases: list[Case]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def baseline_table(cases: list[Case]) -> str:
+    """Before (--baseline-src) and after, each against NVIDIA's scripts of the same rounds."""
+    head = (
+        "| trace | reps | before s | after s | NVIDIA s | **before/NVIDIA** | **after/NVIDIA** | before peak MB "
+        "| after peak MB | NVIDIA peak MB | after peak / NVIDIA |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    rows = []
+    for c in cases:
+        if not c.baseline:
+            continue
+        before_s = statistics.median(s.wall_s for s in _ok(c.baseline))
+        before_mb = statistics.median(s.peak_mb for s in _ok(c.baseline))
+        rows.append(
+            f"| {c.name} | {len(c.dsocr)} | {before_s:.2f} | {c.dsocr_s():.2f} | {c.nvidia_s():.2f} "
+            f"| **{ratio(before_s, c.nvidia_s())}** | **{ratio(c.dsocr_s(), c.nvidia_s())}** | {before_mb:,.0f} "
+            f"| {c.dsocr_mb():,.0f} | {c.nvidia_mb():,.0f} | {ratio(c.dsocr_mb(), c.nvidia_mb())} |"
+        )
+    return head + "\n".join(rows) + "\n" if rows else ""
+
+
 def loadavg() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -306,6 +339,11 @@ def report(cases: list[Case], reps: int, load_before: str) -> str:
         "peak = the process's max RSS. Last column: dsocr's `nvtx_projection` and `kernels` tables (results.sqlite) "
         "against NVIDIA's CSVs of the same run (range/kernel names, instances, integer ns totals, GPU ops).\n\n"
         + table(cases)
+        + (
+            f"\nBefore and after, alternately in the same rounds:\n\n{before}"
+            if (before := baseline_table(cases))
+            else ""
+        )
     )
 
 
@@ -365,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--op-scale", type=int, default=4, help="replicas for the operator-range series")
     p.add_argument("--only", default="", help="comma list of fixture,scaled,ops (default: all)")
     p.add_argument("--nsys-home", type=Path, default=Path(os.environ.get("DSOCR_NSYS_HOME", REPO / ".tools" / "nsys")))
+    p.add_argument("--baseline-src", type=Path, help="also time dsocr from this source tree (PYTHONPATH), alternately")
     p.add_argument("--write-docs", action="store_true", help="replace the bench_analyze section of docs/benchmarks.md")
     p.add_argument("--docs-from", type=Path, help="only put this saved bench_analyze.md into docs/benchmarks.md")
     args = p.parse_args(argv)
@@ -381,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = loadavg()
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
         for case in cases:
-            run_case(case, target, args.reps, args.budget_s, Path(scratch))
+            run_case(case, target, args.reps, args.budget_s, Path(scratch), args.baseline_src)
     text = report(cases, args.reps, load_before)
     (args.workdir / "bench_analyze.json").write_text(json.dumps([asdict(c) for c in cases], indent=1))
     (args.workdir / "bench_analyze.md").write_text(text)

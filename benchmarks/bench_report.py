@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args()
 
-    from dsocr.analyze.analysis import run_analysis
+    from dsocr.analyze.pipeline import run_analysis
 
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp_s:
         tmp = Path(tmp_s)

@@ -17,12 +17,26 @@ H100_DIR = FIXTURES / "h100-decoder-moe"
 CPU_DIR = FIXTURES / "cpu-nvtx-2023"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite tests/golden/ from the current outputs instead of comparing (tests/test_golden.py)",
+    )
+
+
+def in_ci() -> bool:
+    """``CI`` is set to something other than empty, ``0``, ``false`` or ``no`` (CI services set ``CI=true``)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def missing_fixture(what: str) -> None:
-    """Skip when a shared fixture is absent, except in CI (``CI`` set), where that is a failure:
+    """Skip when a shared fixture is absent, except in CI (:func:`in_ci`), where that is a failure:
     the golden tests against NVIDIA's oracles must never pass by skipping."""
     message = f"shared fixture missing: {what} (expected ../shared next to the repository)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
+    if in_ci():
+        pytest.fail(f"{message}; CI is set, so this fails instead of skipping")
     pytest.skip(message)
 
 

@@ -164,6 +164,6 @@ def foreign_view() -> ReportView:
 @functools.cache
 def h100_analysis(path: str) -> dict[str, Any]:
     """The analysis document of the H100 fixture (computed once per test session)."""
-    from dsocr.analyze.analysis import run_analysis
+    from dsocr.analyze.pipeline import run_analysis
 
     return json.loads(json.dumps(run_analysis([Path(path)]).to_dict(), default=str))

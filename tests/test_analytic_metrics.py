@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dsocr.analytic.cost import Cost
-from dsocr.analytic.metrics import StageTime, module_metrics, roofline, stage_metrics
+from dsocr.analytic.metrics import StageTime, module_metrics, stage_metrics
 from dsocr.analytic.peaks import resolve_peak
+from dsocr.analytic.roofline import roofline
 from dsocr.analytic.workload import Workload, estimate
 
 PEAK = resolve_peak(None, tflops=1000.0, tbps=2.0)  # 1e15 FLOP/s, 2e12 B/s: ridge at 500 FLOP/byte

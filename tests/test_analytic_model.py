@@ -18,7 +18,7 @@ GUNDAM_2X2 = estimate(Workload(mode="gundam", crop_grid=(2, 2), prompt_tokens=12
 
 def test_full_parameter_count_is_the_checkpoints() -> None:
     assert GUNDAM_2X2.params == 3_336_106_240
-    assert GUNDAM_2X2.weight_bytes == 6_672_212_480
+    assert GUNDAM_2X2.weight_footprint_bytes == 6_672_212_480
     # decoder with embeddings and lm_head, then vision + projector + layout embeddings
     assert GUNDAM_2X2.stage("prefill").cost.params == 2_934_734_080
     assert GUNDAM_2X2.stage("vision").cost.params == 401_372_160
@@ -117,12 +117,19 @@ def test_decode_sum_is_exact_over_steps() -> None:
 
 def test_decode_context_modes() -> None:
     base = Workload(mode="gundam", crop_grid=(2, 2), new_tokens=9)
+    # gundam 2x2: 693 image embeddings + 12 prompt tokens = 705 prefill positions, 8 decode steps
     assert base.decode_contexts(8192) == (706, 713, 8 * 705 + 36)
-    assert attrs.evolve(base, context=ContextMode("max")).decode_contexts(8192) == (8192, 8192, 8 * 8192)
+    # max: every step at the final length 705 + 8
+    assert attrs.evolve(base, context=ContextMode("max")).decode_contexts(8192) == (713, 713, 8 * 713)
     assert attrs.evolve(base, context=parse_context("fixed:4096")).decode_contexts(8192) == (4096, 4096, 8 * 4096)
-    heavy = estimate(attrs.evolve(base, context=ContextMode("max")))
-    light = estimate(base)
     att = 4 * 10 * 128 * 12  # per key position: heads x head_dim x layers, QK and AV
+    light = estimate(base)
+    top = estimate(attrs.evolve(base, context=ContextMode("max")))
+    assert top.stage("decode").cost.tensor_flops - light.stage("decode").cost.tensor_flops == att * (
+        8 * 713 - (8 * 705 + 36)
+    )
+    assert top.kv_cache_bytes == light.kv_cache_bytes == 2 * 12 * 10 * 128 * 713 * 2
+    heavy = estimate(attrs.evolve(base, context=parse_context("fixed:8192")))  # the model's whole window
     assert heavy.stage("decode").cost.tensor_flops - light.stage("decode").cost.tensor_flops == att * (
         8 * 8192 - (8 * 705 + 36)
     )

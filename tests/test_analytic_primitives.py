@@ -15,10 +15,10 @@ def test_linear_counts() -> None:
     assert c.tensor_flops == 2 * 3 * 4 * 5 == 120
     assert c.other_flops == 3 * 5  # bias add
     assert c.params == 4 * 5 + 5
-    assert (c.weight_bytes, c.read_bytes, c.write_bytes) == (25 * 2, 12 * 2, 15 * 2)
+    assert (c.weight_read_bytes, c.read_bytes, c.write_bytes) == (25 * 2, 12 * 2, 15 * 2)
     assert c.bytes == 50 + 24 + 30
     no_bias = p.linear("fc", 3, 4, 5, bias=False, b=4).cost
-    assert (no_bias.other_flops, no_bias.params, no_bias.weight_bytes) == (0, 20, 80)
+    assert (no_bias.other_flops, no_bias.params, no_bias.weight_read_bytes) == (0, 20, 80)
 
 
 def test_conv2d_counts() -> None:
@@ -87,7 +87,7 @@ def test_router_and_routed_experts() -> None:
     total = sum((o.cost for o in ops), Cost())
     assert total.tensor_flops == 2 * (1 * 2) * 3 * 4 * 3  # rows x (gate, up, down) x hidden x intermediate
     assert total.params == 8 * 3 * 4 * 3
-    assert total.weight_bytes == 2 * 3 * 4 * 3 * 2  # one token touches exactly its 2 experts
+    assert total.weight_read_bytes == 2 * 3 * 4 * 3 * 2  # one token touches exactly its 2 experts
 
 
 def test_experts_touched() -> None:
@@ -99,7 +99,7 @@ def test_experts_touched() -> None:
 def test_embedding_reads_rows_only() -> None:
     c = p.embedding_lookup("e", tokens=12, vocab=129_280, dim=1280, b=2).cost
     assert c.params == 129_280 * 1280
-    assert c.weight_bytes == 12 * 1280 * 2
+    assert c.weight_read_bytes == 12 * 1280 * 2
     assert c.flops == 0
 
 
@@ -110,10 +110,10 @@ def test_windows() -> None:
 
 
 def test_cost_add_and_times() -> None:
-    a = Cost(tensor_flops=10, weight_bytes=4, params=2, act_bytes=100)
+    a = Cost(tensor_flops=10, weight_read_bytes=4, params=2, act_bytes=100)
     b = Cost(tensor_flops=5, read_bytes=3, params=1, act_bytes=50)
     s = a + b
     assert (s.tensor_flops, s.bytes, s.params, s.act_bytes) == (15, 7, 3, 100)
     t = a.times(3)
-    assert (t.tensor_flops, t.weight_bytes, t.params, t.act_bytes) == (30, 12, 2, 100)
+    assert (t.tensor_flops, t.weight_read_bytes, t.params, t.act_bytes) == (30, 12, 2, 100)
     assert a.merged(a).params == 2

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from dsocr.analytic.workload import Workload, estimate
-from dsocr.analyze.analysis import run_analysis
 from dsocr.analyze.analytic_section import PeakFlags
+from dsocr.analyze.pipeline import run_analysis
 from dsocr.analyze.workload_from_run import WorkloadFlags, compact_timing
 from dsocr.cli import main
-from dsocr.contract.errors import BadInput
+from dsocr.contract.errors import BadUsage
 from tracebuild import TraceBuilder
 
 H100_TFLOPS = 989.4  # the peak table's H100 SXM5 80GB row (docs/gpu-peaks.md)
@@ -220,7 +220,7 @@ def test_decoder_only_prefill_tokens(h100_sqlite: Path) -> None:
 
 
 def test_bad_workload_flags_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    with pytest.raises(BadInput, match="--prefill-tokens describes a decoder-only trace"):
+    with pytest.raises(BadUsage, match="--prefill-tokens describes a decoder-only trace"):
         run_analysis_flags(tmp_path, WorkloadFlags(prefill_tokens=10, mode="gundam"))
     path = tmp_path / "t.sqlite"
     build_dsocr_trace(path)

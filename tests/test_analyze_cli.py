@@ -207,7 +207,10 @@ def test_unknown_format_and_out_is_a_file(capsys: pytest.CaptureFixture[str], cp
     afile = tmp_path / "afile"
     afile.write_text("x")
     got, _, stderr = run(capsys, str(cpu_sqlite), "--out", str(afile), "-q")
-    assert got == ExitCode.BAD_INPUT and "not a directory" in stderr.splitlines()[-1]
+    assert (
+        got == ExitCode.USAGE
+        and stderr == f"dsocr: error: --out {afile}: exists and is not a directory; choose another --out\n"
+    )
 
 
 def test_failed_write_leaves_no_partial_files(
@@ -256,18 +259,19 @@ def test_failed_html_render_writes_nothing(
 def test_failed_plot_write_writes_nothing(
     capsys: pytest.CaptureFixture[str], cpu_sqlite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A failure while writing the last file (a plot) leaves no file and no empty plots/ directory."""
-    import dsocr.contract.atomic as atomic
-    import dsocr.report.html as html
+    """A failure while moving the plots in (the set's last rename) leaves no file and no empty plots/ directory."""
+    import os
 
-    real = atomic.atomic_path
+    import dsocr.report.report_set as report_set
 
-    def failing(target: Path):  # type: ignore[no-untyped-def]
-        if target.name == "pass-spread.svg":
+    real = os.replace
+
+    def failing(src: str | Path, dst: str | Path) -> None:
+        if Path(dst).name == "plots":
             raise OSError("disk full")
-        return real(target)
+        real(src, dst)
 
-    monkeypatch.setattr(html, "atomic_path", failing)
+    monkeypatch.setattr(report_set.os, "replace", failing)
     out = tmp_path / "o"
     got, _, _ = run(capsys, str(cpu_sqlite), "--out", str(out), "-q")
     assert got != 0
@@ -299,17 +303,28 @@ def test_plots_and_summary_rendered_once(
 
 
 @pytest.mark.parametrize(
-    ("content", "words"),
-    [(None, "calibration file not found"), ("[1, 2]", "not a dsocr calibration file")],
+    ("content", "words", "code"),
+    [
+        (None, "calibration file not found", ExitCode.NOT_FOUND),
+        ("[1, 2]", "not a dsocr calibration file", ExitCode.BAD_INPUT),
+        (b"\x00\xff\xfe", "not a text file", ExitCode.BAD_INPUT),
+    ],
 )
 def test_bad_calibration_file(
-    capsys: pytest.CaptureFixture[str], cpu_sqlite: Path, tmp_path: Path, content: str | None, words: str
+    capsys: pytest.CaptureFixture[str],
+    cpu_sqlite: Path,
+    tmp_path: Path,
+    content: str | bytes | None,
+    words: str,
+    code: ExitCode,
 ) -> None:
     cal = tmp_path / "cal.json"
-    if content is not None:
+    if isinstance(content, str):
         cal.write_text(content)
+    elif content is not None:
+        cal.write_bytes(content)
     out = tmp_path / "out"
     got, stdout, stderr = run(capsys, str(cpu_sqlite), "--calibration", str(cal), "--out", str(out))
-    assert got == ExitCode.BAD_INPUT
+    assert got == code
     assert stderr.count("\n") == 1 and stderr.startswith("dsocr: error: ") and str(cal) in stderr and words in stderr
     assert "Traceback" not in stderr and stdout == "" and not out.exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dsocr.analyze.analysis import run_analysis
+from dsocr.analyze.pipeline import run_analysis
 from dsocr.contract.errors import ExitCode
 from dsocr.report.jsonout import json_text
 

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from conftest import CPU_DIR
-from dsocr.analyze.analysis import TraceInfo, check_same_study, distinct_inputs, resolve_input, run_analysis
+from dsocr.analyze.analysis import TraceInfo
+from dsocr.analyze.input_files import resolve_input
+from dsocr.analyze.pipeline import run_analysis
+from dsocr.analyze.study import check_same_study, distinct_inputs
 from dsocr.contract.errors import BadInput
 
 

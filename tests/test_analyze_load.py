@@ -299,24 +299,12 @@ def test_ids_read_again_on_demand_equal_the_export(h100_sqlite: Path) -> None:
 
 
 def test_lookup_through_dense_table_and_through_replace() -> None:
-    from dsocr.analyze import load as L
+    from dsocr.analyze import lookups
 
     table = pl.DataFrame({"_sid": [5, 7, -1], "v": ["five", "seven", "minus one"]})
     keys = pl.DataFrame({"k": pl.Series([5, 7, 6, None, 100, -1, -9], dtype=pl.Int32)})
     want = ["five", "seven", "none", "none", "none", "minus one", "none"]
-    assert keys.select(L._lookup("k", table, "v", default="none", key_dtype=pl.Int32))["k"].to_list() == want
+    assert keys.select(lookups.lookup("k", table, "v", default="none", key_dtype=pl.Int32))["k"].to_list() == want
     wide = table.with_columns(pl.when(pl.col("_sid") == 7).then(1 << 40).otherwise(pl.col("_sid")).alias("_sid"))
     wide_keys = keys.with_columns(pl.col("k").cast(pl.Int64).replace(7, 1 << 40))
-    assert wide_keys.select(L._lookup("k", wide, "v", default="none"))["k"].to_list() == want  # replace_strict path
-
-
-def test_c_heap_trimmed_only_after_big_sqlite_files(cpu_sqlite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dsocr.analyze import load
-
-    calls: list[int] = []
-    monkeypatch.setattr(load, "trim_c_heap", lambda: calls.append(1))
-    load.load_trace(cpu_sqlite)
-    assert calls == []  # a small file: its freed pages would only be faulted in again
-    monkeypatch.setattr(load, "TRIM_BYTES", cpu_sqlite.stat().st_size)
-    load.load_trace(cpu_sqlite)
-    assert calls == [1, 1]  # after the reads and after loading
+    assert wide_keys.select(lookups.lookup("k", wide, "v", default="none"))["k"].to_list() == want  # replace_strict

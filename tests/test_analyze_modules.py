@@ -10,7 +10,7 @@ import pytest
 from dsocr.analytic.metrics import module_metrics
 from dsocr.analytic.peaks import resolve_peak
 from dsocr.analytic.workload import estimate
-from dsocr.analyze.analysis import run_analysis
+from dsocr.analyze.pipeline import run_analysis
 from dsocr.analyze.workload_from_run import WorkloadFlags, from_flags
 from tracebuild import TraceBuilder
 

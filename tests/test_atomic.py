@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dsocr.contract import atomic
-from dsocr.contract.errors import BadInput, ExitCode
+from dsocr.contract.errors import EnvironmentProblem, ExitCode
 
 
 def test_write_replaces_whole_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -32,11 +32,11 @@ def test_failure_inside_leaves_the_old_file(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
 
-def test_unwritable_place_is_one_line_bad_input(tmp_path: Path) -> None:
+def test_unwritable_place_is_one_line_environment_problem(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    with pytest.raises(BadInput) as exc:
+    with pytest.raises(EnvironmentProblem) as exc:
         atomic.write_text(blocker / "report.md", "text")
-    assert exc.value.exit_code == ExitCode.BAD_INPUT
+    assert exc.value.exit_code == ExitCode.ENVIRONMENT
     assert str(blocker / "report.md") in exc.value.message
     assert "cannot write there" in exc.value.message and "\n" not in exc.value.message

@@ -17,11 +17,12 @@ from dsocr.analytic.calibration import (
     parse_calibration,
     required_kernels,
 )
-from dsocr.analytic.metrics import StageTime, ops_roofline_ns, stage_metrics
+from dsocr.analytic.metrics import StageTime, stage_metrics
 from dsocr.analytic.peaks import resolve_peak
+from dsocr.analytic.roofline import ops_roofline_ns
 from dsocr.analytic.signature import Kernel, parse_key, unique
 from dsocr.analytic.workload import Workload, estimate
-from dsocr.contract.errors import BadInput
+from dsocr.contract.errors import BadInput, DsocrError, ExitCode
 
 PEAK = resolve_peak("NVIDIA H100 80GB HBM3")
 GUNDAM_2X3 = Workload(mode="gundam", crop_grid=(2, 3), prompt_tokens=12, new_tokens=32)
@@ -193,8 +194,9 @@ def test_bad_calibration_files_give_one_line(tmp_path: Path, content: str | None
     f = tmp_path / "cal.json"
     if content is not None:
         f.write_text(content)
-    with pytest.raises(BadInput, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(DsocrError, match=message.replace("(", r"\(").replace(")", r"\)")) as exc:
         load_calibration(f)
+    assert exc.value.exit_code == (ExitCode.NOT_FOUND if content is None else ExitCode.BAD_INPUT)
     assert "\n" not in message
 
 
@@ -204,7 +206,8 @@ def test_parse_rejects_entries_without_key() -> None:
 
 
 def test_analyze_uses_the_run_directory_calibration(tmp_path: Path) -> None:
-    from dsocr.analyze.analysis import run_analysis, sample_trace
+    from dsocr.analyze.input_files import sample_trace
+    from dsocr.analyze.pipeline import run_analysis
     from dsocr.analyze.workload_from_run import WorkloadFlags, run_files, workloads_for
 
     run = tmp_path / "run"

@@ -19,7 +19,7 @@ from dsocr.capture.driver import CaptureSettings, check_machine
 from dsocr.capture.pages import shipped_dir
 from dsocr.capture.worker_config import WorkerConfig
 from dsocr.cli import main
-from dsocr.contract.errors import BadInput, EnvironmentProblem, ExitCode
+from dsocr.contract.errors import BadInput, BadUsage, EnvironmentProblem, ExitCode
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_shard_round_robin_keeps_capture_wide_indices() -> None:
     assert shards.shard("abcde", 2) == [((0, 2, 4), ("a", "c", "e")), ((1, 3), ("b", "d"))]
     assert shards.shard("ab", 2) == [((0,), ("a",)), ((1,), ("b",))]
-    with pytest.raises(BadInput, match="1 page\\(s\\) for 2 workers"):
+    with pytest.raises(BadUsage, match="1 page\\(s\\) for 2 workers"):
         shards.shard("a", 2)
 
 
@@ -36,15 +36,15 @@ def test_device_lists() -> None:
     assert shards.parse_devices("0,0") == ("cuda:0", "cuda:0")
     assert shards.parse_devices("cpu,cpu") == ("cpu", "cpu")
     for bad in ("0,cpu", "0,x", "0,,1"):
-        with pytest.raises(BadInput):
+        with pytest.raises(BadUsage):
             shards.parse_devices(bad)
     assert shards.resolve_devices("cuda", 2, None) == ("cuda:0", ("cuda:0", "cuda:1"))
     assert shards.resolve_devices("cuda", 1, None) == ("cuda:0", ())
     assert shards.resolve_devices("cuda", None, "1") == ("cuda:1", ())
     assert shards.resolve_devices("cpu", None, None) == ("cpu", ())
-    with pytest.raises(BadInput):
+    with pytest.raises(BadUsage):
         shards.resolve_devices("cuda", 2, "0,1")
-    with pytest.raises(BadInput):
+    with pytest.raises(BadUsage):
         shards.resolve_devices("cpu", 2, None)
     assert shards.per_worker("timing.json", 3) == "timing-w3.json"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dsocr.analyze.analysis import run_analysis
+from dsocr.analyze.pipeline import run_analysis
 from dsocr.contract import nvtx_names as nv
 from tracebuild import TraceBuilder
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from conftest import H100_DIR
+from conftest import H100_DIR, missing_fixture
 from dsocr.analyze.categories import CATEGORIES, LABELS, OTHER, RULES, categorize, category_expr
 
 # (substring of the demangled name, expected category), one per kernel family of the fixture
@@ -61,7 +61,7 @@ EXPECTED = [
 def fixture_kernel_names() -> list[str]:
     path = H100_DIR / "cuda_gpu_kern_sum.csv"
     if not path.exists():
-        pytest.skip(f"oracle missing: {path}")
+        missing_fixture(f"oracle {path}")
     return pl.read_csv(path, infer_schema_length=None)["Name"].to_list()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dsocr.analyze import analysis
+from dsocr.analyze import pipeline
 from dsocr.cli import main
 
 
@@ -31,13 +31,13 @@ def test_off_during_the_analysis_on_again_after(
     gc_on: None, cpu_sqlite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[bool] = []
-    real = analysis.run_analysis
+    real = pipeline.run_analysis
 
-    def spy(*args: object, **kwargs: object) -> analysis.Analysis:
+    def spy(*args: object, **kwargs: object) -> pipeline.Analysis:
         seen.append(gc.isenabled())
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(analysis, "run_analysis", spy)
+    monkeypatch.setattr(pipeline, "run_analysis", spy)
     assert _run(["analyze", str(cpu_sqlite), "--out", str(tmp_path / "out"), "-q", "-f", "json"]) == 0
     assert seen == [False]
     assert gc.isenabled()

@@ -26,13 +26,15 @@ from typing import Any
 
 import pytest
 import typer.main
-from typer import _click as click  # typer vendors click
-from typer.core import TyperGroup, TyperOption
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from dsocr.cli import _register_commands, main
 from dsocr.cli.app import app
 from dsocr.cli.common import LEGACY_ENVVARS, PER_COMMAND_OPTIONS, apply_legacy_envvars
 from dsocr.contract.errors import ExitCode
+
+#: A registered command as typer builds it (public typer classes only).
+Command = TyperCommand | TyperGroup
 
 _register_commands()
 ROOT = typer.main.get_command(app)
@@ -95,9 +97,9 @@ EXPECTED = {
 }
 
 
-def _commands(group: TyperGroup, prefix: tuple[str, ...] = ()) -> list[tuple[str, click.Command]]:
-    found: list[tuple[str, click.Command]] = []
-    ctx = click.Context(group)
+def _commands(group: TyperGroup, prefix: tuple[str, ...] = ()) -> list[tuple[str, Command]]:
+    found: list[tuple[str, Command]] = []
+    ctx = typer.Context(group)
     for name in group.list_commands(ctx):
         command = group.get_command(ctx, name)
         assert command is not None
@@ -198,7 +200,7 @@ def test_a_shared_envvar_means_the_same_everywhere() -> None:
 
 
 @pytest.mark.parametrize(("name", "command"), COMMANDS, ids=[name for name, _ in COMMANDS])
-def test_quiet_json_verbose_where_they_make_sense(name: str, command: click.Command) -> None:
+def test_quiet_json_verbose_where_they_make_sense(name: str, command: Command) -> None:
     flags = {o for p in command.params if isinstance(p, TyperOption) for o in p.opts}
     missing = []
     if name in NEEDS_QUIET_VERBOSE:
@@ -224,7 +226,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(("name", "command"), COMMANDS, ids=[name for name, _ in COMMANDS])
-def test_help_shows_the_conventions_names_without_colour(name: str, command: click.Command) -> None:
+def test_help_shows_the_conventions_names_without_colour(name: str, command: Command) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "dsocr", *name.split(), "--help"],
         capture_output=True,
@@ -322,7 +324,7 @@ def test_model_quiet_prints_nothing(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert _main(["model", "--quiet", "--out", str(tmp_path / "m.md")], capsys) == (0, "", "")
     assert (tmp_path / "m.md").read_text().startswith("#")
     code, out, err = _main(["model", "--quiet", "--json"], capsys)
-    assert (code, err) == (0, "") and json.loads(out)["schema"] == "dsocr.model/1"
+    assert (code, err) == (0, "") and json.loads(out)["schema"] == "dsocr.model/2"
 
 
 def test_model_new_tokens_alias(capsys: pytest.CaptureFixture[str]) -> None:
@@ -462,10 +464,11 @@ def test_ctrl_c_in_capture_names_the_kept_run(
     assert err == f"dsocr: interrupted: {tmp_path / 'run'} keeps what was captured (manifest status: interrupted)\n"
 
 
-def test_usage_errors_and_help_keep_clicks_behaviour(capsys: pytest.CaptureFixture[str]) -> None:
+def test_usage_errors_are_one_line_and_help_keeps_clicks_behaviour(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = _main(["model", "--batch", "many"], capsys)
     assert code == ExitCode.USAGE and out == ""
-    assert "Invalid value for '--batch'" in err and "Usage: dsocr model" in err
+    assert err.startswith("dsocr: error: dsocr model: Invalid value for '--batch'") and err.count("\n") == 1
+    assert err.endswith("; see `dsocr model --help`\n")
     code, out, err = _main(["model", "--help"], capsys)
     assert (code, err) == (ExitCode.OK, "") and "DSOCR_MAX_NEW_TOKENS" in out
     code, out, err = _main([], capsys)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dsocr.analyze.analysis import run_analysis
+from dsocr.analyze.pipeline import run_analysis
 from tracebuild import TraceBuilder
 
 

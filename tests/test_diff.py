@@ -41,7 +41,7 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Any:
 @pytest.fixture(scope="module")
 def cpu_doc(cpu_sqlite: Path) -> dict[str, Any]:
     """The CPU fixture: two repeats, so two passes with a real spread."""
-    from dsocr.analyze.analysis import run_analysis
+    from dsocr.analyze.pipeline import run_analysis
 
     doc: dict[str, Any] = json.loads(json.dumps(run_analysis([cpu_sqlite]).to_dict(), default=str))
     assert doc["repeats"]["passes"] == 2

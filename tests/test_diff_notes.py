@@ -25,7 +25,7 @@ SETTINGS: dict[str, Any] = {
 @pytest.fixture(scope="module")
 def cpu_doc(cpu_sqlite: Path) -> dict[str, Any]:
     """The CPU fixture's analysis (two passes)."""
-    from dsocr.analyze.analysis import run_analysis
+    from dsocr.analyze.pipeline import run_analysis
 
     doc: dict[str, Any] = json.loads(json.dumps(run_analysis([cpu_sqlite]).to_dict(), default=str))
     return doc

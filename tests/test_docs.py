@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import typer.main
-from typer import _click as click
-from typer.core import TyperGroup, TyperOption
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from dsocr.analyze.repeats import CV_LIMIT
 from dsocr.capture import doctor
@@ -22,6 +21,9 @@ from dsocr.cli.app import app
 from dsocr.contract import module_paths as mp
 from dsocr.contract import nvtx_names as nv
 from dsocr.contract.errors import ExitCode
+
+#: A registered command as typer builds it (public typer classes only).
+Command = TyperCommand | TyperGroup
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -36,15 +38,15 @@ ALL_DOCS = sorted({*DOCS.glob("*.md"), *OWN_DOCS, *([REPO / "README.md"] if (REP
 _register_commands()
 ROOT = typer.main.get_command(app)
 assert isinstance(ROOT, TyperGroup)
-_CTX = click.Context(ROOT)
-COMMANDS: dict[str, click.Command] = {}
+_CTX = typer.Context(ROOT)
+COMMANDS: dict[str, Command] = {}
 for _name in ROOT.list_commands(_CTX):
     _cmd = ROOT.get_command(_CTX, _name)
     assert _cmd is not None
     COMMANDS[_name] = _cmd
 
 
-def _flags(command: click.Command) -> set[str]:
+def _flags(command: Command) -> set[str]:
     flags = {"--help", "-h"}
     for param in command.params:
         if isinstance(param, TyperOption):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from dsocr.capture import driver, manifest, progress
 from dsocr.capture.driver import CaptureSettings, run_capture
-from dsocr.contract.errors import BadInput, EnvironmentProblem, ExitCode, RunFailed
+from dsocr.contract.errors import BadInput, BadUsage, EnvironmentProblem, ExitCode, RunFailed
 
 FAKE_NSYS = f"""#!{sys.executable}
 import json, os, shutil, subprocess, sys
@@ -170,6 +170,9 @@ def test_complete_cpu_capture(fake: dict[str, Path]) -> None:
     )
     assert m["settings"]["repeats"] == 2 and m["settings"]["mode"] == "tiny" and m["settings"]["device"] == "cpu"
     assert (m["settings"]["warmup"], m["settings"]["capture_warmup"]) == (2, 1)
+    # a tiny-mode run of 2 given pages, 2 repeats: no named workload, and the manifest says how it differs
+    assert m["workload"]["name"] is None and m["workload"]["closest"] == "dsocr-quick-v1"
+    assert "pages" in m["workload"]["differs"] and "mode" in m["workload"]["differs"]
     assert m["nsys"] == {"path": str(fake["nsys"]), "version": "2025.3.2.474", "found_via": "--nsys"}
     assert [i["name"] for i in m["inputs"]] == ["p1.png", "p2.png"] and len(m["inputs"][0]["sha256"]) == 64
     assert m["ranges"]["dsocr"]["repeat"] == 2 and m["ranges"]["dsocr"]["page"] == 4
@@ -212,7 +215,7 @@ def test_bad_page_stops_before_anything(fake: dict[str, Path]) -> None:
 
 def test_out_already_holds_a_capture(fake: dict[str, Path]) -> None:
     run_capture(_settings(fake, baseline=False))
-    with pytest.raises(BadInput) as exc:
+    with pytest.raises(BadUsage) as exc:
         run_capture(_settings(fake))
     assert exc.value.message == f"--out {fake['out']}: already holds a capture; choose another --out or remove it"
 
@@ -516,14 +519,14 @@ def test_worker_crash_in_the_baseline_before(fake: dict[str, Path], monkeypatch:
 
 
 def test_negative_capture_warmup(fake: dict[str, Path]) -> None:
-    with pytest.raises(BadInput) as exc:
+    with pytest.raises(BadUsage) as exc:
         run_capture(_settings(fake, capture_warmup=-1))
     assert exc.value.message == "--capture-warmup is -1: it must be 0 or more"
     assert not fake["out"].exists()
 
 
 def test_negative_baseline_runs(fake: dict[str, Path]) -> None:
-    with pytest.raises(BadInput) as exc:
+    with pytest.raises(BadUsage) as exc:
         run_capture(_settings(fake, baseline_runs=-1))
     assert exc.value.message == "--baseline-runs is -1: it must be 0 or more (0: no unprofiled run)"
     assert not fake["out"].exists()

@@ -187,10 +187,12 @@ def test_full_view_renders_every_part() -> None:
     v = full_view()
     text = html.render_html(v)
     cells = parse(text).cells
-    assert "4,565.3 ± 351.0 ms (CV 7.7%)" in cells  # decode range over three passes
-    assert "3,300.0 ± 100.0 ms (CV 3.0%)" in cells  # unprofiled
+    assert "4,565.3 ± 351.0 ms (CV 7.7%, s.e. 4.4%)" in cells  # decode range over three passes
+    assert "3,300.0 ± 100.0 ms (CV 3.0%, s.e. 1.7%)" in cells  # unprofiled
     assert "38.3%" in cells  # profiler overhead of decode: 4565.3 / 3300 - 1
-    assert "51.0 ± 1.0 ms (CV 2.0%)" in cells  # vision: stddev with the mean's precision
+    assert (
+        "51.0 ± 1.0 ms (CV 2.0%, s.e. 1.1%)" in cells
+    )  # vision: stddev with the mean's precision; s.e. = CV / sqrt(3)
     assert "6.21 GiB" in text and "46 MiB" not in text  # weights in GiB
     assert "page-01.png" in cells
     assert "Random weights: MoE routing is near uniform" in text
@@ -267,7 +269,7 @@ def test_plots_carry_the_analysis_values(h100_doc: dict, h100_html: str) -> None
 
 def test_counts_that_do_not_vary_show_no_spread() -> None:
     assert html.fmt_stat(Stat.of([2961, 2961, 2961]), "count") == "2,961"
-    assert html.fmt_stat(Stat.of([10, 12]), "count") == "11 ± 1.4 (CV 12.9%)"
+    assert html.fmt_stat(Stat.of([10, 12]), "count") == "11 ± 1.4 (CV 12.9%, s.e. 9.1%)"
     assert html.fmt_pct(0.00047859) == "0.048%"  # decode MFU: not 0.0%
 
 
@@ -288,5 +290,5 @@ def test_stage_tables_are_split_to_fit() -> None:
     for tid, n in (("stage-times", 8), ("stage-work", 7)):
         head = text.split(f'id="{tid}"', 1)[1].split("</thead>", 1)[0]
         assert head.count("<th>") + head.count("<th ") == n, tid
-    assert '<span class="cv"> (CV 7.7%)</span>' in text
-    assert html.fmt_stat(Stat.of([0.00048, 0.00046, 0.0005]), "pct") == "0.048% ± 0.002% (CV 4.2%)"
+    assert '<span class="cv"> (CV 7.7%, s.e. 4.4%)</span>' in text
+    assert html.fmt_stat(Stat.of([0.00048, 0.00046, 0.0005]), "pct") == "0.048% ± 0.002% (CV 4.2%, s.e. 2.4%)"

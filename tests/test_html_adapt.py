@@ -26,7 +26,7 @@ def analytic() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def cpu_doc(cpu_sqlite: Path) -> dict[str, Any]:
-    from dsocr.analyze.analysis import run_analysis
+    from dsocr.analyze.pipeline import run_analysis
 
     doc: dict[str, Any] = json.loads(json.dumps(run_analysis([cpu_sqlite]).to_dict(), default=str))
     return doc
@@ -46,7 +46,7 @@ def test_mfu_from_analytic_and_measured_times(h100_sqlite: Path, analytic: dict[
     assert dec.mbu_busy.mean == pytest.approx(nbytes / (3.35e12 * row["gpu_busy_ns"] / 1e9))
     assert dec.predicted_ns == pytest.approx(analytic["stages"]["decode"]["predicted_ns"] * 3)
     assert view.peaks is not None and view.peaks.source == "table: H100 SXM5 80GB"
-    assert view.memory is not None and view.memory.weights_bytes == 6_672_212_480
+    assert view.memory is not None and view.memory.weight_footprint_bytes == 6_672_212_480
     # model-level MFU over prefill + decode (the trace has no vision stage)
     pre = next(r for r in doc["stages"] if r["stage"] == "prefill")
     total = analytic["stages"]["prefill"]["flops"] * pre["instances"] + flops
@@ -186,6 +186,8 @@ def test_true_idle_gaps_when_the_analysis_lists_them(h100_sqlite: Path) -> None:
     assert [(g.stage, g.duration_ns, g.kind) for g in view.idle_gaps] == [("decode", 4_200_000.0, "gap")]
     text = html.render_html(view)
     assert "Longest GPU idle gaps" in text and "4.200 ms" in text
+    # start_ns counts from the first stage range (analyze.gaps), and the column says so (issue 12)
+    assert "at (from the first stage range&#39;s start)" in text and "trace start" not in text
 
 
 def _runs_records(ms: dict[str, float], repeats: int = 2) -> list[dict[str, Any]]:
@@ -325,7 +327,7 @@ def test_run_files_reads_every_baseline(tmp_path: Path) -> None:
 
 
 def test_analysis_json_carries_every_baseline(cpu_sqlite: Path, tmp_path: Path) -> None:
-    from dsocr.analyze.analysis import run_analysis
+    from dsocr.analyze.pipeline import run_analysis
 
     run = tmp_path / "run"
     run.mkdir()
@@ -374,7 +376,7 @@ def test_cpu_trace_says_na_not_zero(cpu_doc: dict[str, Any]) -> None:
 
 def test_decoder_only_foreign_trace(h100_sqlite: Path) -> None:
     """--prefill-tokens: no vision rows with 0 FLOPs, a model row with its time, no "pages" for runs."""
-    from dsocr.analyze.analysis import run_analysis
+    from dsocr.analyze.pipeline import run_analysis
     from dsocr.analyze.workload_from_run import WorkloadFlags
     from dsocr.report.jsonout import document
     from dsocr.report.markdown import markdown_text

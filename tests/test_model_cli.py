@@ -24,7 +24,7 @@ def test_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert code == 0
     doc = json.loads(out)
-    assert doc["schema"] == "dsocr.model/1"
+    assert doc["schema"] == "dsocr.model/2"
     w = doc["workload"]
     assert (w["mode"], w["crop_grid"], w["image_embeddings"], w["prefill_length"], w["new_tokens"]) == (
         "gundam",
@@ -39,6 +39,13 @@ def test_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
         assert {"flops", "tensor_flops", "bytes"} <= doc["stages"][stage].keys()
         assert doc["stages"][stage]["flops"] >= doc["stages"][stage]["tensor_flops"] > 0
     assert doc["memory"]["params"] == 3_336_106_240
+    # the decoder runs in prefill and decode but its parameters count once (issue 12: 6.27e9 before)
+    assert doc["total"]["params"] == 3_336_106_240
+    assert doc["stages"]["prefill"]["params"] == doc["stages"]["decode"]["params"] == 2_934_734_080
+    # footprint vs traffic: the weights' memory (params x 2 bytes) and the weights read by the operations
+    assert doc["memory"]["weight_footprint_bytes"] == 2 * 3_336_106_240
+    assert "weights_bytes" not in doc["memory"] and "weight_bytes" not in doc["total"]
+    assert doc["total"]["weight_read_bytes"] == sum(doc["stages"][s]["weight_read_bytes"] for s in doc["stages"])
     modules = {m["path"]: m for m in doc["modules"]}
     assert [m["path"] for m in doc["modules"] if m["parent"] is None] == [
         "vision.sam",
@@ -124,8 +131,8 @@ def test_bad_option_values_are_usage_errors(
     """A bad option value exits 2 (docs/exit-codes.md) with click's usage message naming the option."""
     code, out, err = run(capsys, *args)
     assert code == 2
-    assert err.startswith("Usage: dsocr model [OPTIONS]")
-    assert message in _flat(err)
+    assert err.startswith("dsocr: error: dsocr model: ") and err.count("\n") == 1  # one line
+    assert message in err
     assert out == "" and "Traceback" not in err
 
 
@@ -148,3 +155,13 @@ def test_crops_auto_follows_the_image(capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 0 and json.loads(out)["workload"]["crop_grid"] == [3, 2]
     code, out, _ = run(capsys, "--crops", "auto", "--json")
     assert code == 0 and json.loads(out)["workload"]["crop_grid"] == [2, 2]
+
+
+def test_markdown_bytes_are_binary_units(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--mode", "gundam", "--crops", "2x2", "--new-tokens", "128")
+    assert code == 0
+    # 2 x 3,336,106,240 bytes = 6.2136 GiB (6.67 GB in decimal units, as the HTML never said)
+    assert "- parameters 3,336,106,240 (6.21 GiB of weights)" in out
+    # KV cache at its largest: 2 x 12 layers x 10 KV heads x 128 x (705 + 127 positions) x 2 bytes = 48.75 MiB
+    assert "- KV cache at its largest 48.8 MiB" in out
+    assert " GB" not in out and " MB" not in out

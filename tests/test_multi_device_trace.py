@@ -77,7 +77,7 @@ def test_per_device_tables_of_two_gpus(two_gpus: Path, h100_sqlite: Path, tmp_pa
     import json
     import sqlite3
 
-    from dsocr.analyze.analysis import run_analysis
+    from dsocr.analyze.pipeline import run_analysis
     from dsocr.cli import main
 
     one = run_analysis([h100_sqlite])

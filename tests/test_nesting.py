@@ -16,8 +16,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from dsocr.analyze.analysis import run_analysis
 from dsocr.analyze.nesting import BESIDE, EXCL_COLUMNS, MIXED, NESTED, NOTE
+from dsocr.analyze.pipeline import run_analysis
 from dsocr.cli import main
 from dsocr.contract.errors import BadInput
 from dsocr.report.adapt import view_from_analysis

@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 
 from conftest import read_oracle
-from dsocr.analyze.analysis import Analysis, run_analysis
+from dsocr.analyze.analysis import Analysis
+from dsocr.analyze.pipeline import run_analysis
 from dsocr.report.jsonout import json_text
 from dsocr.report.markdown import markdown_text, render_markdown
 from dsocr.report.model import Document, Table, distinct_short_names, frac, short_kernel_name

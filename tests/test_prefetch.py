@@ -24,18 +24,18 @@ def test_the_loader_takes_every_early_read_and_gets_the_same_frames(
     taken: list[bool] = []
     real_take = prefetch.take
 
-    def spy(path: Path, sql: str) -> prefetch.Result | None:
+    def spy(path: Path, sql: str) -> object:
         got = real_take(path, sql)
         taken.append(got is not None)
         return got
 
     source = SqliteSource(h100_sqlite)
     try:
-        plain = {key: source.read(*load._requests()[key]) for key in prefetch.EARLY_READS}
+        plain = {key: source.read(*load.table_requests()[key]) for key in prefetch.EARLY_READS}
         assert prefetch.start(h100_sqlite)
         assert len(prefetch._pending) == len(prefetch.EARLY_READS)
         monkeypatch.setattr(prefetch, "take", spy)
-        early = {key: source.read(*load._requests()[key]) for key in prefetch.EARLY_READS}
+        early = {key: source.read(*load.table_requests()[key]) for key in prefetch.EARLY_READS}
     finally:
         source.close()
     assert taken == [True] * len(prefetch.EARLY_READS)
@@ -60,18 +60,34 @@ def test_unused_early_reads_are_dropped_by_the_load(h100_sqlite: Path, cpu_sqlit
     assert not prefetch._pending
 
 
-def test_a_failed_early_read_falls_back_to_reading(h100_sqlite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(uri: str, sql: str) -> prefetch.Result:
-        raise RuntimeError("early read failed")
+def test_an_early_read_connectorx_refused_is_read_with_sqlite3(
+    h100_sqlite: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(uri: str, sql: str) -> object:
+        raise RuntimeError("Invalid column type Text")  # what connectorx raises for a column it cannot type
 
     monkeypatch.setattr(prefetch, "read_arrow", broken)
     assert prefetch.start(h100_sqlite)
     source = SqliteSource(h100_sqlite)
     try:
-        frame = source.read(*load._requests()["runtime"])
+        frame = source.read(*load.table_requests()["runtime"])
     finally:
         source.close()
     assert frame.height == 167_731
+
+
+def test_any_other_early_read_failure_is_not_hidden(h100_sqlite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def bug(uri: str, sql: str) -> object:
+        raise ValueError("a bug in the early read")
+
+    monkeypatch.setattr(prefetch, "read_arrow", bug)
+    assert prefetch.start(h100_sqlite)
+    source = SqliteSource(h100_sqlite)
+    try:
+        with pytest.raises(ValueError, match="a bug in the early read"):
+            source.read(*load.table_requests()["runtime"])
+    finally:
+        source.close()
 
 
 def test_a_read_not_started_yet_is_left_to_the_caller(h100_sqlite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,7 +96,7 @@ def test_a_read_not_started_yet_is_left_to_the_caller(h100_sqlite: Path, monkeyp
     go = threading.Event()
     real_read = prefetch.read_arrow
 
-    def slow(uri: str, sql: str) -> prefetch.Result:
+    def slow(uri: str, sql: str) -> object:
         go.wait(10)
         return real_read(uri, sql)
 
@@ -91,5 +107,4 @@ def test_a_read_not_started_yet_is_left_to_the_caller(h100_sqlite: Path, monkeyp
     assert len(prefetch._pending) == len(queries) - 1
     go.set()
     first = prefetch.take(h100_sqlite, queries[0])
-    assert first is not None
-    prefetch.release_result(first)
+    assert first is not None and first.num_rows > 0

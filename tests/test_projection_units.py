@@ -137,17 +137,23 @@ def test_memcpy_memset_and_graph_launch(tmp_path: Path) -> None:
     assert (kern["name"], kern["instances"], kern["total_ns"], kern["time_pct"]) == ("graph_node_kernel", 3, 15, 100.0)
 
 
-def test_range_left_open_ends_at_session_end(tmp_path: Path) -> None:
+def test_range_left_open_is_left_out_and_counted(tmp_path: Path) -> None:
+    """A range that never closed has no end: it is dropped (NVIDIA's reports invent one), the rest renumbered."""
     b = TraceBuilder()
     b.session = (5, 5000)
     t = b.thread()
     b.range(t, 10, None, "never_popped")
+    b.range(t, 15, 100, "closed")
+    b.range(t, 16, None, "never_popped")
     b.kernel(b.api(t, 20, 30, LAUNCH), 40, 60, "k")
     trace = _load(b, tmp_path)
     assert trace.meta.session_end_ns == 5000 and trace.meta.duration_ns == 4995
-    assert trace.ranges.collect()["end"].to_list() == [5000]
+    ranges = trace.ranges.collect()
+    assert ranges.select("range_id", "name", "end", "depth", "parent_id").rows() == [(0, "closed", 100, 0, None)]
+    assert (trace.meta.open_ranges.count, trace.meta.open_ranges.names) == (2, (("never_popped", 2),))
+    assert str(trace.meta.open_ranges) == "2 NVTX ranges never closed (never_popped x2)"
     s = projection_summary(trace).row(0, named=True)
-    assert (s["total_range_ns"], s["total_proj_ns"]) == (4990, 20)
+    assert (s["range"], s["total_range_ns"], s["total_proj_ns"]) == ("closed", 85, 20)
 
 
 def test_ranges_in_two_domains_and_registered_strings(tmp_path: Path) -> None:

@@ -87,7 +87,7 @@ def test_single_pass_has_no_spread() -> None:
 
 
 def test_cpu_fixture_two_repeats(cpu_sqlite: Path) -> None:
-    from dsocr.analyze.analysis import run_analysis
+    from dsocr.analyze.pipeline import run_analysis
 
     a = run_analysis([cpu_sqlite])
     assert a.repeats.passes == 2
@@ -98,3 +98,27 @@ def test_cpu_fixture_two_repeats(cpu_sqlite: Path) -> None:
     assert sam["cv"] < CV_LIMIT
     steps = a.repeats.per_pass.filter(pl.col("stage") == "decode_step")["instances"].to_list()
     assert steps == [10, 10]
+
+
+def test_spread_verdict_and_standard_error() -> None:
+    """Three passes of prefill 100, 104, 96 (all within 4% of 100) and decode 100, 100, 130 (20/110 off the mean)."""
+    inst = _instances(
+        [(0, r, "prefill", ns, ns) for r, ns in enumerate((100, 104, 96))]
+        + [(0, r, "decode", ns, 50) for r, ns in enumerate((100, 100, 130))]
+    )
+    stats = {(r["stage"], r["metric"]): r for r in analyze_repeats(inst).stats.to_dicts()}
+    pre = stats[("prefill", "cpu_ns")]
+    # stddev of 100, 104, 96 = 4; sem = 4 / sqrt(3); the largest single-pass deviation 4 / 100
+    assert pre["stddev"] == pytest.approx(4.0)
+    assert pre["sem"] == pytest.approx(4.0 / 3**0.5) and pre["sem_rel"] == pytest.approx(4.0 / 3**0.5 / 100)
+    assert pre["max_dev"] == pytest.approx(0.04) and pre["within_limit"] is True
+    dec = stats[("decode", "cpu_ns")]
+    assert dec["max_dev"] == pytest.approx(20 / 110) and dec["within_limit"] is False  # |130 - 110| / 110
+    # the mean of 3 passes varies sqrt(3) times less than one pass: sem_rel = cv / sqrt(3)
+    assert dec["sem_rel"] == pytest.approx(dec["cv"] / 3**0.5)
+    assert stats[("decode", "gpu_busy_ns")]["max_dev"] == 0.0 and stats[("decode", "gpu_busy_ns")]["within_limit"]
+
+
+def test_single_pass_verdict_is_unknown() -> None:
+    row = analyze_repeats(_instances([(0, None, "decode", 100, 10)])).stats.row(0, named=True)
+    assert row["sem"] is None and row["within_limit"] is None and row["max_dev"] == 0.0

@@ -179,6 +179,6 @@ def test_missing_deepseek_ocr2_names_the_installed_transformers(monkeypatch) -> 
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(EnvironmentProblem) as err:
-        replica_mod._transformers_blocks()
+        replica_mod.transformers_blocks()
     assert f"transformers {transformers.__version__} has no models/deepseek_ocr2" in err.value.message
     assert ">= 5.17" in err.value.message

@@ -12,6 +12,8 @@ from types import ModuleType
 
 import pytest
 
+from conftest import H100_DIR, missing_fixture
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -75,9 +77,9 @@ def test_write_docs_replaces_only_its_own_section(tmp_path: Path, monkeypatch: p
 
 def test_agreement_compares_with_nvidia_csvs(tmp_path: Path) -> None:
     bench = _module()
-    oracle = REPO.parent / "shared" / "fixtures" / "nsys" / "h100-decoder-moe"
+    oracle = H100_DIR
     if not (oracle / "cuda_gpu_kern_sum.csv").exists():
-        pytest.skip(f"oracle CSVs missing in {oracle}")
+        missing_fixture(f"oracle CSVs in {oracle}")
     proj_csv, kern_csv = tmp_path / "proj.csv", oracle / "cuda_gpu_kern_sum.csv"
     proj_csv.write_bytes(lzma.decompress((oracle / "nvtx_gpu_proj_sum.csv.xz").read_bytes()))
     import polars as pl

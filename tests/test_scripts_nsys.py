@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import H100_DIR, missing_fixture
+
 REPO = Path(__file__).resolve().parents[1]
-ORACLE_DIR = REPO.parent / "shared" / "fixtures" / "nsys" / "h100-decoder-moe"
+ORACLE_DIR = H100_DIR
 NSYS_HOME = Path(os.environ.get("DSOCR_NSYS_HOME", REPO / ".tools" / "nsys"))
 TARGET = NSYS_HOME / "usr" / "lib" / "x86_64-linux-gnu" / "nsight-systems" / "target-linux-x64"
 
@@ -35,7 +37,7 @@ def _oracle_bytes(name: str) -> bytes:
         return plain.read_bytes()
     if packed.exists():
         return lzma.decompress(packed.read_bytes())
-    pytest.skip(f"oracle {name} missing in {ORACLE_DIR}")
+    missing_fixture(f"oracle {name} in {ORACLE_DIR}")
     raise AssertionError("unreachable")
 
 

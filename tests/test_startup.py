@@ -1,24 +1,17 @@
-"""Start-up of ``dsocr analyze``: what is (not) imported, the direct command-line path, the template
-cache and the pyarrow-free connectorx read. No timings: each guard checks structure or values."""
+"""Start-up of ``dsocr analyze``: what is (not) imported, the template cache, the connectorx read and the
+end without teardown. No timings: each guard checks structure or values."""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sqlite3
 import subprocess
 import sys
-import urllib.parse
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import pytest
-import typer
-
-from dsocr.cli import _direct
-from dsocr.cli import analyze as analyze_cmd
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,18 +27,19 @@ def _python(code: str, env: dict[str, str] | None = None) -> str:
 
 
 # modules a plain `dsocr analyze --format json,md,sqlite` must not import (html only, or not needed at all)
-NOT_FOR_ANALYZE = ("pyarrow", "numpy", "pydantic", "rich", "dsocr.report.plots", "typer._adapters")
+NOT_FOR_ANALYZE = ("rich", "dsocr.report.plots", "dsocr.capture", "dsocr.execution", "torch", "transformers")
 
 
 def test_command_module_imports_no_analysis() -> None:
     """Importing the command (what every ``dsocr analyze`` start pays, --help included) loads no analysis,
-    report, polars or rich."""
+    report, polars or rich: only the runtime policy, which must decide before polars is imported."""
     out = _python(
         "import sys, json, dsocr.cli.analyze; "
-        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('polars', 'rich', 'pydantic', 'jinja2') "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('polars', 'rich', 'pydantic', 'jinja2', 'connectorx', 'pyarrow') "
         "or m.startswith(('dsocr.analyze', 'dsocr.report', 'dsocr.analytic')))))"
     )
-    assert json.loads(out) == []
+    assert json.loads(out) == ["dsocr.analyze", "dsocr.analyze.policy"]
 
 
 def test_plain_analyze_run_skips_html_pydantic_rich_pyarrow(cpu_sqlite: Path, tmp_path: Path) -> None:
@@ -65,103 +59,15 @@ def test_plain_analyze_run_skips_html_pydantic_rich_pyarrow(cpu_sqlite: Path, tm
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["analysis.json", "report.md", "results.sqlite"]
 
 
-# ---------------------------------------------------------------------------------------------
-# the direct path gives the command exactly the arguments typer gives it
-
-
-def _typer_kwargs(argv: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """The arguments typer's own parsing hands to ``analyze`` (a spy with the same declarations)."""
-    got: dict[str, Any] = {}
-
-    @functools.wraps(analyze_cmd.analyze)
-    def spy(**kwargs: Any) -> None:
-        got.update(kwargs)
-
-    app = typer.Typer(add_completion=False)
-    app.command("analyze")(spy)
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    for name in list(os.environ):
-        if name.startswith("DSOCR_"):
-            monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    app(args=argv, prog_name="dsocr", standalone_mode=False)
-    return got
-
-
-PLAIN = [
-    (["analyze"], {}),
-    (["analyze", "a.sqlite"], {}),
-    (["analyze", "a.sqlite", "b.sqlite.xz", "--out", "o", "-q"], {}),
-    (["analyze", "-o", "o dir", "a.sqlite", "--format=md,json", "--json"], {}),
-    (["analyze", "a.sqlite", "-f", "html", "-v", "--full-projection"], {}),
-    (["analyze", "a", "--mode", "gundam", "--crops", "2x3", "--prompt-tokens", "12", "--max-new-tokens", "5"], {}),
-    (["analyze", "a", "--prefill-tokens", "4096", "--peak-tflops", "989.5", "--peak-tbps=3.35", "--gpu", "H100"], {}),
-    (["analyze", "a", "--peak-tflops", "1e3", "--prompt-tokens", "0"], {}),
-    (
-        ["analyze", "a"],
-        {"DSOCR_ANALYZE_OUT": "env-out", "DSOCR_ANALYZE_FORMAT": "md", "DSOCR_MODE": "tiny", "DSOCR_PEAK_TBPS": "2"},
-    ),
-    (["analyze", "a", "--out", "cli-out"], {"DSOCR_ANALYZE_OUT": "env-out", "DSOCR_PROMPT_TOKENS": "7"}),
-    (["analyze", "a"], {"DSOCR_ANALYZE_OUT": "", "DSOCR_GPU": ""}),
-]
-
-
-@pytest.mark.parametrize(("argv", "env"), PLAIN)
-def test_direct_arguments_equal_typers(argv: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    want = _typer_kwargs(argv, env, monkeypatch)
-    got = _direct.parse(analyze_cmd.analyze, argv[1:], env)
-    assert got == want
-    assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in want.items()}
-
-
-DECLINED = [
-    (["--help"], {}),
-    (["a", "-h"], {}),
-    (["a", "--out", "x", "--out", "y"], {}),  # repeated
-    (["a", "--no-such-option"], {}),
-    (["a", "-qv"], {}),  # combined short flags
-    (["a", "-ox"], {}),  # attached short value
-    (["a", "--out"], {}),  # value missing
-    (["a", "--gpu", "--quiet"], {}),  # an option where a value belongs
-    (["a", "--quiet=1"], {}),
-    (["a", "--prompt-tokens", "many"], {}),
-    (["a", "--prompt-tokens", "-1"], {}),
-    (["a", "--max-new-tokens", "0"], {}),  # below min=1
-    (["a", "--peak-tflops", "0"], {}),  # refused by its callback
-    (["a", "--peak-tflops", "inf"], {}),
-    (["a", "--mode", "no-such-mode"], {}),
-    (["a", "--", "b"], {}),
-    (["a"], {"DSOCR_QUIET": "1"}),  # a bool option's variable: typer's bool parsing
-    (["a"], {"DSOCR_PROMPT_TOKENS": "x"}),
-]
-
-
-@pytest.mark.parametrize(("argv", "env"), DECLINED)
-def test_direct_declines_what_typer_must_handle(argv: list[str], env: dict[str, str]) -> None:
-    commands = {"analyze": analyze_cmd.analyze}
-    assert _direct.direct_call(["analyze", *argv], commands, env) is NotImplemented
-
-
-def test_direct_only_for_direct_commands() -> None:
-    def other(**kwargs: Any) -> str:
-        return "called"
-
-    assert _direct.direct_call(["other"], {"other": other}, {}) is NotImplemented
-    assert _direct.direct_call([], {}, {}) is NotImplemented
-
-
-def test_declined_line_gets_typers_error(capsys: pytest.CaptureFixture[str], cpu_sqlite: Path) -> None:
+def test_a_bad_value_is_one_usage_line(capsys: pytest.CaptureFixture[str], cpu_sqlite: Path) -> None:
     from dsocr.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["analyze", str(cpu_sqlite), "--max-new-tokens", "0"])
     assert exc.value.code == 2
-    assert "--max-new-tokens" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("dsocr: error: dsocr analyze: Invalid value for '--max-new-tokens'")
+    assert err.count("\n") == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,31 +121,51 @@ def test_unwritable_cache_entry_is_skipped(monkeypatch: pytest.MonkeyPatch, tmp_
 
 
 # ---------------------------------------------------------------------------------------------
-# connectorx without pyarrow
+# connectorx's public Arrow read, sqlite3 for what connectorx cannot type
 
 
-def test_connectorx_frames_equal_the_pyarrow_route(cpu_sqlite: Path) -> None:
-    pytest.importorskip("pyarrow")
-    import connectorx as cx
+def _tables(path: Path) -> list[str]:
+    with sqlite3.connect(path) as con:
+        return [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
 
-    from dsocr.analyze.readers import _connectorx_frame
 
-    uri = "sqlite://" + urllib.parse.quote(str(cpu_sqlite))
-    with sqlite3.connect(cpu_sqlite) as con:
-        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+def test_connectorx_frames_equal_sqlite3s(cpu_sqlite: Path) -> None:
+    from dsocr.analyze.readers import SqliteSource
+
+    source = SqliteSource(cpu_sqlite)
     compared = 0
-    for table in tables:
-        for sql in (f'SELECT * FROM "{table}"', f'SELECT * FROM "{table}" WHERE 0'):
-            try:
-                want = pl.from_arrow(cx.read_sql(uri, sql, return_type="arrow"))
-            except Exception:
-                continue  # connectorx cannot type this table: the reader falls back to sqlite3 for both
-            got = _connectorx_frame(uri, sql)
-            assert isinstance(want, pl.DataFrame)
-            assert got.schema == want.schema, (table, sql)
-            assert got.equals(want, null_equal=True), (table, sql)
-            compared += 1
+    try:
+        for table in _tables(cpu_sqlite):
+            for sql in (f'SELECT * FROM "{table}"', f'SELECT * FROM "{table}" WHERE 0'):
+                try:
+                    got = source._read_connectorx(sql)
+                except RuntimeError:
+                    continue  # connectorx cannot type this table: the reader reads it with sqlite3
+                want = source._read_sqlite3(sql)
+                assert got.columns == want.columns, (table, sql)
+                if want.height:
+                    assert got.cast(want.schema).equals(want, null_equal=True), (table, sql)  # type: ignore[arg-type]
+                compared += 1
+    finally:
+        source.close()
     assert compared > 20
+
+
+def test_a_column_connectorx_cannot_type_is_read_with_sqlite3(tmp_path: Path) -> None:
+    from dsocr.analyze.readers import SqliteSource
+
+    path = tmp_path / "mixed.sqlite"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE t (a INTEGER, b TEXT)")
+        con.execute("INSERT INTO t VALUES (1, 'x'), ('not a number', 'y')")  # SQLite keeps per-value types
+    source = SqliteSource(path)
+    try:
+        with pytest.raises(RuntimeError):
+            source._read_connectorx('SELECT "a" FROM "t"')
+        got = source.read("t", {"b": pl.String})
+    finally:
+        source.close()
+    assert got["b"].to_list() == ["x", "y"]
 
 
 def test_finish_skips_the_select_only_when_nothing_changes() -> None:
@@ -279,16 +205,24 @@ def test_quick_exit_keeps_output_codes_and_atexit(cpu_sqlite: Path, tmp_path: Pa
     )
     assert failed.returncode == 3
     assert failed.stderr.startswith("dsocr: error: ")
-    code = (
+    code = (  # a handler registered after dsocr.cli was imported (by the command's imports or the command) runs
         "import atexit, sys\n"
-        "atexit.register(lambda: print('atexit handler ran', flush=True))\n"
-        f"sys.argv = ['dsocr', 'analyze', {str(tmp_path / 'missing.sqlite')!r}]\n"
+        "class Teardown:\n"
+        "    def __del__(self):\n"
+        "        print('teardown', flush=True)\n"
+        "kept = Teardown()  # freed by the interpreter's teardown, if there is one\n"
+        f"missing = {str(tmp_path / 'missing.sqlite')!r}\n"
+        "from_command_line = len(sys.argv) == 1\n"
+        "sys.argv = ['dsocr', 'analyze', missing]\n"
         "from dsocr.cli import main\n"
-        "main()\n"
+        "atexit.register(lambda: print('atexit handler ran', flush=True))\n"
+        "main(None if from_command_line else ['analyze', missing])\n"
     )
-    handled = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
-    assert handled.returncode == 3
-    assert handled.stdout == "atexit handler ran\n"
+    quick = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert (quick.returncode, quick.stdout) == (3, "atexit handler ran\n")
+    # argv given (a program calling main): the usual exit, teardown included
+    normal = subprocess.run([sys.executable, "-c", code, "x"], capture_output=True, text=True, env=env, check=False)
+    assert (normal.returncode, normal.stdout) == (3, "atexit handler ran\nteardown\n")
 
 
 def test_cache_dir_others_can_write_is_not_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -29,6 +29,9 @@ def check_traceable(view: ReportView) -> summ.Summary:
     shown = {e.shown for st in statements for e in st.evidence}
     # the GPU name may hold digits (H100 80GB): it is quoted from the trace, not a measurement
     scrubbed = md.replace(view.identity.gpu or "\0", "GPU")
+    # the analyzer's warnings are quoted first as they are (counts, paths): not the summary's statements
+    assert all(f"> warning: {w}" in md for w in view.warnings)
+    scrubbed = "\n".join(ln for ln in scrubbed.splitlines() if not ln.startswith("> warning: "))
     for tok in numbers_in(scrubbed):
         assert any(tok in sh for sh in shown), f"{tok!r} in summary.md is not traceable"
     for st in statements:
@@ -228,3 +231,26 @@ def test_rule_sentence_tells_value_from_threshold() -> None:
     act = next(a for a in summ.actions(view) if a.rule == "far-from-roofline")
     assert "took 3.05x the roofline prediction (more than 3.0x)" in act.text
     assert act.evidence[0].shown == "3.05x" and act.evidence[0].value == pytest.approx(ratio)
+
+
+def _noisy(values: list[float]) -> ReportView:
+    stage = StageView(
+        "decode", range_ns=Stat.of(values), gpu_busy_ns=Stat.of([50.0] * len(values)), kernels=Stat.of([1])
+    )
+    return ReportView(identity=full_view().identity, stages=(stage,))
+
+
+def test_noisy_is_the_repeat_verdict_and_quotes_the_standard_error() -> None:
+    # 90, 100, 140: mean 110, the 140 pass is 30/110 = 27.3% off; stddev sqrt(700) = 26.46, CV 24.1%,
+    # standard error of the mean CV / sqrt(3) = 13.9%
+    (noisy,) = [a for a in summ.actions(_noisy([90.0, 100.0, 140.0])) if a.rule == "noisy"]
+    assert noisy.text == (
+        "A single pass of decode strays 27.3% from the mean of the passes (the target is within ±10.0%); the mean "
+        "itself is known to ±13.9% (standard error): compare runs with care and use more repeats."
+    )
+    # 100, 100, 111.5: mean 103.8, the largest deviation 7.7/103.8 = 7.4% (CV 6.4%): within +/-10%, no sentence
+    assert "noisy" not in {a.rule for a in summ.actions(_noisy([100.0, 100.0, 111.5]))}
+    # 100, 122.3: CV 14.9% > 10% but each pass only 10.03% off the mean 111.15: the verdict, not the CV, decides
+    assert "noisy" in {a.rule for a in summ.actions(_noisy([100.0, 122.3]))}
+    assert "noisy" not in {a.rule for a in summ.actions(_noisy([100.0, 122.0]))}  # 9.9% off
+    assert "noisy" not in {a.rule for a in summ.actions(_noisy([100.0]))}  # one pass: unknown, nothing said

@@ -21,8 +21,9 @@ import attrs
 
 from dsocr.analytic.cost import Op
 from dsocr.analytic.peaks import Peak
+from dsocr.analytic.roofline import roofline
 from dsocr.analytic.signature import Kernel, unique
-from dsocr.contract.errors import BadInput
+from dsocr.contract.errors import BadInput, InputNotFound
 
 if TYPE_CHECKING:
     from dsocr.analytic.workload import ModelEstimate
@@ -104,9 +105,13 @@ def load_calibration(path: str | Path) -> Calibration:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise BadInput(f"{p}: calibration file not found; make one with `dsocr calibrate --out {p}`") from None
+        raise InputNotFound(f"{p}: calibration file not found; make one with `dsocr calibrate --out {p}`") from None
+    except IsADirectoryError:
+        raise BadInput(f"{p}: is a directory, not a calibration file; give the calibration.json in it") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{p}: not a text file, so not a calibration file; make one with `dsocr calibrate`") from None
     except OSError as e:
-        raise BadInput(f"{p}: cannot read the calibration file ({e.strerror})") from None
+        raise InputNotFound(f"{p}: cannot read the calibration file ({e.strerror}); check its permissions") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
@@ -127,8 +132,6 @@ class CalibratedTime:
 
 def calibrated_time(ops: Iterable[Op], calibration: Calibration, peak: Peak) -> CalibratedTime:
     """Sum of ``count x calibrated time`` over the operations' signatures (roofline for missing ones)."""
-    from dsocr.analytic.metrics import roofline  # metrics imports this module's users
-
     total = fallback = 0.0
     missing: dict[str, None] = {}
     for op in ops:

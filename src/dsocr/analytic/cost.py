@@ -40,7 +40,7 @@ class Cost:
 
     tensor_flops: int = 0
     other_flops: int = 0
-    weight_bytes: int = 0  #: parameters read
+    weight_read_bytes: int = 0  #: parameters read
     read_bytes: int = 0  #: activations read
     write_bytes: int = 0  #: activations written
     kv_read_bytes: int = 0  #: KV cache read
@@ -56,14 +56,14 @@ class Cost:
     @property
     def bytes(self) -> int:
         """All bytes moved: weights, activations and KV cache, read and written."""
-        return self.weight_bytes + self.read_bytes + self.write_bytes + self.kv_read_bytes + self.kv_write_bytes
+        return self.weight_read_bytes + self.read_bytes + self.write_bytes + self.kv_read_bytes + self.kv_write_bytes
 
     def __add__(self, other: Cost) -> Cost:
         """Two costs in sequence: everything adds except the activation working set (max)."""
         return Cost(
             self.tensor_flops + other.tensor_flops,
             self.other_flops + other.other_flops,
-            self.weight_bytes + other.weight_bytes,
+            self.weight_read_bytes + other.weight_read_bytes,
             self.read_bytes + other.read_bytes,
             self.write_bytes + other.write_bytes,
             self.kv_read_bytes + other.kv_read_bytes,
@@ -78,7 +78,7 @@ class Cost:
             self,
             tensor_flops=self.tensor_flops * n,
             other_flops=self.other_flops * n,
-            weight_bytes=self.weight_bytes * n,
+            weight_read_bytes=self.weight_read_bytes * n,
             read_bytes=self.read_bytes * n,
             write_bytes=self.write_bytes * n,
             kv_read_bytes=self.kv_read_bytes * n,

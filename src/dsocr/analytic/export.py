@@ -6,24 +6,23 @@ from typing import TYPE_CHECKING, Any, Final
 
 from dsocr.analytic.cost import CATEGORIES, Cost
 from dsocr.analytic.peaks import Peak
+from dsocr.analytic.roofline import arithmetic_intensity, ops_roofline_ns, roofline
 from dsocr.analytic.workload import VISION_PARTS, ModelEstimate
 
 if TYPE_CHECKING:
     from dsocr.analytic.hierarchy import ModuleRow
 
-SCHEMA: Final = "dsocr.model/1"
+SCHEMA: Final = "dsocr.model/2"  #: 2: weight_read_bytes (traffic), weight_footprint_bytes (memory); total.params once
 
 
 def cost_dict(cost: Cost) -> dict[str, Any]:
     """A cost as JSON: FLOPs (total, tensor, other), bytes (total and by kind), params, activation bytes."""
-    from dsocr.analytic.metrics import arithmetic_intensity
-
     return {
         "flops": cost.flops,
         "tensor_flops": cost.tensor_flops,
         "other_flops": cost.other_flops,
         "bytes": cost.bytes,
-        "weight_bytes": cost.weight_bytes,
+        "weight_read_bytes": cost.weight_read_bytes,
         "activation_read_bytes": cost.read_bytes,
         "activation_write_bytes": cost.write_bytes,
         "kv_read_bytes": cost.kv_read_bytes,
@@ -35,8 +34,6 @@ def cost_dict(cost: Cost) -> dict[str, Any]:
 
 
 def _roof(cost: Cost, peak: Peak | None) -> dict[str, Any]:
-    from dsocr.analytic.metrics import roofline
-
     if peak is None:
         return {}
     r = roofline(cost, peak)
@@ -75,8 +72,6 @@ def _workload(est: ModelEstimate) -> dict[str, Any]:
 
 
 def _stages(est: ModelEstimate, peak: Peak | None) -> dict[str, Any]:
-    from dsocr.analytic.metrics import ops_roofline_ns
-
     out: dict[str, Any] = {}
     for stage in est.stages:
         entry = {**cost_dict(stage.cost), **_roof(stage.cost, peak)}
@@ -106,8 +101,6 @@ def _stages(est: ModelEstimate, peak: Peak | None) -> dict[str, Any]:
 
 
 def _module(row: ModuleRow, peak: Peak | None) -> dict[str, Any]:
-    from dsocr.analytic.metrics import arithmetic_intensity, ops_roofline_ns
-
     c = row.cost
     entry: dict[str, Any] = {
         "path": row.path,
@@ -166,7 +159,7 @@ def assumptions(est: ModelEstimate) -> list[str]:
 
 
 def to_json(est: ModelEstimate, peak: Peak | None = None) -> dict[str, Any]:
-    """The whole estimate as a JSON-ready dict (``schema`` ``dsocr.model/1``)."""
+    """The whole estimate as a JSON-ready dict (``schema`` ``dsocr.model/2``)."""
     from dsocr.analytic.hierarchy import module_rows
 
     return {
@@ -177,7 +170,7 @@ def to_json(est: ModelEstimate, peak: Peak | None = None) -> dict[str, Any]:
         "total": {**cost_dict(est.total), **_roof(est.total, peak)},
         "memory": {
             "params": est.params,
-            "weights_bytes": est.weight_bytes,
+            "weight_footprint_bytes": est.weight_footprint_bytes,
             "kv_cache_bytes": est.kv_cache_bytes,
             "peak_activation_bytes": est.peak_activation_bytes,
         },
@@ -197,14 +190,28 @@ def _si(value: float | None, unit: str = "") -> str:
     return f"{value:.3g} {unit}".rstrip()
 
 
+def _iec(value: float | None) -> str:
+    """Bytes in binary units (KiB, MiB, GiB, TiB; 3 significant digits), the reports' convention for byte counts."""
+    if value is None:
+        return "-"
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.3g} B"
+
+
 def _ms(ns: float | None) -> str:
     return "-" if ns is None else f"{ns / 1e6:.3f}"
 
 
-def to_markdown(est: ModelEstimate, peak: Peak | None = None, max_depth: int | None = None) -> str:
-    """A readable report: workload, stages, memory, views and the module hierarchy."""
+def to_markdown(
+    est: ModelEstimate, peak: Peak | None = None, max_depth: int | None = None, named: str | None = None
+) -> str:
+    """A readable report: workload, stages, memory, views and the module hierarchy.
+
+    ``named``: the named workload one page of which this is (its one-line description).
+    """
     from dsocr.analytic.hierarchy import module_rows
-    from dsocr.analytic.metrics import arithmetic_intensity, roofline
 
     w = est.workload
     lay = w.layout
@@ -212,6 +219,7 @@ def to_markdown(est: ModelEstimate, peak: Peak | None = None, max_depth: int | N
     lines = [
         f"# Analytic model: {est.arch.name}",
         "",
+        f"- workload **{named}**: one page" if named else "- workload: custom (not a named workload)",
         f"- mode **{w.mode}**, crop grid {w.crop_grid[0]}x{w.crop_grid[1]}"
         + (f" (chosen for a {w.image_size[0]}x{w.image_size[1]} image)" if w.image_size else ""),
         f"- image embeddings {lay.total} = {lay.global_tokens} global + {lay.crop_tokens} crop tokens + "
@@ -237,7 +245,7 @@ def to_markdown(est: ModelEstimate, peak: Peak | None = None, max_depth: int | N
     for name, c in rows:
         ai = arithmetic_intensity(c)
         ai_text = "-" if ai is None else f"{ai:.1f}"
-        line = f"| {name} | {_si(c.flops)} | {_si(c.tensor_flops)} | {_si(c.bytes, 'B')} | {ai_text} |"
+        line = f"| {name} | {_si(c.flops)} | {_si(c.tensor_flops)} | {_iec(c.bytes)} | {ai_text} |"
         if peak is not None:
             roof = roofline(c, peak)
             line += f" {_ms(roof.predicted_ns)} | {roof.bound or '-'} |"
@@ -246,9 +254,12 @@ def to_markdown(est: ModelEstimate, peak: Peak | None = None, max_depth: int | N
         "",
         "## Memory",
         "",
-        f"- parameters {est.params:,} ({_si(est.weight_bytes, 'B')} of weights)",
-        f"- KV cache at its largest {_si(est.kv_cache_bytes, 'B')}",
-        f"- largest activation working set {_si(est.peak_activation_bytes, 'B')}",
+        f"- parameters {est.params:,} ({_iec(est.weight_footprint_bytes)} of weights)",
+        f"- KV cache at its largest {_iec(est.kv_cache_bytes)}",
+        f"- largest activation working set {_iec(est.peak_activation_bytes)}",
+        "",
+        "Byte counts are in binary units (1 GiB = 2^30 bytes), as in dsocr analyze's reports; "
+        "rates (TB/s) and FLOPs are decimal.",
         "",
         "## Views",
         "",
@@ -273,7 +284,7 @@ def to_markdown(est: ModelEstimate, peak: Peak | None = None, max_depth: int | N
         cats = ", ".join(f"{k} {_si(v)}" for k, v in r.categories.items() if v) or "-"
         indent = "\u00a0\u00a0" * r.depth  # non-breaking: kept by Markdown, plain in a terminal
         lines.append(
-            f"| {indent}{r.path} | {r.kind} | {r.calls} | {_si(r.cost.flops)} | {_si(r.cost.bytes, 'B')} | "
+            f"| {indent}{r.path} | {r.kind} | {r.calls} | {_si(r.cost.flops)} | {_iec(r.cost.bytes)} | "
             f"{r.cost.params:,} | {cats} |"
         )
     return "\n".join(lines) + "\n"

@@ -8,7 +8,7 @@ one page pass (GPU busy and wall, in ns); every ratio is given against both, lab
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Final, Literal
+from typing import Final
 
 import attrs
 
@@ -16,6 +16,7 @@ from dsocr.analytic.calibration import Calibration, calibrated_time
 from dsocr.analytic.cost import Cost, Op
 from dsocr.analytic.hierarchy import module_rows
 from dsocr.analytic.peaks import Peak
+from dsocr.analytic.roofline import arithmetic_intensity, ops_roofline_ns, roofline
 from dsocr.analytic.tree import Module
 from dsocr.analytic.workload import VISION_PARTS, ModelEstimate
 
@@ -29,47 +30,6 @@ class StageTime:
 
     gpu_busy_ns: float | None = None  #: union of kernel/memcpy time on the GPU
     wall_ns: float | None = None  #: the stage's NVTX range (or CUDA-event) duration
-
-
-@attrs.frozen
-class Roofline:
-    """Roofline prediction for an amount of work on a peak."""
-
-    compute_ns: float | None
-    memory_ns: float | None
-    predicted_ns: float | None
-    bound: Literal["compute", "memory"] | None
-
-
-def arithmetic_intensity(cost: Cost) -> float | None:
-    """FLOPs per byte moved."""
-    return cost.flops / cost.bytes if cost.bytes else None
-
-
-def roofline(cost: Cost, peak: Peak) -> Roofline:
-    """max(FLOPs / peak, bytes / bandwidth), and which one bounds it."""
-    fps, bps = peak.flops_per_s, peak.bytes_per_s
-    compute = cost.flops / fps * 1e9 if fps else None
-    memory = cost.bytes / bps * 1e9 if bps else None
-    known = [t for t in (compute, memory) if t is not None]
-    if not known:
-        return Roofline(compute, memory, None, None)
-    predicted = max(known)
-    bound: Literal["compute", "memory"] | None = None
-    if compute is not None and memory is not None:
-        bound = "compute" if compute >= memory else "memory"
-    return Roofline(compute, memory, predicted, bound)
-
-
-def ops_roofline_ns(ops: Iterable[Op], peak: Peak) -> float | None:
-    """Sum of every operation's own roofline time (each op one unfused kernel): a tighter prediction."""
-    total = 0.0
-    for op in ops:
-        t = roofline(op.cost, peak).predicted_ns
-        if t is None:
-            return None
-        total += t
-    return total
 
 
 def _ops(modules: Iterable[Module]) -> Iterator[Op]:

@@ -40,7 +40,7 @@ def linear(name: str, tokens: int, in_features: int, out_features: int, *, bias:
         Cost(
             tensor_flops=2 * tokens * in_features * out_features,
             other_flops=tokens * out_features if bias else 0,
-            weight_bytes=weights * b,
+            weight_read_bytes=weights * b,
             read_bytes=tokens * in_features * b,
             write_bytes=tokens * out_features * b,
             params=weights,
@@ -79,7 +79,7 @@ def conv2d(
         Cost(
             tensor_flops=2 * outputs * in_channels * kernel * kernel,
             other_flops=outputs if bias else 0,
-            weight_bytes=weights * b,
+            weight_read_bytes=weights * b,
             read_bytes=inputs * b,
             write_bytes=outputs * b,
             params=weights,
@@ -107,7 +107,7 @@ def conv2d(
 def _elementwise_cost(elements: int, flops_per_element: int, inputs: int, b: int, params: int = 0) -> Cost:
     return Cost(
         other_flops=flops_per_element * elements,
-        weight_bytes=params * b,
+        weight_read_bytes=params * b,
         read_bytes=inputs * elements * b,
         write_bytes=elements * b,
         params=params,
@@ -196,7 +196,9 @@ def parameters(name: str, numel: int, *, category: Category = "embedding") -> Op
 
 def with_params(op: Op, params: int, b: int) -> Op:
     """``op`` owning ``params`` parameters it reads once per call (e.g. a position-embedding table)."""
-    return attrs.evolve(op, cost=attrs.evolve(op.cost, params=params, weight_bytes=op.cost.weight_bytes + params * b))
+    return attrs.evolve(
+        op, cost=attrs.evolve(op.cost, params=params, weight_read_bytes=op.cost.weight_read_bytes + params * b)
+    )
 
 
 def embedding_lookup(name: str, tokens: int, vocab: int, dim: int, b: int) -> Op:
@@ -206,7 +208,7 @@ def embedding_lookup(name: str, tokens: int, vocab: int, dim: int, b: int) -> Op
         name,
         "embedding",
         Cost(
-            weight_bytes=rows * dim * b,
+            weight_read_bytes=rows * dim * b,
             read_bytes=tokens * 8,  # int64 ids
             write_bytes=tokens * dim * b,
             params=vocab * dim,
@@ -316,7 +318,7 @@ def rel_pos(batch: int, heads: int, q_side: int, k_side: int, head_dim: int, *, 
         Cost(
             tensor_flops=2 * 2 * queries * k_side * head_dim,
             other_flops=REL_POS_ADD_FLOPS * scores,
-            weight_bytes=2 * table * head_dim * b,
+            weight_read_bytes=2 * table * head_dim * b,
             read_bytes=queries * head_dim * b + scores * b,
             write_bytes=scores * b,
             params=2 * table * head_dim,
@@ -385,7 +387,7 @@ def routed_experts(tokens: int, hidden: int, intermediate: int, experts: int, to
     down_w = round(touched * hidden * intermediate) * b
     gate_up = Cost(
         tensor_flops=2 * rows * hidden * 2 * intermediate,
-        weight_bytes=gate_up_w,
+        weight_read_bytes=gate_up_w,
         read_bytes=rows * hidden * b,
         write_bytes=rows * 2 * intermediate * b,
         params=experts * 2 * hidden * intermediate,
@@ -393,7 +395,7 @@ def routed_experts(tokens: int, hidden: int, intermediate: int, experts: int, to
     )
     down = Cost(
         tensor_flops=2 * rows * intermediate * hidden,
-        weight_bytes=down_w,
+        weight_read_bytes=down_w,
         read_bytes=rows * intermediate * b,
         write_bytes=rows * hidden * b,
         params=experts * per_expert - experts * 2 * hidden * intermediate,

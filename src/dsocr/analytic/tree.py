@@ -112,7 +112,7 @@ def _affine_cost(c0: Cost, c1: Cost, cmax: Cost, n: int, extra: int) -> Cost:
     return Cost(
         tensor_flops=f("tensor_flops"),
         other_flops=f("other_flops"),
-        weight_bytes=f("weight_bytes"),
+        weight_read_bytes=f("weight_read_bytes"),
         read_bytes=f("read_bytes"),
         write_bytes=f("write_bytes"),
         kv_read_bytes=f("kv_read_bytes"),

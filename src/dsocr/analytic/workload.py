@@ -46,7 +46,12 @@ VISION_PARTS: Final[dict[str, str]] = {"sam": mp.SAM, "clip": mp.CLIP, "projecto
 
 @attrs.frozen
 class ContextMode:
-    """How long the context of each decode step is: its real length, the model window, or fixed."""
+    """How long the context of each decode step is.
+
+    ``auto``: its real length (``prefill + i`` at step ``i``, what the capture measures); ``max``: the
+    final length (``prefill + steps``) at every step, an upper bound for the same run; ``fixed:N``: N at
+    every step (``fixed:8192`` is the model's whole window).
+    """
 
     kind: Literal["auto", "max", "fixed"] = "auto"
     tokens: int | None = None  #: the fixed context for ``fixed``
@@ -55,11 +60,15 @@ class ContextMode:
         return f"fixed:{self.tokens}" if self.kind == "fixed" else self.kind
 
 
-def parse_context(text: str) -> ContextMode:
-    """Parse ``auto``, ``max`` or ``fixed:N``."""
+def parse_context(text: str, window: int = DEEPSEEK_OCR.decoder.max_positions) -> ContextMode:
+    """Parse ``auto``, ``max`` or ``fixed:N`` (``0 < N <= window``, the model's positions)."""
     t = text.strip().lower()
     if t in ("auto", "max"):
         return ContextMode(t)  # type: ignore[arg-type]
+    if t.startswith("fixed:") and t[6:].isdigit() and int(t[6:]) > window:
+        raise BadInput(
+            f"decode context {text!r} exceeds the model's {window}-position window: use fixed:N with N <= {window}"
+        )
     if t.startswith("fixed:") and t[6:].isdigit() and int(t[6:]) > 0:
         return ContextMode("fixed", int(t[6:]))
     raise BadInput(f"decode context {text!r} is not understood: use auto, max or fixed:N with N > 0 (e.g. fixed:4096)")
@@ -109,7 +118,7 @@ class Workload:
         if out.context.kind == "auto" and out.prefill_length + out.decode_steps > window:
             raise BadInput(
                 f"prefill {out.prefill_length} + {out.decode_steps} decode steps exceeds the model's {window}-position "
-                "window: use fewer new tokens or --context max"
+                "window: use fewer new tokens or --context fixed:N"
             )
         return out
 
@@ -143,10 +152,10 @@ class Workload:
         n = self.decode_steps
         if n == 0:
             return 0, 0, 0
+        first, last = self.prefill_length + 1, self.prefill_length + n
         if self.context.kind == "auto":
-            first, last = self.prefill_length + 1, self.prefill_length + n
             return first, last, n * self.prefill_length + n * (n + 1) // 2
-        c = window if self.context.kind == "max" else int(self.context.tokens or window)
+        c = last if self.context.kind == "max" else int(self.context.tokens or window)
         return c, c, n * c
 
     def views(self) -> tuple[tuple[str, int, int], ...]:
@@ -222,8 +231,8 @@ class ModelEstimate:
         return self.stage("vision").cost.params + self.stage("prefill").cost.params
 
     @property
-    def weight_bytes(self) -> int:
-        """Memory of all weights in the workload's dtype."""
+    def weight_footprint_bytes(self) -> int:
+        """Memory the weights occupy in the workload's dtype (a footprint; ``Cost.weight_read_bytes`` is traffic)."""
         return self.params * self.workload.bytes_per_element
 
     @property
@@ -243,11 +252,11 @@ class ModelEstimate:
 
     @property
     def total(self) -> Cost:
-        """All stages together."""
+        """All stages together; parameters counted once (prefill and decode run the same decoder weights)."""
         total = Cost()
         for s in self.stages:
             total = total + s.cost
-        return total
+        return attrs.evolve(total, params=self.params)
 
     def vision_part(self, part: str) -> Cost:
         """Cost of one vision part (``sam``, ``clip`` or ``projector``)."""

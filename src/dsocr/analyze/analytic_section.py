@@ -126,6 +126,8 @@ class AnalyticResult:
     metrics: pl.DataFrame  #: one row per stage (columns of StageMetric plus ``passes``)
     estimates: tuple[ModelEstimate, ...] = ()
     peak: Peak | None = None
+    #: per (stage, metric mfu_busy|mfu_wall): the spread of the per-pass MFU (analyze.repeats.spread columns)
+    mfu_spread: pl.DataFrame = attrs.field(factory=pl.DataFrame)
 
 
 def analytic_section(
@@ -147,6 +149,7 @@ def analytic_section(
     ests = tuple(estimate(w) for w in workload.pages)
     times, passes = stage_times(per_pass)
     rows = stage_metrics(ests, times, peak, calibration)
+    spread = mfu_spread(per_pass, rows, peak)
     n = len(ests)
     metrics = [_metric_dict(m, n) for m in rows]
     model = next(m for m in metrics if m["stage"] == "model")
@@ -159,6 +162,7 @@ def analytic_section(
         "pages": [_page_dict(name, e) for name, e in zip(workload.names, ests, strict=True)],
         "stage_metrics": [{**m, "passes": passes.get(m["stage"], 0)} for m in metrics],
         "model_mfu": {k: model[k] for k in ("mfu_busy", "mfu_wall", "mbu_busy", "mbu_wall")},
+        "mfu_spread": _spread_rows(spread),
         "calibration": calibration_doc(ests, calibration),
         "note": "stage_metrics are per pass (all pages of one repeat), times the mean over passes; "
         "the model JSON above (workload, stages, modules) is the first page's",
@@ -173,7 +177,79 @@ def analytic_section(
         [{k: v for k, v in m.items() if k != "per_page"} | {"passes": passes.get(m["stage"], 0)} for m in metrics],
         infer_schema_length=None,
     )
-    return AnalyticResult(doc, table, ests, peak)
+    return AnalyticResult(doc, table, ests, peak, spread)
+
+
+#: The stages whose times make the ``model`` row's time (analytic.metrics.stage_metrics).
+MODEL_STAGES = ("vision", "prefill", "decode")
+
+
+def mfu_spread(per_pass: pl.DataFrame, rows: Sequence[StageMetric], peak: Peak) -> pl.DataFrame:
+    """The spread over passes of each stage's MFU: ``flops / (peak x t_i)`` for every pass ``i``, with
+    ``t_i`` the pass's GPU busy (``mfu_busy``) or range (``mfu_wall``) time; the ``model`` row's ``t_i``
+    is the sum of the model stages' times in that pass (only passes that have them all)."""
+    from dsocr.analyze.repeats import spread
+
+    fps = peak.flops_per_s
+    work = {r.stage: r for r in rows}
+    if not fps or per_pass.is_empty():
+        return pl.DataFrame()
+    timed = per_pass.filter(pl.col("stage").is_in(list(timed_stages()))).select(
+        "stage", "pass", *(_time(per_pass, c) for c in ("gpu_busy_ns", "cpu_ns"))
+    )
+    measured = set(timed["stage"].to_list())
+    # as stage_metrics: a model stage counts when it was measured or has work
+    parts = [s for s in MODEL_STAGES if s in measured or (s in work and (work[s].flops or work[s].bytes))]
+    model = (
+        timed.filter(pl.col("stage").is_in(parts))
+        .group_by("pass")
+        .agg(pl.col("gpu_busy_ns").sum(), pl.col("cpu_ns").sum(), pl.len().alias("_n"))
+        .filter(pl.col("_n") == len(parts))
+        .select(pl.lit("model").alias("stage"), "pass", "gpu_busy_ns", "cpu_ns")
+    )
+    flops = pl.DataFrame(
+        {"stage": [r.stage for r in rows if r.flops], "flops": [float(r.flops) for r in rows if r.flops]},
+        schema={"stage": pl.Utf8, "flops": pl.Float64},
+    )
+    per = pl.concat([timed, model], how="vertical_relaxed").join(flops, on="stage", how="inner")
+
+    def util(t: str) -> pl.Expr:
+        return pl.when(pl.col(t) > 0).then(pl.col("flops") / (fps * pl.col(t) * 1e-9))
+
+    long = per.select("stage", "pass", util("gpu_busy_ns").alias("mfu_busy"), util("cpu_ns").alias("mfu_wall"))
+    long = long.unpivot(index=["stage", "pass"], variable_name="metric", value_name="value")
+    order = {s: i for i, s in enumerate(METRIC_ORDER)}
+    return (
+        spread(long, ["stage", "metric"])
+        .with_columns(pl.col("stage").replace_strict(order, default=len(order), return_dtype=pl.Int64).alias("_o"))
+        .sort("_o", "metric")
+        .drop("_o")
+    )
+
+
+#: Suffix of a stage's exclusive time columns (``cpu_ns_excl``): prefill minus the vision run inside it, in
+#: traces of the checkpoint's own code; the analytic prefill excludes vision, so its per-pass MFU uses them.
+EXCL_SUFFIX = "_excl"
+
+
+def _time(per_pass: pl.DataFrame, col: str) -> pl.Expr:
+    """A per-pass time column as float, the exclusive one where the table has it (vision inside prefill)."""
+    own = pl.col(col).cast(pl.Float64)
+    if col + EXCL_SUFFIX in per_pass.columns:
+        own = pl.coalesce(pl.col(col + EXCL_SUFFIX).cast(pl.Float64), own)
+    return own.alias(col)
+
+
+#: Row order of the MFU spread table (analytic.metrics.METRIC_STAGES).
+METRIC_ORDER = ("vision", "sam", "clip", "projector", "prefill", "decode", "model")
+
+
+def _spread_rows(df: pl.DataFrame) -> list[dict[str, Any]]:
+    """Spread rows as JSON (NaN/inf as None)."""
+    if df.is_empty():
+        return []
+    floats = [c for c, t in df.schema.items() if t == pl.Float64]
+    return df.with_columns(pl.when(pl.col(c).is_finite()).then(pl.col(c)).alias(c) for c in floats).to_dicts()
 
 
 def calibration_doc(ests: Sequence[ModelEstimate], calibration: Calibration | None) -> dict[str, Any] | None:

@@ -46,9 +46,8 @@ class Attribution:
 
 def trace_range_index(trace: Trace) -> RangeIndex:
     """The sorted, nested ranges of ``trace`` (those that ended on their own thread), cached on the trace."""
-    for cached in (trace.range_index, trace.cache.get(_RANGE_INDEX)):
-        if isinstance(cached, RangeIndex):
-            return cached
+    if trace.index.ranges is not None:
+        return trace.index.ranges
     ranges, api = pl.collect_all(
         [
             trace.ranges.filter(pl.col("ended_on_start_thread")).select("range_id", "global_tid", "start", "end"),
@@ -56,19 +55,14 @@ def trace_range_index(trace: Trace) -> RangeIndex:
         ]
     )
     index = range_index(ranges, make_timekey([ranges.select("global_tid", "start", "end"), api], threads_of=0))
-    trace.cache[_RANGE_INDEX] = index
+    trace.index.ranges = index
     return index
-
-
-_RANGE_INDEX = "range_index"
-#: ``trace.cache`` key of the :class:`Enclosing` of every API call (set by :func:`attribute`).
-API_ENCLOSING = "api_enclosing"
 
 
 def api_enclosing(trace: Trace) -> Enclosing | None:
     """The enclosing ranges of every API call, if :func:`attribute` already found them for ``trace``."""
-    enc = trace.cache.get(API_ENCLOSING)
-    return enc if isinstance(enc, Enclosing) and enc.index is trace_range_index(trace) else None
+    enc = trace.index.api_enclosing
+    return enc if enc is not None and enc.index is trace_range_index(trace) else None
 
 
 def _api_items(trace: Trace, only_launching: bool) -> pl.DataFrame:
@@ -77,11 +71,6 @@ def _api_items(trace: Trace, only_launching: bool) -> pl.DataFrame:
         launching = trace.gpu_ops.select("api_id").drop_nulls().unique()
         api = api.join(launching, on="api_id", how="semi")
     return api.collect()
-
-
-def api_range_pairs(trace: Trace, *, only_launching: bool = False) -> pl.DataFrame:
-    """``(api_id, range_id)`` for every enclosing range; ``only_launching`` keeps API calls with GPU ops."""
-    return enclosing(trace_range_index(trace), _api_items(trace, only_launching), "api_id").pairs
 
 
 def attribute(trace: Trace, *, only_launching: bool = False) -> Attribution:
@@ -93,7 +82,7 @@ def attribute(trace: Trace, *, only_launching: bool = False) -> Attribution:
     index = trace_range_index(trace)
     enc = enclosing(index, _api_items(trace, only_launching), "api_id")
     if not only_launching:
-        trace.cache[API_ENCLOSING] = enc
+        trace.index.api_enclosing = enc
     ops, n_api = pl.collect_all(
         [trace.gpu_ops.select("op_id", "api_id").drop_nulls("api_id"), trace.api.select(pl.len())]
     )

@@ -1,6 +1,6 @@
 """``dsocr analyze --scheduler local|ADDRESS``: the per-trace work of several traces on a Dask cluster.
 
-Each trace's loading and per-trace tables (:func:`dsocr.analyze.analysis.analyze_trace`: attribution,
+Each trace's loading and per-trace tables (:func:`dsocr.analyze.pipeline.analyze_trace`: attribution,
 stage tables, NVIDIA-equal projection and kernel summaries, idle gaps, module times) run as one task
 on a Dask worker, the way NVIDIA's nsys recipes fan out over report files; this process then checks
 that the traces are one study (in input order, the same checks as the one-process path) and combines
@@ -27,6 +27,7 @@ from dsocr.contract.errors import EnvironmentProblem, RunFailed
 
 if TYPE_CHECKING:
     from dsocr.analyze.analysis import TraceResult
+    from dsocr.analyze.policy import RuntimePolicy
 
 LOCAL: Final = "local"
 INSTALL: Final = 'pip install "dsocr[dask]"'
@@ -66,24 +67,21 @@ def client(scheduler: str, tasks: int) -> Iterator[Any]:
         yield c
 
 
-def _task(given: str, resolved: str, in_memory: bool) -> tuple[TraceResult, list[str]]:
-    """One trace's per-trace work, on a Dask worker (the polars engine setting of the one-process path)."""
-    import polars as pl
+def _task(given: str, resolved: str, policy: RuntimePolicy) -> tuple[TraceResult, list[str]]:
+    """One trace's per-trace work, on a Dask worker (the run-time policy and polars engine of the one-process path)."""
+    from dsocr.analyze.pipeline import analyze_trace, polars_engine
 
-    from dsocr.analyze.analysis import analyze_trace
-
-    ctx = pl.Config(engine_affinity="in-memory") if in_memory else contextlib.nullcontext()
-    with ctx:
-        return analyze_trace(Path(given), None, Path(resolved), None)
+    with polars_engine(policy):
+        return analyze_trace(Path(given), None, Path(resolved), None, policy)
 
 
 def analyze_traces(
-    scheduler: str, paths: Sequence[Path], resolved: Sequence[Path], in_memory: bool
+    scheduler: str, paths: Sequence[Path], resolved: Sequence[Path], policy: RuntimePolicy
 ) -> Iterator[tuple[TraceResult, list[str]]]:
     """Each trace's (result, warnings), in input order, computed on the cluster (errors re-raised here)."""
     with client(scheduler, len(paths)) as c:
         futures = [
-            c.submit(_task, str(p), str(r), in_memory, key=f"dsocr-trace-{i}", pure=False)
+            c.submit(_task, str(p), str(r), policy, key=f"dsocr-trace-{i}", pure=False)
             for i, (p, r) in enumerate(zip(paths, resolved, strict=True))
         ]
         from distributed import KilledWorker

@@ -39,12 +39,6 @@ def parse_op_message(message: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     return op.alias("operator"), shapes.alias("input_shapes")
 
 
-def op_ranges_frame(ranges: pl.LazyFrame) -> pl.LazyFrame:
-    """The operator ranges with parsed ``operator`` and ``input_shapes`` (range_id, depth, ...)."""
-    op, shapes = parse_op_message(pl.col("message"))
-    return ranges.filter(is_op_range(pl.col("message"))).select("range_id", "depth", op, shapes)
-
-
 def op_range_names(ranges: pl.LazyFrame, op_range_ids: pl.LazyFrame) -> pl.LazyFrame:
     """``op_range_id``, ``operator``, ``input_shapes`` of the distinct ranges in ``op_range_ids``."""
     op, shapes = parse_op_message(pl.col("message"))
@@ -65,16 +59,6 @@ def innermost_op_range(op_ranges: pl.LazyFrame, ranges: pl.LazyFrame) -> pl.Lazy
         .group_by("op_id")
         .agg(pl.col("range_id").last().alias("op_range_id"))
     )
-
-
-def innermost_op(op_ranges: pl.LazyFrame, ranges: pl.LazyFrame) -> pl.LazyFrame:
-    """For each GPU op inside an operator range: its innermost one.
-
-    ``op_ranges`` is the attribution long frame (``op_id``, ``range_id``: every enclosing
-    range). Returns ``op_id``, ``op_range_id``, ``operator``, ``input_shapes``.
-    """
-    ids = innermost_op_range(op_ranges, ranges)
-    return ids.join(op_range_names(ranges, ids), on="op_range_id", how="left")
 
 
 def innermost_op_range_via_parents(op_innermost: pl.LazyFrame, ranges: pl.LazyFrame) -> pl.LazyFrame:
@@ -98,10 +82,3 @@ def innermost_op_range_via_parents(op_innermost: pl.LazyFrame, ranges: pl.LazyFr
         )
     nearest = pl.concat(found) if found else pl.DataFrame(schema={"range_id": pl.UInt32, "op_range_id": pl.UInt32})
     return inner.lazy().join(nearest.lazy(), on="range_id", how="inner").select("op_id", "op_range_id")
-
-
-def innermost_op_via_parents(op_innermost: pl.LazyFrame, ranges: pl.LazyFrame) -> pl.LazyFrame:
-    """The same as :func:`innermost_op`, from each op's innermost range of any kind
-    (see :func:`innermost_op_range_via_parents`)."""
-    ids = innermost_op_range_via_parents(op_innermost, ranges)
-    return ids.join(op_range_names(ranges, ids), on="op_range_id", how="left")

@@ -1,24 +1,28 @@
 """Read an SQLite export's largest tables while the analysis is still being imported (start-up time).
 
 ``dsocr analyze`` spends its first ~0.15 s importing polars and the analysis modules on one core;
-:func:`start` reads the API calls, NVTX ranges and kernels meanwhile on the other core (connectorx,
-in a thread that releases the GIL), and :meth:`dsocr.analyze.readers.SqliteSource.read` takes a result whose query
-is exactly its own (:func:`take`) instead of reading again. This module imports neither polars
-nor connectorx at import time.
+:func:`start` reads the API calls, NVTX ranges and kernels meanwhile on the other core (connectorx's
+public ``read_sql(..., return_type="arrow")``, in a thread: connectorx reads with the GIL released),
+and :meth:`dsocr.analyze.readers.SqliteSource.read` takes a result whose query is exactly its own
+(:func:`take`) instead of reading again. Whether to read early at all is the runtime policy's call
+(:class:`dsocr.analyze.policy.RuntimePolicy`). This module imports neither polars nor connectorx at
+import time.
 """
 
 from __future__ import annotations
 
-import ctypes
 import sqlite3
 import threading
 import urllib.parse
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from dsocr.analyze import schema as S
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: Pseudo-column: SQLite's rowid, or the 1-based row number of a Parquet table.
 ROWID: Final = "rowid"
@@ -37,16 +41,8 @@ EARLY_READS: Final[dict[str, tuple[str, tuple[str, ...], Where | None]]] = {
 }
 
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
-SCHEMA_CAPSULE: Final = b"arrow_schema"
-ARRAY_CAPSULE: Final = b"arrow_array"
-#: Byte offset of ``release`` in the C structs ArrowSchema and ArrowArray (Arrow C data interface).
-_RELEASE_OFFSET: Final = {SCHEMA_CAPSULE: 56, ARRAY_CAPSULE: 64}
-
-#: connectorx's answer to one query: column names and per record batch one (array, schema) pointer pair per column.
-Result = tuple[list[str], list[list[tuple[int, int]]]]
-
 _lock = threading.Lock()
-_pending: dict[tuple[str, str], Future[Result]] = {}
+_pending: dict[tuple[str, str], Future[pa.Table]] = {}
 
 
 def quote(name: str) -> str:
@@ -73,21 +69,6 @@ def connectorx_uri(path: Path) -> str:
     return "sqlite://" + urllib.parse.quote(str(path.resolve()))
 
 
-def release(ptr: int, name: bytes) -> None:
-    """Call an Arrow C struct's ``release`` callback unless it was moved out (NULL)."""
-    callback = ctypes.c_void_p.from_address(ptr + _RELEASE_OFFSET[name]).value
-    if callback:
-        ctypes.CFUNCTYPE(None, ctypes.c_void_p)(callback)(ptr)
-
-
-def release_result(result: Result) -> None:
-    """Release every Arrow struct of a connectorx result nobody imported."""
-    for chunk in result[1]:
-        for array_ptr, schema_ptr in chunk:
-            release(array_ptr, ARRAY_CAPSULE)
-            release(schema_ptr, SCHEMA_CAPSULE)
-
-
 def _queries(path: Path) -> list[str]:
     """The queries of :data:`EARLY_READS` as the SQLite reader will write them (only present columns)."""
     con = sqlite3.connect(sqlite_uri(path), uri=True)
@@ -106,14 +87,11 @@ def _queries(path: Path) -> list[str]:
         con.close()
 
 
-def read_arrow(uri: str, sql: str) -> Result:
-    """connectorx's Arrow result of one query (the C structs' pointers; nothing imported from pyarrow)."""
-    from connectorx.connectorx import read_sql  # what connectorx.read_sql calls
+def read_arrow(uri: str, sql: str) -> pa.Table:
+    """connectorx's Arrow table of one query (raises RuntimeError for what connectorx cannot read or type)."""
+    import connectorx as cx
 
-    names, chunks = read_sql(
-        uri, "arrow", protocol="binary", queries=[sql], partition_query=None, pre_execution_queries=None
-    )
-    return list(names), [list(chunk) for chunk in chunks]
+    return cx.read_sql(uri, sql, return_type="arrow")
 
 
 def start(path: Path) -> bool:
@@ -136,27 +114,23 @@ def start(path: Path) -> bool:
     return bool(queries)
 
 
-def take(path: Path, sql: str) -> Result | None:
+def take(path: Path, sql: str) -> pa.Table | None:
     """The early result of ``sql`` on ``path`` (waiting for it if it is being read), taken out; None if there
-    is none, it failed, or its read had not started yet (it is dropped: the caller reads it in parallel)."""
+    is none or its read had not started yet (it is dropped: the caller reads it in parallel). An early read
+    that failed raises its error here, as the caller's own read would have."""
     with _lock:
         future = _pending.pop((str(path.resolve()), sql), None)
     if future is None or future.cancel():  # not started yet: the caller reads it now, beside its other reads
         return None
-    try:
-        return future.result()
-    except Exception:  # the reader reads it again and reports what is wrong
-        return None
+    return future.result()
 
 
 def discard() -> None:
-    """Drop the results nobody took (waiting for the reads still running), releasing their buffers."""
+    """Drop the results nobody took, waiting for the reads still running (their errors do not matter: nobody
+    needs those tables)."""
     with _lock:
         futures = list(_pending.values())
         _pending.clear()
     for future in futures:
-        try:
-            result: Any = future.result()
-        except Exception:
-            continue
-        release_result(result)
+        future.cancel()
+    wait(futures)

@@ -1,4 +1,4 @@
-"""Table readers: an nsys SQLite export (connectorx, falling back to sqlite3) or a ``parquetdir``.
+"""Table readers: an nsys SQLite export (connectorx, sqlite3 for what it cannot type) or a ``parquetdir``.
 
 Both give the same thing: the set of tables, each table's columns, and a table read as a
 polars frame with only the requested columns (a column the export lacks comes back as nulls
@@ -7,17 +7,19 @@ of the requested dtype, so older schemas load through the same code).
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import polars as pl
 
 from dsocr.analyze import prefetch
-from dsocr.analyze.prefetch import ARRAY_CAPSULE, ROWID, SCHEMA_CAPSULE, Where, quote, release
+from dsocr.analyze.prefetch import ROWID, Where, quote
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: Requested columns of one table: name -> dtype.
 Columns = Mapping[str, pl.DataType | type[pl.DataType]]
@@ -71,56 +73,11 @@ def _finish(df: pl.DataFrame, columns: Columns) -> pl.DataFrame:
     return df.select(exprs)
 
 
-class _ArrowChunk:
-    """One column chunk as connectorx hands it over (C data interface structs), offered to polars
-    through the Arrow PyCapsule interface."""
-
-    def __init__(self, array_ptr: int, schema_ptr: int) -> None:
-        self.array_ptr = array_ptr
-        self.schema_ptr = schema_ptr
-
-    def __arrow_c_array__(self, requested_schema: object = None) -> tuple[object, object]:
-        return _capsule(self.schema_ptr, SCHEMA_CAPSULE), _capsule(self.array_ptr, ARRAY_CAPSULE)
-
-
-def _capsule(ptr: int, name: bytes) -> object:
-    import ctypes
-
-    new = ctypes.pythonapi.PyCapsule_New
-    new.restype = ctypes.py_object
-    new.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)
-    return new(ptr, name, None)  # no destructor: _connectorx_frame releases what polars did not move
-
-
-def _connectorx_frame(uri: str, sql: str) -> pl.DataFrame:
-    """connectorx's Arrow result as a polars frame without pyarrow (polars imports the C structs itself).
-
-    Same frame as ``pl.from_arrow(cx.read_sql(uri, sql, return_type="arrow"))``, minus importing pyarrow and
-    numpy (a tenth of a second of every run). Raises on an empty result, like that route.
-    """
-    return _arrow_frame(*prefetch.read_arrow(uri, sql))
-
-
-def _arrow_frame(names: Sequence[str], chunks: Sequence[Sequence[tuple[int, int]]]) -> pl.DataFrame:
-    """A connectorx result (column names, per record batch the (array, schema) pointers of each column)
-    as a polars frame; every struct polars did not move is released."""
-    if not names:
-        return pl.DataFrame()
-    try:
-        if not chunks:
-            raise ValueError("connectorx returned no record batch")
-        columns = []
-        for j, name in enumerate(names):
-            parts = [pl.Series(name, _ArrowChunk(*chunk[j])) for chunk in chunks]
-            if any(p.dtype == pl.Object for p in parts):
-                raise TypeError("polars did not import the Arrow array")
-            columns.append(pl.concat(parts, rechunk=False).alias(name) if len(parts) > 1 else parts[0].alias(name))
-        return pl.DataFrame(columns)
-    finally:
-        for chunk in chunks:
-            for array_ptr, schema_ptr in chunk:
-                release(array_ptr, ARRAY_CAPSULE)
-                release(schema_ptr, SCHEMA_CAPSULE)
+def arrow_frame(table: pa.Table) -> pl.DataFrame:
+    """connectorx's Arrow table as a polars frame (zero-copy: its record batches stay chunks)."""
+    frame = pl.from_arrow(table, rechunk=False)
+    assert isinstance(frame, pl.DataFrame)  # a Table gives a frame (a single array would give a Series)
+    return frame
 
 
 class SqliteSource:
@@ -189,19 +146,10 @@ class SqliteSource:
         return pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
 
     def _read_connectorx(self, sql: str) -> pl.DataFrame:
-        early = prefetch.take(self.path, sql)  # read while the analysis was imported
-        if early is not None:
-            with contextlib.suppress(Exception):
-                return _arrow_frame(*early)
-        import connectorx as cx
-
-        uri = prefetch.connectorx_uri(self.path)
-        with contextlib.suppress(Exception):  # another connectorx/polars than this was made for: the pyarrow route
-            return _connectorx_frame(uri, sql)
-        table = cx.read_sql(uri, sql, return_type="arrow")
-        result = pl.from_arrow(table)
-        assert isinstance(result, pl.DataFrame)
-        return result
+        table = prefetch.take(self.path, sql)  # read while the analysis was imported
+        if table is None:
+            table = prefetch.read_arrow(prefetch.connectorx_uri(self.path), sql)
+        return arrow_frame(table)
 
     def read(self, table: str, columns: Columns, where: Where | None = None) -> pl.DataFrame:
         """The table with exactly ``columns`` (missing ones as typed nulls), rows kept by ``where``."""
@@ -210,12 +158,8 @@ class SqliteSource:
             return _finish(pl.DataFrame(), columns).clear()
         try:
             df = self._read_connectorx(sql)
-        except ImportError:
-            df = self._read_sqlite3(sql)
-        except Exception as exc:  # connectorx type trouble: fall back, or re-raise sqlite3's error
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            df = self._read_sqlite3(sql)
+        except RuntimeError:  # connectorx cannot type a column (SQLite's types are per value): sqlite3 reads
+            df = self._read_sqlite3(sql)  # anything, or raises sqlite3's own error on a corrupt file
         return _finish(df, columns)
 
     def read_many(self, requests: Mapping[str, Request]) -> dict[str, pl.DataFrame]:

@@ -1,8 +1,12 @@
-"""Repeats: every stage metric per pass, then mean, stddev and coefficient of variation.
+"""Repeats: every stage metric per pass, then its spread over the passes.
 
 A pass is one ``repeat`` range of a dsocr trace, or one trace file when several files are
-analyzed together (each file's repeats are then passes of their own). A stage whose CPU or
-GPU-busy time varies by more than :data:`CV_LIMIT` across passes is flagged.
+analyzed together (each file's repeats are then passes of their own). Per metric:
+mean, sample stddev and CV (the spread of single passes), the standard error of the mean
+(``sem = stddev / sqrt(n)``: the spread of the aggregate), the largest deviation of a single
+pass from the mean (``max_dev``) and the verdict ``within_limit``: every pass within
++/-:data:`CV_LIMIT` of the mean (``None`` with one pass: unknown). A stage whose CPU or
+GPU-busy CV exceeds :data:`CV_LIMIT` is flagged.
 """
 
 from __future__ import annotations
@@ -33,13 +37,53 @@ METRICS: Final[tuple[str, ...]] = (
 FLAG_METRICS: Final[tuple[str, ...]] = ("cpu_ns", "gpu_busy_ns")
 
 
+#: Columns :func:`spread` adds after ``min``/``max`` (besides ``values``).
+SPREAD_EXTRA: Final[tuple[str, ...]] = ("sem", "sem_rel", "max_dev", "within_limit")
+
+
+def spread(long: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Per ``keys`` group of ``long`` (one ``value`` per ``pass``): ``passes``, ``mean``, ``stddev`` (n-1),
+    ``cv``, ``min``, ``max``, ``sem`` (stddev / sqrt(n)), ``sem_rel`` (sem / |mean|), ``max_dev``
+    (max |value - mean| / |mean|), ``within_limit`` (max_dev <= CV_LIMIT; null with one pass or a zero
+    mean) and ``values`` (in pass order). Null values (a pass without the metric) are left out."""
+    # in pass order: a float sum's rounding depends on the order, which a group-by does not fix
+    value = pl.col("value").cast(pl.Float64).sort_by("pass")
+    mean = pl.col("mean")
+    return (
+        long.filter(pl.col("value").is_not_null())
+        .group_by(keys, maintain_order=True)
+        .agg(
+            pl.len().alias("passes"),
+            value.mean().alias("mean"),
+            value.std(ddof=1).alias("stddev"),
+            value.min().alias("min"),
+            value.max().alias("max"),
+            value.alias("values"),
+        )
+        .with_columns(
+            pl.when(mean != 0).then(pl.col("stddev") / mean.abs()).alias("cv"),
+            (pl.col("stddev") / pl.col("passes").cast(pl.Float64).sqrt()).alias("sem"),
+            pl.when(mean != 0)
+            .then(pl.max_horizontal((pl.col("max") - mean).abs(), (pl.col("min") - mean).abs()) / mean.abs())
+            .alias("max_dev"),
+        )
+        .with_columns(
+            pl.when(mean != 0).then(pl.col("sem") / mean.abs()).alias("sem_rel"),
+            pl.when((pl.col("passes") > 1) & pl.col("max_dev").is_not_null())
+            .then(pl.col("max_dev") <= CV_LIMIT)
+            .alias("within_limit"),
+        )
+        .select(*keys, "passes", "mean", "stddev", "cv", "min", "max", *SPREAD_EXTRA, "values")
+    )
+
+
 @attrs.frozen
 class RepeatTables:
     """Per-pass metrics and their spread (columns in docs/analysis-schema.md)."""
 
     passes: int  #: number of passes
     per_pass: pl.DataFrame  #: stage, pass, file, repeat, instances, METRICS (and the ``*_excl`` ones of a nested trace)
-    stats: pl.DataFrame  #: stage, metric, passes, mean, stddev, cv, min, max, flagged
+    stats: pl.DataFrame  #: stage, metric, passes, mean, stddev, cv, min, max, flagged, SPREAD_EXTRA, values
     flagged: tuple[str, ...]  #: stages whose CPU or GPU-busy CV exceeds CV_LIMIT
 
 
@@ -72,23 +116,12 @@ def analyze_repeats(instances: pl.DataFrame) -> RepeatTables:
         .sort("stage", "pass")
     )
     long = per_pass.unpivot(index=["stage", "pass"], on=list(METRICS), variable_name="metric", value_name="value")
-    mean = pl.col("value").mean()
-    std = pl.col("value").std(ddof=1)
     stats = (
-        long.group_by("stage", "metric")
-        .agg(
-            pl.len().alias("passes"),
-            mean.alias("mean"),
-            std.alias("stddev"),
-            pl.col("value").min().cast(pl.Float64).alias("min"),
-            pl.col("value").max().cast(pl.Float64).alias("max"),
-            pl.col("value").sort_by("pass").cast(pl.Float64).alias("values"),
-        )
-        .with_columns(pl.when(pl.col("mean") != 0).then(pl.col("stddev") / pl.col("mean").abs()).alias("cv"))
+        spread(long, ["stage", "metric"])
         .with_columns(
             (pl.col("metric").is_in(list(FLAG_METRICS)) & (pl.col("cv") > CV_LIMIT)).fill_null(False).alias("flagged")
         )
-        .select("stage", "metric", "passes", "mean", "stddev", "cv", "min", "max", "flagged", "values")
+        .select("stage", "metric", "passes", "mean", "stddev", "cv", "min", "max", "flagged", *SPREAD_EXTRA, "values")
         .sort("stage", "metric")
     )
     flagged = tuple(sorted(stats.filter(pl.col("flagged"))["stage"].unique().to_list()))

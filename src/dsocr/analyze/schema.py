@@ -1,7 +1,7 @@
 """Facts about the nsys SQLite/Parquet export schema that the loader relies on.
 
-Checked against exports of nsys 2023.4 (schema 3.7.2) and 2025.3 (3.20.3); see
-``../shared/docs/nsys-sqlite.md``. Table and column names are the exporter's own.
+Checked against exports of nsys 2023.4 (schema 3.7.2) and 2025.3 (3.20.3). Table and column
+names are the exporter's own.
 """
 
 from __future__ import annotations

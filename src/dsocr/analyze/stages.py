@@ -87,6 +87,7 @@ class StageTables:
     operators: pl.DataFrame  #: top aten operators per stage name (empty without emit_nvtx)
     #: where vision sits relative to prefill (None: no vision or no prefill; :mod:`dsocr.analyze.nesting`)
     nesting: Nesting | None = None
+    cut_short: int = 0  #: stage instances left out: in a pass whose repeat range never closed
 
     @functools.cached_property
     def summary(self) -> pl.DataFrame:
@@ -242,6 +243,12 @@ def analyze_stages(
     """
     stages, mode = select_stages(trace.ranges)
     inst = _indices(stages, mode).collect()
+    cut_short = 0
+    if trace.meta.open_ranges.count and mode == DSOCR and inst["repeat"].is_not_null().any():
+        # a pass cut short (its repeat never closed, left out by the loader): its stages are no pass's
+        cut = inst["repeat"].is_null() & (inst["stage"] != nv.REPEAT)
+        cut_short = int(cut.sum())
+        inst = inst.filter(~cut)
     ids = inst.lazy().select("range_id", "stage")
     op_r = op_ranges if op_ranges is not None else _empty_ids("op_id")
     api_r = api_ranges if api_ranges is not None else _empty_ids("api_id")
@@ -345,6 +352,7 @@ def analyze_stages(
         top_kernels=_top_kernels(kern, top_n),
         operators=_top_operators(per_call, trace.ranges, ids, top_n),
         nesting=nesting,
+        cut_short=cut_short,
     )
 
 

@@ -12,10 +12,10 @@ names up afterwards, rather than carrying ``name`` through millions of rows).
 Columns (dtype) of each frame
 -----------------------------
 ``ranges`` (NVTX push/pop and start/end ranges, one row per range instance, in the order
-of the export's table; marks and domain/category/thread-name events are not here):
-    ``range_id`` (u32, row number, unique), ``start`` (i64), ``end`` (i64; a push range still
-    open at exit ends at the session end), ``message`` (str), ``domain`` (str, null for the
-    default domain), ``name`` (str: ``domain:message``, or the bare message in the default
+of the export's table; marks and domain/category/thread-name events are not here, nor ranges
+that never closed, counted in ``meta.open_ranges``):
+    ``range_id`` (u32, row number, unique), ``start`` (i64), ``end`` (i64), ``message`` (str),
+    ``domain`` (str, null for the default domain), ``name`` (str: ``domain:message``, or the bare message in the default
     domain, as NVIDIA's 2023.4 report scripts print it), ``style`` (str: ``PushPop`` or
     ``StartEnd``), ``global_tid`` (i64), ``pid`` (i64), ``tid`` (i64),
     ``ended_on_start_thread`` (bool), ``payload`` (i64, null when there is no integer payload),
@@ -53,6 +53,8 @@ from pathlib import Path
 import attrs
 import polars as pl
 
+from dsocr.analyze.sweep import Enclosing, RangeIndex
+
 
 @attrs.frozen
 class SchemaVersion:
@@ -83,6 +85,26 @@ class GpuInfo:
 
 
 @attrs.frozen
+class OpenRanges:
+    """The NVTX ranges that never closed (``end`` null in the export), left out of ``Trace.ranges``."""
+
+    count: int = 0
+    #: The most frequent names (``domain:message``) with their counts, most frequent first.
+    names: tuple[tuple[str, int], ...] = ()
+
+    def __str__(self) -> str:
+        """``3 NVTX ranges never closed (dsocr:decode x2, dsocr:repeat x1)``; long names cut."""
+        shown = ", ".join(f"{_cut(n or '(unnamed)')} x{c}" for n, c in self.names)
+        more = ", ..." if sum(c for _, c in self.names) < self.count else ""
+        ranges = "NVTX range" if self.count == 1 else "NVTX ranges"
+        return f"{self.count:,} {ranges} never closed" + (f" ({shown}{more})" if shown else "")
+
+
+def _cut(name: str, limit: int = 48) -> str:
+    return name if len(name) <= limit else name[: limit - 3] + "..."
+
+
+@attrs.frozen
 class TraceMeta:
     """What the export says about itself."""
 
@@ -94,7 +116,8 @@ class TraceMeta:
     session_start_utc_ns: int | None = None
     duration_ns: int | None = None
     session_start_ns: int | None = None  #: ANALYSIS_DETAILS.startTime, on the trace time base
-    session_end_ns: int | None = None  #: where a range still open at exit ends
+    session_end_ns: int | None = None  #: ANALYSIS_DETAILS.stopTime (or start + duration)
+    open_ranges: OpenRanges = OpenRanges()  #: ranges never closed, left out of ``ranges``
 
     @property
     def has_cuda(self) -> bool:
@@ -114,6 +137,18 @@ class TraceMeta:
         return "NVTX_EVENTS" in self.tables
 
 
+@attrs.define(eq=False)
+class TraceIndex:
+    """What later steps reuse from earlier ones on one trace, filled on first use."""
+
+    #: The ranges that ended on their own thread, sorted for the attribution sweep (the loader's, or built
+    #: by :func:`dsocr.analyze.attribution.trace_range_index` for a trace made without one).
+    ranges: RangeIndex | None = None
+    #: Every API call's enclosing ranges, found by :func:`dsocr.analyze.attribution.attribute` and reused
+    #: by the projection (over ``ranges``).
+    api_enclosing: Enclosing | None = None
+
+
 @attrs.frozen
 class Trace:
     """A loaded trace: metadata and lazy frames (columns in the module docstring)."""
@@ -124,10 +159,5 @@ class Trace:
     gpu_ops: pl.LazyFrame
     api: pl.LazyFrame
     syncs: pl.LazyFrame
-    #: The ranges sorted for the attribution sweep (``dsocr.analyze.sweep.RangeIndex``), built
-    #: by the loader; an implementation detail that ``attribute`` reuses.
-    range_index: object = attrs.field(default=None, eq=False, repr=False)
-    #: Intermediate results that later steps reuse (the range index of a trace built without
-    #: one, the API calls' enclosing ranges found by ``attribute`` and reused by the projection);
-    #: filled on first use, an implementation detail.
-    cache: dict[str, object] = attrs.field(factory=dict, eq=False, repr=False)
+    #: Intermediate results later steps reuse (an implementation detail, filled on first use).
+    index: TraceIndex = attrs.field(factory=TraceIndex, eq=False, repr=False)

@@ -16,9 +16,9 @@ from typing import Any, Final
 
 import attrs
 
-from dsocr.analytic.workload import Workload
+from dsocr.analytic.workload import ContextMode, Workload
 from dsocr.contract import rundir
-from dsocr.contract.errors import BadInput
+from dsocr.contract.errors import BadInput, BadUsage
 from dsocr.model.modes import NO_CROPS, TokenLayout, get_mode, parse_grid
 
 #: Decode steps of a decoder-only workload default to this many new tokens.
@@ -83,18 +83,25 @@ def run_files(given: Path) -> RunFiles | None:
 
 @attrs.frozen
 class WorkloadFlags:
-    """The workload flags of ``dsocr analyze`` for foreign traces (all optional)."""
+    """The workload flags of ``dsocr analyze`` (all optional) and the decode context mode.
+
+    The workload flags describe a foreign trace (or override a run's timing.json); ``context``
+    (``--context``) applies to every workload, a run's or the flags', and is not a workload flag.
+    """
 
     mode: str | None = None
     crops: str | None = None
     prompt_tokens: int | None = None
     max_new_tokens: int | None = None
     prefill_tokens: int | None = None
+    context: ContextMode = attrs.field(factory=ContextMode)  #: decode context of every step: auto, max, fixed:N
 
     @property
     def given(self) -> bool:
-        """Whether any workload flag was given."""
-        return any(v is not None for v in attrs.astuple(self))
+        """Whether any workload flag was given (``context`` alone describes no workload)."""
+        return any(
+            v is not None for v in (self.mode, self.crops, self.prompt_tokens, self.max_new_tokens, self.prefill_tokens)
+        )
 
 
 @attrs.frozen
@@ -160,6 +167,7 @@ def from_timing(timing: Mapping[str, Any], flags: WorkloadFlags | None = None) -
         "new_tokens": new_tokens,
         "dtype": _dtype(timing),
         "attn_impl": str(cfg.get("attn_implementation") or "sdpa"),
+        "context": f.context,
     }
     out: list[Workload] = []
     names: list[str] = []
@@ -185,7 +193,15 @@ def _default_grid(mode: str, crops: str | None) -> tuple[int, int]:
 
 
 def from_flags(flags: WorkloadFlags, pages: int = 1) -> RunWorkload:
-    """``pages`` identical workloads described by the flags (a foreign trace)."""
+    """``pages`` identical workloads described by the flags (a foreign trace); a workload the flags cannot
+    describe is a usage error (exit 2, as in ``dsocr model``)."""
+    try:
+        return _from_flags(flags, pages)
+    except BadInput as exc:
+        raise BadUsage(exc.message) from None
+
+
+def _from_flags(flags: WorkloadFlags, pages: int) -> RunWorkload:
     new_tokens = flags.max_new_tokens if flags.max_new_tokens is not None else DEFAULT_NEW_TOKENS
     w: Workload
     if flags.prefill_tokens is not None:
@@ -194,7 +210,10 @@ def from_flags(flags: WorkloadFlags, pages: int = 1) -> RunWorkload:
         if flags.prefill_tokens < 1:
             raise BadInput(f"--prefill-tokens {flags.prefill_tokens} is out of range: give at least 1")
         w = DecoderOnlyWorkload(
-            prompt_tokens=flags.prefill_tokens, new_tokens=new_tokens, prefill_tokens=flags.prefill_tokens
+            prompt_tokens=flags.prefill_tokens,
+            new_tokens=new_tokens,
+            prefill_tokens=flags.prefill_tokens,
+            context=flags.context,
         )
     else:
         mode = flags.mode or "gundam"
@@ -203,6 +222,7 @@ def from_flags(flags: WorkloadFlags, pages: int = 1) -> RunWorkload:
             crop_grid=_default_grid(mode, flags.crops),
             prompt_tokens=flags.prompt_tokens if flags.prompt_tokens is not None else 12,
             new_tokens=new_tokens,
+            context=flags.context,
         )
     v = w.validated()
     return RunWorkload((v,) * max(1, pages), tuple(f"page {i}" for i in range(max(1, pages))), "flags")

@@ -49,9 +49,9 @@ ATTENTION_IMPLS: Final = ("sdpa", "eager")
 
 
 def _blocks() -> Any:
-    from dsocr.execution.replica import _transformers_blocks
+    from dsocr.execution.replica import transformers_blocks
 
-    return _transformers_blocks()
+    return transformers_blocks()
 
 
 def _int(kernel: Kernel, name: str, least: int = 0) -> int:

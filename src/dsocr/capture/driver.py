@@ -50,7 +50,7 @@ from dsocr.capture import progress
 from dsocr.capture import shards as shards_mod
 from dsocr.capture.worker_config import CAPTURE_CUDA, CAPTURE_NONE, CAPTURE_NVTX, Shrink, WorkerConfig
 from dsocr.contract import rundir
-from dsocr.contract.errors import BadInput, DsocrError, EnvironmentProblem, RunFailed
+from dsocr.contract.errors import BadInput, BadUsage, DsocrError, EnvironmentProblem, RunFailed
 
 WORKER_MODULE: Final = "dsocr.capture.worker"
 LAUNCHER_MODULE: Final = "dsocr.capture.launcher"
@@ -114,6 +114,8 @@ class CaptureSettings:
     runs_dir: Path = Path(rundir.RUNS_DIR)
     seed: int = 0
     shrink: Shrink | None = None
+    #: The named workload asked for with --workload (``None``: the flags and defaults; see ``manifest.workload``).
+    workload: str | None = None
     #: Tests only: the command that replaces ``python -m dsocr.capture.worker``.
     worker_command: tuple[str, ...] | None = None
     #: A data-parallel capture (``--gpus N`` / ``--devices``): one worker per entry (``cuda:N`` or
@@ -289,7 +291,7 @@ def check_machine(settings: CaptureSettings, gpu: dict[str, Any]) -> None:
     if settings.is_cpu:
         return
     if not settings.device.startswith("cuda"):
-        raise BadInput(f"--device {settings.device!r} is unknown; use cuda, cuda:N or cpu")
+        raise BadUsage(f"--device {settings.device!r} is unknown; use cuda, cuda:N or cpu")
     if not gpu.get("gpus"):
         raise EnvironmentProblem(
             f"no NVIDIA GPU found ({gpu.get('error') or 'NVML lists none'}); run on a machine with a GPU and its "
@@ -306,7 +308,7 @@ def check_machine(settings: CaptureSettings, gpu: dict[str, Any]) -> None:
             )
     index = device_index(settings.device)
     if index >= len(gpu["gpus"]):
-        raise BadInput(f"--device {settings.device}: this machine has {len(gpu['gpus'])} GPU(s); use cuda:0..")
+        raise BadUsage(f"--device {settings.device}: this machine has {len(gpu['gpus'])} GPU(s); use cuda:0..")
     if settings.worker_command is None and manifest_mod.torch_cuda_version() is None:
         raise EnvironmentProblem(
             f"torch {manifest_mod.package_version('torch')} is a CPU-only build; install a CUDA build of torch "
@@ -317,14 +319,14 @@ def check_machine(settings: CaptureSettings, gpu: dict[str, Any]) -> None:
 def _check_settings(settings: CaptureSettings) -> None:
     for name in ("repeats", "max_new_tokens", "prompt_tokens"):
         if getattr(settings, name) < 1:
-            raise BadInput(f"--{name.replace('_', '-')} is {getattr(settings, name)}: it must be at least 1")
+            raise BadUsage(f"--{name.replace('_', '-')} is {getattr(settings, name)}: it must be at least 1")
     for name in ("warmup", "capture_warmup"):
         if getattr(settings, name) < 0:
-            raise BadInput(f"--{name.replace('_', '-')} is {getattr(settings, name)}: it must be 0 or more")
+            raise BadUsage(f"--{name.replace('_', '-')} is {getattr(settings, name)}: it must be 0 or more")
     if settings.baseline_runs < 0:
-        raise BadInput(f"--baseline-runs is {settings.baseline_runs}: it must be 0 or more (0: no unprofiled run)")
+        raise BadUsage(f"--baseline-runs is {settings.baseline_runs}: it must be 0 or more (0: no unprofiled run)")
     if settings.model != "replica" and not Path(settings.model).is_dir():
-        raise BadInput(f"--model {settings.model}: neither 'replica' nor a checkpoint directory; pass one of them")
+        raise BadUsage(f"--model {settings.model}: neither 'replica' nor a checkpoint directory; pass one of them")
 
 
 def make_run_dir(settings: CaptureSettings, gpu_name: str | None, now: dt.datetime | None = None) -> Path:
@@ -332,9 +334,9 @@ def make_run_dir(settings: CaptureSettings, gpu_name: str | None, now: dt.dateti
     if settings.out is not None:
         out = settings.out
         if out.exists() and not out.is_dir():
-            raise BadInput(f"--out {out}: exists and is not a directory; choose another --out")
+            raise BadUsage(f"--out {out}: exists and is not a directory; choose another --out")
         if (out / rundir.MANIFEST).exists() or (out / rundir.TRACE_REP).exists():
-            raise BadInput(f"--out {out}: already holds a capture; choose another --out or remove it")
+            raise BadUsage(f"--out {out}: already holds a capture; choose another --out or remove it")
         out.mkdir(parents=True, exist_ok=True)
         return out
     stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
@@ -652,6 +654,7 @@ def run_capture(
             "phase": PHASE_PREPARE,
             "failure": None,
             "settings": settings.to_json(),
+            "workload": manifest_mod.workload_record(settings.to_json()),
             "seed": settings.seed,
             "model": settings.model,
             "gpu": gpu_name,

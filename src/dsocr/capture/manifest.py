@@ -5,7 +5,8 @@ phase, so a run directory always holds a consistent manifest whose ``status`` is
 ``running``, ``complete``, ``interrupted`` or ``failed`` (with ``failure``: phase and message).
 
 Fields: ``schema_version``, ``dsocr_version``, ``command`` (argv), ``created``/``finished``
-(UTC ISO 8601), ``status``, ``failure``, ``settings`` (every capture option), ``seed``,
+(UTC ISO 8601), ``status``, ``failure``, ``settings`` (every capture option), ``workload`` (the
+named workload the settings are, or why they are a custom one: :func:`workload_record`), ``seed``,
 ``inputs`` (one entry per page with file SHA-256), ``environment`` (python, platform, package
 versions, torch's CUDA, driver and its CUDA, GPUs via NVML: name, UUID, clocks, memory), ``nsys``
 (path, version, how it was found), ``commands`` (the profile/export/baseline command lines),
@@ -23,10 +24,12 @@ import json
 import platform
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from dsocr.contract import atomic
+from dsocr.model import workloads
 
 SCHEMA_VERSION: Final = "1.0"
 STATUS_RUNNING: Final = "running"
@@ -164,3 +167,15 @@ def read(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def workload_record(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """manifest.json's ``workload``: the named workload's definition the settings match, with
+    ``selected`` (``--workload`` or ``defaults``), or ``name`` None and the settings that differ
+    from the asked-for (else the default) workload."""
+    named = workloads.matching(settings)
+    asked = settings.get("workload")
+    if named is not None:
+        return {**named.to_json(), "selected": "--workload" if asked else "defaults"}
+    closest = workloads.get_workload(asked) if isinstance(asked, str) else workloads.DEFAULT
+    return {"name": None, "closest": closest.name, "differs": list(workloads.differences(closest, settings))}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from dsocr.capture.timing import write_timing
-from dsocr.contract.errors import BadInput, ExitCode, RunFailed
+from dsocr.contract.errors import BadUsage, RunFailed
 
 SHARDING: Final = "round-robin by page index (worker k: pages k, k+N, k+2N, ...)"
 
@@ -30,9 +30,9 @@ T = TypeVar("T")
 def shard(items: Sequence[T], workers: int) -> list[tuple[tuple[int, ...], tuple[T, ...]]]:
     """Round-robin shards: for each worker, (capture-wide indices, items)."""
     if workers < 1:
-        raise BadInput(f"{workers} workers: give at least one device")
+        raise BadUsage(f"{workers} workers: give at least one device")
     if len(items) < workers:
-        raise BadInput(
+        raise BadUsage(
             f"{len(items)} page(s) for {workers} workers: every worker needs a page; "
             "give at least as many pages as devices (--pages) or fewer devices"
         )
@@ -46,7 +46,7 @@ def per_worker(name: str, rank: int) -> str:
 
 
 def parse_devices(value: str) -> tuple[str, ...]:
-    """``0,1`` -> ``cuda:0, cuda:1``; ``cpu,cpu`` -> two CPU workers; BadInput otherwise."""
+    """``0,1`` -> ``cuda:0, cuda:1``; ``cpu,cpu`` -> two CPU workers; BadUsage otherwise."""
     out: list[str] = []
     for part in (p.strip() for p in value.split(",")):
         if part.isdigit():
@@ -54,29 +54,23 @@ def parse_devices(value: str) -> tuple[str, ...]:
         elif part == "cpu":
             out.append("cpu")
         else:
-            raise BadInput(
-                f"--devices {value!r}: {part!r} is neither a GPU index nor cpu; give e.g. 0,1 or 0,0", ExitCode.USAGE
-            )
+            raise BadUsage(f"--devices {value!r}: {part!r} is neither a GPU index nor cpu; give e.g. 0,1 or 0,0")
     if not out or any(not p for p in value.split(",")):
-        raise BadInput(
-            f"--devices {value!r}: give a comma-separated list such as 0,1 or 0,0 or cpu,cpu", ExitCode.USAGE
-        )
+        raise BadUsage(f"--devices {value!r}: give a comma-separated list such as 0,1 or 0,0 or cpu,cpu")
     if len({d == "cpu" for d in out}) > 1:
-        raise BadInput(f"--devices {value!r}: mixes GPUs and cpu; give GPU indices only, or cpu only", ExitCode.USAGE)
+        raise BadUsage(f"--devices {value!r}: mixes GPUs and cpu; give GPU indices only, or cpu only")
     return tuple(out)
 
 
 def resolve_devices(device: str, gpus: int | None, devices: str | None) -> tuple[str, tuple[str, ...]]:
     """``--device``, ``--gpus N``, ``--devices LIST`` -> (first worker's device, every worker's; ``()``: one)."""
     if gpus is not None and devices is not None:
-        raise BadInput("--gpus and --devices both given: give one (--gpus 2 is --devices 0,1)", ExitCode.USAGE)
+        raise BadUsage("--gpus and --devices both given: give one (--gpus 2 is --devices 0,1)")
     if gpus is not None:
         if gpus < 1:
-            raise BadInput(f"--gpus {gpus}: give 1 or more", ExitCode.USAGE)
+            raise BadUsage(f"--gpus {gpus}: give 1 or more")
         if device == "cpu":
-            raise BadInput(
-                "--gpus with --device cpu: for N workers on the CPU give --devices cpu,cpu,...", ExitCode.USAGE
-            )
+            raise BadUsage("--gpus with --device cpu: for N workers on the CPU give --devices cpu,cpu,...")
         listed = tuple(f"cuda:{i}" for i in range(gpus))
     elif devices is not None:
         listed = parse_devices(devices)

@@ -4,28 +4,37 @@ Each module in this package registers its commands on :data:`dsocr.cli.app.app`;
 discovered at start-up so a new command is one new file (named like its command). When the
 command line names a command, only that module is imported (start-up time matters for
 ``dsocr analyze`` on small traces); ``--help`` and unknown names import them all.
+
+Every error ends as one line on stderr and a documented exit code (docs/exit-codes.md): a
+:class:`~dsocr.contract.errors.DsocrError` from a command, and typer's usage errors alike.
 """
 
 from __future__ import annotations
 
-import errno
+import atexit
 import importlib
-import inspect
 import os
 import pkgutil
 import sys
 import traceback
-from collections.abc import Callable
-from typing import Any, Final, NoReturn, TextIO, cast
+from typing import Final
 
 import typer
-from typer import _click as click  # typer vendors click
 
 from dsocr.cli.app import app
 from dsocr.cli.common import Interrupted, apply_legacy_envvars
 from dsocr.contract.errors import DsocrError, ExitCode
 
 _NOT_COMMANDS = {"app", "common"}
+
+#: Commands whose process, run from the command line, ends without the interpreter's teardown.
+QUICK_EXIT_COMMANDS: Final = frozenset({"analyze"})
+
+#: click's base class of command-line errors (unknown option or command, missing or bad value), as typer
+#: raises them when it runs with ``standalone_mode=False``. typer exports only its subclass
+#: ``typer.BadParameter``; above it stands click's documented hierarchy (BadParameter < UsageError <
+#: ClickException), whether typer vendors click (>= 0.26) or depends on it.
+USAGE_ERROR: Final[type[Exception]] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
 def _command_modules() -> list[str]:
@@ -45,61 +54,30 @@ def _register_commands(args: list[str] | None = None) -> None:
         importlib.import_module(f"{__name__}.{name}")
 
 
-def _show_usage_error(exc: click.ClickException) -> None:
-    """A usage error as typer prints it (click's message, with the command's usage line)."""
-    try:
-        from typer import rich_utils
-    except ImportError:  # typer without rich
-        exc.show()
-    else:
-        rich_utils.rich_format_error(exc)
-
-
-def _commands() -> dict[str, Callable[..., Any]]:
-    """The registered commands by name (typer's naming: the function's, ``_`` -> ``-``)."""
-    return {
-        info.name or info.callback.__name__.replace("_", "-"): info.callback
-        for info in app.registered_commands
-        if info.callback is not None
-    }
-
-
-def _call_direct(argv: list[str]) -> object:
-    """A plain command line of a direct command called without typer's parsing (start-up time, see
-    :mod:`dsocr.cli._direct`); ``NotImplemented`` when typer must run it."""
-    from dsocr.cli._direct import direct_call
-
-    root = app.registered_callback
-    if root is not None and root.callback is not None:
-        if inspect.signature(root.callback).parameters:
-            return NotImplemented
-        root.callback()
-    try:
-        return direct_call(argv, _commands(), os.environ)
-    except KeyboardInterrupt:  # as typer does: Ctrl-C is exit code 130
-        return ExitCode.INTERRUPTED
-    except OSError as exc:  # as typer does: a closed pipe on stdout/stderr is exit code 1, silently
-        if exc.errno != errno.EPIPE:
-            raise
-        sys.stdout = cast(TextIO, click.utils.PacifyFlushWrapper(sys.stdout))
-        sys.stderr = cast(TextIO, click.utils.PacifyFlushWrapper(sys.stderr))
-        return 1
+def usage_error_line(exc: Exception) -> str:
+    """A typer/click usage error as the text of one ``dsocr: error:`` line: the command, click's message,
+    where the help is. Empty when there is nothing left to say (``dsocr`` alone: typer printed the help)."""
+    message = " ".join(str(getattr(exc, "format_message", exc.__str__)()).split()).rstrip(".")
+    if not message:
+        return ""
+    ctx = getattr(exc, "ctx", None)
+    command = str(getattr(ctx, "command_path", "") or "dsocr")
+    return f"{command}: {message}; see `{command} --help`"
 
 
 def _run(argv: list[str]) -> int:
     """Run the typer app without its own exit handling; the exit code."""
-    result = _call_direct(argv)
-    if result is not NotImplemented:
-        return _exit_code(result)
     try:
-        # standalone_mode=False: click returns (--help, typer.Exit) or raises; we print and exit.
-        # typer turns Ctrl-C into Exit(130), which comes back here as the return value 130.
+        # standalone_mode=False: typer returns (a command's result, --help, typer.Exit's code) or raises;
+        # we print and exit. typer turns Ctrl-C into Exit(130), which comes back here as the value 130.
         result = app(args=argv, prog_name="dsocr", standalone_mode=False)
     except typer.Abort:  # Ctrl-C / end of input at a prompt
         result = ExitCode.INTERRUPTED
-    except click.exceptions.ClickException as exc:  # usage errors: exit 2 with click's message
-        _show_usage_error(exc)
-        return exc.exit_code
+    except USAGE_ERROR as exc:
+        line = usage_error_line(exc)
+        if line:
+            print(f"dsocr: error: {line}", file=sys.stderr)
+        return ExitCode.USAGE
     return _exit_code(result)
 
 
@@ -114,6 +92,7 @@ def _exit_code(result: object) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``dsocr`` console script: one line per error, documented exit codes."""
+    global _quick_exit_code
     args = list(sys.argv[1:] if argv is None else argv)
     code: int = ExitCode.OK
     try:
@@ -140,24 +119,34 @@ def main(argv: list[str] | None = None) -> None:
         )
         code = ExitCode.INTERNAL
     if argv is None and args[:1] and args[0] in QUICK_EXIT_COMMANDS:
-        _quick_exit(code)
+        _quick_exit_code = code
     sys.exit(code)
 
 
-#: Commands whose process, run from the command line, ends without the interpreter's teardown.
-QUICK_EXIT_COMMANDS: Final = frozenset({"analyze"})
+#: Set by :func:`main` for a command of :data:`QUICK_EXIT_COMMANDS` run from the command line: the exit code
+#: :func:`_end_without_teardown` ends the process with.
+_quick_exit_code: int | None = None
 
 
-def _quick_exit(code: int) -> NoReturn:
-    """End the process at once: run the atexit handlers, flush stdout and stderr, then skip the interpreter's
-    teardown (freeing every module and object one by one took about 35 ms after analyzing the H100 fixture;
-    the OS frees the memory at once). For commands that leave no thread running and every file closed."""
-    import atexit
+def _end_without_teardown() -> None:
+    """End the process, once every other exit handler ran, without the interpreter's teardown.
 
+    Registered when this module is imported, so that it runs after the exit handlers registered later
+    (``atexit`` runs them in reverse order), i.e. all that the command's imports and the command itself
+    registered; then stdout and stderr are flushed and ``os._exit`` skips freeing every module and object
+    one by one (about 35 ms after analyzing the H100 fixture; the OS frees the memory at once). Does
+    nothing unless :func:`main` ran a quick-exit command from the command line. Exit handlers
+    registered before this module was imported do not run on that path.
+    """
+    code = _quick_exit_code
+    if code is None:
+        return
     try:
-        atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
     except OSError:  # stdout closed early (| head): what Python's own exit reports then
         code = code or 120
     os._exit(code)
+
+
+atexit.register(_end_without_teardown)

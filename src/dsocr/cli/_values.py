@@ -63,6 +63,12 @@ def _context(value: str) -> None:
     parse_context(value)
 
 
+def _workload(value: str) -> None:
+    from dsocr.model.workloads import get_workload
+
+    get_workload(value)
+
+
 def _device(value: str) -> None:
     v = value.strip().lower()
     if v in ("cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
@@ -75,6 +81,15 @@ def _dtype(value: str) -> None:
         raise BadInput(f"{value!r} is not a dtype: use one of {', '.join(DTYPE_NAMES)}")
 
 
+def _scheduler(value: str) -> None:
+    """``local`` or a Dask scheduler address, ``[tcp://]host:port``."""
+    _, _, rest = value.strip().rpartition("://")
+    host, _, port = rest.rpartition(":")
+    if value.strip() == "local" or (host and port.isdigit()):
+        return
+    raise BadInput(f"{value!r} is neither local nor a scheduler address: use local or tcp://HOST:PORT")
+
+
 def _positive(value: float) -> None:
     if not value > 0:
         raise BadInput(f"{value:g} is not a positive number")
@@ -84,6 +99,8 @@ mode_value: Final = _checked(_mode)
 crops_value: Final = _checked(_crops)
 size_value: Final = _checked(_size)
 context_value: Final = _checked(_context)
+workload_value: Final = _checked(_workload)
 device_value: Final = _checked(_device)
 dtype_value: Final = _checked(_dtype)
 positive_value: Final = _checked(_positive)
+scheduler_value: Final = _checked(_scheduler)

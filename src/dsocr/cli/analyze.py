@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dsocr import LEAN_MALLOC_CONF, SMALL_MALLOC_CONF, SMALL_TRACE_BYTES, lean_allocator
-from dsocr.cli._values import crops_value, mode_value, positive_value
+from dsocr.analyze.policy import RuntimePolicy
+from dsocr.cli._values import context_value, crops_value, mode_value, positive_value, scheduler_value
 from dsocr.cli.app import app
-from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
+from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, check_out_dir
 from dsocr.contract import rundir
-from dsocr.contract.errors import BadInput, ExitCode
+from dsocr.contract.errors import BadUsage, InputNotFound
 
 if TYPE_CHECKING:
     from dsocr.analyze.analysis import Analysis
@@ -25,31 +25,14 @@ if TYPE_CHECKING:
 
 FORMATS = ("md", "json", "sqlite", "html")
 
-#: Inputs at least this big are analyzed with the lean allocator settings (lower peak memory), smaller
-#: ones with :data:`dsocr.SMALL_MALLOC_CONF` (fewer page faults).
-LEAN_MEMORY_BYTES = SMALL_TRACE_BYTES
-
-
-def _input_bytes(paths: list[Path]) -> int:
-    """Total size of the given traces (a directory: its trace files), 0 for what is missing."""
-    total = 0
-    for p in paths:
-        try:
-            files = [p] if p.is_file() else [*p.glob("trace.sqlite*"), *p.glob("*.parquet")]
-            total += sum(f.stat().st_size for f in files)
-        except OSError:
-            continue
-    return total
-
 
 def parse_formats(value: str) -> tuple[str, ...]:
     """``md,json,sqlite,html`` -> a tuple of known formats (BadInput on an unknown one)."""
     got = tuple(dict.fromkeys(f.strip().lower() for f in value.split(",") if f.strip()))
     bad = [f for f in got if f not in FORMATS]
     if bad or not got:
-        raise BadInput(
-            f"--format {value!r}: unknown format {', '.join(bad) or '(none)'}; use a comma list of {','.join(FORMATS)}",
-            ExitCode.USAGE,
+        raise BadUsage(
+            f"--format {value!r}: unknown format {', '.join(bad) or '(none)'}; use a comma list of {','.join(FORMATS)}"
         )
     return got
 
@@ -127,6 +110,16 @@ def analyze(
             min=1,
         ),
     ] = None,
+    context: Annotated[
+        str,
+        _opt(
+            "--context",
+            "DSOCR_CONTEXT",
+            "Decode context per step for the analytic FLOPs and MFU: auto (the measured lengths, prefill + step), "
+            "max (every step at the final length) or fixed:N (N for every step).",
+            callback=context_value,
+        ),
+    ] = "auto",
     peak_tflops: Annotated[
         float | None,
         _opt(
@@ -174,6 +167,7 @@ def analyze(
             "DSOCR_SCHEDULER",
             "Run the per-trace work on Dask: 'local' (a cluster of processes here) or a scheduler address "
             '(tcp://host:8786); needs pip install "dsocr[dask]". Same results as without.',
+            callback=scheduler_value,
         ),
     ] = None,
     json_out: JsonOpt = False,
@@ -183,16 +177,22 @@ def analyze(
     """Analyze Nsight Systems exports: stages, kernels, operators, repeats, MFU; write the report files."""
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
     wanted = parse_formats(formats)
-    small = _input_bytes(traces or []) < LEAN_MEMORY_BYTES
-    lean_allocator(SMALL_MALLOC_CONF if small else LEAN_MALLOC_CONF)
+    check_out_dir(out)  # before any work: the same checks again when writing
+    if calibration is not None and not calibration.exists():
+        raise InputNotFound(
+            f"{calibration}: calibration file not found; make one with `dsocr calibrate --out {calibration}`"
+        )
+    policy = RuntimePolicy.for_inputs(traces or [])  # decided once, before polars is imported
+    policy.apply_allocator()
 
     with _cyclic_gc_off():  # a one-shot command: see _cyclic_gc_off
-        if small and traces is not None and len(traces) == 1:
+        if policy.early_read is not None:
             from dsocr.analyze.prefetch import start as start_reading
 
-            start_reading(traces[0])  # the largest tables, while polars and the analysis are imported
-        from dsocr.analyze.analysis import run_analysis, sample_trace
+            start_reading(policy.early_read)  # the largest tables, while polars and the analysis are imported
         from dsocr.analyze.analytic_section import PeakFlags
+        from dsocr.analyze.input_files import sample_trace
+        from dsocr.analyze.pipeline import run_analysis
         from dsocr.analyze.workload_from_run import WorkloadFlags
 
         paths = list(traces or [])
@@ -201,12 +201,16 @@ def analyze(
             ui.info(
                 f"no trace given: analyzing the bundled sample run ({paths[0].name}: H100, gundam, 2 pages x 2 repeats)"
             )
-        flags = WorkloadFlags(mode, crops, prompt_tokens, max_new_tokens, prefill_tokens)
+        from dsocr.analytic.workload import parse_context
+
+        flags = WorkloadFlags(mode, crops, prompt_tokens, max_new_tokens, prefill_tokens, parse_context(context))
         peak = PeakFlags(gpu, peak_tflops, peak_tbps, calibration)
 
         # per file: load, attribute, stages, projection; then combine, analytic model, render all, write all
         with _progress(ui, 4 * len(paths) + 4) as advance:
-            analysis = run_analysis(paths, progress=advance, workload=flags, peak=peak, scheduler=scheduler)
+            analysis = run_analysis(
+                paths, progress=advance, workload=flags, peak=peak, policy=policy, scheduler=scheduler
+            )
             for w in analysis.warnings:
                 print(f"dsocr: warning: {w}", file=sys.stderr)  # one line, never wrapped
             if analysis.analytic is not None and analysis.analytic.doc.get("reason"):
@@ -237,7 +241,7 @@ def analyze(
                     summary_md = render_summary_md(view)
             mtext = _markdown(analysis, summary_md, rendered) if "md" in wanted else None
             advance("writing outputs")
-            _write(out, wanted, analysis, jtext, mtext, rendered)
+            _write(out, wanted, analysis, jtext, mtext, rendered, paths)
 
         if json_out:
             sys.stdout.write(jtext or "")
@@ -266,14 +270,14 @@ def _write(
     jtext: str | None,
     mtext: str | None,
     rendered: Rendered | None,
+    inputs: list[Path],
 ) -> None:
-    """Write every chosen file all or nothing (all rendered before): each is built as a temp file, all are
-    renamed at the end."""
-    from dsocr.report.html import write_all
+    """Write every chosen file as one set, all or nothing (:mod:`dsocr.report.report_set`): report files of an
+    older analysis in ``out`` that this set lacks are removed, ``inputs`` never."""
+    from dsocr.report.report_set import write_report_set
     from dsocr.report.sqliteout import build_sqlite
 
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out {out}: exists and is not a directory; choose another --out")
+    check_out_dir(out)
     texts: dict[str, str] = {}
     if "json" in wanted and jtext is not None:
         texts[rundir.ANALYSIS_JSON] = jtext
@@ -282,7 +286,7 @@ def _write(
     if "html" in wanted and rendered is not None:
         texts.update(rendered.files())
     build = {rundir.RESULTS_SQLITE: partial(build_sqlite, analysis)} if "sqlite" in wanted else {}
-    write_all(out, texts, build)
+    write_report_set(out, texts, build, inputs)
 
 
 @contextmanager

@@ -11,8 +11,8 @@ import typer
 
 from dsocr.cli._values import crops_value, dtype_value, mode_value
 from dsocr.cli.app import app
-from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, option
-from dsocr.contract.errors import BadInput, EnvironmentProblem, ExitCode, RunFailed
+from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, check_out_file, option
+from dsocr.contract.errors import BadInput, BadUsage, EnvironmentProblem, RunFailed
 
 if TYPE_CHECKING:
     from dsocr.analytic.signature import Kernel
@@ -63,13 +63,14 @@ def signatures(workloads: list[Workload], arch: Architecture) -> list[Kernel]:
 
 
 def _check_out(out: Path) -> None:
-    """Fail before measuring when ``out`` cannot be written (one line, BAD_INPUT)."""
-    if out.is_dir():
-        raise BadInput(f"{out}: is a directory; give --out a file name (e.g. {out / 'calibration.json'})")
+    """Fail before measuring when ``out`` names a directory (USAGE) or cannot be written (ENVIRONMENT)."""
+    check_out_file(out, "calibration.json")
     parent = out.parent
     existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
     if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
-        raise BadInput(f"{out}: cannot write there ({existing} is not a writable directory); choose another --out")
+        raise EnvironmentProblem(
+            f"{out}: cannot write there ({existing} is not a writable directory); choose another --out"
+        )
 
 
 class _Progress:
@@ -185,7 +186,7 @@ def calibrate(
         try:
             check_grid(mode, parse_grid(crops))
         except BadInput as exc:
-            raise BadInput(f"--crops {crops}: {exc.message}", ExitCode.USAGE) from None
+            raise BadUsage(f"--crops {crops}: {exc.message}") from None
     loads, page_names = workloads(pages, mode, crops, prompt_tokens, max_new_tokens, cal.dtype_name(torch_dtype))
     kernels = signatures(loads, arch)
     ui.info(f"{len(kernels)} kernel signatures from {len(page_names)} pages ({len(loads)} crop grids) on {dev}")

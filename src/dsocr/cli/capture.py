@@ -9,11 +9,11 @@ from typing import Annotated, Any
 
 import typer
 
-from dsocr.cli._values import crops_value, device_value, dtype_value, mode_value
+from dsocr.cli._values import crops_value, device_value, dtype_value, mode_value, workload_value
 from dsocr.cli.app import app
-from dsocr.cli.common import Interrupted, JsonOpt, QuietOpt, Ui, VerboseOpt, option
+from dsocr.cli.common import Interrupted, JsonOpt, QuietOpt, Ui, VerboseOpt, check_out_dir, option
 from dsocr.contract import rundir
-from dsocr.contract.errors import BadInput, EnvironmentProblem, ExitCode
+from dsocr.contract.errors import BadInput, BadUsage, EnvironmentProblem
 
 
 def _opt(name: str, help_text: str, *, hidden: bool = False, short: str | None = None, **kwargs: Any) -> Any:
@@ -41,9 +41,8 @@ def parse_shrink(value: str | None) -> Any:
     except ValueError:
         numbers = []
     if not 3 <= len(numbers) <= 5 or any(n < 1 for n in numbers):
-        raise BadInput(
-            f"--shrink {value!r}: give SAM,CLIP,DECODER layer counts, optionally VOCAB and EXPERTS (e.g. 2,2,2,1024,8)",
-            ExitCode.USAGE,
+        raise BadUsage(
+            f"--shrink {value!r}: give SAM,CLIP,DECODER layer counts, optionally VOCAB and EXPERTS (e.g. 2,2,2,1024,8)"
         )
     extra: list[int | None] = [*numbers[3:], None, None]
     return Shrink(numbers[0], numbers[1], numbers[2], extra[0], extra[1])
@@ -121,8 +120,9 @@ class RichReporter:
         self.ui.debug(message)
 
 
-def _analyze_into(run_dir: Path) -> None:
-    """Run ``dsocr analyze RUN_DIR --out RUN_DIR`` quietly (report files beside the trace)."""
+def _analyze_into(run_dir: Path, context: str = "auto") -> None:
+    """Run ``dsocr analyze RUN_DIR --out RUN_DIR`` quietly (report files beside the trace), with the
+    decode ``context`` of ``DSOCR_CONTEXT`` (the one analyze option a capture's own analysis honours)."""
     try:
         import polars  # noqa: F401  (the analyzer's one heavy dependency)
 
@@ -132,12 +132,39 @@ def _analyze_into(run_dir: Path) -> None:
             f"{run_dir}: the capture is complete but the analyzer cannot run here ({exc}); pip install polars, "
             f"or copy the run directory and run `dsocr analyze {run_dir}` elsewhere"
         ) from exc
-    analyze(traces=[run_dir], out=run_dir, json_out=False, quiet=True, verbose=False)
+    analyze(traces=[run_dir], out=run_dir, json_out=False, quiet=True, verbose=False, context=context)
+
+
+def _context_from_env() -> str:
+    """``DSOCR_CONTEXT`` checked before anything runs (a bad value is a usage error, never ignored)."""
+    import os
+
+    from dsocr.analytic.workload import parse_context
+
+    value = os.environ.get("DSOCR_CONTEXT")
+    if not value:
+        return "auto"
+    try:
+        return str(parse_context(value))
+    except BadInput as exc:
+        raise BadUsage(f"DSOCR_CONTEXT (the analysis's decode context): {exc.message}") from None
 
 
 @app.command()
 def capture(
-    repeats: Annotated[int, _opt("--repeats", "Captured passes over all pages.", short="-r", min=1)] = 3,
+    workload: Annotated[
+        str | None,
+        _opt(
+            "--workload",
+            "Named workload: dsocr-standard-v1 (12 standard pages, gundam, 512 new tokens, 3 repeats) or "
+            "dsocr-quick-v1 (the same with 32 new tokens: the defaults). A workload flag that contradicts it "
+            "is refused.",
+            callback=workload_value,
+        ),
+    ] = None,
+    repeats: Annotated[
+        int | None, _opt("--repeats", "Captured passes over all pages (default: the workload's, 3).", short="-r", min=1)
+    ] = None,
     pages: Annotated[
         list[Path] | None,
         _opt(
@@ -147,17 +174,29 @@ def capture(
         ),
     ] = None,
     mode: Annotated[
-        str, _opt("--mode", "Resolution mode: tiny, small, base, large, gundam, gundam-m.", callback=mode_value)
-    ] = ("gundam"),
+        str | None,
+        _opt(
+            "--mode",
+            "Resolution mode: tiny, small, base, large, gundam, gundam-m (default: the workload's, gundam).",
+            callback=mode_value,
+        ),
+    ] = None,
     crops: Annotated[
-        str, _opt("--crops", "Crop grid: auto (the vendor's choice), none, or WxH.", callback=crops_value)
-    ] = "auto",
+        str | None,
+        _opt("--crops", "Crop grid: auto (the vendor's choice, the default), none, or WxH.", callback=crops_value),
+    ] = None,
     max_new_tokens: Annotated[
-        int, _opt("--max-new-tokens", "Tokens generated per page (1 from prefill + N-1 decode steps).", min=1)
-    ] = 32,
+        int | None,
+        _opt(
+            "--max-new-tokens",
+            "Tokens generated per page (1 from prefill + N-1 decode steps; default: the workload's, 32).",
+            min=1,
+        ),
+    ] = None,
     prompt_tokens: Annotated[
-        int, _opt("--prompt-tokens", "Text prompt length in tokens (fixed ids: no tokenizer offline).", min=1)
-    ] = 12,
+        int | None,
+        _opt("--prompt-tokens", "Text prompt length in tokens (fixed ids: no tokenizer offline; default 12).", min=1),
+    ] = None,
     warmup: Annotated[int, _opt("--warmup", "Warm-up rounds before the capture range opens.", min=0)] = 2,
     capture_warmup: Annotated[
         int,
@@ -235,18 +274,36 @@ def capture(
     verbose: VerboseOpt = False,
 ) -> None:
     """Capture DeepSeek-OCR under Nsight Systems: trace, SQLite export, unprofiled baseline, manifest, report."""
+    from functools import partial
+
     from dsocr.capture.driver import CaptureSettings, run_capture
     from dsocr.capture.shards import resolve_devices
+    from dsocr.model.workloads import resolve
 
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
+    context = _context_from_env()
+    given = {
+        "pages": tuple(pages or ()),
+        "mode": mode,
+        "crops": crops,
+        "max_new_tokens": max_new_tokens,
+        "prompt_tokens": prompt_tokens,
+        "repeats": repeats,
+    }
+    try:
+        fixed, _ = resolve(workload, given)
+    except BadInput as exc:
+        raise BadUsage(exc.message) from None
     device, workers = resolve_devices(device, gpus, devices)
+    check_out_dir(out or runs_dir, "--out" if out is not None else "--runs-dir")
     settings = CaptureSettings(
-        repeats=repeats,
-        pages=tuple(pages or ()),
-        mode=mode,
-        crops=crops,
-        max_new_tokens=max_new_tokens,
-        prompt_tokens=prompt_tokens,
+        repeats=fixed["repeats"],
+        pages=fixed["pages"],
+        mode=fixed["mode"],
+        crops=fixed["crops"],
+        max_new_tokens=fixed["max_new_tokens"],
+        prompt_tokens=fixed["prompt_tokens"],
+        workload=workload,
         warmup=warmup,
         capture_warmup=capture_warmup,
         model=model,
@@ -269,7 +326,12 @@ def capture(
     reporter = RichReporter(ui)
     try:
         with reporter:
-            result = run_capture(settings, reporter=reporter, analyze=_analyze_into, command=["dsocr", *sys.argv[1:]])
+            result = run_capture(
+                settings,
+                reporter=reporter,
+                analyze=partial(_analyze_into, context=context),
+                command=["dsocr", *sys.argv[1:]],
+            )
     except KeyboardInterrupt:
         kept = f"{reporter.run_dir} keeps what was captured (manifest status: interrupted)" if reporter.run_dir else ""
         raise Interrupted(kept) from None

@@ -6,11 +6,12 @@ import os
 import sys
 from collections.abc import Mapping, MutableMapping
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 
-from dsocr.contract.errors import DsocrError, ExitCode
+from dsocr.contract.errors import BadUsage, DsocrError, ExitCode
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -74,6 +75,24 @@ def apply_legacy_envvars(argv: list[str], environ: MutableMapping[str, str]) -> 
             environ[new] = environ[old]
             warnings.append(f"{old} is the old name of {new}: rename it (it still works for now)")
     return warnings
+
+
+def check_out_dir(out: Path, option: str = "--out") -> None:
+    """Refuse (exit 2, before any work) an output directory that names a file or lies under one."""
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker == out:
+        raise BadUsage(f"{option} {out}: exists and is not a directory; choose another {option}")
+    if blocker is not None:
+        raise BadUsage(f"{option} {out}: {blocker} is a file, not a directory; choose another {option}")
+
+
+def check_out_file(out: Path, example: str, option: str = "--out") -> None:
+    """Refuse (exit 2, before any work) an output file that names a directory or lies under a file."""
+    if out.is_dir():
+        raise BadUsage(f"{option} {out}: is a directory; give {option} a file name (e.g. {out / example})")
+    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise BadUsage(f"{option} {out}: {blocker} is a file, not a directory; choose another {option}")
 
 
 class Interrupted(DsocrError):

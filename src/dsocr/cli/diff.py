@@ -10,8 +10,7 @@ from typing import Annotated
 import typer
 
 from dsocr.cli.app import app
-from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, option
-from dsocr.contract.errors import BadInput, ExitCode
+from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, check_out_dir, option
 from dsocr.report.diff_notes import comparability_warnings, headline
 
 DIFF_MD = "diff.md"
@@ -37,6 +36,8 @@ def diff(
 ) -> None:
     """Per stage, top kernels and operators: absolute and relative change, judged against the repeat spread."""
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
+    if out is not None:
+        check_out_dir(out)
     from dsocr.report import diff as d
 
     result = d.diff_paths(a, b)
@@ -46,8 +47,7 @@ def diff(
     for w in warnings:
         ui.warn(w)
     if out is not None:
-        if out.exists() and not out.is_dir():
-            raise BadInput(f"--out {out}: exists and is not a directory; choose another --out", ExitCode.USAGE)
+        check_out_dir(out)
         from dsocr.contract.atomic import write_text
 
         write_text(out / DIFF_MD, d.render(result, "md", head, warnings))

@@ -10,7 +10,8 @@ import typer
 
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, option
-from dsocr.contract.errors import InputNotFound
+from dsocr.contract import rundir
+from dsocr.contract.errors import BadInput, InputNotFound
 
 
 @app.command()
@@ -38,6 +39,13 @@ def export(
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
     if not run_dir.exists():  # exit code 3, as for every input path that does not exist
         raise InputNotFound(f"{run_dir}: no such run directory; pass a directory made by `dsocr capture`")
+    # the report to export, checked before nsys is looked for: missing 3, not a report 4
+    if run_dir.is_dir() and not (run_dir / rundir.TRACE_REP).is_file():
+        raise InputNotFound(f"{run_dir / rundir.TRACE_REP}: no such nsys report; capture again with `dsocr capture`")
+    if not run_dir.is_dir() and run_dir.suffix != ".nsys-rep":
+        raise BadInput(
+            f"{run_dir}: is not an .nsys-rep file; pass a run directory made by `dsocr capture` (or its report)"
+        )
     with RichReporter(ui) as reporter:
         sqlite = export_run(run_dir, nsys, reporter)
     if json_out:

@@ -9,10 +9,18 @@ from typing import Annotated, Any
 
 import typer
 
-from dsocr.cli._values import context_value, crops_value, dtype_value, mode_value, positive_value, size_value
+from dsocr.cli._values import (
+    context_value,
+    crops_value,
+    dtype_value,
+    mode_value,
+    positive_value,
+    size_value,
+    workload_value,
+)
 from dsocr.cli.app import app
-from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, option
-from dsocr.contract.errors import BadInput, ExitCode
+from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, check_out_file, option
+from dsocr.contract.errors import BadInput, BadUsage
 
 
 class Format(str, Enum):
@@ -46,43 +54,56 @@ _DTYPE_ALIASES = {"auto": "bf16", "bfloat16": "bf16", "float16": "fp16", "float3
 
 @app.command()
 def model(
+    workload: Annotated[
+        str | None,
+        _opt(
+            "--workload",
+            "Named workload: one page of dsocr-standard-v1 (gundam, an A4 page unless --image-size names another "
+            "of its page sizes, 512 new tokens) or dsocr-quick-v1 (32 new tokens). A flag that contradicts it is "
+            "refused.",
+            callback=workload_value,
+        ),
+    ] = None,
     mode: Annotated[
-        str, _opt("--mode", "Resolution mode: tiny, small, base, large, gundam, gundam-m.", callback=mode_value)
-    ] = ("gundam"),
+        str | None,
+        _opt("--mode", "Resolution mode: tiny, small, base, large, gundam (default), gundam-m.", callback=mode_value),
+    ] = None,
     crops: Annotated[
-        str,
+        str | None,
         _opt(
             "--crops",
-            "Crop grid: auto (from --image-size as the vendor picks it, else 2x2 for gundam/gundam-m), none, "
-            "or WxH (e.g. 3x1).",
+            "Crop grid: auto (from --image-size as the vendor picks it, else 2x2 for gundam/gundam-m; the default), "
+            "none, or WxH (e.g. 3x1).",
             callback=crops_value,
         ),
-    ] = "auto",
+    ] = None,
     image_size: Annotated[
         str | None,
         _opt(
             "--image-size",
-            "Image size WxH in pixels: the crop grid the vendor's rule picks for it.",
+            "Image size WxH in pixels: the crop grid the vendor's rule picks for it (--workload: one of its page "
+            "sizes, default its most common).",
             callback=size_value,
         ),
     ] = None,
     prompt_tokens: Annotated[
-        int, _opt("--prompt-tokens", "Text tokens in the prompt (prefill = image + these).", min=0)
-    ] = 12,
+        int | None, _opt("--prompt-tokens", "Text tokens in the prompt (prefill = image + these; default 12).", min=0)
+    ] = None,
     max_new_tokens: Annotated[
-        int,
+        int | None,
         _opt(
             "--max-new-tokens",
-            "Generated tokens per page: the first from prefill, then N-1 decode steps (capture's default).",
+            "Generated tokens per page: the first from prefill, then N-1 decode steps (default 32, as capture's).",
             "--new-tokens",
             min=1,
         ),
-    ] = 32,
+    ] = None,
     context: Annotated[
         str,
         _opt(
             "--context",
-            "Decode context per step: auto (real length), max (the 8192 window) or fixed:N.",
+            "Decode context per step: auto (real length, prefill + step), max (every step at the final length) "
+            "or fixed:N (N every step; fixed:8192 = the model's window).",
             callback=context_value,
         ),
     ] = "auto",
@@ -126,25 +147,40 @@ def model(
     from dsocr.analytic.workload import Workload, estimate, parse_context
     from dsocr.contract.atomic import write_text
     from dsocr.model.modes import NO_CROPS, get_mode, parse_grid, parse_size, select_crop_grid
+    from dsocr.model.workloads import get_workload, matching_page, resolve
 
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
+    if out is not None:
+        check_out_file(out, "model.md")
     try:
-        m = get_mode(mode)
+        given = {"mode": mode, "crops": crops, "max_new_tokens": max_new_tokens, "prompt_tokens": prompt_tokens}
+        fixed, _ = resolve(workload, given)
+        named = get_workload(workload) if workload is not None else None
+        size = parse_size(image_size) if image_size is not None else None
+        if named is not None:
+            if size is not None and size not in named.page_sizes:
+                sizes = ", ".join(f"{w}x{h}" for w, h in dict.fromkeys(named.page_sizes))
+                raise BadInput(
+                    f"--workload {named.name} has pages of {sizes}, --image-size {image_size} contradicts it: "
+                    "give one of them, or drop --image-size (or DSOCR_IMAGE_SIZE) or --workload"
+                )
+            size = size or named.page_size
+        m = get_mode(fixed["mode"])
+        crops = str(fixed["crops"])
         auto = crops.strip().lower() == "auto"  # as capture's: the grid follows the image (2x2 without one)
         if not auto and image_size is not None:
             raise BadInput("give --crops or --image-size, not both")
-        size = parse_size(image_size) if image_size is not None else None
         if size is not None:
             grid = select_crop_grid(*size, m)
         elif not auto:
             grid = parse_grid(crops)
         else:
             grid = (2, 2) if m.crops_allowed else NO_CROPS
-        workload = Workload(
+        work = Workload(
             mode=m.name,
             crop_grid=grid,
-            prompt_tokens=prompt_tokens,
-            new_tokens=max_new_tokens,
+            prompt_tokens=int(fixed["prompt_tokens"]),
+            new_tokens=int(fixed["max_new_tokens"]),
             batch=batch,
             dtype=_DTYPE_ALIASES.get(dtype.strip().lower(), dtype),
             context=parse_context(context),
@@ -152,21 +188,30 @@ def model(
             prefill_logits=prefill_logits.value,
             image_size=size,
         )
-        est = estimate(workload)
+        est = estimate(work)
         peak = (
             resolve_peak(gpu, tflops=peak_tflops, tbps=peak_tbps)
             if gpu or peak_tflops is not None or peak_tbps is not None
             else None
         )
     except BadInput as exc:
-        raise BadInput(exc.message, ExitCode.USAGE) from None
+        raise BadUsage(exc.message) from None
     if peak is not None:
         for note in peak.notes:
             ui.warn(note)
     as_json = json_out or fmt is Format.json
-    text = json.dumps(to_json(est, peak), indent=2) + "\n" if as_json else to_markdown(est, peak, max_depth=depth)
+    page_of = named or matching_page(est.workload.mode, est.workload.crop_grid, fixed, batch)
+    if as_json:
+        text = json.dumps({**to_json(est, peak), "named_workload": _named_json(page_of)}, indent=2) + "\n"
+    else:
+        text = to_markdown(est, peak, max_depth=depth, named=page_of.describe() if page_of else None)
     if out is not None:
         write_text(out, text)
         ui.info(f"wrote the analytic model ({'json' if as_json else 'md'}) to {out}")
     elif not quiet or json_out:  # --quiet: nothing but errors (and the JSON with --json)
         typer.echo(text, nl=False)
+
+
+def _named_json(named: Any) -> dict[str, Any] | None:
+    """The named workload one page of which the estimate is (``None``: a custom workload)."""
+    return None if named is None else {**named.to_json(), "estimate": "one page"}

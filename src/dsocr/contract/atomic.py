@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from dsocr.contract.errors import BadInput
+from dsocr.contract.errors import EnvironmentProblem
 
 
 @contextlib.contextmanager
@@ -22,7 +22,9 @@ def atomic_path(target: Path) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise BadInput(f"{target}: cannot write there ({reason}); choose another output directory or file") from exc
+        raise EnvironmentProblem(
+            f"{target}: cannot write there ({reason}); choose another output directory or file"
+        ) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600 files; outputs get the usual permissions (0666 less the umask).

@@ -14,7 +14,7 @@ class ExitCode(IntEnum):
 
     OK = 0
     INTERNAL = 1  #: a bug in dsocr: please report it (run with --verbose for the traceback)
-    USAGE = 2  #: bad command line (unknown option, bad value)
+    USAGE = 2  #: bad command line (unknown option, bad value, an output path of the wrong kind)
     NOT_FOUND = 3  #: an input path does not exist or cannot be read
     BAD_INPUT = 4  #: an input exists but is not what was expected (not an nsys export, corrupt, ...)
     ENVIRONMENT = 5  #: the machine lacks something the command needs (nsys, GPU, torch, ...)
@@ -37,6 +37,12 @@ class DsocrError(Exception):
     def message(self) -> str:
         """The one-line message."""
         return str(self.args[0])
+
+
+class BadUsage(DsocrError):
+    """A command line that cannot work: a bad option value or combination, an output path of the wrong kind."""
+
+    exit_code = ExitCode.USAGE
 
 
 class InputNotFound(DsocrError):

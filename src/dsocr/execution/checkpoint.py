@@ -1,6 +1,6 @@
 """Load a local DeepSeek-OCR checkpoint (config.json + *.safetensors, vendor names) into the replica.
 
-The map from the vendor's parameter names (../docs/deepseek-ocr.md) to the replica's is explicit
+The map from the vendor's parameter names (its safetensors files) to the replica's is explicit
 and generated from the architecture (:func:`vendor_map`): SAM's ``blocks.N.norm1`` ->
 ``layers.N.layer_norm1``, neck ``neck.0..3`` -> ``conv1/layer_norm1/conv2/layer_norm2``,
 compressor ``net_2/net_3`` -> ``proj.conv1/conv2``; CLIP's fused ``qkv_proj`` is split into

@@ -1,7 +1,7 @@
 """The exact-shape DeepSeek-OCR replica, built from transformers 5.x blocks (torch imported lazily).
 
 Shapes come from :class:`dsocr.model.architecture.Architecture`; weights are seeded random
-(bf16 on CUDA, float32 on the CPU by default). The blocks (../docs/deepseek-ocr.md):
+(bf16 on CUDA, float32 on the CPU by default). The blocks:
 
 - SAM: ``DeepseekOcr2SamVisionEncoder`` with ``downsample_channels`` = the compressor's
   (512, 1024): patch embed, blocks, neck, then the two stride-2 convs (``proj``).
@@ -51,7 +51,7 @@ def _no_stage(_name: str) -> AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
-def _transformers_blocks() -> Any:
+def transformers_blocks() -> Any:
     """The transformers module with DeepSeek-OCR 2's blocks, or EnvironmentProblem naming the version."""
     try:
         import transformers
@@ -98,7 +98,7 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 
 def _configs(arch: Architecture, attn_implementation: str) -> tuple[Any, Any, Any]:
-    blocks = _transformers_blocks()
+    blocks = transformers_blocks()
     from transformers import CLIPVisionConfig
 
     cfg = blocks  # the configuration classes are re-exported by the modeling module
@@ -322,7 +322,7 @@ def build_replica(
     from torch import nn
     from transformers import CLIPVisionModel
 
-    blocks = _transformers_blocks()
+    blocks = transformers_blocks()
     sam_cfg, clip_cfg, text_cfg = _configs(arch, attn_implementation)
     torch_dtype = resolve_dtype(device, dtype)
     hidden = arch.decoder.hidden

@@ -1,4 +1,4 @@
-"""DeepSeek-OCR's architecture as data (../docs/deepseek-ocr.md).
+"""DeepSeek-OCR's architecture as data (what the analytic model counts from it: docs/analytic-model.md).
 
 These attrs classes are the single source of the model's shapes: the replica is built from
 them, the analytic model counts FLOPs and bytes from them, and tests shrink them.

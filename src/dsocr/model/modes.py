@@ -1,6 +1,6 @@
 """DeepSeek-OCR's resolution modes, crop-grid selection and image-token layout.
 
-Facts from ../docs/deepseek-ocr.md. A mode has one global view (resized or padded to a
+Facts from the vendor's code (table in docs/analytic-model.md). A mode has one global view (resized or padded to a
 square) and, for ``gundam``/``gundam-m``, a grid of ``w x h`` square crops. SAM (patch 16)
 and the compressor (16x fewer tokens, 4x per side) turn a view of side ``S`` into a square
 map of ``S / 64`` tokens per side. The decoder sees each map laid out row by row with one

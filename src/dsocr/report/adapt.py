@@ -18,7 +18,7 @@ either a key of the document or an argument:
 - ``analytic``: the analytic model's document for ONE page (``dsocr model --format json``,
   ``dsocr.analytic.export.to_json(estimate, peak)``): ``peak`` (``tflops``, ``tbps``,
   ``source``), ``stages`` (``vision`` with ``parts`` sam/clip/projector, ``prefill``, ``decode``:
-  ``flops``, ``bytes``, ``predicted_ns``), ``memory`` (``weights_bytes``, ``kv_cache_bytes``),
+  ``flops``, ``bytes``, ``predicted_ns``), ``memory`` (``weight_footprint_bytes``, ``kv_cache_bytes``),
   ``workload``, and ``modules`` (those with a ``measured_ns`` are placed on the roofline).
   A pass's FLOPs are the per-page figures times the stage's instances in that pass.
 
@@ -38,6 +38,7 @@ from dsocr.analyze import nesting
 from dsocr.analyze.workload_from_run import with_other_runs
 from dsocr.contract import nvtx_names as nv
 from dsocr.contract import rundir
+from dsocr.model import workloads
 from dsocr.report.view import (
     DecodeStep,
     Identity,
@@ -148,6 +149,7 @@ def _identity(d: Mapping[str, Any], manifest: Mapping[str, Any] | None, timing: 
         new_tokens=settings.get("max_new_tokens") or settings.get("new_tokens"),
         created=_get(manifest, "created"),
         dsocr_version=_get(manifest, "dsocr_version"),
+        workload=workloads.label(_get(manifest, "workload"), _get(manifest, "settings")),
     )
 
 
@@ -195,6 +197,11 @@ def _drift(per_repeat: pl.DataFrame) -> dict[str, tuple[int, float | None]]:
     return {str(st): (int(n), None if d is None else float(d)) for st, n, d in rows.iter_rows()}
 
 
+def _has_gpu(d: Mapping[str, Any]) -> bool:
+    """Whether the stages have GPU numbers: CUDA was traced and its records tie to the ranges (no ``gpu_lost``)."""
+    return bool(_get(d, "trace", "has_cuda")) and not _get(d, "trace", "gpu_lost")
+
+
 def _stage_views(
     d: Mapping[str, Any],
     records: pl.DataFrame,
@@ -216,7 +223,7 @@ def _stage_views(
         for n in (nesting.GUEST, *nv.VISION_PARTS):
             if n in depth:
                 depth[n] -= 1
-    has_gpu = bool(_get(d, "trace", "has_cuda"))
+    has_gpu = _has_gpu(d)
     peak = _get(analytic, "peak") or {}
     peak_flops = float(peak.get("tflops") or 0) * 1e12
     peak_bw = float(peak.get("tbps") or 0) * 1e12
@@ -266,6 +273,8 @@ def _stage_views(
         predicted = a["predicted_ns"] * scale if a.get("predicted_ns") else None
         calibrated = a["calibrated_ns"] * scale if a.get("calibrated_ns") else None
 
+        mfu_busy_passes = _rate(a.get("flops"), inst, peak_flops, busy) if has_gpu else None
+        mfu_wall_passes = _rate(a.get("flops"), inst, peak_flops, rng)
         out.append(
             StageView(
                 name=name,
@@ -282,8 +291,10 @@ def _stage_views(
                 bytes=nbytes,
                 predicted_ns=predicted,
                 calibrated_ns=calibrated,
-                mfu_busy=_as(sm, "mfu_busy", _rate(a.get("flops"), inst, peak_flops, busy)) if has_gpu else None,
-                mfu_wall=_as(sm, "mfu_wall", _rate(a.get("flops"), inst, peak_flops, rng)),
+                mfu_busy=_as(sm, "mfu_busy", mfu_busy_passes) if has_gpu else None,
+                mfu_wall=_as(sm, "mfu_wall", mfu_wall_passes),
+                mfu_busy_passes=mfu_busy_passes,
+                mfu_wall_passes=mfu_wall_passes,
                 mbu_busy=_as(sm, "mbu_busy", _rate(a.get("bytes"), inst, peak_bw, busy)) if has_gpu else None,
                 depth=depth[name],
                 has_gpu=has_gpu,
@@ -491,7 +502,8 @@ def _memory(
         )
         peaks = tuple((str(s), float(b)) for s, b in pk.iter_rows())
     mem = _get(analytic, "memory") or {}
-    return MemoryView(mem.get("weights_bytes"), mem.get("kv_cache_bytes"), peaks, tuple(copies))
+    weights = mem.get("weight_footprint_bytes", mem.get("weights_bytes"))  # the key before dsocr.model/2
+    return MemoryView(weights, mem.get("kv_cache_bytes"), peaks, tuple(copies))
 
 
 def _roofline(
@@ -641,7 +653,7 @@ def view_from_analysis(
     names = [s.name for s in stages]
     nested = _nested(d)
     instances = _own_parts(_frame(d.get("stage_instances"))) if nested else _frame(d.get("stage_instances"))
-    has_gpu = bool(_get(d, "trace", "has_cuda"))
+    has_gpu = _has_gpu(d)
     cats = _frame(d.get("kernel_categories"))
     if nested and not cats.is_empty():
         cats = _own_categories(cats)
@@ -727,6 +739,8 @@ def view_from_analysis(
         pages=pages,
         caveats=caveats,
         notes=tuple(str(w) for w in d.get("warnings") or ()) + ((str(why_no_model),) if why_no_model else ()),
+        warnings=tuple(str(w) for w in d.get("warnings") or ()),
+        gpu_lost=str(_get(d, "trace", "gpu_lost")) if _get(d, "trace", "gpu_lost") else None,
         analytic_reason=str(why_no_model) if why_no_model else None,
         nesting_note=str(_get(d, "stage_nesting", "note")) if nested else None,
         has_gpu=has_gpu,

@@ -8,8 +8,7 @@ Markdown report so Markdown viewers show them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack, suppress
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from markupsafe import Markup, escape
 
 from dsocr.analyze.categories import LABELS
 from dsocr.contract import rundir
-from dsocr.contract.atomic import atomic_path
 from dsocr.report import jinja
 from dsocr.report import summary as summ
 from dsocr.report.model import distinct_short_names, frac, pipeline_stages
@@ -75,8 +73,14 @@ def fmt_bytes(x: float | None) -> str:
 _SCALAR = {"ms": fmt_ms, "pct": fmt_pct, "count": fmt_count}
 
 
+def fmt_scalar(x: float | None, kind: str = "ms") -> str:
+    """One value formatted as ``kind`` (``ms``, ``pct``, ``count``)."""
+    return _SCALAR[kind](x)
+
+
 def fmt_stat(stat: Stat | None, kind: str = "ms") -> str:
-    """``mean ± stddev (CV x%)`` (stddev with the mean's precision); with one pass just the mean."""
+    """``mean ± stddev (CV x%, s.e. y%)`` (stddev with the mean's precision): the aggregate, the spread of one
+    pass, and the standard error of the mean relative to it; with one pass just the mean."""
     if stat is None or not stat.values:
         return "n/a"
     f = _SCALAR[kind]
@@ -84,9 +88,9 @@ def fmt_stat(stat: Stat | None, kind: str = "ms") -> str:
     if sd is None:
         return f(stat.mean)
     cv = stat.cv
-    tail = f" (CV {fmt_pct(cv)})" if cv is not None else ""
+    tail = f" (CV {fmt_pct(cv)}, s.e. {fmt_pct(stat.sem_rel)})" if cv is not None else ""
     if kind == "count" and sd == 0:
-        return f(stat.mean)  # a count that does not vary: no "± 0 (CV 0.0%)"
+        return f(stat.mean)  # a count that does not vary: no "± 0 (CV 0.0%, s.e. 0.0%)"
     if kind == "ms":
         digits = 1 if abs(stat.mean) >= 10e6 else 3
         return f"{stat.mean / 1e6:,.{digits}f} ± {sd / 1e6:,.{digits}f} ms{tail}"
@@ -127,6 +131,7 @@ def environment() -> jinja2.Environment:
         bytes=fmt_bytes,
         stat=fmt_stat,
         statcell=fmt_stat_cell,
+        scalar=fmt_scalar,
     )
     return env
 
@@ -243,33 +248,11 @@ def render(view: ReportView) -> Rendered:
     return Rendered(figures, summary, render_html(view, summary, figures), render_summary_md(view, summary))
 
 
-def write_all(
-    out_dir: Path, texts: Mapping[str, str], build: Mapping[str, Callable[[Path], None]] | None = None
-) -> list[Path]:
-    """Write files into ``out_dir`` all or nothing: every one goes to a temp file first, all are renamed
-    at the end; on any failure none replaces its target (and a directory made for them is removed).
-
-    ``texts``: relative path -> text; ``build``: relative path -> a function writing the file at a path.
-    """
-    build = build or {}
-    made = [d for d in {(out_dir / r).parent for r in [*build, *texts]} if not d.exists()]
-    try:
-        with ExitStack() as stack:
-            for rel, fn in build.items():
-                fn(stack.enter_context(atomic_path(out_dir / rel)))
-            for rel, text in texts.items():
-                stack.enter_context(atomic_path(out_dir / rel)).write_text(text, encoding="utf-8")
-    except BaseException:
-        for d in sorted(made, key=lambda d: len(d.parts), reverse=True):
-            with suppress(OSError):
-                d.rmdir()  # only when empty
-        raise
-    return [out_dir / r for r in [*build, *texts]]
-
-
 def write(view: ReportView, out_dir: Path) -> list[Path]:
     """Write report.html, summary.md and plots/*.svg into ``out_dir`` (all or nothing); return the paths."""
-    return write_all(out_dir, render(view).files())
+    from dsocr.report.report_set import write_report_set
+
+    return write_report_set(out_dir, render(view).files())
 
 
 def write_for_analysis(

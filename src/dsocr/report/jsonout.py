@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
-from dsocr.analyze.analysis import TABLE_KEYS, Analysis
-from dsocr.contract import atomic
+from dsocr.analyze.analysis import Analysis
+from dsocr.analyze.analysis_json import TABLE_KEYS
 
 
 def _clean(v: Any) -> Any:
@@ -40,8 +39,3 @@ def dumps(doc: dict[str, Any], indent: int | None = None) -> str:
 def json_text(analysis: Analysis, indent: int | None = None, *, full_projection: bool = False) -> str:
     """The ``analysis.json`` text."""
     return dumps(document(analysis, full_projection=full_projection), indent)
-
-
-def write_json(text: str, path: Path) -> None:
-    """Write the JSON text atomically."""
-    atomic.write_text(path, text)

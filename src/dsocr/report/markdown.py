@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import attrs
 import jinja2
 
 from dsocr.analyze.analysis import Analysis
-from dsocr.contract import atomic
 from dsocr.report import jinja
 from dsocr.report.model import Document, build_document
 
 TEMPLATE = "report.md.j2"
+#: How summary.md starts a warning line (templates/summary.md.j2).
+WARNING_LINE = "> warning: "
 
 
 def _env() -> jinja2.Environment:
@@ -43,13 +43,11 @@ def summary_preamble(summary_md: str, plots: Sequence[tuple[str, str]] = ()) -> 
     ``plots`` are (relative path, heading) pairs.
     """
     lines = summary_md.strip().splitlines()
+    if any(ln.startswith(WARNING_LINE) for ln in lines):  # report.md shows the warnings above the summary already
+        kept = [ln for ln in lines if not ln.startswith(WARNING_LINE)]
+        lines = [ln for i, ln in enumerate(kept) if ln or not i or kept[i - 1]]  # no double blank lines
     if lines and lines[0].startswith("# "):
         lines[0] = "## Summary"
     body = "\n".join(("#" + ln) if ln.startswith("## ") and i else ln for i, ln in enumerate(lines))
     figs = "\n\n".join(f"![{heading}]({path})" for path, heading in plots)
     return body + ("\n\n## Plots\n\n" + figs if figs else "")
-
-
-def write_markdown(text: str, path: Path) -> None:
-    """Write rendered Markdown atomically."""
-    atomic.write_text(path, text)

@@ -15,9 +15,10 @@ import attrs
 import polars as pl
 
 from dsocr.analyze import nesting
-from dsocr.analyze.analysis import Analysis
+from dsocr.analyze.analysis import Analysis, TraceResult
 from dsocr.analyze.categories import LABELS
 from dsocr.contract import nvtx_names as nv
+from dsocr.model import workloads
 
 Fmt = Callable[[Any], str]
 
@@ -175,11 +176,23 @@ def _basis(a: Analysis) -> str:
     return "total over 1 pass" if n == 1 else f"total over {n} passes"
 
 
+def _gpu(a: Analysis) -> bool:
+    """Whether the stages have GPU numbers: CUDA traced, and no trace lost what ties it to the stages."""
+    return any(t.info.has_cuda for t in a.traces) and not any(t.info.gpu_lost for t in a.traces)
+
+
+def _no_gpu(a: Analysis, untraced: str = "no GPU activity traced") -> str:
+    """Why the stages have no GPU numbers (``untraced`` when no CUDA was traced)."""
+    if any(t.info.gpu_lost for t in a.traces):
+        return "the trace lost the records that tie GPU work to the stages"
+    return untraced
+
+
 def _stage_tables(a: Analysis) -> tuple[Table, ...]:
     s = a.stages
-    if not any(t.info.has_cuda for t in a.traces):
+    if not _gpu(a):
         cpu_only = table(
-            f"Stages (CPU side only: no GPU activity traced; {_basis(a)})",
+            f"Stages (CPU side only: {_no_gpu(a)}; {_basis(a)})",
             s,
             [
                 ("stage", "stage", text),
@@ -310,50 +323,73 @@ def pipeline_stages(names: Sequence[str]) -> list[str]:
     return sorted((n for n in dict.fromkeys(names) if n not in skip), key=lambda n: order.get(n, len(order)))
 
 
+#: The repeat-spread rows of report.md: (stats table, metric) -> (label, formatter of its values).
+_SPREAD_METRICS: dict[str, tuple[str, Fmt]] = {
+    "cpu_ns": ("range ms", ms),
+    "gpu_busy_ns": ("GPU busy ms", ms),
+    "mfu_busy": ("MFU busy", frac),
+    "mfu_wall": ("MFU wall", frac),
+}
+
+
+def _verdict(v: Any) -> str:
+    return "n/a (1 pass)" if v is None else ("yes" if v else "NO")
+
+
 def _repeat_table(a: Analysis) -> Table:
-    """One row per stage: CPU and GPU-busy time over the passes (mean, stddev, CV), flagged rows marked."""
-    stats = a.repeats.stats
-    order = a.stages.select("stage").with_row_index("_order")
-
-    def metric(name: str, prefix: str) -> pl.DataFrame:
-        return stats.filter(pl.col("metric") == name).select(
-            "stage",
-            pl.col("mean").alias(f"{prefix}_mean"),
-            pl.col("stddev").alias(f"{prefix}_std"),
-            pl.col("cv").alias(f"{prefix}_cv"),
-            pl.col("flagged").alias(f"{prefix}_flag"),
-            *([pl.col("passes")] if prefix == "cpu" else []),
+    """Per stage and metric (range and GPU busy time, MFU): the mean over the passes, the spread of single
+    passes (stddev, CV, largest deviation), the standard error of the mean and the +/-10% verdict."""
+    cuda = _gpu(a)
+    wanted = ["cpu_ns", *(["gpu_busy_ns"] if cuda else [])]
+    times = a.repeats.stats.filter(pl.col("metric").is_in(wanted))
+    mfu = a.analytic.mfu_spread if a.analytic is not None else pl.DataFrame()
+    frames = [
+        times.select("stage", "metric", "passes", "mean", "stddev", "cv", "max_dev", "sem", "sem_rel", "within_limit")
+    ]
+    if not mfu.is_empty():
+        frames.append(mfu.select(frames[0].columns))
+    long = pl.concat(frames, how="vertical_relaxed")
+    order = {n: i for i, n in enumerate([*a.stages["stage"].to_list(), "model"])}
+    metric_order = {m: i for i, m in enumerate(_SPREAD_METRICS)}
+    rows = []
+    for r in sorted(long.iter_rows(named=True), key=lambda r: (order.get(r["stage"], 99), metric_order[r["metric"]])):
+        label, fmt = _SPREAD_METRICS[r["metric"]]
+        rows.append(
+            (
+                text(r["stage"]),
+                label,
+                num(r["passes"]),
+                fmt(r["mean"]),
+                fmt(r["stddev"]),
+                frac(r["cv"]),
+                frac(r["max_dev"]),
+                fmt(r["sem"]),
+                frac(r["sem_rel"]),
+                _verdict(r["within_limit"]),
+            )
         )
-
-    wide = (
-        metric("cpu_ns", "cpu")
-        .join(metric("gpu_busy_ns", "gpu"), on="stage", how="left")
-        .join(order, on="stage", how="left")
-        .sort("_order")
-        .with_columns(
-            pl.when(pl.col("cpu_flag") | pl.col("gpu_flag").fill_null(False))
-            .then(pl.lit("CV > 10%"))
-            .otherwise(pl.lit(""))
-            .alias("flag")
-        )
+    n = a.repeats.passes
+    note = (
+        f"Per pass, over {n} passes. One pass: stddev and CV (stddev / mean), and the largest deviation of a single "
+        f"pass from the mean; the mean of the {n} passes: its standard error (stddev / sqrt({n})), absolute and "
+        "relative. within ±10% = every pass within 10% of the mean (docs/metrics.md). MFU here is each pass's own "
+        "(FLOPs / (peak x that pass's time)); the MFU table's figure is FLOPs / (peak x mean time)."
+        + ("" if cuda else f" No GPU busy time or MFU: {_no_gpu(a, 'no CUDA traced')}.")
     )
-    cuda = any(t.info.has_cuda for t in a.traces)
-    gpu_cols: list[tuple[str, str, Fmt]] = [("GPU busy ms mean", "gpu_mean", ms), ("GPU busy CV", "gpu_cv", frac)]
-    return table(
-        f"Spread over {a.repeats.passes} passes (per pass, mean of {a.repeats.passes})",
-        wide,
-        [
-            ("stage", "stage", text),
-            ("passes", "passes", num),
-            ("CPU ms mean", "cpu_mean", ms),
-            ("CPU ms stddev", "cpu_std", ms),
-            ("CPU CV", "cpu_cv", frac),
-            *(gpu_cols if cuda else []),
-            ("flag", "flag", text),
-        ],
-        note="A pass is one repeat range (or one trace file); stages whose CPU or GPU-busy time varies by more "
-        "than 10% (coefficient of variation) are flagged." + ("" if cuda else " No CUDA traced: GPU busy time is n/a."),
-        limit=200,
+    headers = (
+        "stage",
+        "metric",
+        "passes",
+        "mean",
+        "stddev (1 pass)",
+        "CV (1 pass)",
+        "largest deviation (1 pass)",
+        "std. error (mean)",
+        "std. error %",
+        "within ±10%",
+    )
+    return Table(
+        f"Spread over {n} passes (per pass, mean of {n}): single passes vs their mean", headers, tuple(rows), note
     )
 
 
@@ -379,9 +415,49 @@ def _peak_text(a: Analysis) -> str:
     peak = (a.analytic.doc.get("peak") if a.analytic is not None else None) or {}
     if peak.get("tflops") and peak.get("tbps"):
         return f"peak {peak['tflops']} TFLOP/s, {peak['tbps']} TB/s ({peak.get('source')})"
-    if not any(t.info.has_cuda for t in a.traces):
-        return "peak n/a (no CUDA traced)"
+    if not _gpu(a):
+        return f"peak n/a ({_no_gpu(a, 'no CUDA traced')})"
     return "peak n/a (unknown GPU: give --peak-tflops and --peak-tbps)"
+
+
+#: The capture warm-up pass's range in the NVTX projection (docs/nvtx-contract.md: ``warmup``, domain dsocr).
+WARMUP_RANGE = nv.qualified(nv.WARMUP)
+
+
+def _warmup_ns(t: TraceResult) -> int | None:
+    """The projected GPU span of the trace's capture warm-up range (NVIDIA's nvtx_gpu_proj_sum: first GPU op
+    start to last GPU op end; ``None`` when it has none)."""
+    p = t.nvtx_projection
+    if p.is_empty() or "range" not in p.columns:
+        return None
+    row = p.filter(pl.col("range") == WARMUP_RANGE)
+    return int(row["total_proj_ns"].sum()) if row.height else None
+
+
+def _warmup_title(t: TraceResult) -> str:
+    return ", the capture warm-up pass included" if _warmup_ns(t) is not None else ""
+
+
+def _warmup_note(t: TraceResult) -> str:
+    """Why the whole-file kernel table differs from the per-stage ones, when the trace holds a warm-up pass."""
+    w = _warmup_ns(t)
+    if w is None:
+        return ""
+    return (
+        f"As NVIDIA's cuda_gpu_kern_sum, this counts every kernel of the file, the capture warm-up pass "
+        f"(`{WARMUP_RANGE}`, --capture-warmup; projected onto the GPU it spans {ms(w)} ms) included; the per-stage "
+        "Top kernels tables above count the repeats only. "
+    )
+
+
+def _context_text(a: Analysis) -> str:
+    """``decode context auto (706 to 713 tokens per step)``: the ``--context`` mode the decode FLOPs are counted at."""
+    doc = a.analytic.doc if a.analytic is not None else {}
+    work = doc.get("workload") or {}
+    ctx = work.get("decode_context") or {}
+    first = " of the first page" if (doc.get("pages_per_pass") or 1) > 1 else ""
+    span = f" ({ctx['first']:,} to {ctx['last']:,} tokens per step{first})" if ctx.get("first") else ""
+    return f"decode context {work.get('context_mode', 'auto')}{span}"
 
 
 def _analytic_sections(a: Analysis) -> list[tuple[str, tuple[Table, ...]]]:
@@ -391,7 +467,8 @@ def _analytic_sections(a: Analysis) -> list[tuple[str, tuple[Table, ...]]]:
     if an is not None and not an.metrics.is_empty():
         note = (
             f"Per pass, mean of {a.repeats.passes} pass(es) ({_pass_work(a)}); MFU = FLOPs of a pass / (peak x mean "
-            f"time), the ratio of means; {_peak_text(a)}. busy = GPU busy time, wall = the stage's NVTX range; "
+            f"time), the ratio of means; {_peak_text(a)}; {_context_text(a)}. busy = GPU busy time, wall = the "
+            "stage's NVTX range; "
             "predicted = roofline max(FLOPs/peak, bytes/bandwidth). Stages with no work in this workload are left out."
         )
         if _nested(a):
@@ -480,7 +557,8 @@ def _analytic_sections(a: Analysis) -> list[tuple[str, tuple[Table, ...]]]:
                             ("at ms", "start_ns", ms),
                             ("gap ms", "duration_ns", ms),
                         ],
-                        note="The innermost stage holding the gap; `at` is from the first stage's start.",
+                        note="The innermost stage holding the gap; `at` is from the start of the trace's first "
+                        "stage range (not from the trace's start).",
                         limit=30,
                     ),
                 ),
@@ -503,9 +581,13 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
         )
     if _nested(a):
         facts.append(("stage nesting", nesting.NOTE))
+    if a.run is not None and a.run.manifest is not None:
+        named = workloads.label(a.run.manifest.get("workload"), a.run.manifest.get("settings"))
+        if named:
+            facts.insert(0, ("workload", named))
     facts.append(("passes", str(a.repeats.passes)))
     cats = a.categories.with_columns(pl.col("category").replace(LABELS).alias("label"))
-    cuda = any(t.info.has_cuda for t in a.traces)
+    cuda = _gpu(a)
     sections: list[tuple[str, tuple[Table, ...]]] = [("Stages", _stage_tables(a))]
     if cuda:
         sections += [
@@ -590,7 +672,7 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
                     limit=top_ranges,
                 ),
                 table(
-                    f"Top {top_ranges} kernels ({first.info.file}; total over the file)",
+                    f"Top {top_ranges} kernels ({first.info.file}; total over the file{_warmup_title(first)})",
                     _kernel_names(first.kernels.sort("total_ns", descending=True).head(top_ranges)),
                     [
                         ("kernel", "short_name", text),
@@ -598,8 +680,9 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
                         ("total ms", "total_ns", ms),
                         ("avg µs", "avg_ns", lambda v: "n/a" if v is None else f"{v / 1e3:,.1f}"),
                     ],
-                    note="Short names keep the telling part of the C++ name (two kernels never share one: a clash "
-                    "gets `#2`); the full demangled names are in analysis.json (`kernels`) and results.sqlite.",
+                    note=_warmup_note(first) + "Short names keep the telling part of the C++ name (two kernels "
+                    "never share one: a clash gets `#2`); the full demangled names are in analysis.json (`kernels`) "
+                    "and results.sqlite.",
                     limit=top_ranges,
                 ),
             ),

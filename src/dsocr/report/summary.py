@@ -35,6 +35,9 @@ COST_LABELS: dict[str, str] = {
     "other": "other GPU kernels",
 }
 
+#: What a broken trace lost (``ReportView.gpu_lost``), in words.
+LOST_RECORDS: dict[str, str] = {"kernels": "kernel records", "api_calls": "CUDA API calls"}
+
 #: Glosses for the jargon the summary may use (shown only for terms that appear).
 GLOSSARY: dict[str, str] = {
     "MFU": "model FLOPs utilization: the share of the GPU's peak arithmetic rate the model actually achieves",
@@ -44,6 +47,8 @@ GLOSSARY: dict[str, str] = {
     "CUDA graph": "a recorded sequence of GPU work replayed with one launch instead of hundreds",
     "roofline": "the fastest a piece of work could run given the GPU's peak arithmetic rate and memory bandwidth",
     "CV": "coefficient of variation: standard deviation divided by the mean",
+    "standard error": "how much the mean of the passes itself is uncertain: the standard deviation of one pass "
+    "divided by the square root of the number of passes",
     "prefill": "the pass over the whole prompt (image tokens and text) that produces the first output token",
     "decode": "the loop that generates the remaining output tokens one at a time",
     "device-to-host copy": "data sent from GPU memory back to the CPU, which makes the CPU wait",
@@ -129,6 +134,10 @@ METRICS: dict[str, tuple[Callable[[ReportView, StageView], float | None], str]] 
     "d2h_per_token": (_per_token("d2h_copies"), "count"),
     "mfu_busy": (_mean("mfu_busy"), "pct"),
     "cv": (lambda v, s: s.range_ns.cv, "pct"),
+    # the repeat verdict: the largest single-pass deviation of the range time from its mean, and the
+    # standard error of that mean (both relative to the mean)
+    "max_dev": (lambda v, s: s.range_ns.max_dev, "pct"),
+    "sem_rel": (lambda v, s: s.range_ns.sem_rel, "pct"),
     "overhead": (lambda v, s: s.overhead_frac, "pct"),
     # the overhead where identical unprofiled runs differed less / more than it / with one unprofiled run
     "overhead_beyond_drift": (lambda v, s: s.overhead_frac if s.overhead_within_drift is False else None, "pct"),
@@ -289,13 +298,15 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "noisy",
         "*",
-        "cv",
+        "max_dev",
         ">",
         0.10,
-        "The time of {stage} varies {value} between passes (more than {threshold}); compare runs with "
-        "care and use more repeats.",
-        "Stage times vary by more than {threshold} between passes in {stages} (coefficient of variation); "
-        "compare runs with care and use more repeats.",
+        "A single pass of {stage} strays {value} from the mean of the passes (the target is within "
+        "±{threshold}); the mean itself is known to ±{sem_rel} (standard error): compare runs with care and use "
+        "more repeats.",
+        "Single passes stray more than ±{threshold} from their mean in {stages} (largest deviation; the target is "
+        "within ±{threshold}): compare runs with care and use more repeats.",
+        also=("sem_rel",),
     ),
     Rule(
         "profiler-overhead",
@@ -493,13 +504,20 @@ def build(view: ReportView) -> Summary:
         headline = Statement(
             f"{first}; the GPU was busy for {ev_busy.shown} of that time.", (ev_total, ev_passes, ev_busy)
         )
+    elif view.gpu_lost:
+        lost = LOST_RECORDS.get(view.gpu_lost, view.gpu_lost)
+        headline = Statement(
+            f"{first}; the GPU time per stage is unknown: the trace lost its {lost} (see the warning above).",
+            (ev_total, ev_passes),
+        )
     else:
         headline = Statement(f"{first}; the trace recorded no GPU activity.", (ev_total, ev_passes))
     centers = []
     for c in cost_centers(view):
         e1 = _ev(f"cost:{c.key}:share", c.share, "pct")
         if c.key.startswith(STAGE_PREFIX):
-            text = f"{c.label[0].upper()}{c.label[1:]}: {e1.shown} of the total time (no GPU activity was traced)."
+            why = "GPU time unknown" if view.gpu_lost else "no GPU activity was traced"
+            text = f"{c.label[0].upper()}{c.label[1:]}: {e1.shown} of the total time ({why})."
             centers.append((c, Statement(text, (e1,))))
             continue
         e2 = _ev(f"cost:{c.key}:stage_share:{c.stage}", c.stage_share, "pct")

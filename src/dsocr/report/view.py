@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import attrs
 
+from dsocr.analyze.repeats import CV_LIMIT as REPEAT_LIMIT
+
 
 @attrs.frozen
 class Stat:
@@ -74,6 +76,26 @@ class Stat:
             return None
         return sd / abs(self.mean)
 
+    @property
+    def sem_rel(self) -> float | None:
+        """Standard error of the mean relative to the mean (cv / sqrt(n)); ``None`` when unknown."""
+        cv = self.cv
+        return None if cv is None else cv / math.sqrt(self.n)
+
+    @property
+    def max_dev(self) -> float | None:
+        """The largest deviation of one pass from the mean, relative to the mean; ``None`` when unknown."""
+        if self.n < 2 or self.mean == 0:
+            return None
+        m = self.mean
+        return max(abs(v - m) for v in self.values) / abs(m)
+
+    @property
+    def within_limit(self) -> bool | None:
+        """The repeat verdict: every pass within +/-10% of the mean (analyze.repeats); ``None`` with one pass."""
+        d = self.max_dev
+        return None if d is None else d <= REPEAT_LIMIT
+
 
 @attrs.frozen
 class Identity:
@@ -96,6 +118,7 @@ class Identity:
     new_tokens: int | None = None
     created: str | None = None
     dsocr_version: str | None = None
+    workload: str | None = None  #: the named workload (dsocr-standard-v1, ...) or how a custom one differs
 
 
 @attrs.frozen
@@ -120,6 +143,10 @@ class StageView:
     mfu_busy: Stat | None = None  #: MFU against GPU busy time
     mfu_wall: Stat | None = None  #: MFU against the range (wall) time
     mbu_busy: Stat | None = None  #: memory-bandwidth utilization against GPU busy time
+    #: Each pass's own MFU (FLOPs of a pass / (peak x that pass's time)): the repeat-spread table's rows;
+    #: ``mfu_busy``/``mfu_wall`` are the ratio of means with these passes' spread.
+    mfu_busy_passes: Stat | None = None
+    mfu_wall_passes: Stat | None = None
     depth: int = 0  #: 0 for top stages, 1 for vision parts
     has_gpu: bool = True  #: False when the trace recorded no CUDA activity (busy/idle unknown)
     #: Unprofiled runs that timed this stage (``timing-baseline*.json``).
@@ -130,6 +157,17 @@ class StageView:
     #: with vision; the fields above are then the stage's own (exclusive) figures. None otherwise.
     inclusive_range_ns: Stat | None = None
     inclusive_gpu_busy_ns: Stat | None = None
+
+    @property
+    def spread(self) -> tuple[tuple[str, Stat, str], ...]:
+        """(metric, its per-pass stat, format kind) for the repeat-spread table: range and GPU busy time, MFU."""
+        rows: list[tuple[str, Stat | None, str]] = [
+            ("range time", self.range_ns, "ms"),
+            ("GPU busy", self.gpu_busy_ns if self.has_gpu else None, "ms"),
+            ("MFU busy", self.mfu_busy_passes, "pct"),
+            ("MFU wall", self.mfu_wall_passes, "pct"),
+        ]
+        return tuple((name, stat, kind) for name, stat, kind in rows if stat is not None and stat.values)
 
     @property
     def idle_frac(self) -> Stat | None:
@@ -254,7 +292,7 @@ class Peaks:
 class MemoryView:
     """Memory facts (any may be unknown)."""
 
-    weights_bytes: float | None = None
+    weight_footprint_bytes: float | None = None
     kv_cache_bytes: float | None = None
     peak_allocated_by_stage: tuple[tuple[str, float], ...] = ()
     copies: tuple[tuple[str, int | None, float], ...] = ()  #: (direction, count per pass, bytes per pass)
@@ -305,7 +343,11 @@ class ReportView:
     analytic_reason: str | None = None
     #: Said where vision ran inside prefill (its stage row is then prefill's own work; None otherwise).
     nesting_note: str | None = None
-    has_gpu: bool = True  #: False when the trace recorded no CUDA activity
+    has_gpu: bool = True  #: False when the trace recorded no CUDA activity, or lost the records that tie it to stages
+    #: The analyzer's warnings, shown first in every report file (broken or partial traces, unknown GPU, ...).
+    warnings: tuple[str, ...] = ()
+    #: What a broken trace lost (``kernels``, ``api_calls``: no GPU numbers per stage); None otherwise.
+    gpu_lost: str | None = None
     #: A data-parallel trace (several workers): (title, table) per-device tables; empty otherwise.
     devices: tuple[tuple[str, Table], ...] = ()
 

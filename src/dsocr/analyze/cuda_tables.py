@@ -1,0 +1,261 @@
+"""The CUDA tables of a trace: GPUs, API calls, kernels + copies + memsets as one operation frame, and
+synchronizations, with the columns each read and the lazy ``Trace`` views over them.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from dsocr.analyze import schema as S
+from dsocr.analyze.launches import api_gather, api_processes, match_launch
+from dsocr.analyze.lookups import I64, LazyColumns, lookup, pid_of, tid_of
+from dsocr.analyze.trace import GpuInfo
+
+#: ``api.category``: an enum, so that millions of calls carry one byte each, not a string.
+API_CATEGORY = pl.Enum(S.API_CATEGORIES)
+
+
+#: ``gpu_ops.kind``.
+OP_KIND = pl.Enum(S.OP_KINDS)
+
+
+def gpu_infos(df: pl.DataFrame) -> tuple[GpuInfo, ...]:
+    gpus = []
+    for row in df.sort("id").to_dicts():
+        major, minor = row.get("computeMajor"), row.get("computeMinor")
+        gpus.append(
+            GpuInfo(
+                device_id=int(row["id"] or 0),
+                name=str(row["name"] or "unknown GPU"),
+                chip_name=row.get("chipName"),
+                sm_count=row.get("smCount"),
+                clock_hz=row.get("clockRate"),
+                memory_bandwidth_bps=row.get("memoryBandwidth"),
+                total_memory_bytes=row.get("totalMemory"),
+                l2_cache_bytes=row.get("l2CacheSize"),
+                compute_capability=f"{major}.{minor}" if major is not None and minor is not None else None,
+                uuid=row.get("uuid"),
+            )
+        )
+    return tuple(gpus)
+
+
+GPU_COLUMNS: dict[str, type[pl.DataType]] = {
+    "id": I64,
+    "name": pl.String,
+    "chipName": pl.String,
+    "smCount": I64,
+    "clockRate": I64,
+    "memoryBandwidth": I64,
+    "totalMemory": I64,
+    "l2CacheSize": I64,
+    "computeMajor": I64,
+    "computeMinor": I64,
+    "uuid": pl.String,
+}
+
+
+#: Columns every GPU-op table has and the analysis always needs.
+OP_KEYS: dict[str, type[pl.DataType]] = {"start": I64, "end": I64, "correlationId": I64, "globalPid": I64}
+
+
+#: Columns of the small copy/memset tables, read at once.
+OP_DETAILS: dict[str, type[pl.DataType]] = {"deviceId": I64, "streamId": I64, "graphNodeId": I64, "bytes": I64}
+
+
+#: Kernel columns read only when a query selects them (they cost a scan of the largest table).
+KERNEL_LAZY: dict[str, type[pl.DataType]] = {
+    "deviceId": I64,
+    "streamId": I64,
+    "graphNodeId": I64,
+    "shortName": I64,
+    **dict.fromkeys(("gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ"), I64),
+}
+
+
+def api_frame(runtime: pl.DataFrame, strings: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    names = strings.filter(pl.col("_sid").is_in(runtime["nameId"].unique().drop_nulls().implode())).select(
+        "_sid", pl.col("_str").str.replace(S.API_VERSION_SUFFIX, "").alias("name")
+    )
+    category: pl.Expr = pl.lit("other")
+    for cat, pattern in reversed(S.API_CATEGORY_PATTERNS):
+        category = pl.when(pl.col("name").str.contains(pattern)).then(pl.lit(cat)).otherwise(category)
+    names = names.with_columns(category.cast(API_CATEGORY).alias("category"))
+    base = runtime.with_row_index("api_id").select(
+        pl.col("api_id").cast(pl.UInt32),
+        "start",
+        "end",
+        "nameId",
+        pl.col("correlationId").alias("correlation_id"),
+        pl.col("globalTid").alias("global_tid"),
+    )
+    return base, names
+
+
+def api_view(base: pl.DataFrame, names: pl.DataFrame, ids: LazyColumns) -> pl.LazyFrame:
+    return base.lazy().select(
+        "api_id",
+        "start",
+        "end",
+        lookup("nameId", names, "name", default="", key_dtype=base.schema["nameId"]).alias("name"),
+        ids.column("api_id", pl.col("correlationId"), I64).alias("correlation_id"),
+        "global_tid",
+        pid_of("global_tid").alias("pid"),
+        tid_of("global_tid").alias("tid"),
+        lookup("nameId", names, "category", default="other", key_dtype=base.schema["nameId"]).alias("category"),
+    )
+
+
+def ops_frames(
+    kernel: pl.DataFrame,
+    memcpy: pl.DataFrame,
+    memset: pl.DataFrame,
+    strings: pl.DataFrame,
+    api: pl.DataFrame,
+) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+    """Kernels, copies and memsets (numbered in that order) with their launching call, and op names."""
+    copy_names = [f"[CUDA memcpy {label}]" for label in S.MEMCPY_KIND_LABELS.values()]
+    names = pl.concat(
+        [
+            strings.filter(pl.col("_sid").is_in(kernel["demangledName"].unique().drop_nulls().implode())),
+            pl.DataFrame({"_sid": [-1 - k for k in S.MEMCPY_KIND_LABELS], "_str": copy_names}),
+            pl.DataFrame({"_sid": [_MEMSET_NAME_ID], "_str": ["[CUDA memset]"]}),
+        ],
+        how="vertical_relaxed",
+    )
+    common: list[pl.Expr | str] = [
+        "start",
+        "end",
+        pl.col("correlationId").alias("correlation_id"),
+        pl.col("globalPid").alias("global_pid"),
+    ]
+    detail: list[pl.Expr | str] = [
+        pl.col("deviceId").alias("device_id"),
+        pl.col("streamId").alias("stream_id"),
+        pl.col("graphNodeId").alias("graph_node_id"),
+        "bytes",
+    ]
+    parts = [
+        kernel.select(*common, pl.col("demangledName").alias("name_id")),
+        memcpy.select(
+            *common,
+            (-1 - pl.col("copyKind").fill_null(0)).alias("name_id"),
+            *detail,
+            pl.col("copyKind").alias("copy_kind"),
+        ),
+        memset.select(*common, pl.lit(_MEMSET_NAME_ID, I64).alias("name_id"), *detail),
+    ]
+    offset = 0
+    numbered = []
+    for part in parts:
+        numbered.append(part.with_columns(pl.int_range(offset, offset + part.height, dtype=pl.UInt32).alias("op_id")))
+        offset += part.height
+    api_pids = api_processes(api)
+    out = [part.with_columns(match_launch(part, api, "op_id", api_pids)) for part in numbered]
+    return out, names
+
+
+_MEMSET_NAME_ID = -100
+
+
+def ops_view(
+    parts: list[pl.DataFrame],
+    names: pl.DataFrame,
+    strings: pl.DataFrame,
+    lazy_columns: tuple[LazyColumns, LazyColumns],
+    api: pl.DataFrame,
+) -> pl.LazyFrame:
+    """kernels + copies + memsets as one lazy frame; names and rarely used kernel columns on demand."""
+    kernels, copies, sets = parts
+    lazy, kernel_ids = lazy_columns
+
+    def dims(prefix: str) -> pl.Expr:
+        cols = [pl.col(f"{prefix}{axis}").cast(pl.String) for axis in "XYZ"]
+        return pl.when(pl.col(f"{prefix}X").is_null()).then(None).otherwise(pl.concat_str(cols, separator=","))
+
+    def kernel_col(expr: pl.Expr, dtype: pl.DataType | type[pl.DataType]) -> pl.Expr:
+        def fetch(ids: pl.Series) -> pl.Series:
+            return lazy.gather(ids, [expr], dtype)
+
+        return pl.col("op_id").map_batches(fetch, return_dtype=dtype, is_elementwise=True)
+
+    named = names.rename({"_str": "name"})
+
+    def name(frame: pl.DataFrame) -> pl.Expr:
+        return lookup("name_id", named, "name", default="", key_dtype=frame.schema["name_id"]).alias("name")
+
+    short = pl.col("shortName").replace_strict(strings["_sid"], strings["_str"], default=None, return_dtype=pl.String)
+    head: list[pl.Expr | str] = [
+        "op_id",
+        "kind",
+        "start",
+        "end",
+        "device_id",
+        "stream_id",
+        pl.col("correlation_id").cast(I64),
+        "global_pid",
+    ]
+    gtid = api_gather(api, "global_tid")
+    tail: list[pl.Expr | str] = [
+        "api_id",
+        api_gather(api, "start").alias("api_start"),
+        api_gather(api, "end").alias("api_end"),
+        gtid.alias("global_tid"),
+        (gtid % (1 << S.TID_BITS)).alias("tid"),
+        pl.col("name_id").cast(I64),
+    ]
+    kernel_view = kernels.lazy().select(
+        *head[:1],
+        pl.lit("kernel", OP_KIND).alias("kind"),
+        *head[2:4],
+        kernel_col(pl.col("deviceId"), I64).alias("device_id"),
+        kernel_col(pl.col("streamId"), I64).alias("stream_id"),
+        kernel_ids.column("op_id", pl.col("correlationId"), I64).alias("correlation_id"),
+        kernel_ids.column("op_id", pl.col("globalPid"), I64).alias("global_pid"),
+        name(kernels),
+        kernel_col(short, pl.String).alias("short_name"),
+        pl.lit(0, I64).alias("bytes"),
+        pl.lit(None, I64).alias("copy_kind"),
+        kernel_col(dims("grid"), pl.String).alias("grid"),
+        kernel_col(dims("block"), pl.String).alias("block"),
+        kernel_col(pl.col("graphNodeId"), I64).alias("graph_node_id"),
+        *tail,
+    )
+
+    def small_view(frame: pl.DataFrame, kind: str) -> pl.LazyFrame:
+        return frame.lazy().select(
+            *head[:1],
+            pl.lit(kind, OP_KIND).alias("kind"),
+            *head[2:8],
+            name(frame),
+            name(frame).alias("short_name"),
+            "bytes",
+            pl.col("copy_kind") if "copy_kind" in frame.columns else pl.lit(None, I64).alias("copy_kind"),
+            pl.lit(None, pl.String).alias("grid"),
+            pl.lit(None, pl.String).alias("block"),
+            "graph_node_id",
+            *tail,
+        )
+
+    return pl.concat([kernel_view, small_view(copies, "memcpy"), small_view(sets, "memset")], how="vertical")
+
+
+def syncs_view(sync: pl.DataFrame, api: pl.DataFrame) -> pl.LazyFrame:
+    labels = pl.DataFrame(
+        {"syncType": list(S.SYNC_TYPE_LABELS), "sync_type": list(S.SYNC_TYPE_LABELS.values())},
+        schema={"syncType": I64, "sync_type": pl.String},
+    )
+    base = (
+        sync.join(labels, on="syncType", how="left")
+        .select(
+            "start",
+            "end",
+            pl.col("sync_type").fill_null("Unknown"),
+            pl.col("correlationId").alias("correlation_id"),
+            pl.col("globalPid").alias("global_pid"),
+        )
+        .sort("start")
+        .with_row_index("_row")
+    )
+    base = base.with_columns(match_launch(base, api, "_row", api_processes(api))).drop("_row")
+    return base.lazy().with_columns(api_gather(api, "global_tid").alias("global_tid"))

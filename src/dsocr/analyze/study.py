@@ -1,0 +1,140 @@
+"""Several inputs as one study or refused: copies of one export told apart by content, partial runs
+warned, and the GPUs, stage names and stage nesting of every file checked against the first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from dsocr.analyze import integrity
+from dsocr.analyze.analysis import TraceInfo, TraceResult
+from dsocr.analyze.input_files import resolve_input
+from dsocr.analyze.stages import DSOCR, StageTables
+
+if TYPE_CHECKING:
+    pass
+from dsocr.contract import rundir
+from dsocr.contract.errors import BadInput
+
+#: Bytes hashed at each end of a file to tell copies of one export apart from different ones.
+FINGERPRINT_BYTES: Final = 1 << 20
+
+
+#: Manifest statuses of a capture that did not finish (its trace holds only part of the passes).
+PARTIAL_STATUSES: Final = frozenset({"interrupted", "failed", "running"})
+
+
+def fingerprint(path: Path) -> tuple[int, str]:
+    """Size and a hash of the first and last :data:`FINGERPRINT_BYTES` (equal for copies of one file)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    size = path.stat().st_size if path.is_file() else -1
+    if size < 0:
+        return size, str(path.resolve())
+    with path.open("rb") as f:
+        h.update(f.read(FINGERPRINT_BYTES))
+        if size > FINGERPRINT_BYTES:
+            f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+            h.update(f.read())
+    return size, h.hexdigest()
+
+
+def distinct_inputs(paths: Sequence[Path]) -> list[Path]:
+    """The export of each given path (:func:`resolve_input`); BadInput when two are the same trace."""
+    resolved = [resolve_input(p) for p in paths]
+    if len(resolved) < 2:
+        return resolved  # nothing to tell apart (and no file to hash)
+    seen: dict[tuple[int, str], tuple[Path, Path]] = {}
+    for given, path in zip(paths, resolved, strict=True):
+        key = fingerprint(path)
+        if key in seen:
+            first, first_path = seen[key]
+            same = "the same file" if first_path.resolve() == path.resolve() else "copies of one trace (same content)"
+            raise BadInput(
+                f"{first} and {given}: {same}, not two passes; give each trace once "
+                "(several files must be different captures of one workload)"
+            )
+        seen[key] = (given, path)
+    return resolved
+
+
+def partial_run_warning(given: Path) -> str | None:
+    """One warning line when ``given`` is a run directory (or a file in one) whose capture did not finish."""
+    directory = given if given.is_dir() else given.parent
+    try:
+        manifest = json.loads((directory / rundir.MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    status = manifest.get("status") if isinstance(manifest, dict) else None
+    if status not in PARTIAL_STATUSES:
+        return None
+    return (
+        f"{directory}: the capture's manifest status is '{status}': the trace holds only part of the passes "
+        "(the report covers what was captured); recapture for a complete run"
+    )
+
+
+def stage_names(stages: StageTables) -> frozenset[str]:
+    return frozenset(stages.instances.get_column("stage").unique().to_list())
+
+
+def _gpu_names(gpus: Sequence[dict[str, Any]]) -> str:
+    return ", ".join(sorted(str(g.get("name")) for g in gpus)) or "no GPU"
+
+
+#: How to go on when several traces are not one study.
+NOT_ONE_STUDY_FIX: Final = "analyze them separately (or compare two run directories with `dsocr diff`)"
+
+
+def check_same_gpus(first: TraceInfo, other_file: str, other_gpus: Sequence[dict[str, Any]]) -> None:
+    """BadInput when a trace was taken on other GPUs than the first one (checked right after loading)."""
+    a, b = _gpu_names(first.gpus), _gpu_names(other_gpus)
+    if a != b:
+        raise BadInput(f"{first.file} and {other_file}: traced on different GPUs ({a} vs {b}); {NOT_ONE_STUDY_FIX}")
+
+
+def check_same_study(
+    first: TraceInfo, other: TraceInfo, first_stages: frozenset[str], other_stages: frozenset[str]
+) -> None:
+    """BadInput when two traces cannot be passes of one study (GPU or stage ranges differ)."""
+    where = f"{first.file} and {other.file}"
+    fix = NOT_ONE_STUDY_FIX
+    check_same_gpus(first, other.file, other.gpus)
+    if first.stage_mode != other.stage_mode:
+        raise BadInput(
+            f"{where}: different stage kinds ({first.stage_mode} vs {other.stage_mode} NVTX stage ranges); {fix}"
+        )
+    if first.gpu_lost != other.gpu_lost:
+        lost = {None: "complete", integrity.LOST_KERNELS: "kernel records lost", integrity.LOST_CALLS: "API calls lost"}
+        raise BadInput(
+            f"{where}: not equally complete GPU records ({lost.get(first.gpu_lost)} vs {lost.get(other.gpu_lost)}), "
+            f"so their GPU numbers per stage cannot be combined; {fix}"
+        )
+    if first.stage_mode != DSOCR and first_stages != other_stages:
+        only = sorted(first_stages ^ other_stages)
+        shown = ", ".join(only[:3]) + (f" and {len(only) - 3} more" if len(only) > 3 else "")
+        raise BadInput(f"{where}: different top-level stage ranges (not in both: {shown}); {fix}")
+
+
+def check_same_nesting(first: TraceResult, other_file: str, other: StageTables) -> None:
+    """BadInput when one trace has vision inside prefill and the other beside it (two different programs)."""
+    a, b = first.stages.nesting, other.nesting
+    if a is None or b is None or a.exclusive == b.exclusive:
+        return
+    nested, beside = (first.info.file, other_file) if a.exclusive else (other_file, first.info.file)
+    raise BadInput(
+        f"{first.info.file} and {other_file}: {nested} ran vision inside prefill (the checkpoint's own code), "
+        f"{beside} beside it (dsocr's replica); {NOT_ONE_STUDY_FIX}"
+    )
+
+
+def check_against(reference: TraceResult, given: str, other: TraceResult) -> None:
+    """The checks of :func:`~dsocr.analyze.pipeline.analyze_trace` with a ``reference``, on a finished result
+    (the Dask path)."""
+    check_same_gpus(reference.info, given, other.info.gpus)
+    check_same_study(reference.info, other.info, stage_names(reference.stages), stage_names(other.stages))
+    check_same_nesting(reference, given, other.stages)
