@@ -53,10 +53,10 @@ def test_no_gpu_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 def test_bad_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, err = _run(["capture", "--model", str(tmp_path / "nockpt"), "--device", "cpu"], capsys)
-    assert code == ExitCode.USAGE
-    assert (
-        err == f"dsocr: error: --model {tmp_path / 'nockpt'}: neither 'replica' nor a checkpoint directory; "
-        "pass one of them\n"
+    assert code == ExitCode.NOT_FOUND  # a path that does not exist (and no hub id: it is absolute)
+    assert err == (
+        f"dsocr: error: --model {tmp_path / 'nockpt'}: neither 'replica', an existing checkpoint directory nor a hub "
+        "id (owner/name); pass one of them\n"
     )
 
 

@@ -75,6 +75,8 @@ def source():
 def test_synthetic_vendor_checkpoint_loads_exactly(tmp_path, source) -> None:
     mapping = vendor_map(source.arch, "clip.vision_model." if hasattr(source.clip, "vision_model") else "clip.")
     tensors = vendor_tensors(source, mapping)
+    # a saved state_dict's non-parameter buffer (the vendor's CLIP position ids) is ignored
+    tensors["model.vision_model.embeddings.position_ids"] = torch.arange(257).unsqueeze(0)
     assert tuple(tensors["model.vision_model.transformer.layers.0.self_attn.qkv_proj.weight"].shape) == (96, 32)
     assert tuple(tensors["model.layers.1.mlp.experts.5.gate_proj.weight"].shape) == (32, 64)
     ckpt = write_checkpoint(tmp_path / "ckpt", tensors, {"language_config": {"eos_token_id": 1}})
@@ -130,8 +132,10 @@ def test_trust_remote_code_needs_the_vendor_transformers(tmp_path) -> None:
     write_checkpoint(tmp_path / "ckpt", {"x": torch.zeros(1)})
     if transformers.__version__ == "4.46.3":
         pytest.skip("the vendor's transformers is installed")
+    (tmp_path / "ckpt" / "config.json").write_text('{"model_type": "deepseek_vl_v2", "auto_map": {"AutoModel": "m.X"}}')
+    (tmp_path / "ckpt" / "m.py").write_text("")
     with pytest.raises(EnvironmentProblem) as err:
         load_model(tmp_path / "ckpt", trust_remote_code=True)
-    assert f"needs transformers 4.46.3, but {transformers.__version__} is installed" in err.value.message
+    assert f"needs transformers 4.46.3, but transformers {transformers.__version__} is installed" in err.value.message
     with pytest.raises(EnvironmentProblem):
         check_remote_code_version()

@@ -417,7 +417,9 @@ def test_analysis_failure_is_recorded(fake: dict[str, Path]) -> None:
 def test_bad_worker_settings_stop_before_the_run_directory(fake: dict[str, Path]) -> None:
     with pytest.raises(BadInput) as exc:
         run_capture(_settings(fake, trust_remote_code=True))
-    assert exc.value.message == "trust_remote_code needs a checkpoint directory as model, not the replica"
+    assert exc.value.message == (
+        "--trust-remote-code runs a checkpoint's own code: pass its directory or hub id as --model, not 'replica'"
+    )
     with pytest.raises(BadInput) as exc:
         run_capture(_settings(fake, dtype="int3"))
     assert exc.value.message.startswith("worker config dtype 'int3' is unknown: use one of auto, bfloat16")

@@ -32,11 +32,22 @@ FAULTS: list[tuple[str, str, list[str], int]] = [
     # --- usage (2): the command line itself is wrong
     *[
         (c, "unknown option", [c, "--no-such-option"], USAGE)
-        for c in ("analyze", "diff", "model", "capture", "calibrate", "export", "pages", "doctor", "version")
+        for c in (
+            "analyze",
+            "diff",
+            "model",
+            "capture",
+            "calibrate",
+            "export",
+            "pages",
+            "doctor",
+            "version",
+            "generate",
+        )
     ],
     *[
         (c, "extra argument", [c, "extra-word"], USAGE)
-        for c in ("model", "capture", "calibrate", "pages", "doctor", "version")
+        for c in ("model", "capture", "calibrate", "pages", "doctor", "version", "generate")
     ],
     ("(none)", "unknown command", ["no-such-command"], USAGE),
     ("diff", "missing argument", ["diff"], USAGE),
@@ -55,6 +66,8 @@ FAULTS: list[tuple[str, str, list[str], int]] = [
     ("capture", "conflicting options", ["capture", "--gpus", "2", "--device", "cpu"], USAGE),
     ("analyze", "bad value", ["analyze", "{T}", "--scheduler", "nowhere"], USAGE),
     ("calibrate", "bad value", ["calibrate", "--mode", "nope"], USAGE),
+    ("generate", "bad value", ["generate", "--mode", "nope"], USAGE),
+    ("generate", "value below its minimum", ["generate", "--max-new-tokens", "0"], USAGE),
     ("analyze", "--out names a file", ["analyze", "{T}", "--out", "{F}/afile"], USAGE),
     ("diff", "--out names a file", ["diff", "{F}/bad.json", "{F}/bad.json", "--out", "{F}/afile"], USAGE),
     ("pages", "--out names a file", ["pages", "--out", "{F}/afile"], USAGE),
@@ -82,6 +95,8 @@ FAULTS: list[tuple[str, str, list[str], int]] = [
         ["calibrate", "--pages", "{F}/missing.png", "--device", "cpu", "--smoke"],
         NOT_FOUND,
     ),
+    ("generate", "missing --page", ["generate", "--page", "{F}/missing.png", "--device", "cpu"], NOT_FOUND),
+    ("generate", "missing --model", ["generate", "--model", "{F}/missing", "--device", "cpu"], NOT_FOUND),
     # --- bad input (4): an input exists but is not what the command reads
     ("analyze", "not an export", ["analyze", "{F}/notsqlite.sqlite"], BAD_INPUT),
     (
@@ -91,6 +106,8 @@ FAULTS: list[tuple[str, str, list[str], int]] = [
         BAD_INPUT,
     ),
     ("diff", "not an analysis.json", ["diff", "{F}/bad.json", "{F}/bad.json"], BAD_INPUT),
+    ("generate", "--page not an image", ["generate", "--page", "{F}/page.png", "--device", "cpu"], BAD_INPUT),
+    ("generate", "checkpoint dir without config", ["generate", "--model", "{F}/adir", "--device", "cpu"], BAD_INPUT),
     ("export", "not an .nsys-rep", ["export", "{F}/afile"], BAD_INPUT),
     ("capture", "--pages not an image", ["capture", "--pages", "{F}/page.png", "--device", "cpu"], BAD_INPUT),
     (

@@ -42,6 +42,9 @@ CAPTURE_PACKAGES: Final[tuple[str, ...]] = (
     "safetensors",
     "numpy",
 )
+#: Distributions the checkpoint's own code imports besides torch and transformers 4.46.3 (``--trust-remote-code``).
+VENDOR_PACKAGES: Final[tuple[str, ...]] = ("addict", "easydict", "einops", "torchvision")
+CHECK_MODEL_PATHS: Final = "model paths"
 
 #: The nsys tables live with the capture's nsys handling, so doctor and capture agree.
 MIN_NSYS_FOR_CUDA: Final = nsys_tool.MIN_NSYS_FOR_CUDA
@@ -263,6 +266,36 @@ def check_capture_packages(facts: Facts) -> Check:
         )
     shown = ", ".join(f"{p} {facts.packages[p]}" for p in ("torch", "transformers", "nvtx"))
     return Check("capture packages", "capture", "ok", shown)
+
+
+def vendor_path_missing(facts: Facts) -> list[str]:
+    """What the checkpoint's own code (``--trust-remote-code``) lacks here (empty: it can run)."""
+    from dsocr.execution.checkpoint_rules import VENDOR_TRANSFORMERS
+
+    missing = []
+    found = facts.packages.get("transformers")
+    if found != VENDOR_TRANSFORMERS:
+        missing.append(f"transformers=={VENDOR_TRANSFORMERS} (found {found or 'none'})")
+    if facts.packages.get("torch") is None:
+        missing.append("torch")
+    missing += [p for p in VENDOR_PACKAGES if facts.packages.get(p) is None]
+    return missing
+
+
+def check_model_paths(facts: Facts) -> Check:
+    """Which model paths run here: dsocr's replica, the checkpoint's own code (never a failure: both optional)."""
+    replica = "replica: yes" if facts.packages.get("torch") else "replica: no (needs torch)"
+    missing = vendor_path_missing(facts)
+    if not missing:
+        return Check(CHECK_MODEL_PATHS, "capture", "ok", f"{replica}; checkpoint's own code (--trust-remote-code): yes")
+    return Check(
+        CHECK_MODEL_PATHS,
+        "capture",
+        "ok",
+        f"{replica}; checkpoint's own code (--trust-remote-code): no, missing {', '.join(missing)}",
+        "for --trust-remote-code use a second environment: "
+        f"pip install transformers==4.46.3 {' '.join(VENDOR_PACKAGES)} and dsocr (docs/capture.md)",
+    )
 
 
 def check_gpu(facts: Facts) -> Check:
@@ -506,6 +539,7 @@ CHECKS: Final[tuple[Callable[[Facts], Check], ...]] = (
     check_python,
     check_analysis_packages,
     check_capture_packages,
+    check_model_paths,
     check_gpu,
     check_torch_cuda,
     check_nsys,

@@ -25,6 +25,7 @@ from dsocr.capture.doctor import (
     ANALYSIS_PACKAGES,
     CAPTURE_PACKAGES,
     NO_METADATA,
+    VENDOR_PACKAGES,
     Facts,
     GpuFact,
     NsysFact,
@@ -32,7 +33,7 @@ from dsocr.capture.doctor import (
 )
 from dsocr.contract.errors import EnvironmentProblem
 
-_DIST_NAMES: Final[tuple[str, ...]] = ("dsocr", *ANALYSIS_PACKAGES, *CAPTURE_PACKAGES)
+_DIST_NAMES: Final[tuple[str, ...]] = ("dsocr", *ANALYSIS_PACKAGES, *CAPTURE_PACKAGES, *VENDOR_PACKAGES)
 
 
 #: Import names of distributions whose module is named differently.

@@ -97,6 +97,10 @@ class CaptureSettings:
     capture_warmup: int = 1
     model: str = "replica"
     trust_remote_code: bool = False
+    #: A checkpoint directory run with seeded random weights (no safetensors needed).
+    random_weights: bool = False
+    #: Attention: None = the model path's default (the replica's; ``eager`` for the checkpoint's own code).
+    attn: str | None = None
     device: str = "cuda"
     dtype: str = "auto"
     op_ranges: bool = False
@@ -133,6 +137,13 @@ class CaptureSettings:
         return self.device == "cpu"
 
     @property
+    def attn_implementation(self) -> str | None:
+        """The attention the worker runs (None: the worker config's default for the replica)."""
+        if self.attn is None and self.trust_remote_code:
+            return "eager"
+        return self.attn
+
+    @property
     def calibrates(self) -> bool:
         """Whether this capture runs ``dsocr calibrate`` after the baselines."""
         if self.shrink is not None or self.worker_command is not None:
@@ -155,7 +166,7 @@ class CaptureSettings:
     def worker_config(self, pages: Sequence[inputs_mod.InputPage], timing_out: Path, profiled: bool) -> WorkerConfig:
         """The worker's config for the profiled pass or the unprofiled baseline."""
         capture_range = CAPTURE_NONE if not profiled else CAPTURE_NVTX if self.is_cpu else CAPTURE_CUDA
-        return WorkerConfig(
+        cfg = WorkerConfig(
             pages=tuple(p.ref for p in pages),
             timing_out=str(timing_out),
             device=self.device,
@@ -170,12 +181,15 @@ class CaptureSettings:
             seed=self.seed,
             model=self.model,
             trust_remote_code=self.trust_remote_code,
+            random_weights=self.random_weights,
             op_ranges=self.op_ranges,
             module_ranges=self.module_ranges,
             capture_range=capture_range,
             shrink=self.shrink,
             progress=True,
-        ).validate()
+        )
+        attn = self.attn_implementation
+        return (attrs.evolve(cfg, attn_implementation=attn) if attn else cfg).validate()
 
 
 @attrs.frozen
@@ -274,6 +288,10 @@ def device_index(device: str) -> int:
 
 def check_machine(settings: CaptureSettings, gpu: dict[str, Any]) -> None:
     """Raise EnvironmentProblem if this machine cannot run the worker as asked."""
+    if settings.worker_command is None and settings.trust_remote_code:
+        from dsocr.execution.vendor import check_attention
+
+        check_attention(settings.attn_implementation or "eager")
     if settings.worker_command is None:
         for package, why in (("torch", "the model"), ("transformers", "the replica's blocks"), ("nvtx", "the ranges")):
             if manifest_mod.package_version(package) is None:
@@ -325,8 +343,10 @@ def _check_settings(settings: CaptureSettings) -> None:
             raise BadUsage(f"--{name.replace('_', '-')} is {getattr(settings, name)}: it must be 0 or more")
     if settings.baseline_runs < 0:
         raise BadUsage(f"--baseline-runs is {settings.baseline_runs}: it must be 0 or more (0: no unprofiled run)")
-    if settings.model != "replica" and not Path(settings.model).is_dir():
-        raise BadUsage(f"--model {settings.model}: neither 'replica' nor a checkpoint directory; pass one of them")
+    from dsocr.execution.checkpoint_rules import plan_model
+
+    # the checkpoint directory rules, before the run directory exists
+    plan_model(settings.model, trust_remote_code=settings.trust_remote_code, random_weights=settings.random_weights)
 
 
 def make_run_dir(settings: CaptureSettings, gpu_name: str | None, now: dt.datetime | None = None) -> Path:

@@ -48,11 +48,21 @@ from dsocr.capture.worker_config import CAPTURE_CUDA, CAPTURE_NVTX, MODEL_REPLIC
 from dsocr.capture.worker_ranges import nvtx_range
 from dsocr.contract import nvtx_names as names
 from dsocr.contract.errors import BadInput, DsocrError, EnvironmentProblem, ExitCode, RunFailed
+from dsocr.execution.checkpoint_rules import KIND_REPLICA, KIND_VENDOR, ModelPlan, architecture_from_config
 from dsocr.execution.preprocess import PreparedImage, preprocess
 
 #: The fixed prompt ids (no DeepSeek tokenizer offline): BOS, the image, then ``prompt_tokens - 1`` ids.
 BOS_ID: Final = 0
 PROMPT_TEXT: Final = "<image>\n<|grounding|>Convert the document to markdown."
+
+ASSUMPTIONS_VENDOR: Final = (
+    "the checkpoint's own code runs as its infer() does by default (its preprocessing, bf16 images, autocast bf16 "
+    "on CUDA, generate with temperature 0, no_repeat_ngram_size 20, use_cache), with --max-new-tokens instead of "
+    "infer's 8192 and without infer's text streamer (no tokenizer offline)",
+    "stage ranges come from forward hooks: vision runs inside prefill (the first forward of generate); a "
+    "decode_step runs from the start of one forward to the start of the next (generate's own work included), "
+    "the last one to the return of generate",
+)
 
 ASSUMPTIONS_REPLICA: Final = (
     "weights are seeded random values (exact shapes): kernel cost depends on shapes, not values",
@@ -366,41 +376,80 @@ def op_ranges(cfg: WorkerConfig) -> Iterator[None]:
         ctx.__exit__(None, None, None)
 
 
-def load_model(cfg: WorkerConfig) -> Any:
-    """The replica, or a local checkpoint loaded into it (or the vendor's code with trust_remote_code)."""
-    if cfg.model == MODEL_REPLICA:
-        from dsocr.execution.replica import build_replica
+def model_plan(cfg: WorkerConfig) -> ModelPlan:
+    """The checkpoint directory rules applied to the config (:func:`dsocr.execution.checkpoint_rules.plan_model`)."""
+    from dsocr.execution.checkpoint_rules import plan_model
 
-        return build_replica(
-            cfg.architecture(),
-            device=cfg.device,
-            dtype=cfg.dtype,
-            seed=cfg.seed,
-            attn_implementation=cfg.attn_implementation,
+    return plan_model(cfg.model, trust_remote_code=cfg.trust_remote_code, random_weights=cfg.random_weights)
+
+
+def load_model(cfg: WorkerConfig, plan: ModelPlan | None = None) -> Any:
+    """The replica; a checkpoint's weights (or its config, random) in the replica; or the checkpoint's own code."""
+    plan = plan if plan is not None else model_plan(cfg)
+    if plan.kind == KIND_VENDOR:
+        from dsocr.execution.vendor import load_vendor
+
+        return load_vendor(plan, device=cfg.device, seed=cfg.seed, attn=cfg.attn_implementation)
+    from dsocr.execution.replica import build_replica
+
+    if plan.kind == KIND_REPLICA or plan.random_weights:
+        sizes = plan.sizes
+        arch = cfg.architecture() if sizes is None else architecture_from_config(sizes)
+        replica = build_replica(
+            arch, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed, attn_implementation=cfg.attn_implementation
         )
+        if sizes is not None:
+            replica.eos_token_id = sizes.eos_token_id
+        return replica
     from dsocr.execution.checkpoint import load_model as load_checkpoint
 
     return load_checkpoint(
-        Path(cfg.model),
+        plan.directory,
         device=cfg.device,
         dtype=cfg.dtype,
         seed=cfg.seed,
         attn_implementation=cfg.attn_implementation,
-        trust_remote_code=cfg.trust_remote_code,
     )
 
 
-def make_prompt(cfg: WorkerConfig, model: Any) -> Prompt:
+def make_prompt(cfg: WorkerConfig, model: Any, plan: ModelPlan | None = None) -> Prompt:
     """Fixed ids for the replica; a checkpoint's own tokenizer when it ships one (EOS then ends decoding)."""
-    if cfg.model != MODEL_REPLICA:
+    plan = plan if plan is not None else model_plan(cfg)
+    if not plan.source.is_replica:
         from dsocr.execution.tokenizer import load_prompt
 
-        found = load_prompt(Path(cfg.model), PROMPT_TEXT)
+        found = load_prompt(plan.directory, PROMPT_TEXT)
         if found is not None:
             eos = found.eos_token_id if found.eos_token_id is not None else model.eos_token_id
             return Prompt(found.ids_before, found.ids_after, "tokenizer", eos)
         return attrs.evolve(fixed_prompt(cfg.prompt_tokens, model.arch.decoder.vocab), eos_token_id=model.eos_token_id)
     return fixed_prompt(cfg.prompt_tokens, model.arch.decoder.vocab)
+
+
+def model_facts(cfg: WorkerConfig, plan: ModelPlan, model: Any) -> dict[str, Any]:
+    """timing.json's ``model``: kind, source, weights, the code that ran, attention, execution."""
+    vendor = plan.kind == KIND_VENDOR
+    facts: dict[str, Any] = {
+        "kind": "remote-code" if vendor else plan.kind,
+        "source": cfg.model,
+        "directory": None if plan.source.is_replica else str(plan.directory),
+        "revision": plan.source.revision,
+        "random_weights": plan.random_weights,
+        "weights": f"seeded random (seed {cfg.seed})" if plan.random_weights else "checkpoint",
+        "code": plan.code_note(),
+        "architecture": model.arch.name,
+        "parameters": model.parameter_count(),
+        "experts_implementation": _experts_implementation(model),
+        "attn_implementation": model.attn_implementation if vendor else cfg.attn_implementation,
+    }
+    if vendor:
+        from dsocr.execution.vendor import NO_REPEAT_NGRAM_SIZE
+
+        facts["execution"] = (
+            f"the checkpoint's generate (greedy, no_repeat_ngram_size={NO_REPEAT_NGRAM_SIZE}, use_cache), "
+            f"{model.attn_implementation} attention, autocast bf16 on CUDA, no text streamer"
+        )
+    return facts
 
 
 def _experts_implementation(model: Any) -> str | None:
@@ -443,6 +492,8 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
         set_category(cfg.rank + 1)  # every range of this worker carries its rank + 1 as its NVTX category
     torch = _torch()
     torch.manual_seed(cfg.seed)
+    plan = model_plan(cfg)  # the checkpoint directory rules, before anything is loaded
+    vendor = plan.kind == KIND_VENDOR
     t0 = time.perf_counter()
     loaded = load_pages(cfg)
     pages = [page for page, _ in loaded]
@@ -458,21 +509,39 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
             f"CUDA out of memory while loading the model ({cfg.model}) on {cfg.device}: "
             "free the GPU or use a larger one"
         ) from None
-    prompt = make_prompt(cfg, model)
+    prompt = make_prompt(cfg, model, plan)
     plans = [
-        PagePlan(cfg.page_index(i), p, v.to(model.device, model.dtype), v.image_tokens + prompt.tokens)
+        # the vendor path keeps dsocr's views on the host: they only describe the page (its inputs are its own)
+        PagePlan(cfg.page_index(i), p, v if vendor else v.to(model.device, model.dtype), v.image_tokens + prompt.tokens)
         for i, (p, v) in enumerate(zip(pages, prepared, strict=True))
     ]
+    inputs = (
+        [model.prepare(image, cfg.mode, prompt.ids_before, prompt.ids_after) for _, image in loaded] if vendor else []
+    )
+    for page_plan, page_inputs in zip(plans, inputs, strict=False):
+        if page_inputs.prompt_length != page_plan.prefill_length or page_inputs.grid != page_plan.views.grid:
+            raise RunFailed(
+                f"page {page_plan.page.name}: the checkpoint's preprocessing gives {page_inputs.prompt_length} prompt "
+                f"positions and crop grid {page_inputs.grid}, dsocr's {page_plan.prefill_length} and "
+                f"{page_plan.views.grid}: please report this with the page"
+            )
     if cfg.is_cuda:
         torch.cuda.synchronize()
     t_model = time.perf_counter() - t0
     event(progress.MODEL_READY, seconds=round(t_model, 3), warmup=cfg.warmup)
 
-    runner = Runner(cfg, model, plans, prompt)
+    runner: Runner
+    if vendor:
+        from dsocr.capture.vendor_ranges import VendorRunner
+
+        runner = VendorRunner(cfg, model, plans, prompt, inputs)
+    else:
+        runner = Runner(cfg, model, plans, prompt)
     interrupted = False
     hooks = None
     t_warm = t_capture = t_open = t_close = t_cwarm = 0.0
-    with torch.inference_mode():
+    # the checkpoint's infer runs under no_grad; dsocr's replica under inference_mode
+    with torch.no_grad() if vendor else torch.inference_mode():
         t0 = time.perf_counter()
         warm_pages = runner.warmup(cfg.warmup)
         t_warm = time.perf_counter() - t0
@@ -503,27 +572,27 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
             if hooks is not None:
                 hooks.remove()
     assumptions = list(ASSUMPTIONS_REPLICA) if cfg.model == MODEL_REPLICA else []
+    if plan.random_weights and cfg.model != MODEL_REPLICA:
+        assumptions.append(
+            f"weights are seeded random values (seed {cfg.seed}, --random-weights) in the checkpoint's shapes: "
+            "kernel cost depends on shapes, not values; routing and stopping do not"
+        )
+    if vendor:
+        assumptions += list(ASSUMPTIONS_VENDOR)
+    elif cfg.model != MODEL_REPLICA:
+        assumptions.append(f"the checkpoint's weights run in dsocr's replica: {plan.code_note()}")
     if prompt.source == "fixed-ids":
         assumptions.append(
             f"prompt: a fixed sequence of {prompt.tokens} token ids (BOS before the image, the rest after it) "
             "stands for the vendor prompt (no DeepSeek tokenizer offline)"
         )
-    assumptions.append("prefill computes lm_head on the last position only (as transformers' generate does)")
+    if not vendor:
+        assumptions.append("prefill computes lm_head on the last position only (as transformers' generate does)")
     doc = timing_document(
         clock=runner.timer.clock,
         records=runner.timer.records(),
         config=cfg.to_dict(),
-        model={
-            "kind": "replica"
-            if cfg.model == MODEL_REPLICA
-            else ("remote-code" if cfg.trust_remote_code else "checkpoint"),
-            "source": cfg.model,
-            "architecture": model.arch.name,
-            "parameters": model.parameter_count(),
-            "experts_implementation": _experts_implementation(model),
-            "attn_implementation": cfg.attn_implementation,
-            "module_ranges": list(hooks.paths) if hooks is not None else [],
-        },
+        model={**model_facts(cfg, plan, model), "module_ranges": list(hooks.paths) if hooks is not None else []},
         prompt={
             "source": prompt.source,
             "tokens": prompt.tokens,

@@ -16,9 +16,12 @@ RUN_CONFIG.json`` (under ``nsys profile`` for the profiled pass, bare for the ba
   over all pages right after the capture range opens, untimed (1; 0: none), ``max_new_tokens``
   (32: one from prefill, N-1 decode steps), ``prompt_tokens`` (12 fixed ids unless the checkpoint
   ships a tokenizer), ``seed`` (0).
-- ``model``: ``replica`` or a local checkpoint directory; ``trust_remote_code``: run the
-  vendor's own code from that directory (needs transformers 4.46.3).
-- ``attn_implementation``: ``sdpa`` (default) or ``eager``.
+- ``model``: ``replica``, a local checkpoint directory or a hub id in the local Hugging Face cache
+  (:mod:`dsocr.execution.hub`); ``trust_remote_code``: run the checkpoint's own code and
+  ``generate`` (:mod:`dsocr.execution.vendor`; needs transformers 4.46.3); ``random_weights``:
+  seeded random weights for a checkpoint directory without (or ignoring) its weights.
+- ``attn_implementation``: ``sdpa`` (default) or ``eager`` for the replica; ``eager`` or
+  ``flash_attention_2`` for the checkpoint's own code.
 - ``op_ranges``: wrap the captured work in ``emit_nvtx(record_shapes=True)`` (CUDA torch only).
 - ``module_ranges``: one NVTX range per medium-granularity module (domain ``dsocr.module``).
 - ``capture_range``: ``cuda-profiler-api`` (cudaProfilerStart/Stop), ``nvtx`` (a ``capture``
@@ -93,6 +96,7 @@ class WorkerConfig:
     seed: int = 0
     model: str = MODEL_REPLICA
     trust_remote_code: bool = False
+    random_weights: bool = False
     attn_implementation: str = "sdpa"
     op_ranges: bool = False
     module_ranges: bool = False
@@ -141,12 +145,18 @@ class WorkerConfig:
                 "capture_range cuda-profiler-api needs a CUDA device: on the CPU use capture_range nvtx "
                 "(nsys --capture-range=nvtx --nvtx-capture=capture@dsocr)"
             )
-        if self.attn_implementation not in ("sdpa", "eager"):
+        if self.trust_remote_code and self.model == MODEL_REPLICA:
+            raise BadInput("trust_remote_code needs a checkpoint directory as model, not the replica")
+        if self.trust_remote_code:
+            from dsocr.execution.vendor import check_options
+
+            check_options(self.mode, self.crops, self.dtype, self.attn_implementation)
+            if self.shrink is not None:
+                raise BadInput("shrink applies to the replica only: cut the checkpoint's config.json instead")
+        elif self.attn_implementation not in ("sdpa", "eager"):
             raise BadInput(
                 f"worker config attn_implementation {self.attn_implementation!r} is unknown: use sdpa or eager"
             )
-        if self.trust_remote_code and self.model == MODEL_REPLICA:
-            raise BadInput("trust_remote_code needs a checkpoint directory as model, not the replica")
         if not 0 <= self.rank < self.workers:
             raise BadInput(f"worker config rank {self.rank} is not in 0..{self.workers - 1}: give 0 <= rank < workers")
         if self.page_indices is not None and len(self.page_indices) != len(self.pages):
@@ -234,6 +244,7 @@ def _check_types(cfg: WorkerConfig, source: str) -> None:
         "seed": int,
         "model": str,
         "trust_remote_code": bool,
+        "random_weights": bool,
         "attn_implementation": str,
         "op_ranges": bool,
         "module_ranges": bool,

@@ -207,12 +207,27 @@ def capture(
             min=0,
         ),
     ] = 1,
-    model: Annotated[str, _opt("--model", "'replica' (exact shapes, random weights) or a checkpoint dir.")] = (
-        "replica"
-    ),
+    model: Annotated[
+        str,
+        _opt(
+            "--model",
+            "'replica' (exact shapes, random weights), a checkpoint dir, or a hub id in the local Hugging Face "
+            "cache (deepseek-ai/DeepSeek-OCR; never downloaded).",
+        ),
+    ] = "replica",
     trust_remote_code: Annotated[
-        bool, _opt("--trust-remote-code", "Run the checkpoint's own code (transformers 4.46.3).")
+        bool, _opt("--trust-remote-code", "Run the checkpoint's own code and generate (transformers 4.46.3).")
     ] = False,
+    random_weights: Annotated[
+        bool, _opt("--random-weights", "Run a checkpoint dir's config with seeded random weights (no safetensors).")
+    ] = False,
+    attn: Annotated[
+        str | None,
+        _opt(
+            "--attn",
+            "Attention: eager or sdpa (replica); eager (default) or flash_attention_2 (--trust-remote-code).",
+        ),
+    ] = None,
     device: Annotated[
         str, _opt("--device", "cuda, cuda:N, or cpu (the whole pipeline on the CPU).", callback=device_value)
     ] = "cuda",
@@ -308,6 +323,8 @@ def capture(
         capture_warmup=capture_warmup,
         model=model,
         trust_remote_code=trust_remote_code,
+        random_weights=random_weights,
+        attn=attn,
         device=device,
         dtype=_DTYPE_ALIASES.get(dtype.strip().lower(), dtype),
         op_ranges=op_ranges,

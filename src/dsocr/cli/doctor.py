@@ -10,7 +10,7 @@ import attrs
 import typer
 from rich.table import Table
 
-from dsocr.capture.doctor import Diagnosis, diagnose
+from dsocr.capture.doctor import CHECK_MODEL_PATHS, Diagnosis, diagnose
 from dsocr.capture.doctor_facts import gather_facts
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, option
@@ -31,7 +31,7 @@ def _table(diagnosis: Diagnosis) -> Table:
 
 
 def _print_fixes(ui: Ui, diagnosis: Diagnosis) -> None:
-    fixes = [c for c in diagnosis.checks if c.status != "ok" and c.fix]
+    fixes = [c for c in diagnosis.checks if c.fix and (c.status != "ok" or c.name == CHECK_MODEL_PATHS)]
     if fixes:
         ui.out.print("fixes:")
         for check in fixes:

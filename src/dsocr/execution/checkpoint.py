@@ -11,8 +11,10 @@ Anything that does not map, in either direction, stops the load with one line li
 
 The architecture is read from the checkpoint itself (layer and expert counts, vocabulary, SAM's
 global-attention layers from the sizes of their relative position tables), so smaller synthetic
-checkpoints load too. ``trust_remote_code`` runs the vendor's own code instead, which needs the
-transformers version the vendor pinned (4.46.3).
+checkpoints load too. Non-parameter buffers a saved state_dict may hold
+(``model.vision_model.embeddings.position_ids``) are ignored. ``trust_remote_code`` runs the
+checkpoint's own code instead (:mod:`dsocr.execution.vendor`), which needs the transformers
+version the vendor pinned (4.46.3).
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ from typing import Any, Final
 
 import attrs
 
-from dsocr.contract.errors import BadInput, EnvironmentProblem, InputNotFound
+from dsocr.contract.errors import BadInput, InputNotFound
+from dsocr.execution.checkpoint_rules import BUFFERS, VENDOR_TRANSFORMERS
 from dsocr.model.architecture import DEEPSEEK_OCR, Architecture
 
-#: The transformers version the vendor's remote code is pinned to.
-VENDOR_TRANSFORMERS: Final = "4.46.3"
+__all__ = ["VENDOR_TRANSFORMERS", "Piece", "load_model", "vendor_map"]
+
 CONFIG_FILE: Final = "config.json"
 #: How many names an error line lists before "and N more".
 SHOW: Final = 6
@@ -158,6 +161,11 @@ def read_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def without_buffers(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """``shapes`` without the non-parameter buffers a saved state_dict may hold (the replica rebuilds them)."""
+    return {k: v for k, v in shapes.items() if k not in BUFFERS}
+
+
 def _count(shapes: dict[str, tuple[int, ...]], pattern: str) -> int:
     rx = re.compile(pattern)
     found = {int(mt.group(1)) for name in shapes if (mt := rx.match(name))}
@@ -261,6 +269,8 @@ def load_into(replica: Any, files: list[Path], mapping: dict[str, tuple[Piece, .
         for f in files:
             with safe_open(str(f), framework="pt") as handle:
                 for name in handle.keys():  # noqa: SIM118
+                    if name in BUFFERS:
+                        continue
                     tensor = handle.get_tensor(name)
                     for piece in mapping[name]:
                         dst = params[piece.target]
@@ -274,16 +284,9 @@ def load_into(replica: Any, files: list[Path], mapping: dict[str, tuple[Piece, .
 
 def check_remote_code_version() -> str:
     """The installed transformers version, or EnvironmentProblem unless it is the vendor's 4.46.3."""
-    import transformers
+    from dsocr.execution.checkpoint_rules import check_transformers
 
-    found = str(transformers.__version__)
-    if found != VENDOR_TRANSFORMERS:
-        raise EnvironmentProblem(
-            f"--trust-remote-code runs the vendor's own code, which needs transformers {VENDOR_TRANSFORMERS}, "
-            f"but {found} is installed: use a separate environment with transformers=={VENDOR_TRANSFORMERS}, "
-            "or drop --trust-remote-code to load the checkpoint into the replica"
-        )
-    return found
+    return check_transformers()
 
 
 def load_model(
@@ -300,15 +303,17 @@ def load_model(
 
     Layer, expert and vocabulary sizes come from the checkpoint, widths and head counts from ``base``.
     """
+    if trust_remote_code:  # the checkpoint's own code: dsocr.execution.vendor
+        from dsocr.execution.checkpoint_rules import plan_model
+        from dsocr.execution.vendor import ATTENTIONS, load_vendor
+
+        attn = attn_implementation if attn_implementation in ATTENTIONS else "eager"
+        return load_vendor(plan_model(str(directory), trust_remote_code=True), device=device, seed=seed, attn=attn)
     files = safetensors_files(directory)
     config = _read_config(directory)
-    if trust_remote_code:
-        check_remote_code_version()
-        arch = infer_architecture(read_shapes(files), config, base)
-        return load_vendor_model(directory, arch, device=device, dtype=dtype)
     from dsocr.execution.replica import build_replica
 
-    shapes = read_shapes(files)
+    shapes = without_buffers(read_shapes(files))
     arch = infer_architecture(shapes, config, base)
     replica = build_replica(arch, device=device, dtype=dtype, seed=seed, attn_implementation=attn_implementation)
     clip_prefix = "clip.vision_model." if hasattr(replica.clip, "vision_model") else "clip."
@@ -320,122 +325,3 @@ def load_model(
     eos = lang.get("eos_token_id") if isinstance(lang, dict) else None
     replica.eos_token_id = int(eos) if isinstance(eos, int) else None
     return replica
-
-
-@attrs.define(eq=False)
-class VendorModel:
-    """The vendor's own model (``trust_remote_code``) behind the replica's interface.
-
-    Written against the vendor's published ``modeling_deepseekocr.py`` (``DeepseekOCRForCausalLM``:
-    ``model.sam_model``, ``model.vision_model(images, sam_features)``, ``model.projector``,
-    ``model.image_newline``, ``model.view_seperator``, a ``DeepseekV2Model`` decoder, ``lm_head``);
-    it runs only under transformers 4.46.3 and was not exercised in dsocr's CI.
-    """
-
-    arch: Architecture
-    root: Any
-    device: Any
-    dtype: Any
-    eos_token_id: int | None = None
-
-    @property
-    def _model(self) -> Any:
-        return self.root.model
-
-    def parameter_count(self) -> int:
-        """Number of parameters."""
-        return sum(int(p.numel()) for p in self.root.parameters())
-
-    def module_paths(self) -> dict[str, Any]:
-        """The contract's module paths that exist as single modules in the vendor's code."""
-        from dsocr.contract import module_paths as mp
-
-        m = self._model
-        paths: dict[str, Any] = {mp.SAM: m.sam_model, mp.SAM_NECK: m.sam_model.neck, mp.CLIP: m.vision_model}
-        paths |= {mp.PROJECTOR: m.projector, mp.DECODER: m, mp.EMBED_TOKENS: m.embed_tokens, mp.DECODER_NORM: m.norm}
-        paths[mp.LM_HEAD] = self.root.lm_head
-        paths |= {mp.sam_block(i): b for i, b in enumerate(m.sam_model.blocks)}
-        paths |= {mp.clip_layer(i): b for i, b in enumerate(m.vision_model.transformer.layers)}
-        for i, layer in enumerate(m.layers):
-            paths[mp.decoder_layer(i)] = layer
-            paths[mp.decoder_attention(i)] = layer.self_attn
-            if self.arch.decoder.is_moe(i):
-                paths[mp.decoder_moe(i)] = layer.mlp
-                paths[mp.decoder_moe_router(i)] = layer.mlp.gate
-                paths[mp.decoder_moe_shared(i)] = layer.mlp.shared_experts
-            else:
-                paths[mp.decoder_mlp(i)] = layer.mlp
-        return paths
-
-    def encode_view(self, pixels: Any, stage: Any = None) -> Any:
-        """SAM -> CLIP -> projector on a batch of views, as the vendor's forward does."""
-        import contextlib
-
-        import torch
-
-        st = stage or (lambda _n: contextlib.nullcontext())
-        m = self._model
-        with st("sam"):
-            sam_map = m.sam_model(pixels)
-        with st("clip"):
-            clip_out = m.vision_model(pixels, sam_map)
-        with st("projector"):
-            out = m.projector(torch.cat([clip_out[:, 1:], sam_map.flatten(2).permute(0, 2, 1)], dim=-1))
-        return out
-
-    def encode_views(self, views: Any, stage: Any = None) -> Any:
-        """Image embeddings of one page (crops, global view, layout)."""
-        from dsocr.execution.replica import lay_out
-
-        crops = None if views.crops is None else self.encode_view(views.crops, stage)
-        glob = self.encode_view(views.global_view, stage)
-        return lay_out(self._model.image_newline, self._model.view_seperator, glob, crops, views.grid)
-
-    def embed_prompt(self, ids_before: Any, image_embeds: Any, ids_after: Any) -> Any:
-        """Prefill input ``(1, L, hidden)``."""
-        import torch
-
-        embed = self._model.embed_tokens
-        n = ids_before.numel()
-        text = embed(torch.cat([ids_before.reshape(-1), ids_after.reshape(-1)]).unsqueeze(0)).to(image_embeds.dtype)
-        return torch.cat([text[:, :n], image_embeds.unsqueeze(0), text[:, n:]], dim=1)
-
-    def _decoder(self, **kwargs: Any) -> Any:
-        m = self._model
-        base_forward = getattr(type(m).__mro__[1], "forward")  # noqa: B009  DeepseekV2Model.forward: the decoder without the vision path
-        return base_forward(m, **kwargs)
-
-    def prefill(self, input_embeds: Any) -> tuple[Any, Any]:
-        """Decoder over the prompt: (last logits, cache)."""
-        out = self._decoder(inputs_embeds=input_embeds, use_cache=True, return_dict=True)
-        return self.root.lm_head(out.last_hidden_state[:, -1:, :])[:, -1], out.past_key_values
-
-    def decode_step(self, token: Any, past: Any) -> tuple[Any, Any]:
-        """One greedy step."""
-        embeds = self._model.embed_tokens(token.reshape(1, 1))
-        out = self._decoder(inputs_embeds=embeds, past_key_values=past, use_cache=True, return_dict=True)
-        return self.root.lm_head(out.last_hidden_state)[:, -1], out.past_key_values
-
-
-def load_vendor_model(directory: Path, arch: Architecture, *, device: str = "cpu", dtype: Any = None) -> VendorModel:
-    """The vendor's model from ``directory`` with its own code (transformers 4.46.3 only)."""
-    check_remote_code_version()
-    import torch
-    from transformers import AutoModel
-
-    from dsocr.execution.replica import resolve_dtype
-
-    torch_dtype = resolve_dtype(device, dtype)
-    model = AutoModel.from_pretrained(
-        str(directory), trust_remote_code=True, local_files_only=True, torch_dtype=torch_dtype, use_safetensors=True
-    )
-    model = model.eval().to(device)
-    model.requires_grad_(False)
-    eos = getattr(model.config, "eos_token_id", None)
-    return VendorModel(
-        arch=arch,
-        root=model,
-        device=torch.device(device),
-        dtype=torch_dtype,
-        eos_token_id=int(eos) if isinstance(eos, int) else None,
-    )

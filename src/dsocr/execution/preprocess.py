@@ -79,7 +79,7 @@ def global_view_image(image: Image.Image, mode: str | ResolutionMode) -> Image.I
     rgb = image.convert("RGB")
     size = (m.global_size, m.global_size)
     if m.global_fit == "resize":
-        return rgb.resize(size, Image.Resampling.LANCZOS)
+        return rgb.resize(size)  # Pillow's default filter (bicubic), as the vendor's infer() resizes
     return ImageOps.pad(rgb, size, color=PAD_COLOR)
 
 

@@ -1,9 +1,11 @@
 """Prompt ids from a local checkpoint's own tokenizer files, when it ships them.
 
 No DeepSeek tokenizer is available offline, so the worker normally uses a fixed id sequence.
-A checkpoint directory holding ``tokenizer.json`` (or ``tokenizer_config.json``) is tokenized
-with transformers' ``AutoTokenizer`` (local files only): the text before ``<image>`` follows
-the BOS id, the text after it follows the image embeddings, as the vendor's code lays it out.
+A checkpoint directory holding ``tokenizer.json`` (the vocabulary itself) is tokenized with
+transformers' ``AutoTokenizer`` (local files only): the text before ``<image>`` follows the BOS
+id, the text after it follows the image embeddings, as the vendor's code lays it out. A
+directory with only ``tokenizer_config.json`` (as the DeepSeek-OCR repository's code files come)
+has no vocabulary: it uses the fixed ids like a directory without tokenizer files.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import attrs
 from dsocr.contract.errors import BadInput
 
 IMAGE_TAG: Final = "<image>"
-TOKENIZER_FILES: Final = ("tokenizer.json", "tokenizer_config.json")
+#: The file that makes a directory tokenizable (``tokenizer_config.json`` alone holds no vocabulary).
+TOKENIZER_FILES: Final = ("tokenizer.json",)
 
 
 @attrs.frozen
@@ -29,7 +32,7 @@ class PromptIds:
 
 
 def has_tokenizer(directory: Path) -> bool:
-    """Whether ``directory`` ships tokenizer files."""
+    """Whether ``directory`` ships a tokenizer's vocabulary (``tokenizer.json``)."""
     return any((directory / name).is_file() for name in TOKENIZER_FILES)
 
 

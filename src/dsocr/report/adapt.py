@@ -140,7 +140,9 @@ def _identity(d: Mapping[str, Any], manifest: Mapping[str, Any] | None, timing: 
         schema_version=trace.get("schema_version"),
         torch=tenv.get("torch") or pkgs.get("torch"),
         model_source=f"{source} ({kind})" if source and kind and kind != source else (source or kind),
-        random_weights=None if kind is None else kind == "replica",
+        random_weights=model.get("random_weights")
+        if "random_weights" in model
+        else (None if kind is None else kind == "replica"),
         dtype=tenv.get("dtype") or settings.get("dtype"),
         mode=settings.get("mode"),
         pages=len(pages) if isinstance(pages, list) else None,

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Issue 10 on one GPU, in one call (< 10 min): the checkpoint's own code (vendor path) against dsocr's replica.
+#   bash benchmarks/gpu/vendor_vs_replica.sh       (repo root; carry .device-kit/ and .whl/)
+# 1. On the same card: a random-weight checkpoint written by the vendor's code; `dsocr generate --json` on it
+#    with the vendor path and with the replica (first-token top-5, prompt length, ids).
+# 2. The same 2 pages x 2 repeats x 32 tokens captured under nsys (--no-calibrate, one unprofiled baseline):
+#    the vendor path (random weights), the replica's default execution, the replica's grouped/SDPA variant.
+# $OUT gets 7 files: summary.json (card, versions, generate results, capture exit codes) and per capture
+# <name>-small.tgz (manifest, timing, logs) and <name>.sqlite.xz.
+# The vendor's wheels (transformers 4.46.3, ...) go to /tmp/site-vendor, first on PYTHONPATH for the vendor
+# processes only; the machine's transformers 5.x stays for the replica.
+set -uo pipefail
+source benchmarks/gpu/h100_env.sh                   # /tmp/site (nvtx, CLI deps), $NSYS, LD_LIBRARY_PATH
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-vendor .device-kit/wheels-vendor/*.whl
+VENDOR=(env "PYTHONPATH=/tmp/site-vendor:/tmp/site:$PWD/src")
+CODE=.device-kit/vendor-deepseek-ocr                # code + config, no weights
+P=src/dsocr/data/pages
+PAGES=(--pages $P/text-01-article.png --pages $P/mixed-02-table.png)
+COMMON=(--repeats 2 --max-new-tokens 32 --baseline-runs 1 --no-analyze --no-calibrate --nsys "$NSYS" "${PAGES[@]}")
+GEN=(generate --page $P/text-01-article.png --max-new-tokens 8 --json)
+mkdir -p /tmp/runs "$OUT"
+"${VENDOR[@]}" python3 -c "import einops, addict, easydict, transformers; print('vendor env ok', transformers.__version__)"
+
+# 1. one checkpoint (the vendor's model, seed 0, on the GPU), then both implementations on it
+"${VENDOR[@]}" python3 - "$CODE" <<'EOF'
+import shutil, sys
+from safetensors.torch import save_file
+from dsocr.execution.checkpoint_rules import plan_model
+from dsocr.execution.vendor import load_vendor
+shutil.copytree(sys.argv[1], "/tmp/ck", ignore=shutil.ignore_patterns("*.index.json"))
+m = load_vendor(plan_model("/tmp/ck", trust_remote_code=True, random_weights=True), device="cuda", seed=0)
+save_file({n: p.detach().cpu().contiguous() for n, p in m.root.named_parameters()}, "/tmp/ck/model.safetensors")
+EOF
+"${VENDOR[@]}" python3 -m dsocr "${GEN[@]}" --model /tmp/ck --trust-remote-code > /tmp/gen-vendor.json 2>/tmp/gen-vendor.err
+python3 -m dsocr "${GEN[@]}" --model /tmp/ck > /tmp/gen-replica.json 2>/tmp/gen-replica.err
+rm -rf /tmp/ck
+
+# 2. the captures
+declare -A RC
+t0=$(date +%s)
+"${VENDOR[@]}" python3 -m dsocr capture --model "$CODE" --trust-remote-code --random-weights --out /tmp/runs/vendor "${COMMON[@]}"
+RC[vendor]=$?
+python3 -m dsocr capture --out /tmp/runs/replica "${COMMON[@]}"
+RC[replica]=$?
+python3 -m dsocr capture --moe grouped --attn sdpa --out /tmp/runs/replica-grouped-sdpa "${COMMON[@]}"
+RC[replica-grouped-sdpa]=$?
+echo "captures: ${RC[*]} in $(( $(date +%s) - t0 )) s"
+
+# 3. pack
+python3 - "${RC[vendor]}" "${RC[replica]}" "${RC[replica-grouped-sdpa]}" <<'EOF'
+import json, os, subprocess, sys, torch
+def read(p):
+    try:
+        return json.load(open(p))
+    except Exception as exc:
+        return {"error": f"{exc}", "stderr": open(p.replace(".json", ".err")).read()[-3000:]}
+out = {
+    "card": torch.cuda.get_device_name(0), "torch": torch.__version__,
+    "generate": {"vendor": read("/tmp/gen-vendor.json"), "replica": read("/tmp/gen-replica.json")},
+    "capture_rc": dict(zip(["vendor", "replica", "replica-grouped-sdpa"], map(int, sys.argv[1:]))),
+}
+json.dump(out, open(os.path.join(os.environ["OUT"], "summary.json"), "w"), indent=1)
+EOF
+for name in vendor replica replica-grouped-sdpa; do
+  run=/tmp/runs/$name
+  tar -C "$run" -czf "$OUT/$name-small.tgz" --exclude=trace.sqlite --exclude=trace.nsys-rep . 2>/dev/null
+  [ -f "$run/trace.sqlite" ] && xz -T0 -6 -c "$run/trace.sqlite" > "$OUT/$name.sqlite.xz"
+done
+ls -la "$OUT"
