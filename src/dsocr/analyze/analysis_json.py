@@ -66,6 +66,7 @@ def analysis_document(analysis: Analysis, *, full_projection: bool = False) -> d
         "analytic": analysis.analytic.doc if analysis.analytic is not None else None,
         "modules": analysis.modules.to_dict() if analysis.modules is not None else None,
         **extra,
+        **({"devices": analysis.devices.to_dict()} if analysis.devices is not None else {}),
     }
 
 

@@ -23,6 +23,7 @@ from dsocr.analyze.policy import ENGINE_VAR, RuntimePolicy
 from dsocr.analyze.repeats import analyze_repeats
 from dsocr.analyze.stages import TOP_N, analyze_stages, summarize
 from dsocr.analyze.study import (
+    check_against,
     check_same_gpus,
     check_same_nesting,
     check_same_study,
@@ -157,7 +158,13 @@ def analyze_trace(
 
         mod_times = module_times(trace, att.op_ranges)
         gaps = idle_gaps(stages.instances, att.op_ranges.lazy(), trace.gpu_ops)
-    return TraceResult(info, proj, kern, stages, mod_times, gaps), warnings
+    procs = None
+    tids = stages.instances.get_column("global_tid")
+    if cuda and (tids // (1 << 24)).n_unique() > 1:  # several worker processes (dsocr capture --gpus N)
+        from dsocr.analyze.devices import processes
+
+        procs = processes(trace.gpu_ops)
+    return TraceResult(info, proj, kern, stages, mod_times, gaps, procs), warnings
 
 
 def run_analysis(
@@ -167,20 +174,26 @@ def run_analysis(
     workload: WorkloadFlags | None = None,
     peak: PeakFlags | None = None,
     policy: RuntimePolicy | None = None,
+    scheduler: str | None = None,
 ) -> Analysis:
     """Analyze one or several traces (several files = several passes) into one :class:`Analysis`.
 
     When the first path is a dsocr run directory (or a trace in one) its manifest and timing
     files give the analytic workload; otherwise ``workload`` flags may. ``peak`` overrides the
     GPU peak used for MFU/MBU. ``policy``: the run-time settings (default: the policy of the
-    resolved exports).
+    resolved exports). ``scheduler`` (``local`` or a Dask scheduler address) runs the per-trace
+    work on a Dask cluster (:mod:`dsocr.analyze.distributed`), under the same policy: the same results.
     """
     if not paths:
         raise BadInput("no trace given; pass an nsys SQLite export or a run directory")
+    if scheduler is not None:
+        from dsocr.analyze.distributed import check_available
+
+        check_available()
     resolved = distinct_inputs(paths)
     policy = policy or RuntimePolicy.for_inputs(resolved)
     with polars_engine(policy):
-        return _analyze_all(paths, resolved, progress, top_n, workload, peak, policy)
+        return _analyze_all(paths, resolved, progress, top_n, workload, peak, policy, scheduler)
 
 
 def polars_engine(policy: RuntimePolicy) -> contextlib.AbstractContextManager[object]:
@@ -200,13 +213,27 @@ def _analyze_all(
     workload: WorkloadFlags | None,
     peak: PeakFlags | None,
     policy: RuntimePolicy,
+    scheduler: str | None = None,
 ) -> Analysis:
     results: list[TraceResult] = []
     warnings: list[str] = [w for p in paths if (w := partial_run_warning(p))]
-    for p, r in zip(paths, resolved, strict=True):
-        res, warn = analyze_trace(p, progress, r, results[0] if results else None, policy)
-        results.append(res)
-        warnings.extend(warn)
+    if scheduler is None:
+        for p, r in zip(paths, resolved, strict=True):
+            res, warn = analyze_trace(p, progress, r, results[0] if results else None, policy)
+            results.append(res)
+            warnings.extend(warn)
+    else:
+        from dsocr.analyze.distributed import analyze_traces
+
+        if progress is not None:
+            progress(f"analyzing {len(paths)} trace(s) on Dask ({scheduler})")
+        for p, (res, warn) in zip(paths, analyze_traces(scheduler, paths, resolved, policy), strict=True):
+            if results:
+                check_against(results[0], str(p), res)
+            if progress is not None:
+                progress(f"{p.name}: analyzed on Dask")
+            results.append(res)
+            warnings.extend(warn)
     step = progress or (lambda _name: None)
     step("combining files and repeats")
     instances = pl.concat(
@@ -235,7 +262,11 @@ def _analyze_all(
         for i, r in enumerate(results)
         if r.idle_gaps is not None
     ]
+    from dsocr.analyze.devices import device_tables
+
+    devices = device_tables(instances, [r.processes for r in results], [r.info.gpus for r in results])
     return Analysis(
+        devices=devices,
         traces=tuple(results),
         stage_instances=instances,
         stages=summarize(instances),

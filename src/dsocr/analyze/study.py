@@ -130,3 +130,11 @@ def check_same_nesting(first: TraceResult, other_file: str, other: StageTables) 
         f"{first.info.file} and {other_file}: {nested} ran vision inside prefill (the checkpoint's own code), "
         f"{beside} beside it (dsocr's replica); {NOT_ONE_STUDY_FIX}"
     )
+
+
+def check_against(reference: TraceResult, given: str, other: TraceResult) -> None:
+    """The checks of :func:`~dsocr.analyze.pipeline.analyze_trace` with a ``reference``, on a finished result
+    (the Dask path)."""
+    check_same_gpus(reference.info, given, other.info.gpus)
+    check_same_study(reference.info, other.info, stage_names(reference.stages), stage_names(other.stages))
+    check_same_nesting(reference, given, other.stages)

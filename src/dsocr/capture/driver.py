@@ -29,6 +29,7 @@ import datetime as dt
 import importlib.util
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,11 +47,15 @@ from dsocr.capture import inputs as inputs_mod
 from dsocr.capture import manifest as manifest_mod
 from dsocr.capture import nsys as nsys_mod
 from dsocr.capture import progress
+from dsocr.capture import shards as shards_mod
 from dsocr.capture.worker_config import CAPTURE_CUDA, CAPTURE_NONE, CAPTURE_NVTX, Shrink, WorkerConfig
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput, BadUsage, DsocrError, EnvironmentProblem, RunFailed
 
 WORKER_MODULE: Final = "dsocr.capture.worker"
+LAUNCHER_MODULE: Final = "dsocr.capture.launcher"
+#: Where the workers of a data-parallel capture meet to open and close the capture range together.
+BARRIER_DIR: Final = ".barrier"
 WORKER_CONFIG: Final = "worker-config.json"
 WORKER_CONFIG_BASELINE: Final = "worker-config-baseline.json"
 WORKER_CONFIG_BASELINE_NUMBERED: Final = "worker-config-baseline-{k}.json"
@@ -120,6 +125,14 @@ class CaptureSettings:
     workload: str | None = None
     #: Tests only: the command that replaces ``python -m dsocr.capture.worker``.
     worker_command: tuple[str, ...] | None = None
+    #: A data-parallel capture (``--gpus N`` / ``--devices``): one worker per entry (``cuda:N`` or
+    #: ``cpu``; a device may repeat), pages sharded over them (:mod:`dsocr.capture.shards`).
+    devices: tuple[str, ...] = ()
+
+    @property
+    def workers(self) -> int:
+        """How many worker processes run the pages (1 unless ``devices`` lists several)."""
+        return max(1, len(self.devices))
 
     @property
     def is_cpu(self) -> bool:
@@ -151,6 +164,7 @@ class CaptureSettings:
         out = {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items() if k != "worker_command"}
         out["pages"] = [str(p) for p in self.pages]
         out["attn"] = self.attn_implementation or attrs.fields(WorkerConfig).attn_implementation.default
+        out["devices"] = list(self.devices)
         return out
 
     def worker_config(self, pages: Sequence[inputs_mod.InputPage], timing_out: Path, profiled: bool) -> WorkerConfig:
@@ -306,6 +320,15 @@ def check_machine(settings: CaptureSettings, gpu: dict[str, Any]) -> None:
             f"no NVIDIA GPU found ({gpu.get('error') or 'NVML lists none'}); run on a machine with a GPU and its "
             "driver, or pass --device cpu to run the whole pipeline on the CPU under nsys (NVTX ranges, no kernels)"
         )
+    if settings.workers > 1:
+        wanted = sorted({device_index(d) for d in settings.devices})
+        have = len(gpu["gpus"])
+        if wanted[-1] >= have:
+            names = ", ".join(sorted({str(g.get("name")) for g in gpu["gpus"]}))
+            raise EnvironmentProblem(
+                f"{settings.workers} workers on GPU(s) {', '.join(map(str, wanted))}, but this machine has "
+                f"{have} GPU(s) ({names}); ask for at most {have} (--gpus {have}), or repeat a device (--devices 0,0)"
+            )
     index = device_index(settings.device)
     if index >= len(gpu["gpus"]):
         raise BadUsage(f"--device {settings.device}: this machine has {len(gpu['gpus'])} GPU(s); use cuda:0..")
@@ -497,6 +520,7 @@ class _Run:
         self.manifest["finished"] = manifest_mod.utc_now()
         for junk in self.dir.glob(".*.part.sqlite"):
             junk.unlink()
+        shutil.rmtree(self.dir / BARRIER_DIR, ignore_errors=True)
         self.save()
 
 
@@ -524,6 +548,7 @@ def _run_baseline(run: _Run, settings: CaptureSettings, b: BaselineRun, n: int, 
     if not base.ok:
         label = f"the unprofiled baseline worker{f' ({b.k} of {n}, {b.position} the profiled run)' if n > 1 else ''}"
         raise worker_failure(base, settings, label, run.dir / BASELINE_LOG)
+    _merge_timing(settings, run.dir, b.timing)
 
 
 def calibrate_command(settings: CaptureSettings, out: Path) -> list[str]:
@@ -554,8 +579,46 @@ def _run_calibration(run: _Run, settings: CaptureSettings, rep: Reporter) -> str
 
 
 def _worker_command(settings: CaptureSettings, config: Path) -> list[str]:
+    """The worker's command (several workers: the launcher starting one per per-worker config)."""
     base = list(settings.worker_command or (sys.executable, "-m", WORKER_MODULE))
-    return [*base, "--config", str(config)]
+    if settings.workers == 1:
+        return [*base, "--config", str(config)]
+    cmd = [sys.executable, "-m", LAUNCHER_MODULE]
+    for k in range(settings.workers):
+        cmd += ["--config", str(config.with_name(shards_mod.per_worker(config.name, k)))]
+    return [*cmd, "--", *base] if settings.worker_command else cmd
+
+
+def _write_configs(
+    settings: CaptureSettings,
+    pages: Sequence[inputs_mod.InputPage],
+    run_dir: Path,
+    config: str,
+    timing: str,
+    profiled: bool,
+) -> None:
+    """Write the worker config ``config`` (several workers: one per worker, each with its shard of the pages)."""
+    if settings.workers == 1:
+        settings.worker_config(pages, run_dir / timing, profiled).write(run_dir / config)
+        return
+    barrier = run_dir / BARRIER_DIR / Path(config).stem
+    for k, (indices, part) in enumerate(shards_mod.shard(pages, settings.workers)):
+        cfg = attrs.evolve(
+            settings.worker_config(part, run_dir / shards_mod.per_worker(timing, k), profiled),
+            device=settings.devices[k],
+            rank=k,
+            workers=settings.workers,
+            page_indices=indices,
+            barrier=str(barrier),
+        ).validate()
+        cfg.write(run_dir / shards_mod.per_worker(config, k))
+
+
+def _merge_timing(settings: CaptureSettings, run_dir: Path, timing: str) -> None:
+    """Several workers: their timing files as one ``timing`` (:func:`dsocr.capture.shards.merge_timing`)."""
+    if settings.workers > 1:
+        parts = [run_dir / shards_mod.per_worker(timing, k) for k in range(settings.workers)]
+        shards_mod.merge_timing(parts, run_dir / timing, settings.devices)
 
 
 def _worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -587,14 +650,14 @@ def run_capture(
         driver_cuda = gpu.get("driver_cuda")
         nsys_mod.check_for_cuda(nsys, manifest_mod.torch_cuda_version() or (str(driver_cuda) if driver_cuda else None))
     gpu_name = None if settings.is_cpu else str(gpu["gpus"][device_index(settings.device)]["name"])
+    sharded = shards_mod.shard(pages, settings.workers)  # too few pages for the workers: stop here
     run_dir = make_run_dir(settings, gpu_name)
     env_facts = manifest_mod.environment(gpu)
     nvtx_version = manifest_mod.package_version("nvtx")
-    profiled_cfg = settings.worker_config(pages, run_dir / rundir.TIMING, profiled=True)
-    profiled_cfg.write(run_dir / WORKER_CONFIG)
+    _write_configs(settings, pages, run_dir, WORKER_CONFIG, rundir.TIMING, profiled=True)
     plan = baseline_plan(settings.baselines)
     for b in plan:
-        settings.worker_config(pages, run_dir / b.timing, profiled=False).write(run_dir / b.config)
+        _write_configs(settings, pages, run_dir, b.config, b.timing, profiled=False)
     profile_cmd = nsys_mod.profile_command(
         nsys.path,
         run_dir / TRACE_BASENAME,
@@ -640,6 +703,17 @@ def run_capture(
             },
             "analysis": "pending" if settings.analyze else "skipped",
             "warnings": [],
+            **(
+                {
+                    "devices": {
+                        "workers": shards_mod.device_entries(settings.devices, gpu, [i for i, _ in sharded]),
+                        "sharding": shards_mod.SHARDING,
+                        "barrier": "the workers open and close the capture range together (dsocr.capture.barrier)",
+                    }
+                }
+                if settings.workers > 1
+                else {}
+            ),
         },
     )
     run.save()
@@ -665,6 +739,7 @@ def run_capture(
             raise worker_failure(
                 worker, settings, "the profiled worker (under nsys)", run_dir / CAPTURE_LOG, under_nsys=True
             )
+        _merge_timing(settings, run_dir, rundir.TIMING)
         if not rep_path.is_file():
             if list(run_dir.glob("*.qdstrm")):
                 raise RunFailed(
@@ -679,7 +754,14 @@ def run_capture(
         found = export_mod.count_ranges(sqlite_path)
         run.manifest["ranges"] = {"dsocr": found.counts, "kernels": found.kernels}
         warnings += export_mod.check_ranges(
-            found, sqlite_path, nsys.version, nvtx_version, settings.repeats, len(pages), settings.device
+            found,
+            sqlite_path,
+            nsys.version,
+            nvtx_version,
+            settings.repeats,
+            len(pages),
+            settings.device,
+            workers=settings.workers,
         )
         # 6. unprofiled runs after it
         for b in plan:

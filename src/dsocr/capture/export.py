@@ -126,8 +126,12 @@ def check_ranges(
     repeats: int,
     pages: int,
     device: str,
+    workers: int = 1,
 ) -> list[str]:
-    """Raise RunFailed when the export holds no ``dsocr`` stage ranges; return warnings for gaps."""
+    """Raise RunFailed when the export holds no ``dsocr`` stage ranges; return warnings for gaps.
+
+    ``workers``: a data-parallel capture's worker count (each opens its own ``repeat`` ranges).
+    """
     nvtx_text = nvtx_version or "unknown"
     if found.get(nvtx_names.REPEAT) == 0 and found.get(nvtx_names.PAGE) == 0:
         if drops_new_nvtx(nsys_version, nvtx_version):
@@ -142,12 +146,13 @@ def check_ranges(
             f'`pip install "nvtx>=0.2.10,<0.2.12"` (recorded by every nsys tried) or use nsys >= 2025.3'
         )
     warnings: list[str] = []
-    expected = {nvtx_names.REPEAT: repeats, nvtx_names.PAGE: repeats * pages}
+    expected = {nvtx_names.REPEAT: repeats * workers, nvtx_names.PAGE: repeats * pages}
+    shape = f"{repeats} repeats x {pages} pages" + (f" over {workers} workers" if workers > 1 else "")
     for name, want in expected.items():
         if found.get(name) != want:
             warnings.append(
                 f"{sqlite.name} holds {found.get(name)} '{name}' ranges, expected {want} "
-                f"({repeats} repeats x {pages} pages): the capture range may have cut the run"
+                f"({shape}): the capture range may have cut the run"
             )
     if device != "cpu" and found.kernels == 0:
         warnings.append(

@@ -315,23 +315,44 @@ class Runner:
                         on_page(r, plan.index)
 
 
+def _barrier(cfg: WorkerConfig, name: str) -> None:
+    """Wait for the capture's other workers (data-parallel captures only)."""
+    if cfg.barrier is not None and cfg.workers > 1:
+        from dsocr.capture import barrier
+
+        barrier.wait(Path(cfg.barrier), name, cfg.rank, cfg.workers)
+
+
 @contextlib.contextmanager
 def capture_range(cfg: WorkerConfig) -> Iterator[None]:
-    """The capture range: cudaProfilerStart/Stop, an NVTX ``capture`` range, or nothing."""
+    """The capture range: cudaProfilerStart/Stop, an NVTX ``capture`` range, or nothing.
+
+    The workers of a data-parallel capture open and close it together (:mod:`dsocr.capture.barrier`).
+    """
     if cfg.capture_range == CAPTURE_CUDA:
         torch = _torch()
         torch.cuda.synchronize()
+        _barrier(cfg, "open")
         torch.cuda.profiler.start()  # cudaProfilerStart, error-checked
         try:
             yield
         finally:
             torch.cuda.synchronize()
+            _barrier(cfg, "close")
             torch.cuda.profiler.stop()
     elif cfg.capture_range == CAPTURE_NVTX:
+        _barrier(cfg, "open")
         with nvtx_range(names.CAPTURE):
-            yield
+            try:
+                yield
+            finally:
+                _barrier(cfg, "close")
     else:
-        yield
+        _barrier(cfg, "open")
+        try:
+            yield
+        finally:
+            _barrier(cfg, "close")
 
 
 @contextlib.contextmanager
@@ -470,6 +491,10 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
 
     event(progress.STARTED, pid=os.getpid())
     check_environment(cfg)
+    if cfg.workers > 1:
+        from dsocr.capture.worker_ranges import set_category
+
+        set_category(cfg.rank + 1)  # every range of this worker carries its rank + 1 as its NVTX category
     torch = _torch()
     torch.manual_seed(cfg.seed)
     plan = model_plan(cfg)  # the checkpoint directory rules, before anything is loaded
@@ -492,7 +517,7 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
     prompt = make_prompt(cfg, model, plan)
     plans = [
         # the vendor path keeps dsocr's views on the host: they only describe the page (its inputs are its own)
-        PagePlan(i, p, v if vendor else v.to(model.device, model.dtype), v.image_tokens + prompt.tokens)
+        PagePlan(cfg.page_index(i), p, v if vendor else v.to(model.device, model.dtype), v.image_tokens + prompt.tokens)
         for i, (p, v) in enumerate(zip(pages, prepared, strict=True))
     ]
     inputs = (

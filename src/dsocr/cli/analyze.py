@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dsocr.analyze.policy import RuntimePolicy
-from dsocr.cli._values import context_value, crops_value, mode_value, positive_value
+from dsocr.cli._values import context_value, crops_value, mode_value, positive_value, scheduler_value
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, check_out_dir
 from dsocr.contract import rundir
@@ -160,6 +160,16 @@ def analyze(
             "(--op-ranges captures; by default they are only in results.sqlite).",
         ),
     ] = False,
+    scheduler: Annotated[
+        str | None,
+        _opt(
+            "--scheduler",
+            "DSOCR_SCHEDULER",
+            "Run the per-trace work on Dask: 'local' (a cluster of processes here) or a scheduler address "
+            '(tcp://host:8786); needs pip install "dsocr[dask]". Same results as without.',
+            callback=scheduler_value,
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -198,7 +208,9 @@ def analyze(
 
         # per file: load, attribute, stages, projection; then combine, analytic model, render all, write all
         with _progress(ui, 4 * len(paths) + 4) as advance:
-            analysis = run_analysis(paths, progress=advance, workload=flags, peak=peak, policy=policy)
+            analysis = run_analysis(
+                paths, progress=advance, workload=flags, peak=peak, policy=policy, scheduler=scheduler
+            )
             for w in analysis.warnings:
                 print(f"dsocr: warning: {w}", file=sys.stderr)  # one line, never wrapped
             if analysis.analytic is not None and analysis.analytic.doc.get("reason"):

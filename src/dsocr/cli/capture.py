@@ -250,6 +250,14 @@ def capture(
     device: Annotated[
         str, _opt("--device", "cuda, cuda:N, or cpu (the whole pipeline on the CPU).", callback=device_value)
     ] = "cuda",
+    gpus: Annotated[
+        int | None,
+        _opt("--gpus", "Data-parallel: N workers on GPUs 0..N-1 in one nsys session, pages round-robin.", min=1),
+    ] = None,
+    devices: Annotated[
+        str | None,
+        _opt("--devices", "Data-parallel: one worker per listed device (0,1 / 0,0 repeats one GPU / cpu,cpu)."),
+    ] = None,
     dtype: Annotated[
         str,
         _opt(
@@ -303,6 +311,7 @@ def capture(
     from functools import partial
 
     from dsocr.capture.driver import CaptureSettings, run_capture
+    from dsocr.capture.shards import resolve_devices
     from dsocr.model.workloads import resolve
 
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
@@ -319,6 +328,7 @@ def capture(
         fixed, _ = resolve(workload, given)
     except BadInput as exc:
         raise BadUsage(exc.message) from None
+    device, workers = resolve_devices(device, gpus, devices)
     check_out_dir(out or runs_dir, "--out" if out is not None else "--runs-dir")
     settings = CaptureSettings(
         repeats=fixed["repeats"],
@@ -348,6 +358,7 @@ def capture(
         runs_dir=runs_dir,
         seed=seed,
         shrink=parse_shrink(shrink),
+        devices=workers,
     )
     reporter = RichReporter(ui)
     try:

@@ -751,4 +751,14 @@ def view_from_analysis(
         nesting_note=str(_get(d, "stage_nesting", "note")) if nested else None,
         has_gpu=has_gpu,
         baseline_positions=_positions(manifest, files) if files != [rundir.TIMING] else ("unknown",),
+        devices=_devices(d),
     )
+
+
+def _devices(d: Mapping[str, Any]) -> tuple[tuple[str, Table], ...]:
+    """The per-device tables of a data-parallel trace (analysis.json ``devices``), none otherwise."""
+    if not d.get("devices"):
+        return ()
+    from dsocr.report.devices import device_view_tables
+
+    return device_view_tables(d.get("devices"), max(1, len(d.get("traces") or [])))

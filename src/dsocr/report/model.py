@@ -645,6 +645,10 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
     rep = a.repeats
     if rep.passes > 1:
         sections.append(("Repeats", (_repeat_table(a),)))
+    if a.devices is not None:  # a data-parallel trace: several workers
+        from dsocr.report.devices import device_tables
+
+        sections.append(("Devices (data-parallel workers)", device_tables(a.devices, len(a.traces))))
     sections += _analytic_sections(a)
     first = a.traces[0]
     proj = first.nvtx_projection.sort("total_proj_ns", descending=True)

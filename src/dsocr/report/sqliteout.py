@@ -82,6 +82,11 @@ def tables(analysis: Analysis) -> dict[str, pl.DataFrame]:
         extra["module_metrics"] = analysis.modules.table
     if not analysis.idle_gaps.is_empty():
         extra["idle_gaps"] = analysis.idle_gaps
+    if analysis.devices is not None:  # a data-parallel trace (several workers): per-device tables
+        extra["device_workers"] = analysis.devices.workers
+        extra["device_stages"] = analysis.devices.stages
+        extra["device_balance"] = analysis.devices.balance
+        extra["device_throughput"] = analysis.devices.throughput
     return {
         "traces": traces,
         "nvtx_projection": proj,

@@ -348,6 +348,8 @@ class ReportView:
     warnings: tuple[str, ...] = ()
     #: What a broken trace lost (``kernels``, ``api_calls``: no GPU numbers per stage); None otherwise.
     gpu_lost: str | None = None
+    #: A data-parallel trace (several workers): (title, table) per-device tables; empty otherwise.
+    devices: tuple[tuple[str, Table], ...] = ()
 
     def stage(self, name: str) -> StageView | None:
         """The stage called ``name``, or ``None``."""
