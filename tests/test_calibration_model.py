@@ -204,7 +204,8 @@ def test_parse_rejects_entries_without_key() -> None:
 
 
 def test_analyze_uses_the_run_directory_calibration(tmp_path: Path) -> None:
-    from dsocr.analyze.analysis import run_analysis, sample_trace
+    from dsocr.analyze.analysis import run_analysis
+    from dsocr.analyze.inputs import sample_trace
     from dsocr.analyze.workload_from_run import WorkloadFlags, run_files, workloads_for
 
     run = tmp_path / "run"

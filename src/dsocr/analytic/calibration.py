@@ -13,6 +13,7 @@ Pure Python: the analysis needs neither torch nor a GPU.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -23,6 +24,7 @@ from dsocr.analytic.cost import Op
 from dsocr.analytic.peaks import Peak
 from dsocr.analytic.signature import Kernel, unique
 from dsocr.contract.errors import BadInput
+from dsocr.contract.paths import regular_file_or_none
 
 if TYPE_CHECKING:
     from dsocr.analytic.workload import ModelEstimate
@@ -101,12 +103,18 @@ def parse_calibration(doc: Any, source: str | None = None) -> Calibration:
 def load_calibration(path: str | Path) -> Calibration:
     """Read a ``calibration.json`` (one-line :class:`BadInput` when it is missing or not one)."""
     p = Path(path)
+    if os.path.exists(p) and not regular_file_or_none(p):  # a FIFO would block: never opened
+        raise BadInput(f"{p}: not a regular file; pass the calibration.json written by `dsocr calibrate`")
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BadInput(f"{p}: calibration file not found; make one with `dsocr calibrate --out {p}`") from None
     except OSError as e:
         raise BadInput(f"{p}: cannot read the calibration file ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise BadInput(
+            f"{p}: calibration file is not text (binary data); pass the calibration.json written by `dsocr calibrate`"
+        ) from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:

@@ -8,7 +8,6 @@ layer writes the files, once everything was computed.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ import polars as pl
 
 from dsocr import SMALL_TRACE_BYTES
 from dsocr.analyze.categories import category_expr
+from dsocr.analyze.inputs import distinct_inputs, partial_run_warning, resolve_input
 from dsocr.analyze.repeats import CV_LIMIT, RepeatTables, analyze_repeats
 from dsocr.analyze.stages import DSOCR, TOP_N, StageTables, analyze_stages, summarize
 from dsocr.analyze.trace import Trace
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from dsocr.analyze.trace import GpuInfo
     from dsocr.analyze.workload_from_run import RunFiles, WorkloadFlags
 from dsocr.contract import rundir
-from dsocr.contract.errors import BadInput, InputNotFound
+from dsocr.contract.errors import BadInput, DsocrError
 
 #: Called with a step name before each step (for progress bars).
 Progress = Callable[[str], None]
@@ -40,9 +40,6 @@ Progress = Callable[[str], None]
 #: From this many API calls on, the NVTX projection folds launches up the range tree instead of
 #: expanding every (API call, enclosing range) pair (less peak memory on big traces).
 FOLD_PROJECTION_CALLS: Final = 1_000_000
-
-#: The bundled sample run directory (a real dsocr capture on an H100).
-SAMPLE_RESOURCE: Final = ("data", "sample", "h100-gundam-2p2r")
 
 
 @attrs.frozen
@@ -199,158 +196,6 @@ def _info_dict(info: TraceInfo) -> dict[str, Any]:
     return d
 
 
-# ---------------------------------------------------------------------------------------
-# inputs
-
-
-def cache_dir() -> Path:
-    """Where decompressed traces are kept: ``$DSOCR_CACHE_DIR``, else ``$XDG_CACHE_HOME/dsocr``."""
-    env = os.environ.get("DSOCR_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "dsocr"
-
-
-def sample_trace() -> Path:
-    """The bundled sample run directory (``trace.sqlite.xz``, manifest and timing files) shipped with the package."""
-    from importlib.resources import files
-
-    res = files("dsocr").joinpath(*SAMPLE_RESOURCE)
-    path = Path(str(res))
-    if not (path / rundir.TRACE_SQLITE_XZ).is_file():
-        raise InputNotFound(
-            f"{path}: the bundled sample run is missing from this install; reinstall dsocr or pass a trace path"
-        )
-    return path
-
-
-def _decompress_xz(src: Path) -> Path:
-    """Decompress ``src`` into the cache (keyed by its content hash) and return the copy."""
-    import hashlib
-    import lzma
-    import tempfile
-
-    h = hashlib.sha256()
-    with src.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    name = src.name[: -len(".xz")] or "trace.sqlite"
-    for base in (cache_dir(), Path(tempfile.gettempdir()) / "dsocr-cache"):
-        dst = base / h.hexdigest()[:16] / name
-        if dst.is_file():
-            return dst
-        try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".part-")
-        try:
-            with lzma.open(src) as fin, os.fdopen(fd, "wb") as fout:
-                while chunk := fin.read(1 << 20):
-                    fout.write(chunk)
-            os.replace(tmp, dst)
-        except (lzma.LZMAError, EOFError) as exc:
-            raise BadInput(
-                f"{src}: not a valid .xz file ({exc}); re-download it or pass the decompressed .sqlite"
-            ) from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return dst
-    raise BadInput(f"{src}: no writable cache directory to decompress it into; set DSOCR_CACHE_DIR")
-
-
-def resolve_input(given: Path) -> Path:
-    """The export to load for a path given on the command line.
-
-    Accepts an nsys SQLite export, a ``.sqlite.xz``, a run directory (``trace.sqlite`` or
-    ``trace.sqlite.xz`` inside) or a ``parquetdir`` export directory.
-    """
-    if not given.exists():
-        raise InputNotFound(f"{given}: no such file or directory; check the path")
-    if given.is_dir():
-        for name in (rundir.TRACE_SQLITE, rundir.TRACE_SQLITE_XZ):
-            if (given / name).is_file():
-                return resolve_input(given / name)
-        if any(given.glob("*.parquet")) or any(given.glob("*/*.parquet")):
-            return given
-        if (given / rundir.TRACE_REP).is_file():
-            raise BadInput(
-                f"{given}: has {rundir.TRACE_REP} but no {rundir.TRACE_SQLITE}; export it first: dsocr export {given}"
-            )
-        raise BadInput(
-            f"{given}: directory holds no {rundir.TRACE_SQLITE} (nor a parquetdir export); "
-            "pass a run directory or an nsys SQLite export"
-        )
-    if not os.access(given, os.R_OK):
-        raise InputNotFound(f"{given}: not readable; check its permissions")
-    if given.suffix == ".xz":
-        return _decompress_xz(given)
-    return given
-
-
-# ---------------------------------------------------------------------------------------
-# several inputs: one study or refused
-
-#: Bytes hashed at each end of a file to tell copies of one export apart from different ones.
-FINGERPRINT_BYTES: Final = 1 << 20
-
-#: Manifest statuses of a capture that did not finish (its trace holds only part of the passes).
-PARTIAL_STATUSES: Final = frozenset({"interrupted", "failed", "running"})
-
-
-def _fingerprint(path: Path) -> tuple[int, str]:
-    """Size and a hash of the first and last :data:`FINGERPRINT_BYTES` (equal for copies of one file)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    size = path.stat().st_size if path.is_file() else -1
-    if size < 0:
-        return size, str(path.resolve())
-    with path.open("rb") as f:
-        h.update(f.read(FINGERPRINT_BYTES))
-        if size > FINGERPRINT_BYTES:
-            f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
-            h.update(f.read())
-    return size, h.hexdigest()
-
-
-def distinct_inputs(paths: Sequence[Path]) -> list[Path]:
-    """The export of each given path (:func:`resolve_input`); BadInput when two are the same trace."""
-    resolved = [resolve_input(p) for p in paths]
-    if len(resolved) < 2:
-        return resolved  # nothing to tell apart (and no file to hash)
-    seen: dict[tuple[int, str], tuple[Path, Path]] = {}
-    for given, path in zip(paths, resolved, strict=True):
-        key = _fingerprint(path)
-        if key in seen:
-            first, first_path = seen[key]
-            same = "the same file" if first_path.resolve() == path.resolve() else "copies of one trace (same content)"
-            raise BadInput(
-                f"{first} and {given}: {same}, not two passes; give each trace once "
-                "(several files must be different captures of one workload)"
-            )
-        seen[key] = (given, path)
-    return resolved
-
-
-def partial_run_warning(given: Path) -> str | None:
-    """One warning line when ``given`` is a run directory (or a file in one) whose capture did not finish."""
-    directory = given if given.is_dir() else given.parent
-    try:
-        manifest = json.loads((directory / rundir.MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    status = manifest.get("status") if isinstance(manifest, dict) else None
-    if status not in PARTIAL_STATUSES:
-        return None
-    return (
-        f"{directory}: the capture's manifest status is '{status}': the trace holds only part of the passes "
-        "(the report covers what was captured); recapture for a complete run"
-    )
-
-
 def _stage_names(stages: StageTables) -> frozenset[str]:
     return frozenset(stages.instances.get_column("stage").unique().to_list())
 
@@ -436,6 +281,14 @@ def _info(given: Path, trace: Trace, mode: str) -> TraceInfo:
     )
 
 
+def _named_as_given(exc: DsocrError, given: Path, path: Path) -> DsocrError:
+    """``exc`` naming the user's ``.xz`` instead of its decompressed copy in the cache."""
+    source = given / rundir.TRACE_SQLITE_XZ if given.is_dir() else given
+    if source.suffix != ".xz" or str(path) not in exc.message:
+        return exc
+    return type(exc)(exc.message.replace(str(path), f"{source} (decompressed)"), exc.exit_code)
+
+
 def analyze_trace(
     given: Path, progress: Progress | None = None, resolved: Path | None = None, reference: TraceResult | None = None
 ) -> tuple[TraceResult, list[str]]:
@@ -447,7 +300,10 @@ def analyze_trace(
     step = progress or (lambda _name: None)
     path = resolved if resolved is not None else resolve_input(given)
     step(f"loading {given.name}")
-    trace = _load(path)
+    try:
+        trace = _load(path)
+    except DsocrError as exc:
+        raise _named_as_given(exc, given, path) from None
     if reference is not None:
         check_same_gpus(reference.info, str(given), [attrs.asdict(g) for g in trace.gpus])
     warnings: list[str] = []
@@ -553,6 +409,8 @@ def _analyze_all(
     from dsocr.analyze.workload_from_run import WorkloadFlags, run_files, workloads_for
 
     run = run_files(paths[0]) if paths[0].exists() else None
+    if run is not None:
+        warnings.extend(run.warnings())  # a corrupt manifest.json or timing file, named
     gpus = tuple(GpuInfo(**g) for g in results[0].info.gpus)
     the_peak = trace_peak(gpus, peak or PeakFlags())
     warnings.extend(f"GPU peak: {note}" for note in the_peak.notes)  # unknown GPU, assumed form factor, ...

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from dsocr.contract import atomic
+from dsocr.contract import atomic, rundocs
 
 SCHEMA_VERSION: Final = "1.0"
 STATUS_RUNNING: Final = "running"
@@ -152,15 +152,28 @@ def environment(gpu: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
+def text(manifest: dict[str, Any]) -> str:
+    """The manifest as written: indented JSON."""
+    return json.dumps(manifest, indent=2, default=str) + "\n"
+
+
 def write(path: Path, manifest: dict[str, Any]) -> None:
     """Write ``manifest`` atomically as indented JSON."""
-    atomic.write_text(path, json.dumps(manifest, indent=2, default=str) + "\n")
+    atomic.write_text(path, text(manifest))
+
+
+def write_to(path: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest`` to ``path`` as it is (a temp file of :func:`dsocr.contract.atomic.atomic_path`)."""
+    path.write_text(text(manifest), encoding="utf-8")
 
 
 def read(path: Path) -> dict[str, Any]:
     """Read a manifest (an empty dict when the file is missing or not JSON)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_checked(path)[0]
+
+
+def read_checked(path: Path) -> tuple[dict[str, Any], str | None]:
+    """Read a manifest: the document (empty when missing or unusable) and, when it exists but is unusable,
+    one line naming the file and what is wrong with it."""
+    doc, problem = rundocs.read_doc(path)
+    return (doc or {}), problem

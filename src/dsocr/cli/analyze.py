@@ -18,6 +18,7 @@ from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput, ExitCode
+from dsocr.contract.paths import check_input, refuse_overwrite
 
 if TYPE_CHECKING:
     from dsocr.analyze.analysis import Analysis
@@ -174,6 +175,10 @@ def analyze(
     """Analyze Nsight Systems exports: stages, kernels, operators, repeats, MFU; write the report files."""
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
     wanted = parse_formats(formats)
+    for given in traces or []:
+        check_input(given)  # before anything opens it: a FIFO would block, a missing directory is named
+    if traces:
+        _refuse_overwrite(out, wanted, _output_names(wanted), traces, calibration)
     small = _input_bytes(traces or []) < LEAN_MEMORY_BYTES
     lean_allocator(SMALL_MALLOC_CONF if small else LEAN_MALLOC_CONF)
 
@@ -182,8 +187,9 @@ def analyze(
             from dsocr.analyze.prefetch import start as start_reading
 
             start_reading(traces[0])  # the largest tables, while polars and the analysis are imported
-        from dsocr.analyze.analysis import run_analysis, sample_trace
+        from dsocr.analyze.analysis import run_analysis
         from dsocr.analyze.analytic_section import PeakFlags
+        from dsocr.analyze.inputs import sample_trace
         from dsocr.analyze.workload_from_run import WorkloadFlags
 
         paths = list(traces or [])
@@ -273,7 +279,36 @@ def _write(
     if "html" in wanted and rendered is not None:
         texts.update(rendered.files())
     build = {rundir.RESULTS_SQLITE: partial(build_sqlite, analysis)} if "sqlite" in wanted else {}
+    given = [Path(t.info.file) for t in analysis.traces]
+    read = [*given, *(Path(t.info.path) for t in analysis.traces)]
+    _refuse_overwrite(out, wanted, [*texts, *build], read, None)
     write_all(out, texts, build)
+
+
+#: The report files of each --format (html's plots/*.svg are checked once rendered).
+_FORMAT_FILES = {
+    "md": (rundir.REPORT_MD,),
+    "json": (rundir.ANALYSIS_JSON,),
+    "sqlite": (rundir.RESULTS_SQLITE,),
+    "html": (rundir.REPORT_HTML, rundir.SUMMARY_MD),
+}
+
+
+def _output_names(wanted: tuple[str, ...]) -> list[str]:
+    return [name for f in wanted for name in _FORMAT_FILES[f]]
+
+
+def _refuse_overwrite(
+    out: Path, wanted: tuple[str, ...], names: list[str], traces: list[Path], calibration: Path | None
+) -> None:
+    """Refuse (one line) when a report file would replace a file the analysis reads, whatever its name."""
+    from dsocr.analyze.inputs import files_read
+
+    refuse_overwrite(
+        [out / name for name in names],
+        files_read(traces, calibration),
+        "choose another --out (dsocr never overwrites an input)",
+    )
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 """The jinja2 environments of the report templates, their compiled code cached on disk.
 
 Compiling the templates took about a tenth of a second of every ``dsocr analyze`` run, so the compiled code is kept in
-``<cache>/jinja2-<jinja2 version>-<kind>`` (``<cache>``: :func:`dsocr.analyze.analysis.cache_dir`,
+``<cache>/jinja2-<jinja2 version>-<kind>`` (``<cache>``: :func:`dsocr.analyze.inputs.cache_dir`,
 where ``.sqlite.xz`` traces are decompressed too). jinja2 checks each entry against the
 template's source and Python version, so an edited template or another interpreter recompiles.
 When the directory cannot be made or written, templates are compiled in memory as before.
@@ -18,7 +18,7 @@ from typing import Any, Final
 import jinja2
 from jinja2.bccache import Bucket
 
-from dsocr.analyze.analysis import cache_dir
+from dsocr.analyze.inputs import cache_dir
 
 #: Template package and folder (packaged with dsocr: pyproject's package-data).
 PACKAGE: Final = ("dsocr.report", "templates")

@@ -1,0 +1,249 @@
+"""The inputs of ``dsocr analyze``: what each given path is (export, ``.xz``, run directory, parquetdir),
+the cache for decompressed traces, copies of one trace (refused by content), partial runs, and the
+files an analysis reads (no output may replace one of them)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from dsocr.contract import rundir
+from dsocr.contract.errors import BadInput, EnvironmentProblem, InputNotFound
+from dsocr.contract.paths import check_input, is_disk_full, regular_file_or_none
+
+#: The bundled sample run directory (a real dsocr capture on an H100).
+SAMPLE_RESOURCE: Final = ("data", "sample", "h100-gundam-2p2r")
+
+#: The first bytes of every SQLite database file.
+SQLITE_HEADER: Final = b"SQLite format 3\x00"
+
+
+def cache_dir() -> Path:
+    """Where decompressed traces are kept: ``$DSOCR_CACHE_DIR``, else ``$XDG_CACHE_HOME/dsocr``."""
+    env = os.environ.get("DSOCR_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "dsocr"
+
+
+def sample_trace() -> Path:
+    """The bundled sample run directory (``trace.sqlite.xz``, manifest and timing files) shipped with the package."""
+    from importlib.resources import files
+
+    res = files("dsocr").joinpath(*SAMPLE_RESOURCE)
+    path = Path(str(res))
+    if not (path / rundir.TRACE_SQLITE_XZ).is_file():
+        raise InputNotFound(
+            f"{path}: the bundled sample run is missing from this install; reinstall dsocr or pass a trace path"
+        )
+    return path
+
+
+def _remove_if_empty(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        directory.rmdir()
+
+
+def _decompress_into(src: Path, dst: Path) -> None:
+    """Decompress ``src`` to ``dst`` through a hidden temp file; nothing is left in the cache on any failure."""
+    import lzma
+    import tempfile
+
+    made = not dst.parent.exists()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".part-")
+        with lzma.open(src) as fin, os.fdopen(fd, "wb") as fout:
+            head = fin.read(len(SQLITE_HEADER))
+            if head != SQLITE_HEADER:
+                raise BadInput(
+                    f"{src}: decompresses to something that is not an SQLite file; pass an nsys SQLite export "
+                    "(`nsys export --type sqlite`, optionally xz-compressed)"
+                )
+            fout.write(head)
+            while chunk := fin.read(1 << 20):
+                fout.write(chunk)
+        os.replace(tmp, dst)
+        tmp = None
+    except (lzma.LZMAError, EOFError) as exc:
+        raise BadInput(
+            f"{src}: not a valid .xz file ({exc}); re-download it or pass the decompressed .sqlite"
+        ) from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            if made:
+                _remove_if_empty(dst.parent)
+
+
+def _decompress_xz(src: Path) -> Path:
+    """Decompress ``src`` into the cache (keyed by its content hash) and return the copy.
+
+    Errors name ``src`` (the user's file), never the cache copy; a cache that cannot be written is
+    skipped for the temporary directory, a full one is one clear error.
+    """
+    import hashlib
+    import tempfile
+
+    h = hashlib.sha256()
+    with src.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    name = src.name[: -len(".xz")] or "trace.sqlite"
+    for base in (cache_dir(), Path(tempfile.gettempdir()) / "dsocr-cache"):
+        dst = base / h.hexdigest()[:16] / name
+        if regular_file_or_none(dst):
+            return dst
+        try:
+            _decompress_into(src, dst)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise EnvironmentProblem(
+                    f"{src}: cannot decompress it into the cache {base} ({exc.strerror}); free some space there "
+                    "or set DSOCR_CACHE_DIR to a place with room"
+                ) from None
+            continue  # not writable here: the next place
+        return dst
+    raise BadInput(f"{src}: no writable cache directory to decompress it into; set DSOCR_CACHE_DIR")
+
+
+def resolve_input(given: Path) -> Path:
+    """The export to load for a path given on the command line.
+
+    Accepts an nsys SQLite export, a ``.sqlite.xz``, a run directory (``trace.sqlite`` or
+    ``trace.sqlite.xz`` inside) or a ``parquetdir`` export directory. A FIFO, a device or an
+    unreadable path is refused without being opened.
+    """
+    if check_input(given):
+        for name in (rundir.TRACE_SQLITE, rundir.TRACE_SQLITE_XZ):
+            if os.path.lexists(given / name):
+                return resolve_input(given / name)
+        if any(given.glob("*.parquet")) or any(given.glob("*/*.parquet")):
+            return given
+        if os.path.lexists(given / rundir.TRACE_REP):
+            raise BadInput(
+                f"{given}: has {rundir.TRACE_REP} but no {rundir.TRACE_SQLITE}; export it first: dsocr export {given}"
+            )
+        raise BadInput(
+            f"{given}: directory holds no {rundir.TRACE_SQLITE} (nor a parquetdir export); "
+            "pass a run directory or an nsys SQLite export"
+        )
+    if given.suffix == ".xz":
+        return _decompress_xz(given)
+    return given
+
+
+# ---------------------------------------------------------------------------------------
+# several inputs: one study or refused
+
+#: Manifest statuses of a capture that did not finish (its trace holds only part of the passes).
+PARTIAL_STATUSES: Final = frozenset({"interrupted", "failed", "running"})
+
+#: The tables whose rows make a trace what it is: copies of one trace agree on all of them.
+CONTENT_TABLES: Final = (
+    ("NVTX_EVENTS", "start", "end", "eventType"),
+    ("CUPTI_ACTIVITY_KIND_KERNEL", "start", "end", "correlationId"),
+    ("CUPTI_ACTIVITY_KIND_RUNTIME", "start", "end", "correlationId"),
+)
+
+#: The modulus that keeps the fingerprint's sums exact within SQLite's 64-bit integers.
+_MOD: Final = 1_000_000_007
+
+
+def content_fingerprint(path: Path) -> tuple[object, ...] | None:
+    """What copies of one SQLite export share whatever re-saved them (``VACUUM INTO``, a changed
+    ``EXPORT_TIME_UTC``, another page size): per event table its row count, the smallest start, the
+    largest end and sums of the start, end and id columns. None when ``path`` is not a readable export."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        parts: list[object] = []
+        for table, start, end, ident in CONTENT_TABLES:
+            if table not in tables:
+                parts.append((table, None))
+                continue
+            row = con.execute(
+                f'SELECT count(*), min("{start}"), max("{end}"), sum("{start}" % {_MOD}), '
+                f'sum(coalesce("{end}", -1) % {_MOD}), sum(coalesce("{ident}", -1) % {_MOD}) FROM {table}'
+            ).fetchone()
+            parts.append((table, *row))
+        return tuple(parts) if any(p[1] for p in parts if isinstance(p, tuple)) else None
+    except sqlite3.Error:
+        return None
+    finally:
+        con.close()
+
+
+def _identity(path: Path) -> tuple[object, ...]:
+    """A key equal for copies of one trace: its content fingerprint, else (not an SQLite export) the file itself."""
+    if regular_file_or_none(path):
+        found = content_fingerprint(path)
+        if found is not None:
+            return ("content", *found)
+    return ("path", str(path.resolve()))
+
+
+def distinct_inputs(paths: Sequence[Path]) -> list[Path]:
+    """The export of each given path (:func:`resolve_input`); BadInput when two are the same trace (the same
+    file, or copies of one trace by content)."""
+    resolved = [resolve_input(p) for p in paths]
+    if len(resolved) < 2:
+        return resolved  # nothing to tell apart
+    seen: dict[tuple[object, ...], tuple[Path, Path]] = {}
+    for given, path in zip(paths, resolved, strict=True):
+        key = _identity(path)
+        if key in seen:
+            first, first_path = seen[key]
+            same = "the same file" if first_path.resolve() == path.resolve() else "copies of one trace (same content)"
+            raise BadInput(
+                f"{first} and {given}: {same}, not two passes; give each trace once "
+                "(several files must be different captures of one workload)"
+            )
+        seen[key] = (given, path)
+    return resolved
+
+
+def partial_run_warning(given: Path) -> str | None:
+    """One warning line when ``given`` is a run directory (or a file in one) whose capture did not finish."""
+    from dsocr.contract.rundocs import read_doc
+
+    directory = given if given.is_dir() else given.parent
+    manifest, _problem = read_doc(directory / rundir.MANIFEST)  # a corrupt manifest is reported with the run files
+    status = manifest.get("status") if manifest is not None else None
+    if status not in PARTIAL_STATUSES:
+        return None
+    return (
+        f"{directory}: the capture's manifest status is '{status}': the trace holds only part of the passes "
+        "(the report covers what was captured); recapture for a complete run"
+    )
+
+
+#: The files of a run directory an analysis reads beside the trace.
+RUN_DOCS: Final = (rundir.MANIFEST, rundir.TIMING, rundir.CALIBRATION)
+
+
+def files_read(paths: Sequence[Path], calibration: Path | None = None) -> list[Path]:
+    """Every file an analysis of ``paths`` reads: the traces, and the run files beside them (manifest,
+    timing files, calibration) or inside the given directories; no output may replace one of them."""
+    out: list[Path] = [calibration] if calibration is not None else []
+    for given in paths:
+        directory = given if given.is_dir() else given.parent
+        if not given.is_dir():
+            out.append(given)
+        else:
+            out += [given / rundir.TRACE_SQLITE, given / rundir.TRACE_SQLITE_XZ, *given.glob("*.parquet")]
+            out += given.glob("*/*.parquet")
+        out += [directory / name for name in RUN_DOCS]
+        out += directory.glob(rundir.TIMING_BASELINE_GLOB)
+        out.append(directory / rundir.TIMING_BASELINE)
+    return out
