@@ -19,7 +19,7 @@ import polars as pl
 
 from dsocr import SMALL_TRACE_BYTES
 from dsocr.analyze.categories import category_expr
-from dsocr.analyze.inputs import distinct_inputs, partial_run_warning, resolve_input
+from dsocr.analyze.inputs import distinct_inputs, forget_cached, partial_run_warning, resolve_input
 from dsocr.analyze.repeats import CV_LIMIT, RepeatTables, analyze_repeats
 from dsocr.analyze.stages import DSOCR, TOP_N, StageTables, analyze_stages, summarize
 from dsocr.analyze.trace import Trace
@@ -282,10 +282,11 @@ def _info(given: Path, trace: Trace, mode: str) -> TraceInfo:
 
 
 def _named_as_given(exc: DsocrError, given: Path, path: Path) -> DsocrError:
-    """``exc`` naming the user's ``.xz`` instead of its decompressed copy in the cache."""
+    """``exc`` naming the user's ``.xz`` instead of its decompressed copy in the cache (then removed)."""
     source = given / rundir.TRACE_SQLITE_XZ if given.is_dir() else given
-    if source.suffix != ".xz" or str(path) not in exc.message:
+    if source.suffix != ".xz":
         return exc
+    forget_cached(path)  # not a usable export: no copy of it stays in the cache
     return type(exc)(exc.message.replace(str(path), f"{source} (decompressed)"), exc.exit_code)
 
 

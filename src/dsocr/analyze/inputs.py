@@ -90,14 +90,13 @@ def _decompress_xz(src: Path) -> Path:
     skipped for the temporary directory, a full one is one clear error.
     """
     import hashlib
-    import tempfile
 
     h = hashlib.sha256()
     with src.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     name = src.name[: -len(".xz")] or "trace.sqlite"
-    for base in (cache_dir(), Path(tempfile.gettempdir()) / "dsocr-cache"):
+    for base in _cache_bases():
         dst = base / h.hexdigest()[:16] / name
         if regular_file_or_none(dst):
             return dst
@@ -112,6 +111,21 @@ def _decompress_xz(src: Path) -> Path:
             continue  # not writable here: the next place
         return dst
     raise BadInput(f"{src}: no writable cache directory to decompress it into; set DSOCR_CACHE_DIR")
+
+
+def forget_cached(path: Path) -> None:
+    """Remove the decompressed copy ``path`` from the cache (it turned out not to be a usable export)."""
+    for base in _cache_bases():
+        if path.parent.parent == base:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            _remove_if_empty(path.parent)
+
+
+def _cache_bases() -> tuple[Path, Path]:
+    import tempfile
+
+    return cache_dir(), Path(tempfile.gettempdir()) / "dsocr-cache"
 
 
 def resolve_input(given: Path) -> Path:

@@ -538,6 +538,18 @@ def _worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+#: The files a capture writes into its run directory (besides ``*.json``), checked against its inputs.
+_RUN_FILES: Final = (
+    rundir.TRACE_REP,
+    rundir.TRACE_SQLITE,
+    CAPTURE_LOG,
+    rundir.REPORT_MD,
+    rundir.REPORT_HTML,
+    rundir.SUMMARY_MD,
+    rundir.RESULTS_SQLITE,
+)
+
+
 def run_capture(
     settings: CaptureSettings,
     reporter: Reporter | None = None,
@@ -550,6 +562,12 @@ def run_capture(
     rep.phase(PHASE_PREPARE, "checking inputs", None)
     pages = inputs_mod.collect(list(settings.pages)) if settings.pages else inputs_mod.default_pages()
     settings.worker_config(pages, Path(rundir.TIMING), profiled=True)  # bad mode/crops/dtype: stop here
+    if settings.out is not None:
+        refuse_overwrite(
+            [settings.out / name for name in _RUN_FILES] + list(settings.out.glob("*.json")),
+            [p.path for p in pages],
+            "choose another --out or move the page files (dsocr never overwrites an input)",
+        )
     gpu: dict[str, Any] = (
         manifest_mod.gpu_environment() if not settings.is_cpu else {"gpus": [], "error": "--device cpu"}
     )

@@ -99,7 +99,8 @@ def refuse_overwrite(outputs: Iterable[Path], inputs: Iterable[Path], fix: str =
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` says that the disk (or the file size limit, or the quota) is full."""
+    """Whether ``exc`` says that a write failed for want of room or at the device: a full disk, quota or file
+    size limit, or an I/O error (SQLite says ``disk I/O error`` when a write past the size limit fails)."""
     if isinstance(exc, OSError):
-        return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-    return type(exc).__module__ == "sqlite3" and "disk is full" in str(exc)
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+    return type(exc).__module__ == "sqlite3" and ("disk is full" in str(exc) or "disk I/O error" in str(exc))
