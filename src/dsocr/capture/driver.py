@@ -48,7 +48,7 @@ from dsocr.capture import nsys as nsys_mod
 from dsocr.capture import progress
 from dsocr.capture.worker_config import CAPTURE_CUDA, CAPTURE_NONE, CAPTURE_NVTX, Shrink, WorkerConfig
 from dsocr.contract import atomic, rundir
-from dsocr.contract.errors import BadInput, DsocrError, EnvironmentProblem, RunFailed
+from dsocr.contract.errors import BadInput, DsocrError, EnvironmentProblem, InputNotFound, RunFailed
 from dsocr.contract.paths import check_input, refuse_overwrite
 
 WORKER_MODULE: Final = "dsocr.capture.worker"
@@ -730,6 +730,8 @@ def export_run(run_dir: Path, nsys_path: Path | None = None, reporter: Reporter 
     rep_path, sqlite_path = (
         export_mod.run_paths(run_dir) if run_dir.is_dir() else (run_dir, run_dir.with_suffix(".sqlite"))
     )
+    if not os.path.lexists(rep_path):
+        raise InputNotFound(f"{rep_path}: no such nsys report; capture again with `dsocr capture`")
     check_input(rep_path, "capture again with `dsocr capture`", directory_ok=False)
     refuse_overwrite([sqlite_path], [rep_path], f"move {rep_path} elsewhere and export it from there")
     target_dir = rep_path.parent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ import typer
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, option
 from dsocr.contract.errors import InputNotFound
+from dsocr.contract.paths import check_input
 
 
 @app.command()
@@ -31,13 +33,18 @@ def export(
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Export a capture's .nsys-rep to SQLite with nsys and check that it holds the dsocr ranges."""
+    """Export a capture's .nsys-rep to SQLite with nsys and check that it holds the dsocr ranges.
+
+    The new export replaces trace.sqlite (and its counts the manifest's) only once it passed the check.
+    """
     from dsocr.capture.driver import export_run
     from dsocr.cli.capture import RichReporter
 
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
-    if not run_dir.exists():  # exit code 3, as for every input path that does not exist
+    # exit code 3, as for every input path that does not exist (or sits in a locked directory); a FIFO is refused
+    if not os.path.lexists(run_dir):
         raise InputNotFound(f"{run_dir}: no such run directory; pass a directory made by `dsocr capture`")
+    check_input(run_dir, "pass a directory made by `dsocr capture`")
     with RichReporter(ui) as reporter:
         sqlite = export_run(run_dir, nsys, reporter)
     if json_out:
