@@ -48,7 +48,7 @@ class Case:
     line: str  #: text of the one line dsocr prints (the error, or the warning when ``code`` is 0)
     code: ExitCode
     build: Callable[[Path], Setup]
-    needs_non_root: bool = False  #: permissions do not stop root
+    needs_non_root: bool = False  #: permissions do not stop root: run in a user namespace or skipped
 
 
 # ---------------------------------------------------------------------------------------
@@ -368,6 +368,26 @@ def _capture_fifo_pages(tmp: Path) -> Setup:
     return Setup(("capture", "--device", "cpu", "--pages", str(_fifo(tmp / "page.png")), "--out", str(tmp / "run")))
 
 
+def _png(path: Path) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (64, 90), (200, 10, 10)).save(path, format="PNG")
+    return path
+
+
+def _capture_out_is_input(tmp: Path) -> Setup:
+    out = tmp / "run"
+    out.mkdir()
+    page = _png(out / "report.md")  # a PNG under a name the capture's report takes
+    return Setup(("capture", "--device", "cpu", "--pages", str(page), "--out", str(out)), unchanged=(page,))
+
+
+def _calibrate_out_is_input(tmp: Path) -> Setup:
+    page = _png(tmp / "page.png")
+    argv = ("calibrate", "--device", "cpu", "--smoke", "--mode", "tiny", "--pages", str(page), "--out", str(page))
+    return Setup(argv, unchanged=(page,), tidy=(tmp,))
+
+
 def _export_case(export: str, interrupt: signal.Signals | None = None) -> Callable[[Path], Setup]:
     def build(tmp: Path) -> Setup:
         run, setup = _run_dir(tmp, export)
@@ -568,6 +588,20 @@ CORPUS: tuple[Case, ...] = (
         "is a named pipe (FIFO), not a regular file",
         ExitCode.BAD_INPUT,
         _capture_fifo_pages,
+    ),
+    Case(
+        "capture-out-is-input",
+        "capture --device cpu --pages RUN/report.md --out RUN (the page a PNG)",
+        "is an input of this command and would be overwritten",
+        ExitCode.BAD_INPUT,
+        _capture_out_is_input,
+    ),
+    Case(
+        "calibrate-out-is-input",
+        "calibrate --device cpu --smoke --pages P.png --out P.png",
+        "is an input of this command and would be overwritten",
+        ExitCode.BAD_INPUT,
+        _calibrate_out_is_input,
     ),
     Case(
         "export-no-ranges",
