@@ -763,7 +763,8 @@ def export_run(run_dir: Path, nsys_path: Path | None = None, reporter: Reporter 
         except RunFailed as exc:
             if not had_trace:  # nothing to lose: kept to look at, as a capture keeps it
                 export_mod.install(part, sqlite_path)
-            raise RunFailed(exc.message + kept) from None
+            said = exc.message.replace(f"{sqlite_path}: the trace holds", f"{sqlite_path}: the new export holds", 1)
+            raise RunFailed(said + kept) from None
         with atomic.signals_held():
             if manifest:
                 _record_export(manifest, found, seconds, warnings, sqlite_path)

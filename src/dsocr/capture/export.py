@@ -97,8 +97,9 @@ def counted(part: Path, sqlite: Path, rep: Path) -> RangeCounts:
     try:
         return count_ranges(part, sqlite)
     except BadInput as exc:
+        reason = str(exc.__cause__ or exc.message)
         raise RunFailed(
-            f"{exc.message.split('; ')[0]}: nsys export of {rep} wrote a broken file; "
+            f"nsys export of {rep} wrote a broken file (not a readable SQLite export: {reason}); "
             f"retry with `dsocr export {rep.parent}`"
         ) from None
 
