@@ -214,6 +214,13 @@ def _locked_dir(tmp: Path) -> Setup:
     return Setup(("analyze", str(locked / "in" / "t.sqlite"), "--out", str(tmp / "o")))
 
 
+def _out_locked(tmp: Path) -> Setup:
+    trace = foreign_trace(tmp / "in.sqlite")
+    (tmp / "locked").mkdir()
+    (tmp / "locked").chmod(0)
+    return Setup(("analyze", str(trace), "--out", str(tmp / "locked" / "o"), "--format", "json"), unchanged=(trace,))
+
+
 def _vacuumed_copy(tmp: Path) -> Setup:
     trace = foreign_trace(tmp / "a.sqlite")
     con = sqlite3.connect(trace)
@@ -444,6 +451,14 @@ CORPUS: tuple[Case, ...] = (
         "permission denied on a directory in its path",
         ExitCode.NOT_FOUND,
         _locked_dir,
+        needs_non_root=True,
+    ),
+    Case(
+        "out-locked",
+        "analyze IN --out LOCKED/o (LOCKED mode 000)",
+        "cannot write there (Permission denied)",
+        ExitCode.BAD_INPUT,
+        _out_locked,
         needs_non_root=True,
     ),
     Case(

@@ -309,7 +309,7 @@ def make_run_dir(settings: CaptureSettings, gpu_name: str | None, now: dt.dateti
     """Create the run directory: ``--out`` as given, else ``runs/<date>-<time>-<gpu>-<mode>``."""
     if settings.out is not None:
         out = settings.out
-        if out.exists() and not out.is_dir():
+        if os.path.exists(out) and not os.path.isdir(out):
             raise BadInput(f"--out {out}: exists and is not a directory; choose another --out")
         if (out / rundir.MANIFEST).exists() or (out / rundir.TRACE_REP).exists():
             raise BadInput(f"--out {out}: already holds a capture; choose another --out or remove it")

@@ -416,7 +416,7 @@ def entry_for(spec: PageSpec, image: Image.Image, data: bytes) -> PageEntry:
 def check_out(out_dir: Path) -> None:
     """BadInput (one line) unless ``out_dir`` can take the pages: a directory (made if missing), not a file nor
     a path under one, and without a ``manifest.json`` other than a page set's (a run directory's, say)."""
-    if out_dir.exists() and not out_dir.is_dir():
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise BadInput(f"--out {out_dir}: exists and is not a directory; choose another --out")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

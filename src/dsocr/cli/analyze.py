@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -269,7 +270,7 @@ def _write(
     from dsocr.report.html import write_all
     from dsocr.report.sqliteout import build_sqlite
 
-    if out.exists() and not out.is_dir():
+    if os.path.exists(out) and not os.path.isdir(out):
         raise BadInput(f"--out {out}: exists and is not a directory; choose another --out")
     texts: dict[str, str] = {}
     if "json" in wanted and jtext is not None:

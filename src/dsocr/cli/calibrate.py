@@ -65,7 +65,7 @@ def signatures(workloads: list[Workload], arch: Architecture) -> list[Kernel]:
 
 def _check_out(out: Path) -> None:
     """Fail before measuring when ``out`` cannot be written (one line, BAD_INPUT)."""
-    if out.is_dir():
+    if os.path.isdir(out):
         raise BadInput(f"{out}: is a directory; give --out a file name (e.g. {out / 'calibration.json'})")
     parent = out.parent
     existing = next((p for p in (parent, *parent.parents) if p.exists()), None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -48,7 +49,7 @@ def diff(
     for w in warnings:
         ui.warn(w)
     if out is not None:
-        if out.exists() and not out.is_dir():
+        if os.path.exists(out) and not os.path.isdir(out):
             raise BadInput(f"--out {out}: exists and is not a directory; choose another --out", ExitCode.USAGE)
         refuse_overwrite(
             [out / DIFF_MD, out / DIFF_HTML],

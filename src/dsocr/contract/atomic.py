@@ -32,7 +32,7 @@ def write_failure(target: Path, exc: BaseException) -> DsocrError:
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success."""
-    if target.is_dir():
+    if os.path.isdir(target):
         raise BadInput(f"{target}: is a directory; give a file name, not a directory")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

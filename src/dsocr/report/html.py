@@ -8,6 +8,7 @@ Markdown report so Markdown viewers show them.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, suppress
 from functools import cache
@@ -252,7 +253,7 @@ def write_all(
     ``texts``: relative path -> text; ``build``: relative path -> a function writing the file at a path.
     """
     build = build or {}
-    made = [d for d in {(out_dir / r).parent for r in [*build, *texts]} if not d.exists()]
+    made = [d for d in {(out_dir / r).parent for r in [*build, *texts]} if not os.path.exists(d)]
     try:
         with ExitStack() as stack:
             for rel, fn in build.items():
