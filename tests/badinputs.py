@@ -198,6 +198,17 @@ def _fifo_trace(tmp: Path) -> Setup:
     return Setup(("analyze", str(_fifo(tmp / "trace.sqlite"))))
 
 
+def _fifo_run_trace(tmp: Path) -> Setup:
+    run = tmp / "run"
+    run.mkdir()
+    _fifo(run / "trace.sqlite")
+    return Setup(("analyze", str(run), "--out", str(tmp / "o")))
+
+
+def _device_trace(tmp: Path) -> Setup:
+    return Setup(("analyze", os.devnull, "--out", str(tmp / "o")))
+
+
 def _fifo_in_run_dir(tmp: Path) -> Setup:
     run = tmp / "run"
     run.mkdir()
@@ -438,6 +449,20 @@ CORPUS: tuple[Case, ...] = (
         _out_dotdot,
     ),
     Case("fifo-trace", "analyze FIFO", "is a named pipe (FIFO), not a regular file", ExitCode.BAD_INPUT, _fifo_trace),
+    Case(
+        "fifo-run-trace",
+        "analyze RUN (RUN/trace.sqlite a FIFO)",
+        "trace.sqlite: is a named pipe (FIFO), not a regular file",
+        ExitCode.BAD_INPUT,
+        _fifo_run_trace,
+    ),
+    Case(
+        "device-trace",
+        "analyze /dev/null",
+        "is a character device, not a regular file",
+        ExitCode.BAD_INPUT,
+        _device_trace,
+    ),
     Case(
         "fifo-manifest",
         "analyze RUN (RUN/manifest.json a FIFO)",
