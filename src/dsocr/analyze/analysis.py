@@ -410,8 +410,9 @@ def _analyze_all(
     from dsocr.analyze.workload_from_run import WorkloadFlags, run_files, workloads_for
 
     run = run_files(paths[0]) if paths[0].exists() else None
-    if run is not None:
-        warnings.extend(run.warnings())  # a corrupt manifest.json or timing file, named
+    for files in (run, *(run_files(p) for p in paths[1:])):  # a corrupt manifest.json or timing file, named
+        if files is not None:
+            warnings.extend(w for w in files.warnings() if w not in warnings)
     gpus = tuple(GpuInfo(**g) for g in results[0].info.gpus)
     the_peak = trace_peak(gpus, peak or PeakFlags())
     warnings.extend(f"GPU peak: {note}" for note in the_peak.notes)  # unknown GPU, assumed form factor, ...
