@@ -24,7 +24,7 @@ from dsocr.analytic.cost import Op
 from dsocr.analytic.peaks import Peak
 from dsocr.analytic.signature import Kernel, unique
 from dsocr.contract.errors import BadInput
-from dsocr.contract.paths import regular_file_or_none
+from dsocr.contract.paths import is_regular_file
 
 if TYPE_CHECKING:
     from dsocr.analytic.workload import ModelEstimate
@@ -103,7 +103,7 @@ def parse_calibration(doc: Any, source: str | None = None) -> Calibration:
 def load_calibration(path: str | Path) -> Calibration:
     """Read a ``calibration.json`` (one-line :class:`BadInput` when it is missing or not one)."""
     p = Path(path)
-    if os.path.exists(p) and not regular_file_or_none(p):  # a FIFO would block: never opened
+    if os.path.exists(p) and not is_regular_file(p):  # a FIFO would block: never opened
         raise BadInput(f"{p}: not a regular file; pass the calibration.json written by `dsocr calibrate`")
     try:
         text = p.read_text(encoding="utf-8")

@@ -13,7 +13,7 @@ from typing import Final
 
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput, EnvironmentProblem, InputNotFound
-from dsocr.contract.paths import check_input, is_disk_full, regular_file_or_none
+from dsocr.contract.paths import check_input, is_disk_full, is_regular_file
 
 #: The bundled sample run directory (a real dsocr capture on an H100).
 SAMPLE_RESOURCE: Final = ("data", "sample", "h100-gundam-2p2r")
@@ -98,7 +98,7 @@ def _decompress_xz(src: Path) -> Path:
     name = src.name[: -len(".xz")] or "trace.sqlite"
     for base in _cache_bases():
         dst = base / h.hexdigest()[:16] / name
-        if regular_file_or_none(dst):
+        if is_regular_file(dst):
             return dst
         try:
             _decompress_into(src, dst)
@@ -200,7 +200,7 @@ def content_fingerprint(path: Path) -> tuple[object, ...] | None:
 
 def _identity(path: Path) -> tuple[object, ...]:
     """A key equal for copies of one trace: its content fingerprint, else (not an SQLite export) the file itself."""
-    if regular_file_or_none(path):
+    if is_regular_file(path):
         found = content_fingerprint(path)
         if found is not None:
             return ("content", *found)

@@ -64,7 +64,7 @@ def check_input(path: Path, fix: str = "check the path", directory_ok: bool = Tr
     return False
 
 
-def regular_file_or_none(path: Path) -> bool:
+def is_regular_file(path: Path) -> bool:
     """Whether ``path`` is a regular file (symlinks followed); False for anything else or any error."""
     try:
         return stat.S_ISREG(path.stat().st_mode)
