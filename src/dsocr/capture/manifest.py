@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from dsocr.contract import atomic, rundocs
+from dsocr.contract import atomic
 
 SCHEMA_VERSION: Final = "1.0"
 STATUS_RUNNING: Final = "running"
@@ -157,23 +157,29 @@ def text(manifest: dict[str, Any]) -> str:
     return json.dumps(manifest, indent=2, default=str) + "\n"
 
 
-def write(path: Path, manifest: dict[str, Any]) -> None:
-    """Write ``manifest`` atomically as indented JSON."""
-    atomic.write_text(path, text(manifest))
-
-
 def write_to(path: Path, manifest: dict[str, Any]) -> None:
     """Write ``manifest`` to ``path`` as it is (a temp file of :func:`dsocr.contract.atomic.atomic_path`)."""
     path.write_text(text(manifest), encoding="utf-8")
 
 
-def read(path: Path) -> dict[str, Any]:
-    """Read a manifest (an empty dict when the file is missing or not JSON)."""
-    return read_checked(path)[0]
-
-
 def read_checked(path: Path) -> tuple[dict[str, Any], str | None]:
     """Read a manifest: the document (empty when missing or unusable) and, when it exists but is unusable,
     one line naming the file and what is wrong with it."""
-    doc, problem = rundocs.read_doc(path)
+    from dsocr.contract.rundocs import read_doc
+
+    doc, problem = read_doc(path)
     return (doc or {}), problem
+
+
+def write(path: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest`` atomically as indented JSON."""
+    atomic.write_text(path, text(manifest))
+
+
+def read(path: Path) -> dict[str, Any]:
+    """Read a manifest (an empty dict when the file is missing or not JSON)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

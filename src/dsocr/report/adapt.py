@@ -36,7 +36,6 @@ import polars as pl
 from dsocr.analyze.workload_from_run import with_other_runs
 from dsocr.contract import nvtx_names as nv
 from dsocr.contract import rundir
-from dsocr.contract.rundocs import read_doc
 from dsocr.report.view import (
     DecodeStep,
     Identity,
@@ -510,6 +509,8 @@ def run_files(directory: Path, problems: list[str] | None = None) -> dict[str, d
     The other unprofiled runs (``timing-baseline-<k>.json``) ride in the baseline's ``other_runs``,
     as in analysis.json (:func:`dsocr.analyze.workload_from_run.with_other_runs`).
     """
+    from dsocr.contract.rundocs import read_doc
+
     said = problems if problems is not None else []
 
     def read(path: Path) -> dict[str, Any] | None:
