@@ -18,7 +18,7 @@ import polars as pl
 from dsocr.analyze import integrity
 from dsocr.analyze.analysis import Analysis, TraceInfo, TraceResult
 from dsocr.analyze.categories import category_expr
-from dsocr.analyze.input_files import resolve_input
+from dsocr.analyze.input_files import forget_cached, resolve_input
 from dsocr.analyze.policy import ENGINE_VAR, RuntimePolicy
 from dsocr.analyze.repeats import analyze_repeats
 from dsocr.analyze.stages import TOP_N, analyze_stages, summarize
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from dsocr.analyze.trace import GpuInfo
     from dsocr.analyze.workload_from_run import RunFiles, WorkloadFlags
 from dsocr.contract import rundir
-from dsocr.contract.errors import BadInput
+from dsocr.contract.errors import BadInput, DsocrError
 
 #: Called with a step name before each step (for progress bars).
 Progress = Callable[[str], None]
@@ -98,6 +98,15 @@ def _info(given: Path, trace: Trace, mode: str, gpu_lost: str | None = None) -> 
     )
 
 
+def _named_as_given(exc: DsocrError, given: Path, path: Path) -> DsocrError:
+    """``exc`` naming the user's ``.xz`` instead of its decompressed copy in the cache (then removed)."""
+    source = given / rundir.TRACE_SQLITE_XZ if given.is_dir() else given
+    if source.suffix != ".xz":
+        return exc
+    forget_cached(path)  # not a usable export: no copy of it stays in the cache
+    return type(exc)(exc.message.replace(str(path), f"{source} (decompressed)"), exc.exit_code)
+
+
 def analyze_trace(
     given: Path,
     progress: Progress | None = None,
@@ -113,7 +122,10 @@ def analyze_trace(
     step = progress or (lambda _name: None)
     path = resolved if resolved is not None else resolve_input(given)
     step(f"loading {given.name}")
-    trace = _load(path, policy or RuntimePolicy.for_inputs([path]))
+    try:
+        trace = _load(path, policy or RuntimePolicy.for_inputs([path]))
+    except DsocrError as exc:
+        raise _named_as_given(exc, given, path) from None
     if reference is not None:
         check_same_gpus(reference.info, str(given), [attrs.asdict(g) for g in trace.gpus])
     integrity.check_ranges(given, trace)
@@ -248,6 +260,9 @@ def _analyze_all(
     from dsocr.analyze.workload_from_run import WorkloadFlags, run_files, workloads_for
 
     run = run_files(paths[0]) if paths[0].exists() else None
+    for files in (run, *(run_files(p) for p in paths[1:])):  # a corrupt manifest.json or timing file, named
+        if files is not None:
+            warnings.extend(w for w in files.warnings() if w not in warnings)
     gpus = tuple(GpuInfo(**g) for g in results[0].info.gpus)
     the_peak = trace_peak(gpus, peak or PeakFlags())
     warnings.extend(f"GPU peak: {note}" for note in the_peak.notes)  # unknown GPU, assumed form factor, ...

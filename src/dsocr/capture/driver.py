@@ -49,8 +49,9 @@ from dsocr.capture import nsys as nsys_mod
 from dsocr.capture import progress
 from dsocr.capture import shards as shards_mod
 from dsocr.capture.worker_config import CAPTURE_CUDA, CAPTURE_NONE, CAPTURE_NVTX, Shrink, WorkerConfig
-from dsocr.contract import rundir
-from dsocr.contract.errors import BadInput, BadUsage, DsocrError, EnvironmentProblem, RunFailed
+from dsocr.contract import atomic, rundir
+from dsocr.contract.errors import BadInput, BadUsage, DsocrError, EnvironmentProblem, InputNotFound, RunFailed
+from dsocr.contract.paths import check_input, refuse_overwrite
 
 WORKER_MODULE: Final = "dsocr.capture.worker"
 LAUNCHER_MODULE: Final = "dsocr.capture.launcher"
@@ -358,7 +359,7 @@ def make_run_dir(settings: CaptureSettings, gpu_name: str | None, now: dt.dateti
     """Create the run directory: ``--out`` as given, else ``runs/<date>-<time>-<gpu>-<mode>``."""
     if settings.out is not None:
         out = settings.out
-        if out.exists() and not out.is_dir():
+        if os.path.exists(out) and not os.path.isdir(out):
             raise BadUsage(f"--out {out}: exists and is not a directory; choose another --out")
         if (out / rundir.MANIFEST).exists() or (out / rundir.TRACE_REP).exists():
             raise BadUsage(f"--out {out}: already holds a capture; choose another --out or remove it")
@@ -628,6 +629,18 @@ def _worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+#: The files a capture writes into its run directory (besides ``*.json``), checked against its inputs.
+_RUN_FILES: Final = (
+    rundir.TRACE_REP,
+    rundir.TRACE_SQLITE,
+    CAPTURE_LOG,
+    rundir.REPORT_MD,
+    rundir.REPORT_HTML,
+    rundir.SUMMARY_MD,
+    rundir.RESULTS_SQLITE,
+)
+
+
 def run_capture(
     settings: CaptureSettings,
     reporter: Reporter | None = None,
@@ -640,6 +653,12 @@ def run_capture(
     rep.phase(PHASE_PREPARE, "checking inputs", None)
     pages = inputs_mod.collect(list(settings.pages)) if settings.pages else inputs_mod.default_pages()
     settings.worker_config(pages, Path(rundir.TIMING), profiled=True)  # bad mode/crops/dtype: stop here
+    if settings.out is not None:
+        refuse_overwrite(
+            [settings.out / name for name in _RUN_FILES] + list(settings.out.glob("*.json")),
+            [p.path for p in pages],
+            "choose another --out or move the page files (dsocr never overwrites an input)",
+        )
     gpu: dict[str, Any] = (
         manifest_mod.gpu_environment() if not settings.is_cpu else {"gpus": [], "error": "--device cpu"}
     )
@@ -750,19 +769,23 @@ def run_capture(
         # 5. export and check
         run.phase(PHASE_EXPORT)
         rep.phase(PHASE_EXPORT, "exporting the trace to SQLite", None)
-        run.timed(PHASE_EXPORT, export_mod.export_sqlite(nsys.path, rep_path, sqlite_path))
-        found = export_mod.count_ranges(sqlite_path)
-        run.manifest["ranges"] = {"dsocr": found.counts, "kernels": found.kernels}
-        warnings += export_mod.check_ranges(
-            found,
-            sqlite_path,
-            nsys.version,
-            nvtx_version,
-            settings.repeats,
-            len(pages),
-            settings.device,
-            workers=settings.workers,
-        )
+        with export_mod.exported(nsys.path, rep_path, sqlite_path) as (part, seconds):
+            run.timed(PHASE_EXPORT, seconds)
+            found = export_mod.counted(part, sqlite_path, rep_path)
+            run.manifest["ranges"] = {"dsocr": found.counts, "kernels": found.kernels}
+            try:
+                warnings += export_mod.check_ranges(
+                    found,
+                    sqlite_path,
+                    nsys.version,
+                    nvtx_version,
+                    settings.repeats,
+                    len(pages),
+                    settings.device,
+                    workers=settings.workers,
+                )
+            finally:  # a first export replaces nothing: kept, also without ranges, to look at
+                export_mod.install(part, sqlite_path)
         # 6. unprofiled runs after it
         for b in plan:
             if b.position == AFTER:
@@ -806,51 +829,84 @@ def run_capture(
 
 
 def export_run(run_dir: Path, nsys_path: Path | None = None, reporter: Reporter | None = None) -> Path:
-    """``dsocr export RUN_DIR``: (re-)export a run's ``trace.nsys-rep`` to ``trace.sqlite`` and check it."""
+    """``dsocr export RUN_DIR``: (re-)export a run's ``trace.nsys-rep`` to ``trace.sqlite`` and check it.
+
+    The new export is checked (readable, holds the ``dsocr`` ranges) before it replaces ``trace.sqlite``;
+    the trace and the manifest's range counts and status then change together. A failed check leaves both
+    as they were.
+    """
     rep = reporter or NullReporter()
     if not run_dir.exists():
         raise BadInput(f"{run_dir}: no such run directory; pass a directory made by `dsocr capture`")
     rep_path, sqlite_path = (
         export_mod.run_paths(run_dir) if run_dir.is_dir() else (run_dir, run_dir.with_suffix(".sqlite"))
     )
+    if not os.path.lexists(rep_path):
+        raise InputNotFound(f"{rep_path}: no such nsys report; capture again with `dsocr capture`")
+    check_input(rep_path, "capture again with `dsocr capture`", directory_ok=False)
+    refuse_overwrite([sqlite_path], [rep_path], f"move {rep_path} elsewhere and export it from there")
     target_dir = rep_path.parent
-    manifest = manifest_mod.read(target_dir / rundir.MANIFEST)
+    manifest_path = target_dir / rundir.MANIFEST
+    manifest, problem = manifest_mod.read_checked(manifest_path)
+    if problem is not None:
+        rep.warn(f"{problem}: left as it is (the export's range counts are not recorded in it)")
     explicit = nsys_path
     recorded = Path(str(manifest.get("nsys", {}).get("path", ""))) if manifest.get("nsys") else None
     if explicit is None and recorded is not None and recorded.is_file() and not os.environ.get("NSYS"):
         explicit = recorded
     nsys = nsys_mod.find(explicit)
     rep.phase(PHASE_EXPORT, f"exporting {rep_path.name} with nsys {nsys.version}", None)
-    seconds = export_mod.export_sqlite(nsys.path, rep_path, sqlite_path)
-    found = export_mod.count_ranges(sqlite_path)
-    settings = manifest.get("settings", {})
-    warnings = export_mod.check_ranges(
-        found,
-        sqlite_path,
-        nsys.version,
-        manifest_mod.package_version("nvtx"),
-        int(settings.get("repeats", 0) or 0),
-        len(manifest.get("inputs", [])),
-        str(settings.get("device", "cuda")),
-    )
-    if manifest:
-        manifest["ranges"] = {"dsocr": found.counts, "kernels": found.kernels}
-        manifest.setdefault("phases", {})[PHASE_EXPORT] = round(seconds, 3)
-        failure = manifest.get("failure") or {}
-        if manifest.get("status") == manifest_mod.STATUS_FAILED and failure.get("phase") == PHASE_EXPORT:
-            wanted = manifest["settings"].get("baseline_runs", 1) if manifest["settings"].get("baseline") else 0
-            manifest["status"] = manifest_mod.STATUS_COMPLETE if not wanted else manifest_mod.STATUS_FAILED
-            manifest["failure"] = (
-                None
-                if manifest["status"] == manifest_mod.STATUS_COMPLETE
-                else {
-                    "phase": PHASE_BASELINE,
-                    "message": "exported by `dsocr export`; the baseline after the profiled run never ran",
-                }
+    had_trace = sqlite_path.exists()
+    kept = f"; {sqlite_path.name} and {rundir.MANIFEST} were left as they were" if had_trace else ""
+    with export_mod.exported(nsys.path, rep_path, sqlite_path) as (part, seconds):
+        settings = manifest.get("settings", {})
+        try:
+            found = export_mod.counted(part, sqlite_path, rep_path)
+            warnings = export_mod.check_ranges(
+                found,
+                sqlite_path,
+                nsys.version,
+                manifest_mod.package_version("nvtx"),
+                int(settings.get("repeats", 0) or 0),
+                len(manifest.get("inputs", [])),
+                str(settings.get("device", "cuda")),
             )
-        manifest["warnings"] = list(manifest.get("warnings", [])) + warnings
-        manifest["files"] = sorted(p.name for p in target_dir.iterdir() if not p.name.startswith("."))
-        manifest_mod.write(target_dir / rundir.MANIFEST, manifest)
+        except RunFailed as exc:
+            if not had_trace:  # nothing to lose: kept to look at, as a capture keeps it
+                export_mod.install(part, sqlite_path)
+            said = exc.message.replace(f"{sqlite_path}: the trace holds", f"{sqlite_path}: the new export holds", 1)
+            raise RunFailed(said + kept) from None
+        with atomic.signals_held():
+            if manifest:
+                _record_export(manifest, found, seconds, warnings, sqlite_path)
+                with atomic.atomic_path(manifest_path) as tmp:
+                    manifest_mod.write_to(tmp, manifest)
+                    export_mod.install(part, sqlite_path)
+            else:
+                export_mod.install(part, sqlite_path)
     for w in warnings:
         rep.warn(w)
     return sqlite_path
+
+
+def _record_export(
+    manifest: dict[str, Any], found: export_mod.RangeCounts, seconds: float, warnings: list[str], sqlite: Path
+) -> None:
+    """The manifest after a checked re-export: its range counts, export time, warnings, files and status."""
+    manifest["ranges"] = {"dsocr": found.counts, "kernels": found.kernels}
+    manifest.setdefault("phases", {})[PHASE_EXPORT] = round(seconds, 3)
+    failure = manifest.get("failure") or {}
+    if manifest.get("status") == manifest_mod.STATUS_FAILED and failure.get("phase") == PHASE_EXPORT:
+        wanted = manifest["settings"].get("baseline_runs", 1) if manifest["settings"].get("baseline") else 0
+        manifest["status"] = manifest_mod.STATUS_COMPLETE if not wanted else manifest_mod.STATUS_FAILED
+        manifest["failure"] = (
+            None
+            if manifest["status"] == manifest_mod.STATUS_COMPLETE
+            else {
+                "phase": PHASE_BASELINE,
+                "message": "exported by `dsocr export`; the baseline after the profiled run never ran",
+            }
+        )
+    manifest["warnings"] = list(manifest.get("warnings", [])) + warnings
+    names = {p.name for p in sqlite.parent.iterdir() if not p.name.startswith(".")}
+    manifest["files"] = sorted(names | {sqlite.name})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, check_out_dir
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadUsage, InputNotFound
+from dsocr.contract.paths import check_input, refuse_overwrite
 
 if TYPE_CHECKING:
     from dsocr.analyze.analysis import Analysis
@@ -178,10 +180,14 @@ def analyze(
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
     wanted = parse_formats(formats)
     check_out_dir(out)  # before any work: the same checks again when writing
-    if calibration is not None and not calibration.exists():
+    if calibration is not None and not os.path.exists(calibration):
         raise InputNotFound(
             f"{calibration}: calibration file not found; make one with `dsocr calibrate --out {calibration}`"
         )
+    for given in traces or []:
+        check_input(given)  # before anything opens it: a FIFO would block, a missing directory is named
+    if traces:
+        _refuse_overwrite(out, wanted, _output_names(wanted), traces, calibration)
     policy = RuntimePolicy.for_inputs(traces or [])  # decided once, before polars is imported
     policy.apply_allocator()
 
@@ -286,7 +292,36 @@ def _write(
     if "html" in wanted and rendered is not None:
         texts.update(rendered.files())
     build = {rundir.RESULTS_SQLITE: partial(build_sqlite, analysis)} if "sqlite" in wanted else {}
+    given = [Path(t.info.file) for t in analysis.traces]
+    read = [*given, *(Path(t.info.path) for t in analysis.traces)]
+    _refuse_overwrite(out, wanted, [*texts, *build], read, None)
     write_report_set(out, texts, build, inputs)
+
+
+#: The report files of each --format (html's plots/*.svg are checked once rendered).
+_FORMAT_FILES = {
+    "md": (rundir.REPORT_MD,),
+    "json": (rundir.ANALYSIS_JSON,),
+    "sqlite": (rundir.RESULTS_SQLITE,),
+    "html": (rundir.REPORT_HTML, rundir.SUMMARY_MD),
+}
+
+
+def _output_names(wanted: tuple[str, ...]) -> list[str]:
+    return [name for f in wanted for name in _FORMAT_FILES[f]]
+
+
+def _refuse_overwrite(
+    out: Path, wanted: tuple[str, ...], names: list[str], traces: list[Path], calibration: Path | None
+) -> None:
+    """Refuse (one line) when a report file would replace a file the analysis reads, whatever its name."""
+    from dsocr.analyze.input_files import files_read
+
+    refuse_overwrite(
+        [out / name for name in names],
+        files_read(traces, calibration),
+        "choose another --out (dsocr never overwrites an input)",
+    )
 
 
 @contextmanager

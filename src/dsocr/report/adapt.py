@@ -27,7 +27,6 @@ Anything missing leaves its fields ``None``; the report says so.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -592,24 +591,27 @@ def _assumptions(
     return tuple(pairs), pages, caveats
 
 
-def _read_doc(path: Path) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def run_files(directory: Path) -> dict[str, dict[str, Any] | None]:
-    """``manifest``, ``timing`` and ``baseline`` documents of a run directory (``None`` when absent or unreadable).
+def run_files(directory: Path, problems: list[str] | None = None) -> dict[str, dict[str, Any] | None]:
+    """``manifest``, ``timing`` and ``baseline`` documents of a run directory (``None`` when absent or unusable;
+    then one line naming the file and what is wrong goes to ``problems``).
 
     The other unprofiled runs (``timing-baseline-<k>.json``) ride in the baseline's ``other_runs``,
     as in analysis.json (:func:`dsocr.analyze.workload_from_run.with_other_runs`).
     """
+    from dsocr.contract.rundocs import read_doc
+
+    said = problems if problems is not None else []
+
+    def read(path: Path) -> dict[str, Any] | None:
+        doc, problem = read_doc(path)
+        if problem is not None:
+            said.append(problem)
+        return doc
+
     out: dict[str, dict[str, Any] | None] = {}
     for key, name in (("manifest", rundir.MANIFEST), ("timing", rundir.TIMING)):
-        out[key] = _read_doc(directory / name)
-    out["baseline"] = with_other_runs(directory, _read_doc(directory / rundir.TIMING_BASELINE))
+        out[key] = read(directory / name)
+    out["baseline"] = with_other_runs(directory, read(directory / rundir.TIMING_BASELINE), read)
     return out
 
 
