@@ -17,6 +17,7 @@ from dsocr.analyze.stages import StageTables
 if TYPE_CHECKING:
     from dsocr.analyze.analytic_section import AnalyticResult
     from dsocr.analyze.modules import ModuleAttribution, ModuleTimes
+    from dsocr.analyze.op_memory import OpMemoryTables
     from dsocr.analyze.workload_from_run import RunFiles
 
 
@@ -67,6 +68,7 @@ class Analysis:
     analytic: AnalyticResult | None = None
     modules: ModuleAttribution | None = None
     run: RunFiles | None = None  #: the run directory's files (first trace), if it is one
+    op_memory: OpMemoryTables | None = None  #: the run directory's op_memory.json (``--op-memory``), if any
 
     def to_dict(self, *, full_projection: bool = False) -> dict[str, Any]:
         """The ``analysis.json`` document (:func:`dsocr.analyze.analysis_json.analysis_document`)."""

@@ -221,6 +221,12 @@ def _analyze_all(
     from dsocr.analyze.workload_from_run import WorkloadFlags, run_files, workloads_for
 
     run = run_files(paths[0]) if paths[0].exists() else None
+    op_memory = None
+    if run is not None:
+        from dsocr.analyze.op_memory import read_run
+
+        op_memory, unreadable = read_run(run.directory)
+        warnings.extend([unreadable] if unreadable else [])
     gpus = tuple(GpuInfo(**g) for g in results[0].info.gpus)
     the_peak = trace_peak(gpus, peak or PeakFlags())
     warnings.extend(f"GPU peak: {note}" for note in the_peak.notes)  # unknown GPU, assumed form factor, ...
@@ -235,13 +241,18 @@ def _analyze_all(
         for i, r in enumerate(results)
         if r.idle_gaps is not None
     ]
+    operators = _combine_top([r.stages.operators for r in results], ["operator", "input_shapes"], "gpu_ns", top_n)
+    if op_memory is not None:
+        from dsocr.analyze.op_memory import join_operators
+
+        operators = join_operators(operators, op_memory)
     return Analysis(
         traces=tuple(results),
         stage_instances=instances,
         stages=summarize(instances),
         categories=_combine_categories([r.stages.categories for r in results]),
         top_kernels=_combine_top([r.stages.top_kernels for r in results], ["name", "category"], "total_ns", top_n),
-        operators=_combine_top([r.stages.operators for r in results], ["operator", "input_shapes"], "gpu_ns", top_n),
+        operators=operators,
         repeats=repeats,
         warnings=tuple(warnings),
         idle_gaps=pl.concat(gaps, how="vertical_relaxed").sort("duration_ns", descending=True)
@@ -250,6 +261,7 @@ def _analyze_all(
         analytic=analytic,
         modules=mods,
         run=run,
+        op_memory=op_memory,
     )
 
 

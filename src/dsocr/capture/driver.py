@@ -100,6 +100,9 @@ class CaptureSettings:
     dtype: str = "auto"
     op_ranges: bool = False
     module_ranges: bool = False
+    #: One extra pass under the PyTorch profiler with memory recording into op_memory.json (see
+    #: :func:`op_memory_run`); its worker runs it after its capture range closed.
+    op_memory: bool = False
     baseline: bool = True
     #: Unprofiled runs (``baseline`` False means none): 1 after the profiled pass; 2 one before and one
     #: after; more alternate (the extra one after).
@@ -149,8 +152,15 @@ class CaptureSettings:
         out["pages"] = [str(p) for p in self.pages]
         return out
 
-    def worker_config(self, pages: Sequence[inputs_mod.InputPage], timing_out: Path, profiled: bool) -> WorkerConfig:
-        """The worker's config for the profiled pass or the unprofiled baseline."""
+    def worker_config(
+        self,
+        pages: Sequence[inputs_mod.InputPage],
+        timing_out: Path,
+        profiled: bool,
+        op_memory_out: Path | None = None,
+    ) -> WorkerConfig:
+        """The worker's config for the profiled pass or the unprofiled baseline (``op_memory_out``: this one
+        runs the --op-memory pass)."""
         capture_range = CAPTURE_NONE if not profiled else CAPTURE_NVTX if self.is_cpu else CAPTURE_CUDA
         cfg = WorkerConfig(
             pages=tuple(p.ref for p in pages),
@@ -170,6 +180,7 @@ class CaptureSettings:
             random_weights=self.random_weights,
             op_ranges=self.op_ranges,
             module_ranges=self.module_ranges,
+            op_memory_out=None if op_memory_out is None else str(op_memory_out),
             capture_range=capture_range,
             shrink=self.shrink,
             progress=True,
@@ -207,6 +218,12 @@ def baseline_plan(n: int) -> tuple[BaselineRun, ...]:
             )
         )
     return tuple(out)
+
+
+def op_memory_run(plan: Sequence[BaselineRun]) -> str:
+    """The timing file of the run that makes op_memory.json: the last unprofiled run (a process without
+    nsys, so the PyTorch profiler never meets it), else the profiled one (after its capture range)."""
+    return plan[-1].timing if plan else rundir.TIMING
 
 
 class Reporter(Protocol):
@@ -584,11 +601,16 @@ def run_capture(
     run_dir = make_run_dir(settings, gpu_name)
     env_facts = manifest_mod.environment(gpu)
     nvtx_version = manifest_mod.package_version("nvtx")
-    profiled_cfg = settings.worker_config(pages, run_dir / rundir.TIMING, profiled=True)
-    profiled_cfg.write(run_dir / WORKER_CONFIG)
     plan = baseline_plan(settings.baselines)
+    op_memory_by = op_memory_run(plan) if settings.op_memory else None
+
+    def op_memory_out(timing: str) -> Path | None:
+        return run_dir / rundir.OP_MEMORY if timing == op_memory_by else None
+
+    profiled_cfg = settings.worker_config(pages, run_dir / rundir.TIMING, True, op_memory_out(rundir.TIMING))
+    profiled_cfg.write(run_dir / WORKER_CONFIG)
     for b in plan:
-        settings.worker_config(pages, run_dir / b.timing, profiled=False).write(run_dir / b.config)
+        settings.worker_config(pages, run_dir / b.timing, False, op_memory_out(b.timing)).write(run_dir / b.config)
     profile_cmd = nsys_mod.profile_command(
         nsys.path,
         run_dir / TRACE_BASENAME,
@@ -632,6 +654,7 @@ def run_capture(
                 "baseline_runs": len(plan),
                 "runs": _timing_runs(plan),
             },
+            "op_memory": {"file": rundir.OP_MEMORY, "run": op_memory_by} if op_memory_by else None,
             "analysis": "pending" if settings.analyze else "skipped",
             "warnings": [],
         },

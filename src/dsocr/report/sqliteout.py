@@ -82,6 +82,9 @@ def tables(analysis: Analysis) -> dict[str, pl.DataFrame]:
         extra["module_metrics"] = analysis.modules.table
     if not analysis.idle_gaps.is_empty():
         extra["idle_gaps"] = analysis.idle_gaps
+    if analysis.op_memory is not None:
+        extra["op_memory_stages"] = analysis.op_memory.stages
+        extra["op_memory_operators"] = analysis.op_memory.operators
     return {
         "traces": traces,
         "nvtx_projection": proj,
