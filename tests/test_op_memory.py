@@ -151,7 +151,7 @@ def test_reports_show_op_memory(analyzed: Path) -> None:
     assert "| alloc | allocs |" in md  # the joined columns of the top-operators tables
     assert HOW_TO not in md
     html = (analyzed / rundir.REPORT_HTML).read_text()
-    assert "<h3>Operator memory (allocator)</h3>" in html and "<th class=\"num\">allocated (allocator)</th>" in html
+    assert "<h3>Operator memory (allocator)</h3>" in html and '<th class="num">allocated (allocator)</th>' in html
     assert "Top operators by allocated bytes: clip" in html
 
 

@@ -470,7 +470,8 @@ def test_op_memory_pass_on_the_cpu(page, tmp_path) -> None:
         assert s.allocated_bytes > 0 and s.allocations > 0 and s.peak_increase_bytes > 0
         assert s.operators and all(o.operator.startswith("aten::") for o in s.operators)
         assert s.allocated_bytes >= sum(o.allocated_bytes for o in s.operators)
-        assert [o.allocated_bytes for o in s.operators] == sorted((o.allocated_bytes for o in s.operators), reverse=True)
+        sizes = [o.allocated_bytes for o in s.operators]
+        assert sizes == sorted(sizes, reverse=True)
     assert "aten::mm" in {o.operator for o in stages["prefill"].operators} | {
         o.operator for o in stages["decode_step"].operators
     }

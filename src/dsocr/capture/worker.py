@@ -21,7 +21,10 @@
    ``projector`` per view: the crops as one batch, then the global view), ``prefill`` (prompt
    embedding, decoder forward, first logits, first token), ``decode`` > ``decode_step`` (greedy
    with KV cache, ``max_new_tokens - 1`` steps; EOS ends the loop only with a real checkpoint).
-6. ``timing.json`` gets every stage instance's time, tokens, lengths and peak memory.
+6. With ``op_memory_out`` (``dsocr capture --op-memory``), after the capture range closed: one more
+   pass over all pages under the PyTorch profiler with memory recording into ``op_memory.json``
+   (:mod:`dsocr.capture.op_memory`; no ranges, no records).
+7. ``timing.json`` gets every stage instance's time, tokens, lengths and peak memory.
 
 Errors come out as one line on stderr with the contract's exit codes; CUDA out of memory names
 the stage, repeat and page being run.
