@@ -161,3 +161,62 @@ def test_without_op_memory_the_reports_say_how(tmp_path: Path) -> None:
     assert f"- **operator memory**: {HOW_TO}" in (golden / "report.md").read_text()
     assert "Operator memory not captured" in (golden / "report.html").read_text()
     assert "op_memory" not in json.loads((golden / "analysis.json").read_text())
+
+
+class _FakeCuda:
+    """The allocator counters StageMarks reads: ``memory_allocated``, ``max_memory_allocated``, their reset."""
+
+    def __init__(self) -> None:
+        self.now = self.peak = 0
+
+    def alloc(self, n: int) -> None:
+        self.now += n
+        self.peak = max(self.peak, self.now)
+
+    def memory_allocated(self) -> int:
+        return self.now
+
+    def max_memory_allocated(self) -> int:
+        return self.peak
+
+    def reset_peak_memory_stats(self) -> None:
+        self.peak = self.now
+
+
+def test_cuda_stage_peaks_fold_into_enclosing_stages() -> None:
+    """Nested stages each get their own peak (the counter is reset per stage and folded outwards)."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from dsocr.capture.op_memory import StageMarks, summarize
+
+    cuda = _FakeCuda()
+    torch = SimpleNamespace(cuda=cuda, profiler=SimpleNamespace(record_function=lambda _n: contextlib.nullcontext()))
+    marks = StageMarks(torch, cuda=True)
+    cuda.alloc(100)  # weights
+    with marks("page"):
+        with marks("sam"):
+            cuda.alloc(200)  # 300
+            cuda.alloc(-150)  # 150
+        cuda.alloc(250)  # 400: after sam closed, page only
+        cuda.alloc(-300)
+        with marks("sam"):
+            cuda.alloc(50)  # 150: below the first instance's peak
+    doc = summarize([], marks, "cuda", None, top_n=5)
+    got = {s.stage: (s.instances, s.peak_bytes, s.peak_increase_bytes) for s in doc.stages}
+    assert got == {"sam": (2, 300, 200), "page": (1, 400, 300)}
+
+
+def test_op_memory_runs_in_the_last_baseline_or_the_profiled_worker(tmp_path: Path) -> None:
+    from dsocr.capture.driver import CaptureSettings, baseline_plan, op_memory_run
+    from dsocr.capture.inputs import collect
+
+    assert op_memory_run(baseline_plan(0)) == rundir.TIMING
+    assert op_memory_run(baseline_plan(1)) == rundir.TIMING_BASELINE
+    assert op_memory_run(baseline_plan(2)) == rundir.TIMING_BASELINE  # k=2 runs after the profiled pass
+    assert op_memory_run(baseline_plan(3)) == "timing-baseline-3.json"  # the last of three, after it
+    pages = collect([sorted((Path(__file__).parents[1] / "src/dsocr/data/pages").glob("*.png"))[0]])
+    settings = CaptureSettings(device="cpu", op_memory=True)
+    cfg = settings.worker_config(pages, tmp_path / "t.json", False, tmp_path / rundir.OP_MEMORY)
+    assert cfg.op_memory_out == str(tmp_path / rundir.OP_MEMORY)
+    assert settings.worker_config(pages, tmp_path / "t.json", True).op_memory_out is None
