@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from dsocr.analyze.analytic_section import AnalyticResult
     from dsocr.analyze.devices import DeviceTables
     from dsocr.analyze.modules import ModuleAttribution, ModuleTimes
+    from dsocr.analyze.op_memory import OpMemoryTables
     from dsocr.analyze.workload_from_run import RunFiles
 
 
@@ -72,6 +73,7 @@ class Analysis:
     run: RunFiles | None = None  #: the run directory's files (first trace), if it is one
     #: per-device tables (``dsocr.analyze.devices``), only when a trace holds several workers
     devices: DeviceTables | None = None
+    op_memory: OpMemoryTables | None = None  #: the run directory's op_memory.json (``--op-memory``), if any
 
     def to_dict(self, *, full_projection: bool = False) -> dict[str, Any]:
         """The ``analysis.json`` document (:func:`dsocr.analyze.analysis_json.analysis_document`)."""

@@ -263,6 +263,12 @@ def _analyze_all(
     for files in (run, *(run_files(p) for p in paths[1:])):  # a corrupt manifest.json or timing file, named
         if files is not None:
             warnings.extend(w for w in files.warnings() if w not in warnings)
+    op_memory = None
+    if run is not None:
+        from dsocr.analyze.op_memory import read_run
+
+        op_memory, unreadable = read_run(run.directory)
+        warnings.extend([unreadable] if unreadable else [])
     gpus = tuple(GpuInfo(**g) for g in results[0].info.gpus)
     the_peak = trace_peak(gpus, peak or PeakFlags())
     warnings.extend(f"GPU peak: {note}" for note in the_peak.notes)  # unknown GPU, assumed form factor, ...
@@ -280,6 +286,11 @@ def _analyze_all(
     from dsocr.analyze.devices import device_tables
 
     devices = device_tables(instances, [r.processes for r in results], [r.info.gpus for r in results])
+    operators = _combine_top([r.stages.operators for r in results], ["operator", "input_shapes"], "gpu_ns", top_n)
+    if op_memory is not None:
+        from dsocr.analyze.op_memory import join_operators
+
+        operators = join_operators(operators, op_memory)
     return Analysis(
         devices=devices,
         traces=tuple(results),
@@ -287,7 +298,7 @@ def _analyze_all(
         stages=summarize(instances),
         categories=_combine_categories([r.stages.categories for r in results]),
         top_kernels=_combine_top([r.stages.top_kernels for r in results], ["name", "category"], "total_ns", top_n),
-        operators=_combine_top([r.stages.operators for r in results], ["operator", "input_shapes"], "gpu_ns", top_n),
+        operators=operators,
         repeats=repeats,
         warnings=tuple(warnings),
         idle_gaps=pl.concat(gaps, how="vertical_relaxed").sort("duration_ns", descending=True)
@@ -296,6 +307,7 @@ def _analyze_all(
         analytic=analytic,
         modules=mods,
         run=run,
+        op_memory=op_memory,
     )
 
 

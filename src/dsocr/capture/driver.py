@@ -109,6 +109,9 @@ class CaptureSettings:
     dtype: str = "auto"
     op_ranges: bool = False
     module_ranges: bool = False
+    #: One extra pass under the PyTorch profiler with memory recording into op_memory.json (see
+    #: :func:`op_memory_run`); its worker runs it after its capture range closed.
+    op_memory: bool = False
     baseline: bool = True
     #: Unprofiled runs (``baseline`` False means none): 1 after the profiled pass; 2 one before and one
     #: after; more alternate (the extra one after).
@@ -168,8 +171,15 @@ class CaptureSettings:
         out["devices"] = list(self.devices)
         return out
 
-    def worker_config(self, pages: Sequence[inputs_mod.InputPage], timing_out: Path, profiled: bool) -> WorkerConfig:
-        """The worker's config for the profiled pass or the unprofiled baseline."""
+    def worker_config(
+        self,
+        pages: Sequence[inputs_mod.InputPage],
+        timing_out: Path,
+        profiled: bool,
+        op_memory_out: Path | None = None,
+    ) -> WorkerConfig:
+        """The worker's config for the profiled pass or the unprofiled baseline (``op_memory_out``: this one
+        runs the --op-memory pass)."""
         capture_range = CAPTURE_NONE if not profiled else CAPTURE_NVTX if self.is_cpu else CAPTURE_CUDA
         cfg = WorkerConfig(
             pages=tuple(p.ref for p in pages),
@@ -190,6 +200,7 @@ class CaptureSettings:
             moe=self.moe,
             op_ranges=self.op_ranges,
             module_ranges=self.module_ranges,
+            op_memory_out=None if op_memory_out is None else str(op_memory_out),
             capture_range=capture_range,
             shrink=self.shrink,
             progress=True,
@@ -227,6 +238,12 @@ def baseline_plan(n: int) -> tuple[BaselineRun, ...]:
             )
         )
     return tuple(out)
+
+
+def op_memory_run(plan: Sequence[BaselineRun]) -> str:
+    """The timing file of the run that makes op_memory.json: the last unprofiled run (a process without
+    nsys, so the PyTorch profiler never meets it), else the profiled one (after its capture range)."""
+    return plan[-1].timing if plan else rundir.TIMING
 
 
 class Reporter(Protocol):
@@ -597,15 +614,22 @@ def _write_configs(
     config: str,
     timing: str,
     profiled: bool,
+    op_memory_out: Path | None = None,
 ) -> None:
-    """Write the worker config ``config`` (several workers: one per worker, each with its shard of the pages)."""
+    """Write the worker config ``config`` (several workers: one per worker, each with its shard of the pages).
+
+    ``op_memory_out``: this run makes op_memory.json (``--op-memory``); of several workers, worker 0 does,
+    over its shard of the pages.
+    """
     if settings.workers == 1:
-        settings.worker_config(pages, run_dir / timing, profiled).write(run_dir / config)
+        settings.worker_config(pages, run_dir / timing, profiled, op_memory_out).write(run_dir / config)
         return
     barrier = run_dir / BARRIER_DIR / Path(config).stem
     for k, (indices, part) in enumerate(shards_mod.shard(pages, settings.workers)):
         cfg = attrs.evolve(
-            settings.worker_config(part, run_dir / shards_mod.per_worker(timing, k), profiled),
+            settings.worker_config(
+                part, run_dir / shards_mod.per_worker(timing, k), profiled, op_memory_out if k == 0 else None
+            ),
             device=settings.devices[k],
             rank=k,
             workers=settings.workers,
@@ -673,10 +697,25 @@ def run_capture(
     run_dir = make_run_dir(settings, gpu_name)
     env_facts = manifest_mod.environment(gpu)
     nvtx_version = manifest_mod.package_version("nvtx")
-    _write_configs(settings, pages, run_dir, WORKER_CONFIG, rundir.TIMING, profiled=True)
     plan = baseline_plan(settings.baselines)
+    op_memory_by = op_memory_run(plan) if settings.op_memory else None
+
+    def op_memory_out(timing: str) -> Path | None:
+        return run_dir / rundir.OP_MEMORY if timing == op_memory_by else None
+
+    _write_configs(
+        settings,
+        pages,
+        run_dir,
+        WORKER_CONFIG,
+        rundir.TIMING,
+        profiled=True,
+        op_memory_out=op_memory_out(rundir.TIMING),
+    )
     for b in plan:
-        _write_configs(settings, pages, run_dir, b.config, b.timing, profiled=False)
+        _write_configs(
+            settings, pages, run_dir, b.config, b.timing, profiled=False, op_memory_out=op_memory_out(b.timing)
+        )
     profile_cmd = nsys_mod.profile_command(
         nsys.path,
         run_dir / TRACE_BASENAME,
@@ -720,6 +759,7 @@ def run_capture(
                 "baseline_runs": len(plan),
                 "runs": _timing_runs(plan),
             },
+            "op_memory": {"file": rundir.OP_MEMORY, "run": op_memory_by} if op_memory_by else None,
             "analysis": "pending" if settings.analyze else "skipped",
             "warnings": [],
             **(

@@ -26,6 +26,8 @@ RUN_CONFIG.json`` (under ``nsys profile`` for the profiled pass, bare for the ba
   per-expert GEMMs in every MoE layer) or ``grouped`` (grouped GEMMs, no host sync).
 - ``op_ranges``: wrap the captured work in ``emit_nvtx(record_shapes=True)`` (CUDA torch only).
 - ``module_ranges``: one NVTX range per medium-granularity module (domain ``dsocr.module``).
+- ``op_memory_out``: where to write ``op_memory.json`` (docs/op-memory-schema.md) from one extra
+  pass after the capture range closed, under the PyTorch profiler with memory recording; None: no pass.
 - ``capture_range``: ``cuda-profiler-api`` (cudaProfilerStart/Stop), ``nvtx`` (a ``capture``
   range in domain ``dsocr``, for nsys on the CPU) or ``none`` (the unprofiled baseline).
 - ``shrink``: tests only: ``{"sam_layers", "clip_layers", "decoder_layers", "vocab",
@@ -103,6 +105,7 @@ class WorkerConfig:
     moe: str = "loop"
     op_ranges: bool = False
     module_ranges: bool = False
+    op_memory_out: str | None = None
     capture_range: str = CAPTURE_CUDA
     shrink: Shrink | None = None
     progress: bool = True
@@ -255,6 +258,7 @@ def _check_types(cfg: WorkerConfig, source: str) -> None:
         "op_ranges": bool,
         "module_ranges": bool,
         "capture_range": str,
+        "op_memory_out": (str, type(None)),
         "progress": bool,
         "rank": int,
         "workers": int,

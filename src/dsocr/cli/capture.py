@@ -270,6 +270,14 @@ def capture(
         bool, _opt("--op-ranges", "aten operator ranges (emit_nvtx, record_shapes) for operator tables.")
     ] = False,
     module_ranges: Annotated[bool, _opt("--module-ranges", "One NVTX range per module (domain dsocr.module).")] = False,
+    op_memory: Annotated[
+        bool,
+        _opt(
+            "--op-memory",
+            "One extra pass under the PyTorch profiler (profile_memory) after the capture: the allocator's bytes "
+            "per operator and stage, and each stage's peak, into op_memory.json for the reports.",
+        ),
+    ] = False,
     no_baseline: Annotated[
         bool, _opt("--no-baseline", "Skip the unprofiled pass (no profiler-overhead figures).")
     ] = False,
@@ -349,6 +357,7 @@ def capture(
         dtype=_DTYPE_ALIASES.get(dtype.strip().lower(), dtype),
         op_ranges=op_ranges,
         module_ranges=module_ranges,
+        op_memory=op_memory,
         baseline=not no_baseline,
         baseline_runs=baseline_runs,
         analyze=not no_analyze,

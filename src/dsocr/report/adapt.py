@@ -34,6 +34,7 @@ from typing import Any
 import polars as pl
 
 from dsocr.analyze import nesting
+from dsocr.analyze.op_memory import HOW_TO
 from dsocr.analyze.workload_from_run import with_other_runs
 from dsocr.contract import nvtx_names as nv
 from dsocr.contract import rundir
@@ -44,6 +45,7 @@ from dsocr.report.view import (
     IdleGap,
     KernelView,
     MemoryView,
+    OpMemoryView,
     Peaks,
     ReportView,
     RooflinePoint,
@@ -628,6 +630,19 @@ def _positions(manifest: Mapping[str, Any] | None, files: Sequence[str]) -> tupl
     return tuple(where.get(f) or default.get(f, "unknown") for f in ranked)
 
 
+def _op_memory(d: Mapping[str, Any]) -> OpMemoryView | None:
+    """analysis.json's ``op_memory`` (present only with op_memory.json in the run directory)."""
+    mem = d.get("op_memory")
+    if not isinstance(mem, Mapping):
+        return None
+    stages = tuple(r for r in mem.get("stages") or () if isinstance(r, Mapping))
+    ops = [r for r in mem.get("operators") or () if isinstance(r, Mapping)]
+    per_stage = tuple(
+        (str(s["stage"]), rows) for s in stages if (rows := tuple(dict(r) for r in ops if r.get("stage") == s["stage"]))
+    )
+    return OpMemoryView(str(mem.get("device", "")), str(mem.get("measures", "")), tuple(map(dict, stages)), per_stage)
+
+
 def view_from_analysis(
     d: Mapping[str, Any],
     manifest: Mapping[str, Any] | None = None,
@@ -700,6 +715,8 @@ def view_from_analysis(
                 r["pct"] / 100,
                 "operator",
                 r.get("input_shapes"),
+                r.get("mem_allocated_bytes"),
+                r.get("mem_allocations"),
             )
             for r in ops.iter_rows(named=True)
         )
@@ -742,6 +759,8 @@ def view_from_analysis(
         peaks=peaks,
         model_mfu=model_mfu,
         memory=_memory(d, names, base if not base.is_empty() else records, analytic),
+        op_memory=_op_memory(d),
+        op_memory_note=HOW_TO if d.get("op_memory") is None and (manifest is not None or timing is not None) else None,
         idle_gaps=_idle_gaps(d) or _idle_instances(instances, names, has_gpu),
         assumptions=assumptions,
         pages=pages,

@@ -87,6 +87,9 @@ def tables(analysis: Analysis) -> dict[str, pl.DataFrame]:
         extra["device_stages"] = analysis.devices.stages
         extra["device_balance"] = analysis.devices.balance
         extra["device_throughput"] = analysis.devices.throughput
+    if analysis.op_memory is not None:
+        extra["op_memory_stages"] = analysis.op_memory.stages
+        extra["op_memory_operators"] = analysis.op_memory.operators
     return {
         "traces": traces,
         "nvtx_projection": proj,
