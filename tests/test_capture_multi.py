@@ -15,7 +15,7 @@ import pytest
 
 from dsocr.capture import barrier, launcher, progress, shards
 from dsocr.capture import nsys as nsys_mod
-from dsocr.capture.driver import CaptureSettings, check_machine
+from dsocr.capture.driver import CaptureSettings, check_machine, export_run
 from dsocr.capture.pages import shipped_dir
 from dsocr.capture.worker_config import WorkerConfig
 from dsocr.cli import main
@@ -228,3 +228,5 @@ def test_two_cpu_workers_under_one_nsys_session(tmp_path: Path) -> None:
         timing = json.loads((out / name).read_text())
         assert [p["index"] for p in timing["pages"]] == [0, 1, 2]
         assert [w["pages"] for w in timing["workers"]] == [[0, 2], [1]]
+    export_run(out, NSYS)  # `dsocr export` again: one 'repeat' range per worker and repeat expected, no warning
+    assert json.loads((out / "manifest.json").read_text())["warnings"] == []

@@ -910,6 +910,7 @@ def export_run(run_dir: Path, nsys_path: Path | None = None, reporter: Reporter 
                 int(settings.get("repeats", 0) or 0),
                 len(manifest.get("inputs", [])),
                 str(settings.get("device", "cuda")),
+                workers=max(1, len(settings.get("devices") or [])),  # a data-parallel capture: one repeat range each
             )
         except RunFailed as exc:
             if not had_trace:  # nothing to lose: kept to look at, as a capture keeps it
