@@ -115,8 +115,8 @@ def test_run_directory_xz_and_several_files(capsys: pytest.CaptureFixture[str], 
     rundir = tmp_path / "runs" / "r1"
     rundir.mkdir(parents=True)
     (rundir / "trace.sqlite").write_bytes(lzma.decompress(xz.read_bytes()))
-    con = sqlite3.connect(rundir / "trace.sqlite")  # another capture of the study: same trace, one more table
-    con.execute("create table other_capture(x)")
+    con = sqlite3.connect(rundir / "trace.sqlite")  # another capture of the study: the same ranges 1 us later
+    con.execute('UPDATE NVTX_EVENTS SET start = start + 1000, "end" = "end" + 1000')
     con.commit()
     con.close()
     (rundir / "manifest.json").write_text("{}")

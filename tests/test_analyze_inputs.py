@@ -23,10 +23,10 @@ def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyP
 
 
 def _other_capture(src: Path, dst: Path) -> Path:
-    """A copy of ``src`` that is a different file (one extra table), same GPU and stages."""
+    """Another capture like ``src``: the same GPU and stages, its ranges 1 us later (different content)."""
     shutil.copyfile(src, dst)
     con = sqlite3.connect(dst)
-    con.execute("create table dsocr_test_extra(x)")
+    con.execute('UPDATE NVTX_EVENTS SET start = start + 1000, "end" = "end" + 1000')
     con.commit()
     con.close()
     return dst
@@ -64,6 +64,33 @@ def test_copy_and_xz_of_one_trace_are_refused(cpu_sqlite: Path, tmp_path: Path) 
     # a run directory and the trace inside it: the same file
     with pytest.raises(BadInput, match=r"the same file"):
         distinct_inputs([run, run / "trace.sqlite"])
+
+
+def _resaved(src: Path, dst: Path, how: str) -> Path:
+    """``src`` saved again without changing its events: ``VACUUM INTO``, or only its export time changed."""
+    if how == "vacuum":
+        con = sqlite3.connect(src)
+        con.execute("VACUUM INTO ?", (str(dst),))
+        con.close()
+        return dst
+    shutil.copyfile(src, dst)
+    con = sqlite3.connect(dst)
+    changed = con.execute(
+        "UPDATE META_DATA_EXPORT SET value = '2030-01-01T00:00:00Z' WHERE name = 'EXPORT_TIME_UTC'"
+    ).rowcount
+    con.execute("create table dsocr_test_extra(x)")  # and one more table: still the same events
+    con.commit()
+    con.close()
+    assert changed == 1
+    return dst
+
+
+@pytest.mark.parametrize("how", ["vacuum", "export-time"])
+def test_resaved_copies_are_refused_by_content(cpu_sqlite: Path, tmp_path: Path, how: str) -> None:
+    copy = _resaved(cpu_sqlite, tmp_path / "copy.sqlite", how)
+    assert copy.read_bytes() != cpu_sqlite.read_bytes()
+    with pytest.raises(BadInput, match=r"copies of one trace \(same content\), not two passes"):
+        distinct_inputs([cpu_sqlite, copy])
 
 
 def test_two_captures_of_one_study_are_passes(cpu_sqlite: Path, tmp_path: Path) -> None:

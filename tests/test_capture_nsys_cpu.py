@@ -3,7 +3,7 @@
 The whole pipeline (inputs, nsys profile of the worker, export, range check, manifest, analyze) but the
 baseline pass, to stay near a minute on two cores: one capture with a 2-pass capture warm-up and module
 ranges (the warm-up's work is seen through them), one with `--capture-warmup 0` to compare the analyzer's
-stages.
+stages (and `--op-memory`: the profiled worker makes op_memory.json after its capture range).
 
 Needs an nsys (Debian's 2023.4 from `bash scripts/install-nsys.sh`, found through DSOCR_NSYS_HOME
 or ./.tools/nsys) and the capture extra (torch, transformers, nvtx); skipped with the reason otherwise.
@@ -84,7 +84,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     tmp = tmp_path_factory.mktemp("cpu-capture")
     return {
         2: _capture(tmp / "warm", "--capture-warmup", "2", "--module-ranges"),
-        0: _capture(tmp / "cold", "--capture-warmup", "0"),
+        0: _capture(tmp / "cold", "--capture-warmup", "0", "--op-memory"),
     }
 
 
@@ -160,3 +160,26 @@ def test_capture_warmup_0_and_the_analyzer(runs: dict[int, Path]) -> None:
     assert a0["repeats"]["passes"] == a2["repeats"]["passes"] == 2
     per_pass = [sorted((r["stage"], r["pass"], r["instances"]) for r in a["repeats"]["per_pass"]) for a in (a0, a2)]
     assert per_pass[0] == per_pass[1]
+
+
+def test_op_memory_end_to_end(runs: dict[int, Path]) -> None:
+    """`--op-memory` without a baseline: the profiled worker's extra pass, outside the trace, in every report."""
+    cold = runs[0]
+    m = json.loads((cold / "manifest.json").read_text())
+    assert m["settings"]["op_memory"] is True
+    assert m["op_memory"] == {"file": "op_memory.json", "run": "timing.json"}
+    assert json.loads((runs[2] / "manifest.json").read_text())["op_memory"] is None
+    assert not (runs[2] / "op_memory.json").exists()
+    doc = json.loads((cold / "op_memory.json").read_text())
+    assert doc["schema"] == "dsocr.op_memory" and doc["device"] == "cpu"
+    by_stage = {s["stage"]: s for s in doc["stages"]}
+    assert by_stage["prefill"]["allocated_bytes"] > 0 and by_stage["prefill"]["operators"]
+    # the pass ran after the capture range: the trace holds the two repeats only (test_capture_warmup_0...)
+    assert m["ranges"]["dsocr"]["prefill"] == 2
+    analysis = json.loads((cold / "analysis.json").read_text())
+    assert {s["stage"] for s in analysis["op_memory"]["stages"]} == set(by_stage)
+    assert "## Operator memory (allocator)" in (cold / "report.md").read_text()
+    assert "operator memory" not in (cold / "report.md").read_text().split("## ")[0]  # no how-to fact
+    assert "**operator memory**: not captured" in (runs[2] / "report.md").read_text()
+    with sqlite3.connect(cold / "results.sqlite") as con:
+        assert con.execute("SELECT count(*) FROM op_memory_stages").fetchone() == (len(by_stage),)

@@ -178,3 +178,19 @@ def test_json_units_say_what_the_values_are() -> None:
     """Stage and kernel times are stored in ns; the JSON says so (Markdown/HTML show them as ms)."""
     assert {unit for _key, _label, unit, _get in d.STAGE_METRICS} == {"ns", "pct", "count"}
     assert "2.5" in d.fmt_value(2_500_000.0, "ns") and "ms" in d.fmt_value(2_500_000.0, "ns")
+
+
+def test_gpu_run_against_cpu_only_run_judges_no_gpu_metric() -> None:
+    from dsocr.report.diff_notes import comparability_warnings
+
+    gpu = full_view()
+    cpu_stages = tuple(
+        attrs.evolve(s, gpu_busy_ns=Stat.of([0.0] * len(s.gpu_busy_ns.values)), has_gpu=False) for s in gpu.stages
+    )
+    cpu = attrs.evolve(gpu, stages=cpu_stages, kernels=(), operators=(), has_gpu=False)
+    result = d.diff(d.Side("gpu", gpu), d.Side("cpu", cpu))
+    gpu_rows = [c for c in result.stages if c.name in {"GPU busy", "GPU idle", "kernels", "launches", "MFU (busy)"}]
+    assert gpu_rows and all(c.b is None and c.verdict == "only in A" for c in gpu_rows)
+    assert not [c for c in result.stages if c.verdict == "significant" and c.name != "profiled range"]
+    warnings = comparability_warnings(Path("gpu"), Path("cpu"), result)
+    assert warnings[0].startswith("B is a CPU-only run (its trace has no CUDA activity), A ran on a GPU")

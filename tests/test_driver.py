@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -330,6 +331,62 @@ def test_missing_ranges_names_both_versions(
         '`pip install "nvtx>=0.2.10,<0.2.12"` (recorded by every nsys tried) or use nsys >= 2025.3'
     )
     assert _manifest(fake["out"])["failure"]["phase"] == "export"
+
+
+def test_capture_keeps_a_first_export_without_ranges(
+    fake: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rangeless = tmp_path / "rangeless.sqlite"
+    with sqlite3.connect(rangeless) as con:
+        con.execute("CREATE TABLE NVTX_EVENTS (start INT, end INT, eventType INT, text TEXT, domainId INT)")
+        con.execute("INSERT INTO NVTX_EVENTS VALUES (1, 2, 59, 'other', 0)")
+    monkeypatch.setenv("FAKE_NSYS_SQLITE", str(rangeless))
+    with pytest.raises(RunFailed, match="holds no 'dsocr' NVTX ranges"):
+        run_capture(_settings(fake, baseline=False))
+    # nothing to lose on a first export: it is kept to look at, and no part file is left
+    assert (fake["out"] / "trace.sqlite").read_bytes() == rangeless.read_bytes()
+    assert not [p for p in fake["out"].iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("broken", ["rangeless", "garbage"])
+def test_reexport_that_fails_its_check_keeps_trace_and_manifest(
+    fake: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    run_capture(_settings(fake, baseline=False))
+    run = fake["out"]
+    trace, manifest_before = (run / "trace.sqlite").read_bytes(), (run / "manifest.json").read_bytes()
+    bad = tmp_path / f"{broken}.sqlite"
+    if broken == "garbage":
+        bad.write_bytes(b"not an SQLite file" * 100)
+    else:
+        with sqlite3.connect(bad) as con:
+            con.execute("CREATE TABLE NVTX_EVENTS (start INT, end INT, eventType INT, text TEXT, domainId INT)")
+    monkeypatch.setenv("FAKE_NSYS_SQLITE", str(bad))
+    with pytest.raises(RunFailed) as exc:
+        driver.export_run(run)
+    assert exc.value.message.endswith("; trace.sqlite and manifest.json were left as they were")
+    assert (run / "trace.sqlite").read_bytes() == trace
+    assert (run / "manifest.json").read_bytes() == manifest_before
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]
+
+
+def test_reexport_replaces_trace_and_counts_together(
+    fake: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_capture(_settings(fake, baseline=False))
+    run = fake["out"]
+    fewer = tmp_path / "fewer.sqlite"
+    fewer.write_bytes(Path(os.environ["FAKE_NSYS_SQLITE"]).read_bytes())
+    with sqlite3.connect(fewer) as con:  # one repeat's ranges less than the capture's export
+        last = con.execute("SELECT max(start) FROM NVTX_EVENTS WHERE eventType = 59").fetchone()[0]
+        con.execute("DELETE FROM NVTX_EVENTS WHERE eventType IN (59, 60) AND start = ?", (last,))
+    before = _manifest(run)["ranges"]["dsocr"]
+    monkeypatch.setenv("FAKE_NSYS_SQLITE", str(fewer))
+    driver.export_run(run)
+    assert (run / "trace.sqlite").read_bytes() == fewer.read_bytes()
+    after = _manifest(run)["ranges"]["dsocr"]
+    assert sum(after.values()) == sum(before.values()) - 1
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]
 
 
 def test_fewer_ranges_than_expected_is_a_warning(fake: dict[str, Path]) -> None:

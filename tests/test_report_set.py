@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dsocr.cli import main
-from dsocr.contract.errors import BadInput
+from dsocr.contract.errors import EnvironmentProblem
 from dsocr.report import report_set
 from dsocr.report.report_set import write_report_set
 
@@ -46,7 +46,7 @@ def test_a_failed_rename_leaves_the_whole_old_set(
         real(src, dst)
 
     monkeypatch.setattr(report_set.os, "replace", flaky)
-    with pytest.raises(BadInput) as exc:
+    with pytest.raises(EnvironmentProblem) as exc:
         write_report_set(out, NEW)
     assert "nothing of it was written" in exc.value.message and "\n" not in exc.value.message
     assert _files(out) == before  # the old set, whole; no hidden staging or aside directory
@@ -62,10 +62,10 @@ def test_a_failed_build_leaves_the_old_set_and_no_new_directory(tmp_path: Path) 
         path.write_bytes(b"half")
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(BadInput):
+    with pytest.raises(EnvironmentProblem):
         write_report_set(out, NEW, {"results.sqlite": full_disk})
     assert _files(out) == before
-    with pytest.raises(BadInput):
+    with pytest.raises(EnvironmentProblem):
         write_report_set(tmp_path / "fresh", NEW, {"results.sqlite": full_disk})
     assert not (tmp_path / "fresh").exists()  # made for the set, removed with it
 

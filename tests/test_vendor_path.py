@@ -244,7 +244,7 @@ def test_vendor_path_under_nsys_on_the_cpu(
     argv = ["-m", "dsocr", "capture", "--device", "cpu", "--mode", MODE, "--model", str(checkpoint)]
     argv += ["--trust-remote-code", "--repeats", "1", "--warmup", "0", "--capture-warmup", "0"]
     argv += ["--max-new-tokens", "3", "--pages", str(PAGE), "--out", str(run), "--nsys", str(nsys)]
-    _vendor(*argv, "--no-baseline", "--no-analyze", "--quiet")
+    _vendor(*argv, "--no-baseline", "--no-analyze", "--quiet", "--op-memory")
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "complete", manifest.get("failure")
     per_page = ["page", "prefill", "vision", "sam", "clip", "projector", "decode", "decode_step", "decode_step"]
@@ -262,6 +262,11 @@ def test_vendor_path_under_nsys_on_the_cpu(
     assert any("vision runs inside prefill" in a for a in timing["assumptions"])
     stages = [r["stage"] for r in timing["records"]]
     assert stages == ["repeat", *per_page]
+    # --op-memory: the extra pass ran the checkpoint's generate with the same stage hooks (after the trace)
+    op_memory = json.loads((run / "op_memory.json").read_text())
+    by_stage = {s["stage"]: s for s in op_memory["stages"]}
+    assert {"sam", "clip", "prefill", "decode_step"} <= set(by_stage)
+    assert by_stage["decode_step"]["instances"] == 2 and by_stage["sam"]["allocated_bytes"] > 0
 
     from dsocr.cli import main
 

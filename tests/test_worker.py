@@ -449,3 +449,34 @@ def test_stage_timer_gives_nested_stages_their_own_peaks() -> None:
         ("vision", 5.0, 1100),
         ("prefill", 2.0, 400),
     ]
+
+
+def test_op_memory_pass_on_the_cpu(page, tmp_path) -> None:
+    """``op_memory_out``: one extra pass under the profiler after the capture; op_memory.json per stage and operator."""
+    from dsocr.contract.op_memory import OpMemory
+
+    out = tmp_path / "op_memory.json"
+    cfg = config(page, tmp_path, warmup=0, capture_warmup=0, op_memory_out=str(out))
+    rec = RecordingEmitter()
+    with use_emitter(rec):
+        doc = worker.run(cfg)
+    assert doc["setup"]["op_memory_s"] > 0
+    # the pass adds no stage range and no record: one repeat's worth, as without it
+    assert len(doc["records"]) == 10
+    assert [n for _, n, _ in rec.tree()].count(names.PREFILL) == 1
+    mem = OpMemory.read(out)
+    assert mem.device == "cpu"
+    stages = {s.stage: s for s in mem.stages}
+    assert {"sam", "clip", "projector", "vision", "prefill", "decode", "decode_step", "page"} <= set(stages)
+    assert stages["decode_step"].instances == 2 and stages["prefill"].instances == 1
+    for name in ("sam", "clip", "prefill", "decode_step"):
+        s = stages[name]
+        assert s.peak_bytes is None  # the CPU allocator keeps no peak
+        assert s.allocated_bytes > 0 and s.allocations > 0 and s.peak_increase_bytes > 0
+        assert s.operators and all(o.operator.startswith("aten::") for o in s.operators)
+        assert s.allocated_bytes >= sum(o.allocated_bytes for o in s.operators)
+        sizes = [o.allocated_bytes for o in s.operators]
+        assert sizes == sorted(sizes, reverse=True)
+    assert "aten::mm" in {o.operator for o in stages["prefill"].operators} | {
+        o.operator for o in stages["decode_step"].operators
+    }

@@ -13,6 +13,7 @@ Pure Python: the analysis needs neither torch nor a GPU.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -24,6 +25,7 @@ from dsocr.analytic.peaks import Peak
 from dsocr.analytic.roofline import roofline
 from dsocr.analytic.signature import Kernel, unique
 from dsocr.contract.errors import BadInput, InputNotFound
+from dsocr.contract.paths import is_regular_file
 
 if TYPE_CHECKING:
     from dsocr.analytic.workload import ModelEstimate
@@ -102,6 +104,8 @@ def parse_calibration(doc: Any, source: str | None = None) -> Calibration:
 def load_calibration(path: str | Path) -> Calibration:
     """Read a ``calibration.json`` (one-line :class:`BadInput` when it is missing or not one)."""
     p = Path(path)
+    if os.path.exists(p) and not is_regular_file(p):  # a FIFO would block: never opened
+        raise BadInput(f"{p}: not a regular file; pass the calibration.json written by `dsocr calibrate`")
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:

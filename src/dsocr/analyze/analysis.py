@@ -16,7 +16,9 @@ from dsocr.analyze.stages import StageTables
 
 if TYPE_CHECKING:
     from dsocr.analyze.analytic_section import AnalyticResult
+    from dsocr.analyze.devices import DeviceTables
     from dsocr.analyze.modules import ModuleAttribution, ModuleTimes
+    from dsocr.analyze.op_memory import OpMemoryTables
     from dsocr.analyze.workload_from_run import RunFiles
 
 
@@ -49,6 +51,8 @@ class TraceResult:
     stages: StageTables
     module_times: ModuleTimes | None = None  #: with --module-ranges captures
     idle_gaps: pl.DataFrame | None = None  #: the longest GPU idle gaps per stage
+    #: each process's device (``dsocr.analyze.devices.processes``), only for a trace of several workers
+    processes: pl.DataFrame | None = None
 
 
 @attrs.frozen
@@ -67,6 +71,9 @@ class Analysis:
     analytic: AnalyticResult | None = None
     modules: ModuleAttribution | None = None
     run: RunFiles | None = None  #: the run directory's files (first trace), if it is one
+    #: per-device tables (``dsocr.analyze.devices``), only when a trace holds several workers
+    devices: DeviceTables | None = None
+    op_memory: OpMemoryTables | None = None  #: the run directory's op_memory.json (``--op-memory``), if any
 
     def to_dict(self, *, full_projection: bool = False) -> dict[str, Any]:
         """The ``analysis.json`` document (:func:`dsocr.analyze.analysis_json.analysis_document`)."""

@@ -66,6 +66,24 @@ def analysis_document(analysis: Analysis, *, full_projection: bool = False) -> d
         "analytic": analysis.analytic.doc if analysis.analytic is not None else None,
         "modules": analysis.modules.to_dict() if analysis.modules is not None else None,
         **extra,
+        **({"devices": analysis.devices.to_dict()} if analysis.devices is not None else {}),
+        **_op_memory_dict(analysis),
+    }
+
+
+def _op_memory_dict(analysis: Analysis) -> dict[str, Any]:
+    """``op_memory`` (only when the run directory has op_memory.json; docs/analysis-schema.md)."""
+    mem = analysis.op_memory
+    if mem is None:
+        return {}
+    return {
+        "op_memory": {
+            "device": mem.device,
+            "measures": mem.measures,
+            "top_n": mem.top_n,
+            "stages": table_rows(mem.stages),
+            "operators": table_rows(mem.operators),
+        }
     }
 
 

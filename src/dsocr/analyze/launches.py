@@ -52,7 +52,10 @@ def match_launch(records: pl.DataFrame, api: pl.DataFrame, id_col: str, api_pids
     )
     if matched.height and matched[id_col].n_unique() < matched.height:
         matched = matched.sort("api_id").unique(subset=[id_col], keep="first")
-    return full.scatter(matched[id_col].cast(I64), matched["api_id"]) if matched.height else full
+    # ``id_col`` numbers the records consecutively from its first value (copies and memsets continue
+    # the kernels' op ids): their positions in ``full`` are the ids less that first value
+    first = int(records[id_col][0])
+    return full.scatter(matched[id_col].cast(I64) - first, matched["api_id"]) if matched.height else full
 
 
 def api_gather(api: pl.DataFrame, column: str) -> pl.Expr:

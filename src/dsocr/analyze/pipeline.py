@@ -18,11 +18,12 @@ import polars as pl
 from dsocr.analyze import integrity
 from dsocr.analyze.analysis import Analysis, TraceInfo, TraceResult
 from dsocr.analyze.categories import category_expr
-from dsocr.analyze.input_files import resolve_input
+from dsocr.analyze.input_files import forget_cached, resolve_input
 from dsocr.analyze.policy import ENGINE_VAR, RuntimePolicy
 from dsocr.analyze.repeats import analyze_repeats
 from dsocr.analyze.stages import TOP_N, analyze_stages, summarize
 from dsocr.analyze.study import (
+    check_against,
     check_same_gpus,
     check_same_nesting,
     check_same_study,
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from dsocr.analyze.trace import GpuInfo
     from dsocr.analyze.workload_from_run import RunFiles, WorkloadFlags
 from dsocr.contract import rundir
-from dsocr.contract.errors import BadInput
+from dsocr.contract.errors import BadInput, DsocrError
 
 #: Called with a step name before each step (for progress bars).
 Progress = Callable[[str], None]
@@ -97,6 +98,15 @@ def _info(given: Path, trace: Trace, mode: str, gpu_lost: str | None = None) -> 
     )
 
 
+def _named_as_given(exc: DsocrError, given: Path, path: Path) -> DsocrError:
+    """``exc`` naming the user's ``.xz`` instead of its decompressed copy in the cache (then removed)."""
+    source = given / rundir.TRACE_SQLITE_XZ if given.is_dir() else given
+    if source.suffix != ".xz":
+        return exc
+    forget_cached(path)  # not a usable export: no copy of it stays in the cache
+    return type(exc)(exc.message.replace(str(path), f"{source} (decompressed)"), exc.exit_code)
+
+
 def analyze_trace(
     given: Path,
     progress: Progress | None = None,
@@ -112,7 +122,10 @@ def analyze_trace(
     step = progress or (lambda _name: None)
     path = resolved if resolved is not None else resolve_input(given)
     step(f"loading {given.name}")
-    trace = _load(path, policy or RuntimePolicy.for_inputs([path]))
+    try:
+        trace = _load(path, policy or RuntimePolicy.for_inputs([path]))
+    except DsocrError as exc:
+        raise _named_as_given(exc, given, path) from None
     if reference is not None:
         check_same_gpus(reference.info, str(given), [attrs.asdict(g) for g in trace.gpus])
     integrity.check_ranges(given, trace)
@@ -157,7 +170,13 @@ def analyze_trace(
 
         mod_times = module_times(trace, att.op_ranges)
         gaps = idle_gaps(stages.instances, att.op_ranges.lazy(), trace.gpu_ops)
-    return TraceResult(info, proj, kern, stages, mod_times, gaps), warnings
+    procs = None
+    tids = stages.instances.get_column("global_tid")
+    if cuda and (tids // (1 << 24)).n_unique() > 1:  # several worker processes (dsocr capture --gpus N)
+        from dsocr.analyze.devices import processes
+
+        procs = processes(trace.gpu_ops)
+    return TraceResult(info, proj, kern, stages, mod_times, gaps, procs), warnings
 
 
 def run_analysis(
@@ -167,20 +186,26 @@ def run_analysis(
     workload: WorkloadFlags | None = None,
     peak: PeakFlags | None = None,
     policy: RuntimePolicy | None = None,
+    scheduler: str | None = None,
 ) -> Analysis:
     """Analyze one or several traces (several files = several passes) into one :class:`Analysis`.
 
     When the first path is a dsocr run directory (or a trace in one) its manifest and timing
     files give the analytic workload; otherwise ``workload`` flags may. ``peak`` overrides the
     GPU peak used for MFU/MBU. ``policy``: the run-time settings (default: the policy of the
-    resolved exports).
+    resolved exports). ``scheduler`` (``local`` or a Dask scheduler address) runs the per-trace
+    work on a Dask cluster (:mod:`dsocr.analyze.distributed`), under the same policy: the same results.
     """
     if not paths:
         raise BadInput("no trace given; pass an nsys SQLite export or a run directory")
+    if scheduler is not None:
+        from dsocr.analyze.distributed import check_available
+
+        check_available()
     resolved = distinct_inputs(paths)
     policy = policy or RuntimePolicy.for_inputs(resolved)
     with polars_engine(policy):
-        return _analyze_all(paths, resolved, progress, top_n, workload, peak, policy)
+        return _analyze_all(paths, resolved, progress, top_n, workload, peak, policy, scheduler)
 
 
 def polars_engine(policy: RuntimePolicy) -> contextlib.AbstractContextManager[object]:
@@ -200,13 +225,27 @@ def _analyze_all(
     workload: WorkloadFlags | None,
     peak: PeakFlags | None,
     policy: RuntimePolicy,
+    scheduler: str | None = None,
 ) -> Analysis:
     results: list[TraceResult] = []
     warnings: list[str] = [w for p in paths if (w := partial_run_warning(p))]
-    for p, r in zip(paths, resolved, strict=True):
-        res, warn = analyze_trace(p, progress, r, results[0] if results else None, policy)
-        results.append(res)
-        warnings.extend(warn)
+    if scheduler is None:
+        for p, r in zip(paths, resolved, strict=True):
+            res, warn = analyze_trace(p, progress, r, results[0] if results else None, policy)
+            results.append(res)
+            warnings.extend(warn)
+    else:
+        from dsocr.analyze.distributed import analyze_traces
+
+        if progress is not None:
+            progress(f"analyzing {len(paths)} trace(s) on Dask ({scheduler})")
+        for p, (res, warn) in zip(paths, analyze_traces(scheduler, paths, resolved, policy), strict=True):
+            if results:
+                check_against(results[0], str(p), res)
+            if progress is not None:
+                progress(f"{p.name}: analyzed on Dask")
+            results.append(res)
+            warnings.extend(warn)
     step = progress or (lambda _name: None)
     step("combining files and repeats")
     instances = pl.concat(
@@ -221,6 +260,15 @@ def _analyze_all(
     from dsocr.analyze.workload_from_run import WorkloadFlags, run_files, workloads_for
 
     run = run_files(paths[0]) if paths[0].exists() else None
+    for files in (run, *(run_files(p) for p in paths[1:])):  # a corrupt manifest.json or timing file, named
+        if files is not None:
+            warnings.extend(w for w in files.warnings() if w not in warnings)
+    op_memory = None
+    if run is not None:
+        from dsocr.analyze.op_memory import read_run
+
+        op_memory, unreadable = read_run(run.directory)
+        warnings.extend([unreadable] if unreadable else [])
     gpus = tuple(GpuInfo(**g) for g in results[0].info.gpus)
     the_peak = trace_peak(gpus, peak or PeakFlags())
     warnings.extend(f"GPU peak: {note}" for note in the_peak.notes)  # unknown GPU, assumed form factor, ...
@@ -235,13 +283,22 @@ def _analyze_all(
         for i, r in enumerate(results)
         if r.idle_gaps is not None
     ]
+    from dsocr.analyze.devices import device_tables
+
+    devices = device_tables(instances, [r.processes for r in results], [r.info.gpus for r in results])
+    operators = _combine_top([r.stages.operators for r in results], ["operator", "input_shapes"], "gpu_ns", top_n)
+    if op_memory is not None:
+        from dsocr.analyze.op_memory import join_operators
+
+        operators = join_operators(operators, op_memory)
     return Analysis(
+        devices=devices,
         traces=tuple(results),
         stage_instances=instances,
         stages=summarize(instances),
         categories=_combine_categories([r.stages.categories for r in results]),
         top_kernels=_combine_top([r.stages.top_kernels for r in results], ["name", "category"], "total_ns", top_n),
-        operators=_combine_top([r.stages.operators for r in results], ["operator", "input_shapes"], "gpu_ns", top_n),
+        operators=operators,
         repeats=repeats,
         warnings=tuple(warnings),
         idle_gaps=pl.concat(gaps, how="vertical_relaxed").sort("duration_ns", descending=True)
@@ -250,6 +307,7 @@ def _analyze_all(
         analytic=analytic,
         modules=mods,
         run=run,
+        op_memory=op_memory,
     )
 
 

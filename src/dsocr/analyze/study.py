@@ -4,7 +4,7 @@ warned, and the GPUs, stage names and stage nesting of every file checked agains
 
 from __future__ import annotations
 
-import json
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -18,39 +18,67 @@ if TYPE_CHECKING:
     pass
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput
-
-#: Bytes hashed at each end of a file to tell copies of one export apart from different ones.
-FINGERPRINT_BYTES: Final = 1 << 20
-
+from dsocr.contract.paths import is_regular_file
 
 #: Manifest statuses of a capture that did not finish (its trace holds only part of the passes).
 PARTIAL_STATUSES: Final = frozenset({"interrupted", "failed", "running"})
 
+#: The tables whose rows make a trace what it is: copies of one trace agree on all of them.
+CONTENT_TABLES: Final = (
+    ("NVTX_EVENTS", "start", "end", "eventType"),
+    ("CUPTI_ACTIVITY_KIND_KERNEL", "start", "end", "correlationId"),
+    ("CUPTI_ACTIVITY_KIND_RUNTIME", "start", "end", "correlationId"),
+)
 
-def fingerprint(path: Path) -> tuple[int, str]:
-    """Size and a hash of the first and last :data:`FINGERPRINT_BYTES` (equal for copies of one file)."""
-    import hashlib
+#: The modulus that keeps the fingerprint's sums exact within SQLite's 64-bit integers.
+_MOD: Final = 1_000_000_007
 
-    h = hashlib.sha256()
-    size = path.stat().st_size if path.is_file() else -1
-    if size < 0:
-        return size, str(path.resolve())
-    with path.open("rb") as f:
-        h.update(f.read(FINGERPRINT_BYTES))
-        if size > FINGERPRINT_BYTES:
-            f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
-            h.update(f.read())
-    return size, h.hexdigest()
+
+def content_fingerprint(path: Path) -> tuple[object, ...] | None:
+    """What copies of one SQLite export share whatever re-saved them (``VACUUM INTO``, a changed
+    ``EXPORT_TIME_UTC``, another page size): per event table its row count, the smallest start, the
+    largest end and sums of the start, end and id columns. None when ``path`` is not a readable export."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        parts: list[object] = []
+        for table, start, end, ident in CONTENT_TABLES:
+            if table not in tables:
+                parts.append((table, None))
+                continue
+            row = con.execute(
+                f'SELECT count(*), min("{start}"), max("{end}"), sum("{start}" % {_MOD}), '
+                f'sum(coalesce("{end}", -1) % {_MOD}), sum(coalesce("{ident}", -1) % {_MOD}) FROM {table}'
+            ).fetchone()
+            parts.append((table, *row))
+        return tuple(parts) if any(p[1] for p in parts if isinstance(p, tuple)) else None
+    except sqlite3.Error:
+        return None
+    finally:
+        con.close()
+
+
+def _identity(path: Path) -> tuple[object, ...]:
+    """A key equal for copies of one trace: its content fingerprint, else (not an SQLite export) the file itself."""
+    if is_regular_file(path):
+        found = content_fingerprint(path)
+        if found is not None:
+            return ("content", *found)
+    return ("path", str(path.resolve()))
 
 
 def distinct_inputs(paths: Sequence[Path]) -> list[Path]:
-    """The export of each given path (:func:`resolve_input`); BadInput when two are the same trace."""
+    """The export of each given path (:func:`resolve_input`); BadInput when two are the same trace (the same
+    file, or copies of one trace by content)."""
     resolved = [resolve_input(p) for p in paths]
     if len(resolved) < 2:
-        return resolved  # nothing to tell apart (and no file to hash)
-    seen: dict[tuple[int, str], tuple[Path, Path]] = {}
+        return resolved  # nothing to tell apart
+    seen: dict[tuple[object, ...], tuple[Path, Path]] = {}
     for given, path in zip(paths, resolved, strict=True):
-        key = fingerprint(path)
+        key = _identity(path)
         if key in seen:
             first, first_path = seen[key]
             same = "the same file" if first_path.resolve() == path.resolve() else "copies of one trace (same content)"
@@ -64,12 +92,11 @@ def distinct_inputs(paths: Sequence[Path]) -> list[Path]:
 
 def partial_run_warning(given: Path) -> str | None:
     """One warning line when ``given`` is a run directory (or a file in one) whose capture did not finish."""
+    from dsocr.contract.rundocs import read_doc
+
     directory = given if given.is_dir() else given.parent
-    try:
-        manifest = json.loads((directory / rundir.MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    status = manifest.get("status") if isinstance(manifest, dict) else None
+    manifest, _problem = read_doc(directory / rundir.MANIFEST)  # a corrupt manifest is reported with the run files
+    status = manifest.get("status") if manifest is not None else None
     if status not in PARTIAL_STATUSES:
         return None
     return (
@@ -130,3 +157,11 @@ def check_same_nesting(first: TraceResult, other_file: str, other: StageTables) 
         f"{first.info.file} and {other_file}: {nested} ran vision inside prefill (the checkpoint's own code), "
         f"{beside} beside it (dsocr's replica); {NOT_ONE_STUDY_FIX}"
     )
+
+
+def check_against(reference: TraceResult, given: str, other: TraceResult) -> None:
+    """The checks of :func:`~dsocr.analyze.pipeline.analyze_trace` with a ``reference``, on a finished result
+    (the Dask path)."""
+    check_same_gpus(reference.info, given, other.info.gpus)
+    check_same_study(reference.info, other.info, stage_names(reference.stages), stage_names(other.stages))
+    check_same_nesting(reference, given, other.stages)

@@ -9,8 +9,7 @@ Without either, :func:`workloads_for` says why no MFU can be given.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -19,6 +18,7 @@ import attrs
 from dsocr.analytic.workload import ContextMode, Workload
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput, BadUsage
+from dsocr.contract.rundocs import read_doc
 from dsocr.model.modes import NO_CROPS, TokenLayout, get_mode, parse_grid
 
 #: Decode steps of a decoder-only workload default to this many new tokens.
@@ -27,25 +27,44 @@ DEFAULT_NEW_TOKENS: Final = 128
 
 @attrs.frozen
 class RunFiles:
-    """The JSON documents of a dsocr run directory (``None`` where absent or unreadable)."""
+    """The JSON documents of a dsocr run directory (``None`` where absent or unusable)."""
 
     directory: Path
     manifest: dict[str, Any] | None
     timing: dict[str, Any] | None
     baseline: dict[str, Any] | None  #: timing-baseline.json, the other unprofiled runs in ``other_runs``
+    #: one line per file that is there but unusable (corrupt JSON, not a regular file): never dropped silently
+    problems: tuple[str, ...] = ()
 
     @property
     def is_run(self) -> bool:
-        """Whether this is a dsocr run directory (manifest or timing present)."""
-        return self.manifest is not None or self.timing is not None
+        """Whether this is a dsocr run directory (manifest or timing present, or there but corrupt)."""
+        return self.manifest is not None or self.timing is not None or bool(self.problems)
+
+    def warnings(self) -> list[str]:
+        """One warning line per unusable file: which file, what is wrong, what the report lacks."""
+        return [
+            f"{problem}: left out, so the report lacks what it gives (settings, workload for MFU/MBU, unprofiled "
+            "timings); restore the file or recapture"
+            for problem in self.problems
+        ]
+
+
+class _Reader:
+    """Reads a run directory's JSON files, keeping one line per unusable one."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def __call__(self, path: Path) -> dict[str, Any] | None:
+        doc, problem = read_doc(path)
+        if problem is not None:
+            self.problems.append(problem)
+        return doc
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
+    return read_doc(path)[0]
 
 
 def _baseline_k(path: Path) -> int:
@@ -53,7 +72,9 @@ def _baseline_k(path: Path) -> int:
     return int(tail) if tail.isdigit() else 1 << 30
 
 
-def with_other_runs(directory: Path, baseline: dict[str, Any] | None) -> dict[str, Any] | None:
+def with_other_runs(
+    directory: Path, baseline: dict[str, Any] | None, read: Callable[[Path], dict[str, Any] | None] = _read_json
+) -> dict[str, Any] | None:
     """The baseline document with the run directory's other unprofiled runs in ``other_runs``.
 
     ``--baseline-runs`` 2 or more leaves ``timing-baseline-<k>.json`` beside ``timing-baseline.json``;
@@ -61,7 +82,7 @@ def with_other_runs(directory: Path, baseline: dict[str, Any] | None) -> dict[st
     the first of them stands in. A one-baseline run directory gives its baseline unchanged.
     """
     paths = sorted(directory.glob(rundir.TIMING_BASELINE_GLOB), key=lambda p: (_baseline_k(p), p.name))
-    others = [{**doc, "file": p.name} for p in paths if (doc := _read_json(p)) is not None]
+    others = [{**doc, "file": p.name} for p in paths if (doc := read(p)) is not None]
     if baseline is None and others:
         baseline, others = others[0], others[1:]
     if baseline is None or not others:
@@ -72,12 +93,11 @@ def with_other_runs(directory: Path, baseline: dict[str, Any] | None) -> dict[st
 def run_files(given: Path) -> RunFiles | None:
     """The run files beside a trace given on the command line (a run directory or a file in one)."""
     directory = given if given.is_dir() else given.parent
-    files = RunFiles(
-        directory,
-        _read_json(directory / rundir.MANIFEST),
-        _read_json(directory / rundir.TIMING),
-        with_other_runs(directory, _read_json(directory / rundir.TIMING_BASELINE)),
-    )
+    read = _Reader()
+    manifest = read(directory / rundir.MANIFEST)
+    timing = read(directory / rundir.TIMING)
+    baseline = with_other_runs(directory, read(directory / rundir.TIMING_BASELINE), read)
+    files = RunFiles(directory, manifest, timing, baseline, tuple(read.problems))
     return files if files.is_run else None
 
 

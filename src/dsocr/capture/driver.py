@@ -29,6 +29,7 @@ import datetime as dt
 import importlib.util
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,11 +47,16 @@ from dsocr.capture import inputs as inputs_mod
 from dsocr.capture import manifest as manifest_mod
 from dsocr.capture import nsys as nsys_mod
 from dsocr.capture import progress
+from dsocr.capture import shards as shards_mod
 from dsocr.capture.worker_config import CAPTURE_CUDA, CAPTURE_NONE, CAPTURE_NVTX, Shrink, WorkerConfig
-from dsocr.contract import rundir
-from dsocr.contract.errors import BadInput, BadUsage, DsocrError, EnvironmentProblem, RunFailed
+from dsocr.contract import atomic, rundir
+from dsocr.contract.errors import BadInput, BadUsage, DsocrError, EnvironmentProblem, InputNotFound, RunFailed
+from dsocr.contract.paths import check_input, refuse_overwrite
 
 WORKER_MODULE: Final = "dsocr.capture.worker"
+LAUNCHER_MODULE: Final = "dsocr.capture.launcher"
+#: Where the workers of a data-parallel capture meet to open and close the capture range together.
+BARRIER_DIR: Final = ".barrier"
 WORKER_CONFIG: Final = "worker-config.json"
 WORKER_CONFIG_BASELINE: Final = "worker-config-baseline.json"
 WORKER_CONFIG_BASELINE_NUMBERED: Final = "worker-config-baseline-{k}.json"
@@ -103,6 +109,9 @@ class CaptureSettings:
     dtype: str = "auto"
     op_ranges: bool = False
     module_ranges: bool = False
+    #: One extra pass under the PyTorch profiler with memory recording into op_memory.json (see
+    #: :func:`op_memory_run`); its worker runs it after its capture range closed.
+    op_memory: bool = False
     baseline: bool = True
     #: Unprofiled runs (``baseline`` False means none): 1 after the profiled pass; 2 one before and one
     #: after; more alternate (the extra one after).
@@ -120,6 +129,14 @@ class CaptureSettings:
     workload: str | None = None
     #: Tests only: the command that replaces ``python -m dsocr.capture.worker``.
     worker_command: tuple[str, ...] | None = None
+    #: A data-parallel capture (``--gpus N`` / ``--devices``): one worker per entry (``cuda:N`` or
+    #: ``cpu``; a device may repeat), pages sharded over them (:mod:`dsocr.capture.shards`).
+    devices: tuple[str, ...] = ()
+
+    @property
+    def workers(self) -> int:
+        """How many worker processes run the pages (1 unless ``devices`` lists several)."""
+        return max(1, len(self.devices))
 
     @property
     def is_cpu(self) -> bool:
@@ -151,10 +168,18 @@ class CaptureSettings:
         out = {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items() if k != "worker_command"}
         out["pages"] = [str(p) for p in self.pages]
         out["attn"] = self.attn_implementation or attrs.fields(WorkerConfig).attn_implementation.default
+        out["devices"] = list(self.devices)
         return out
 
-    def worker_config(self, pages: Sequence[inputs_mod.InputPage], timing_out: Path, profiled: bool) -> WorkerConfig:
-        """The worker's config for the profiled pass or the unprofiled baseline."""
+    def worker_config(
+        self,
+        pages: Sequence[inputs_mod.InputPage],
+        timing_out: Path,
+        profiled: bool,
+        op_memory_out: Path | None = None,
+    ) -> WorkerConfig:
+        """The worker's config for the profiled pass or the unprofiled baseline (``op_memory_out``: this one
+        runs the --op-memory pass)."""
         capture_range = CAPTURE_NONE if not profiled else CAPTURE_NVTX if self.is_cpu else CAPTURE_CUDA
         cfg = WorkerConfig(
             pages=tuple(p.ref for p in pages),
@@ -175,6 +200,7 @@ class CaptureSettings:
             moe=self.moe,
             op_ranges=self.op_ranges,
             module_ranges=self.module_ranges,
+            op_memory_out=None if op_memory_out is None else str(op_memory_out),
             capture_range=capture_range,
             shrink=self.shrink,
             progress=True,
@@ -212,6 +238,12 @@ def baseline_plan(n: int) -> tuple[BaselineRun, ...]:
             )
         )
     return tuple(out)
+
+
+def op_memory_run(plan: Sequence[BaselineRun]) -> str:
+    """The timing file of the run that makes op_memory.json: the last unprofiled run (a process without
+    nsys, so the PyTorch profiler never meets it), else the profiled one (after its capture range)."""
+    return plan[-1].timing if plan else rundir.TIMING
 
 
 class Reporter(Protocol):
@@ -306,6 +338,15 @@ def check_machine(settings: CaptureSettings, gpu: dict[str, Any]) -> None:
             f"no NVIDIA GPU found ({gpu.get('error') or 'NVML lists none'}); run on a machine with a GPU and its "
             "driver, or pass --device cpu to run the whole pipeline on the CPU under nsys (NVTX ranges, no kernels)"
         )
+    if settings.workers > 1:
+        wanted = sorted({device_index(d) for d in settings.devices})
+        have = len(gpu["gpus"])
+        if wanted[-1] >= have:
+            names = ", ".join(sorted({str(g.get("name")) for g in gpu["gpus"]}))
+            raise EnvironmentProblem(
+                f"{settings.workers} workers on GPU(s) {', '.join(map(str, wanted))}, but this machine has "
+                f"{have} GPU(s) ({names}); ask for at most {have} (--gpus {have}), or repeat a device (--devices 0,0)"
+            )
     index = device_index(settings.device)
     if index >= len(gpu["gpus"]):
         raise BadUsage(f"--device {settings.device}: this machine has {len(gpu['gpus'])} GPU(s); use cuda:0..")
@@ -335,7 +376,7 @@ def make_run_dir(settings: CaptureSettings, gpu_name: str | None, now: dt.dateti
     """Create the run directory: ``--out`` as given, else ``runs/<date>-<time>-<gpu>-<mode>``."""
     if settings.out is not None:
         out = settings.out
-        if out.exists() and not out.is_dir():
+        if os.path.exists(out) and not os.path.isdir(out):
             raise BadUsage(f"--out {out}: exists and is not a directory; choose another --out")
         if (out / rundir.MANIFEST).exists() or (out / rundir.TRACE_REP).exists():
             raise BadUsage(f"--out {out}: already holds a capture; choose another --out or remove it")
@@ -497,6 +538,7 @@ class _Run:
         self.manifest["finished"] = manifest_mod.utc_now()
         for junk in self.dir.glob(".*.part.sqlite"):
             junk.unlink()
+        shutil.rmtree(self.dir / BARRIER_DIR, ignore_errors=True)
         self.save()
 
 
@@ -524,6 +566,7 @@ def _run_baseline(run: _Run, settings: CaptureSettings, b: BaselineRun, n: int, 
     if not base.ok:
         label = f"the unprofiled baseline worker{f' ({b.k} of {n}, {b.position} the profiled run)' if n > 1 else ''}"
         raise worker_failure(base, settings, label, run.dir / BASELINE_LOG)
+    _merge_timing(settings, run.dir, b.timing)
 
 
 def calibrate_command(settings: CaptureSettings, out: Path) -> list[str]:
@@ -554,8 +597,53 @@ def _run_calibration(run: _Run, settings: CaptureSettings, rep: Reporter) -> str
 
 
 def _worker_command(settings: CaptureSettings, config: Path) -> list[str]:
+    """The worker's command (several workers: the launcher starting one per per-worker config)."""
     base = list(settings.worker_command or (sys.executable, "-m", WORKER_MODULE))
-    return [*base, "--config", str(config)]
+    if settings.workers == 1:
+        return [*base, "--config", str(config)]
+    cmd = [sys.executable, "-m", LAUNCHER_MODULE]
+    for k in range(settings.workers):
+        cmd += ["--config", str(config.with_name(shards_mod.per_worker(config.name, k)))]
+    return [*cmd, "--", *base] if settings.worker_command else cmd
+
+
+def _write_configs(
+    settings: CaptureSettings,
+    pages: Sequence[inputs_mod.InputPage],
+    run_dir: Path,
+    config: str,
+    timing: str,
+    profiled: bool,
+    op_memory_out: Path | None = None,
+) -> None:
+    """Write the worker config ``config`` (several workers: one per worker, each with its shard of the pages).
+
+    ``op_memory_out``: this run makes op_memory.json (``--op-memory``); of several workers, worker 0 does,
+    over its shard of the pages.
+    """
+    if settings.workers == 1:
+        settings.worker_config(pages, run_dir / timing, profiled, op_memory_out).write(run_dir / config)
+        return
+    barrier = run_dir / BARRIER_DIR / Path(config).stem
+    for k, (indices, part) in enumerate(shards_mod.shard(pages, settings.workers)):
+        cfg = attrs.evolve(
+            settings.worker_config(
+                part, run_dir / shards_mod.per_worker(timing, k), profiled, op_memory_out if k == 0 else None
+            ),
+            device=settings.devices[k],
+            rank=k,
+            workers=settings.workers,
+            page_indices=indices,
+            barrier=str(barrier),
+        ).validate()
+        cfg.write(run_dir / shards_mod.per_worker(config, k))
+
+
+def _merge_timing(settings: CaptureSettings, run_dir: Path, timing: str) -> None:
+    """Several workers: their timing files as one ``timing`` (:func:`dsocr.capture.shards.merge_timing`)."""
+    if settings.workers > 1:
+        parts = [run_dir / shards_mod.per_worker(timing, k) for k in range(settings.workers)]
+        shards_mod.merge_timing(parts, run_dir / timing, settings.devices)
 
 
 def _worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -563,6 +651,18 @@ def _worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
+
+
+#: The files a capture writes into its run directory (besides ``*.json``), checked against its inputs.
+_RUN_FILES: Final = (
+    rundir.TRACE_REP,
+    rundir.TRACE_SQLITE,
+    CAPTURE_LOG,
+    rundir.REPORT_MD,
+    rundir.REPORT_HTML,
+    rundir.SUMMARY_MD,
+    rundir.RESULTS_SQLITE,
+)
 
 
 def run_capture(
@@ -577,6 +677,12 @@ def run_capture(
     rep.phase(PHASE_PREPARE, "checking inputs", None)
     pages = inputs_mod.collect(list(settings.pages)) if settings.pages else inputs_mod.default_pages()
     settings.worker_config(pages, Path(rundir.TIMING), profiled=True)  # bad mode/crops/dtype: stop here
+    if settings.out is not None:
+        refuse_overwrite(
+            [settings.out / name for name in _RUN_FILES] + list(settings.out.glob("*.json")),
+            [p.path for p in pages],
+            "choose another --out or move the page files (dsocr never overwrites an input)",
+        )
     gpu: dict[str, Any] = (
         manifest_mod.gpu_environment() if not settings.is_cpu else {"gpus": [], "error": "--device cpu"}
     )
@@ -587,14 +693,29 @@ def run_capture(
         driver_cuda = gpu.get("driver_cuda")
         nsys_mod.check_for_cuda(nsys, manifest_mod.torch_cuda_version() or (str(driver_cuda) if driver_cuda else None))
     gpu_name = None if settings.is_cpu else str(gpu["gpus"][device_index(settings.device)]["name"])
+    sharded = shards_mod.shard(pages, settings.workers)  # too few pages for the workers: stop here
     run_dir = make_run_dir(settings, gpu_name)
     env_facts = manifest_mod.environment(gpu)
     nvtx_version = manifest_mod.package_version("nvtx")
-    profiled_cfg = settings.worker_config(pages, run_dir / rundir.TIMING, profiled=True)
-    profiled_cfg.write(run_dir / WORKER_CONFIG)
     plan = baseline_plan(settings.baselines)
+    op_memory_by = op_memory_run(plan) if settings.op_memory else None
+
+    def op_memory_out(timing: str) -> Path | None:
+        return run_dir / rundir.OP_MEMORY if timing == op_memory_by else None
+
+    _write_configs(
+        settings,
+        pages,
+        run_dir,
+        WORKER_CONFIG,
+        rundir.TIMING,
+        profiled=True,
+        op_memory_out=op_memory_out(rundir.TIMING),
+    )
     for b in plan:
-        settings.worker_config(pages, run_dir / b.timing, profiled=False).write(run_dir / b.config)
+        _write_configs(
+            settings, pages, run_dir, b.config, b.timing, profiled=False, op_memory_out=op_memory_out(b.timing)
+        )
     profile_cmd = nsys_mod.profile_command(
         nsys.path,
         run_dir / TRACE_BASENAME,
@@ -638,8 +759,20 @@ def run_capture(
                 "baseline_runs": len(plan),
                 "runs": _timing_runs(plan),
             },
+            "op_memory": {"file": rundir.OP_MEMORY, "run": op_memory_by} if op_memory_by else None,
             "analysis": "pending" if settings.analyze else "skipped",
             "warnings": [],
+            **(
+                {
+                    "devices": {
+                        "workers": shards_mod.device_entries(settings.devices, gpu, [i for i, _ in sharded]),
+                        "sharding": shards_mod.SHARDING,
+                        "barrier": "the workers open and close the capture range together (dsocr.capture.barrier)",
+                    }
+                }
+                if settings.workers > 1
+                else {}
+            ),
         },
     )
     run.save()
@@ -665,6 +798,7 @@ def run_capture(
             raise worker_failure(
                 worker, settings, "the profiled worker (under nsys)", run_dir / CAPTURE_LOG, under_nsys=True
             )
+        _merge_timing(settings, run_dir, rundir.TIMING)
         if not rep_path.is_file():
             if list(run_dir.glob("*.qdstrm")):
                 raise RunFailed(
@@ -675,12 +809,23 @@ def run_capture(
         # 5. export and check
         run.phase(PHASE_EXPORT)
         rep.phase(PHASE_EXPORT, "exporting the trace to SQLite", None)
-        run.timed(PHASE_EXPORT, export_mod.export_sqlite(nsys.path, rep_path, sqlite_path))
-        found = export_mod.count_ranges(sqlite_path)
-        run.manifest["ranges"] = {"dsocr": found.counts, "kernels": found.kernels}
-        warnings += export_mod.check_ranges(
-            found, sqlite_path, nsys.version, nvtx_version, settings.repeats, len(pages), settings.device
-        )
+        with export_mod.exported(nsys.path, rep_path, sqlite_path) as (part, seconds):
+            run.timed(PHASE_EXPORT, seconds)
+            found = export_mod.counted(part, sqlite_path, rep_path)
+            run.manifest["ranges"] = {"dsocr": found.counts, "kernels": found.kernels}
+            try:
+                warnings += export_mod.check_ranges(
+                    found,
+                    sqlite_path,
+                    nsys.version,
+                    nvtx_version,
+                    settings.repeats,
+                    len(pages),
+                    settings.device,
+                    workers=settings.workers,
+                )
+            finally:  # a first export replaces nothing: kept, also without ranges, to look at
+                export_mod.install(part, sqlite_path)
         # 6. unprofiled runs after it
         for b in plan:
             if b.position == AFTER:
@@ -724,51 +869,85 @@ def run_capture(
 
 
 def export_run(run_dir: Path, nsys_path: Path | None = None, reporter: Reporter | None = None) -> Path:
-    """``dsocr export RUN_DIR``: (re-)export a run's ``trace.nsys-rep`` to ``trace.sqlite`` and check it."""
+    """``dsocr export RUN_DIR``: (re-)export a run's ``trace.nsys-rep`` to ``trace.sqlite`` and check it.
+
+    The new export is checked (readable, holds the ``dsocr`` ranges) before it replaces ``trace.sqlite``;
+    the trace and the manifest's range counts and status then change together. A failed check leaves both
+    as they were.
+    """
     rep = reporter or NullReporter()
     if not run_dir.exists():
         raise BadInput(f"{run_dir}: no such run directory; pass a directory made by `dsocr capture`")
     rep_path, sqlite_path = (
         export_mod.run_paths(run_dir) if run_dir.is_dir() else (run_dir, run_dir.with_suffix(".sqlite"))
     )
+    if not os.path.lexists(rep_path):
+        raise InputNotFound(f"{rep_path}: no such nsys report; capture again with `dsocr capture`")
+    check_input(rep_path, "capture again with `dsocr capture`", directory_ok=False)
+    refuse_overwrite([sqlite_path], [rep_path], f"move {rep_path} elsewhere and export it from there")
     target_dir = rep_path.parent
-    manifest = manifest_mod.read(target_dir / rundir.MANIFEST)
+    manifest_path = target_dir / rundir.MANIFEST
+    manifest, problem = manifest_mod.read_checked(manifest_path)
+    if problem is not None:
+        rep.warn(f"{problem}: left as it is (the export's range counts are not recorded in it)")
     explicit = nsys_path
     recorded = Path(str(manifest.get("nsys", {}).get("path", ""))) if manifest.get("nsys") else None
     if explicit is None and recorded is not None and recorded.is_file() and not os.environ.get("NSYS"):
         explicit = recorded
     nsys = nsys_mod.find(explicit)
     rep.phase(PHASE_EXPORT, f"exporting {rep_path.name} with nsys {nsys.version}", None)
-    seconds = export_mod.export_sqlite(nsys.path, rep_path, sqlite_path)
-    found = export_mod.count_ranges(sqlite_path)
-    settings = manifest.get("settings", {})
-    warnings = export_mod.check_ranges(
-        found,
-        sqlite_path,
-        nsys.version,
-        manifest_mod.package_version("nvtx"),
-        int(settings.get("repeats", 0) or 0),
-        len(manifest.get("inputs", [])),
-        str(settings.get("device", "cuda")),
-    )
-    if manifest:
-        manifest["ranges"] = {"dsocr": found.counts, "kernels": found.kernels}
-        manifest.setdefault("phases", {})[PHASE_EXPORT] = round(seconds, 3)
-        failure = manifest.get("failure") or {}
-        if manifest.get("status") == manifest_mod.STATUS_FAILED and failure.get("phase") == PHASE_EXPORT:
-            wanted = manifest["settings"].get("baseline_runs", 1) if manifest["settings"].get("baseline") else 0
-            manifest["status"] = manifest_mod.STATUS_COMPLETE if not wanted else manifest_mod.STATUS_FAILED
-            manifest["failure"] = (
-                None
-                if manifest["status"] == manifest_mod.STATUS_COMPLETE
-                else {
-                    "phase": PHASE_BASELINE,
-                    "message": "exported by `dsocr export`; the baseline after the profiled run never ran",
-                }
+    had_trace = sqlite_path.exists()
+    kept = f"; {sqlite_path.name} and {rundir.MANIFEST} were left as they were" if had_trace else ""
+    with export_mod.exported(nsys.path, rep_path, sqlite_path) as (part, seconds):
+        settings = manifest.get("settings", {})
+        try:
+            found = export_mod.counted(part, sqlite_path, rep_path)
+            warnings = export_mod.check_ranges(
+                found,
+                sqlite_path,
+                nsys.version,
+                manifest_mod.package_version("nvtx"),
+                int(settings.get("repeats", 0) or 0),
+                len(manifest.get("inputs", [])),
+                str(settings.get("device", "cuda")),
+                workers=max(1, len(settings.get("devices") or [])),  # a data-parallel capture: one repeat range each
             )
-        manifest["warnings"] = list(manifest.get("warnings", [])) + warnings
-        manifest["files"] = sorted(p.name for p in target_dir.iterdir() if not p.name.startswith("."))
-        manifest_mod.write(target_dir / rundir.MANIFEST, manifest)
+        except RunFailed as exc:
+            if not had_trace:  # nothing to lose: kept to look at, as a capture keeps it
+                export_mod.install(part, sqlite_path)
+            said = exc.message.replace(f"{sqlite_path}: the trace holds", f"{sqlite_path}: the new export holds", 1)
+            raise RunFailed(said + kept) from None
+        with atomic.signals_held():
+            if manifest:
+                _record_export(manifest, found, seconds, warnings, sqlite_path)
+                with atomic.atomic_path(manifest_path) as tmp:
+                    manifest_mod.write_to(tmp, manifest)
+                    export_mod.install(part, sqlite_path)
+            else:
+                export_mod.install(part, sqlite_path)
     for w in warnings:
         rep.warn(w)
     return sqlite_path
+
+
+def _record_export(
+    manifest: dict[str, Any], found: export_mod.RangeCounts, seconds: float, warnings: list[str], sqlite: Path
+) -> None:
+    """The manifest after a checked re-export: its range counts, export time, warnings, files and status."""
+    manifest["ranges"] = {"dsocr": found.counts, "kernels": found.kernels}
+    manifest.setdefault("phases", {})[PHASE_EXPORT] = round(seconds, 3)
+    failure = manifest.get("failure") or {}
+    if manifest.get("status") == manifest_mod.STATUS_FAILED and failure.get("phase") == PHASE_EXPORT:
+        wanted = manifest["settings"].get("baseline_runs", 1) if manifest["settings"].get("baseline") else 0
+        manifest["status"] = manifest_mod.STATUS_COMPLETE if not wanted else manifest_mod.STATUS_FAILED
+        manifest["failure"] = (
+            None
+            if manifest["status"] == manifest_mod.STATUS_COMPLETE
+            else {
+                "phase": PHASE_BASELINE,
+                "message": "exported by `dsocr export`; the baseline after the profiled run never ran",
+            }
+        )
+    manifest["warnings"] = list(manifest.get("warnings", [])) + warnings
+    names = {p.name for p in sqlite.parent.iterdir() if not p.name.startswith(".")}
+    manifest["files"] = sorted(names | {sqlite.name})

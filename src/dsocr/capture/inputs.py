@@ -20,6 +20,7 @@ import attrs
 from PIL import Image, UnidentifiedImageError
 
 from dsocr.contract.errors import BadInput, EnvironmentProblem, InputNotFound
+from dsocr.contract.paths import check_input
 
 #: PDF pages are rasterized at this resolution (A4 -> 1654 x 2339 pixels).
 PDF_DPI: Final = 200
@@ -85,9 +86,8 @@ def _sha256(path: Path) -> str:
 def _expand(paths: Iterable[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
-        if not path.exists():
-            raise InputNotFound(f"{path}: no such file or directory; pass page images, PDFs or a directory of them")
-        if path.is_dir():
+        # never opened before this: a FIFO or device is refused, a missing path or locked directory named
+        if check_input(path, "pass page images, PDFs or a directory of them"):
             found = sorted(
                 p
                 for p in path.iterdir()

@@ -155,9 +155,28 @@ def environment(gpu: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
+def text(manifest: dict[str, Any]) -> str:
+    """The manifest as written: indented JSON."""
+    return json.dumps(manifest, indent=2, default=str) + "\n"
+
+
+def write_to(path: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest`` to ``path`` as it is (a temp file of :func:`dsocr.contract.atomic.atomic_path`)."""
+    path.write_text(text(manifest), encoding="utf-8")
+
+
+def read_checked(path: Path) -> tuple[dict[str, Any], str | None]:
+    """Read a manifest: the document (empty when missing or unusable) and, when it exists but is unusable,
+    one line naming the file and what is wrong with it."""
+    from dsocr.contract.rundocs import read_doc
+
+    doc, problem = read_doc(path)
+    return (doc or {}), problem
+
+
 def write(path: Path, manifest: dict[str, Any]) -> None:
     """Write ``manifest`` atomically as indented JSON."""
-    atomic.write_text(path, json.dumps(manifest, indent=2, default=str) + "\n")
+    atomic.write_text(path, text(manifest))
 
 
 def read(path: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -21,11 +22,14 @@ from typing import Final
 import attrs
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from dsocr.contract import atomic
+from dsocr.contract import atomic, rundocs
+from dsocr.contract.errors import BadInput
 
 PAGES_MANIFEST: Final = "manifest.json"
 #: Bumped whenever the drawings change (the shipped set must then be regenerated).
 GENERATOR_VERSION: Final = 1
+#: The ``generator`` of a page set's manifest.json.
+GENERATOR: Final = "dsocr.capture.pages"
 A4: Final = (1240, 1754)  #: A4 at 150 dpi, portrait
 
 KINDS: Final[tuple[str, ...]] = ("text", "mixed", "image")
@@ -409,9 +413,28 @@ def entry_for(spec: PageSpec, image: Image.Image, data: bytes) -> PageEntry:
     )
 
 
+def check_out(out_dir: Path) -> None:
+    """BadInput (one line) unless ``out_dir`` can take the pages: a directory (made if missing), not a file nor
+    a path under one, and without a ``manifest.json`` other than a page set's (a run directory's, say)."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise BadInput(f"--out {out_dir}: exists and is not a directory; choose another --out")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise atomic.write_failure(out_dir, exc) from None
+    manifest = out_dir / PAGES_MANIFEST
+    if os.path.lexists(manifest):
+        doc, _problem = rundocs.read_doc(manifest)
+        if doc is None or doc.get("generator") != GENERATOR:
+            raise BadInput(
+                f"--out {out_dir}: its {PAGES_MANIFEST} is not a page set's (it would be overwritten); "
+                "choose another --out"
+            )
+
+
 def generate(out_dir: Path, on_page: Callable[[PageEntry], None] | None = None) -> list[PageEntry]:
-    """Write the 12 standard pages and their ``manifest.json`` into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write the 12 standard pages and their ``manifest.json`` into ``out_dir`` (see :func:`check_out`)."""
+    check_out(out_dir)
     entries: list[PageEntry] = []
     for spec in SPECS:
         image = render(spec)
@@ -422,7 +445,7 @@ def generate(out_dir: Path, on_page: Callable[[PageEntry], None] | None = None) 
         if on_page is not None:
             on_page(entry)
     manifest = {
-        "generator": "dsocr.capture.pages",
+        "generator": GENERATOR,
         "generator_version": GENERATOR_VERSION,
         "pages": [e.to_json() for e in entries],
     }

@@ -43,7 +43,8 @@ class VendorRunner(Runner):
 
     def __init__(self, cfg: WorkerConfig, model: Any, plans: list[PagePlan], prompt: Prompt, inputs: list[Any]) -> None:
         super().__init__(cfg, model, plans, prompt)
-        self.inputs = inputs  #: one VendorPage per plan
+        #: one VendorPage per plan, by the plan's page index (capture-wide in a data-parallel capture)
+        self.inputs: dict[int, Any] = {plan.index: page for plan, page in zip(plans, inputs, strict=True)}
         self._open: list[_Open] = []
         self._plan: PagePlan | None = None
         self._repeat: int | None = None

@@ -21,7 +21,10 @@
    ``projector`` per view: the crops as one batch, then the global view), ``prefill`` (prompt
    embedding, decoder forward, first logits, first token), ``decode`` > ``decode_step`` (greedy
    with KV cache, ``max_new_tokens - 1`` steps; EOS ends the loop only with a real checkpoint).
-6. ``timing.json`` gets every stage instance's time, tokens, lengths and peak memory.
+6. With ``op_memory_out`` (``dsocr capture --op-memory``), after the capture range closed: one more
+   pass over all pages under the PyTorch profiler with memory recording into ``op_memory.json``
+   (:mod:`dsocr.capture.op_memory`; no ranges, no records).
+7. ``timing.json`` gets every stage instance's time, tokens, lengths and peak memory.
 
 Errors come out as one line on stderr with the contract's exit codes; CUDA out of memory names
 the stage, repeat and page being run.
@@ -176,6 +179,8 @@ class Runner:
         self.torch = _torch()
         self.timer = StageTimer(cuda=cfg.is_cuda)
         self.recording = False  #: emit ranges and time stages (off during warm-up)
+        #: entered around every stage instance when set, recording or not (the --op-memory pass)
+        self.stage_hook: Any = None
         self.what: list[str] = []
         dev = model.device
         self.ids_before = self.torch.tensor(prompt.ids_before, dtype=self.torch.long, device=dev)
@@ -195,6 +200,8 @@ class Runner:
         try:
             with contextlib.ExitStack() as stack:
                 record: dict[str, Any] = {}
+                if self.stage_hook is not None:
+                    stack.enter_context(self.stage_hook(name))
                 if self.recording:
                     stack.enter_context(nvtx_range(name, payload))
                     record = stack.enter_context(self.timer.stage({"stage": name, **fields}))
@@ -303,6 +310,25 @@ class Runner:
             if self.cfg.is_cuda:
                 self.torch.cuda.synchronize()
 
+    def op_memory_pass(self) -> Any:
+        """One pass over all pages under the profiler with memory recording (no ranges, no records)."""
+        from dsocr.capture.op_memory import measure
+
+        steps = self.cfg.max_new_tokens - 1
+        self.recording = False
+
+        def one_pass(marks: Any) -> None:
+            self.stage_hook = marks
+            self.what.append("op-memory pass")
+            try:
+                for plan in self.plans:
+                    self.run_page(None, plan, steps)
+            finally:
+                self.what.pop()
+                self.stage_hook = None
+
+        return measure(self.torch, self.cfg.device, one_pass)
+
     def capture(self, on_page: Any = None) -> None:
         """All repeats x pages, recorded."""
         self.recording = True
@@ -315,23 +341,44 @@ class Runner:
                         on_page(r, plan.index)
 
 
+def _barrier(cfg: WorkerConfig, name: str) -> None:
+    """Wait for the capture's other workers (data-parallel captures only)."""
+    if cfg.barrier is not None and cfg.workers > 1:
+        from dsocr.capture import barrier
+
+        barrier.wait(Path(cfg.barrier), name, cfg.rank, cfg.workers)
+
+
 @contextlib.contextmanager
 def capture_range(cfg: WorkerConfig) -> Iterator[None]:
-    """The capture range: cudaProfilerStart/Stop, an NVTX ``capture`` range, or nothing."""
+    """The capture range: cudaProfilerStart/Stop, an NVTX ``capture`` range, or nothing.
+
+    The workers of a data-parallel capture open and close it together (:mod:`dsocr.capture.barrier`).
+    """
     if cfg.capture_range == CAPTURE_CUDA:
         torch = _torch()
         torch.cuda.synchronize()
+        _barrier(cfg, "open")
         torch.cuda.profiler.start()  # cudaProfilerStart, error-checked
         try:
             yield
         finally:
             torch.cuda.synchronize()
+            _barrier(cfg, "close")
             torch.cuda.profiler.stop()
     elif cfg.capture_range == CAPTURE_NVTX:
+        _barrier(cfg, "open")
         with nvtx_range(names.CAPTURE):
-            yield
+            try:
+                yield
+            finally:
+                _barrier(cfg, "close")
     else:
-        yield
+        _barrier(cfg, "open")
+        try:
+            yield
+        finally:
+            _barrier(cfg, "close")
 
 
 @contextlib.contextmanager
@@ -470,6 +517,10 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
 
     event(progress.STARTED, pid=os.getpid())
     check_environment(cfg)
+    if cfg.workers > 1:
+        from dsocr.capture.worker_ranges import set_category
+
+        set_category(cfg.rank + 1)  # every range of this worker carries its rank + 1 as its NVTX category
     torch = _torch()
     torch.manual_seed(cfg.seed)
     plan = model_plan(cfg)  # the checkpoint directory rules, before anything is loaded
@@ -492,7 +543,7 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
     prompt = make_prompt(cfg, model, plan)
     plans = [
         # the vendor path keeps dsocr's views on the host: they only describe the page (its inputs are its own)
-        PagePlan(i, p, v if vendor else v.to(model.device, model.dtype), v.image_tokens + prompt.tokens)
+        PagePlan(cfg.page_index(i), p, v if vendor else v.to(model.device, model.dtype), v.image_tokens + prompt.tokens)
         for i, (p, v) in enumerate(zip(pages, prepared, strict=True))
     ]
     inputs = (
@@ -519,7 +570,7 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
         runner = Runner(cfg, model, plans, prompt)
     interrupted = False
     hooks = None
-    t_warm = t_capture = t_open = t_close = t_cwarm = 0.0
+    t_warm = t_capture = t_open = t_close = t_cwarm = t_op_memory = 0.0
     # the checkpoint's infer runs under no_grad; dsocr's replica under inference_mode
     with torch.no_grad() if vendor else torch.inference_mode():
         t0 = time.perf_counter()
@@ -546,6 +597,10 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
             t_close = time.perf_counter() - t3
             t_capture = time.perf_counter() - t2
             event(progress.CAPTURE_END)
+            if cfg.op_memory_out is not None:
+                t0 = time.perf_counter()
+                runner.op_memory_pass().write(Path(cfg.op_memory_out))
+                t_op_memory = time.perf_counter() - t0
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -600,6 +655,7 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
             "capture_warmup_s": t_cwarm,
             "capture_wall_s": t_capture,
             "capture_close_s": t_close,
+            **({"op_memory_s": t_op_memory} if cfg.op_memory_out is not None else {}),
         },
         assumptions=assumptions,
         interrupted=interrupted,

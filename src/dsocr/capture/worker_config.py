@@ -26,11 +26,18 @@ RUN_CONFIG.json`` (under ``nsys profile`` for the profiled pass, bare for the ba
   per-expert GEMMs in every MoE layer) or ``grouped`` (grouped GEMMs, no host sync).
 - ``op_ranges``: wrap the captured work in ``emit_nvtx(record_shapes=True)`` (CUDA torch only).
 - ``module_ranges``: one NVTX range per medium-granularity module (domain ``dsocr.module``).
+- ``op_memory_out``: where to write ``op_memory.json`` (docs/op-memory-schema.md) from one extra
+  pass after the capture range closed, under the PyTorch profiler with memory recording; None: no pass.
 - ``capture_range``: ``cuda-profiler-api`` (cudaProfilerStart/Stop), ``nvtx`` (a ``capture``
   range in domain ``dsocr``, for nsys on the CPU) or ``none`` (the unprofiled baseline).
 - ``shrink``: tests only: ``{"sam_layers", "clip_layers", "decoder_layers", "vocab",
   "routed_experts"}`` (layer counts, optional narrower vocabulary / fewer experts).
 - ``progress``: print ``@dsocr`` progress lines on stdout (:mod:`dsocr.capture.progress`).
+- Data-parallel captures (``--gpus N`` / ``--devices``, :mod:`dsocr.capture.launcher`): ``rank`` and
+  ``workers`` (this worker's place among the capture's workers), ``page_indices`` (each page's index
+  in the whole capture: the ``page`` payloads and timing records use it; default 0, 1, ...) and
+  ``barrier`` (a directory: the workers open and close the capture range together,
+  :mod:`dsocr.capture.barrier`).
 """
 
 from __future__ import annotations
@@ -98,9 +105,14 @@ class WorkerConfig:
     moe: str = "loop"
     op_ranges: bool = False
     module_ranges: bool = False
+    op_memory_out: str | None = None
     capture_range: str = CAPTURE_CUDA
     shrink: Shrink | None = None
     progress: bool = True
+    rank: int = 0
+    workers: int = 1
+    page_indices: tuple[int, ...] | None = None
+    barrier: str | None = None
 
     @property
     def is_cuda(self) -> bool:
@@ -153,12 +165,25 @@ class WorkerConfig:
             )
         if self.moe not in ("loop", "grouped"):
             raise BadInput(f"worker config moe {self.moe!r} is unknown: use loop or grouped")
+        if not 0 <= self.rank < self.workers:
+            raise BadInput(f"worker config rank {self.rank} is not in 0..{self.workers - 1}: give 0 <= rank < workers")
+        if self.page_indices is not None and len(self.page_indices) != len(self.pages):
+            raise BadInput(
+                f"worker config has {len(self.page_indices)} page_indices for {len(self.pages)} pages: "
+                "give one per page"
+            )
         return self
+
+    def page_index(self, i: int) -> int:
+        """The capture-wide index of this worker's ``i``-th page."""
+        return self.page_indices[i] if self.page_indices is not None else i
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         data = attrs.asdict(self, recurse=True)
         data["pages"] = list(self.pages)
+        if self.page_indices is not None:
+            data["page_indices"] = list(self.page_indices)
         return data
 
     def to_json(self) -> str:
@@ -188,6 +213,8 @@ class WorkerConfig:
             if isinstance(data["pages"], (str, dict)):
                 raise TypeError("pages must be a list")
             values["pages"] = tuple(p if isinstance(p, dict) else str(p) for p in data["pages"])
+            if data.get("page_indices") is not None:
+                values["page_indices"] = tuple(int(i) for i in data["page_indices"])
             if data.get("shrink") is not None:
                 values["shrink"] = Shrink(**data["shrink"])
             cfg = cls(**values)
@@ -231,7 +258,10 @@ def _check_types(cfg: WorkerConfig, source: str) -> None:
         "op_ranges": bool,
         "module_ranges": bool,
         "capture_range": str,
+        "op_memory_out": (str, type(None)),
         "progress": bool,
+        "rank": int,
+        "workers": int,
     }
     for name, kind in expected.items():
         value = getattr(cfg, name)

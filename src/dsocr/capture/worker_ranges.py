@@ -27,6 +27,22 @@ class RangeEmitter(Protocol):
         """Close the innermost open range of ``domain``."""
 
 
+#: The NVTX category of every range this process emits (None: none). A worker of a data-parallel
+#: capture sets its rank + 1 (:func:`set_category`), so each range says which worker, hence which
+#: device, ran it (docs/nvtx-contract.md).
+_category: list[int | None] = [None]
+
+
+def set_category(category: int | None) -> None:
+    """Give every range emitted from now on this NVTX category (an int > 0, or None)."""
+    _category[0] = category
+
+
+def category() -> int | None:
+    """The NVTX category ranges get now (:func:`set_category`)."""
+    return _category[0]
+
+
 class NvtxEmitter:
     """Emits through the ``nvtx`` package (registered strings, domain handles cached by nvtx)."""
 
@@ -36,8 +52,8 @@ class NvtxEmitter:
         self._nvtx: Any = nvtx
 
     def push(self, name: str, domain: str, payload: int | None = None) -> None:
-        """``nvtx.push_range`` in ``domain``."""
-        self._nvtx.push_range(message=name, domain=domain, payload=payload)
+        """``nvtx.push_range`` in ``domain`` (with the process's category, if set)."""
+        self._nvtx.push_range(message=name, domain=domain, payload=payload, category=_category[0])
 
     def pop(self, domain: str) -> None:
         """``nvtx.pop_range`` in ``domain``."""

@@ -15,9 +15,10 @@ import atexit
 import importlib
 import os
 import pkgutil
+import signal
 import sys
 import traceback
-from typing import Final
+from typing import Final, NoReturn
 
 import typer
 
@@ -90,11 +91,18 @@ def _exit_code(result: object) -> int:
     return ExitCode.OK
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> NoReturn:
+    """SIGTERM acts as Ctrl-C: the same cleanup (no temp files left), the manifest marked, exit code 130."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``dsocr`` console script: one line per error, documented exit codes."""
     global _quick_exit_code
     args = list(sys.argv[1:] if argv is None else argv)
     code: int = ExitCode.OK
+    if argv is None:  # the console script, not a test calling main(): SIGTERM cleans up as Ctrl-C does
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         _register_commands(args)
         for warning in apply_legacy_envvars(args, os.environ):

@@ -103,6 +103,15 @@ def _moe(value: str) -> None:
         raise BadInput(f"{value!r} is not an MoE execution: use loop (the vendor's) or grouped")
 
 
+def _scheduler(value: str) -> None:
+    """``local`` or a Dask scheduler address, ``[tcp://]host:port``."""
+    _, _, rest = value.strip().rpartition("://")
+    host, _, port = rest.rpartition(":")
+    if value.strip() == "local" or (host and port.isdigit()):
+        return
+    raise BadInput(f"{value!r} is neither local nor a scheduler address: use local or tcp://HOST:PORT")
+
+
 def _positive(value: float) -> None:
     if not value > 0:
         raise BadInput(f"{value:g} is not a positive number")
@@ -119,3 +128,4 @@ positive_value: Final = _checked(_positive)
 attn_value: Final = _checked(_attn)
 capture_attn_value: Final = _checked(_capture_attn)
 moe_value: Final = _checked(_moe)
+scheduler_value: Final = _checked(_scheduler)

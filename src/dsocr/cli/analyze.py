@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,11 +14,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dsocr.analyze.policy import RuntimePolicy
-from dsocr.cli._values import context_value, crops_value, mode_value, positive_value
+from dsocr.cli._values import context_value, crops_value, mode_value, positive_value, scheduler_value
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, check_out_dir
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadUsage, InputNotFound
+from dsocr.contract.paths import check_input, refuse_overwrite
 
 if TYPE_CHECKING:
     from dsocr.analyze.analysis import Analysis
@@ -160,6 +162,16 @@ def analyze(
             "(--op-ranges captures; by default they are only in results.sqlite).",
         ),
     ] = False,
+    scheduler: Annotated[
+        str | None,
+        _opt(
+            "--scheduler",
+            "DSOCR_SCHEDULER",
+            "Run the per-trace work on Dask: 'local' (a cluster of processes here) or a scheduler address "
+            '(tcp://host:8786); needs pip install "dsocr[dask]". Same results as without.',
+            callback=scheduler_value,
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -168,10 +180,14 @@ def analyze(
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
     wanted = parse_formats(formats)
     check_out_dir(out)  # before any work: the same checks again when writing
-    if calibration is not None and not calibration.exists():
+    if calibration is not None and not os.path.exists(calibration):
         raise InputNotFound(
             f"{calibration}: calibration file not found; make one with `dsocr calibrate --out {calibration}`"
         )
+    for given in traces or []:
+        check_input(given)  # before anything opens it: a FIFO would block, a missing directory is named
+    if traces:
+        _refuse_overwrite(out, wanted, _output_names(wanted), traces, calibration)
     policy = RuntimePolicy.for_inputs(traces or [])  # decided once, before polars is imported
     policy.apply_allocator()
 
@@ -198,7 +214,9 @@ def analyze(
 
         # per file: load, attribute, stages, projection; then combine, analytic model, render all, write all
         with _progress(ui, 4 * len(paths) + 4) as advance:
-            analysis = run_analysis(paths, progress=advance, workload=flags, peak=peak, policy=policy)
+            analysis = run_analysis(
+                paths, progress=advance, workload=flags, peak=peak, policy=policy, scheduler=scheduler
+            )
             for w in analysis.warnings:
                 print(f"dsocr: warning: {w}", file=sys.stderr)  # one line, never wrapped
             if analysis.analytic is not None and analysis.analytic.doc.get("reason"):
@@ -280,7 +298,36 @@ def _write(
     if "html" in wanted and rendered is not None:
         texts.update(rendered.files())
     build = {rundir.RESULTS_SQLITE: partial(build_sqlite, analysis)} if "sqlite" in wanted else {}
+    given = [Path(t.info.file) for t in analysis.traces]
+    read = [*given, *(Path(t.info.path) for t in analysis.traces)]
+    _refuse_overwrite(out, wanted, [*texts, *build], read, None)
     write_report_set(out, texts, build, inputs)
+
+
+#: The report files of each --format (html's plots/*.svg are checked once rendered).
+_FORMAT_FILES = {
+    "md": (rundir.REPORT_MD,),
+    "json": (rundir.ANALYSIS_JSON,),
+    "sqlite": (rundir.RESULTS_SQLITE,),
+    "html": (rundir.REPORT_HTML, rundir.SUMMARY_MD),
+}
+
+
+def _output_names(wanted: tuple[str, ...]) -> list[str]:
+    return [name for f in wanted for name in _FORMAT_FILES[f]]
+
+
+def _refuse_overwrite(
+    out: Path, wanted: tuple[str, ...], names: list[str], traces: list[Path], calibration: Path | None
+) -> None:
+    """Refuse (one line) when a report file would replace a file the analysis reads, whatever its name."""
+    from dsocr.analyze.input_files import files_read
+
+    refuse_overwrite(
+        [out / name for name in names],
+        files_read(traces, calibration),
+        "choose another --out (dsocr never overwrites an input)",
+    )
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from dsocr.cli._values import crops_value, dtype_value, mode_value, moe_value
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, check_out_file, option
 from dsocr.contract.errors import BadInput, BadUsage, EnvironmentProblem, RunFailed
+from dsocr.contract.paths import refuse_overwrite
 
 if TYPE_CHECKING:
     from dsocr.analytic.signature import Kernel
@@ -192,6 +193,9 @@ def calibrate(
         except BadInput as exc:
             raise BadUsage(f"--crops {crops}: {exc.message}") from None
     loads, page_names = workloads(pages, mode, crops, prompt_tokens, max_new_tokens, cal.dtype_name(torch_dtype))
+    if pages:
+        given = [f for p in pages for f in (sorted(p.iterdir()) if p.is_dir() else [p])]
+        refuse_overwrite([out], given, "choose another --out (dsocr never overwrites an input)")
     kernels = signatures(loads, arch)
     ui.info(f"{len(kernels)} kernel signatures from {len(page_names)} pages ({len(loads)} crop grids) on {dev}")
     with _Progress(ui, len(kernels)) as bar:

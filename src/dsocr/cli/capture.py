@@ -250,6 +250,14 @@ def capture(
     device: Annotated[
         str, _opt("--device", "cuda, cuda:N, or cpu (the whole pipeline on the CPU).", callback=device_value)
     ] = "cuda",
+    gpus: Annotated[
+        int | None,
+        _opt("--gpus", "Data-parallel: N workers on GPUs 0..N-1 in one nsys session, pages round-robin.", min=1),
+    ] = None,
+    devices: Annotated[
+        str | None,
+        _opt("--devices", "Data-parallel: one worker per listed device (0,1 / 0,0 repeats one GPU / cpu,cpu)."),
+    ] = None,
     dtype: Annotated[
         str,
         _opt(
@@ -262,6 +270,14 @@ def capture(
         bool, _opt("--op-ranges", "aten operator ranges (emit_nvtx, record_shapes) for operator tables.")
     ] = False,
     module_ranges: Annotated[bool, _opt("--module-ranges", "One NVTX range per module (domain dsocr.module).")] = False,
+    op_memory: Annotated[
+        bool,
+        _opt(
+            "--op-memory",
+            "One extra pass under the PyTorch profiler (profile_memory) after the capture: the allocator's bytes "
+            "per operator and stage, and each stage's peak, into op_memory.json for the reports.",
+        ),
+    ] = False,
     no_baseline: Annotated[
         bool, _opt("--no-baseline", "Skip the unprofiled pass (no profiler-overhead figures).")
     ] = False,
@@ -303,6 +319,7 @@ def capture(
     from functools import partial
 
     from dsocr.capture.driver import CaptureSettings, run_capture
+    from dsocr.capture.shards import resolve_devices
     from dsocr.model.workloads import resolve
 
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
@@ -319,6 +336,7 @@ def capture(
         fixed, _ = resolve(workload, given)
     except BadInput as exc:
         raise BadUsage(exc.message) from None
+    device, workers = resolve_devices(device, gpus, devices)
     check_out_dir(out or runs_dir, "--out" if out is not None else "--runs-dir")
     settings = CaptureSettings(
         repeats=fixed["repeats"],
@@ -339,6 +357,7 @@ def capture(
         dtype=_DTYPE_ALIASES.get(dtype.strip().lower(), dtype),
         op_ranges=op_ranges,
         module_ranges=module_ranges,
+        op_memory=op_memory,
         baseline=not no_baseline,
         baseline_runs=baseline_runs,
         analyze=not no_analyze,
@@ -348,6 +367,7 @@ def capture(
         runs_dir=runs_dir,
         seed=seed,
         shrink=parse_shrink(shrink),
+        devices=workers,
     )
     reporter = RichReporter(ui)
     try:

@@ -80,8 +80,9 @@ def apply_legacy_envvars(argv: list[str], environ: MutableMapping[str, str]) -> 
 
 
 def check_out_dir(out: Path, option: str = "--out") -> None:
-    """Refuse (exit 2, before any work) an output directory that names a file or lies under one."""
-    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    """Refuse (exit 2, before any work) an output directory that names a file or lies under one (``os.path``'s
+    tests, which never raise: pathlib's raise PermissionError under a directory that cannot be searched)."""
+    blocker = next((p for p in (out, *out.parents) if os.path.exists(p) and not os.path.isdir(p)), None)
     if blocker == out:
         raise BadUsage(f"{option} {out}: exists and is not a directory; choose another {option}")
     if blocker is not None:
@@ -90,9 +91,9 @@ def check_out_dir(out: Path, option: str = "--out") -> None:
 
 def check_out_file(out: Path, example: str, option: str = "--out") -> None:
     """Refuse (exit 2, before any work) an output file that names a directory or lies under a file."""
-    if out.is_dir():
+    if os.path.isdir(out):
         raise BadUsage(f"{option} {out}: is a directory; give {option} a file name (e.g. {out / example})")
-    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    blocker = next((p for p in out.parents if os.path.exists(p) and not os.path.isdir(p)), None)
     if blocker is not None:
         raise BadUsage(f"{option} {out}: {blocker} is a file, not a directory; choose another {option}")
 

@@ -11,6 +11,8 @@ import typer
 
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, check_out_dir, option
+from dsocr.contract import rundir
+from dsocr.contract.paths import refuse_overwrite
 from dsocr.report.diff_notes import comparability_warnings, headline
 
 DIFF_MD = "diff.md"
@@ -48,10 +50,20 @@ def diff(
         ui.warn(w)
     if out is not None:
         check_out_dir(out)
-        from dsocr.contract.atomic import write_text
+        refuse_overwrite(
+            [out / DIFF_MD, out / DIFF_HTML],
+            [*_files_read(a), *_files_read(b)],
+            "choose another --out (dsocr never overwrites an input)",
+        )
+        from dsocr.report.html import write_all
 
-        write_text(out / DIFF_MD, d.render(result, "md", head, warnings))
-        write_text(out / DIFF_HTML, d.render(result, "html", head, warnings))
+        write_all(
+            out,
+            {
+                DIFF_MD: d.render(result, "md", head, warnings),
+                DIFF_HTML: d.render(result, "html", head, warnings),
+            },
+        )
     if json_out:
         doc = {**result.to_dict(), "headline": head, "warnings": warnings}
         sys.stdout.write(json.dumps(doc, indent=1, allow_nan=False, default=str) + "\n")
@@ -64,3 +76,11 @@ def diff(
     if out is not None or json_out:
         ui.info(head)  # (the Markdown on stdout has it)
     ui.info(", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items())))
+
+
+def _files_read(side: Path) -> list[Path]:
+    """The files ``dsocr diff`` reads for one side (a run directory's documents, or the analysis.json)."""
+    if not side.is_dir():
+        return [side]
+    names = [rundir.ANALYSIS_JSON, rundir.MANIFEST, rundir.TIMING, rundir.TIMING_BASELINE]
+    return [*(side / n for n in names), *side.glob(rundir.TIMING_BASELINE_GLOB)]

@@ -30,6 +30,7 @@ def pages(
 
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
     check_out_dir(out)
+    gen.check_out(out)
     entries = gen.generate(out, on_page=lambda e: ui.debug(f"{e.name}: {e.kind} {e.width}x{e.height} {e.sha256}"))
     if json_out:
         print(json.dumps({"out": str(out), "pages": [e.to_json() for e in entries]}, indent=2))

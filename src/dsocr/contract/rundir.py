@@ -8,6 +8,8 @@ MANIFEST: Final = "manifest.json"
 TIMING: Final = "timing.json"
 #: The unprofiled baseline pass's timing (same schema as timing.json).
 TIMING_BASELINE: Final = "timing-baseline.json"
+#: The allocator's memory per operator and stage (``dsocr capture --op-memory``, docs/op-memory-schema.md).
+OP_MEMORY: Final = "op_memory.json"
 CALIBRATION: Final = "calibration.json"  #: per-primitive GPU times (dsocr calibrate), read by analyze
 #: Further unprofiled runs (``--baseline-runs`` above 1): k is the run's 1-based place among the
 #: unprofiled runs in execution order; the first run after the profiled pass keeps TIMING_BASELINE.

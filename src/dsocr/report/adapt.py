@@ -27,7 +27,6 @@ Anything missing leaves its fields ``None``; the report says so.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import polars as pl
 
 from dsocr.analyze import nesting
 from dsocr.analyze.categories import LABELS
+from dsocr.analyze.op_memory import HOW_TO
 from dsocr.analyze.workload_from_run import with_other_runs
 from dsocr.contract import nvtx_names as nv
 from dsocr.contract import rundir
@@ -46,6 +46,7 @@ from dsocr.report.view import (
     IdleGap,
     KernelView,
     MemoryView,
+    OpMemoryView,
     Peaks,
     ReportView,
     RooflinePoint,
@@ -614,24 +615,27 @@ def _assumptions(
     return tuple(pairs), pages, caveats
 
 
-def _read_doc(path: Path) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def run_files(directory: Path) -> dict[str, dict[str, Any] | None]:
-    """``manifest``, ``timing`` and ``baseline`` documents of a run directory (``None`` when absent or unreadable).
+def run_files(directory: Path, problems: list[str] | None = None) -> dict[str, dict[str, Any] | None]:
+    """``manifest``, ``timing`` and ``baseline`` documents of a run directory (``None`` when absent or unusable;
+    then one line naming the file and what is wrong goes to ``problems``).
 
     The other unprofiled runs (``timing-baseline-<k>.json``) ride in the baseline's ``other_runs``,
     as in analysis.json (:func:`dsocr.analyze.workload_from_run.with_other_runs`).
     """
+    from dsocr.contract.rundocs import read_doc
+
+    said = problems if problems is not None else []
+
+    def read(path: Path) -> dict[str, Any] | None:
+        doc, problem = read_doc(path)
+        if problem is not None:
+            said.append(problem)
+        return doc
+
     out: dict[str, dict[str, Any] | None] = {}
     for key, name in (("manifest", rundir.MANIFEST), ("timing", rundir.TIMING)):
-        out[key] = _read_doc(directory / name)
-    out["baseline"] = with_other_runs(directory, _read_doc(directory / rundir.TIMING_BASELINE))
+        out[key] = read(directory / name)
+    out["baseline"] = with_other_runs(directory, read(directory / rundir.TIMING_BASELINE), read)
     return out
 
 
@@ -718,6 +722,19 @@ def _modules(d: Mapping[str, Any]) -> tuple[Table | None, Table | None, str | No
     return table, cat_table, note
 
 
+def _op_memory(d: Mapping[str, Any]) -> OpMemoryView | None:
+    """analysis.json's ``op_memory`` (present only with op_memory.json in the run directory)."""
+    mem = d.get("op_memory")
+    if not isinstance(mem, Mapping):
+        return None
+    stages = tuple(r for r in mem.get("stages") or () if isinstance(r, Mapping))
+    ops = [r for r in mem.get("operators") or () if isinstance(r, Mapping)]
+    per_stage = tuple(
+        (str(s["stage"]), rows) for s in stages if (rows := tuple(dict(r) for r in ops if r.get("stage") == s["stage"]))
+    )
+    return OpMemoryView(str(mem.get("device", "")), str(mem.get("measures", "")), tuple(map(dict, stages)), per_stage)
+
+
 def view_from_analysis(
     d: Mapping[str, Any],
     manifest: Mapping[str, Any] | None = None,
@@ -791,6 +808,8 @@ def view_from_analysis(
                 r["pct"] / 100,
                 "operator",
                 r.get("input_shapes"),
+                r.get("mem_allocated_bytes"),
+                r.get("mem_allocations"),
             )
             for r in ops.iter_rows(named=True)
         )
@@ -834,6 +853,8 @@ def view_from_analysis(
         peaks=peaks,
         model_mfu=model_mfu,
         memory=_memory(d, names, base if not base.is_empty() else records, analytic),
+        op_memory=_op_memory(d),
+        op_memory_note=HOW_TO if d.get("op_memory") is None and (manifest is not None or timing is not None) else None,
         idle_gaps=_idle_gaps(d) or _idle_instances(instances, names, has_gpu),
         assumptions=assumptions,
         pages=pages,
@@ -848,4 +869,14 @@ def view_from_analysis(
         modules=modules,
         module_categories=module_categories,
         modules_note=modules_note,
+        devices=_devices(d),
     )
+
+
+def _devices(d: Mapping[str, Any]) -> tuple[tuple[str, Table], ...]:
+    """The per-device tables of a data-parallel trace (analysis.json ``devices``), none otherwise."""
+    if not d.get("devices"):
+        return ()
+    from dsocr.report.devices import device_view_tables
+
+    return device_view_tables(d.get("devices"), max(1, len(d.get("traces") or [])))

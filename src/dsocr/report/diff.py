@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -19,6 +20,7 @@ import attrs
 
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput, InputNotFound
+from dsocr.contract.paths import check_input
 from dsocr.report.adapt import run_files, view_from_analysis
 from dsocr.report.view import KernelView, ReportView, StageView, Stat
 
@@ -111,6 +113,7 @@ class Side:
 
     label: str
     view: ReportView
+    problems: tuple[str, ...] = ()  #: run-directory files that are there but unusable (corrupt JSON), named
 
 
 @attrs.frozen
@@ -154,14 +157,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def load_side(path: Path) -> Side:
     """Read a run directory (its analysis.json, manifest.json, timing.json) or an analysis.json file."""
-    if not path.exists():
-        raise InputNotFound(f"{path}: no such file or directory; pass a run directory or an analysis.json")
     files: dict[str, dict[str, Any] | None] = {}
-    if path.is_dir():
+    problems: list[str] = []
+    if check_input(path, "pass a run directory or an analysis.json"):
         doc_path = path / rundir.ANALYSIS_JSON
-        if not doc_path.is_file():
+        if not os.path.lexists(doc_path):
             raise BadInput(f"{path}: holds no {rundir.ANALYSIS_JSON}; run `dsocr analyze {path} --out {path}` first")
-        files = run_files(path)
+        check_input(doc_path, "run `dsocr analyze` on the run directory again", directory_ok=False)
+        files = run_files(path, problems)
     else:
         doc_path = path
     doc = _read_json(doc_path)
@@ -175,13 +178,41 @@ def load_side(path: Path) -> Side:
             f"{doc_path}: analysis schema {version}, this dsocr reads {rundir.ANALYSIS_SCHEMA_VERSION}; "
             "re-run dsocr analyze on its trace"
         )
+    _check_shape(doc, doc_path)
     try:
         view = view_from_analysis(doc, **files)
-    except (KeyError, TypeError, ValueError) as exc:
+    except Exception as exc:  # an untrusted document: whatever breaks in reading it is its fault, said in one line
         raise BadInput(
-            f"{doc_path}: incomplete analysis document ({exc!r}); re-run dsocr analyze on its trace"
+            f"{doc_path}: incomplete or malformed analysis document ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); re-run dsocr analyze on its trace"
         ) from None
-    return Side(str(path), view)
+    return Side(str(path), view, tuple(problems))
+
+
+#: Keys of analysis.json holding objects (when present).
+_OBJECT_KEYS: Final = ("trace", "repeats", "analytic", "modules", "manifest", "timing", "baseline")
+
+
+def _check_shape(doc: Mapping[str, Any], doc_path: Path) -> None:
+    """BadInput naming the first key of ``doc`` whose value has the wrong JSON type (tables: lists of objects)."""
+    from dsocr.analyze.analysis_json import TABLE_KEYS
+
+    for key in sorted(TABLE_KEYS):
+        rows = doc.get(key)
+        if rows is not None and not (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)):
+            raise BadInput(
+                f"{doc_path}: malformed analysis document ('{key}' is not a list of objects); "
+                "re-run dsocr analyze on its trace"
+            )
+    for key in _OBJECT_KEYS:
+        if doc.get(key) is not None and not isinstance(doc[key], dict):
+            raise BadInput(
+                f"{doc_path}: malformed analysis document ('{key}' is not an object); re-run dsocr analyze on its trace"
+            )
+
+
+#: Stage metrics that only a trace with CUDA activity has: never compared against a CPU-only side.
+GPU_METRICS: Final = frozenset({"gpu_busy_ns", "idle_frac", "kernels", "launches", "syncs", "d2h_copies", "mfu_busy"})
 
 
 def _stage_changes(a: ReportView, b: ReportView) -> list[Change]:
@@ -189,9 +220,10 @@ def _stage_changes(a: ReportView, b: ReportView) -> list[Change]:
     out = []
     for name in names:
         sa, sb = a.stage(name), b.stage(name)
-        for _key, label, unit, get in STAGE_METRICS:
-            xa = get(sa) if sa else None
-            xb = get(sb) if sb else None
+        for key, label, unit, get in STAGE_METRICS:
+            gpu = key in GPU_METRICS
+            xa = get(sa) if sa and (a.has_gpu or not gpu) else None
+            xb = get(sb) if sb and (b.has_gpu or not gpu) else None
             if xa is None and xb is None:
                 continue
             out.append(

@@ -7,11 +7,11 @@ change the profiled times). The headline names the largest significant stage cha
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Final
 
 from dsocr.contract import rundir
+from dsocr.contract.rundocs import read_doc
 from dsocr.report.diff import Change, Diff, fmt_rel, fmt_value
 from dsocr.report.view import Identity
 
@@ -34,11 +34,7 @@ SETTINGS: Final[tuple[tuple[str, str, str], ...]] = (
 
 
 def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
+    return read_doc(path)[0]  # an unusable file is named by the side's problems
 
 
 def _manifest(path: Path) -> dict[str, Any]:
@@ -79,10 +75,14 @@ def _shown(value: Any) -> str:
 def comparability_warnings(a: Path, b: Path, d: Diff) -> list[str]:
     """One line per setting that differs between the two runs (settings unknown on a side are skipped)."""
     sa, sb = run_settings(a, d.a.view.identity), run_settings(b, d.b.view.identity)
-    out = []
+    out = [*d.a.problems, *d.b.problems]
+    out = [f"{p}: left out, so that side lacks what it gives (settings, timings); restore it or recapture" for p in out]
+    gpu_side = _gpu_side(d)
+    if gpu_side is not None:
+        out.append(gpu_side)
     for key, label, why in SETTINGS:
         va, vb = sa[key], sb[key]
-        if va is None or vb is None or va == vb:
+        if va is None or vb is None or va == vb or (key == "device" and gpu_side is not None):
             continue
         out.append(f"A and B differ in {label} ({_shown(va)} vs {_shown(vb)}): {why}")
     na, nb = d.a.view.nesting_note is not None, d.b.view.nesting_note is not None
@@ -94,6 +94,19 @@ def comparability_warnings(a: Path, b: Path, d: Diff) -> list[str]:
             "include vision's"
         )
     return out
+
+
+def _gpu_side(d: Diff) -> str | None:
+    """The warning when one side traced a GPU and the other is CPU-only (its GPU metrics are not compared)."""
+    a, b = d.a.view.has_gpu, d.b.view.has_gpu
+    if a == b:
+        return None
+    cpu, gpu = ("A", "B") if b else ("B", "A")
+    return (
+        f"{cpu} is a CPU-only run (its trace has no CUDA activity), {gpu} ran on a GPU: they are not comparable; "
+        "GPU busy, idle, kernels, launches, syncs, D2H copies and MFU exist on one side only and are not judged "
+        "(compare runs of one device)"
+    )
 
 
 def _size(c: Change) -> float:

@@ -8,7 +8,9 @@ Markdown report so Markdown viewers show them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack, suppress
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from markupsafe import Markup, escape
 
 from dsocr.analyze.categories import LABELS
 from dsocr.contract import rundir
+from dsocr.contract.atomic import atomic_path
 from dsocr.report import jinja
 from dsocr.report import summary as summ
 from dsocr.report.model import distinct_short_names, frac, pipeline_stages
@@ -252,6 +255,30 @@ def render(view: ReportView) -> Rendered:
     summary = summ.build(view)
     figures = render_plots(view)
     return Rendered(figures, summary, render_html(view, summary, figures), render_summary_md(view, summary))
+
+
+def write_all(
+    out_dir: Path, texts: Mapping[str, str], build: Mapping[str, Callable[[Path], None]] | None = None
+) -> list[Path]:
+    """Write files into ``out_dir`` all or nothing: every one goes to a temp file first, all are renamed
+    at the end; on any failure none replaces its target (and a directory made for them is removed).
+
+    ``texts``: relative path -> text; ``build``: relative path -> a function writing the file at a path.
+    """
+    build = build or {}
+    made = [d for d in {(out_dir / r).parent for r in [*build, *texts]} if not os.path.exists(d)]
+    try:
+        with ExitStack() as stack:
+            for rel, fn in build.items():
+                fn(stack.enter_context(atomic_path(out_dir / rel)))
+            for rel, text in texts.items():
+                stack.enter_context(atomic_path(out_dir / rel)).write_text(text, encoding="utf-8")
+    except BaseException:
+        for d in sorted(made, key=lambda d: len(d.parts), reverse=True):
+            with suppress(OSError):
+                d.rmdir()  # only when empty
+        raise
+    return [out_dir / r for r in [*build, *texts]]
 
 
 def write(view: ReportView, out_dir: Path) -> list[Path]:

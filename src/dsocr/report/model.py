@@ -15,6 +15,7 @@ import attrs
 import polars as pl
 
 from dsocr.analyze import nesting
+from dsocr.analyze import op_memory as op_mem
 from dsocr.analyze.analysis import Analysis, TraceResult
 from dsocr.analyze.categories import LABELS
 from dsocr.contract import nvtx_names as nv
@@ -590,6 +591,51 @@ def _analytic_sections(a: Analysis) -> list[tuple[str, tuple[Table, ...]]]:
     return out
 
 
+def _joined_memory_cols(a: Analysis) -> list[tuple[str, str, Fmt]]:
+    """The allocator's columns of the top-operators tables (with op_memory.json)."""
+    if a.op_memory is None or op_mem.JOINED[0] not in a.operators.columns:
+        return []
+    return [("alloc", op_mem.JOINED[0], bytes_), ("allocs", op_mem.JOINED[1], num)]
+
+
+def _op_memory_sections(a: Analysis) -> list[tuple[str, tuple[Table, ...]]]:
+    """``Operator memory (allocator)``: per stage its bytes and peak, then its top operators by bytes."""
+    mem = a.op_memory
+    if mem is None:
+        return []
+    stages = table(
+        f"Per stage ({mem.device}, one pass)",
+        mem.stages,
+        [
+            ("stage", "stage", text),
+            ("instances", "instances", num),
+            ("allocated", "allocated_bytes", bytes_),
+            ("allocations", "allocations", num),
+            ("freed in ops", "freed_bytes", bytes_),
+            ("peak", "peak_bytes", bytes_),
+            ("peak rise", "peak_increase_bytes", bytes_),
+        ],
+        note=f"What is measured: {mem.measures}. Peak rise: the most the stage raised allocated memory above its "
+        "start. Operators are attributed to their innermost stage.",
+    )
+    ops = tuple(
+        table(f"Top operators by allocated bytes: {stage}", part, _OP_MEMORY_COLS)
+        for stage in mem.stages["stage"].to_list()
+        if (part := mem.operators.filter(pl.col("stage") == stage)).height
+    )
+    return [("Operator memory (allocator)", (stages, *ops))]
+
+
+_OP_MEMORY_COLS: list[tuple[str, str, Fmt]] = [
+    ("#", "rank", num),
+    ("operator", "operator", text),
+    ("calls", "calls", num),
+    ("allocations", "allocations", num),
+    ("allocated", "allocated_bytes", bytes_),
+    ("freed in op", "freed_bytes", bytes_),
+]
+
+
 def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int = 30) -> Document:
     """Turn an analysis into the report document."""
     facts: list[tuple[str, str]] = []
@@ -609,6 +655,8 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
         if named:
             facts.insert(0, ("workload", named))
     facts.append(("passes", str(a.repeats.passes)))
+    if a.op_memory is None and a.run is not None and a.run.is_run:
+        facts.append(("operator memory", op_mem.HOW_TO))
     cats = a.categories.with_columns(pl.col("category").replace(LABELS).alias("label"))
     cuda = _gpu(a)
     sections: list[tuple[str, tuple[Table, ...]]] = [("Stages", _stage_tables(a))]
@@ -661,13 +709,19 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
                         ("kernels", "kernels", num),
                         ("GPU ms", "gpu_ns", ms),
                         ("share", "pct", pct),
+                        *_joined_memory_cols(a),
                     ],
                 ),
             )
         )
+    sections += _op_memory_sections(a)
     rep = a.repeats
     if rep.passes > 1:
         sections.append(("Repeats", (_repeat_table(a),)))
+    if a.devices is not None:  # a data-parallel trace: several workers
+        from dsocr.report.devices import device_tables
+
+        sections.append(("Devices (data-parallel workers)", device_tables(a.devices, len(a.traces))))
     sections += _analytic_sections(a)
     first = a.traces[0]
     proj = first.nvtx_projection.sort("total_proj_ns", descending=True)

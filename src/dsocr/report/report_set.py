@@ -24,7 +24,8 @@ from types import FrameType
 from typing import Final
 
 from dsocr.contract import rundir
-from dsocr.contract.errors import BadInput
+from dsocr.contract.errors import BadInput, EnvironmentProblem
+from dsocr.contract.paths import is_disk_full
 
 #: Top-level entries of ``--out`` that belong to a report set (``plots`` is the SVG directory).
 REPORT_ENTRIES: Final = (
@@ -51,9 +52,9 @@ def write_report_set(
     ``inputs``: files this report was made from; never removed as an older report's file.
     """
     build = build or {}
-    if out_dir.exists() and not out_dir.is_dir():
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise BadInput(f"--out {out_dir}: exists and is not a directory; choose another --out")
-    made_out = not out_dir.exists()
+    made_out = not os.path.exists(out_dir)
     staging: Path | None = None
     aside: Path | None = None
     done = False
@@ -70,12 +71,10 @@ def write_report_set(
             aside = Path(tempfile.mkdtemp(prefix=ASIDE_PREFIX, suffix=".tmp", dir=out_dir))
             _swap(out_dir, staging, aside, _keep(out_dir, inputs))
             done = True
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-            raise BadInput(
-                f"--out {out_dir}: cannot write the report there ({reason}); nothing of it was written "
-                "(an older report there is unchanged): free space or choose another --out"
-            ) from exc
+        except Exception as exc:  # OSError, or SQLite's "disk is full" / "disk I/O error" from a build
+            if not (isinstance(exc, OSError) or is_disk_full(exc)):
+                raise
+            raise _write_failure(out_dir, exc) from exc
         finally:
             for tmp in (staging, aside):
                 if tmp is not None:
@@ -84,6 +83,18 @@ def write_report_set(
                 with contextlib.suppress(OSError):
                     out_dir.rmdir()  # only when empty
     return [out_dir / r for r in [*build, *texts]]
+
+
+def _write_failure(out_dir: Path, exc: Exception) -> EnvironmentProblem:
+    """One line, exit code 5 (docs/exit-codes.md: an output that cannot be written there): a full disk, or a
+    place that cannot be written (no permission, a read-only file system)."""
+    reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
+    kept = "nothing of it was written (an older report there is unchanged)"
+    if is_disk_full(exc):
+        return EnvironmentProblem(
+            f"--out {out_dir}: the report cannot be written ({reason}); {kept}: free some space or choose another --out"
+        )
+    return EnvironmentProblem(f"--out {out_dir}: cannot write there ({reason}); {kept}: choose another --out")
 
 
 def _keep(out_dir: Path, inputs: Iterable[Path]) -> set[str]:

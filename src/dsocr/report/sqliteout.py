@@ -82,6 +82,14 @@ def tables(analysis: Analysis) -> dict[str, pl.DataFrame]:
         extra["module_metrics"] = analysis.modules.table
     if not analysis.idle_gaps.is_empty():
         extra["idle_gaps"] = analysis.idle_gaps
+    if analysis.devices is not None:  # a data-parallel trace (several workers): per-device tables
+        extra["device_workers"] = analysis.devices.workers
+        extra["device_stages"] = analysis.devices.stages
+        extra["device_balance"] = analysis.devices.balance
+        extra["device_throughput"] = analysis.devices.throughput
+    if analysis.op_memory is not None:
+        extra["op_memory_stages"] = analysis.op_memory.stages
+        extra["op_memory_operators"] = analysis.op_memory.operators
     return {
         "traces": traces,
         "nvtx_projection": proj,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
@@ -253,6 +254,9 @@ class KernelView:
     share: float  #: of the stage's GPU busy time (0..1)
     category: str = "other"
     shapes: str | None = None  #: operators only: input shapes
+    #: operators only, with op_memory.json: the allocator's bytes and allocations of the operator in the stage
+    alloc_bytes: int | None = None
+    allocations: int | None = None
 
 
 @attrs.frozen
@@ -323,6 +327,16 @@ class Table:
 
 
 @attrs.frozen
+class OpMemoryView:
+    """op_memory.json (``dsocr capture --op-memory``): per stage its bytes and peak, its top operators."""
+
+    device: str
+    measures: str
+    stages: tuple[dict[str, Any], ...]  #: analysis.json ``op_memory.stages`` rows
+    operators: tuple[tuple[str, tuple[dict[str, Any], ...]], ...]  #: (stage, its top rows) in stage order
+
+
+@attrs.frozen
 class ReportView:
     """Everything the HTML report, summary and diff show."""
 
@@ -337,6 +351,9 @@ class ReportView:
     peaks: Peaks | None = None
     model_mfu: Stat | None = None
     memory: MemoryView | None = None
+    op_memory: OpMemoryView | None = None
+    #: Without op_memory.json in a run directory: how to get it (None for a bare trace)
+    op_memory_note: str | None = None
     idle_gaps: tuple[IdleGap, ...] = ()
     assumptions: tuple[tuple[str, str], ...] = ()
     pages: Table | None = None
@@ -360,6 +377,8 @@ class ReportView:
     module_categories: Table | None = None
     #: How much of the GPU busy time the module ranges cover, and how the module table is read.
     modules_note: str | None = None
+    #: A data-parallel trace (several workers): (title, table) per-device tables; empty otherwise.
+    devices: tuple[tuple[str, Table], ...] = ()
 
     def stage(self, name: str) -> StageView | None:
         """The stage called ``name``, or ``None``."""
