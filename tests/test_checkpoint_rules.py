@@ -43,7 +43,9 @@ def code_dir(tmp_path: Path) -> Path:
     return out
 
 
-def _weights(directory: Path, layers: int = 12, experts: int = 64, vocab: int = 129280) -> None:
+def _weights(
+    directory: Path, layers: int = 12, experts: int = 64, vocab: int = 129280, metadata: dict[str, str] | None = None
+) -> None:
     """A safetensors file with the decoder's tell-tale tensor names (tiny tensors but the embedding)."""
     torch = pytest.importorskip("torch")
     from safetensors.torch import save_file
@@ -54,7 +56,7 @@ def _weights(directory: Path, layers: int = 12, experts: int = 64, vocab: int = 
     for e in range(experts):
         save[f"model.layers.1.mlp.experts.{e}.gate_proj.weight"] = torch.zeros(1)
     save["model.embed_tokens.weight"] = torch.zeros(vocab, 1280, dtype=torch.int8)
-    save_file(save, str(directory / "model.safetensors"))
+    save_file(save, str(directory / "model.safetensors"), metadata=metadata)
 
 
 def test_replica_and_flags(code_dir: Path) -> None:
@@ -110,6 +112,20 @@ def test_weights_that_do_not_match_the_config(code_dir: Path) -> None:
     _weights(code_dir)
     plan = plan_model(str(code_dir))
     assert plan.kind == KIND_CHECKPOINT and not plan.random_weights and len(plan.weights) == 1
+
+
+def test_remote_code_needs_the_format_metadata(code_dir: Path) -> None:
+    """transformers 4.46.3's from_pretrained fails on a safetensors file saved without metadata (seen on the GPU
+    machine as an AttributeError); the rule says so in one line, and the replica loader does not need it."""
+    _weights(code_dir)
+    with pytest.raises(BadInput) as err:
+        plan_model(str(code_dir), trust_remote_code=True, transformers_version=OK_TRANSFORMERS)
+    assert "no 'format' entry in its safetensors metadata" in err.value.message
+    assert "metadata={'format': 'pt'}" in err.value.message
+    assert plan_model(str(code_dir)).kind == KIND_CHECKPOINT
+    _weights(code_dir, metadata={"format": "pt"})
+    plan = plan_model(str(code_dir), trust_remote_code=True, transformers_version=OK_TRANSFORMERS)
+    assert not plan.random_weights and len(plan.weights) == 1
 
 
 def test_config_sizes_make_the_replicas_architecture(code_dir: Path) -> None:

@@ -34,7 +34,8 @@ from dsocr.execution.checkpoint_rules import plan_model
 from dsocr.execution.vendor import load_vendor
 shutil.copytree(sys.argv[1], "/tmp/ck", ignore=shutil.ignore_patterns("*.index.json"))
 m = load_vendor(plan_model("/tmp/ck", trust_remote_code=True, random_weights=True), device="cuda", seed=0)
-save_file({n: p.detach().cpu().contiguous() for n, p in m.root.named_parameters()}, "/tmp/ck/model.safetensors")
+save_file({n: p.detach().cpu().contiguous() for n, p in m.root.named_parameters()}, "/tmp/ck/model.safetensors",
+          metadata={"format": "pt"})  # transformers 4.46.3's from_pretrained needs it
 EOF
 "${VENDOR[@]}" python3 -m dsocr "${GEN[@]}" --model /tmp/ck --trust-remote-code > /tmp/gen-vendor.json 2>/tmp/gen-vendor.err
 python3 -m dsocr "${GEN[@]}" --model /tmp/ck > /tmp/gen-replica.json 2>/tmp/gen-replica.err

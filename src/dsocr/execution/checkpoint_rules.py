@@ -272,4 +272,22 @@ def plan_model(
     from dsocr.execution.checkpoint import read_shapes
 
     check_weights_match(directory, sizes, read_shapes(list(files)))
+    if trust_remote_code:
+        check_format_metadata(files)
     return ModelPlan(source, kind, random_weights=False, weights=files, sizes=sizes)
+
+
+def check_format_metadata(files: tuple[Path, ...]) -> None:
+    """BadInput for a safetensors file without the ``format`` metadata entry: transformers 4.46.3's
+    ``from_pretrained`` reads ``metadata.get("format")`` and fails on a file saved without metadata."""
+    from safetensors import safe_open
+
+    for f in files:
+        with safe_open(str(f), framework="pt") as handle:
+            metadata = handle.metadata()
+        if not metadata or "format" not in metadata:
+            raise BadInput(
+                f"checkpoint file {f} has no 'format' entry in its safetensors metadata, which the checkpoint's "
+                "own loader (transformers 4.46.3) needs: save it with save_file(..., metadata={'format': 'pt'}), "
+                "or drop --trust-remote-code to load it into the replica"
+            )
