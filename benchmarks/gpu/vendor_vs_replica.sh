@@ -2,7 +2,9 @@
 # Issue 10 on one GPU, in one call (< 10 min): the checkpoint's own code (vendor path) against dsocr's replica.
 #   bash benchmarks/gpu/vendor_vs_replica.sh [vendor|replica|all]   (repo root; carry .device-kit/ and .whl/)
 # `vendor` = steps 1 and the vendor capture, `replica` = the two replica captures (two calls of < 10 min each
-# when model builds are slow; `all`, the default, does both in one call).
+# when model builds are slow; `all`, the default, does both in one call). `same` = step 1, then the vendor path
+# and the replica's default execution captured from that one checkpoint (the same weights: random weights of
+# each implementation's own initialisation route prefill's tokens to different numbers of experts).
 # 1. On the same card: a random-weight checkpoint written by the vendor's code; `dsocr generate --json` on it
 #    with the vendor path and with the replica (first-token top-5, prompt length, ids).
 # 2. The same 2 pages x 2 repeats x 32 tokens captured under nsys (--no-calibrate, one unprofiled baseline):
@@ -39,14 +41,24 @@ save_file({n: p.detach().cpu().contiguous() for n, p in m.root.named_parameters(
 EOF
 "${VENDOR[@]}" python3 -m dsocr "${GEN[@]}" --model /tmp/ck --trust-remote-code > /tmp/gen-vendor.json 2>/tmp/gen-vendor.err
 python3 -m dsocr "${GEN[@]}" --model /tmp/ck > /tmp/gen-replica.json 2>/tmp/gen-replica.err
+if [ "$part" = same ]; then
+  t0=$(date +%s)
+  "${VENDOR[@]}" python3 -m dsocr capture --model /tmp/ck --trust-remote-code --out /tmp/runs/vendor "${COMMON[@]}"
+  RC[vendor]=$?
+  python3 -m dsocr capture --model /tmp/ck --out /tmp/runs/replica "${COMMON[@]}"
+  RC[replica]=$?
+  part=done
+fi
 rm -rf /tmp/ck
 
 # 2. the captures
+if [ "$part" != done ]; then
 t0=$(date +%s)
 "${VENDOR[@]}" python3 -m dsocr capture --model "$CODE" --trust-remote-code --random-weights --out /tmp/runs/vendor "${COMMON[@]}"
 RC[vendor]=$?
 fi
-if [ "$part" != vendor ]; then
+fi
+if [ "$part" != vendor ] && [ "$part" != done ]; then
 t0=$(date +%s)
 python3 -m dsocr capture --out /tmp/runs/replica "${COMMON[@]}"
 RC[replica]=$?
