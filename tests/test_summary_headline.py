@@ -92,6 +92,13 @@ def test_model_code_names_the_variant_or_the_checkpoints_code() -> None:
     assert (
         model_code_text({}, {"model": "replica", "attn_implementation": "sdpa"}) == "dsocr's replica (attention sdpa)"
     )
+    assert model_code_text({**vendor, "execution": None, "vendor_execution": vendor["execution"]}, {}) == (
+        "the checkpoint's own code (trust_remote_code), its generate: "
+        "the checkpoint's generate (greedy), eager attention"
+    )
+    # the replica's execution record (timing.json from issue 10 on): a dict, never printed as one
+    executed = {"kind": "replica", "execution": {"moe": "loop", "attn": "eager", "autocast": "bfloat16"}}
+    assert model_code_text(executed, {}) == "dsocr's replica (MoE loop, attention eager)"
     assert model_code_text({}, {}) is None
 
 

@@ -168,10 +168,15 @@ def model_code_text(model: Mapping[str, Any], settings: Mapping[str, Any]) -> st
     if kind is None:
         return None
     code = str(model.get("code") or ("dsocr's replica" if kind == "replica" else kind))
-    if model.get("execution"):  # the checkpoint's own code and generate
-        return f"{code}: {model['execution']}"
+    execution = model.get("execution")
+    vendor = model.get("vendor_execution") or (execution if isinstance(execution, str) else None)
+    if vendor:  # the checkpoint's own code and generate
+        return f"{code}: {vendor}"
     attn = model.get("attn_implementation") or settings.get("attn_implementation")
-    parts = [f"{k} {v}" for k, v in (("experts", model.get("experts_implementation")), ("attention", attn)) if v]
+    if isinstance(execution, Mapping):  # the replica's execution record (issue 10 on)
+        parts = [f"MoE {execution.get('moe')}", f"attention {execution.get('attn') or attn}"]
+    else:  # older captures: transformers' experts kernel
+        parts = [f"{k} {v}" for k, v in (("experts", model.get("experts_implementation")), ("attention", attn)) if v]
     return code + (f" ({', '.join(parts)})" if parts else "")
 
 
