@@ -156,11 +156,26 @@ def test_reports_show_op_memory(analyzed: Path) -> None:
 
 
 def test_without_op_memory_the_reports_say_how(tmp_path: Path) -> None:
-    """The golden sample (no op_memory.json) says how to get it; analysis.json has no op_memory key."""
+    """A run directory without op_memory.json says how to get it; analysis.json has no op_memory key."""
+    run = tmp_path / "run"
+    shutil.copytree(sample_trace(), run)
+    (run / rundir.OP_MEMORY).unlink()
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", str(run), "--out", str(out), "--quiet"])
+    assert exc.value.code == 0
+    assert f"- **operator memory**: {HOW_TO}" in (out / rundir.REPORT_MD).read_text()
+    assert "Operator memory not captured" in (out / rundir.REPORT_HTML).read_text()
+    assert "op_memory" not in json.loads((out / rundir.ANALYSIS_JSON).read_text())
+
+
+def test_the_bundled_sample_carries_its_measured_op_memory() -> None:
+    """The sample was captured with --op-memory on the H100: the golden report shows the allocator's view."""
     golden = Path(__file__).parent / "golden" / "sample"
-    assert f"- **operator memory**: {HOW_TO}" in (golden / "report.md").read_text()
-    assert "Operator memory not captured" in (golden / "report.html").read_text()
-    assert "op_memory" not in json.loads((golden / "analysis.json").read_text())
+    md = (golden / "report.md").read_text()
+    assert "## Operator memory (allocator)" in md and "### Per stage (cuda, one pass)" in md
+    assert HOW_TO not in md
+    assert json.loads((golden / "analysis.json").read_text())["op_memory"]["device"].startswith("cuda")
 
 
 class _FakeCuda:
