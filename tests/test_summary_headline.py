@@ -199,10 +199,10 @@ def test_report_md_carries_what_report_html_carries() -> None:
     for heading in ("## Run identity", "## Time per pass and tokens/s", "## Profiler overhead", "## Memory"):
         assert f"\n{heading}\n" in md
     assert "\n## Inputs and assumptions\n" in md and "\n### Pages\n" in md and "\n### Caveats\n" in md
-    assert "- **model code**: dsocr's replica (experts grouped_mm, attention sdpa)" in md
+    assert "- **model code**: dsocr's replica (MoE loop, attention eager)" in md
     for page in manifest["inputs"]:
         assert f"| {page['name']} | image | 1240x1754 | {page['sha256'][:16]} |" in md
-    # decode: 30 tokens a pass; 23.9 tokens/s over its unprofiled time, 14.7 over the profiled range
-    assert "| 30 | 23.9 | 14.7 ± 0.7" in md
-    assert "| decode | 1,256.7 ± 291.5 ms (CV 23.2%, s.e. 11.6%) | before 1,508.0 ms, after 1,005.4 ms |" in md
+    # decode: 30 tokens a pass; 25.0 tokens/s over its unprofiled time, 19.6 over the profiled range
+    assert "| 30 | 25.0 | 19.6 ± 1.3" in md
+    assert "| decode | 1,197.8 ± 26.4 ms (CV 2.2%, s.e. 1.1%) | before 1,212.4 ms, after 1,183.2 ms |" in md
     assert "- **weights**: 6.21 GiB" in md
