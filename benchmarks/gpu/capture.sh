@@ -8,7 +8,7 @@ source benchmarks/gpu/h100_env.sh
 variant=$1
 P=src/dsocr/data/pages
 case $variant in
-  sample)  args=(--repeats 2 --max-new-tokens 16 --op-ranges --op-memory --pages $P/text-01-article.png --pages $P/mixed-02-table.png) ;;
+  sample)  args=(--repeats 2 --max-new-tokens 16 --op-ranges --op-memory --module-ranges --pages $P/text-01-article.png --pages $P/mixed-02-table.png) ;;
   modules) args=(--repeats 1 --max-new-tokens 16 --module-ranges --pages $P/text-01-article.png --pages $P/mixed-02-table.png) ;;
   main)    args=(--repeats 3 --max-new-tokens 32) ;;
   *) echo "unknown variant $variant"; exit 2 ;;
