@@ -76,6 +76,8 @@ CALIBRATE_LOG: Final = "calibrate.log"
 BEFORE: Final = "before"
 AFTER: Final = "after"
 PROFILED: Final = "profiled"
+#: The position of every run of an unprofiled-only capture (``profile`` False): there is no profiled pass.
+UNPROFILED_ONLY: Final = "unprofiled-only"
 
 #: The reporter's ``info`` line that names the run directory (followed by the path).
 RUN_DIR_MESSAGE: Final = "run directory: "
@@ -127,6 +129,9 @@ class CaptureSettings:
     shrink: Shrink | None = None
     #: The named workload asked for with --workload (``None``: the flags and defaults; see ``manifest.workload``).
     workload: str | None = None
+    #: False: no nsys at all, only the unprofiled runs (``baseline_runs`` of them, CUDA-event timing; what
+    #: ``dsocr whatif`` does for the variants it does not profile). No trace, no export, no analysis.
+    profile: bool = True
     #: Tests only: the command that replaces ``python -m dsocr.capture.worker``.
     worker_command: tuple[str, ...] | None = None
     #: A data-parallel capture (``--gpus N`` / ``--devices``): one worker per entry (``cuda:N`` or
@@ -238,6 +243,20 @@ def baseline_plan(n: int) -> tuple[BaselineRun, ...]:
             )
         )
     return tuple(out)
+
+
+def unprofiled_plan(n: int) -> tuple[BaselineRun, ...]:
+    """The ``n`` runs of an unprofiled-only capture, in order: the first writes ``timing-baseline.json``, run k
+    ``timing-baseline-<k>.json`` (the files :func:`baseline_plan` names, so readers find them alike)."""
+    return tuple(
+        BaselineRun(
+            k,
+            UNPROFILED_ONLY,
+            rundir.TIMING_BASELINE if k == 1 else rundir.TIMING_BASELINE_NUMBERED.format(k=k),
+            WORKER_CONFIG_BASELINE if k == 1 else WORKER_CONFIG_BASELINE_NUMBERED.format(k=k),
+        )
+        for k in range(1, n + 1)
+    )
 
 
 def op_memory_run(plan: Sequence[BaselineRun]) -> str:
@@ -366,10 +385,19 @@ def _check_settings(settings: CaptureSettings) -> None:
             raise BadUsage(f"--{name.replace('_', '-')} is {getattr(settings, name)}: it must be 0 or more")
     if settings.baseline_runs < 0:
         raise BadUsage(f"--baseline-runs is {settings.baseline_runs}: it must be 0 or more (0: no unprofiled run)")
+    if not settings.profile and settings.baselines < 1:
+        raise BadUsage("an unprofiled-only capture needs at least one unprofiled run: give --baseline-runs 1 or more")
     from dsocr.execution.checkpoint_rules import plan_model
 
     # the checkpoint directory rules, before the run directory exists
     plan_model(settings.model, trust_remote_code=settings.trust_remote_code, random_weights=settings.random_weights)
+
+
+def preflight(settings: CaptureSettings, pages: Sequence[inputs_mod.InputPage]) -> None:
+    """The checks :func:`run_capture` makes on its settings before anything runs (BadUsage, exit 2), for a caller
+    that plans several captures (``dsocr whatif run``) and must refuse a bad one before the first runs."""
+    _check_settings(settings)
+    settings.worker_config(pages, Path(rundir.TIMING), profiled=settings.profile)
 
 
 def make_run_dir(settings: CaptureSettings, gpu_name: str | None, now: dt.datetime | None = None) -> Path:
@@ -546,6 +574,8 @@ def _timing_runs(plan: Sequence[BaselineRun]) -> list[dict[str, Any]]:
     """The manifest's ``timing.runs``: every worker run in execution order (times filled in as they run)."""
     entry: dict[str, Any] = {"started": None, "finished": None, "seconds": None}
     runs = [{"file": b.timing, "role": "baseline", "position": b.position, "k": b.k, **entry} for b in plan]
+    if any(b.position == UNPROFILED_ONLY for b in plan):
+        return runs
     at = sum(1 for b in plan if b.position == BEFORE)
     runs.insert(at, {"file": rundir.TIMING, "role": "profiled", "position": PROFILED, "k": None, **entry})
     return runs
@@ -554,7 +584,8 @@ def _timing_runs(plan: Sequence[BaselineRun]) -> list[dict[str, Any]]:
 def _run_baseline(run: _Run, settings: CaptureSettings, b: BaselineRun, n: int, total: int, rep: Reporter) -> None:
     """One unprofiled worker run (no nsys) writing ``b.timing``; RunFailed if it fails."""
     run.phase(PHASE_BASELINE)
-    which = f" {b.k}/{n}, {b.position} the profiled run" if n > 1 else ""
+    where = "" if b.position == UNPROFILED_ONLY else f", {b.position} the profiled run"
+    which = f" {b.k}/{n}{where}" if n > 1 else ""
     rep.phase(PHASE_BASELINE, f"unprofiled baseline{which} (no nsys)", total)
     started = time.perf_counter()
     run.run_started(b.timing)
@@ -564,7 +595,7 @@ def _run_baseline(run: _Run, settings: CaptureSettings, b: BaselineRun, n: int, 
     phases = run.manifest.setdefault("phases", {})
     run.timed(PHASE_BASELINE, float(phases.get(PHASE_BASELINE) or 0.0) + seconds)
     if not base.ok:
-        label = f"the unprofiled baseline worker{f' ({b.k} of {n}, {b.position} the profiled run)' if n > 1 else ''}"
+        label = f"the unprofiled baseline worker{f' ({b.k} of {n}{where})' if n > 1 else ''}"
         raise worker_failure(base, settings, label, run.dir / BASELINE_LOG)
     _merge_timing(settings, run.dir, b.timing)
 
@@ -687,9 +718,10 @@ def run_capture(
         manifest_mod.gpu_environment() if not settings.is_cpu else {"gpus": [], "error": "--device cpu"}
     )
     check_machine(settings, gpu)
-    nsys = nsys_mod.find(settings.nsys)
-    rep.debug(f"using {nsys.describe()}")
-    if not settings.is_cpu:
+    nsys = nsys_mod.find(settings.nsys) if settings.profile else None
+    if nsys is not None:
+        rep.debug(f"using {nsys.describe()}")
+    if nsys is not None and not settings.is_cpu:
         driver_cuda = gpu.get("driver_cuda")
         nsys_mod.check_for_cuda(nsys, manifest_mod.torch_cuda_version() or (str(driver_cuda) if driver_cuda else None))
     gpu_name = None if settings.is_cpu else str(gpu["gpus"][device_index(settings.device)]["name"])
@@ -697,31 +729,36 @@ def run_capture(
     run_dir = make_run_dir(settings, gpu_name)
     env_facts = manifest_mod.environment(gpu)
     nvtx_version = manifest_mod.package_version("nvtx")
-    plan = baseline_plan(settings.baselines)
+    plan = baseline_plan(settings.baselines) if settings.profile else unprofiled_plan(settings.baselines)
     op_memory_by = op_memory_run(plan) if settings.op_memory else None
 
     def op_memory_out(timing: str) -> Path | None:
         return run_dir / rundir.OP_MEMORY if timing == op_memory_by else None
 
-    _write_configs(
-        settings,
-        pages,
-        run_dir,
-        WORKER_CONFIG,
-        rundir.TIMING,
-        profiled=True,
-        op_memory_out=op_memory_out(rundir.TIMING),
-    )
+    if nsys is not None:
+        _write_configs(
+            settings,
+            pages,
+            run_dir,
+            WORKER_CONFIG,
+            rundir.TIMING,
+            profiled=True,
+            op_memory_out=op_memory_out(rundir.TIMING),
+        )
     for b in plan:
         _write_configs(
             settings, pages, run_dir, b.config, b.timing, profiled=False, op_memory_out=op_memory_out(b.timing)
         )
-    profile_cmd = nsys_mod.profile_command(
-        nsys.path,
-        run_dir / TRACE_BASENAME,
-        _worker_command(settings, run_dir / WORKER_CONFIG),
-        settings.device,
-        nsys_mod.profile_options(nsys.path) if not settings.is_cpu else (),
+    profile_cmd = (
+        nsys_mod.profile_command(
+            nsys.path,
+            run_dir / TRACE_BASENAME,
+            _worker_command(settings, run_dir / WORKER_CONFIG),
+            settings.device,
+            nsys_mod.profile_options(nsys.path) if not settings.is_cpu else (),
+        )
+        if nsys is not None
+        else None
     )
     rep_path, sqlite_path = export_mod.run_paths(run_dir)
     run = _Run(
@@ -744,23 +781,25 @@ def run_capture(
             "gpu": gpu_name,
             "inputs": [p.to_json() for p in pages],
             "environment": env_facts,
-            "nsys": {"path": str(nsys.path), "version": nsys.version.full, "found_via": nsys.found_via},
+            "nsys": (
+                {"path": str(nsys.path), "version": nsys.version.full, "found_via": nsys.found_via} if nsys else None
+            ),
             "commands": {
                 "profile": profile_cmd,
-                "export": nsys_mod.export_command(nsys.path, rep_path, sqlite_path),
+                "export": nsys_mod.export_command(nsys.path, rep_path, sqlite_path) if nsys else None,
                 "baseline": _worker_command(settings, run_dir / WORKER_CONFIG_BASELINE) if plan else None,
                 "profile_env": {"NSYS_NVTX_PROFILER_REGISTER_ONLY": "0"} if settings.is_cpu else {},
             },
             "phases": {},
             "ranges": None,
             "timing": {
-                "profiled": rundir.TIMING,
+                "profiled": rundir.TIMING if nsys else None,
                 "baseline": rundir.TIMING_BASELINE if plan else None,
                 "baseline_runs": len(plan),
                 "runs": _timing_runs(plan),
             },
             "op_memory": {"file": rundir.OP_MEMORY, "run": op_memory_by} if op_memory_by else None,
-            "analysis": "pending" if settings.analyze else "skipped",
+            "analysis": "pending" if settings.analyze and nsys else "skipped",
             "warnings": [],
             **(
                 {
@@ -780,10 +819,14 @@ def run_capture(
     warnings: list[str] = []
     try:
         total = settings.repeats * len(pages)
-        # 3. unprofiled runs before the profiled pass
+        # 3. unprofiled runs before the profiled pass (an unprofiled-only capture: all of them, and no more)
         for b in plan:
-            if b.position == BEFORE:
+            if b.position in (BEFORE, UNPROFILED_ONLY):
                 _run_baseline(run, settings, b, len(plan), total, rep)
+        if nsys is None or profile_cmd is None:
+            run.manifest["warnings"] = warnings
+            run.finish(manifest_mod.STATUS_COMPLETE)
+            return CaptureResult(run_dir=run_dir, manifest=run.manifest, warnings=())
         # 4. profiled pass
         run.phase(PHASE_PROFILE)
         rep.phase(PHASE_PROFILE, f"profiling under nsys {nsys.version}", total)

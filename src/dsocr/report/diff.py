@@ -21,11 +21,11 @@ import attrs
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput, InputNotFound
 from dsocr.contract.paths import check_input
+from dsocr.report import significance
 from dsocr.report.adapt import run_files, view_from_analysis
+from dsocr.report.significance import SIGMAS
 from dsocr.report.view import KernelView, ReportView, StageView, Stat
 
-#: Significance: the change must exceed this many combined standard deviations.
-SIGMAS: Final = 2.0
 TOP: Final = 15
 
 #: Stage metrics compared: (key, label, unit, getter).
@@ -70,17 +70,12 @@ class Change:
     @property
     def noise(self) -> float | None:
         """``SIGMAS`` x the combined standard deviation; ``None`` when a side's spread is unknown."""
-        if self.sd_a is None or self.sd_b is None:
-            return None
-        return SIGMAS * math.sqrt(self.sd_a**2 + self.sd_b**2)
+        return significance.noise(self.sd_a, self.sd_b)
 
     @property
     def significant(self) -> bool | None:
         """Whether |B - A| exceeds the noise; ``None`` when that cannot be judged."""
-        d, n = self.delta, self.noise
-        if d is None or n is None:
-            return None
-        return abs(d) > n
+        return significance.significant(self.a, self.b, self.sd_a, self.sd_b)
 
     @property
     def verdict(self) -> str:
