@@ -45,11 +45,13 @@ def write_report_set(
     texts: Mapping[str, str],
     build: Mapping[str, Callable[[Path], None]] | None = None,
     inputs: Iterable[Path] = (),
+    entries: Iterable[str] = REPORT_ENTRIES,
 ) -> list[Path]:
     """Write ``texts`` (relative path -> text) and ``build`` (relative path -> a function writing the file at
     a path) into ``out_dir`` as one set (module doc); the written paths.
 
-    ``inputs``: files this report was made from; never removed as an older report's file.
+    ``inputs``: files this report was made from; never removed as an older report's file. ``entries``: the
+    top-level names of this kind of report set (another kind's files in ``out_dir`` are left alone).
     """
     build = build or {}
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
@@ -69,7 +71,8 @@ def write_report_set(
                 (staging / rel).parent.mkdir(parents=True, exist_ok=True)
                 (staging / rel).write_text(text, encoding="utf-8")
             aside = Path(tempfile.mkdtemp(prefix=ASIDE_PREFIX, suffix=".tmp", dir=out_dir))
-            _swap(out_dir, staging, aside, _keep(out_dir, inputs))
+            names = tuple(entries)
+            _swap(out_dir, staging, aside, _keep(out_dir, inputs, names), names)
             done = True
         except Exception as exc:  # OSError, or SQLite's "disk is full" / "disk I/O error" from a build
             if not (isinstance(exc, OSError) or is_disk_full(exc)):
@@ -97,10 +100,10 @@ def _write_failure(out_dir: Path, exc: Exception) -> EnvironmentProblem:
     return EnvironmentProblem(f"--out {out_dir}: cannot write there ({reason}); {kept}: choose another --out")
 
 
-def _keep(out_dir: Path, inputs: Iterable[Path]) -> set[str]:
+def _keep(out_dir: Path, inputs: Iterable[Path], entries: tuple[str, ...] = REPORT_ENTRIES) -> set[str]:
     """The report entries of ``out_dir`` that are inputs of this analysis (never moved aside)."""
     keep: set[str] = set()
-    for name in REPORT_ENTRIES:
+    for name in entries:
         entry = out_dir / name
         for given in inputs:
             with contextlib.suppress(OSError):
@@ -109,10 +112,10 @@ def _keep(out_dir: Path, inputs: Iterable[Path]) -> set[str]:
     return keep
 
 
-def _swap(out_dir: Path, staging: Path, aside: Path, keep: set[str]) -> None:
+def _swap(out_dir: Path, staging: Path, aside: Path, keep: set[str], entries: tuple[str, ...] = REPORT_ENTRIES) -> None:
     """Move the old report entries aside and the staged ones in; on a failure, move everything back."""
     new = sorted(p.name for p in staging.iterdir())
-    old = [n for n in REPORT_ENTRIES if n not in keep and (out_dir / n).exists()]
+    old = [n for n in entries if n not in keep and (out_dir / n).exists()]
     moved_aside: list[str] = []
     moved_in: list[str] = []
     try:

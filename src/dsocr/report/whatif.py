@@ -212,7 +212,7 @@ def _busy(r: RunData, stage: str) -> str:
 
 
 def _settings(m: Member) -> str:
-    if m.variant is not None:
+    if m.variant is not None and (m.variant.settings or m.run is None):
         return m.variant.describe()
     return ", ".join(f"{k}={v}" for k, v in m.run.execution) if m.run else ""
 
@@ -225,7 +225,8 @@ def tables(w: WhatIf) -> tuple[Table, ...]:
         r = m.run
         e2e = r.stage(END_TO_END) if r else None
         passes = str(e2e.ms.n) if e2e else "0"
-        source = "" if r is None else ("unprofiled (CUDA events)" if r.unprofiled else "profiled only")
+        clock = "CUDA events" if r is not None and r.clock == "cuda-event" else "host clock"
+        source = "" if r is None else (f"unprofiled ({clock})" if r.unprofiled else "profiled only")
         status = m.status + (f": {m.message}" if m.message and m.status != COMPLETE else "")
         profiled = "yes" if m.variant and m.variant.profiled else "no"
         rows.append((m.name, _settings(m), status, passes, source, profiled))

@@ -93,6 +93,7 @@ class RunData:
     stages: tuple[StageTiming, ...]
     output_tokens_per_pass: float | None
     unprofiled: bool  #: the times come from unprofiled runs (False: the profiled timing.json, said so)
+    clock: str = "cuda-event"  #: timing.json's ``clock`` (``perf-counter`` on the CPU)
     trace: tuple[tuple[str, TraceFigures], ...] = ()  #: per stage, where an analysis exists
     page_shapes: tuple[PageShape, ...] = ()
     problems: tuple[str, ...] = ()
@@ -231,6 +232,7 @@ def read_run(run_dir: Path) -> RunData:
         stages=tuple(stages),
         output_tokens_per_pass=page_tokens,
         unprofiled=unprofiled,
+        clock=str(first.get("clock", "cuda-event")),
         trace=_trace(run_dir, passes),
         page_shapes=tuple(PageShape((int(p["grid"][0]), int(p["grid"][1]))) for p in pages_doc if p.get("grid")),
         problems=tuple(problems),
