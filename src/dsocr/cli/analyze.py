@@ -23,6 +23,7 @@ from dsocr.contract.paths import check_input, refuse_overwrite
 
 if TYPE_CHECKING:
     from dsocr.analyze.analysis import Analysis
+    from dsocr.report.advice import Measurements
     from dsocr.report.html import Rendered
 
 FORMATS = ("md", "json", "sqlite", "html")
@@ -152,6 +153,15 @@ def analyze(
             "(default: the run directory's calibration.json when there is one).",
         ),
     ] = None,
+    whatif: Annotated[
+        Path | None,
+        _opt(
+            "--whatif",
+            "DSOCR_WHATIF",
+            "A what-if directory (or its whatif.json) from `dsocr whatif run`: the advice quotes its measured gains "
+            "(default: the what-if whose baseline the run directory is, when it lies in one).",
+        ),
+    ] = None,
     full_projection: Annotated[
         bool,
         typer.Option(
@@ -183,6 +193,10 @@ def analyze(
     if calibration is not None and not os.path.exists(calibration):
         raise InputNotFound(
             f"{calibration}: calibration file not found; make one with `dsocr calibrate --out {calibration}`"
+        )
+    if whatif is not None and not os.path.exists(whatif):
+        raise InputNotFound(
+            f"--whatif {whatif}: no such what-if directory or whatif.json; make one with `dsocr whatif run`"
         )
     for given in traces or []:
         check_input(given)  # before anything opens it: a FIFO would block, a missing directory is named
@@ -237,15 +251,17 @@ def analyze(
                 from dsocr.report.adapt import view_from_analysis
 
                 view = view_from_analysis(doc)
+                measured = _measurements(paths, whatif)
                 if "html" in wanted:
                     from dsocr.report.html import render
 
-                    rendered = render(view)
+                    rendered = render(view, measured)
                     summary_md = rendered.summary_md
                 else:  # report.md only needs the summary: no plots, no report.html
                     from dsocr.report.html import render_summary_md
+                    from dsocr.report.summary import build
 
-                    summary_md = render_summary_md(view)
+                    summary_md = render_summary_md(view, build(view, measured))
                 if "md" in wanted:
                     from dsocr.report.html import render_facts_md
 
@@ -258,6 +274,13 @@ def analyze(
             sys.stdout.write(jtext or "")
         elif not quiet:
             ui.out.print(str(out), markup=False)
+
+
+def _measurements(paths: list[Path], whatif: Path | None) -> Measurements | None:
+    """A what-if's measured gains for the advice (``--whatif``, or the what-if whose baseline ``paths`` is)."""
+    from dsocr.report.advice import find
+
+    return find(paths, whatif)
 
 
 def _markdown(analysis: Analysis, summary_md: str | None, rendered: Rendered | None, facts: str = "") -> str:

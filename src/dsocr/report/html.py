@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, suppress
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import jinja2
@@ -26,6 +26,9 @@ from dsocr.report import jinja
 from dsocr.report import summary as summ
 from dsocr.report.model import distinct_short_names, frac, pipeline_stages
 from dsocr.report.view import KernelView, ReportView, Stat
+
+if TYPE_CHECKING:
+    from dsocr.report.advice import Measurements
 
 PLOTS_DIR = "plots"
 
@@ -250,9 +253,9 @@ class Rendered:
         }
 
 
-def render(view: ReportView) -> Rendered:
-    """Render the plots and the summary once and both documents from them."""
-    summary = summ.build(view)
+def render(view: ReportView, measured: Measurements | None = None) -> Rendered:
+    """Render the plots and the summary once and both documents from them (``measured``: a what-if's gains)."""
+    summary = summ.build(view, measured)
     figures = render_plots(view)
     return Rendered(figures, summary, render_html(view, summary, figures), render_summary_md(view, summary))
 

@@ -12,10 +12,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
 
 from dsocr.report.view import ReportView, StageView
+
+if TYPE_CHECKING:
+    from dsocr.report.advice import Measurements
 
 IDLE = "idle"
 STAGE_PREFIX = "stage-"  #: cost centers of a trace without GPU activity are its stages
@@ -250,6 +254,10 @@ def _mean(stat_name: str) -> Callable[[ReportView, StageView], float | None]:
     return get
 
 
+def _free_bound(share: float | None) -> float | None:
+    return None if share is None or not 0 <= share < 1 else 1 / (1 - share)
+
+
 def _per_token(stat_name: str) -> Callable[[ReportView, StageView], float | None]:
     def get(view: ReportView, stage: StageView) -> float | None:
         return stage.per_token(getattr(stage, stat_name))
@@ -297,6 +305,9 @@ METRICS: dict[str, tuple[Callable[[ReportView, StageView], float | None], str]] 
     "share_moe_routing": (_cat_share("moe_routing"), "pct"),
     "share_attention": (_cat_share("attention"), "pct"),
     "share_gemm": (_cat_share("gemm"), "pct"),
+    # what making a kernel category free could give its stage's GPU work: 1 / (1 - share) (report/advice.py)
+    "moe_routing_bound": (lambda v, s: _free_bound(_cat_share("moe_routing")(v, s)), "times"),
+    "attention_bound": (lambda v, s: _free_bound(_cat_share("attention")(v, s)), "times"),
 }
 
 
@@ -935,8 +946,10 @@ def _limits(view: ReportView, limits: dict[str, str]) -> tuple[Statement, ...]:
     return tuple(out)
 
 
-def build(view: ReportView) -> Summary:
-    """The stakeholder summary of ``view``."""
+def build(view: ReportView, whatif: Measurements | None = None) -> Summary:
+    """The stakeholder summary of ``view``; ``whatif``: a what-if's measured gains for the advice."""
+    from dsocr.report.advice import with_gains
+
     t = totals(view)
     headline = _headline(view, t)
     centers = []
@@ -961,7 +974,7 @@ def build(view: ReportView) -> Summary:
         centers.append((c, Statement(text, (*evs, e2))))
     cost_note = _cost_note(view, t, [c for c, _ in centers])
     limits = classify(view)
-    acts = actions(view, limits)
+    acts = with_gains(view, actions(view, limits), whatif)
     lims = _limits(view, limits)
     mfu = _mfu(view)
     measured = _measured(view)
@@ -1024,6 +1037,8 @@ def resolve(view: ReportView, key: str) -> float | None:
             return None if view.model_mfu is None else view.model_mfu.mean
         found = mfu_model(view)
         return None if found is None else found[0]
+    if parts[0] == "whatif":  # measured in a what-if's runs (report/advice.py), not in this view
+        return None
     if parts[0] == "peak":
         return None if view.peaks is None else view.peaks.tflops
     if parts[0] == "cost":
