@@ -18,7 +18,7 @@ from typing import Final
 
 import attrs
 
-from dsocr.contract.whatif_index import BASELINE, INDEX, read_index
+from dsocr.contract.whatif_index import COMPLETE, INDEX, read_index
 from dsocr.report import summary as summ
 from dsocr.report.view import ReportView
 from dsocr.report.whatif import Member, WhatIf, collect
@@ -211,11 +211,9 @@ def find(inputs: Sequence[Path], whatif: Path | None) -> Measurements | None:
         return None
     run = inputs[0].resolve()
     index = read_index(run.parent / INDEX) if (run.parent / INDEX).is_file() else None
-    if (
-        index is None
-        or index.baseline.variant.name != BASELINE
-        or (run.parent / index.baseline.run_dir).resolve() != run
-    ):
+    if index is None or index.baseline.status != COMPLETE:  # none, or its baseline is still running
+        return None
+    if (run.parent / index.baseline.run_dir).resolve() != run:
         return None
     return measurements(collect([run.parent]), str(run.parent))
 
