@@ -26,7 +26,6 @@ from dsocr.contract.whatif_index import (
     FAILED,
     INDEX,
     OUT_OF_MEMORY,
-    PENDING,
     SKIPPED,
     Entry,
     Sweep,
@@ -94,6 +93,8 @@ def settings_for(base: CaptureSettings, variant: Variant, run_dir: Path) -> Capt
 
 def check_plan(plan: WhatIfPlan) -> tuple[tuple[Variant, CaptureSettings], ...]:
     """Every variant's settings, checked before anything runs (a bad one stops the what-if here, exit 2)."""
+    if len(set(plan.sweep)) != len(plan.sweep):
+        raise BadUsage("--sweep-batch: a batch is given twice; give each batch once (e.g. 1,2,4,8)")
     variants = plan.all_variants()
     check_unique(variants)
     names = {v.name for v in variants}
@@ -103,8 +104,6 @@ def check_plan(plan: WhatIfPlan) -> tuple[tuple[Variant, CaptureSettings], ...]:
             f"--profile {','.join(unknown)}: no such variant; name the baseline or a --variant "
             f"({', '.join(sorted(names))})"
         )
-    if len(set(plan.sweep)) != len(plan.sweep):
-        raise BadUsage("--sweep-batch: a batch is given twice; give each batch once (e.g. 1,2,4,8)")
     if (plan.out / INDEX).exists():
         raise BadUsage(f"--out {plan.out}: already holds a what-if ({INDEX}); choose another --out or remove it")
     pages = inputs_mod.collect(list(plan.base.pages)) if plan.base.pages else inputs_mod.default_pages()
@@ -146,6 +145,8 @@ def run_whatif(
         is_sweep = variant.name in swept
         if is_sweep and sweep_stopped:
             entries[i] = attrs.evolve(entries[i], status=SKIPPED, message="the sweep stopped at a smaller batch")
+            index = attrs.evolve(index, entries=tuple(entries))
+            index.write(plan.out)
             continue
         if reporter is not None:
             reporter.info(f"what-if: {variant.name} ({variant.describe()})")
@@ -172,5 +173,4 @@ def run_whatif(
             entries[i] = attrs.evolve(entries[i], status=COMPLETE)
         index = attrs.evolve(index, entries=tuple(entries), sweep=sweep)
         index.write(plan.out)
-    assert all(e.status != PENDING for e in index.entries)
     return index
