@@ -116,15 +116,21 @@ def _host_change(base: Member, m: Member) -> str | None:
 
 
 #: Rule id -> (the stage whose time the change should cut, which variant makes the change and in what words).
-_MEASURED: Final[dict[str, tuple[str, Callable[[Member, Member], str | None]]]] = {
-    "launch-bound": ("decode", _decode_change),
-    "launches-per-token": ("decode", _decode_change),
-    "syncs-per-token": ("decode", _host_change),
-    "d2h-per-token": ("decode", _host_change),
-    "moe-routing": (END_TO_END, _setting_change("moe", "grouped", "the grouped MoE")),
-    "low-mfu-prefill": ("prefill", _batch_change),
-    "low-mfu-vision": ("vision", _batch_change),
+_MEASURED: Final[dict[str, tuple[str, tuple[str, ...], Callable[[Member, Member], str | None]]]] = {
+    "launch-bound": ("decode", ("decode", "cache"), _decode_change),
+    "launches-per-token": ("decode", ("decode", "cache"), _decode_change),
+    "syncs-per-token": ("decode", ("decode", "cache", "moe"), _host_change),
+    "d2h-per-token": ("decode", ("decode", "cache", "moe"), _host_change),
+    "moe-routing": (END_TO_END, ("moe",), _setting_change("moe", "grouped", "the grouped MoE")),
+    "low-mfu-prefill": ("prefill", ("batch", "batching"), _batch_change),
+    "low-mfu-vision": ("vision", ("batch", "batching"), _batch_change),
 }
+
+
+def _others(base: Member, m: Member, keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The execution settings ``m`` changes from the baseline besides ``keys`` (its measurement includes them)."""
+    b = dict(base.run.execution) if base.run else {}
+    return tuple((k, v) for k, v in (m.run.execution if m.run else ()) if k not in keys and b.get(k) != v)
 
 
 @attrs.frozen
@@ -177,10 +183,16 @@ def measurements(w: WhatIf, source: str) -> Measurements:
     """Every rule's measured gain in ``w``: for each rule, the variant making its change with the fewest other
     changes (the first of equals)."""
     gains = []
-    for rule, (stage, change) in _MEASURED.items():
-        found = [(m, c) for m in w.members if m.run is not None and (c := change(w.baseline, m)) is not None]
-        found.sort(key=lambda mc: len(mc[0].variant.settings) if mc[0].variant else 0)
-        for m, words in found[:1]:
+    for rule, (stage, keys, change) in _MEASURED.items():
+        found = [
+            (m, c, _others(w.baseline, m, keys))
+            for m in w.members
+            if m.run is not None and (c := change(w.baseline, m)) is not None
+        ]
+        found.sort(key=lambda f: len(f[2]))
+        for m, words, others in found[:1]:
+            if others:
+                words += " with " + ", ".join(f"{k}={v}" for k, v in others)
             comp = w.compare(m, stage)
             if comp is None or comp.speedup is None:
                 continue
