@@ -44,6 +44,12 @@ for _name in ROOT.list_commands(_CTX):
     _cmd = ROOT.get_command(_CTX, _name)
     assert _cmd is not None
     COMMANDS[_name] = _cmd
+    if isinstance(_cmd, TyperGroup):  # a command group (dsocr whatif): its commands as "whatif run"
+        _sub_ctx = typer.Context(_cmd)
+        for _sub in _cmd.list_commands(_sub_ctx):
+            _sub_cmd = _cmd.get_command(_sub_ctx, _sub)
+            assert _sub_cmd is not None
+            COMMANDS[f"{_name} {_sub}"] = _sub_cmd
 
 
 def _flags(command: Command) -> set[str]:
@@ -94,6 +100,8 @@ def test_commands_and_flags_in_code_blocks_exist(path: Path) -> None:
     for line in _dsocr_invocations(path):
         words = shlex.split(line.replace("<", "_").replace(">", "_"))
         name = words[1]
+        if len(words) > 2 and f"{name} {words[2]}" in COMMANDS:  # a group's command: dsocr whatif run
+            name, words = f"{name} {words[2]}", [words[0], f"{name} {words[2]}", *words[3:]]
         if name not in COMMANDS:
             problems.append(f"{line}: no command `dsocr {name}`")
             continue
