@@ -19,7 +19,7 @@ import attrs
 from dsocr.capture import inputs as inputs_mod
 from dsocr.capture import manifest as manifest_mod
 from dsocr.capture.driver import CaptureResult, CaptureSettings, Reporter, preflight
-from dsocr.contract.errors import BadUsage, DsocrError, RunFailed
+from dsocr.contract.errors import BadInput, BadUsage, DsocrError, RunFailed
 from dsocr.contract.whatif_index import (
     BASELINE,
     COMPLETE,
@@ -77,7 +77,7 @@ def settings_for(base: CaptureSettings, variant: Variant, run_dir: Path) -> Capt
     for key, value in variant.settings:
         if key not in fields:
             raise BadUsage(
-                f"--variant {variant.name}: {key}={value} needs `dsocr capture --{key}`, which this dsocr does not "
+                f"variant {variant.name}: {key}={value} needs `dsocr capture --{key}`, which this dsocr does not "
                 f"have; drop the {key} setting or use a dsocr whose capture has it"
             )
         changes[key] = int(value) if key == "batch" else value
@@ -113,6 +113,10 @@ def check_plan(plan: WhatIfPlan) -> tuple[tuple[Variant, CaptureSettings], ...]:
         try:
             preflight(settings, pages)
         except BadUsage as exc:
+            raise BadUsage(f"variant {v.name} ({v.describe()}): {exc.message}") from None
+        except BadInput as exc:  # the variant's execution is one the worker cannot run: the variant is wrong
+            if v.name == BASELINE:
+                raise
             raise BadUsage(f"variant {v.name} ({v.describe()}): {exc.message}") from None
         out.append((v, settings))
     return tuple(out)

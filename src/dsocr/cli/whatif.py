@@ -144,6 +144,9 @@ def run(
     device: Annotated[str, _run_opt("--device", "cuda, cuda:N or cpu.", callback=device_value)] = "cuda",
     nsys: Annotated[Path | None, _run_opt("--nsys", "The nsys executable for the profiled variants.")] = None,
     seed: Annotated[int, _run_opt("--seed", "Seed of the replica's random weights.")] = 0,
+    no_analyze: Annotated[
+        bool, _run_opt("--no-analyze", "Capture the profiled variants without analyzing them (no polars needed).")
+    ] = False,
     shrink: Annotated[
         str | None, _run_opt("--shrink", "Tests: SAM,CLIP,DECODER[,VOCAB[,EXPERTS]] layer counts.", hidden=True)
     ] = None,
@@ -160,6 +163,7 @@ def run(
     from dsocr.contract.whatif_index import COMPLETE, parse_variant
 
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
+    analyze = not no_analyze
     check_out_dir(out)
     variants = tuple(parse_variant(v) for v in variant or ())
     batches = parse_batches(sweep_batch)
@@ -184,6 +188,7 @@ def run(
         dtype=_DTYPE_ALIASES.get(dtype.strip().lower(), dtype),
         baseline_runs=runs,
         calibrate=False,
+        analyze=analyze,
         nsys=nsys,
         seed=seed,
         shrink=parse_shrink(shrink),
@@ -193,8 +198,15 @@ def run(
     reporter = RichReporter(ui)
     command = ["dsocr", *sys.argv[1:]]
 
+    def analyze_or_warn(run_dir: Path) -> None:
+        """A profiled variant's analysis; where it cannot run (no polars on the GPU machine) the capture stands."""
+        try:
+            _analyze_into(run_dir)
+        except DsocrError as exc:
+            ui.warn(f"{run_dir} is captured but not analyzed ({exc.message}); run `dsocr analyze {run_dir}` later")
+
     def capture(settings: CaptureSettings) -> Any:
-        return run_capture(settings, reporter=reporter, analyze=_analyze_into, command=command)
+        return run_capture(settings, reporter=reporter, analyze=analyze_or_warn, command=command)
 
     try:
         with reporter:
@@ -202,7 +214,8 @@ def run(
     except KeyboardInterrupt:
         raise Interrupted(f"{out} keeps what ran (whatif.json says which variants)") from None
     base_entry = index.baseline
-    if base_entry.variant.profiled and base_entry.status == COMPLETE and len(index.entries) > 1:
+    analyzed = (out / base_entry.run_dir / "analysis.json").is_file()
+    if analyze and analyzed and base_entry.status == COMPLETE and len(index.entries) > 1:
         # the baseline's report was written before its variants ran: again, now quoting their measured gains
         try:
             _analyze_into(out / base_entry.run_dir)
