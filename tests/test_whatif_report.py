@@ -92,6 +92,15 @@ def test_report_tables_show_the_numbers(whatif_dir: Path) -> None:
     assert doc["sigmas"] == significance.SIGMAS
 
 
+def test_a_cpu_trace_gives_no_gpu_figures(tmp_path: Path) -> None:
+    a = make_run(tmp_path / "a", decode=[1000.0, 1100.0], gpu=None, clock="perf-counter")
+    b = make_run(tmp_path / "b", decode=[900.0, 1000.0], gpu=None, clock="perf-counter")
+    make_analysis(a, 2, {"decode": {"gpu_busy_ns": 0, "kernels": 0, "launches_per_step": 0.0}})
+    md = w.render_md(w.collect([a, b]))
+    assert "| a | no GPU traced | no GPU traced |" in md and "| b | not measured | not measured |" in md
+    assert "0.0%" not in md
+
+
 def test_capacity_arithmetic(whatif_dir: Path) -> None:
     graph = read_run(whatif_dir / "graph")
     rows = cap.capacity("graph", graph)

@@ -9,11 +9,12 @@ from pathlib import Path
 import attrs
 import pytest
 
+from dsocr.capture import nsys as nsys_mod
 from dsocr.capture.driver import CaptureResult, CaptureSettings, unprofiled_plan
 from dsocr.capture.pages import shipped_dir
 from dsocr.capture.whatif import WhatIfPlan, check_plan, run_whatif, settings_for
 from dsocr.cli import main
-from dsocr.contract.errors import BadUsage, ExitCode, RunFailed
+from dsocr.contract.errors import BadUsage, EnvironmentProblem, ExitCode, RunFailed
 from dsocr.contract.whatif_index import (
     COMPLETE,
     FAILED,
@@ -172,26 +173,41 @@ def test_baseline_failure_stops_and_is_recorded(tmp_path: Path) -> None:
     assert index is not None and index.baseline.status == FAILED and index.entries[1].status == "pending"
 
 
+def _nsys() -> Path | None:
+    try:
+        return nsys_mod.find(cwd=Path(__file__).resolve().parents[1]).path
+    except EnvironmentProblem:
+        return None
+
+
 @pytest.mark.slow
 @pytest.mark.torch
+@pytest.mark.nsys
 def test_real_shrunk_capture_of_two_variants(tmp_path: Path) -> None:
-    """The baseline (MoE loop, eager) and one variant (grouped MoE, SDPA) through the real worker on the CPU."""
+    """The baseline (MoE loop, eager; under nsys too) and one variant (grouped MoE, SDPA; unprofiled only)
+    through the real worker on the CPU: settings recorded in each run and shown in the report."""
     pytest.importorskip("torch")
+    nsys = _nsys()
+    if nsys is None:
+        pytest.skip("no nsys (run `bash scripts/install-nsys.sh` or set DSOCR_NSYS_HOME)")
     out = tmp_path / "wi"
     argv = ["whatif", "run", "--variant", "fast=moe=grouped,attn=sdpa", "--device", "cpu", "--mode", "tiny"]
     argv += ["--repeats", "2", "--max-new-tokens", "3", "--warmup", "1", "--shrink", "1,1,2,512,8"]
-    argv += ["--pages", str(PAGE), "--out", str(out), "--quiet"]
+    argv += ["--pages", str(PAGE), "--out", str(out), "--profile", "baseline", "--nsys", str(nsys), "--quiet"]
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 0
     index = read_index(out)
     assert index is not None and [e.status for e in index.entries] == [COMPLETE, COMPLETE]
+    assert [e.variant.profiled for e in index.entries] == [True, False]
     for name, moe, attn in (("baseline", "loop", "eager"), ("fast", "grouped", "sdpa")):
         timing = json.loads((out / name / "timing-baseline.json").read_text())
         assert timing["model"]["execution"]["moe"] == moe and timing["model"]["execution"]["attn"] == attn
-        manifest = json.loads((out / name / "manifest.json").read_text())
-        assert manifest["timing"]["profiled"] is None and manifest["nsys"] is None
-        assert manifest["status"] == "complete" and not (out / name / "trace.nsys-rep").exists()
+    fast = json.loads((out / "fast" / "manifest.json").read_text())
+    assert fast["timing"]["profiled"] is None and fast["nsys"] is None and fast["status"] == "complete"
+    assert not (out / "fast" / "trace.nsys-rep").exists()
+    assert (out / "baseline" / "trace.sqlite").is_file() and (out / "baseline" / "summary.md").is_file()
     md = (out / "whatif.md").read_text()
     assert "| fast | moe=grouped, attn=sdpa | complete | 2 | unprofiled (host clock) | no |" in md
-    assert "| baseline | attn=eager, autocast=" in md
+    assert "| baseline | attn=eager, autocast=" in md and "| yes |" in md
+    assert "| baseline | no GPU traced |" in md and "| fast | not measured |" in md

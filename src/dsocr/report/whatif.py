@@ -23,7 +23,7 @@ from dsocr.contract.errors import BadInput, BadUsage
 from dsocr.contract.whatif_index import BASELINE, COMPLETE, Sweep, Variant, read_index
 from dsocr.report import significance
 from dsocr.report import whatif_capacity as cap
-from dsocr.report.whatif_runs import END_TO_END, STAGES, RunData, Spread, read_run
+from dsocr.report.whatif_runs import END_TO_END, NO_GPU, STAGES, RunData, Spread, read_run
 
 FORMATS: Final = ("md", "html", "json")
 REPORT_MD: Final = "whatif.md"
@@ -292,8 +292,9 @@ def tables(w: WhatIf) -> tuple[Table, ...]:
         r = m.run
         assert r is not None
         fig = r.figures("decode")
-        if not r.trace:
-            rows.append((m.name, NOT_MEASURED, NOT_MEASURED, *(NOT_MEASURED for _ in (*STAGES, END_TO_END))))
+        if not r.gpu_traced:
+            why = NOT_MEASURED if not r.trace else NO_GPU
+            rows.append((m.name, why, why, *(why for _ in (*STAGES, END_TO_END))))
             continue
         busy = [_busy(r, s) for s in (*STAGES, END_TO_END)]
         rows.append(
@@ -316,7 +317,8 @@ def tables(w: WhatIf) -> tuple[Table, ...]:
             ),
             tuple(rows),
             "GPU busy: the trace's GPU busy time of a pass over the pass's wall time above (unprofiled where "
-            f"measured). '{NOT_MEASURED}': the variant was not captured under nsys (`--profile NAME`) or not analyzed.",
+            f"measured). '{NOT_MEASURED}': the variant was not captured under nsys (`--profile NAME`) or not analyzed; "
+            f"'{NO_GPU}': its trace holds no GPU activity (a CPU capture).",
         )
     )
     out += _sweep_tables(w)

@@ -26,6 +26,8 @@ from dsocr.contract.whatif_index import DEFAULTS
 #: The stages a what-if compares, in order; ``end to end`` is the whole pass (the ``repeat`` record).
 STAGES: Final = ("vision", "prefill", "decode")
 END_TO_END: Final = "end to end"
+#: The one ``trace`` entry of an analysis whose trace holds no GPU activity (a CPU capture).
+NO_GPU: Final = "no GPU traced"
 _PASS_RECORD: Final = "repeat"
 
 
@@ -102,6 +104,11 @@ class RunData:
         """The named stage (``end to end`` too)."""
         return next((s for s in self.stages if s.stage == name), None)
 
+    @property
+    def gpu_traced(self) -> bool:
+        """Whether an analysis exists and its trace holds GPU activity."""
+        return bool(self.trace) and self.trace[0][0] != NO_GPU
+
     def figures(self, stage: str) -> TraceFigures | None:
         """The trace figures of a stage, if analyzed."""
         return dict(self.trace).get(stage)
@@ -155,6 +162,8 @@ def _trace(run_dir: Path, passes: int) -> tuple[tuple[str, TraceFigures], ...]:
     if doc is None or not isinstance(doc.get("stages"), list):
         return ()
     n = int((doc.get("repeats") or {}).get("passes") or passes or 1)
+    if not any((row.get("kernels") or 0) > 0 or (row.get("gpu_busy_ns") or 0) > 0 for row in doc["stages"]):
+        return ((NO_GPU, TraceFigures(None, None, None)),)  # a CPU trace: no GPU figure is a measurement
     out = []
     for row in doc["stages"]:
         name = str(row.get("stage"))
