@@ -170,6 +170,18 @@ def test_run_directories_without_index(tmp_path: Path) -> None:
     assert "| b | attn=eager, autocast=bfloat16, batch=1, cache=dynamic, decode=graph" in md
 
 
+def test_every_unprofiled_run_counts_and_worker_files_do_not(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "r", decode=[1000.0, 1100.0])
+    doc = json.loads((run_dir / "timing-baseline.json").read_text())
+    for r in doc["records"]:
+        r["ms"] *= 2 if r["stage"] == "decode" else 1
+    (run_dir / "timing-baseline-1.json").write_text(json.dumps(doc))
+    (run_dir / "timing-baseline-w0.json").write_text("not read")
+    run = read_run(run_dir)
+    decode = run.stage("decode")
+    assert decode is not None and decode.ms.values == (1000.0, 1100.0, 2000.0, 2200.0)
+
+
 def test_warnings_for_other_work_and_cpu_clock(tmp_path: Path) -> None:
     a = make_run(tmp_path / "a", decode=[1000.0, 1100.0])
     b = make_run(tmp_path / "b", decode=[200.0, 212.0], tokens=32, gpu=None, clock="perf-counter")

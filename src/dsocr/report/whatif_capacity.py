@@ -198,5 +198,5 @@ def paper_conditions(name: str, run: RunData) -> tuple[tuple[str, str, str], ...
             f"exactly {run.max_new_tokens} generated (end of sequence ignored)",
         ),
         ("resolution mode", "not stated per page (the paper's modes vary)", run.mode),
-        ("weights", "trained (real MoE routing)", "as the run's manifest says (replica: seeded random)"),
+        ("weights", "trained (real MoE routing)", run.weights or "not recorded"),
     )

@@ -96,6 +96,7 @@ class RunData:
     output_tokens_per_pass: float | None
     unprofiled: bool  #: the times come from unprofiled runs (False: the profiled timing.json, said so)
     clock: str = "cuda-event"  #: timing.json's ``clock`` (``perf-counter`` on the CPU)
+    weights: str | None = None  #: timing.json's ``model.weights`` (``seeded random (seed 0)``, ...)
     trace: tuple[tuple[str, TraceFigures], ...] = ()  #: per stage, where an analysis exists
     page_shapes: tuple[PageShape, ...] = ()
     problems: tuple[str, ...] = ()
@@ -126,8 +127,8 @@ class RunData:
 
 def timing_files(run_dir: Path) -> tuple[list[Path], bool]:
     """The run's unprofiled timing files in run order (and True), else its profiled one (and False)."""
-    numbered = sorted(run_dir.glob(rundir.TIMING_BASELINE_GLOB), key=lambda p: int(p.stem.rsplit("-", 1)[1] or 0))
-    numbered = [p for p in numbered if p.stem.rsplit("-", 1)[1].isdigit()]
+    numbered = [p for p in run_dir.glob(rundir.TIMING_BASELINE_GLOB) if p.stem.rsplit("-", 1)[1].isdigit()]
+    numbered.sort(key=lambda p: int(p.stem.rsplit("-", 1)[1]))  # per-worker files (-w0) are not runs
     plain = run_dir / rundir.TIMING_BASELINE
     files = ([plain] if plain.is_file() else []) + numbered
     if files:
@@ -242,6 +243,7 @@ def read_run(run_dir: Path) -> RunData:
         output_tokens_per_pass=page_tokens,
         unprofiled=unprofiled,
         clock=str(first.get("clock", "cuda-event")),
+        weights=None if model.get("weights") is None else str(model["weights"]),
         trace=_trace(run_dir, passes),
         page_shapes=tuple(PageShape((int(p["grid"][0]), int(p["grid"][1]))) for p in pages_doc if p.get("grid")),
         problems=tuple(problems),
