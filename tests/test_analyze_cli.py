@@ -291,9 +291,9 @@ def test_plots_and_summary_rendered_once(
         calls["plots"] += 1
         return real_plots(view)
 
-    def build(view):  # type: ignore[no-untyped-def]
+    def build(view, *rest):  # type: ignore[no-untyped-def]
         calls["summary"] += 1
-        return real_build(view)
+        return real_build(view, *rest)
 
     monkeypatch.setattr(html, "render_plots", plots)
     monkeypatch.setattr(summ, "build", build)
