@@ -306,6 +306,17 @@ def _corrupt_run_file(name: str) -> Callable[[Path], Setup]:
     return build
 
 
+def _bad_run_field(name: str, text: str) -> Callable[[Path], Setup]:
+    def build(tmp: Path) -> Setup:
+        run = tmp / "run"
+        run.mkdir()
+        foreign_trace(run / "trace.sqlite")
+        (run / name).write_text(text)
+        return Setup(("analyze", str(run), "--out", str(tmp / "o"), "--format", "json"))
+
+    return build
+
+
 def _binary_calibration(tmp: Path) -> Setup:
     trace = foreign_trace(tmp / "in.sqlite")
     cal = tmp / "calibration.json"
@@ -542,6 +553,27 @@ CORPUS: tuple[Case, ...] = (
         "timing.json: corrupt (not valid JSON",
         ExitCode.OK,
         _corrupt_run_file("timing.json"),
+    ),
+    Case(
+        "bad-timing-field",
+        "analyze RUN (RUN/timing.json with a record's ms a string)",
+        "timing.json: field records[0].ms is 'slow', expected a number",
+        ExitCode.BAD_INPUT,
+        _bad_run_field("timing.json", '{"profiled": true, "records": [{"stage": "page", "ms": "slow"}]}'),
+    ),
+    Case(
+        "bad-execution-field",
+        "analyze RUN (RUN/timing-baseline.json with model.execution.decode unknown)",
+        "timing-baseline.json: field model.execution.decode is 'fast', expected eager or graph or compile",
+        ExitCode.BAD_INPUT,
+        _bad_run_field("timing-baseline.json", '{"model": {"execution": {"decode": "fast"}}}'),
+    ),
+    Case(
+        "bad-manifest-field",
+        "analyze RUN (RUN/manifest.json with settings.pages not a list)",
+        "manifest.json: field settings.pages is 'a.png', expected a list",
+        ExitCode.BAD_INPUT,
+        _bad_run_field("manifest.json", '{"status": "complete", "settings": {"pages": "a.png"}}'),
     ),
     Case(
         "binary-calibration",

@@ -78,20 +78,30 @@ def field(
 
 @attrs.frozen
 class JsonDoc:
-    """Base of the typed documents (attrs, frozen): ``keys``, the JSON key order (empty: the field order), and
+    """Base of the typed documents (attrs, frozen): ``keys``, the JSON key order (None: every field, in field
+    order: a document built in memory), and
     ``extra``, the keys no field reads (kept, written back in place)."""
 
-    keys: tuple[str, ...] = attrs.field(default=(), kw_only=True, repr=False, eq=False)
+    keys: tuple[str, ...] | None = attrs.field(default=None, kw_only=True, repr=False, eq=False)
     extra: Mapping[str, Any] = attrs.field(factory=dict, kw_only=True, repr=False, eq=False)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict with the keys in ``keys`` order (the order read, or the field order)."""
         return dump(self)
 
+    @classmethod
+    def from_json(cls: type[D], data: Any, source: str = "document") -> D:
+        """Build from JSON data; BadInput names ``source`` (the file) and the field on a bad value."""
+        return parse(cls, data, Where(source))
+
+    def has(self, key: str) -> bool:
+        """Whether the JSON key ``key`` is in the document (read from the file, or set in memory)."""
+        return key in (self.keys if self.keys is not None else _default_keys(self))
+
     def with_(self: D, **changes: Any) -> D:
         """A copy with ``changes``; a key that was absent is appended (as a writer adding a field)."""
         names = _names(type(self))
-        keys = self.keys or _default_keys(self)
+        keys = self.keys if self.keys is not None else _default_keys(self)
         new = [names[f] for f in changes if names[f] not in keys]
         return attrs.evolve(self, keys=(*keys, *new), **changes)
 
@@ -151,9 +161,9 @@ def parse(cls: type[D], data: Any, where: Where) -> D:
 
 
 def dump(doc: JsonDoc) -> dict[str, Any]:
-    """The JSON object of ``doc`` (keys in ``doc.keys`` order; all fields when ``keys`` is empty)."""
+    """The JSON object of ``doc`` (keys in ``doc.keys`` order; every field when ``keys`` is None)."""
     by_key = _by_key(type(doc))
-    keys = doc.keys or _default_keys(doc)
+    keys = doc.keys if doc.keys is not None else _default_keys(doc)
     out: dict[str, Any] = {}
     for key in keys:
         found = by_key.get(key)

@@ -79,6 +79,15 @@ class Execution(jd.JsonDoc):
     cache: str = jd.field(_cache, "dynamic")  #: KV cache: ``dynamic`` or ``static:N`` (N positions)
 
 
+def _execution(value: Any, where: jd.Where) -> Execution | str | None:
+    """The replica's record; older captures of the vendor's code held its description here, as a string."""
+    return value if value is None or isinstance(value, str) else jd.parse(Execution, value, where)
+
+
+def _dump_execution(value: Execution | str | None) -> Any:
+    return value.to_json() if isinstance(value, Execution) else value
+
+
 @attrs.frozen
 class TimingModel(jd.JsonDoc):
     """``model``: what ran (runs before issue 10 have ``experts_implementation``, kept in ``extra``)."""
@@ -92,10 +101,27 @@ class TimingModel(jd.JsonDoc):
     code: str | None = jd.field(_opt_str)
     architecture: str | None = jd.field(_opt_str)
     parameters: int | None = jd.field(_opt_int)
-    execution: Execution | None = jd.field(jd.optional(jd.nested(Execution)), dump=jd.dump_doc)
+    #: the replica's execution record (a string: the vendor's description, in captures before ``vendor_execution``)
+    execution: Execution | str | None = jd.field(_execution, dump=_dump_execution)
     attn_implementation: str | None = jd.field(_opt_str)
     vendor_execution: str | None = jd.field(_opt_str)  #: the vendor's generate, in words
     module_ranges: tuple[str, ...] = jd.field(_strings, (), dump=jd.dump_list)
+
+    @property
+    def replica_execution(self) -> Execution | None:
+        """The replica's execution record (None for the vendor's code and captures before issue 10)."""
+        return self.execution if isinstance(self.execution, Execution) else None
+
+    @property
+    def vendor_text(self) -> str | None:
+        """How the vendor's code ran, in words (None for the replica)."""
+        return self.vendor_execution or (self.execution if isinstance(self.execution, str) else None)
+
+    @property
+    def experts_implementation(self) -> str | None:
+        """transformers' MoE kernel choice (captures before issue 10)."""
+        value = self.extra.get("experts_implementation")
+        return str(value) if value is not None else None
 
 
 @attrs.frozen
@@ -209,7 +235,7 @@ class RunTiming(jd.JsonDoc):
     @property
     def execution(self) -> Execution | None:
         """The replica's execution record (None: the vendor's code, or a run before issue 10)."""
-        return self.model.execution if self.model is not None else None
+        return self.model.replica_execution if self.model is not None else None
 
     def text(self) -> str:
         """The document as written (``indent=1``)."""

@@ -4,17 +4,20 @@ The input is the ``analysis.json`` document (``Analysis.to_dict()``, docs/analys
 so report.html, summary.md and ``dsocr diff`` all read the same data. Optional inputs, each
 either a key of the document or an argument:
 
-- ``manifest``: the run's ``manifest.json`` (run identity, settings, nsys command);
+- ``manifest``: the run's ``manifest.json`` (run identity, settings, nsys command), a
+  :class:`~dsocr.contract.run_manifest.RunManifest`; ``timing`` and ``baseline`` are
+  :class:`~dsocr.contract.run_timing.RunTiming` (given, or read from the document's keys);
 - ``timing``: the profiled worker's ``timing.json``: tokens, context lengths, pages, model,
   environment, assumptions;
 - ``baseline``: the unprofiled baseline's ``timing-baseline.json`` (``profiled`` false):
   unprofiled stage times and peak allocated memory. A ``timing`` whose ``profiled`` is false
   serves as the baseline too.
   Its ``other_runs`` are the other unprofiled runs (``timing-baseline-<k>.json`` of
-  ``--baseline-runs`` 2 or more, each with its ``file`` name; :func:`run_files` and
-  ``dsocr analyze`` put them there). The unprofiled time of a stage is the mean over all runs,
-  and their drift (largest minus smallest run mean, over the mean) sits beside the overhead;
-  the manifest's ``timing.runs`` says where each ran relative to the profiled run.
+  ``--baseline-runs`` 2 or more, each with its ``file`` name;
+  :func:`~dsocr.analyze.workload_from_run.read_run_files` and ``dsocr analyze`` put them there). The
+  unprofiled time of a stage is the mean over all runs, and their drift (largest minus smallest
+  run mean, over the mean) sits beside the overhead; the manifest's ``timing.runs`` says where
+  each ran relative to the profiled run.
 - ``analytic``: the analytic model's document for ONE page (``dsocr model --format json``,
   ``dsocr.analytic.export.to_json(estimate, peak)``): ``peak`` (``tflops``, ``tbps``,
   ``source``), ``stages`` (``vision`` with ``parts`` sam/clip/projector, ``prefill``, ``decode``:
@@ -28,7 +31,6 @@ Anything missing leaves its fields ``None``; the report says so.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -36,9 +38,10 @@ import polars as pl
 from dsocr.analyze import nesting
 from dsocr.analyze.categories import LABELS
 from dsocr.analyze.op_memory import HOW_TO
-from dsocr.analyze.workload_from_run import with_other_runs
 from dsocr.contract import nvtx_names as nv
 from dsocr.contract import rundir
+from dsocr.contract.run_manifest import ManifestInput, RunManifest
+from dsocr.contract.run_timing import RunTiming, TimingModel, TimingPage
 from dsocr.model import workloads
 from dsocr.report.view import (
     DecodeStep,
@@ -111,32 +114,39 @@ def _get(d: Mapping[str, Any] | None, *keys: str) -> Any:
     return cur
 
 
-def _records(timing: Mapping[str, Any] | None) -> pl.DataFrame:
+def _records(timing: RunTiming | None) -> pl.DataFrame:
     """The ``records`` of a timing document (empty without one)."""
-    recs = _get(timing, "records")
-    if not recs:
+    if timing is None or not timing.records:
         return pl.DataFrame()
-    return _frame(recs)
+    return _frame([r.to_json() for r in timing.records])
 
 
-def _identity(d: Mapping[str, Any], manifest: Mapping[str, Any] | None, timing: Mapping[str, Any] | None) -> Identity:
+def _settings(manifest: RunManifest | None, timing: RunTiming | None) -> Mapping[str, Any]:
+    """The capture's settings (manifest.json), else the worker config as run (timing.json), else none."""
+    settings = manifest.settings.to_json() if manifest is not None and manifest.settings is not None else None
+    return settings or (timing.config if timing is not None else None) or {}
+
+
+def _identity(d: Mapping[str, Any], manifest: RunManifest | None, timing: RunTiming | None) -> Identity:
     trace = d.get("trace") or {}
     files = [str(trace.get("file"))] if trace.get("file") else []
     files += [str(t.get("file")) for t in d.get("traces") or [] if t.get("file") and str(t.get("file")) not in files]
-    menv = _get(manifest, "environment") or {}
-    tenv = _get(timing, "environment") or {}
-    settings = _get(manifest, "settings") or _get(timing, "config") or {}
-    model = _get(timing, "model") or {}
-    prompt = _get(timing, "prompt") or {}
+    menv = (manifest.environment if manifest is not None else None) or {}
+    tenv = (timing.environment if timing is not None else None) or {}
+    settings = _settings(manifest, timing)
+    model = (timing.model if timing is not None else None) or TimingModel(keys=())
+    prompt_tokens = timing.prompt.tokens if timing is not None and timing.prompt is not None else None
     pkgs = menv.get("packages") or {}
-    source = model.get("source") or settings.get("model")
-    kind = model.get("kind") or ("replica" if source == "replica" else None)
+    source = model.source or settings.get("model")
+    kind = model.kind or ("replica" if source == "replica" else None)
     gpus = menv.get("gpus") or []
-    pages = _get(manifest, "inputs") or _get(timing, "pages")
+    pages = (manifest.inputs if manifest is not None else None) or (
+        timing.pages if timing is not None and timing.has("pages") else None
+    )
     model_source = f"{source} ({kind})" if source and kind and kind != source else (source or kind)
-    execution = model.get("execution")
-    if model_source and isinstance(execution, Mapping):  # the replica's (timing.json from issue 10 on)
-        model_source += f"; execution: MoE {execution.get('moe')}, decoder attention {execution.get('attn')}"
+    execution = model.replica_execution
+    if model_source and execution is not None:  # the replica's (timing.json from issue 10 on)
+        model_source += f"; execution: MoE {execution.moe}, decoder attention {execution.attn}"
     return Identity(
         trace_files=tuple(files),
         gpu=trace.get("gpu") or tenv.get("device_name") or (gpus[0].get("name") if gpus else None),
@@ -146,37 +156,40 @@ def _identity(d: Mapping[str, Any], manifest: Mapping[str, Any] | None, timing: 
         schema_version=trace.get("schema_version"),
         torch=tenv.get("torch") or pkgs.get("torch"),
         model_source=model_source,
-        random_weights=model.get("random_weights")
-        if "random_weights" in model
+        random_weights=model.random_weights
+        if model.has("random_weights")
         else (None if kind is None else kind == "replica"),
         dtype=tenv.get("dtype") or settings.get("dtype"),
         mode=settings.get("mode"),
-        pages=len(pages) if isinstance(pages, list) else None,
+        pages=len(pages) if pages is not None else None,
         repeats=_get(d, "repeats", "passes"),
-        prompt_tokens=prompt.get("tokens") or settings.get("prompt_tokens"),
+        prompt_tokens=prompt_tokens or settings.get("prompt_tokens"),
         new_tokens=settings.get("max_new_tokens") or settings.get("new_tokens"),
-        created=_get(manifest, "created"),
-        dsocr_version=_get(manifest, "dsocr_version"),
-        workload=workloads.label(_get(manifest, "workload"), _get(manifest, "settings")),
+        created=manifest.created if manifest is not None else None,
+        dsocr_version=manifest.dsocr_version if manifest is not None else None,
+        workload=workloads.label(
+            manifest.workload if manifest is not None else None,
+            manifest.settings.to_json() if manifest is not None and manifest.settings is not None else None,
+        ),
         model_code=model_code_text(model, settings),
     )
 
 
-def model_code_text(model: Mapping[str, Any], settings: Mapping[str, Any]) -> str | None:
+def model_code_text(model: TimingModel, settings: Mapping[str, Any]) -> str | None:
     """The code and execution that ran, in words (timing.json's ``model``; the settings of an older capture)."""
-    kind = model.get("kind") or settings.get("model")
+    kind = model.kind or settings.get("model")
     if kind is None:
         return None
-    code = str(model.get("code") or ("dsocr's replica" if kind == "replica" else kind))
-    execution = model.get("execution")
-    vendor = model.get("vendor_execution") or (execution if isinstance(execution, str) else None)
+    code = str(model.code or ("dsocr's replica" if kind == "replica" else kind))
+    vendor = model.vendor_text
     if vendor:  # the checkpoint's own code and generate
         return f"{code}: {vendor}"
-    attn = model.get("attn_implementation") or settings.get("attn_implementation")
-    if isinstance(execution, Mapping):  # the replica's execution record (issue 10 on)
-        parts = [f"MoE {execution.get('moe')}", f"attention {execution.get('attn') or attn}"]
+    attn = model.attn_implementation or settings.get("attn_implementation")
+    execution = model.replica_execution
+    if execution is not None:  # the replica's execution record (issue 10 on)
+        parts = [f"MoE {execution.moe}", f"attention {execution.attn or attn}"]
     else:  # older captures: transformers' experts kernel
-        parts = [f"{k} {v}" for k, v in (("experts", model.get("experts_implementation")), ("attention", attn)) if v]
+        parts = [f"{k} {v}" for k, v in (("experts", model.experts_implementation), ("attention", attn)) if v]
     return code + (f" ({', '.join(parts)})" if parts else "")
 
 
@@ -200,7 +213,7 @@ def _per_repeat(records: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _baseline_records(docs: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+def _baseline_records(docs: Sequence[RunTiming]) -> pl.DataFrame:
     """The records of every unprofiled run, with the run's index in ``run``."""
     frames = [
         recs.with_columns(pl.lit(i, pl.Int64).alias("run"))
@@ -557,10 +570,10 @@ def _roofline(
 
 
 def _assumptions(
-    manifest: Mapping[str, Any] | None, timing: Mapping[str, Any] | None, analytic: Mapping[str, Any] | None
+    manifest: RunManifest | None, timing: RunTiming | None, analytic: Mapping[str, Any] | None
 ) -> tuple[tuple[tuple[str, str], ...], Table | None, tuple[str, ...]]:
     pairs: list[tuple[str, str]] = []
-    settings = _get(manifest, "settings") or _get(timing, "config") or {}
+    settings = _settings(manifest, timing)
     for k, v in sorted(settings.items()):
         if isinstance(v, str | int | float | bool) or v is None:
             pairs.append((str(k), "n/a" if v is None else str(v)))
@@ -580,84 +593,57 @@ def _assumptions(
             value = work[key]
             shown = "x".join(map(str, value)) if isinstance(value, list) else str(value)
             pairs.append((f"analytic workload: {key.replace('_', ' ')}", shown))
-    cmds = _get(manifest, "commands") or {}
-    if isinstance(cmds, Mapping) and cmds.get("profile"):
-        prof = cmds["profile"]
-        pairs.append(("nsys command", " ".join(map(str, prof)) if isinstance(prof, list) else str(prof)))
-    setup = _get(timing, "setup") or {}
-    for k, v in sorted(setup.items()) if isinstance(setup, Mapping) else []:
+    prof = manifest.profile_command() if manifest is not None else None
+    if prof:
+        pairs.append(("nsys command", " ".join(prof)))
+    setup = (timing.setup if timing is not None else None) or {}
+    for k, v in sorted(setup.items()):
         if isinstance(v, str | int | float | bool):
             pairs.append((f"setup: {k}", str(v)))
-    inputs = _get(manifest, "inputs")
-    planned = _get(timing, "pages")
-    inputs = inputs if isinstance(inputs, list) else []
-    planned = planned if isinstance(planned, list) else []
+    inputs = (manifest.inputs if manifest is not None else None) or ()
+    planned = timing.pages if timing is not None else ()
     pages = None
     if inputs or planned:
-        src = inputs or planned
         cols = ("name", "kind", "size (px)", "sha256", "crop grid", "image tokens", "prefill length")
         rows = []
+        src: Sequence[ManifestInput | TimingPage] = inputs or planned
         for i, p in enumerate(src):
-            plan = planned[i] if len(planned) == len(src) else {}
-            grid = plan.get("grid")
+            plan = planned[i] if len(planned) == len(src) else TimingPage()
+            given = p if isinstance(p, ManifestInput) else None
             rows.append(
                 (
-                    str(p.get("name") or p.get("path") or ""),
-                    f"PDF page {p['pdf_page']}" if p.get("pdf_page") is not None else "image",
-                    f"{p.get('width')}x{p.get('height')}" if p.get("width") else "",
-                    str(p.get("sha256") or "")[:16],
-                    "x".join(map(str, grid)) if isinstance(grid, list) else "",
-                    str(plan.get("image_tokens") or ""),
-                    str(plan.get("prefill_length") or ""),
+                    str(p.name or p.path or ""),
+                    f"PDF page {given.pdf_page}" if given is not None and given.pdf_page is not None else "image",
+                    f"{p.width}x{p.height}" if p.width else "",
+                    str((given.sha256 if given is not None else None) or "")[:16],
+                    "x".join(map(str, plan.grid)) if plan.grid is not None else "",
+                    str(plan.image_tokens or ""),
+                    str(plan.prefill_length or ""),
                 )
             )
         pages = Table(cols, tuple(rows))
     caveats = (
-        tuple(str(a) for a in (_get(timing, "assumptions") or []))
+        tuple(timing.assumptions if timing is not None else ())
         + tuple(str(a) for a in (_get(analytic, "assumptions") or []))
         + tuple(str(n) for n in (_get(analytic, "peak", "notes") or []))
     )
     return tuple(pairs), pages, caveats
 
 
-def run_files(directory: Path, problems: list[str] | None = None) -> dict[str, dict[str, Any] | None]:
-    """``manifest``, ``timing`` and ``baseline`` documents of a run directory (``None`` when absent or unusable;
-    then one line naming the file and what is wrong goes to ``problems``).
-
-    The other unprofiled runs (``timing-baseline-<k>.json``) ride in the baseline's ``other_runs``,
-    as in analysis.json (:func:`dsocr.analyze.workload_from_run.with_other_runs`).
-    """
-    from dsocr.contract.rundocs import read_doc
-
-    said = problems if problems is not None else []
-
-    def read(path: Path) -> dict[str, Any] | None:
-        doc, problem = read_doc(path)
-        if problem is not None:
-            said.append(problem)
-        return doc
-
-    out: dict[str, dict[str, Any] | None] = {}
-    for key, name in (("manifest", rundir.MANIFEST), ("timing", rundir.TIMING)):
-        out[key] = read(directory / name)
-    out["baseline"] = with_other_runs(directory, read(directory / rundir.TIMING_BASELINE), read)
-    return out
-
-
-def _run_order(manifest: Mapping[str, Any] | None, files: Sequence[str]) -> tuple[tuple[int, str], ...]:
+def _run_order(manifest: RunManifest | None, files: Sequence[str]) -> tuple[tuple[int, str], ...]:
     """Each unprofiled run (its index in ``files``) and where it ran relative to the profiled one, in execution order.
 
     A capture made before ``--baseline-runs`` ran its one baseline after the profiled run.
     """
-    runs = [r for r in (_get(manifest, "timing", "runs") or []) if isinstance(r, Mapping)]
-    order = {str(r.get("file")): i for i, r in enumerate(runs)}
-    where = {str(r.get("file")): str(r.get("position") or "unknown") for r in runs}
+    runs = manifest.timing.runs if manifest is not None and manifest.timing is not None else ()
+    order = {str(r.file): i for i, r in enumerate(runs)}
+    where = {str(r.file): str(r.position or "unknown") for r in runs}
     default = {rundir.TIMING_BASELINE: "after"}
     ranked = sorted(range(len(files)), key=lambda i: order.get(files[i], len(order)))
     return tuple((i, where.get(files[i]) or default.get(files[i], "unknown")) for i in ranked)
 
 
-def _positions(manifest: Mapping[str, Any] | None, files: Sequence[str]) -> tuple[str, ...]:
+def _positions(manifest: RunManifest | None, files: Sequence[str]) -> tuple[str, ...]:
     """Where each unprofiled run (by file) ran relative to the profiled one, in execution order."""
     return tuple(where for _, where in _run_order(manifest, files))
 
@@ -740,16 +726,23 @@ def _op_memory(d: Mapping[str, Any]) -> OpMemoryView | None:
     return OpMemoryView(str(mem.get("device", "")), str(mem.get("measures", "")), tuple(map(dict, stages)), per_stage)
 
 
+def _doc_timing(d: Mapping[str, Any], key: str) -> RunTiming | None:
+    """analysis.json's ``timing`` or ``baseline`` (a run's timing document, compacted), typed."""
+    data = d.get(key)
+    return RunTiming.from_json(data, f"analysis.json {key}") if data is not None else None
+
+
 def view_from_analysis(
     d: Mapping[str, Any],
-    manifest: Mapping[str, Any] | None = None,
-    timing: Mapping[str, Any] | None = None,
+    manifest: RunManifest | None = None,
+    timing: RunTiming | None = None,
     analytic: Mapping[str, Any] | None = None,
-    baseline: Mapping[str, Any] | None = None,
+    baseline: RunTiming | None = None,
 ) -> ReportView:
     """The report view of an analysis document (plus the optional run files, see the module doc)."""
-    manifest = manifest if manifest is not None else d.get("manifest")
-    timing = timing if timing is not None else d.get("timing")
+    if manifest is None and d.get("manifest") is not None:
+        manifest = RunManifest.from_json(d["manifest"], "analysis.json manifest")
+    timing = timing if timing is not None else _doc_timing(d, "timing")
     analytic = analytic if analytic is not None else d.get("analytic")
     why_no_model = None
     peak_only: Mapping[str, Any] | None = None
@@ -757,18 +750,18 @@ def view_from_analysis(
         why_no_model = analytic.get("reason")  # dsocr analyze had no workload for this trace
         peak_only = {"peak": analytic.get("peak")}  # the peak may still be known (the GPU is)
         analytic = None
-    baseline = baseline if baseline is not None else d.get("baseline")
-    files = [str(baseline.get("file") or rundir.TIMING_BASELINE)] if baseline is not None else []
-    if baseline is None and timing is not None and timing.get("profiled") is False:
+    baseline = baseline if baseline is not None else _doc_timing(d, "baseline")
+    files = [str(baseline.file or rundir.TIMING_BASELINE)] if baseline is not None else []
+    if baseline is None and timing is not None and timing.profiled is False:
         baseline = timing  # an unprofiled timing serves as the baseline
         files = [rundir.TIMING]
-    baselines = [b for b in (_get(baseline, "other_runs") or []) if isinstance(b, Mapping)]
+    baselines = baseline.other_runs if baseline is not None else ()
     docs = [*([baseline] if baseline is not None else []), *baselines]
-    files += [str(b.get("file") or "unknown") for b in baselines]
+    files += [str(b.file or "unknown") for b in baselines]
     records = _records(timing)
     base = _records(baseline)
     passes = int(_get(d, "repeats", "passes") or 1)
-    is_profiled = timing is None or timing.get("profiled") is not False
+    is_profiled = timing is None or timing.profiled is not False
     order = _run_order(manifest, files) if files != [rundir.TIMING] else ((0, "unknown"),)
     stages = _stage_views(d, records, _baseline_records(docs), analytic, passes, is_profiled, order)
     names = [s.name for s in stages]

@@ -300,7 +300,13 @@ def write_for_analysis(
     timing-baseline.json; ``analytic`` is the analytic model's JSON for one page
     (``dsocr.analytic.export.to_json``). This is what ``dsocr analyze`` calls.
     """
-    from dsocr.report.adapt import run_files, view_from_analysis
+    from dsocr.analyze.workload_from_run import read_run_files
+    from dsocr.report.adapt import view_from_analysis
 
-    files = run_files(run_dir) if run_dir is not None else {}
-    return write(view_from_analysis(doc, analytic=analytic, **files), out_dir)
+    files = read_run_files(run_dir) if run_dir is not None else None
+    if files is None:
+        return write(view_from_analysis(doc, analytic=analytic), out_dir)
+    view = view_from_analysis(
+        doc, manifest=files.manifest, timing=files.timing, analytic=analytic, baseline=files.baseline
+    )
+    return write(view, out_dir)
