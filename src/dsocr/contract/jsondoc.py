@@ -106,6 +106,11 @@ class JsonDoc:
         return attrs.evolve(self, keys=(*keys, *new), **changes)
 
 
+def field_keys(cls: type[JsonDoc]) -> tuple[str, ...]:
+    """The JSON keys of ``cls``'s fields, in field order."""
+    return tuple(s.key for s in _specs(cls).values())
+
+
 def _default_keys(doc: JsonDoc) -> tuple[str, ...]:
     return (*(s.key for s in _specs(type(doc)).values()), *doc.extra)
 

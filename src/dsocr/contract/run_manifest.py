@@ -51,6 +51,7 @@ class ManifestSettings(jd.JsonDoc):
     module_ranges: bool | None = jd.field(_opt_bool)
     baseline: bool | None = jd.field(_opt_bool)
     baseline_runs: int | None = jd.field(_opt_int)
+    devices: tuple[str, ...] | None = jd.field(jd.optional(_strings), dump=jd.dump_list)  #: ``--devices``
 
     def scalars(self) -> tuple[tuple[str, Any], ...]:
         """Every setting (typed and not) whose value is a string, number, bool or null, in the file's order."""
