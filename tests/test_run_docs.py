@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from dsocr.contract.errors import BadInput
+from dsocr.contract.jsondoc import JsonDoc
+from dsocr.contract.run_calibration import RunCalibration
 from dsocr.contract.run_manifest import RunManifest, read_manifest
 from dsocr.contract.run_timing import Execution, RunTiming, read_timing
 
@@ -15,19 +17,26 @@ SAMPLE = Path(__file__).parents[1] / "src" / "dsocr" / "data" / "sample" / "h100
 FIXTURES = Path(__file__).parents[2] / "shared" / "fixtures"
 
 
+def _typed(path: Path) -> bool:
+    return path.name in ("manifest.json", "calibration.json") or path.name.startswith("timing")
+
+
 def _run_docs() -> list[Path]:
     found = sorted(SAMPLE.glob("*.json"))
     if FIXTURES.is_dir():
-        found += sorted(p for p in FIXTURES.rglob("*.json") if p.name == "manifest.json" or p.name.startswith("timing"))
-    return [p for p in found if p.name == "manifest.json" or p.name.startswith("timing")]
+        found += sorted(FIXTURES.rglob("*.json"))
+    return [p for p in found if _typed(p)]
 
 
 @pytest.mark.parametrize("path", _run_docs(), ids=lambda p: str(p.relative_to(p.parents[1])))
 def test_run_documents_read_back_unchanged(path: Path) -> None:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    cls = RunManifest if path.name == "manifest.json" else RunTiming
+    text = path.read_text(encoding="utf-8")
+    data = json.loads(text)
+    cls: type[JsonDoc] = {"manifest.json": RunManifest, "calibration.json": RunCalibration}.get(path.name, RunTiming)
     doc = cls.from_json(data, str(path))
     assert json.dumps(doc.to_json(), indent=1) == json.dumps(data, indent=1)
+    if isinstance(doc, RunManifest | RunTiming | RunCalibration) and path.parent == SAMPLE:
+        assert doc.text() == text  # byte for byte as written
 
 
 def test_sample_timing_is_typed() -> None:
@@ -110,3 +119,11 @@ def test_writer_changes_append_keys_in_order() -> None:
     built = RunManifest(status="running")  # built in memory: every field, in field order
     assert list(built.to_json())[:2] == ["schema_version", "kind"]
     assert list(built.with_(analysis="done").to_json()) == list(built.to_json())
+
+
+def test_calibration_fields_are_checked() -> None:
+    good = {"schema": "dsocr.calibration", "version": 1, "kernels": [{"key": "k", "median_ns": 5, "iterations": 2}]}
+    assert RunCalibration.from_json(good).kernels[0].usable
+    bad = {**good, "kernels": [{"key": "k", "median_ns": "5"}]}
+    with pytest.raises(BadInput, match=r"^cal\.json: field kernels\[0\]\.median_ns is '5', expected a number"):
+        RunCalibration.from_json(bad, "cal.json")
