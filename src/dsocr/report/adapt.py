@@ -36,6 +36,7 @@ from typing import Any
 import polars as pl
 
 from dsocr.analyze import nesting
+from dsocr.analyze.analysis_doc import AnalysisDocument
 from dsocr.analyze.categories import LABELS
 from dsocr.analyze.op_memory import HOW_TO
 from dsocr.contract import nvtx_names as nv
@@ -127,10 +128,10 @@ def _settings(manifest: RunManifest | None, timing: RunTiming | None) -> Mapping
     return settings or (timing.config if timing is not None else None) or {}
 
 
-def _identity(d: Mapping[str, Any], manifest: RunManifest | None, timing: RunTiming | None) -> Identity:
-    trace = d.get("trace") or {}
+def _identity(d: AnalysisDocument, manifest: RunManifest | None, timing: RunTiming | None) -> Identity:
+    trace = d.trace or {}
     files = [str(trace.get("file"))] if trace.get("file") else []
-    files += [str(t.get("file")) for t in d.get("traces") or [] if t.get("file") and str(t.get("file")) not in files]
+    files += [str(t.get("file")) for t in d.traces if t.get("file") and str(t.get("file")) not in files]
     menv = (manifest.environment if manifest is not None else None) or {}
     tenv = (timing.environment if timing is not None else None) or {}
     settings = _settings(manifest, timing)
@@ -162,7 +163,7 @@ def _identity(d: Mapping[str, Any], manifest: RunManifest | None, timing: RunTim
         dtype=tenv.get("dtype") or settings.get("dtype"),
         mode=settings.get("mode"),
         pages=len(pages) if pages is not None else None,
-        repeats=_get(d, "repeats", "passes"),
+        repeats=d.repeats_value("passes"),
         prompt_tokens=prompt_tokens or settings.get("prompt_tokens"),
         new_tokens=settings.get("max_new_tokens") or settings.get("new_tokens"),
         created=manifest.created if manifest is not None else None,
@@ -237,13 +238,13 @@ def _drift(per_repeat: pl.DataFrame) -> dict[str, tuple[int, float | None]]:
     return {str(st): (int(n), None if d is None else float(d)) for st, n, d in rows.iter_rows()}
 
 
-def _has_gpu(d: Mapping[str, Any]) -> bool:
+def _has_gpu(d: AnalysisDocument) -> bool:
     """Whether the stages have GPU numbers: CUDA was traced and its records tie to the ranges (no ``gpu_lost``)."""
-    return bool(_get(d, "trace", "has_cuda")) and not _get(d, "trace", "gpu_lost")
+    return bool(d.trace_value("has_cuda")) and not d.trace_value("gpu_lost")
 
 
 def _stage_views(
-    d: Mapping[str, Any],
+    d: AnalysisDocument,
     records: pl.DataFrame,
     baseline: pl.DataFrame,
     analytic: Mapping[str, Any] | None,
@@ -252,9 +253,9 @@ def _stage_views(
     run_order: Sequence[tuple[int, str]] = (),
 ) -> tuple[StageView, ...]:
     """The stage views; ``run_order``: (index in ``baseline``'s ``run``, where it ran) in execution order."""
-    stages = _frame(d.get("stages"))
-    per_pass = _frame(_get(d, "repeats", "per_pass"))
-    instances = _frame(d.get("stage_instances"))
+    stages = _frame(d.stages)
+    per_pass = _frame(d.repeats_value("per_pass"))
+    instances = _frame(d.stage_instances)
     if stages.is_empty():
         return ()
     names = [n for n in stages["stage"].to_list() if n not in CONTAINERS]
@@ -356,9 +357,9 @@ def _stage_views(
     return tuple(out)
 
 
-def _nested(d: Mapping[str, Any]) -> bool:
+def _nested(d: AnalysisDocument) -> bool:
     """Whether vision ran inside prefill (analysis.json's ``stage_nesting`` lists exclusive columns)."""
-    return bool(_get(d, "stage_nesting", "exclusive_columns"))
+    return bool(_get(d.stage_nesting, "exclusive_columns"))
 
 
 def _own_parts(instances: pl.DataFrame) -> pl.DataFrame:
@@ -503,9 +504,9 @@ def _idle_instances(instances: pl.DataFrame, names: Sequence[str], has_gpu: bool
     )
 
 
-def _idle_gaps(d: Mapping[str, Any]) -> tuple[IdleGap, ...]:
+def _idle_gaps(d: AnalysisDocument) -> tuple[IdleGap, ...]:
     """True GPU idle gaps, when the analysis lists them (``idle_gaps``: ``stage``, ``start_ns``, ``duration_ns``)."""
-    rows = d.get("idle_gaps") or []
+    rows = d.idle_gaps
     return tuple(
         IdleGap(str(r.get("stage")), float(r.get("start_ns") or 0), float(r["duration_ns"]), "gap")
         for r in rows[: TOP_IDLE * 2]
@@ -514,15 +515,15 @@ def _idle_gaps(d: Mapping[str, Any]) -> tuple[IdleGap, ...]:
 
 
 def _memory(
-    d: Mapping[str, Any], names: Sequence[str], baseline: pl.DataFrame, analytic: Mapping[str, Any] | None
+    d: AnalysisDocument, names: Sequence[str], baseline: pl.DataFrame, analytic: Mapping[str, Any] | None
 ) -> MemoryView:
-    stages = _frame(d.get("stages"))
+    stages = _frame(d.stages)
     # where vision ran inside prefill, prefill's copies include vision's: vision is not added again
     inside = {nesting.GUEST} if _nested(d) else set()
     top = stages.filter(
         pl.col("stage").is_in([n for n in names if nv.PARENT.get(n) in (None, nv.PAGE) and n not in inside])
     )
-    passes = max(1, int(_get(d, "repeats", "passes") or 1))
+    passes = max(1, int(d.repeats_value("passes") or 1))
     copies: list[tuple[str, int | None, float]] = []
     if not top.is_empty():
         cols = ("h2d_bytes", "d2h_bytes", "d2d_bytes", "p2p_bytes", "d2h_copies", "memcpys")
@@ -660,9 +661,9 @@ def _mib(v: Any) -> str:
     return "n/a" if v is None else f"{v / 2**20:,.1f} MiB"
 
 
-def _modules(d: Mapping[str, Any]) -> tuple[Table | None, Table | None, str | None]:
+def _modules(d: AnalysisDocument) -> tuple[Table | None, Table | None, str | None]:
     """The module tables of analysis.json's ``modules`` (measured rows only) and their note."""
-    mods = d.get("modules")
+    mods = d.modules
     if not isinstance(mods, Mapping):
         return None, None, None
     rows = [r for r in mods.get("rows") or [] if isinstance(r, Mapping) and r.get("measured_ns") is not None]
@@ -713,9 +714,9 @@ def _modules(d: Mapping[str, Any]) -> tuple[Table | None, Table | None, str | No
     return table, cat_table, note
 
 
-def _op_memory(d: Mapping[str, Any]) -> OpMemoryView | None:
+def _op_memory(d: AnalysisDocument) -> OpMemoryView | None:
     """analysis.json's ``op_memory`` (present only with op_memory.json in the run directory)."""
-    mem = d.get("op_memory")
+    mem = d.op_memory
     if not isinstance(mem, Mapping):
         return None
     stages = tuple(r for r in mem.get("stages") or () if isinstance(r, Mapping))
@@ -726,31 +727,26 @@ def _op_memory(d: Mapping[str, Any]) -> OpMemoryView | None:
     return OpMemoryView(str(mem.get("device", "")), str(mem.get("measures", "")), tuple(map(dict, stages)), per_stage)
 
 
-def _doc_timing(d: Mapping[str, Any], key: str) -> RunTiming | None:
-    """analysis.json's ``timing`` or ``baseline`` (a run's timing document, compacted), typed."""
-    data = d.get(key)
-    return RunTiming.from_json(data, f"analysis.json {key}") if data is not None else None
-
-
 def view_from_analysis(
-    d: Mapping[str, Any],
+    document: AnalysisDocument | Mapping[str, Any],
     manifest: RunManifest | None = None,
     timing: RunTiming | None = None,
     analytic: Mapping[str, Any] | None = None,
     baseline: RunTiming | None = None,
 ) -> ReportView:
-    """The report view of an analysis document (plus the optional run files, see the module doc)."""
-    if manifest is None and d.get("manifest") is not None:
-        manifest = RunManifest.from_json(d["manifest"], "analysis.json manifest")
-    timing = timing if timing is not None else _doc_timing(d, "timing")
-    analytic = analytic if analytic is not None else d.get("analytic")
+    """The report view of an analysis document (plus the optional run files, see the module doc); a plain
+    mapping (``Analysis.to_dict()``, parsed analysis.json) is typed first."""
+    d = document if isinstance(document, AnalysisDocument) else AnalysisDocument.from_json(document, "analysis")
+    manifest = manifest if manifest is not None else d.manifest
+    timing = timing if timing is not None else d.timing
+    analytic = analytic if analytic is not None else d.analytic
     why_no_model = None
     peak_only: Mapping[str, Any] | None = None
     if isinstance(analytic, Mapping) and analytic.get("available") is False:
         why_no_model = analytic.get("reason")  # dsocr analyze had no workload for this trace
         peak_only = {"peak": analytic.get("peak")}  # the peak may still be known (the GPU is)
         analytic = None
-    baseline = baseline if baseline is not None else _doc_timing(d, "baseline")
+    baseline = baseline if baseline is not None else d.baseline
     files = [str(baseline.file or rundir.TIMING_BASELINE)] if baseline is not None else []
     if baseline is None and timing is not None and timing.profiled is False:
         baseline = timing  # an unprofiled timing serves as the baseline
@@ -760,15 +756,15 @@ def view_from_analysis(
     files += [str(b.file or "unknown") for b in baselines]
     records = _records(timing)
     base = _records(baseline)
-    passes = int(_get(d, "repeats", "passes") or 1)
+    passes = int(d.repeats_value("passes") or 1)
     is_profiled = timing is None or timing.profiled is not False
     order = _run_order(manifest, files) if files != [rundir.TIMING] else ((0, "unknown"),)
     stages = _stage_views(d, records, _baseline_records(docs), analytic, passes, is_profiled, order)
     names = [s.name for s in stages]
     nested = _nested(d)
-    instances = _own_parts(_frame(d.get("stage_instances"))) if nested else _frame(d.get("stage_instances"))
+    instances = _own_parts(_frame(d.stage_instances)) if nested else _frame(d.stage_instances)
     has_gpu = _has_gpu(d)
-    cats = _frame(d.get("kernel_categories"))
+    cats = _frame(d.kernel_categories)
     if nested and not cats.is_empty():
         cats = _own_categories(cats)
     categories = (
@@ -779,7 +775,7 @@ def view_from_analysis(
         if not cats.is_empty()
         else ()
     )
-    kern = _frame(d.get("top_kernels"))
+    kern = _frame(d.top_kernels)
     kernels = (
         tuple(
             KernelView(
@@ -795,7 +791,7 @@ def view_from_analysis(
         if not kern.is_empty()
         else ()
     )
-    ops = _frame(d.get("operators"))
+    ops = _frame(d.operators)
     operators = (
         tuple(
             KernelView(
@@ -847,21 +843,21 @@ def view_from_analysis(
         categories=categories,
         decode_steps=_decode_steps(instances, records if not records.is_empty() else base, has_gpu),
         timeline=_timeline(instances, names, has_gpu),
-        roofline=_roofline(stages, analytic, d.get("modules")),
+        roofline=_roofline(stages, analytic, d.modules),
         peaks=peaks,
         model_mfu=model_mfu,
         memory=_memory(d, names, base if not base.is_empty() else records, analytic),
         op_memory=_op_memory(d),
-        op_memory_note=HOW_TO if d.get("op_memory") is None and (manifest is not None or timing is not None) else None,
+        op_memory_note=HOW_TO if d.op_memory is None and (manifest is not None or timing is not None) else None,
         idle_gaps=_idle_gaps(d) or _idle_instances(instances, names, has_gpu),
         assumptions=assumptions,
         pages=pages,
         caveats=caveats,
-        notes=tuple(str(w) for w in d.get("warnings") or ()) + ((str(why_no_model),) if why_no_model else ()),
-        warnings=tuple(str(w) for w in d.get("warnings") or ()),
-        gpu_lost=str(_get(d, "trace", "gpu_lost")) if _get(d, "trace", "gpu_lost") else None,
+        notes=d.warnings + ((str(why_no_model),) if why_no_model else ()),
+        warnings=d.warnings,
+        gpu_lost=str(d.trace_value("gpu_lost")) if d.trace_value("gpu_lost") else None,
         analytic_reason=str(why_no_model) if why_no_model else None,
-        nesting_note=str(_get(d, "stage_nesting", "note")) if nested else None,
+        nesting_note=str(_get(d.stage_nesting, "note")) if nested else None,
         has_gpu=has_gpu,
         baseline_positions=_positions(manifest, files) if files != [rundir.TIMING] else ("unknown",),
         modules=modules,
@@ -871,10 +867,10 @@ def view_from_analysis(
     )
 
 
-def _devices(d: Mapping[str, Any]) -> tuple[tuple[str, Table], ...]:
+def _devices(d: AnalysisDocument) -> tuple[tuple[str, Table], ...]:
     """The per-device tables of a data-parallel trace (analysis.json ``devices``), none otherwise."""
-    if not d.get("devices"):
+    if not d.devices:
         return ()
     from dsocr.report.devices import device_view_tables
 
-    return device_view_tables(d.get("devices"), max(1, len(d.get("traces") or [])))
+    return device_view_tables(d.devices, max(1, len(d.traces)))

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import attrs
 
+from dsocr.analyze.analysis_doc import AnalysisDocument
 from dsocr.analyze.workload_from_run import RunFiles, read_run_files
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput, DsocrError, InputNotFound
@@ -182,16 +183,16 @@ def load_side(path: Path) -> Side:
             "re-run dsocr analyze on its trace"
         )
     _check_shape(doc, doc_path)
+    typed = AnalysisDocument.from_json(doc, str(doc_path))  # what dsocr analyze rendered, read back
     # the settings compared: the run directory's manifest.json (beside a given analysis.json too), else the copy
     # inside analysis.json
     manifest = files.manifest if files is not None else read_manifest(doc_path.parent / rundir.MANIFEST)[0]
     try:
-        if manifest is None and doc.get("manifest") is not None:
-            manifest = RunManifest.from_json(doc["manifest"], f"{doc_path} manifest")
+        manifest = manifest if manifest is not None else typed.manifest
         if files is not None:
-            view = view_from_analysis(doc, manifest=files.manifest, timing=files.timing, baseline=files.baseline)
+            view = view_from_analysis(typed, manifest=files.manifest, timing=files.timing, baseline=files.baseline)
         else:
-            view = view_from_analysis(doc)
+            view = view_from_analysis(typed)
     except DsocrError:
         raise
     except Exception as exc:  # an untrusted document: whatever breaks in reading it is its fault, said in one line

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, suppress
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import jinja2
@@ -26,6 +26,9 @@ from dsocr.report import jinja
 from dsocr.report import summary as summ
 from dsocr.report.model import distinct_short_names, frac, pipeline_stages
 from dsocr.report.view import KernelView, ReportView, Stat
+
+if TYPE_CHECKING:
+    from dsocr.analyze.analysis_doc import AnalysisDocument
 
 PLOTS_DIR = "plots"
 
@@ -289,12 +292,12 @@ def write(view: ReportView, out_dir: Path) -> list[Path]:
 
 
 def write_for_analysis(
-    doc: Mapping[str, Any],
+    doc: AnalysisDocument | Mapping[str, Any],
     out_dir: Path,
     run_dir: Path | None = None,
     analytic: Mapping[str, Any] | None = None,
 ) -> list[Path]:
-    """report.html, summary.md and plots/*.svg for an analysis document (``Analysis.to_dict()``).
+    """report.html, summary.md and plots/*.svg for an analysis document (typed, or ``Analysis.to_dict()``).
 
     ``run_dir`` (a capture's run directory) adds its manifest.json, timing.json and
     timing-baseline.json; ``analytic`` is the analytic model's JSON for one page
