@@ -184,11 +184,6 @@ def dump(doc: JsonDoc) -> dict[str, Any]:
 # ---- parsers: each checks one JSON value and returns it (unchanged where JSON has the type) ----
 
 
-def any_json(value: Any, where: Where) -> Any:
-    """Any JSON value, kept as is."""
-    return value
-
-
 def string(value: Any, where: Where) -> str:
     """A string."""
     if not isinstance(value, str):

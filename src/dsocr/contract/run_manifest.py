@@ -53,11 +53,6 @@ class ManifestSettings(jd.JsonDoc):
     baseline_runs: int | None = jd.field(_opt_int)
     devices: tuple[str, ...] | None = jd.field(jd.optional(_strings), dump=jd.dump_list)  #: ``--devices``
 
-    def scalars(self) -> tuple[tuple[str, Any], ...]:
-        """Every setting (typed and not) whose value is a string, number, bool or null, in the file's order."""
-        data = self.to_json()
-        return tuple((k, v) for k, v in data.items() if isinstance(v, str | int | float | bool) or v is None)
-
 
 @attrs.frozen
 class ManifestInput(jd.JsonDoc):
@@ -93,10 +88,6 @@ class ManifestTiming(jd.JsonDoc):
     baseline: str | None = jd.field(_opt_str)
     baseline_runs: int | None = jd.field(_opt_int)
     runs: tuple[TimingRun, ...] = jd.field(jd.listed(jd.nested(TimingRun)), (), dump=jd.dump_docs)
-
-    def run(self, file: str) -> TimingRun | None:
-        """The run that wrote ``file``."""
-        return next((r for r in self.runs if r.file == file), None)
 
     def with_run(self, file: str, **changes: Any) -> ManifestTiming:
         """A copy with the run writing ``file`` changed (unchanged when there is none)."""

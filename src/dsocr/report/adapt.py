@@ -1,8 +1,8 @@
 """Build the report's :class:`~dsocr.report.view.ReportView` from the analysis document.
 
-The input is the ``analysis.json`` document (``Analysis.to_dict()``, docs/analysis-schema.md),
-so report.html, summary.md and ``dsocr diff`` all read the same data. Optional inputs, each
-either a key of the document or an argument:
+The input is the typed ``analysis.json`` document (:class:`~dsocr.analyze.analysis_doc.AnalysisDocument`,
+docs/analysis-schema.md; a plain mapping is typed first), so report.html, summary.md and ``dsocr diff``
+all read the same data. Optional inputs, each either a key of the document or an argument:
 
 - ``manifest``: the run's ``manifest.json`` (run identity, settings, nsys command), a
   :class:`~dsocr.contract.run_manifest.RunManifest`; ``timing`` and ``baseline`` are
