@@ -338,6 +338,15 @@ def _diff_malformed(tmp: Path) -> Setup:
     return Setup(("diff", str(good), str(bad)))
 
 
+def _diff_bad_field(tmp: Path) -> Setup:
+    good = _analysis_json(tmp, foreign_trace(tmp / "a.sqlite"), tmp / "A")
+    bad = tmp / "bad.json"
+    doc = json.loads(good.read_text())
+    doc["baseline"] = {"profiled": False, "records": [{"stage": "page", "ms": "slow"}]}
+    bad.write_text(json.dumps(doc))
+    return Setup(("diff", str(good), str(bad)))
+
+
 def _diff_fifo(tmp: Path) -> Setup:
     good = _analysis_json(tmp, foreign_trace(tmp / "a.sqlite"), tmp / "A")
     return Setup(("diff", str(good), str(_fifo(tmp / "b.json"))))
@@ -595,6 +604,13 @@ CORPUS: tuple[Case, ...] = (
         "malformed analysis document ('stages' is not a list of objects)",
         ExitCode.BAD_INPUT,
         _diff_malformed,
+    ),
+    Case(
+        "diff-bad-field",
+        "diff A.json BAD.json (a baseline record's ms a string)",
+        "bad.json: field baseline.records[0].ms is 'slow', expected a number",
+        ExitCode.BAD_INPUT,
+        _diff_bad_field,
     ),
     Case("diff-fifo", "diff A.json FIFO", "is a named pipe (FIFO), not a regular file", ExitCode.BAD_INPUT, _diff_fifo),
     Case(

@@ -127,3 +127,17 @@ def test_calibration_fields_are_checked() -> None:
     bad = {**good, "kernels": [{"key": "k", "median_ns": "5"}]}
     with pytest.raises(BadInput, match=r"^cal\.json: field kernels\[0\]\.median_ns is '5', expected a number"):
         RunCalibration.from_json(bad, "cal.json")
+
+
+def test_analysis_document_reads_back_unchanged() -> None:
+    """The golden analysis.json (what dsocr analyze writes for the sample) through AnalysisDocument and back."""
+    from dsocr.analyze.analysis_doc import AnalysisDocument
+
+    data = json.loads((Path(__file__).parent / "golden" / "sample" / "analysis.json").read_text(encoding="utf-8"))
+    doc = AnalysisDocument.from_json(data)
+    assert json.dumps(doc.to_json()) == json.dumps(data)
+    assert doc.manifest is not None and doc.timing is not None and doc.timing.records_compacted is not None
+    assert doc.baseline is not None and [o.file for o in doc.baseline.other_runs] == ["timing-baseline-1.json"]
+    bad = {**data, "timing": {**data["timing"], "pages": [{"grid": "2x2"}]}}
+    with pytest.raises(BadInput, match=r"^A/analysis\.json: field timing\.pages\[0\]\.grid is '2x2', expected a list"):
+        AnalysisDocument.from_json(bad, "A/analysis.json")
