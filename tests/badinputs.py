@@ -306,6 +306,17 @@ def _corrupt_run_file(name: str) -> Callable[[Path], Setup]:
     return build
 
 
+def _bad_run_field(name: str, text: str) -> Callable[[Path], Setup]:
+    def build(tmp: Path) -> Setup:
+        run = tmp / "run"
+        run.mkdir()
+        foreign_trace(run / "trace.sqlite")
+        (run / name).write_text(text)
+        return Setup(("analyze", str(run), "--out", str(tmp / "o"), "--format", "json"))
+
+    return build
+
+
 def _binary_calibration(tmp: Path) -> Setup:
     trace = foreign_trace(tmp / "in.sqlite")
     cal = tmp / "calibration.json"
@@ -323,6 +334,15 @@ def _diff_malformed(tmp: Path) -> Setup:
     bad = tmp / "bad.json"
     doc = json.loads(good.read_text())
     doc["stages"] = "not a table"
+    bad.write_text(json.dumps(doc))
+    return Setup(("diff", str(good), str(bad)))
+
+
+def _diff_bad_field(tmp: Path) -> Setup:
+    good = _analysis_json(tmp, foreign_trace(tmp / "a.sqlite"), tmp / "A")
+    bad = tmp / "bad.json"
+    doc = json.loads(good.read_text())
+    doc["baseline"] = {"profiled": False, "records": [{"stage": "page", "ms": "slow"}]}
     bad.write_text(json.dumps(doc))
     return Setup(("diff", str(good), str(bad)))
 
@@ -544,6 +564,27 @@ CORPUS: tuple[Case, ...] = (
         _corrupt_run_file("timing.json"),
     ),
     Case(
+        "bad-timing-field",
+        "analyze RUN (RUN/timing.json with a record's ms a string)",
+        "timing.json: field records[0].ms is 'slow', expected a number",
+        ExitCode.BAD_INPUT,
+        _bad_run_field("timing.json", '{"profiled": true, "records": [{"stage": "page", "ms": "slow"}]}'),
+    ),
+    Case(
+        "bad-execution-field",
+        "analyze RUN (RUN/timing-baseline.json with model.execution.decode unknown)",
+        "timing-baseline.json: field model.execution.decode is 'fast', expected eager or graph or compile",
+        ExitCode.BAD_INPUT,
+        _bad_run_field("timing-baseline.json", '{"model": {"execution": {"decode": "fast"}}}'),
+    ),
+    Case(
+        "bad-manifest-field",
+        "analyze RUN (RUN/manifest.json with settings.pages not a list)",
+        "manifest.json: field settings.pages is 'a.png', expected a list",
+        ExitCode.BAD_INPUT,
+        _bad_run_field("manifest.json", '{"status": "complete", "settings": {"pages": "a.png"}}'),
+    ),
+    Case(
         "binary-calibration",
         "analyze IN --calibration BINARY",
         "not a text file, so not a calibration file",
@@ -563,6 +604,13 @@ CORPUS: tuple[Case, ...] = (
         "malformed analysis document ('stages' is not a list of objects)",
         ExitCode.BAD_INPUT,
         _diff_malformed,
+    ),
+    Case(
+        "diff-bad-field",
+        "diff A.json BAD.json (a baseline record's ms a string)",
+        "bad.json: field baseline.records[0].ms is 'slow', expected a number",
+        ExitCode.BAD_INPUT,
+        _diff_bad_field,
     ),
     Case("diff-fifo", "diff A.json FIFO", "is a named pipe (FIFO), not a regular file", ExitCode.BAD_INPUT, _diff_fifo),
     Case(

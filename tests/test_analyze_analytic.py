@@ -16,6 +16,7 @@ from dsocr.analyze.pipeline import run_analysis
 from dsocr.analyze.workload_from_run import WorkloadFlags, compact_timing
 from dsocr.cli import main
 from dsocr.contract.errors import BadUsage
+from dsocr.contract.run_timing import RunTiming
 from tracebuild import TraceBuilder
 
 H100_TFLOPS = 989.4  # the peak table's H100 SXM5 80GB row (docs/gpu-peaks.md)
@@ -273,8 +274,14 @@ def test_compact_timing_keeps_per_repeat_sums() -> None:
         for i in range(3)
     ]
     recs.append({"repeat": 0, "page": 0, "stage": "prefill", "ms": 5.0, "tokens": 1})
-    out = compact_timing({"profiled": True, "records": recs})
-    assert out is not None and out["records_compacted"] and out["profiled"] is True
+    out_doc = compact_timing(RunTiming.from_json({"profiled": True, "records": recs}))
+    assert out_doc is not None
+    out = out_doc.to_json()
+    assert (
+        list(out) == ["profiled", "records", "records_compacted"]
+        and out["records_compacted"]
+        and out["profiled"] is True
+    )
     steps = [r for r in out["records"] if r["stage"] == "decode_step"]
     assert [r["context_length"] for r in steps[:3]] == [9, 10, 11]  # first (repeat, page) in full
     assert [(r["repeat"], r["page"], r["ms"], r["steps"]) for r in steps[3:]] == [
@@ -293,10 +300,10 @@ def test_a_replica_run_with_its_execution_is_modelled_as_it_ran() -> None:
         "config": {"mode": "tiny", "max_new_tokens": 4, "prompt_tokens": 12, "attn_implementation": "eager"},
         "pages": [{"name": "p", "width": 800, "height": 1000}],
     }
-    before = from_timing(timing).pages[0]
+    before = from_timing(RunTiming.from_json(timing)).pages[0]
     assert (before.attn_impl, before.vision_attn_impl, before.prefill_logits) == ("eager", None, "last")
     executed = {**timing, "model": {"execution": {"moe": "loop", "attn": "eager", "prefill_logits": "all"}}}
-    w = from_timing(executed).pages[0]
+    w = from_timing(RunTiming.from_json(executed)).pages[0]
     assert (w.attn_impl, w.vision_attn_impl, w.prefill_logits) == ("eager", "sdpa", "all")
     from dsocr.analytic.export import assumptions
     from dsocr.analytic.workload import estimate

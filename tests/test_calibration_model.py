@@ -10,7 +10,6 @@ import pytest
 
 from dsocr.analytic import primitives as p
 from dsocr.analytic.calibration import (
-    SCHEMA,
     Calibration,
     calibrated_time,
     load_calibration,
@@ -23,6 +22,7 @@ from dsocr.analytic.roofline import ops_roofline_ns
 from dsocr.analytic.signature import Kernel, parse_key, unique
 from dsocr.analytic.workload import Workload, estimate
 from dsocr.contract.errors import BadInput, DsocrError, ExitCode
+from dsocr.contract.run_calibration import SCHEMA
 
 PEAK = resolve_peak("NVIDIA H100 80GB HBM3")
 GUNDAM_2X3 = Workload(mode="gundam", crop_grid=(2, 3), prompt_tokens=12, new_tokens=32)

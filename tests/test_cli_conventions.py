@@ -368,16 +368,18 @@ def test_capture_json_is_only_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from dsocr.capture import driver
+    from dsocr.contract.run_manifest import RunManifest
 
     def fake(settings: driver.CaptureSettings, reporter: Any, **_: Any) -> driver.CaptureResult:
         reporter.info(f"{driver.RUN_DIR_MESSAGE}{tmp_path / 'run'}")
         reporter.warn("a warning stays on stderr")
-        return driver.CaptureResult(run_dir=tmp_path / "run", manifest={"status": "complete", "mode": settings.mode})
+        manifest = RunManifest.from_json({"status": "complete", "model": settings.model})
+        return driver.CaptureResult(run_dir=tmp_path / "run", manifest=manifest)
 
     monkeypatch.setattr(driver, "run_capture", fake)
     code, out, err = _main(["capture", "--json", "--mode", "tiny"], capsys)
     assert (code, err) == (0, "dsocr: warning: a warning stays on stderr\n")
-    assert json.loads(out) == {"run_dir": str(tmp_path / "run"), "manifest": {"status": "complete", "mode": "tiny"}}
+    assert json.loads(out) == {"run_dir": str(tmp_path / "run"), "manifest": {"status": "complete", "model": "replica"}}
     code, out, err = _main(["capture", "--quiet"], capsys)
     assert (code, out, err) == (0, "", "dsocr: warning: a warning stays on stderr\n")
 

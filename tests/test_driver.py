@@ -16,6 +16,8 @@ from dsocr.capture import driver, manifest, progress
 from dsocr.capture.driver import CaptureSettings, run_capture
 from dsocr.contract.errors import BadInput, BadUsage, EnvironmentProblem, ExitCode, RunFailed
 
+SAMPLE_RUN = Path(__file__).parents[1] / "src" / "dsocr" / "data" / "sample" / "h100-gundam-2p2r"
+
 FAKE_NSYS = f"""#!{sys.executable}
 import json, os, shutil, subprocess, sys
 args = sys.argv[1:]
@@ -180,6 +182,12 @@ def test_complete_cpu_capture(fake: dict[str, Path]) -> None:
     assert m["environment"]["packages"]["dsocr"] and m["environment"]["python"]
     assert set(m["phases"]) == {"profile", "export", "baseline", "analyze"}
     assert "trace.sqlite" in m["files"] and "timing-baseline.json" in m["files"]
+    # the keys in the order every capture wrote them (the bundled sample's manifest), also at the run level
+    sample = json.loads((SAMPLE_RUN / "manifest.json").read_text())
+    assert list(m) == list(sample) and list(m["timing"]["runs"][0]) == list(sample["timing"]["runs"][0])
+    # settings added since the sample was captured (e.g. ``profile``) may stand among them, the sample's in order
+    assert [k for k in m["settings"] if k in sample["settings"]] == list(sample["settings"])
+    assert list(m["inputs"][0]) == list(sample["inputs"][0])
     calls = [json.loads(line) for line in fake["log"].read_text().splitlines()]
     profile = next(c for c in calls if c["argv"][0] == "profile")
     assert "--nvtx-capture=capture@dsocr" in profile["argv"] and profile["register_only"] == "0"

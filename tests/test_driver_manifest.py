@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from dsocr.capture import manifest
+from dsocr.contract.run_manifest import RunManifest, read_manifest
 
 
 class _Mem:
@@ -93,11 +94,12 @@ def test_torch_cuda_version_read_from_file(tmp_path: Path, monkeypatch: pytest.M
     assert manifest.torch_cuda_version() is None
 
 
-def test_write_is_atomic_json_and_read_tolerates_garbage(tmp_path: Path) -> None:
+def test_write_is_atomic_json_and_read_names_garbage(tmp_path: Path) -> None:
     path = tmp_path / "manifest.json"
-    manifest.write(path, {"status": "running", "path": tmp_path})
-    assert manifest.read(path) == {"status": "running", "path": str(tmp_path)}
+    manifest.write(path, RunManifest.from_json({"status": "running", "cwd": str(tmp_path)}))
+    doc, problem = read_manifest(path)
+    assert problem is None and doc is not None and doc.to_json() == {"status": "running", "cwd": str(tmp_path)}
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
     path.write_text("{not json")
-    assert manifest.read(path) == {}
-    assert manifest.read(tmp_path / "missing.json") == {}
+    assert read_manifest(path)[0] is None and "corrupt" in str(read_manifest(path)[1])
+    assert read_manifest(tmp_path / "missing.json") == (None, None)

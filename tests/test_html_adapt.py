@@ -11,9 +11,12 @@ import pytest
 from dsocr.analytic.export import to_json
 from dsocr.analytic.peaks import resolve_peak
 from dsocr.analytic.workload import Workload, estimate
+from dsocr.analyze.workload_from_run import read_run_files
+from dsocr.contract.run_manifest import RunManifest
+from dsocr.contract.run_timing import RunTiming
 from dsocr.report import html
 from dsocr.report import summary as summ
-from dsocr.report.adapt import run_files, view_from_analysis
+from dsocr.report.adapt import view_from_analysis
 from report_views import h100_analysis
 from test_summary import check_traceable
 
@@ -122,7 +125,7 @@ def test_baseline_timing_gives_unprofiled_times_memory_and_context(cpu_doc: dict
                 }
             )
     timing = {"schema": "dsocr.timing", "profiled": False, "records": records, "assumptions": ["random weights"]}
-    view = view_from_analysis(cpu_doc, timing=timing)
+    view = view_from_analysis(cpu_doc, timing=RunTiming.from_json(timing))
     pre = view.stage("prefill")
     assert pre is not None and pre.unprofiled_ns is not None
     assert pre.unprofiled_ns.values == (10e6, 11e6)
@@ -131,14 +134,16 @@ def test_baseline_timing_gives_unprofiled_times_memory_and_context(cpu_doc: dict
     assert [s.context_len for s in view.decode_steps] == [274, 275, 276, 277, 278]
     assert "random weights" in view.caveats
     # the profiled worker's own timing is not a baseline, but still gives tokens and context lengths
-    profiled = view_from_analysis(cpu_doc, timing={**timing, "profiled": True})
+    profiled = view_from_analysis(cpu_doc, timing=RunTiming.from_json({**timing, "profiled": True}))
     pre = profiled.stage("prefill")
     assert pre is not None and pre.unprofiled_ns is None and pre.tokens == 273
     assert profiled.decode_steps[0].context_len == 274
     # ... and with the baseline beside it, the baseline gives the unprofiled times
     fast = [{**r, "ms": r["ms"] / 2} for r in records]
     both = view_from_analysis(
-        cpu_doc, timing={**timing, "profiled": True}, baseline={"profiled": False, "records": fast}
+        cpu_doc,
+        timing=RunTiming.from_json({**timing, "profiled": True}),
+        baseline=RunTiming.from_json({"profiled": False, "records": fast}),
     )
     pre = both.stage("prefill")
     assert pre is not None and pre.unprofiled_ns is not None and pre.unprofiled_ns.values == (5e6, 5.5e6)
@@ -147,9 +152,11 @@ def test_baseline_timing_gives_unprofiled_times_memory_and_context(cpu_doc: dict
 def test_run_files(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text('{"dsocr_version": "0.1.0", "settings": {"mode": "base"}}')
     (tmp_path / "timing-baseline.json").write_text("{broken")
-    files = run_files(tmp_path)
-    assert files["manifest"] == {"dsocr_version": "0.1.0", "settings": {"mode": "base"}}
-    assert files["timing"] is None and files["baseline"] is None
+    files = read_run_files(tmp_path)
+    assert files.manifest is not None
+    assert files.manifest.to_json() == {"dsocr_version": "0.1.0", "settings": {"mode": "base"}}
+    assert files.timing is None and files.baseline is None
+    assert len(files.problems) == 1 and "timing-baseline.json: corrupt" in files.problems[0]
 
 
 def test_identity_and_inputs_from_manifest_and_timing(cpu_doc: dict[str, Any]) -> None:
@@ -169,7 +176,7 @@ def test_identity_and_inputs_from_manifest_and_timing(cpu_doc: dict[str, Any]) -
         "assumptions": ["MoE routing with random weights is close to uniform (trained routing is skewed)"],
         "records": [],
     }
-    view = view_from_analysis(cpu_doc, manifest=manifest, timing=timing)
+    view = view_from_analysis(cpu_doc, manifest=RunManifest.from_json(manifest), timing=RunTiming.from_json(timing))
     i = view.identity
     assert (i.gpu, i.driver, i.cuda, i.torch, i.dtype) == ("GPU X", "580.95", "13.0", "2.11.0+cu130", "bfloat16")
     assert (i.model_source, i.random_weights, i.mode, i.pages) == ("replica", True, "gundam", 1)
@@ -181,7 +188,9 @@ def test_identity_and_inputs_from_manifest_and_timing(cpu_doc: dict[str, Any]) -
     assert "random (see caveats)" in text and "close to uniform" in text and "No run manifest" not in text
     # a replica run from issue 10 on records how it executed; the header names it
     executed = {**timing, "model": {**timing["model"], "execution": {"moe": "loop", "attn": "eager"}}}
-    i = view_from_analysis(cpu_doc, manifest=manifest, timing=executed).identity
+    i = view_from_analysis(
+        cpu_doc, manifest=RunManifest.from_json(manifest), timing=RunTiming.from_json(executed)
+    ).identity
     assert i.model_source == "replica; execution: MoE loop, decoder attention eager"
 
 
@@ -235,7 +244,12 @@ def _two_baselines_view(cpu_doc: dict[str, Any]) -> Any:
         "other_runs": [{"profiled": False, "file": "timing-baseline-1.json", "records": _runs_records(BEFORE)}],
     }
     timing = {"profiled": True, "records": _runs_records(PROFILED)}
-    return view_from_analysis(cpu_doc, manifest=RUNS_MANIFEST, timing=timing, baseline=baseline)
+    return view_from_analysis(
+        cpu_doc,
+        manifest=RunManifest.from_json(RUNS_MANIFEST),
+        timing=RunTiming.from_json(timing),
+        baseline=RunTiming.from_json(baseline),
+    )
 
 
 def test_two_baselines_give_mean_and_drift(cpu_doc: dict[str, Any]) -> None:
@@ -288,7 +302,12 @@ def test_no_cannot_separate_statement_when_drift_is_small(cpu_doc: dict[str, Any
         "other_runs": [{"profiled": False, "file": "timing-baseline-1.json", "records": _runs_records(AFTER)}],
     }
     timing = {"profiled": True, "records": _runs_records({k: v * 1.01 for k, v in AFTER.items()})}
-    view = view_from_analysis(cpu_doc, manifest=RUNS_MANIFEST, timing=timing, baseline=baseline)
+    view = view_from_analysis(
+        cpu_doc,
+        manifest=RunManifest.from_json(RUNS_MANIFEST),
+        timing=RunTiming.from_json(timing),
+        baseline=RunTiming.from_json(baseline),
+    )
     pre = view.stage("prefill")
     assert pre is not None and pre.baseline_drift == 0.0 and pre.overhead_within_drift is False
     assert view.overhead_hidden_by_drift == ()
@@ -302,7 +321,10 @@ def test_one_baseline_says_drift_is_unknown(cpu_doc: dict[str, Any]) -> None:
     timing = {"profiled": True, "records": _runs_records(PROFILED)}
     baseline = {"profiled": False, "records": _runs_records(AFTER)}
     view = view_from_analysis(
-        cpu_doc, manifest={"timing": {"baseline": "timing-baseline.json"}}, timing=timing, baseline=baseline
+        cpu_doc,
+        manifest=RunManifest.from_json({"timing": {"baseline": "timing-baseline.json"}}),
+        timing=RunTiming.from_json(timing),
+        baseline=RunTiming.from_json(baseline),
     )
     assert view.baseline_positions == ("after",)
     pre = view.stage("prefill")
@@ -325,17 +347,17 @@ def test_one_baseline_says_drift_is_unknown(cpu_doc: dict[str, Any]) -> None:
 def test_run_files_reads_every_baseline(tmp_path: Path) -> None:
     for name, ms in (("timing-baseline.json", 1.0), ("timing-baseline-3.json", 3.0), ("timing-baseline-1.json", 2.0)):
         (tmp_path / name).write_text(json.dumps({"profiled": False, "records": _runs_records({"prefill": ms})}))
-    base = run_files(tmp_path)["baseline"]
-    assert base is not None and base["records"][0]["ms"] == 1.0
-    assert [(o["file"], o["records"][0]["ms"]) for o in base["other_runs"]] == [
+    base = read_run_files(tmp_path).baseline
+    assert base is not None and base.records[0].ms == 1.0
+    assert [(o.file, o.records[0].ms) for o in base.other_runs] == [
         ("timing-baseline-1.json", 2.0),
         ("timing-baseline-3.json", 3.0),
     ]
     # without timing-baseline.json (the run after failed) the first other run stands in
     (tmp_path / "timing-baseline.json").unlink()
-    base = run_files(tmp_path)["baseline"]
-    assert base is not None and base["file"] == "timing-baseline-1.json"
-    assert [o["file"] for o in base["other_runs"]] == ["timing-baseline-3.json"]
+    base = read_run_files(tmp_path).baseline
+    assert base is not None and base.file == "timing-baseline-1.json"
+    assert [o.file for o in base.other_runs] == ["timing-baseline-3.json"]
 
 
 def test_analysis_json_carries_every_baseline(cpu_sqlite: Path, tmp_path: Path) -> None:

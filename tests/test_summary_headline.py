@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import pytest
 
+from dsocr.contract.run_timing import TimingModel
 from dsocr.report import html
 from dsocr.report import summary as summ
-from dsocr.report.adapt import model_code_text
+from dsocr.report.adapt import model_code_text as _model_code_text
 from dsocr.report.view import ReportView, StageView, Stat
 from report_views import full_view
 from test_summary import check_traceable
@@ -75,6 +78,10 @@ def test_measured_sentence_and_pass_defined() -> None:
     )
     md = html.render_summary_md(view, s)
     assert md.index("Measured on") < md.index("One pass (")
+
+
+def model_code_text(model: dict[str, Any], settings: dict[str, Any]) -> str | None:
+    return _model_code_text(TimingModel.from_json(model), settings)
 
 
 def test_model_code_names_the_variant_or_the_checkpoints_code() -> None:

@@ -25,6 +25,7 @@ from test_replica import narrow_arch  # noqa: E402
 
 pytestmark = pytest.mark.torch
 REPO = Path(__file__).resolve().parents[1]
+SAMPLE_RUN = REPO / "src" / "dsocr" / "data" / "sample" / "h100-gundam-2p2r"
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +61,18 @@ def e2e(page, tmp_path_factory):
     cfg = config(page, tmp, module_ranges=True)
     rec = RecordingEmitter()
     with use_emitter(rec):
-        doc = worker.run(cfg)
+        doc = worker.run(cfg).to_json()
     return cfg, doc, rec
 
 
 def test_timing_json_holds_every_stage_with_counts(e2e) -> None:
     cfg, doc, _ = e2e
     assert json.loads(Path(cfg.timing_out).read_text()) == doc
+    # the keys in the order every worker wrote them (the bundled sample's timing.json), down to pages and records
+    sample = json.loads((SAMPLE_RUN / "timing.json").read_text())
+    assert list(doc) == list(sample) and list(doc["model"]) == list(sample["model"])
+    assert list(doc["pages"][0]) == list(sample["pages"][0]) and list(doc["records"][0]) == list(sample["records"][0])
+    assert list(doc["prompt"]) == list(sample["prompt"]) and list(doc["setup"]) == list(sample["setup"])
     assert (doc["schema"], doc["clock"], doc["profiled"], doc["interrupted"]) == (
         "dsocr.timing",
         "perf-counter",
@@ -243,7 +249,7 @@ def test_capture_warmup_runs_whole_passes_inside_the_capture_without_stages(
     pages = (str(page), str(_page_copy(page, tmp_path)))
     cfg = config(page, tmp_path, pages=pages, repeats=2, warmup=1, capture_warmup=passes)
     with use_emitter(rec):
-        doc = worker.run(cfg, emit_progress=True)
+        doc = worker.run(cfg, emit_progress=True).to_json()
     tree = rec.tree()
     # the capture range opens, then the capture warm-up (when it runs), then the repeats
     inside = [(d, n) for d, n, _ in tree[1:] if n in (names.CAPTURE, names.WARMUP, names.REPEAT)]
@@ -288,7 +294,7 @@ def test_baseline_without_capture_range_does_the_same_work(page, tmp_path, narro
         rec = RecordingEmitter()
         cfg = config(page, out, capture_range=capture_range, repeats=2, warmup=1, capture_warmup=1, max_new_tokens=2)
         with use_emitter(rec):
-            return worker.run(cfg), rec
+            return worker.run(cfg).to_json(), rec
 
     (tmp_path / "p").mkdir()
     (tmp_path / "b").mkdir()
@@ -459,7 +465,7 @@ def test_op_memory_pass_on_the_cpu(page, tmp_path) -> None:
     cfg = config(page, tmp_path, warmup=0, capture_warmup=0, op_memory_out=str(out))
     rec = RecordingEmitter()
     with use_emitter(rec):
-        doc = worker.run(cfg)
+        doc = worker.run(cfg).to_json()
     assert doc["setup"]["op_memory_s"] > 0
     # the pass adds no stage range and no record: one repeat's worth, as without it
     assert len(doc["records"]) == 10

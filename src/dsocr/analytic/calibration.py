@@ -16,7 +16,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -26,12 +26,10 @@ from dsocr.analytic.roofline import roofline
 from dsocr.analytic.signature import Kernel, unique
 from dsocr.contract.errors import BadInput, InputNotFound
 from dsocr.contract.paths import is_regular_file
+from dsocr.contract.run_calibration import RunCalibration
 
 if TYPE_CHECKING:
     from dsocr.analytic.workload import ModelEstimate
-
-SCHEMA: Final = "dsocr.calibration"
-VERSION: Final = 1
 
 
 @attrs.frozen
@@ -68,37 +66,25 @@ class Calibration:
 
 
 def parse_calibration(doc: Any, source: str | None = None) -> Calibration:
-    """A :class:`Calibration` from the parsed JSON of a calibration file."""
-    where = source or "calibration"
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise BadInput(
-            f"{where}: not a dsocr calibration file (schema is not {SCHEMA}); make one with `dsocr calibrate`"
-        )
-    if doc.get("version") != VERSION:
-        raise BadInput(
-            f"{where}: calibration version {doc.get('version')!r} is not supported (this dsocr reads {VERSION})"
-        )
-    rows = doc.get("kernels")
-    if not isinstance(rows, list):
-        raise BadInput(f'{where}: calibration file has no "kernels" list; make it again with `dsocr calibrate`')
+    """A :class:`Calibration` from the parsed JSON of a calibration file (typed and checked by
+    :class:`~dsocr.contract.run_calibration.RunCalibration`)."""
+    return from_document(RunCalibration.from_json(doc, source or "calibration"), source)
+
+
+def from_document(doc: RunCalibration, source: str | None = None) -> Calibration:
+    """The times of a calibration document (a failed or timeless signature goes to ``failed``)."""
     times: dict[str, float] = {}
     warm: dict[str, float] = {}
     failed: dict[str, str] = {}
-    for row in rows:
-        key = row.get("key") if isinstance(row, dict) else None
-        if not isinstance(key, str):
-            raise BadInput(f'{where}: a calibration entry has no "key"; make the file again with `dsocr calibrate`')
-        ns = row.get("median_ns")
-        if row.get("error") or not isinstance(ns, int | float) or ns <= 0:
-            failed[key] = str(row.get("error") or "no time")
-        else:
-            times[key] = float(ns)
-            hot = row.get("warm_median_ns")
-            if isinstance(hot, int | float) and hot > 0:
-                warm[key] = float(hot)
-    return Calibration(
-        times, doc.get("gpu"), doc.get("device"), doc.get("dtype"), doc.get("created"), source, failed, warm
-    )
+    for row in doc.kernels:
+        key = str(row.key)
+        if not row.usable or row.median_ns is None:
+            failed[key] = str(row.error or "no time")
+            continue
+        times[key] = float(row.median_ns)
+        if row.warm_median_ns is not None and row.warm_median_ns > 0:
+            warm[key] = float(row.warm_median_ns)
+    return Calibration(times, doc.gpu, doc.device, doc.dtype, doc.created, source, failed, warm)
 
 
 def load_calibration(path: str | Path) -> Calibration:

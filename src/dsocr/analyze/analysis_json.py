@@ -15,6 +15,11 @@ from dsocr.analyze.repeats import CV_LIMIT
 if TYPE_CHECKING:
     from dsocr.analyze.analysis import Analysis, TraceInfo, TraceResult
 from dsocr.contract import rundir
+from dsocr.contract.jsondoc import JsonDoc
+
+
+def _json(doc: JsonDoc | None) -> dict[str, Any] | None:
+    return doc.to_json() if doc is not None else None
 
 
 def analysis_document(analysis: Analysis, *, full_projection: bool = False) -> dict[str, Any]:
@@ -31,9 +36,9 @@ def analysis_document(analysis: Analysis, *, full_projection: bool = False) -> d
     if analysis.run is not None:
         extra = {
             "run_dir": str(analysis.run.directory),
-            "manifest": analysis.run.manifest,
-            "timing": compact_timing(analysis.run.timing),
-            "baseline": compact_timing(analysis.run.baseline),
+            "manifest": _json(analysis.run.manifest),
+            "timing": _json(compact_timing(analysis.run.timing)),
+            "baseline": _json(compact_timing(analysis.run.baseline)),
         }
 
     def projection(t: TraceResult) -> dict[str, Any]:

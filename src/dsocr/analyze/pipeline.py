@@ -227,8 +227,11 @@ def _analyze_all(
     policy: RuntimePolicy,
     scheduler: str | None = None,
 ) -> Analysis:
+    from dsocr.analyze.workload_from_run import run_files
+
     results: list[TraceResult] = []
-    warnings: list[str] = [w for p in paths if (w := partial_run_warning(p))]
+    runs = [run_files(p) if p.exists() else None for p in paths]  # each run directory's documents, read once
+    warnings: list[str] = [w for p, files in zip(paths, runs, strict=True) if (w := partial_run_warning(p, files))]
     if scheduler is None:
         for p, r in zip(paths, resolved, strict=True):
             res, warn = analyze_trace(p, progress, r, results[0] if results else None, policy)
@@ -257,10 +260,10 @@ def _analyze_all(
     from dsocr.analyze.analytic_section import PeakFlags, analytic_section, pages_per_pass, trace_peak
     from dsocr.analyze.modules import combine
     from dsocr.analyze.trace import GpuInfo
-    from dsocr.analyze.workload_from_run import WorkloadFlags, run_files, workloads_for
+    from dsocr.analyze.workload_from_run import WorkloadFlags, workloads_for
 
-    run = run_files(paths[0]) if paths[0].exists() else None
-    for files in (run, *(run_files(p) for p in paths[1:])):  # a corrupt manifest.json or timing file, named
+    run = runs[0]
+    for files in runs:  # a corrupt manifest.json or timing file, named
         if files is not None:
             warnings.extend(w for w in files.warnings() if w not in warnings)
     op_memory = None

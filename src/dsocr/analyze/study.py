@@ -15,8 +15,7 @@ from dsocr.analyze.input_files import resolve_input
 from dsocr.analyze.stages import DSOCR, StageTables
 
 if TYPE_CHECKING:
-    pass
-from dsocr.contract import rundir
+    from dsocr.analyze.workload_from_run import RunFiles
 from dsocr.contract.errors import BadInput
 from dsocr.contract.paths import is_regular_file
 
@@ -90,13 +89,11 @@ def distinct_inputs(paths: Sequence[Path]) -> list[Path]:
     return resolved
 
 
-def partial_run_warning(given: Path) -> str | None:
-    """One warning line when ``given`` is a run directory (or a file in one) whose capture did not finish."""
-    from dsocr.contract.rundocs import read_doc
-
+def partial_run_warning(given: Path, files: RunFiles | None) -> str | None:
+    """One warning line when ``given`` is a run directory (or a file in one, its documents ``files``) whose
+    capture did not finish (a corrupt manifest is reported with the run files)."""
     directory = given if given.is_dir() else given.parent
-    manifest, _problem = read_doc(directory / rundir.MANIFEST)  # a corrupt manifest is reported with the run files
-    status = manifest.get("status") if manifest is not None else None
+    status = files.status if files is not None else None
     if status not in PARTIAL_STATUSES:
         return None
     return (

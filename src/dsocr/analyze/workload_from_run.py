@@ -9,7 +9,6 @@ Without either, :func:`workloads_for` says why no MFU can be given.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -18,7 +17,8 @@ import attrs
 from dsocr.analytic.workload import ContextMode, Workload
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput, BadUsage
-from dsocr.contract.rundocs import read_doc
+from dsocr.contract.run_manifest import RunManifest, read_manifest
+from dsocr.contract.run_timing import RunTiming, TimingRecord, read_timing
 from dsocr.model.modes import NO_CROPS, TokenLayout, get_mode, parse_grid
 
 #: Decode steps of a decoder-only workload default to this many new tokens.
@@ -27,12 +27,12 @@ DEFAULT_NEW_TOKENS: Final = 128
 
 @attrs.frozen
 class RunFiles:
-    """The JSON documents of a dsocr run directory (``None`` where absent or unusable)."""
+    """The JSON documents of a dsocr run directory, typed and read once (``None`` where absent or unusable)."""
 
     directory: Path
-    manifest: dict[str, Any] | None
-    timing: dict[str, Any] | None
-    baseline: dict[str, Any] | None  #: timing-baseline.json, the other unprofiled runs in ``other_runs``
+    manifest: RunManifest | None
+    timing: RunTiming | None
+    baseline: RunTiming | None  #: timing-baseline.json, the other unprofiled runs in ``other_runs``
     #: one line per file that is there but unusable (corrupt JSON, not a regular file): never dropped silently
     problems: tuple[str, ...] = ()
 
@@ -40,6 +40,11 @@ class RunFiles:
     def is_run(self) -> bool:
         """Whether this is a dsocr run directory (manifest or timing present, or there but corrupt)."""
         return self.manifest is not None or self.timing is not None or bool(self.problems)
+
+    @property
+    def status(self) -> str | None:
+        """The manifest's capture status (None without a manifest)."""
+        return self.manifest.status if self.manifest is not None else None
 
     def warnings(self) -> list[str]:
         """One warning line per unusable file: which file, what is wrong, what the report lacks."""
@@ -50,55 +55,54 @@ class RunFiles:
         ]
 
 
-class _Reader:
-    """Reads a run directory's JSON files, keeping one line per unusable one."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def __call__(self, path: Path) -> dict[str, Any] | None:
-        doc, problem = read_doc(path)
-        if problem is not None:
-            self.problems.append(problem)
-        return doc
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return read_doc(path)[0]
-
-
 def _baseline_k(path: Path) -> int:
     tail = path.stem.rsplit("-", 1)[-1]
     return int(tail) if tail.isdigit() else 1 << 30
 
 
-def with_other_runs(
-    directory: Path, baseline: dict[str, Any] | None, read: Callable[[Path], dict[str, Any] | None] = _read_json
-) -> dict[str, Any] | None:
+def with_other_runs(directory: Path, baseline: RunTiming | None, problems: list[str]) -> RunTiming | None:
     """The baseline document with the run directory's other unprofiled runs in ``other_runs``.
 
     ``--baseline-runs`` 2 or more leaves ``timing-baseline-<k>.json`` beside ``timing-baseline.json``;
     each joins ``other_runs`` (ordered by k) with its ``file`` name. Without ``timing-baseline.json``
-    the first of them stands in. A one-baseline run directory gives its baseline unchanged.
+    the first of them stands in. A one-baseline run directory gives its baseline unchanged. An unusable
+    file adds its line to ``problems``.
     """
     paths = sorted(directory.glob(rundir.TIMING_BASELINE_GLOB), key=lambda p: (_baseline_k(p), p.name))
-    others = [{**doc, "file": p.name} for p in paths if (doc := read(p)) is not None]
+    others = [doc.with_(file=p.name) for p in paths if (doc := _read_timing(p, problems)) is not None]
     if baseline is None and others:
         baseline, others = others[0], others[1:]
     if baseline is None or not others:
         return baseline
-    return {**baseline, "other_runs": others}
+    return baseline.with_(other_runs=tuple(others))
+
+
+def _read_timing(path: Path, problems: list[str]) -> RunTiming | None:
+    doc, problem = read_timing(path)
+    if problem is not None:
+        problems.append(problem)
+    return doc
 
 
 def run_files(given: Path) -> RunFiles | None:
-    """The run files beside a trace given on the command line (a run directory or a file in one)."""
-    directory = given if given.is_dir() else given.parent
-    read = _Reader()
-    manifest = read(directory / rundir.MANIFEST)
-    timing = read(directory / rundir.TIMING)
-    baseline = with_other_runs(directory, read(directory / rundir.TIMING_BASELINE), read)
-    files = RunFiles(directory, manifest, timing, baseline, tuple(read.problems))
+    """The run files beside a trace given on the command line (a run directory or a file in one), typed; None
+    when it is not a run directory (see :func:`read_run_files`)."""
+    files = read_run_files(given if given.is_dir() else given.parent)
     return files if files.is_run else None
+
+
+def read_run_files(directory: Path) -> RunFiles:
+    """The JSON documents of ``directory``, typed, each read once.
+
+    A missing file is normal; an unusable one (corrupt JSON, not a regular file) is named in ``problems``;
+    a readable one with a bad field raises BadInput naming the file and the field.
+    """
+    problems: list[str] = []
+    manifest, problem = read_manifest(directory / rundir.MANIFEST)
+    problems += [problem] if problem is not None else []
+    timing = _read_timing(directory / rundir.TIMING, problems)
+    baseline = with_other_runs(directory, _read_timing(directory / rundir.TIMING_BASELINE, problems), problems)
+    return RunFiles(directory, manifest, timing, baseline, tuple(problems))
 
 
 @attrs.frozen
@@ -159,24 +163,23 @@ class RunWorkload:
     source: str  #: ``run`` (timing.json) or ``flags``
 
 
-def _dtype(timing: Mapping[str, Any]) -> str:
-    env = timing.get("environment") or {}
-    cfg = timing.get("config") or {}
-    for value in (env.get("dtype"), cfg.get("dtype")):
+def _dtype(timing: RunTiming) -> str:
+    env = timing.environment or {}
+    for value in (env.get("dtype"), timing.config_value("dtype")):
         if isinstance(value, str) and value.lower() not in ("auto", ""):
             return value.lower()
     return "bf16"
 
 
-def from_timing(timing: Mapping[str, Any], flags: WorkloadFlags | None = None) -> RunWorkload:
+def from_timing(timing: RunTiming, flags: WorkloadFlags | None = None) -> RunWorkload:
     """Per-page workloads of a dsocr run's ``timing.json`` (flags given explicitly override it)."""
     f = flags or WorkloadFlags()
-    cfg = timing.get("config") or {}
-    prompt = timing.get("prompt") or {}
-    pages = timing.get("pages") or []
-    mode = str(f.mode or cfg.get("mode") or "gundam")
-    prompt_tokens = f.prompt_tokens if f.prompt_tokens is not None else prompt.get("tokens", cfg.get("prompt_tokens"))
-    new_tokens = f.max_new_tokens if f.max_new_tokens is not None else cfg.get("max_new_tokens")
+    mode = str(f.mode or timing.config_value("mode") or "gundam")
+    prompt = timing.prompt.tokens if timing.prompt is not None and timing.prompt.tokens is not None else None
+    prompt_tokens = f.prompt_tokens if f.prompt_tokens is not None else prompt
+    if prompt_tokens is None and (timing.prompt is None or not timing.prompt.has("tokens")):
+        prompt_tokens = timing.config_value("prompt_tokens")
+    new_tokens = f.max_new_tokens if f.max_new_tokens is not None else timing.config_value("max_new_tokens")
     if not isinstance(prompt_tokens, int) or not isinstance(new_tokens, int):
         raise BadInput(
             "timing.json: no prompt tokens or max_new_tokens in its config; give --prompt-tokens and --max-new-tokens"
@@ -186,27 +189,27 @@ def from_timing(timing: Mapping[str, Any], flags: WorkloadFlags | None = None) -
         "prompt_tokens": prompt_tokens,
         "new_tokens": new_tokens,
         "dtype": _dtype(timing),
-        "attn_impl": str(cfg.get("attn_implementation") or "sdpa"),
+        "attn_impl": str(timing.config_value("attn_implementation") or "sdpa"),
         "context": f.context,
     }
-    execution = (timing.get("model") or {}).get("execution")
-    if isinstance(execution, Mapping):  # the replica from issue 10 on: the vendor's lm_head, SDPA in vision
-        common["attn_impl"] = str(execution.get("attn") or common["attn_impl"])
+    execution = timing.execution
+    if execution is not None:  # the replica from issue 10 on: the vendor's lm_head, SDPA in vision
+        common["attn_impl"] = str(execution.attn or common["attn_impl"])
         common["vision_attn_impl"] = "sdpa"
-        if execution.get("prefill_logits") in ("last", "all"):
-            common["prefill_logits"] = execution["prefill_logits"]
+        if execution.prefill_logits in ("last", "all"):
+            common["prefill_logits"] = execution.prefill_logits
     out: list[Workload] = []
     names: list[str] = []
-    for i, p in enumerate(pages):
-        grid = p.get("grid") if f.crops is None else list(parse_grid(f.crops))
-        size = (int(p["width"]), int(p["height"])) if p.get("width") and p.get("height") else None
-        if isinstance(grid, list) and len(grid) == 2 and f.mode is None:
-            out.append(Workload(crop_grid=(int(grid[0]), int(grid[1])), image_size=size, **common))
+    for i, p in enumerate(timing.pages):
+        grid = p.grid if f.crops is None else parse_grid(f.crops)
+        size = (p.width, p.height) if p.width and p.height else None
+        if grid is not None and f.mode is None:
+            out.append(Workload(crop_grid=grid, image_size=size, **common))
         elif size is not None and f.crops is None:
             out.append(Workload.for_image(*size, **common))
         else:
             out.append(Workload(crop_grid=_default_grid(mode, f.crops), image_size=size, **common))
-        names.append(str(p.get("name") or f"page {i}"))
+        names.append(str(p.name or f"page {i}"))
     if not out:
         raise BadInput("timing.json: lists no pages; give the workload with --mode/--crops")
     return RunWorkload(tuple(w.validated() for w in out), tuple(names), "run")
@@ -258,7 +261,7 @@ def workloads_for(
     files: RunFiles | None, flags: WorkloadFlags, pages_per_pass: int
 ) -> tuple[RunWorkload | None, str | None]:
     """The workload of an analyzed trace and, when there is none, the reason (one line)."""
-    if files is not None and files.timing is not None and files.timing.get("pages"):
+    if files is not None and files.timing is not None and files.timing.pages:
         return from_timing(files.timing, flags), None
     if flags.given:
         return from_flags(flags, pages_per_pass), None
@@ -268,39 +271,36 @@ def workloads_for(
     )
 
 
-def compact_timing(timing: Mapping[str, Any] | None, full_steps: int = 1) -> dict[str, Any] | None:
+def compact_timing(timing: RunTiming | None, full_steps: int = 1) -> RunTiming | None:
     """A timing document with its ``records`` made compact for analysis.json.
 
     Every record is kept except ``decode_step`` ones: those of the first ``full_steps``
     (repeat, page) pairs stay one per step (their context lengths feed the decode plot); the
     others are summed into one record per (repeat, page) with ``steps`` set, so per-repeat sums
-    stay exact.
+    stay exact. The keys keep their order, then ``records``, ``records_compacted`` and ``other_runs``.
     """
     if timing is None:
         return None
-    records: Sequence[Mapping[str, Any]] = timing.get("records") or []
-    keep: list[dict[str, Any]] = []
-    summed: dict[tuple[Any, Any], dict[str, Any]] = {}
-    seen: list[tuple[Any, Any]] = []
-    for r in records:
-        if r.get("stage") != "decode_step":
-            keep.append(dict(r))
+    keep: list[TimingRecord] = []
+    summed: dict[tuple[Any, Any], tuple[TimingRecord, float, int, int]] = {}
+    seen: dict[tuple[Any, Any], int] = {}
+    for r in timing.records:
+        if r.stage != "decode_step":
+            keep.append(r)
             continue
-        key = (r.get("repeat"), r.get("page"))
-        if key not in seen:
-            seen.append(key)
-        if seen.index(key) < full_steps:
-            keep.append(dict(r))
+        key = (r.repeat, r.page)
+        place = seen.setdefault(key, len(seen))
+        if place < full_steps:
+            keep.append(r)
             continue
-        agg = summed.setdefault(key, {**dict(r), "index": None, "ms": 0.0, "tokens": 0, "steps": 0})
-        agg["ms"] += float(r.get("ms") or 0.0)
-        agg["tokens"] += int(r.get("tokens") or 0)
-        agg["steps"] += 1
-        agg["context_length"] = None
-    out = {k: v for k, v in timing.items() if k not in ("records", "other_runs")}
-    out["records"] = keep + list(summed.values())
-    out["records_compacted"] = bool(summed)
-    others = timing.get("other_runs")
-    if isinstance(others, list) and others:
-        out["other_runs"] = [compact_timing(o, full_steps) for o in others if isinstance(o, Mapping)]
-    return out
+        first, ms, tokens, steps = summed.get(key) or (r.with_(index=None, ms=0.0, tokens=0, steps=0), 0.0, 0, 0)
+        summed[key] = (first, ms + float(r.ms or 0.0), tokens + int(r.tokens or 0), steps + 1)
+    records = (
+        *keep,
+        *(first.with_(ms=ms, tokens=t, steps=n, context_length=None) for first, ms, t, n in summed.values()),
+    )
+    keys = [k for k in (timing.with_().keys or ()) if k not in ("records", "other_runs")]
+    keys += ["records"] + (["records_compacted"] if "records_compacted" not in keys else [])
+    others = tuple(c for o in timing.other_runs if (c := compact_timing(o, full_steps)) is not None)
+    keys += ["other_runs"] if others else []
+    return attrs.evolve(timing, records=records, records_compacted=bool(summed), other_runs=others, keys=tuple(keys))

@@ -29,6 +29,7 @@ import attrs
 
 from dsocr.capture import calibrate_ops
 from dsocr.contract.errors import BadInput
+from dsocr.contract.run_calibration import SCHEMA, VERSION, CalibrationKernel, RunCalibration
 from dsocr.model.architecture import Architecture, ClipConfig, DecoderConfig, ProjectorConfig, SamConfig
 
 if TYPE_CHECKING:
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
 
     from dsocr.analytic.signature import Kernel
 
-SCHEMA: Final = "dsocr.calibration"
-VERSION: Final = 1
 DEFAULT_ITERATIONS: Final = 20
 DEFAULT_WARMUP: Final = 3
 #: L2 flush buffer on CUDA: at least this, and at least twice the GPU's L2.
@@ -344,22 +343,25 @@ def calibration_document(
     device: torch.device,
     dtype: Any,
     extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The calibration.json document (docs/calibration-schema.md); ``extra`` adds top-level fields."""
+) -> RunCalibration:
+    """The calibration.json document (docs/calibration-schema.md); ``extra`` adds top-level fields (kept in the
+    document's ``extra``, written between ``method`` and ``kernels``)."""
     import torch
 
     from dsocr.capture.manifest import package_version
 
-    return {
-        "schema": SCHEMA,
-        "version": VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "gpu": device_name(device),
-        "device": device.type,
-        "dtype": dtype_name(dtype),
-        "torch": torch.__version__,
-        "transformers": package_version("transformers"),  # None: not installed (the replica needs none)
-        "method": method.to_json(),
-        **(extra or {}),
-        "kernels": [r.to_json() for r in results],
-    }
+    head = ("schema", "version", "created", "gpu", "device", "dtype", "torch", "transformers", "method")
+    return RunCalibration(
+        schema=SCHEMA,
+        version=VERSION,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        gpu=device_name(device),
+        device=device.type,
+        dtype=dtype_name(dtype),
+        torch=torch.__version__,
+        transformers=package_version("transformers"),  # None: not installed (the replica needs none)
+        method=method.to_json(),
+        kernels=tuple(CalibrationKernel.from_json(r.to_json(), "calibration.json") for r in results),
+        keys=(*head, *(extra or {}), "kernels"),
+        extra=dict(extra or {}),
+    )

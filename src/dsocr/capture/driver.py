@@ -51,7 +51,19 @@ from dsocr.capture import shards as shards_mod
 from dsocr.capture.worker_config import CAPTURE_CUDA, CAPTURE_NONE, CAPTURE_NVTX, Shrink, WorkerConfig
 from dsocr.contract import atomic, rundir
 from dsocr.contract.errors import BadInput, BadUsage, DsocrError, EnvironmentProblem, InputNotFound, RunFailed
+from dsocr.contract.jsondoc import field_keys
 from dsocr.contract.paths import check_input, refuse_overwrite
+from dsocr.contract.run_manifest import (
+    KIND as MANIFEST_KIND,
+)
+from dsocr.contract.run_manifest import (
+    ManifestInput,
+    ManifestSettings,
+    ManifestTiming,
+    RunManifest,
+    TimingRun,
+    read_manifest,
+)
 
 WORKER_MODULE: Final = "dsocr.capture.worker"
 LAUNCHER_MODULE: Final = "dsocr.capture.launcher"
@@ -308,7 +320,7 @@ class CaptureResult:
     """A finished capture."""
 
     run_dir: Path
-    manifest: dict[str, Any]
+    manifest: RunManifest
     warnings: tuple[str, ...] = ()
 
 
@@ -528,57 +540,56 @@ def worker_failure(
 
 
 class _Run:
-    """A capture in progress: the run directory and its manifest, kept consistent."""
+    """A capture in progress: the run directory and its manifest (:class:`RunManifest`), kept consistent."""
 
-    def __init__(self, run_dir: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, run_dir: Path, manifest: RunManifest) -> None:
         self.dir = run_dir
         self.manifest = manifest
 
+    def set(self, **changes: Any) -> None:
+        """Change manifest fields (written at the next :meth:`save`)."""
+        self.manifest = self.manifest.with_(**changes)
+
     def save(self) -> None:
-        self.manifest["files"] = sorted(p.name for p in self.dir.iterdir() if not p.name.startswith("."))
+        self.set(files=tuple(sorted(p.name for p in self.dir.iterdir() if not p.name.startswith("."))))
         manifest_mod.write(self.dir / rundir.MANIFEST, self.manifest)
 
     def phase(self, name: str) -> None:
-        self.manifest["phase"] = name
+        self.set(phase=name)
         self.save()
 
     def timed(self, name: str, seconds: float) -> None:
-        self.manifest.setdefault("phases", {})[name] = round(seconds, 3)
+        self.manifest = self.manifest.with_phase_time(name, seconds)
 
-    def _timing_run(self, file: str) -> dict[str, Any]:
-        runs = (self.manifest.get("timing") or {}).get("runs") or []
-        return next((r for r in runs if r.get("file") == file), {})
+    def _timing_run(self, file: str, **changes: Any) -> None:
+        if self.manifest.timing is not None:
+            self.set(timing=self.manifest.timing.with_run(file, **changes))
 
     def run_started(self, file: str) -> None:
         """Stamp the start of the worker run writing ``file`` (``timing.runs``)."""
-        self._timing_run(file)["started"] = manifest_mod.utc_now()
+        self._timing_run(file, started=manifest_mod.utc_now())
         self.save()
 
     def run_finished(self, file: str, seconds: float) -> None:
         """Stamp the end and duration of the worker run writing ``file``."""
-        entry = self._timing_run(file)
-        entry["finished"] = manifest_mod.utc_now()
-        entry["seconds"] = round(seconds, 3)
+        self._timing_run(file, finished=manifest_mod.utc_now(), seconds=round(seconds, 3))
 
     def finish(self, status: str, failure: dict[str, Any] | None = None) -> None:
-        self.manifest["status"] = status
-        self.manifest["failure"] = failure
-        self.manifest["finished"] = manifest_mod.utc_now()
+        self.set(status=status, failure=failure, finished=manifest_mod.utc_now())
         for junk in self.dir.glob(".*.part.sqlite"):
             junk.unlink()
         shutil.rmtree(self.dir / BARRIER_DIR, ignore_errors=True)
         self.save()
 
 
-def _timing_runs(plan: Sequence[BaselineRun]) -> list[dict[str, Any]]:
+def _timing_runs(plan: Sequence[BaselineRun]) -> tuple[TimingRun, ...]:
     """The manifest's ``timing.runs``: every worker run in execution order (times filled in as they run)."""
-    entry: dict[str, Any] = {"started": None, "finished": None, "seconds": None}
-    runs = [{"file": b.timing, "role": "baseline", "position": b.position, "k": b.k, **entry} for b in plan]
+    runs = [TimingRun(file=b.timing, role="baseline", position=b.position, k=b.k) for b in plan]
     if any(b.position == UNPROFILED_ONLY for b in plan):
-        return runs
+        return tuple(runs)
     at = sum(1 for b in plan if b.position == BEFORE)
-    runs.insert(at, {"file": rundir.TIMING, "role": "profiled", "position": PROFILED, "k": None, **entry})
-    return runs
+    runs.insert(at, TimingRun(file=rundir.TIMING, role="profiled", position=PROFILED, k=None))
+    return tuple(runs)
 
 
 def _run_baseline(run: _Run, settings: CaptureSettings, b: BaselineRun, n: int, total: int, rep: Reporter) -> None:
@@ -592,8 +603,7 @@ def _run_baseline(run: _Run, settings: CaptureSettings, b: BaselineRun, n: int, 
     base = run_worker(_worker_command(settings, run.dir / b.config), _worker_env(), run.dir / BASELINE_LOG, rep)
     seconds = time.perf_counter() - started
     run.run_finished(b.timing, seconds)
-    phases = run.manifest.setdefault("phases", {})
-    run.timed(PHASE_BASELINE, float(phases.get(PHASE_BASELINE) or 0.0) + seconds)
+    run.timed(PHASE_BASELINE, float((run.manifest.phases or {}).get(PHASE_BASELINE) or 0.0) + seconds)
     if not base.ok:
         label = f"the unprofiled baseline worker{f' ({b.k} of {n}{where})' if n > 1 else ''}"
         raise worker_failure(base, settings, label, run.dir / BASELINE_LOG)
@@ -617,7 +627,7 @@ def _run_calibration(run: _Run, settings: CaptureSettings, rep: Reporter) -> str
     rep.phase(PHASE_CALIBRATE, "timing each kernel signature alone (dsocr calibrate)", None)
     started = time.perf_counter()
     cmd = calibrate_command(settings, run.dir / rundir.CALIBRATION)
-    run.manifest["commands"]["calibrate"] = cmd
+    run.set(commands={**(run.manifest.commands or {}), "calibrate": cmd})
     log = run.dir / CALIBRATE_LOG
     with log.open("w", encoding="utf-8") as fh:
         done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_worker_env(), check=False)
@@ -761,58 +771,57 @@ def run_capture(
         else None
     )
     rep_path, sqlite_path = export_mod.run_paths(run_dir)
+    settings_json = settings.to_json()
     run = _Run(
         run_dir,
-        {
-            "schema_version": manifest_mod.SCHEMA_VERSION,
-            "kind": "dsocr-capture",
-            "dsocr_version": dsocr.__version__,
-            "command": list(command if command is not None else sys.argv),
-            "cwd": str(Path.cwd()),
-            "created": manifest_mod.utc_now(),
-            "finished": None,
-            "status": manifest_mod.STATUS_RUNNING,
-            "phase": PHASE_PREPARE,
-            "failure": None,
-            "settings": settings.to_json(),
-            "workload": manifest_mod.workload_record(settings.to_json()),
-            "seed": settings.seed,
-            "model": settings.model,
-            "gpu": gpu_name,
-            "inputs": [p.to_json() for p in pages],
-            "environment": env_facts,
-            "nsys": (
+        RunManifest(
+            schema_version=manifest_mod.SCHEMA_VERSION,
+            kind=MANIFEST_KIND,
+            dsocr_version=dsocr.__version__,
+            command=tuple(map(str, command if command is not None else sys.argv)),
+            cwd=str(Path.cwd()),
+            created=manifest_mod.utc_now(),
+            finished=None,
+            status=manifest_mod.STATUS_RUNNING,
+            phase=PHASE_PREPARE,
+            failure=None,
+            settings=ManifestSettings.from_json(settings_json, "capture settings"),
+            workload=manifest_mod.workload_record(settings_json),
+            seed=settings.seed,
+            model=settings.model,
+            gpu=gpu_name,
+            inputs=tuple(ManifestInput.from_json(p.to_json(), "capture inputs") for p in pages),
+            environment=env_facts,
+            nsys=(
                 {"path": str(nsys.path), "version": nsys.version.full, "found_via": nsys.found_via} if nsys else None
             ),
-            "commands": {
+            commands={
                 "profile": profile_cmd,
                 "export": nsys_mod.export_command(nsys.path, rep_path, sqlite_path) if nsys else None,
                 "baseline": _worker_command(settings, run_dir / WORKER_CONFIG_BASELINE) if plan else None,
                 "profile_env": {"NSYS_NVTX_PROFILER_REGISTER_ONLY": "0"} if settings.is_cpu else {},
             },
-            "phases": {},
-            "ranges": None,
-            "timing": {
-                "profiled": rundir.TIMING if nsys else None,
-                "baseline": rundir.TIMING_BASELINE if plan else None,
-                "baseline_runs": len(plan),
-                "runs": _timing_runs(plan),
-            },
-            "op_memory": {"file": rundir.OP_MEMORY, "run": op_memory_by} if op_memory_by else None,
-            "analysis": "pending" if settings.analyze and nsys else "skipped",
-            "warnings": [],
-            **(
-                {
-                    "devices": {
-                        "workers": shards_mod.device_entries(settings.devices, gpu, [i for i, _ in sharded]),
-                        "sharding": shards_mod.SHARDING,
-                        "barrier": "the workers open and close the capture range together (dsocr.capture.barrier)",
-                    }
-                }
-                if settings.workers > 1
-                else {}
+            phases={},
+            ranges=None,
+            timing=ManifestTiming(
+                profiled=rundir.TIMING if nsys else None,
+                baseline=rundir.TIMING_BASELINE if plan else None,
+                baseline_runs=len(plan),
+                runs=_timing_runs(plan),
             ),
-        },
+            op_memory={"file": rundir.OP_MEMORY, "run": op_memory_by} if op_memory_by else None,
+            analysis="pending" if settings.analyze and nsys else "skipped",
+            warnings=(),
+            devices={
+                "workers": shards_mod.device_entries(settings.devices, gpu, [i for i, _ in sharded]),
+                "sharding": shards_mod.SHARDING,
+                "barrier": "the workers open and close the capture range together (dsocr.capture.barrier)",
+            }
+            if settings.workers > 1
+            else None,
+            # every field in order; ``devices`` only for a data-parallel capture, ``files`` from the first save
+            keys=tuple(k for k in field_keys(RunManifest) if k != "files" and (k != "devices" or settings.workers > 1)),
+        ),
     )
     run.save()
     rep.info(f"{RUN_DIR_MESSAGE}{run_dir}")
@@ -824,7 +833,7 @@ def run_capture(
             if b.position in (BEFORE, UNPROFILED_ONLY):
                 _run_baseline(run, settings, b, len(plan), total, rep)
         if nsys is None or profile_cmd is None:
-            run.manifest["warnings"] = warnings
+            run.set(warnings=tuple(warnings))
             run.finish(manifest_mod.STATUS_COMPLETE)
             return CaptureResult(run_dir=run_dir, manifest=run.manifest, warnings=())
         # 4. profiled pass
@@ -855,7 +864,7 @@ def run_capture(
         with export_mod.exported(nsys.path, rep_path, sqlite_path) as (part, seconds):
             run.timed(PHASE_EXPORT, seconds)
             found = export_mod.counted(part, sqlite_path, rep_path)
-            run.manifest["ranges"] = {"dsocr": found.counts, "kernels": found.kernels}
+            run.set(ranges={"dsocr": found.counts, "kernels": found.kernels})
             try:
                 warnings += export_mod.check_ranges(
                     found,
@@ -878,16 +887,16 @@ def run_capture(
             failed = _run_calibration(run, settings, rep)
             if failed:
                 warnings.append(failed)
-        run.manifest["warnings"] = warnings
+        run.set(warnings=tuple(warnings))
         run.finish(manifest_mod.STATUS_COMPLETE)
     except KeyboardInterrupt:
-        run.finish(manifest_mod.STATUS_INTERRUPTED, {"phase": run.manifest.get("phase"), "message": "Ctrl-C"})
+        run.finish(manifest_mod.STATUS_INTERRUPTED, {"phase": run.manifest.phase, "message": "Ctrl-C"})
         raise
     except DsocrError as exc:
-        run.finish(manifest_mod.STATUS_FAILED, {"phase": run.manifest.get("phase"), "message": exc.message})
+        run.finish(manifest_mod.STATUS_FAILED, {"phase": run.manifest.phase, "message": exc.message})
         raise
     except Exception as exc:
-        run.finish(manifest_mod.STATUS_FAILED, {"phase": run.manifest.get("phase"), "message": f"internal: {exc!r}"})
+        run.finish(manifest_mod.STATUS_FAILED, {"phase": run.manifest.phase, "message": f"internal: {exc!r}"})
         raise
     for w in warnings:
         rep.warn(w)
@@ -898,15 +907,15 @@ def run_capture(
         try:
             analyze(run_dir)
         except KeyboardInterrupt:
-            run.manifest["analysis"] = "interrupted"
+            run.set(analysis="interrupted")
             run.save()
             raise
         except DsocrError as exc:
-            run.manifest["analysis"] = f"failed: {exc.message}"
+            run.set(analysis=f"failed: {exc.message}")
             run.save()
             raise
         run.timed(PHASE_ANALYZE, time.perf_counter() - started)
-        run.manifest["analysis"] = "done"
+        run.set(analysis="done")
         run.save()
     return CaptureResult(run_dir=run_dir, manifest=run.manifest, warnings=tuple(warnings))
 
@@ -930,11 +939,16 @@ def export_run(run_dir: Path, nsys_path: Path | None = None, reporter: Reporter 
     refuse_overwrite([sqlite_path], [rep_path], f"move {rep_path} elsewhere and export it from there")
     target_dir = rep_path.parent
     manifest_path = target_dir / rundir.MANIFEST
-    manifest, problem = manifest_mod.read_checked(manifest_path)
+    try:
+        manifest, problem = read_manifest(manifest_path)
+    except BadInput as exc:  # a field of the wrong type: the export still runs, the manifest stays as it is
+        manifest, problem = None, exc.message
     if problem is not None:
         rep.warn(f"{problem}: left as it is (the export's range counts are not recorded in it)")
+    manifest = manifest if manifest is not None and manifest.keys else None  # {} records nothing
     explicit = nsys_path
-    recorded = Path(str(manifest.get("nsys", {}).get("path", ""))) if manifest.get("nsys") else None
+    nsys_facts = manifest.nsys if manifest is not None else None
+    recorded = Path(str(nsys_facts.get("path", ""))) if nsys_facts else None
     if explicit is None and recorded is not None and recorded.is_file() and not os.environ.get("NSYS"):
         explicit = recorded
     nsys = nsys_mod.find(explicit)
@@ -942,7 +956,7 @@ def export_run(run_dir: Path, nsys_path: Path | None = None, reporter: Reporter 
     had_trace = sqlite_path.exists()
     kept = f"; {sqlite_path.name} and {rundir.MANIFEST} were left as they were" if had_trace else ""
     with export_mod.exported(nsys.path, rep_path, sqlite_path) as (part, seconds):
-        settings = manifest.get("settings", {})
+        settings = (manifest.settings if manifest is not None else None) or ManifestSettings(keys=())
         try:
             found = export_mod.counted(part, sqlite_path, rep_path)
             warnings = export_mod.check_ranges(
@@ -950,10 +964,10 @@ def export_run(run_dir: Path, nsys_path: Path | None = None, reporter: Reporter 
                 sqlite_path,
                 nsys.version,
                 manifest_mod.package_version("nvtx"),
-                int(settings.get("repeats", 0) or 0),
-                len(manifest.get("inputs", [])),
-                str(settings.get("device", "cuda")),
-                workers=max(1, len(settings.get("devices") or [])),  # a data-parallel capture: one repeat range each
+                int(settings.repeats or 0),
+                len((manifest.inputs if manifest is not None else None) or ()),
+                str(settings.device if settings.has("device") else "cuda"),
+                workers=max(1, len(settings.devices or ())),  # a data-parallel capture: one repeat range each
             )
         except RunFailed as exc:
             if not had_trace:  # nothing to lose: kept to look at, as a capture keeps it
@@ -961,10 +975,10 @@ def export_run(run_dir: Path, nsys_path: Path | None = None, reporter: Reporter 
             said = exc.message.replace(f"{sqlite_path}: the trace holds", f"{sqlite_path}: the new export holds", 1)
             raise RunFailed(said + kept) from None
         with atomic.signals_held():
-            if manifest:
-                _record_export(manifest, found, seconds, warnings, sqlite_path)
+            if manifest is not None:
+                recorded_export = _record_export(manifest, found, seconds, warnings, sqlite_path)
                 with atomic.atomic_path(manifest_path) as tmp:
-                    manifest_mod.write_to(tmp, manifest)
+                    manifest_mod.write_to(tmp, recorded_export)
                     export_mod.install(part, sqlite_path)
             else:
                 export_mod.install(part, sqlite_path)
@@ -974,23 +988,23 @@ def export_run(run_dir: Path, nsys_path: Path | None = None, reporter: Reporter 
 
 
 def _record_export(
-    manifest: dict[str, Any], found: export_mod.RangeCounts, seconds: float, warnings: list[str], sqlite: Path
-) -> None:
+    manifest: RunManifest, found: export_mod.RangeCounts, seconds: float, warnings: list[str], sqlite: Path
+) -> RunManifest:
     """The manifest after a checked re-export: its range counts, export time, warnings, files and status."""
-    manifest["ranges"] = {"dsocr": found.counts, "kernels": found.kernels}
-    manifest.setdefault("phases", {})[PHASE_EXPORT] = round(seconds, 3)
-    failure = manifest.get("failure") or {}
-    if manifest.get("status") == manifest_mod.STATUS_FAILED and failure.get("phase") == PHASE_EXPORT:
-        wanted = manifest["settings"].get("baseline_runs", 1) if manifest["settings"].get("baseline") else 0
-        manifest["status"] = manifest_mod.STATUS_COMPLETE if not wanted else manifest_mod.STATUS_FAILED
-        manifest["failure"] = (
-            None
-            if manifest["status"] == manifest_mod.STATUS_COMPLETE
+    m = manifest.with_(ranges={"dsocr": found.counts, "kernels": found.kernels}).with_phase_time(PHASE_EXPORT, seconds)
+    failure = m.failure or {}
+    if m.status == manifest_mod.STATUS_FAILED and failure.get("phase") == PHASE_EXPORT:
+        settings = m.settings or ManifestSettings(keys=())
+        wanted = (settings.baseline_runs if settings.has("baseline_runs") else 1) if settings.baseline else 0
+        status = manifest_mod.STATUS_COMPLETE if not wanted else manifest_mod.STATUS_FAILED
+        m = m.with_(
+            status=status,
+            failure=None
+            if status == manifest_mod.STATUS_COMPLETE
             else {
                 "phase": PHASE_BASELINE,
                 "message": "exported by `dsocr export`; the baseline after the profiled run never ran",
-            }
+            },
         )
-    manifest["warnings"] = list(manifest.get("warnings", [])) + warnings
     names = {p.name for p in sqlite.parent.iterdir() if not p.name.startswith(".")}
-    manifest["files"] = sorted(names | {sqlite.name})
+    return m.with_(warnings=(*(m.warnings or ()), *warnings), files=tuple(sorted(names | {sqlite.name})))

@@ -11,7 +11,8 @@ named workload the settings are, or why they are a custom one: :func:`workload_r
 versions, torch's CUDA, driver and its CUDA, GPUs via NVML: name, UUID, clocks, memory), ``nsys``
 (path, version, how it was found), ``commands`` (the profile/export/baseline command lines),
 ``phases`` (seconds per phase), ``files`` (what the run directory holds), ``ranges`` (what the
-export check found), ``analysis`` (``done``, ``skipped`` or ``failed: ...``).
+export check found), ``analysis`` (``done``, ``skipped`` or ``failed: ...``). The document's type is
+:class:`dsocr.contract.run_manifest.RunManifest`; here: the facts it records and writing it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import contextlib
 import datetime as dt
 import importlib.metadata
 import importlib.util
-import json
 import platform
 import re
 import sys
@@ -29,14 +29,33 @@ from pathlib import Path
 from typing import Any, Final
 
 from dsocr.contract import atomic
+from dsocr.contract.run_manifest import (
+    SCHEMA_VERSION,
+    STATUS_COMPLETE,
+    STATUS_FAILED,
+    STATUS_INTERRUPTED,
+    STATUS_RUNNING,
+    STATUSES,
+    RunManifest,
+)
 from dsocr.model import workloads
 
-SCHEMA_VERSION: Final = "1.0"
-STATUS_RUNNING: Final = "running"
-STATUS_COMPLETE: Final = "complete"
-STATUS_INTERRUPTED: Final = "interrupted"
-STATUS_FAILED: Final = "failed"
-STATUSES: Final = (STATUS_RUNNING, STATUS_COMPLETE, STATUS_INTERRUPTED, STATUS_FAILED)
+__all__ = [
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "STATUS_COMPLETE",
+    "STATUS_FAILED",
+    "STATUS_INTERRUPTED",
+    "STATUS_RUNNING",
+    "environment",
+    "gpu_environment",
+    "package_version",
+    "torch_cuda_version",
+    "utc_now",
+    "workload_record",
+    "write",
+    "write_to",
+]
 
 PACKAGES: Final[tuple[str, ...]] = (
     "dsocr",
@@ -155,37 +174,14 @@ def environment(gpu: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
-def text(manifest: dict[str, Any]) -> str:
-    """The manifest as written: indented JSON."""
-    return json.dumps(manifest, indent=2, default=str) + "\n"
-
-
-def write_to(path: Path, manifest: dict[str, Any]) -> None:
+def write_to(path: Path, manifest: RunManifest) -> None:
     """Write ``manifest`` to ``path`` as it is (a temp file of :func:`dsocr.contract.atomic.atomic_path`)."""
-    path.write_text(text(manifest), encoding="utf-8")
+    path.write_text(manifest.text(), encoding="utf-8")
 
 
-def read_checked(path: Path) -> tuple[dict[str, Any], str | None]:
-    """Read a manifest: the document (empty when missing or unusable) and, when it exists but is unusable,
-    one line naming the file and what is wrong with it."""
-    from dsocr.contract.rundocs import read_doc
-
-    doc, problem = read_doc(path)
-    return (doc or {}), problem
-
-
-def write(path: Path, manifest: dict[str, Any]) -> None:
+def write(path: Path, manifest: RunManifest) -> None:
     """Write ``manifest`` atomically as indented JSON."""
-    atomic.write_text(path, text(manifest))
-
-
-def read(path: Path) -> dict[str, Any]:
-    """Read a manifest (an empty dict when the file is missing or not JSON)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    atomic.write_text(path, manifest.text())
 
 
 def workload_record(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import attrs
 from dsocr.capture import inputs as inputs_mod
 from dsocr.capture.worker import check_environment, load_model, make_prompt, model_facts
 from dsocr.capture.worker_config import WorkerConfig
+from dsocr.contract.run_timing import TimingModel
 from dsocr.execution.checkpoint_rules import KIND_VENDOR, plan_model
 
 TOP: Final = 5
@@ -166,14 +167,10 @@ def generate_page(settings: GenerateSettings) -> GenerateResult:
     prompt = make_prompt(cfg, model, plan)
     run = _vendor if plan.kind == KIND_VENDOR else _replica
     length, ids, logits = run(model, cfg, image, prompt)
-    facts = model_facts(cfg, plan, model)
-    raw = facts.get("vendor_execution") or facts.get("execution")
-    if isinstance(raw, dict):  # the replica's execution record
-        raw = (
-            f"dsocr's replica: MoE {raw.get('moe')}, decoder attention {raw.get('attn')}, "
-            f"autocast {raw.get('autocast')}"
-        )
-    execution = raw or f"dsocr's replica ({facts['attn_implementation']} attention)"
+    facts = TimingModel.from_json(model_facts(cfg, plan, model), "timing.json model (as the worker builds it)")
+    ex = facts.replica_execution
+    replica = f"dsocr's replica: MoE {ex.moe}, decoder attention {ex.attn}, autocast {ex.autocast}" if ex else None
+    execution = facts.vendor_text or replica or f"dsocr's replica ({facts.attn_implementation} attention)"
     return GenerateResult(
         prompt_length=length,
         ids=tuple(ids),
@@ -183,7 +180,7 @@ def generate_page(settings: GenerateSettings) -> GenerateResult:
             source=plan.source.describe(),
             execution=str(execution),
             random_weights=plan.random_weights,
-            attn_implementation=str(facts["attn_implementation"]),
+            attn_implementation=str(facts.attn_implementation),
         ),
         page=page.name,
         first_token_logits=logits.numpy(),

@@ -14,13 +14,13 @@ list (rank, device, pages, setup times, environment).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from dsocr.capture.timing import write_timing
-from dsocr.contract.errors import BadUsage, RunFailed
+from dsocr.contract.errors import BadInput, BadUsage, RunFailed
+from dsocr.contract.run_timing import RunTiming, read_timing
 
 SHARDING: Final = "round-robin by page index (worker k: pages k, k+N, k+2N, ...)"
 
@@ -95,36 +95,39 @@ def device_entries(devices: Sequence[str], gpu: dict[str, Any], pages: Sequence[
 
 def merge_timing(parts: Sequence[Path], out: Path, devices: Sequence[str]) -> None:
     """Write ``out``: the workers' timing files as one (pages and records of all, ``workers`` per worker)."""
-    docs: list[dict[str, Any]] = []
+    docs: list[RunTiming] = []
     for p in parts:
         try:
-            docs.append(json.loads(p.read_text(encoding="utf-8")))
-        except (OSError, ValueError) as exc:
+            doc, problem = read_timing(p)
+        except BadInput as exc:
+            doc, problem = None, exc.message
+        if doc is None:
             raise RunFailed(
-                f"{p}: a worker's timing file is missing or unreadable ({exc}); see the capture log"
-            ) from None
-    first = dict(docs[0])
-    pages = sorted((pg for d in docs for pg in d.get("pages") or []), key=lambda pg: int(pg.get("index", 0)))
-    records = [r for d in docs for r in d.get("records") or []]
-    config = dict(first.get("config") or {})
-    config["pages"] = [pg for d in docs for pg in (d.get("config") or {}).get("pages") or []]
+                f"{p}: a worker's timing file is missing or unreadable ({problem or 'no such file'}); "
+                "see the capture log"
+            )
+        docs.append(doc)
+    first = docs[0]
+    pages = tuple(sorted((pg for d in docs for pg in d.pages), key=lambda pg: int(pg.index or 0)))
+    config = dict(first.config or {})
+    config["pages"] = [pg for d in docs for pg in (d.config or {}).get("pages") or []]
     for key in ("rank", "page_indices", "timing_out", "barrier"):
         config.pop(key, None)
-    first.update(
+    merged = first.with_(
         config=config,
         pages=pages,
-        records=records,
-        interrupted=any(bool(d.get("interrupted")) for d in docs),
-        workers=[
+        records=tuple(r for d in docs for r in d.records),
+        interrupted=any(bool(d.interrupted) for d in docs),
+        workers=tuple(
             {
                 "rank": k,
                 "device": devices[k],
                 "file": parts[k].name,
-                "pages": [pg.get("index") for pg in d.get("pages") or []],
-                "setup": d.get("setup"),
-                "environment": d.get("environment"),
+                "pages": [pg.index for pg in d.pages],
+                "setup": d.setup,
+                "environment": d.environment,
             }
             for k, d in enumerate(docs)
-        ],
+        ),
     )
-    write_timing(out, first)
+    write_timing(out, merged)

@@ -11,32 +11,41 @@ enclosing open stage, so nested stages each get their own peak.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import attrs
 
-from dsocr.contract.atomic import write_text
+from dsocr.contract.jsondoc import field_keys
+from dsocr.contract.run_timing import (
+    CLOCK_CPU,
+    CLOCK_CUDA,
+    RECORD_FIELDS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    Prompt,
+    RunTiming,
+    TimingModel,
+    TimingPage,
+    TimingRecord,
+)
 
-SCHEMA: Final = "dsocr.timing"
-SCHEMA_VERSION: Final = "1.0"
-CLOCK_CUDA: Final = "cuda-event"
-CLOCK_CPU: Final = "perf-counter"
+__all__ = [
+    "CLOCK_CPU",
+    "CLOCK_CUDA",
+    "RECORD_FIELDS",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "StageTimer",
+    "timing_document",
+    "write_timing",
+]
 
-#: Columns of one record in ``records`` (docs/timing-schema.md).
-RECORD_FIELDS: Final = (
-    "repeat",
-    "page",
-    "stage",
-    "index",
-    "ms",
-    "tokens",
-    "prefill_length",
-    "context_length",
-    "peak_allocated_bytes",
+#: The keys a worker writes (the others are a data-parallel merge's ``workers`` and analysis.json's).
+WRITTEN_KEYS = tuple(
+    k for k in field_keys(RunTiming) if k not in ("workers", "records_compacted", "file", "other_runs")
 )
 
 
@@ -125,27 +134,30 @@ def timing_document(
     setup: dict[str, Any],
     assumptions: list[str],
     interrupted: bool = False,
-) -> dict[str, Any]:
-    """The ``timing.json`` object (docs/timing-schema.md)."""
-    return {
-        "schema": SCHEMA,
-        "version": SCHEMA_VERSION,
-        "clock": clock,
-        "profiled": config.get("capture_range") != "none",
-        "capture_range": config.get("capture_range"),
-        "interrupted": interrupted,
-        "config": config,
-        "environment": environment,
-        "model": model,
-        "prompt": prompt,
-        "pages": pages,
-        "setup": setup,
-        "assumptions": assumptions,
-        "record_fields": list(RECORD_FIELDS),
-        "records": records,
-    }
+) -> RunTiming:
+    """The typed ``timing.json`` document (docs/timing-schema.md) of the worker's facts; each part is checked
+    as a reader checks it (a BadInput here is a worker bug)."""
+    source = "timing.json (as the worker builds it)"
+    return RunTiming(
+        schema=SCHEMA,
+        version=SCHEMA_VERSION,
+        clock=clock,
+        profiled=config.get("capture_range") != "none",
+        capture_range=config.get("capture_range"),
+        interrupted=interrupted,
+        config=config,
+        environment=environment,
+        model=TimingModel.from_json(model, source),
+        prompt=Prompt.from_json(prompt, source),
+        pages=tuple(TimingPage.from_json(p, source) for p in pages),
+        setup=setup,
+        assumptions=tuple(assumptions),
+        record_fields=RECORD_FIELDS,
+        records=tuple(TimingRecord.from_json(r, source) for r in records),
+        keys=WRITTEN_KEYS,
+    )
 
 
-def write_timing(path: Path, document: dict[str, Any]) -> None:
+def write_timing(path: Path, document: RunTiming) -> None:
     """Write ``timing.json`` atomically."""
-    write_text(path, json.dumps(document, indent=1) + "\n")
+    document.write(path)

@@ -51,6 +51,7 @@ from dsocr.capture.worker_config import CAPTURE_CUDA, CAPTURE_NVTX, MODEL_REPLIC
 from dsocr.capture.worker_ranges import nvtx_range
 from dsocr.contract import nvtx_names as names
 from dsocr.contract.errors import BadInput, DsocrError, EnvironmentProblem, ExitCode, RunFailed
+from dsocr.contract.run_timing import RunTiming
 from dsocr.execution.checkpoint_rules import KIND_REPLICA, KIND_VENDOR, ModelPlan, architecture_from_config
 from dsocr.execution.preprocess import PreparedImage, preprocess
 
@@ -507,7 +508,7 @@ def _environment(cfg: WorkerConfig, model: Any) -> dict[str, Any]:
     return env
 
 
-def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
+def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> RunTiming:
     """Run the whole worker for ``cfg``; writes ``cfg.timing_out`` and returns its document."""
     say = cfg.progress if emit_progress is None else emit_progress
 

@@ -225,12 +225,12 @@ def calibrate(
         }
     }
     doc = cal.calibration_document(results, method, device=dev, dtype=torch_dtype, extra=extra)
-    write_text(out, json.dumps(doc, indent=2) + "\n")
+    write_text(out, doc.text())
     failed = sum(1 for r in results if r.error is not None)
     if failed:
         ui.warn(f"{failed} of {len(results)} signatures failed (their errors are in {out})")
     if json_out:
-        typer.echo(json.dumps(doc, indent=2))
+        typer.echo(json.dumps(doc.to_json(), indent=2))
     elif not quiet:
         ui.info(f"wrote {len(results) - failed} calibrated signatures to {out}")
         ui.out.print(str(out), markup=False)

@@ -382,6 +382,8 @@ def capture(
         kept = f"{reporter.run_dir} keeps what was captured (manifest status: interrupted)" if reporter.run_dir else ""
         raise Interrupted(kept) from None
     if json_out:
-        print(json.dumps({"run_dir": str(result.run_dir), "manifest": result.manifest}, indent=2, default=str))
+        print(
+            json.dumps({"run_dir": str(result.run_dir), "manifest": result.manifest.to_json()}, indent=2, default=str)
+        )
     elif not quiet:
         ui.out.print(str(result.run_dir), markup=False)

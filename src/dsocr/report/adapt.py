@@ -1,20 +1,23 @@
 """Build the report's :class:`~dsocr.report.view.ReportView` from the analysis document.
 
-The input is the ``analysis.json`` document (``Analysis.to_dict()``, docs/analysis-schema.md),
-so report.html, summary.md and ``dsocr diff`` all read the same data. Optional inputs, each
-either a key of the document or an argument:
+The input is the typed ``analysis.json`` document (:class:`~dsocr.analyze.analysis_doc.AnalysisDocument`,
+docs/analysis-schema.md; a plain mapping is typed first), so report.html, summary.md and ``dsocr diff``
+all read the same data. Optional inputs, each either a key of the document or an argument:
 
-- ``manifest``: the run's ``manifest.json`` (run identity, settings, nsys command);
+- ``manifest``: the run's ``manifest.json`` (run identity, settings, nsys command), a
+  :class:`~dsocr.contract.run_manifest.RunManifest`; ``timing`` and ``baseline`` are
+  :class:`~dsocr.contract.run_timing.RunTiming` (given, or read from the document's keys);
 - ``timing``: the profiled worker's ``timing.json``: tokens, context lengths, pages, model,
   environment, assumptions;
 - ``baseline``: the unprofiled baseline's ``timing-baseline.json`` (``profiled`` false):
   unprofiled stage times and peak allocated memory. A ``timing`` whose ``profiled`` is false
   serves as the baseline too.
   Its ``other_runs`` are the other unprofiled runs (``timing-baseline-<k>.json`` of
-  ``--baseline-runs`` 2 or more, each with its ``file`` name; :func:`run_files` and
-  ``dsocr analyze`` put them there). The unprofiled time of a stage is the mean over all runs,
-  and their drift (largest minus smallest run mean, over the mean) sits beside the overhead;
-  the manifest's ``timing.runs`` says where each ran relative to the profiled run.
+  ``--baseline-runs`` 2 or more, each with its ``file`` name;
+  :func:`~dsocr.analyze.workload_from_run.read_run_files` and ``dsocr analyze`` put them there). The
+  unprofiled time of a stage is the mean over all runs, and their drift (largest minus smallest
+  run mean, over the mean) sits beside the overhead; the manifest's ``timing.runs`` says where
+  each ran relative to the profiled run.
 - ``analytic``: the analytic model's document for ONE page (``dsocr model --format json``,
   ``dsocr.analytic.export.to_json(estimate, peak)``): ``peak`` (``tflops``, ``tbps``,
   ``source``), ``stages`` (``vision`` with ``parts`` sam/clip/projector, ``prefill``, ``decode``:
@@ -28,17 +31,18 @@ Anything missing leaves its fields ``None``; the report says so.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from dsocr.analyze import nesting
+from dsocr.analyze.analysis_doc import AnalysisDocument
 from dsocr.analyze.categories import LABELS
 from dsocr.analyze.op_memory import HOW_TO
-from dsocr.analyze.workload_from_run import with_other_runs
 from dsocr.contract import nvtx_names as nv
 from dsocr.contract import rundir
+from dsocr.contract.run_manifest import ManifestInput, RunManifest
+from dsocr.contract.run_timing import RunTiming, TimingModel, TimingPage
 from dsocr.model import workloads
 from dsocr.report.view import (
     DecodeStep,
@@ -111,32 +115,39 @@ def _get(d: Mapping[str, Any] | None, *keys: str) -> Any:
     return cur
 
 
-def _records(timing: Mapping[str, Any] | None) -> pl.DataFrame:
+def _records(timing: RunTiming | None) -> pl.DataFrame:
     """The ``records`` of a timing document (empty without one)."""
-    recs = _get(timing, "records")
-    if not recs:
+    if timing is None or not timing.records:
         return pl.DataFrame()
-    return _frame(recs)
+    return _frame([r.to_json() for r in timing.records])
 
 
-def _identity(d: Mapping[str, Any], manifest: Mapping[str, Any] | None, timing: Mapping[str, Any] | None) -> Identity:
-    trace = d.get("trace") or {}
+def _settings(manifest: RunManifest | None, timing: RunTiming | None) -> Mapping[str, Any]:
+    """The capture's settings (manifest.json), else the worker config as run (timing.json), else none."""
+    settings = manifest.settings.to_json() if manifest is not None and manifest.settings is not None else None
+    return settings or (timing.config if timing is not None else None) or {}
+
+
+def _identity(d: AnalysisDocument, manifest: RunManifest | None, timing: RunTiming | None) -> Identity:
+    trace = d.trace or {}
     files = [str(trace.get("file"))] if trace.get("file") else []
-    files += [str(t.get("file")) for t in d.get("traces") or [] if t.get("file") and str(t.get("file")) not in files]
-    menv = _get(manifest, "environment") or {}
-    tenv = _get(timing, "environment") or {}
-    settings = _get(manifest, "settings") or _get(timing, "config") or {}
-    model = _get(timing, "model") or {}
-    prompt = _get(timing, "prompt") or {}
+    files += [str(t.get("file")) for t in d.traces if t.get("file") and str(t.get("file")) not in files]
+    menv = (manifest.environment if manifest is not None else None) or {}
+    tenv = (timing.environment if timing is not None else None) or {}
+    settings = _settings(manifest, timing)
+    model = (timing.model if timing is not None else None) or TimingModel(keys=())
+    prompt_tokens = timing.prompt.tokens if timing is not None and timing.prompt is not None else None
     pkgs = menv.get("packages") or {}
-    source = model.get("source") or settings.get("model")
-    kind = model.get("kind") or ("replica" if source == "replica" else None)
+    source = model.source or settings.get("model")
+    kind = model.kind or ("replica" if source == "replica" else None)
     gpus = menv.get("gpus") or []
-    pages = _get(manifest, "inputs") or _get(timing, "pages")
+    pages = (manifest.inputs if manifest is not None else None) or (
+        timing.pages if timing is not None and timing.has("pages") else None
+    )
     model_source = f"{source} ({kind})" if source and kind and kind != source else (source or kind)
-    execution = model.get("execution")
-    if model_source and isinstance(execution, Mapping):  # the replica's (timing.json from issue 10 on)
-        model_source += f"; execution: MoE {execution.get('moe')}, decoder attention {execution.get('attn')}"
+    execution = model.replica_execution
+    if model_source and execution is not None:  # the replica's (timing.json from issue 10 on)
+        model_source += f"; execution: MoE {execution.moe}, decoder attention {execution.attn}"
     return Identity(
         trace_files=tuple(files),
         gpu=trace.get("gpu") or tenv.get("device_name") or (gpus[0].get("name") if gpus else None),
@@ -146,37 +157,40 @@ def _identity(d: Mapping[str, Any], manifest: Mapping[str, Any] | None, timing: 
         schema_version=trace.get("schema_version"),
         torch=tenv.get("torch") or pkgs.get("torch"),
         model_source=model_source,
-        random_weights=model.get("random_weights")
-        if "random_weights" in model
+        random_weights=model.random_weights
+        if model.has("random_weights")
         else (None if kind is None else kind == "replica"),
         dtype=tenv.get("dtype") or settings.get("dtype"),
         mode=settings.get("mode"),
-        pages=len(pages) if isinstance(pages, list) else None,
-        repeats=_get(d, "repeats", "passes"),
-        prompt_tokens=prompt.get("tokens") or settings.get("prompt_tokens"),
+        pages=len(pages) if pages is not None else None,
+        repeats=d.repeats_value("passes"),
+        prompt_tokens=prompt_tokens or settings.get("prompt_tokens"),
         new_tokens=settings.get("max_new_tokens") or settings.get("new_tokens"),
-        created=_get(manifest, "created"),
-        dsocr_version=_get(manifest, "dsocr_version"),
-        workload=workloads.label(_get(manifest, "workload"), _get(manifest, "settings")),
+        created=manifest.created if manifest is not None else None,
+        dsocr_version=manifest.dsocr_version if manifest is not None else None,
+        workload=workloads.label(
+            manifest.workload if manifest is not None else None,
+            manifest.settings.to_json() if manifest is not None and manifest.settings is not None else None,
+        ),
         model_code=model_code_text(model, settings),
     )
 
 
-def model_code_text(model: Mapping[str, Any], settings: Mapping[str, Any]) -> str | None:
+def model_code_text(model: TimingModel, settings: Mapping[str, Any]) -> str | None:
     """The code and execution that ran, in words (timing.json's ``model``; the settings of an older capture)."""
-    kind = model.get("kind") or settings.get("model")
+    kind = model.kind or settings.get("model")
     if kind is None:
         return None
-    code = str(model.get("code") or ("dsocr's replica" if kind == "replica" else kind))
-    execution = model.get("execution")
-    vendor = model.get("vendor_execution") or (execution if isinstance(execution, str) else None)
+    code = str(model.code or ("dsocr's replica" if kind == "replica" else kind))
+    vendor = model.vendor_text
     if vendor:  # the checkpoint's own code and generate
         return f"{code}: {vendor}"
-    attn = model.get("attn_implementation") or settings.get("attn_implementation")
-    if isinstance(execution, Mapping):  # the replica's execution record (issue 10 on)
-        parts = [f"MoE {execution.get('moe')}", f"attention {execution.get('attn') or attn}"]
+    attn = model.attn_implementation or settings.get("attn_implementation")
+    execution = model.replica_execution
+    if execution is not None:  # the replica's execution record (issue 10 on)
+        parts = [f"MoE {execution.moe}", f"attention {execution.attn or attn}"]
     else:  # older captures: transformers' experts kernel
-        parts = [f"{k} {v}" for k, v in (("experts", model.get("experts_implementation")), ("attention", attn)) if v]
+        parts = [f"{k} {v}" for k, v in (("experts", model.experts_implementation), ("attention", attn)) if v]
     return code + (f" ({', '.join(parts)})" if parts else "")
 
 
@@ -200,7 +214,7 @@ def _per_repeat(records: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _baseline_records(docs: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+def _baseline_records(docs: Sequence[RunTiming]) -> pl.DataFrame:
     """The records of every unprofiled run, with the run's index in ``run``."""
     frames = [
         recs.with_columns(pl.lit(i, pl.Int64).alias("run"))
@@ -224,13 +238,13 @@ def _drift(per_repeat: pl.DataFrame) -> dict[str, tuple[int, float | None]]:
     return {str(st): (int(n), None if d is None else float(d)) for st, n, d in rows.iter_rows()}
 
 
-def _has_gpu(d: Mapping[str, Any]) -> bool:
+def _has_gpu(d: AnalysisDocument) -> bool:
     """Whether the stages have GPU numbers: CUDA was traced and its records tie to the ranges (no ``gpu_lost``)."""
-    return bool(_get(d, "trace", "has_cuda")) and not _get(d, "trace", "gpu_lost")
+    return bool(d.trace_value("has_cuda")) and not d.trace_value("gpu_lost")
 
 
 def _stage_views(
-    d: Mapping[str, Any],
+    d: AnalysisDocument,
     records: pl.DataFrame,
     baseline: pl.DataFrame,
     analytic: Mapping[str, Any] | None,
@@ -239,9 +253,9 @@ def _stage_views(
     run_order: Sequence[tuple[int, str]] = (),
 ) -> tuple[StageView, ...]:
     """The stage views; ``run_order``: (index in ``baseline``'s ``run``, where it ran) in execution order."""
-    stages = _frame(d.get("stages"))
-    per_pass = _frame(_get(d, "repeats", "per_pass"))
-    instances = _frame(d.get("stage_instances"))
+    stages = _frame(d.stages)
+    per_pass = _frame(d.repeats_value("per_pass"))
+    instances = _frame(d.stage_instances)
     if stages.is_empty():
         return ()
     names = [n for n in stages["stage"].to_list() if n not in CONTAINERS]
@@ -343,9 +357,9 @@ def _stage_views(
     return tuple(out)
 
 
-def _nested(d: Mapping[str, Any]) -> bool:
+def _nested(d: AnalysisDocument) -> bool:
     """Whether vision ran inside prefill (analysis.json's ``stage_nesting`` lists exclusive columns)."""
-    return bool(_get(d, "stage_nesting", "exclusive_columns"))
+    return bool(_get(d.stage_nesting, "exclusive_columns"))
 
 
 def _own_parts(instances: pl.DataFrame) -> pl.DataFrame:
@@ -490,9 +504,9 @@ def _idle_instances(instances: pl.DataFrame, names: Sequence[str], has_gpu: bool
     )
 
 
-def _idle_gaps(d: Mapping[str, Any]) -> tuple[IdleGap, ...]:
+def _idle_gaps(d: AnalysisDocument) -> tuple[IdleGap, ...]:
     """True GPU idle gaps, when the analysis lists them (``idle_gaps``: ``stage``, ``start_ns``, ``duration_ns``)."""
-    rows = d.get("idle_gaps") or []
+    rows = d.idle_gaps
     return tuple(
         IdleGap(str(r.get("stage")), float(r.get("start_ns") or 0), float(r["duration_ns"]), "gap")
         for r in rows[: TOP_IDLE * 2]
@@ -501,15 +515,15 @@ def _idle_gaps(d: Mapping[str, Any]) -> tuple[IdleGap, ...]:
 
 
 def _memory(
-    d: Mapping[str, Any], names: Sequence[str], baseline: pl.DataFrame, analytic: Mapping[str, Any] | None
+    d: AnalysisDocument, names: Sequence[str], baseline: pl.DataFrame, analytic: Mapping[str, Any] | None
 ) -> MemoryView:
-    stages = _frame(d.get("stages"))
+    stages = _frame(d.stages)
     # where vision ran inside prefill, prefill's copies include vision's: vision is not added again
     inside = {nesting.GUEST} if _nested(d) else set()
     top = stages.filter(
         pl.col("stage").is_in([n for n in names if nv.PARENT.get(n) in (None, nv.PAGE) and n not in inside])
     )
-    passes = max(1, int(_get(d, "repeats", "passes") or 1))
+    passes = max(1, int(d.repeats_value("passes") or 1))
     copies: list[tuple[str, int | None, float]] = []
     if not top.is_empty():
         cols = ("h2d_bytes", "d2h_bytes", "d2d_bytes", "p2p_bytes", "d2h_copies", "memcpys")
@@ -557,10 +571,10 @@ def _roofline(
 
 
 def _assumptions(
-    manifest: Mapping[str, Any] | None, timing: Mapping[str, Any] | None, analytic: Mapping[str, Any] | None
+    manifest: RunManifest | None, timing: RunTiming | None, analytic: Mapping[str, Any] | None
 ) -> tuple[tuple[tuple[str, str], ...], Table | None, tuple[str, ...]]:
     pairs: list[tuple[str, str]] = []
-    settings = _get(manifest, "settings") or _get(timing, "config") or {}
+    settings = _settings(manifest, timing)
     for k, v in sorted(settings.items()):
         if isinstance(v, str | int | float | bool) or v is None:
             pairs.append((str(k), "n/a" if v is None else str(v)))
@@ -580,84 +594,57 @@ def _assumptions(
             value = work[key]
             shown = "x".join(map(str, value)) if isinstance(value, list) else str(value)
             pairs.append((f"analytic workload: {key.replace('_', ' ')}", shown))
-    cmds = _get(manifest, "commands") or {}
-    if isinstance(cmds, Mapping) and cmds.get("profile"):
-        prof = cmds["profile"]
-        pairs.append(("nsys command", " ".join(map(str, prof)) if isinstance(prof, list) else str(prof)))
-    setup = _get(timing, "setup") or {}
-    for k, v in sorted(setup.items()) if isinstance(setup, Mapping) else []:
+    prof = manifest.profile_command() if manifest is not None else None
+    if prof:
+        pairs.append(("nsys command", " ".join(prof)))
+    setup = (timing.setup if timing is not None else None) or {}
+    for k, v in sorted(setup.items()):
         if isinstance(v, str | int | float | bool):
             pairs.append((f"setup: {k}", str(v)))
-    inputs = _get(manifest, "inputs")
-    planned = _get(timing, "pages")
-    inputs = inputs if isinstance(inputs, list) else []
-    planned = planned if isinstance(planned, list) else []
+    inputs = (manifest.inputs if manifest is not None else None) or ()
+    planned = timing.pages if timing is not None else ()
     pages = None
     if inputs or planned:
-        src = inputs or planned
         cols = ("name", "kind", "size (px)", "sha256", "crop grid", "image tokens", "prefill length")
         rows = []
+        src: Sequence[ManifestInput | TimingPage] = inputs or planned
         for i, p in enumerate(src):
-            plan = planned[i] if len(planned) == len(src) else {}
-            grid = plan.get("grid")
+            plan = planned[i] if len(planned) == len(src) else TimingPage()
+            given = p if isinstance(p, ManifestInput) else None
             rows.append(
                 (
-                    str(p.get("name") or p.get("path") or ""),
-                    f"PDF page {p['pdf_page']}" if p.get("pdf_page") is not None else "image",
-                    f"{p.get('width')}x{p.get('height')}" if p.get("width") else "",
-                    str(p.get("sha256") or "")[:16],
-                    "x".join(map(str, grid)) if isinstance(grid, list) else "",
-                    str(plan.get("image_tokens") or ""),
-                    str(plan.get("prefill_length") or ""),
+                    str(p.name or p.path or ""),
+                    f"PDF page {given.pdf_page}" if given is not None and given.pdf_page is not None else "image",
+                    f"{p.width}x{p.height}" if p.width else "",
+                    str((given.sha256 if given is not None else None) or "")[:16],
+                    "x".join(map(str, plan.grid)) if plan.grid is not None else "",
+                    str(plan.image_tokens or ""),
+                    str(plan.prefill_length or ""),
                 )
             )
         pages = Table(cols, tuple(rows))
     caveats = (
-        tuple(str(a) for a in (_get(timing, "assumptions") or []))
+        tuple(timing.assumptions if timing is not None else ())
         + tuple(str(a) for a in (_get(analytic, "assumptions") or []))
         + tuple(str(n) for n in (_get(analytic, "peak", "notes") or []))
     )
     return tuple(pairs), pages, caveats
 
 
-def run_files(directory: Path, problems: list[str] | None = None) -> dict[str, dict[str, Any] | None]:
-    """``manifest``, ``timing`` and ``baseline`` documents of a run directory (``None`` when absent or unusable;
-    then one line naming the file and what is wrong goes to ``problems``).
-
-    The other unprofiled runs (``timing-baseline-<k>.json``) ride in the baseline's ``other_runs``,
-    as in analysis.json (:func:`dsocr.analyze.workload_from_run.with_other_runs`).
-    """
-    from dsocr.contract.rundocs import read_doc
-
-    said = problems if problems is not None else []
-
-    def read(path: Path) -> dict[str, Any] | None:
-        doc, problem = read_doc(path)
-        if problem is not None:
-            said.append(problem)
-        return doc
-
-    out: dict[str, dict[str, Any] | None] = {}
-    for key, name in (("manifest", rundir.MANIFEST), ("timing", rundir.TIMING)):
-        out[key] = read(directory / name)
-    out["baseline"] = with_other_runs(directory, read(directory / rundir.TIMING_BASELINE), read)
-    return out
-
-
-def _run_order(manifest: Mapping[str, Any] | None, files: Sequence[str]) -> tuple[tuple[int, str], ...]:
+def _run_order(manifest: RunManifest | None, files: Sequence[str]) -> tuple[tuple[int, str], ...]:
     """Each unprofiled run (its index in ``files``) and where it ran relative to the profiled one, in execution order.
 
     A capture made before ``--baseline-runs`` ran its one baseline after the profiled run.
     """
-    runs = [r for r in (_get(manifest, "timing", "runs") or []) if isinstance(r, Mapping)]
-    order = {str(r.get("file")): i for i, r in enumerate(runs)}
-    where = {str(r.get("file")): str(r.get("position") or "unknown") for r in runs}
+    runs = manifest.timing.runs if manifest is not None and manifest.timing is not None else ()
+    order = {str(r.file): i for i, r in enumerate(runs)}
+    where = {str(r.file): str(r.position or "unknown") for r in runs}
     default = {rundir.TIMING_BASELINE: "after"}
     ranked = sorted(range(len(files)), key=lambda i: order.get(files[i], len(order)))
     return tuple((i, where.get(files[i]) or default.get(files[i], "unknown")) for i in ranked)
 
 
-def _positions(manifest: Mapping[str, Any] | None, files: Sequence[str]) -> tuple[str, ...]:
+def _positions(manifest: RunManifest | None, files: Sequence[str]) -> tuple[str, ...]:
     """Where each unprofiled run (by file) ran relative to the profiled one, in execution order."""
     return tuple(where for _, where in _run_order(manifest, files))
 
@@ -674,9 +661,9 @@ def _mib(v: Any) -> str:
     return "n/a" if v is None else f"{v / 2**20:,.1f} MiB"
 
 
-def _modules(d: Mapping[str, Any]) -> tuple[Table | None, Table | None, str | None]:
+def _modules(d: AnalysisDocument) -> tuple[Table | None, Table | None, str | None]:
     """The module tables of analysis.json's ``modules`` (measured rows only) and their note."""
-    mods = d.get("modules")
+    mods = d.modules
     if not isinstance(mods, Mapping):
         return None, None, None
     rows = [r for r in mods.get("rows") or [] if isinstance(r, Mapping) and r.get("measured_ns") is not None]
@@ -727,9 +714,9 @@ def _modules(d: Mapping[str, Any]) -> tuple[Table | None, Table | None, str | No
     return table, cat_table, note
 
 
-def _op_memory(d: Mapping[str, Any]) -> OpMemoryView | None:
+def _op_memory(d: AnalysisDocument) -> OpMemoryView | None:
     """analysis.json's ``op_memory`` (present only with op_memory.json in the run directory)."""
-    mem = d.get("op_memory")
+    mem = d.op_memory
     if not isinstance(mem, Mapping):
         return None
     stages = tuple(r for r in mem.get("stages") or () if isinstance(r, Mapping))
@@ -741,41 +728,43 @@ def _op_memory(d: Mapping[str, Any]) -> OpMemoryView | None:
 
 
 def view_from_analysis(
-    d: Mapping[str, Any],
-    manifest: Mapping[str, Any] | None = None,
-    timing: Mapping[str, Any] | None = None,
+    document: AnalysisDocument | Mapping[str, Any],
+    manifest: RunManifest | None = None,
+    timing: RunTiming | None = None,
     analytic: Mapping[str, Any] | None = None,
-    baseline: Mapping[str, Any] | None = None,
+    baseline: RunTiming | None = None,
 ) -> ReportView:
-    """The report view of an analysis document (plus the optional run files, see the module doc)."""
-    manifest = manifest if manifest is not None else d.get("manifest")
-    timing = timing if timing is not None else d.get("timing")
-    analytic = analytic if analytic is not None else d.get("analytic")
+    """The report view of an analysis document (plus the optional run files, see the module doc); a plain
+    mapping (``Analysis.to_dict()``, parsed analysis.json) is typed first."""
+    d = document if isinstance(document, AnalysisDocument) else AnalysisDocument.from_json(document, "analysis")
+    manifest = manifest if manifest is not None else d.manifest
+    timing = timing if timing is not None else d.timing
+    analytic = analytic if analytic is not None else d.analytic
     why_no_model = None
     peak_only: Mapping[str, Any] | None = None
     if isinstance(analytic, Mapping) and analytic.get("available") is False:
         why_no_model = analytic.get("reason")  # dsocr analyze had no workload for this trace
         peak_only = {"peak": analytic.get("peak")}  # the peak may still be known (the GPU is)
         analytic = None
-    baseline = baseline if baseline is not None else d.get("baseline")
-    files = [str(baseline.get("file") or rundir.TIMING_BASELINE)] if baseline is not None else []
-    if baseline is None and timing is not None and timing.get("profiled") is False:
+    baseline = baseline if baseline is not None else d.baseline
+    files = [str(baseline.file or rundir.TIMING_BASELINE)] if baseline is not None else []
+    if baseline is None and timing is not None and timing.profiled is False:
         baseline = timing  # an unprofiled timing serves as the baseline
         files = [rundir.TIMING]
-    baselines = [b for b in (_get(baseline, "other_runs") or []) if isinstance(b, Mapping)]
+    baselines = baseline.other_runs if baseline is not None else ()
     docs = [*([baseline] if baseline is not None else []), *baselines]
-    files += [str(b.get("file") or "unknown") for b in baselines]
+    files += [str(b.file or "unknown") for b in baselines]
     records = _records(timing)
     base = _records(baseline)
-    passes = int(_get(d, "repeats", "passes") or 1)
-    is_profiled = timing is None or timing.get("profiled") is not False
+    passes = int(d.repeats_value("passes") or 1)
+    is_profiled = timing is None or timing.profiled is not False
     order = _run_order(manifest, files) if files != [rundir.TIMING] else ((0, "unknown"),)
     stages = _stage_views(d, records, _baseline_records(docs), analytic, passes, is_profiled, order)
     names = [s.name for s in stages]
     nested = _nested(d)
-    instances = _own_parts(_frame(d.get("stage_instances"))) if nested else _frame(d.get("stage_instances"))
+    instances = _own_parts(_frame(d.stage_instances)) if nested else _frame(d.stage_instances)
     has_gpu = _has_gpu(d)
-    cats = _frame(d.get("kernel_categories"))
+    cats = _frame(d.kernel_categories)
     if nested and not cats.is_empty():
         cats = _own_categories(cats)
     categories = (
@@ -786,7 +775,7 @@ def view_from_analysis(
         if not cats.is_empty()
         else ()
     )
-    kern = _frame(d.get("top_kernels"))
+    kern = _frame(d.top_kernels)
     kernels = (
         tuple(
             KernelView(
@@ -802,7 +791,7 @@ def view_from_analysis(
         if not kern.is_empty()
         else ()
     )
-    ops = _frame(d.get("operators"))
+    ops = _frame(d.operators)
     operators = (
         tuple(
             KernelView(
@@ -854,21 +843,21 @@ def view_from_analysis(
         categories=categories,
         decode_steps=_decode_steps(instances, records if not records.is_empty() else base, has_gpu),
         timeline=_timeline(instances, names, has_gpu),
-        roofline=_roofline(stages, analytic, d.get("modules")),
+        roofline=_roofline(stages, analytic, d.modules),
         peaks=peaks,
         model_mfu=model_mfu,
         memory=_memory(d, names, base if not base.is_empty() else records, analytic),
         op_memory=_op_memory(d),
-        op_memory_note=HOW_TO if d.get("op_memory") is None and (manifest is not None or timing is not None) else None,
+        op_memory_note=HOW_TO if d.op_memory is None and (manifest is not None or timing is not None) else None,
         idle_gaps=_idle_gaps(d) or _idle_instances(instances, names, has_gpu),
         assumptions=assumptions,
         pages=pages,
         caveats=caveats,
-        notes=tuple(str(w) for w in d.get("warnings") or ()) + ((str(why_no_model),) if why_no_model else ()),
-        warnings=tuple(str(w) for w in d.get("warnings") or ()),
-        gpu_lost=str(_get(d, "trace", "gpu_lost")) if _get(d, "trace", "gpu_lost") else None,
+        notes=d.warnings + ((str(why_no_model),) if why_no_model else ()),
+        warnings=d.warnings,
+        gpu_lost=str(d.trace_value("gpu_lost")) if d.trace_value("gpu_lost") else None,
         analytic_reason=str(why_no_model) if why_no_model else None,
-        nesting_note=str(_get(d, "stage_nesting", "note")) if nested else None,
+        nesting_note=str(_get(d.stage_nesting, "note")) if nested else None,
         has_gpu=has_gpu,
         baseline_positions=_positions(manifest, files) if files != [rundir.TIMING] else ("unknown",),
         modules=modules,
@@ -878,10 +867,10 @@ def view_from_analysis(
     )
 
 
-def _devices(d: Mapping[str, Any]) -> tuple[tuple[str, Table], ...]:
+def _devices(d: AnalysisDocument) -> tuple[tuple[str, Table], ...]:
     """The per-device tables of a data-parallel trace (analysis.json ``devices``), none otherwise."""
-    if not d.get("devices"):
+    if not d.devices:
         return ()
     from dsocr.report.devices import device_view_tables
 
-    return device_view_tables(d.get("devices"), max(1, len(d.get("traces") or [])))
+    return device_view_tables(d.devices, max(1, len(d.traces)))

@@ -18,11 +18,14 @@ from typing import Any, Final
 
 import attrs
 
+from dsocr.analyze.analysis_doc import AnalysisDocument
+from dsocr.analyze.workload_from_run import RunFiles, read_run_files
 from dsocr.contract import rundir
-from dsocr.contract.errors import BadInput, InputNotFound
+from dsocr.contract.errors import BadInput, DsocrError, InputNotFound
 from dsocr.contract.paths import check_input
+from dsocr.contract.run_manifest import RunManifest, read_manifest
 from dsocr.report import significance
-from dsocr.report.adapt import run_files, view_from_analysis
+from dsocr.report.adapt import view_from_analysis
 from dsocr.report.significance import SIGMAS
 from dsocr.report.view import KernelView, ReportView, StageView, Stat
 
@@ -109,6 +112,8 @@ class Side:
     label: str
     view: ReportView
     problems: tuple[str, ...] = ()  #: run-directory files that are there but unusable (corrupt JSON), named
+    #: the run's manifest: the directory's manifest.json, else the one inside the analysis.json
+    manifest: RunManifest | None = None
 
 
 @attrs.frozen
@@ -152,14 +157,13 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def load_side(path: Path) -> Side:
     """Read a run directory (its analysis.json, manifest.json, timing.json) or an analysis.json file."""
-    files: dict[str, dict[str, Any] | None] = {}
-    problems: list[str] = []
+    files: RunFiles | None = None
     if check_input(path, "pass a run directory or an analysis.json"):
         doc_path = path / rundir.ANALYSIS_JSON
         if not os.path.lexists(doc_path):
             raise BadInput(f"{path}: holds no {rundir.ANALYSIS_JSON}; run `dsocr analyze {path} --out {path}` first")
         check_input(doc_path, "run `dsocr analyze` on the run directory again", directory_ok=False)
-        files = run_files(path, problems)
+        files = read_run_files(path)
     else:
         doc_path = path
     doc = _read_json(doc_path)
@@ -174,14 +178,24 @@ def load_side(path: Path) -> Side:
             "re-run dsocr analyze on its trace"
         )
     _check_shape(doc, doc_path)
+    typed = AnalysisDocument.from_json(doc, str(doc_path))  # what dsocr analyze rendered, read back
+    # the settings compared: the run directory's manifest.json (beside a given analysis.json too), else the copy
+    # inside analysis.json
+    manifest = files.manifest if files is not None else read_manifest(doc_path.parent / rundir.MANIFEST)[0]
     try:
-        view = view_from_analysis(doc, **files)
+        manifest = manifest if manifest is not None else typed.manifest
+        if files is not None:
+            view = view_from_analysis(typed, manifest=files.manifest, timing=files.timing, baseline=files.baseline)
+        else:
+            view = view_from_analysis(typed)
+    except DsocrError:
+        raise
     except Exception as exc:  # an untrusted document: whatever breaks in reading it is its fault, said in one line
         raise BadInput(
             f"{doc_path}: incomplete or malformed analysis document ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); re-run dsocr analyze on its trace"
         ) from None
-    return Side(str(path), view, tuple(problems))
+    return Side(str(path), view, files.problems if files is not None else (), manifest)
 
 
 #: Keys of analysis.json holding objects (when present).

@@ -10,10 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
-from dsocr.contract import rundir
-from dsocr.contract.rundocs import read_doc
-from dsocr.report.diff import Change, Diff, fmt_rel, fmt_value
-from dsocr.report.view import Identity
+from dsocr.contract.run_manifest import ManifestSettings
+from dsocr.report.diff import Change, Diff, Side, fmt_rel, fmt_value
 
 #: Stage changes named in the headline.
 HEADLINE_CHANGES: Final = 3
@@ -33,34 +31,21 @@ SETTINGS: Final[tuple[tuple[str, str, str], ...]] = (
 )
 
 
-def _json(path: Path) -> dict[str, Any] | None:
-    return read_doc(path)[0]  # an unusable file is named by the side's problems
-
-
-def _manifest(path: Path) -> dict[str, Any]:
-    """The run's manifest: the directory's manifest.json, else the one inside an analysis.json."""
-    directory = path if path.is_dir() else path.parent
-    found = _json(directory / rundir.MANIFEST)
-    if found is None and path.is_file():
-        found = (_json(path) or {}).get("manifest")
-    return found if isinstance(found, dict) else {}
-
-
-def run_settings(path: Path, identity: Identity) -> dict[str, Any]:
-    """The compared settings of one side (``None`` where unknown)."""
-    settings = _manifest(path).get("settings") or {}
-    pages = settings.get("pages")
+def run_settings(side: Side) -> dict[str, Any]:
+    """The compared settings of one side (``None`` where unknown): its manifest's, else its analysis's."""
+    identity = side.view.identity
+    settings = (side.manifest.settings if side.manifest is not None else None) or ManifestSettings(keys=())
     return {
-        "device": settings.get("device"),
+        "device": settings.device,
         "gpu": identity.gpu,
-        "mode": settings.get("mode") or identity.mode,
-        "crops": settings.get("crops"),
-        "dtype": settings.get("dtype"),
-        "prompt_tokens": settings.get("prompt_tokens") or identity.prompt_tokens,
-        "pages": tuple(Path(str(p)).name for p in pages) if isinstance(pages, list) else identity.pages,
-        "max_new_tokens": settings.get("max_new_tokens") or identity.new_tokens,
-        "op_ranges": settings.get("op_ranges"),
-        "module_ranges": settings.get("module_ranges"),
+        "mode": settings.mode or identity.mode,
+        "crops": settings.crops,
+        "dtype": settings.dtype,
+        "prompt_tokens": settings.prompt_tokens or identity.prompt_tokens,
+        "pages": tuple(Path(p).name for p in settings.pages) if settings.pages is not None else identity.pages,
+        "max_new_tokens": settings.max_new_tokens or identity.new_tokens,
+        "op_ranges": settings.op_ranges,
+        "module_ranges": settings.module_ranges,
     }
 
 
@@ -74,7 +59,7 @@ def _shown(value: Any) -> str:
 
 def comparability_warnings(a: Path, b: Path, d: Diff) -> list[str]:
     """One line per setting that differs between the two runs (settings unknown on a side are skipped)."""
-    sa, sb = run_settings(a, d.a.view.identity), run_settings(b, d.b.view.identity)
+    sa, sb = run_settings(d.a), run_settings(d.b)
     out = [*d.a.problems, *d.b.problems]
     out = [f"{p}: left out, so that side lacks what it gives (settings, timings); restore it or recapture" for p in out]
     gpu_side = _gpu_side(d)

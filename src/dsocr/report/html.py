@@ -28,6 +28,7 @@ from dsocr.report.model import distinct_short_names, frac, pipeline_stages
 from dsocr.report.view import KernelView, ReportView, Stat
 
 if TYPE_CHECKING:
+    from dsocr.analyze.analysis_doc import AnalysisDocument
     from dsocr.report.advice import Measurements
 
 PLOTS_DIR = "plots"
@@ -292,18 +293,24 @@ def write(view: ReportView, out_dir: Path) -> list[Path]:
 
 
 def write_for_analysis(
-    doc: Mapping[str, Any],
+    doc: AnalysisDocument | Mapping[str, Any],
     out_dir: Path,
     run_dir: Path | None = None,
     analytic: Mapping[str, Any] | None = None,
 ) -> list[Path]:
-    """report.html, summary.md and plots/*.svg for an analysis document (``Analysis.to_dict()``).
+    """report.html, summary.md and plots/*.svg for an analysis document (typed, or ``Analysis.to_dict()``).
 
     ``run_dir`` (a capture's run directory) adds its manifest.json, timing.json and
     timing-baseline.json; ``analytic`` is the analytic model's JSON for one page
     (``dsocr.analytic.export.to_json``). This is what ``dsocr analyze`` calls.
     """
-    from dsocr.report.adapt import run_files, view_from_analysis
+    from dsocr.analyze.workload_from_run import read_run_files
+    from dsocr.report.adapt import view_from_analysis
 
-    files = run_files(run_dir) if run_dir is not None else {}
-    return write(view_from_analysis(doc, analytic=analytic, **files), out_dir)
+    files = read_run_files(run_dir) if run_dir is not None else None
+    if files is None:
+        return write(view_from_analysis(doc, analytic=analytic), out_dir)
+    view = view_from_analysis(
+        doc, manifest=files.manifest, timing=files.timing, analytic=analytic, baseline=files.baseline
+    )
+    return write(view, out_dir)

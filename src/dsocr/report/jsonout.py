@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from dsocr.analyze.analysis import Analysis
+from dsocr.analyze.analysis_doc import AnalysisDocument
 from dsocr.analyze.analysis_json import TABLE_KEYS
 
 
@@ -21,19 +22,20 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def document(analysis: Analysis, *, full_projection: bool = False) -> dict[str, Any]:
-    """The ``analysis.json`` document with NaN/inf as null.
+def document(analysis: Analysis, *, full_projection: bool = False) -> AnalysisDocument:
+    """The typed ``analysis.json`` document with NaN/inf as null, built once: every output renders it.
 
     The table rows come clean from :meth:`Analysis.to_dict`; only the small rest is walked.
     ``full_projection`` keeps every ``nvtx_projection`` row (see ``to_dict``).
     """
     doc = analysis.to_dict(full_projection=full_projection)
-    return {k: v if k in TABLE_KEYS else _clean(v) for k, v in doc.items()}
+    return AnalysisDocument.from_json({k: v if k in TABLE_KEYS else _clean(v) for k, v in doc.items()})
 
 
-def dumps(doc: dict[str, Any], indent: int | None = None) -> str:
+def dumps(doc: AnalysisDocument | dict[str, Any], indent: int | None = None) -> str:
     """A (cleaned) analysis document as JSON text."""
-    return json.dumps(doc, indent=indent, ensure_ascii=False, default=str) + "\n"
+    data = doc.to_json() if isinstance(doc, AnalysisDocument) else doc
+    return json.dumps(data, indent=indent, ensure_ascii=False, default=str) + "\n"
 
 
 def json_text(analysis: Analysis, indent: int | None = None, *, full_projection: bool = False) -> str:

@@ -651,7 +651,8 @@ def build_document(a: Analysis, title: str = "dsocr analysis", top_ranges: int =
     if _nested(a):
         facts.append(("stage nesting", nesting.NOTE))
     if a.run is not None and a.run.manifest is not None:
-        named = workloads.label(a.run.manifest.get("workload"), a.run.manifest.get("settings"))
+        settings = a.run.manifest.settings
+        named = workloads.label(a.run.manifest.workload, settings.to_json() if settings is not None else None)
         if named:
             facts.insert(0, ("workload", named))
     facts.append(("passes", str(a.repeats.passes)))
