@@ -106,20 +106,36 @@ def api_view(base: pl.DataFrame, names: pl.DataFrame, ids: LazyColumns) -> pl.La
     )
 
 
+#: Columns of the whole-graph executions (``--cuda-graph-trace graph``), read at once (one row per graph launch).
+GRAPH_COLUMNS: dict[str, type[pl.DataType]] = OP_KEYS | {"deviceId": I64, "streamId": I64, "graphId": I64}
+
+
 def ops_frames(
     kernel: pl.DataFrame,
     memcpy: pl.DataFrame,
     memset: pl.DataFrame,
     strings: pl.DataFrame,
     api: pl.DataFrame,
+    graph: pl.DataFrame | None = None,
 ) -> tuple[list[pl.DataFrame], pl.DataFrame]:
-    """Kernels, copies and memsets (numbered in that order) with their launching call, and op names."""
+    """Kernels, copies, memsets and whole-graph executions (numbered in that order) with their launching call,
+    and op names (a graph execution is named ``CUDA graph <graphId>``)."""
+    if graph is None:
+        graph = pl.DataFrame(schema=GRAPH_COLUMNS)
     copy_names = [f"[CUDA memcpy {label}]" for label in S.MEMCPY_KIND_LABELS.values()]
+    graph_ids = graph["graphId"].unique().drop_nulls().sort()
     names = pl.concat(
         [
             strings.filter(pl.col("_sid").is_in(kernel["demangledName"].unique().drop_nulls().implode())),
             pl.DataFrame({"_sid": [-1 - k for k in S.MEMCPY_KIND_LABELS], "_str": copy_names}),
             pl.DataFrame({"_sid": [_MEMSET_NAME_ID], "_str": ["[CUDA memset]"]}),
+            pl.DataFrame(
+                {
+                    "_sid": _GRAPH_NAME_BASE - graph_ids,
+                    "_str": [S.GRAPH_NAME.format(g) for g in graph_ids.to_list()],
+                },
+                schema={"_sid": I64, "_str": pl.String},
+            ),
         ],
         how="vertical_relaxed",
     )
@@ -144,6 +160,13 @@ def ops_frames(
             pl.col("copyKind").alias("copy_kind"),
         ),
         memset.select(*common, pl.lit(_MEMSET_NAME_ID, I64).alias("name_id"), *detail),
+        graph.select(
+            *common,
+            (_GRAPH_NAME_BASE - pl.col("graphId")).alias("name_id"),
+            *detail[:2],
+            pl.lit(None, I64).alias("graph_node_id"),
+            pl.lit(0, I64).alias("bytes"),
+        ),
     ]
     offset = 0
     numbered = []
@@ -156,6 +179,8 @@ def ops_frames(
 
 
 _MEMSET_NAME_ID = -100
+#: A graph execution's name id: this less its graph id (below the copies' and memsets' ids).
+_GRAPH_NAME_BASE = -1000
 
 
 def ops_view(
@@ -165,8 +190,9 @@ def ops_view(
     lazy_columns: tuple[LazyColumns, LazyColumns],
     api: pl.DataFrame,
 ) -> pl.LazyFrame:
-    """kernels + copies + memsets as one lazy frame; names and rarely used kernel columns on demand."""
-    kernels, copies, sets = parts
+    """kernels + copies + memsets + graph executions as one lazy frame; names and rarely used kernel columns on
+    demand."""
+    kernels, copies, sets, graphs = parts
     lazy, kernel_ids = lazy_columns
 
     def dims(prefix: str) -> pl.Expr:
@@ -237,7 +263,8 @@ def ops_view(
             *tail,
         )
 
-    return pl.concat([kernel_view, small_view(copies, "memcpy"), small_view(sets, "memset")], how="vertical")
+    views = [kernel_view, small_view(copies, "memcpy"), small_view(sets, "memset"), small_view(graphs, "graph")]
+    return pl.concat(views, how="vertical")
 
 
 def syncs_view(sync: pl.DataFrame, api: pl.DataFrame) -> pl.LazyFrame:

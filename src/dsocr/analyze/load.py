@@ -17,6 +17,7 @@ from dsocr.analyze import prefetch
 from dsocr.analyze import schema as S
 from dsocr.analyze.cuda_tables import (
     GPU_COLUMNS,
+    GRAPH_COLUMNS,
     KERNEL_LAZY,
     OP_DETAILS,
     OP_KEYS,
@@ -102,6 +103,7 @@ def table_requests() -> dict[str, Request]:
         "domains": (S.NVTX, domain_cols, ("eventType", (S.EVENT_DOMAIN_CREATE,))),
         "memcpy": (S.MEMCPY, OP_KEYS | OP_DETAILS | {"copyKind": I64}, None),
         "memset": (S.MEMSET, OP_KEYS | OP_DETAILS, None),
+        "graph": (S.GRAPH_TRACE, GRAPH_COLUMNS, None),
         "sync": (
             S.SYNC,
             {"start": I64, "end": I64, "correlationId": I64, "globalPid": I64, "syncType": I64},
@@ -135,7 +137,7 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool, trim_heap: b
     strings = raw["strings"].rename({"id": "_sid", "value": "_str"})
 
     api_base, api_names = api_frame(raw["runtime"], strings)
-    op_parts, op_names = ops_frames(raw["kernel"], raw["memcpy"], raw["memset"], strings, api_base)
+    op_parts, op_names = ops_frames(raw["kernel"], raw["memcpy"], raw["memset"], strings, api_base, raw["graph"])
     syncs = syncs_view(raw["sync"], api_base)
     # launches are matched: ids that fit shrink to 32 bits (the views widen them again)
     # correlation ids (and the kernels' process ids) are read again if a query selects them

@@ -414,8 +414,9 @@ def _op_metrics(op_rows: pl.DataFrame, copies: pl.DataFrame, inner: pl.DataFrame
             pl.col("bytes").filter(pl.col("kind") == "memset").sum().alias("memset_bytes"),
         )
     )
+    # kernels, and whole-graph executions (``--cuda-graph-trace graph``) as rows ``CUDA graph <id>``
     per_name = (
-        ops.filter(is_k)
+        ops.filter(is_k | (pl.col("kind") == "graph"))
         .group_by("range_id", "name_id")
         .agg(pl.len().alias("instances"), pl.col("dur").sum().alias("total_ns"), pl.col("op_id").min())
     )

@@ -23,12 +23,15 @@ that never closed, counted in ``meta.open_ranges``):
     ``parent_id`` (u32, the enclosing range on the same thread, null at depth 0; the enclosing
     range that starts last, which for nested ranges is the innermost). Ranges that ended on
     another thread than they started on have depth 0, no parent and enclose nothing.
-``gpu_ops`` (kernels, memcpys, memsets; one row per GPU operation; kernels first, then
-copies, then memsets, each in table order):
-    ``op_id`` (u32, row number, unique), ``kind`` (enum of str: ``kernel``, ``memcpy``, ``memset``), ``start``,
+``gpu_ops`` (kernels, memcpys, memsets, CUDA graph executions; one row per GPU operation; kernels first,
+then copies, then memsets, then graph executions, each in table order; graph executions exist only in
+captures with ``--cuda-graph-trace graph``, where the kernels inside a graph have no rows):
+    ``op_id`` (u32, row number, unique), ``kind`` (enum of str: ``kernel``, ``memcpy``, ``memset``,
+    ``graph``), ``start``,
     ``end`` (i64), ``device_id``, ``stream_id``, ``correlation_id`` (i64), ``global_pid``,
     ``name`` (str: kernel demangled name; ``[CUDA memcpy Host-to-Device]`` style names for
-    copies and ``[CUDA memset]`` for memsets, as nsys prints them), ``short_name`` (str),
+    copies and ``[CUDA memset]`` for memsets, as nsys prints them, ``CUDA graph <graphId>`` for a graph
+    execution), ``short_name`` (str),
     ``bytes`` (i64, 0 for kernels), ``copy_kind`` (i64, null unless memcpy: 1 HtoD, 2 DtoH,
     8 DtoD, 10 PtoP), ``grid`` (str ``x,y,z`` or null), ``block`` (str or null),
     ``graph_node_id`` (i64 or null), and from the launching API call (joined by
@@ -121,13 +124,14 @@ class TraceMeta:
 
     @property
     def has_cuda(self) -> bool:
-        """Whether the export holds any CUDA activity (kernels, copies, memsets)."""
+        """Whether the export holds any CUDA activity (kernels, copies, memsets, whole-graph executions)."""
         return bool(
             self.tables
             & {
                 "CUPTI_ACTIVITY_KIND_KERNEL",
                 "CUPTI_ACTIVITY_KIND_MEMCPY",
                 "CUPTI_ACTIVITY_KIND_MEMSET",
+                "CUPTI_ACTIVITY_KIND_GRAPH_TRACE",
             }
         )
 
