@@ -90,6 +90,8 @@ def tables(analysis: Analysis) -> dict[str, pl.DataFrame]:
         extra["mfu_spread"] = analysis.analytic.mfu_spread
     if analysis.modules is not None:
         extra["module_metrics"] = analysis.modules.table
+        if not analysis.modules.categories.is_empty():  # module x kernel category: kernels, time and share per pass
+            extra["module_categories"] = analysis.modules.categories
     if not analysis.idle_gaps.is_empty():
         extra["idle_gaps"] = analysis.idle_gaps
     if analysis.devices is not None:  # a data-parallel trace (several workers): per-device tables
