@@ -20,6 +20,7 @@ import pytest
 
 from dsocr.analyze.kernels import KERNEL_COLUMNS, kernel_summary
 from dsocr.analyze.load import load_trace
+from dsocr.analyze.op_details import with_op_details
 from dsocr.analyze.pipeline import run_analysis
 from dsocr.analyze.projection import SUMMARY_COLUMNS, projection_summary
 from dsocr.cli import main
@@ -108,7 +109,8 @@ def test_node_mode_attributes_every_kernel_of_a_graph_launch(tmp_path: Path) -> 
     """Every node kernel finds the one cudaGraphLaunch; operators and kernel tables count each kernel."""
     path = build(tmp_path / "node.sqlite", "node")
     trace = load_trace(path)
-    ops = trace.gpu_ops.filter(pl.col("graph_node_id").is_not_null()).select("api_id", "tid").collect()
+    detailed = with_op_details(trace, trace.gpu_ops, ["graph_node_id"])
+    ops = detailed.filter(pl.col("graph_node_id").is_not_null()).select("api_id", "tid").collect()
     assert ops.height == 6 and ops["api_id"].null_count() == 0 and ops["api_id"].n_unique() == 2
     a = run_analysis([path])
     op = a.operators.filter(pl.col("stage") == "decode_step").row(0, named=True)

@@ -176,7 +176,7 @@ def analyze_trace(
     if cuda and (tids // (1 << 24)).n_unique() > 1:  # several worker processes (dsocr capture --gpus N)
         from dsocr.analyze.devices import processes
 
-        procs = processes(trace.gpu_ops)
+        procs = processes(trace)
     return TraceResult(info, proj, kern, stages, mod_times, gaps, procs), warnings
 
 
