@@ -19,6 +19,7 @@ import polars as pl
 
 from dsocr.analyze.kernels import KERNEL_COLUMNS, kernel_summary
 from dsocr.analyze.load import load_trace
+from dsocr.analyze.op_details import with_op_details
 from dsocr.analyze.projection import SUMMARY_COLUMNS, projection_summary
 
 ORACLE = Path(__file__).resolve().parents[1] / "scripts" / "nvidia-oracle.sh"
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     kern = kernel_summary(trace)
     bad_p = _bad(proj_o, proj, ["range", "style"], list(SUMMARY_COLUMNS[2:]))
     bad_k = _bad(kern_o, kern, ["name"], [c for c in KERNEL_COLUMNS if c != "name"])
-    devices = trace.gpu_ops.select(pl.col("device_id").n_unique()).collect().item()
+    ops = with_op_details(trace, trace.gpu_ops, ["device_id"])
+    devices = ops.select(pl.col("device_id").n_unique()).collect().item()
     print(f"{path}: {devices} device(s)")
     print(f"nvtx_gpu_proj_sum: {proj_o.height} rows (dsocr {proj.height}); mismatching cells: {sum(bad_p.values())}")
     print(f"cuda_gpu_kern_sum: {kern_o.height} rows (dsocr {kern.height}); mismatching cells: {sum(bad_k.values())}")

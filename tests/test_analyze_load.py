@@ -11,6 +11,7 @@ import pytest
 
 from dsocr.analyze.kernels import kernel_summary
 from dsocr.analyze.load import load_trace
+from dsocr.analyze.op_details import with_api_details, with_op_details
 from dsocr.analyze.projection import projection_summary
 from dsocr.analyze.schema import api_category
 from dsocr.analyze.trace import SchemaVersion
@@ -40,7 +41,10 @@ def test_h100_fixture_meta_and_gpu(h100_sqlite: Path) -> None:
     ops = trace.gpu_ops.collect()
     assert ops["api_id"].null_count() == 0  # every op found its launching call
     assert ops["op_id"].to_list() == list(range(ops.height))
-    kernel = ops.filter(pl.col("kind") == "kernel").row(0, named=True)
+    assert not {"grid", "block", "device_id", "correlation_id"} & set(ops.columns)  # detail columns: read if asked
+    detailed = with_op_details(trace, trace.gpu_ops, ["grid", "block"]).collect()
+    assert detailed["op_id"].to_list() == ops["op_id"].to_list()
+    kernel = detailed.filter(pl.col("kind") == "kernel").row(0, named=True)
     assert kernel["grid"].count(",") == 2 and kernel["block"].count(",") == 2
     api = trace.api.collect()
     assert api.group_by("category").len().sort("category").rows() == [
@@ -104,7 +108,13 @@ def test_parquetdir_gives_the_same_summaries(h100_sqlite: Path, tmp_path: Path) 
     assert kernel_summary(from_pq).equals(kernel_summary(from_sqlite))
     assert from_pq.ranges.collect().equals(from_sqlite.ranges.collect())
     cols = ["op_id", "kind", "name", "short_name", "grid", "stream_id", "api_id", "api_start", "tid"]
-    assert from_pq.gpu_ops.select(cols).collect().equals(from_sqlite.gpu_ops.select(cols).collect())
+    details = ["short_name", "grid", "stream_id"]
+    assert (
+        with_op_details(from_pq, from_pq.gpu_ops, details)
+        .select(cols)
+        .collect()
+        .equals(with_op_details(from_sqlite, from_sqlite.gpu_ops, details).select(cols).collect())
+    )
 
 
 def test_parquetdir_without_metadata_table(tmp_path: Path) -> None:
@@ -280,8 +290,8 @@ def test_export_without_string_table(tmp_path: Path) -> None:
 
 
 def test_ids_read_again_on_demand_equal_the_export(h100_sqlite: Path) -> None:
-    """Correlation ids and the kernels' process ids are not kept after loading; selecting them
-    reads them again, in table order."""
+    """Correlation ids and the kernels' process ids are not kept after loading; asking for them
+    (op_details) reads them again, in table order."""
     trace = load_trace(h100_sqlite)
     with sqlite3.connect(h100_sqlite) as con:
         api = [r[0] for r in con.execute("SELECT correlationId FROM CUPTI_ACTIVITY_KIND_RUNTIME ORDER BY rowid")]
@@ -289,12 +299,14 @@ def test_ids_read_again_on_demand_equal_the_export(h100_sqlite: Path) -> None:
             "SELECT correlationId, globalPid FROM CUPTI_ACTIVITY_KIND_KERNEL ORDER BY rowid"
         ).fetchall()
         copies = [r[0] for r in con.execute("SELECT correlationId FROM CUPTI_ACTIVITY_KIND_MEMCPY ORDER BY rowid")]
-    assert trace.api.select("correlation_id").collect()["correlation_id"].to_list() == api
-    ops = trace.gpu_ops.select("kind", "correlation_id", "global_pid", "api_id").collect()
-    assert ops.filter(pl.col("kind") == "kernel").select("correlation_id", "global_pid").rows() == kernels
+    got_api = with_api_details(trace, trace.api, ["correlation_id"]).select("correlation_id").collect()
+    assert got_api["correlation_id"].to_list() == api
+    ids = ["correlation_id", "global_pid"]
+    ops = with_op_details(trace, trace.gpu_ops, ids).select("kind", *ids, "api_id").collect()
+    assert ops.filter(pl.col("kind") == "kernel").select(ids).rows() == kernels
     assert ops.filter(pl.col("kind") == "memcpy")["correlation_id"].to_list() == copies
-    # a filter passes the on-demand columns: only the selected rows are looked up
-    launched = trace.gpu_ops.filter(pl.col("op_id") < 3).select("correlation_id").collect()
+    # joined on a filtered frame: the rows of that frame, in its order
+    launched = with_op_details(trace, trace.gpu_ops.filter(pl.col("op_id") < 3), ["correlation_id"]).collect()
     assert launched["correlation_id"].to_list() == [k[0] for k in kernels[:3]]
 
 

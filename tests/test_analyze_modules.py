@@ -188,3 +188,41 @@ def test_module_tables_in_report_md_and_html(trace: Path) -> None:
     assert view.modules_note is not None and "85.0% of the pass's GPU busy time" in view.modules_note
     html = render_html(view)
     assert 'id="module-table"' in html and 'id="module-categories"' in html and "<td>attention</td>" in html
+
+
+def test_module_categories_in_results_sqlite(trace: Path, tmp_path: Path) -> None:
+    """results.sqlite's module_categories: per pass, the kernels of each path's ranges by category."""
+    import sqlite3
+
+    from dsocr.report.sqliteout import build_sqlite
+
+    out = tmp_path / "results.sqlite"
+    build_sqlite(run_analysis([trace]), out)
+    with sqlite3.connect(out) as con:
+        decl = {r[1]: r[2] for r in con.execute("PRAGMA table_info(module_categories)")}
+        rows = con.execute("SELECT * FROM module_categories ORDER BY path, kernel_ns DESC").fetchall()
+    assert decl == {"path": "TEXT", "category": "TEXT", "kernels": "REAL", "kernel_ns": "REAL", "share": "REAL"}
+    # decoder.layers.0: A (GEMM, 100 ns) and B (attention, 50 ns) of its 150 ns; .attention: B only;
+    # lm_head: D (elementwise, 20 ns); W, the lm_head call outside the pass, is not measured
+    assert rows == [
+        ("decoder.layers.0", "gemm", 1.0, 100.0, pytest.approx(100 / 150)),
+        ("decoder.layers.0", "attention", 1.0, 50.0, pytest.approx(50 / 150)),
+        ("decoder.layers.0.attention", "attention", 1.0, 50.0, 1.0),
+        ("lm_head", "elementwise", 1.0, 20.0, 1.0),
+    ]
+
+
+def test_no_module_ranges_no_module_tables_in_results_sqlite(tmp_path: Path) -> None:
+    import sqlite3
+
+    from dsocr.report.sqliteout import build_sqlite
+
+    b = TraceBuilder()
+    t = b.thread()
+    b.range(t, 0, 1_000, "step")
+    b.kernel(b.api(t, 10, 20, "cudaLaunchKernel_v7000"), 30, 40, "gemm")
+    out = tmp_path / "results.sqlite"
+    build_sqlite(run_analysis([b.write(tmp_path / "t.sqlite")]), out)
+    with sqlite3.connect(out) as con:
+        names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "stages" in names and not names & {"module_metrics", "module_categories"}

@@ -14,6 +14,7 @@ import pytest
 
 from dsocr.analyze.kernels import KERNEL_COLUMNS, kernel_summary
 from dsocr.analyze.load import load_trace
+from dsocr.analyze.op_details import with_op_details
 from dsocr.analyze.projection import SUMMARY_COLUMNS, projection_summary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +43,8 @@ def _oracle(path: Path, report: str) -> pl.DataFrame | None:
 def test_the_synthetic_export_has_two_processes_on_two_devices(two_gpus: Path, h100_sqlite: Path) -> None:
     h100 = h100_sqlite
     trace = load_trace(two_gpus)
-    ops = trace.gpu_ops.group_by("device_id").agg(pl.col("global_pid").n_unique()).collect().sort("device_id")
+    detailed = with_op_details(trace, trace.gpu_ops, ["device_id", "global_pid"])
+    ops = detailed.group_by("device_id").agg(pl.col("global_pid").n_unique()).collect().sort("device_id")
     assert ops.rows() == [(0, 1), (1, 1)]
     assert sorted(g.device_id for g in trace.gpus) == [0, 1]
     # every copy and memset finds its launching call in its own process (the loader's multi-process join)

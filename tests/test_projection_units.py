@@ -11,6 +11,7 @@ import pytest
 from dsocr.analyze.attribution import attribute
 from dsocr.analyze.kernels import kernel_summary
 from dsocr.analyze.load import load_trace
+from dsocr.analyze.op_details import with_op_details
 from dsocr.analyze.projection import projection_summary, projection_trace
 from dsocr.analyze.trace import Trace
 from tracebuild import TraceBuilder
@@ -397,18 +398,18 @@ def test_kernel_detail_columns_are_read_on_demand(tmp_path: Path) -> None:
     b.memcpy(b.api(t, 3, 4, "cudaMemcpyAsync_v3020"), 30, 40, 512, kind=8)
     b.kernel(b.api(t, 5, 6, LAUNCH), 50, 60, "graph_k", graph_node=77)
     trace = _load(b, tmp_path)
-    ops = trace.gpu_ops.sort("op_id").collect()
-    assert ops.select(
-        "kind", "name", "short_name", "grid", "block", "stream_id", "graph_node_id", "device_id"
-    ).rows() == [
+    details = ["short_name", "grid", "block", "stream_id", "graph_node_id", "device_id"]
+    ops = with_op_details(trace, trace.gpu_ops, details).sort("op_id").collect()
+    assert ops.select("kind", "name", *details).rows() == [
         ("kernel", "gemm(int)", "gemm", "4,2,1", "256,1,1", 13, None, 0),
         ("kernel", "graph_k", "graph_k", "1,1,1", "128,1,1", 7, 77, 0),
         ("memcpy", "[CUDA memcpy Device-to-Device]", "[CUDA memcpy Device-to-Device]", None, None, 7, None, 0),
     ]
     # a filtered selection gathers by op id
-    memcpy_only = trace.gpu_ops.filter(pl.col("kind") == "memcpy").select("op_id", "stream_id", "tid").collect()
-    assert memcpy_only.rows() == [(2, 7, 100)]
-    kernels = trace.gpu_ops.filter(pl.col("start") >= 50).select("grid", "api_start", "api_end").collect()
+    memcpy_only = with_op_details(trace, trace.gpu_ops.filter(pl.col("kind") == "memcpy"), ["stream_id"])
+    assert memcpy_only.select("op_id", "stream_id", "tid").collect().rows() == [(2, 7, 100)]
+    later = with_op_details(trace, trace.gpu_ops.filter(pl.col("start") >= 50), ["grid"])
+    kernels = later.select("grid", "api_start", "api_end").collect()
     assert kernels.rows() == [("1,1,1", 5, 6)]
 
 

@@ -475,3 +475,37 @@ def test_parse_op_message_shapes_equal_the_regex() -> None:
     assert got[:4] == ["[[1, 8], [8, 8]]", "[[1]]", "[2]", "[1], sizes = [2]"]
     names = df.select(parse_op_message(m)[0])["operator"].to_list()
     assert names[:2] == ["aten::mm", "é aten::x"] and names[-2:] == ["", None]
+
+
+def test_chunked_busy_union_and_gaps_equal_one_pass(h100_sqlite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Big traces take GPU busy time and idle gaps in chunks of keys and time windows (less memory):
+    forced on the fixture with tiny chunks, every stage instance and gap equals the one-pass result."""
+    from dsocr.analyze import gaps, stages
+    from dsocr.analyze.pipeline import run_analysis
+
+    one = run_analysis([h100_sqlite])
+    calls: list[int] = []
+    real_busy_of = stages._busy_of
+
+    def counted(s: pl.DataFrame, key: str) -> pl.DataFrame:
+        calls.append(s.height)
+        return real_busy_of(s, key)
+
+    monkeypatch.setattr(stages, "_busy_of", counted)
+    windows: list[int] = []
+    real_candidates = gaps._unseen_candidates
+
+    def candidates(found: pl.DataFrame, deeper: pl.DataFrame, top_n: int) -> pl.DataFrame:
+        windows.append(found.height)
+        return real_candidates(found, deeper, top_n)
+
+    monkeypatch.setattr(gaps, "_unseen_candidates", candidates)
+    for module in (stages, gaps):
+        monkeypatch.setattr(module, "BUSY_CHUNK_ROWS", 2_000)
+        monkeypatch.setattr(module, "ONE_PASS_PAIRS", 0)
+    chunked = run_analysis([h100_sqlite])
+    assert len(calls) > 10 and max(calls) < 71_440  # several chunks, none with every kernel
+    assert windows  # the deeper gaps were matched window by window
+    assert chunked.stage_instances.equals(one.stage_instances)
+    assert chunked.idle_gaps.equals(one.idle_gaps) and one.idle_gaps.height > 0
+    assert chunked.stages.equals(one.stages)

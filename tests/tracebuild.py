@@ -111,6 +111,18 @@ _TABLES: dict[str, list[str]] = {
         "syncType",
         "eventId",
     ],
+    "CUPTI_ACTIVITY_KIND_GRAPH_TRACE": [
+        "start",
+        "end",
+        "deviceId",
+        "contextId",
+        "greenContextId",
+        "streamId",
+        "correlationId",
+        "globalPid",
+        "graphId",
+        "graphExecId",
+    ],
     "TARGET_INFO_GPU": [
         "vmId",
         "id",
@@ -291,6 +303,24 @@ class TraceBuilder:
                 "globalPid": self._gpid(pid),
                 "value": 0,
                 "bytes": nbytes,
+            }
+        )
+
+    def graph_exec(
+        self, correlation: int, start: int, end: int, graph_id: int, *, exec_id: int = 1, pid: int = 100
+    ) -> None:
+        """A whole CUDA graph execution (``--cuda-graph-trace graph``) launched by the call with ``correlation``."""
+        self.rows["CUPTI_ACTIVITY_KIND_GRAPH_TRACE"].append(
+            {
+                "start": start,
+                "end": end,
+                "deviceId": 0,
+                "contextId": 1,
+                "streamId": 7,
+                "correlationId": correlation,
+                "globalPid": self._gpid(pid),
+                "graphId": graph_id,
+                "graphExecId": exec_id,
             }
         )
 

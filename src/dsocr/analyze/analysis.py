@@ -39,6 +39,8 @@ class TraceInfo:
     open_ranges: int = 0  #: NVTX ranges that never closed, left out (integrity.open_ranges_warning)
     #: What the GPU records lost (``kernels``, ``api_calls``: no GPU numbers per stage), or None (integrity.GpuRecords)
     gpu_lost: str | None = None
+    #: Whole CUDA graph executions (a capture with ``--cuda-graph-trace graph``: kernels inside graphs not itemized)
+    graph_executions: int = 0
 
 
 @attrs.frozen

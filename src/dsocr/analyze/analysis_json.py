@@ -168,6 +168,8 @@ def _finite(v: Any) -> Any:
 
 def _info_dict(info: TraceInfo) -> dict[str, Any]:
     d = attrs.asdict(info)
+    if not info.graph_executions:  # only a trace of whole-graph executions carries the count
+        del d["graph_executions"]
     d["gpus"] = list(info.gpus)
     d["gpu"] = info.gpus[0]["name"] if info.gpus else None
     return d

@@ -22,6 +22,8 @@ REDUCTION: Final = "reduction"
 COPY: Final = "copy"
 COMMUNICATION: Final = "communication"
 OTHER: Final = "other"
+#: A whole CUDA graph execution (``--cuda-graph-trace graph``): its kernels are not itemized.
+CUDA_GRAPH: Final = "cuda_graph"
 
 #: Every category, in the order reports list them.
 CATEGORIES: Final[tuple[str, ...]] = (
@@ -34,6 +36,7 @@ CATEGORIES: Final[tuple[str, ...]] = (
     COPY,
     COMMUNICATION,
     OTHER,
+    CUDA_GRAPH,
 )
 
 #: Human labels for reports.
@@ -47,10 +50,12 @@ LABELS: Final[dict[str, str]] = {
     COPY: "copy",
     COMMUNICATION: "communication",
     OTHER: "other",
+    CUDA_GRAPH: "CUDA graph (kernels not itemized)",
 }
 
 #: (category, pattern): the first pattern that matches a kernel name decides its category.
 RULES: Final[tuple[tuple[str, str], ...]] = (
+    (CUDA_GRAPH, r"^CUDA graph \d+$"),
     (COMMUNICATION, r"nccl|all_?reduce|all_?gather|reduce_?scatter|alltoall|sendrecv"),
     (ATTENTION, r"flash|fmha|sdpa|attention|attn|paged_?kv|mha_|xformers"),
     (

@@ -8,7 +8,7 @@ import polars as pl
 
 from dsocr.analyze import schema as S
 from dsocr.analyze.launches import api_gather, api_processes, match_launch
-from dsocr.analyze.lookups import I64, LazyColumns, lookup, pid_of, tid_of
+from dsocr.analyze.lookups import I64, lookup, pid_of, tid_of
 from dsocr.analyze.trace import GpuInfo
 
 #: ``api.category``: an enum, so that millions of calls carry one byte each, not a string.
@@ -63,16 +63,6 @@ OP_KEYS: dict[str, type[pl.DataType]] = {"start": I64, "end": I64, "correlationI
 OP_DETAILS: dict[str, type[pl.DataType]] = {"deviceId": I64, "streamId": I64, "graphNodeId": I64, "bytes": I64}
 
 
-#: Kernel columns read only when a query selects them (they cost a scan of the largest table).
-KERNEL_LAZY: dict[str, type[pl.DataType]] = {
-    "deviceId": I64,
-    "streamId": I64,
-    "graphNodeId": I64,
-    "shortName": I64,
-    **dict.fromkeys(("gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ"), I64),
-}
-
-
 def api_frame(runtime: pl.DataFrame, strings: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     names = strings.filter(pl.col("_sid").is_in(runtime["nameId"].unique().drop_nulls().implode())).select(
         "_sid", pl.col("_str").str.replace(S.API_VERSION_SUFFIX, "").alias("name")
@@ -92,18 +82,21 @@ def api_frame(runtime: pl.DataFrame, strings: pl.DataFrame) -> tuple[pl.DataFram
     return base, names
 
 
-def api_view(base: pl.DataFrame, names: pl.DataFrame, ids: LazyColumns) -> pl.LazyFrame:
+def api_view(base: pl.DataFrame, names: pl.DataFrame) -> pl.LazyFrame:
     return base.lazy().select(
         "api_id",
         "start",
         "end",
         lookup("nameId", names, "name", default="", key_dtype=base.schema["nameId"]).alias("name"),
-        ids.column("api_id", pl.col("correlationId"), I64).alias("correlation_id"),
         "global_tid",
         pid_of("global_tid").alias("pid"),
         tid_of("global_tid").alias("tid"),
         lookup("nameId", names, "category", default="other", key_dtype=base.schema["nameId"]).alias("category"),
     )
+
+
+#: Columns of the whole-graph executions (``--cuda-graph-trace graph``), read at once (one row per graph launch).
+GRAPH_COLUMNS: dict[str, type[pl.DataType]] = OP_KEYS | {"deviceId": I64, "streamId": I64, "graphId": I64}
 
 
 def ops_frames(
@@ -112,14 +105,26 @@ def ops_frames(
     memset: pl.DataFrame,
     strings: pl.DataFrame,
     api: pl.DataFrame,
+    graph: pl.DataFrame | None = None,
 ) -> tuple[list[pl.DataFrame], pl.DataFrame]:
-    """Kernels, copies and memsets (numbered in that order) with their launching call, and op names."""
+    """Kernels, copies, memsets and whole-graph executions (numbered in that order) with their launching call,
+    and op names (a graph execution is named ``CUDA graph <graphId>``)."""
+    if graph is None:
+        graph = pl.DataFrame(schema=GRAPH_COLUMNS)
     copy_names = [f"[CUDA memcpy {label}]" for label in S.MEMCPY_KIND_LABELS.values()]
+    graph_ids = graph["graphId"].unique().drop_nulls().sort()
     names = pl.concat(
         [
             strings.filter(pl.col("_sid").is_in(kernel["demangledName"].unique().drop_nulls().implode())),
             pl.DataFrame({"_sid": [-1 - k for k in S.MEMCPY_KIND_LABELS], "_str": copy_names}),
             pl.DataFrame({"_sid": [_MEMSET_NAME_ID], "_str": ["[CUDA memset]"]}),
+            pl.DataFrame(
+                {
+                    "_sid": _GRAPH_NAME_BASE - graph_ids,
+                    "_str": [S.GRAPH_NAME.format(g) for g in graph_ids.to_list()],
+                },
+                schema={"_sid": I64, "_str": pl.String},
+            ),
         ],
         how="vertical_relaxed",
     )
@@ -144,6 +149,13 @@ def ops_frames(
             pl.col("copyKind").alias("copy_kind"),
         ),
         memset.select(*common, pl.lit(_MEMSET_NAME_ID, I64).alias("name_id"), *detail),
+        graph.select(
+            *common,
+            (_GRAPH_NAME_BASE - pl.col("graphId")).alias("name_id"),
+            *detail[:2],
+            pl.lit(None, I64).alias("graph_node_id"),
+            pl.lit(0, I64).alias("bytes"),
+        ),
     ]
     offset = 0
     numbered = []
@@ -156,45 +168,18 @@ def ops_frames(
 
 
 _MEMSET_NAME_ID = -100
+#: A graph execution's name id: this less its graph id (below the copies' and memsets' ids).
+_GRAPH_NAME_BASE = -1000
 
 
-def ops_view(
-    parts: list[pl.DataFrame],
-    names: pl.DataFrame,
-    strings: pl.DataFrame,
-    lazy_columns: tuple[LazyColumns, LazyColumns],
-    api: pl.DataFrame,
-) -> pl.LazyFrame:
-    """kernels + copies + memsets as one lazy frame; names and rarely used kernel columns on demand."""
-    kernels, copies, sets = parts
-    lazy, kernel_ids = lazy_columns
-
-    def dims(prefix: str) -> pl.Expr:
-        cols = [pl.col(f"{prefix}{axis}").cast(pl.String) for axis in "XYZ"]
-        return pl.when(pl.col(f"{prefix}X").is_null()).then(None).otherwise(pl.concat_str(cols, separator=","))
-
-    def kernel_col(expr: pl.Expr, dtype: pl.DataType | type[pl.DataType]) -> pl.Expr:
-        def fetch(ids: pl.Series) -> pl.Series:
-            return lazy.gather(ids, [expr], dtype)
-
-        return pl.col("op_id").map_batches(fetch, return_dtype=dtype, is_elementwise=True)
-
+def ops_view(parts: list[pl.DataFrame], names: pl.DataFrame, api: pl.DataFrame) -> pl.LazyFrame:
+    """kernels + copies + memsets + graph executions as one lazy frame, names looked up when selected (the detail
+    columns: :func:`small_details` and :mod:`dsocr.analyze.op_details`)."""
     named = names.rename({"_str": "name"})
 
     def name(frame: pl.DataFrame) -> pl.Expr:
         return lookup("name_id", named, "name", default="", key_dtype=frame.schema["name_id"]).alias("name")
 
-    short = pl.col("shortName").replace_strict(strings["_sid"], strings["_str"], default=None, return_dtype=pl.String)
-    head: list[pl.Expr | str] = [
-        "op_id",
-        "kind",
-        "start",
-        "end",
-        "device_id",
-        "stream_id",
-        pl.col("correlation_id").cast(I64),
-        "global_pid",
-    ]
     gtid = api_gather(api, "global_tid")
     tail: list[pl.Expr | str] = [
         "api_id",
@@ -204,40 +189,28 @@ def ops_view(
         (gtid % (1 << S.TID_BITS)).alias("tid"),
         pl.col("name_id").cast(I64),
     ]
-    kernel_view = kernels.lazy().select(
-        *head[:1],
-        pl.lit("kernel", OP_KIND).alias("kind"),
-        *head[2:4],
-        kernel_col(pl.col("deviceId"), I64).alias("device_id"),
-        kernel_col(pl.col("streamId"), I64).alias("stream_id"),
-        kernel_ids.column("op_id", pl.col("correlationId"), I64).alias("correlation_id"),
-        kernel_ids.column("op_id", pl.col("globalPid"), I64).alias("global_pid"),
-        name(kernels),
-        kernel_col(short, pl.String).alias("short_name"),
-        pl.lit(0, I64).alias("bytes"),
-        pl.lit(None, I64).alias("copy_kind"),
-        kernel_col(dims("grid"), pl.String).alias("grid"),
-        kernel_col(dims("block"), pl.String).alias("block"),
-        kernel_col(pl.col("graphNodeId"), I64).alias("graph_node_id"),
-        *tail,
-    )
 
-    def small_view(frame: pl.DataFrame, kind: str) -> pl.LazyFrame:
+    def view(frame: pl.DataFrame, kind: str) -> pl.LazyFrame:
         return frame.lazy().select(
-            *head[:1],
+            "op_id",
             pl.lit(kind, OP_KIND).alias("kind"),
-            *head[2:8],
+            "start",
+            "end",
             name(frame),
-            name(frame).alias("short_name"),
-            "bytes",
+            "bytes" if "bytes" in frame.columns else pl.lit(0, I64).alias("bytes"),
             pl.col("copy_kind") if "copy_kind" in frame.columns else pl.lit(None, I64).alias("copy_kind"),
-            pl.lit(None, pl.String).alias("grid"),
-            pl.lit(None, pl.String).alias("block"),
-            "graph_node_id",
             *tail,
         )
 
-    return pl.concat([kernel_view, small_view(copies, "memcpy"), small_view(sets, "memset")], how="vertical")
+    kinds = ("kernel", "memcpy", "memset", "graph")
+    return pl.concat([view(frame, kind) for frame, kind in zip(parts, kinds, strict=True)], how="vertical")
+
+
+def small_details(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """The detail columns the loader holds of the copies, memsets and graph executions (``parts[1:]``)."""
+    cols = ["op_id", "device_id", "stream_id", "correlation_id", "global_pid", "graph_node_id", "name_id"]
+    typed = [pl.col(c).cast(pl.UInt32 if c == "op_id" else I64) for c in cols]
+    return pl.concat([part.select(typed) for part in parts[1:]])
 
 
 def syncs_view(sync: pl.DataFrame, api: pl.DataFrame) -> pl.LazyFrame:

@@ -26,6 +26,8 @@ import attrs
 import polars as pl
 
 from dsocr.analyze import schema as S
+from dsocr.analyze.op_details import with_op_details
+from dsocr.analyze.trace import Trace
 from dsocr.contract import nvtx_names as nv
 
 #: The stages tabulated per device.
@@ -51,10 +53,11 @@ def _rows(df: pl.DataFrame) -> list[dict[str, Any]]:
     return df.with_columns(pl.when(pl.col(c).is_finite()).then(pl.col(c)).alias(c) for c in floats).to_dicts()
 
 
-def processes(gpu_ops: pl.LazyFrame) -> pl.DataFrame:
+def processes(trace: Trace) -> pl.DataFrame:
     """Each process's device: ``global_pid``, ``device_id`` (of most of its GPU operations), ``gpu_ops``."""
+    ops = with_op_details(trace, trace.gpu_ops.select("op_id"), ["global_pid", "device_id"])
     return (
-        gpu_ops.filter(pl.col("global_pid").is_not_null())
+        ops.filter(pl.col("global_pid").is_not_null())
         .group_by("global_pid", "device_id")
         .agg(pl.len().cast(pl.Int64).alias("gpu_ops"))
         .sort("global_pid", "gpu_ops", "device_id", descending=[False, True, False])

@@ -12,7 +12,7 @@ from typing import Final
 
 import polars as pl
 
-from dsocr.analyze.stages import ONE_PASS_PAIRS, take_by_id
+from dsocr.analyze.stages import BUSY_CHUNK_ROWS, ONE_PASS_PAIRS, take_by_id
 from dsocr.analyze.sweep import as_int
 
 TOP_GAPS: Final = 5
@@ -66,15 +66,19 @@ def idle_gaps(
     everything = None
     if ids.height <= per_pass and as_int(pairs.select(pl.len()).collect().item()) <= ONE_PASS_PAIRS:
         everything = _gaps_of(ids.sort("range_id").select("range_id").with_row_index("_band"), pairs, ops, lo, span)
+    # else the instances of a depth go in chunks of consecutive range ids, each with at most ``per_pass``
+    # instances and about BUSY_CHUNK_ROWS ops (the sort's copies stay small), in range id order as one pass
+    counts = None if everything is not None else pairs.group_by("range_id").len().collect()
     for depth in sorted(ids["depth"].unique().to_list(), reverse=True):
         level = ids.filter(pl.col("depth") == depth).sort("range_id")
         if everything is not None:
             found = everything.filter(pl.col("range_id").is_in(level["range_id"].implode()))
         else:
+            assert counts is not None
             found = pl.concat(
                 [
                     _gaps_of(chunk.select("range_id").with_row_index("_band"), pairs, ops, lo, span)
-                    for chunk in level.iter_slices(per_pass)
+                    for chunk in _chunks(level, counts, per_pass)
                 ]
             )
         kept.append(_longest_unseen(found, seen, top_n).with_columns((pl.col("_gs") - t0).alias("start_ns")))
@@ -94,6 +98,17 @@ def idle_gaps(
         .collect()
         .cast(SCHEMA)  # type: ignore[arg-type]
     )
+
+
+def _chunks(level: pl.DataFrame, counts: pl.DataFrame, per_pass: int) -> list[pl.DataFrame]:
+    """``level`` (instances sorted by ``range_id``) in consecutive chunks of at most ``per_pass`` instances and
+    about :data:`BUSY_CHUNK_ROWS` ops (``counts``: ``range_id``, ``len``; an instance is never split)."""
+    ops = level.join(counts, on="range_id", how="left", maintain_order="left")["len"].fill_null(0).cast(pl.Int64)
+    by_ops = (ops.cum_sum() - 1).clip(lower_bound=0) // BUSY_CHUNK_ROWS
+    by_count = pl.int_range(level.height, dtype=pl.Int64, eager=True) // per_pass
+    # a new chunk wherever either numbering moves on
+    chunk = ((by_ops != by_ops.shift(1)) | (by_count != by_count.shift(1))).fill_null(False).cum_sum()
+    return level.with_columns(chunk.alias("_chunk")).partition_by("_chunk", maintain_order=True, include_key=False)
 
 
 def _gaps_of(bands: pl.DataFrame, pairs: pl.LazyFrame, ops: pl.DataFrame, lo: int, span: int) -> pl.DataFrame:
@@ -124,8 +139,16 @@ def _gaps_of(bands: pl.DataFrame, pairs: pl.LazyFrame, ops: pl.DataFrame, lo: in
 
 
 def _longest_unseen(found: pl.DataFrame, seen: list[pl.DataFrame], top_n: int) -> pl.DataFrame:
-    """The ``top_n`` longest gaps per ``range_id`` of ``found`` that no deeper instance has."""
-    if seen:
+    """The ``top_n`` longest gaps per ``range_id`` of ``found`` that no deeper instance has.
+
+    On big traces (more than :data:`BUSY_CHUNK_ROWS` gaps) the deeper gaps are matched window by window
+    of start time, each window keeping only the gaps that can be among the ``top_n`` longest of their
+    instance (a superset: a gap among the longest overall is among the longest of its window), in
+    ``found``'s order; the result is the same as in one pass, without a set of all deeper gaps at once.
+    """
+    if seen and found.height > BUSY_CHUNK_ROWS:
+        found = _unseen_candidates(found, pl.concat(seen, rechunk=False), top_n)
+    elif seen:
         # an is_in over (start, end) structs: cheaper here than an anti join on two columns
         deeper = pl.concat(seen, rechunk=False).select(pl.struct("_gs", "_ge").implode()).to_series()
         found = found.filter(~pl.struct("_gs", "_ge").is_in(deeper))
@@ -140,3 +163,29 @@ def _longest_unseen(found: pl.DataFrame, seen: list[pl.DataFrame], top_n: int) -
         .select("range_id", "_gs", "duration_ns")
         .collect()
     )
+
+
+def _unseen_candidates(found: pl.DataFrame, deeper: pl.DataFrame, top_n: int) -> pl.DataFrame:
+    """The gaps of ``found`` not in ``deeper`` that may be among the ``top_n`` longest of their instance, in
+    ``found``'s order, matched in windows of start time of about :data:`BUSY_CHUNK_ROWS` gaps."""
+    windows = -(-found.height // BUSY_CHUNK_ROWS)
+    quantiles = [found["_gs"].quantile(k / windows, "lower") for k in range(1, windows)]
+    edges = sorted({as_int(q) for q in quantiles if q is not None})
+    bounds = list(zip([None, *edges], [*edges, None], strict=True))
+    numbered = found.with_row_index("_row")
+    kept = []
+    for lo, hi in bounds:
+        inside = pl.lit(True)
+        if lo is not None:
+            inside = inside & (pl.col("_gs") >= lo)
+        if hi is not None:
+            inside = inside & (pl.col("_gs") < hi)
+        part = numbered.filter(inside)
+        keys = deeper.filter(inside).select(pl.struct("_gs", "_ge").implode()).to_series()
+        duration = pl.col("_ge") - pl.col("_gs")
+        kept.append(
+            part.filter(~pl.struct("_gs", "_ge").is_in(keys)).filter(
+                duration >= duration.top_k(top_n).min().over("range_id")
+            )
+        )
+    return pl.concat(kept).sort("_row").drop("_row")

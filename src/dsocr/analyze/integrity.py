@@ -66,12 +66,13 @@ def no_stages_error(given: Path, trace: Trace) -> BadInput:
 class GpuRecords:
     """Counts that tell whether a trace's GPU records and launch calls are complete."""
 
-    gpu_ops: int  #: kernels, copies and memsets
+    gpu_ops: int  #: kernels, copies, memsets and whole-graph executions
     kernels: int
     ops_without_call: int  #: GPU operations whose launching API call is not in the trace
     launch_calls: int  #: kernel and graph launch calls (``api.category`` launch or graph)
     launches_without_op: int  #: launch calls with no GPU operation recorded
     has_runtime: bool  #: the export has a CUPTI_ACTIVITY_KIND_RUNTIME table
+    graphs: int = 0  #: whole CUDA graph executions (``--cuda-graph-trace graph``), counted in ``gpu_ops``
 
     @property
     def lost(self) -> str | None:
@@ -83,8 +84,8 @@ class GpuRecords:
         return None
 
     def warnings(self, given: Path) -> list[str]:
-        """One line per loss (none for a complete trace)."""
-        out = []
+        """One line per loss (none for a complete trace), and one for a trace of whole-graph executions."""
+        out = [graph_mode_warning(given, self.graphs)] if self.graphs else []
         lost = self.lost
         if lost == LOST_CALLS:
             what = (
@@ -123,7 +124,9 @@ class GpuRecords:
 
 def gpu_records(trace: Trace) -> GpuRecords:
     """Count the GPU operations without a launching call and the launch calls without a GPU operation."""
-    ops = trace.gpu_ops.select("api_id", (pl.col("kind") == "kernel").alias("_kernel")).collect()
+    ops = trace.gpu_ops.select(
+        "api_id", (pl.col("kind") == "kernel").alias("_kernel"), (pl.col("kind") == "graph").alias("_graph")
+    ).collect()
     launched = ops["api_id"].drop_nulls().unique()
     launches = trace.api.filter(pl.col("category").is_in(["launch", "graph"])).select("api_id").collect()["api_id"]
     return GpuRecords(
@@ -133,6 +136,19 @@ def gpu_records(trace: Trace) -> GpuRecords:
         launch_calls=launches.len(),
         launches_without_op=int((~launches.is_in(launched.implode())).sum()),
         has_runtime=S.RUNTIME in trace.meta.tables,
+        graphs=int(ops["_graph"].sum()),
+    )
+
+
+def graph_mode_warning(given: Path, graphs: int) -> str:
+    """The warning of a trace captured with ``--cuda-graph-trace graph`` (``graphs`` whole-graph executions)."""
+    executions = "execution" if graphs == 1 else "executions"
+    return (
+        f"{given}: captured with --cuda-graph-trace graph: its {graphs:,} CUDA graph {executions} count as GPU busy "
+        "time of the stage that launched them (rows 'CUDA graph <id>' in the kernel tables), but the kernels "
+        "inside graphs are not itemized in this mode: kernel counts, kernel names and categories per stage, the "
+        "whole-trace kernel table and the NVTX projection leave them out; capture with --cuda-graph-trace node "
+        "to see them"
     )
 
 

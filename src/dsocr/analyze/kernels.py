@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from dsocr.analyze.op_details import with_op_details
 from dsocr.analyze.stats import duration_stats, round1
 from dsocr.analyze.trace import Trace
 
@@ -28,7 +29,8 @@ def kernel_summary(trace: Trace, *, by: str = "name") -> pl.DataFrame:
     kernels are grouped by their integer ``name_id`` and the names are looked up once per id
     (unless two ids carry the same name, when they are grouped by the name itself).
     """
-    kernels = trace.gpu_ops.filter(pl.col("kind") == "kernel")
+    ops = trace.gpu_ops if by == "name" else with_op_details(trace, trace.gpu_ops, [by])
+    kernels = ops.filter(pl.col("kind") == "kernel")
     summary = None
     if by == "name" and "name_id" in trace.gpu_ops.collect_schema():
         summary = _by_name_id(trace, kernels)

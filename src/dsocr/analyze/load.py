@@ -17,7 +17,7 @@ from dsocr.analyze import prefetch
 from dsocr.analyze import schema as S
 from dsocr.analyze.cuda_tables import (
     GPU_COLUMNS,
-    KERNEL_LAZY,
+    GRAPH_COLUMNS,
     OP_DETAILS,
     OP_KEYS,
     api_frame,
@@ -25,9 +25,11 @@ from dsocr.analyze.cuda_tables import (
     gpu_infos,
     ops_frames,
     ops_view,
+    small_details,
     syncs_view,
 )
-from dsocr.analyze.lookups import I64, LazyColumns, narrow
+from dsocr.analyze.lookups import I64, narrow
+from dsocr.analyze.op_details import TraceDetails
 from dsocr.analyze.policy import RuntimePolicy, trim_c_heap
 from dsocr.analyze.prefetch import EARLY_READS
 from dsocr.analyze.range_table import drop_open, ranges_frame, ranges_view, with_nesting
@@ -102,6 +104,7 @@ def table_requests() -> dict[str, Request]:
         "domains": (S.NVTX, domain_cols, ("eventType", (S.EVENT_DOMAIN_CREATE,))),
         "memcpy": (S.MEMCPY, OP_KEYS | OP_DETAILS | {"copyKind": I64}, None),
         "memset": (S.MEMSET, OP_KEYS | OP_DETAILS, None),
+        "graph": (S.GRAPH_TRACE, GRAPH_COLUMNS, None),
         "sync": (
             S.SYNC,
             {"start": I64, "end": I64, "correlationId": I64, "globalPid": I64, "syncType": I64},
@@ -135,10 +138,10 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool, trim_heap: b
     strings = raw["strings"].rename({"id": "_sid", "value": "_str"})
 
     api_base, api_names = api_frame(raw["runtime"], strings)
-    op_parts, op_names = ops_frames(raw["kernel"], raw["memcpy"], raw["memset"], strings, api_base)
+    op_parts, op_names = ops_frames(raw["kernel"], raw["memcpy"], raw["memset"], strings, api_base, raw["graph"])
     syncs = syncs_view(raw["sync"], api_base)
     # launches are matched: ids that fit shrink to 32 bits (the views widen them again)
-    # correlation ids (and the kernels' process ids) are read again if a query selects them
+    # correlation ids (and the kernels' process ids) are read again if asked for (op_details)
     api_base = narrow(api_base.drop("correlation_id"), ("nameId",))
     op_parts[0] = narrow(op_parts[0].drop("correlation_id", "global_pid"), ("name_id",))
     op_parts[1:] = [narrow(part, ("correlation_id", "name_id")) for part in op_parts[1:]]
@@ -186,15 +189,13 @@ def _load(source: TableSource, *, need_cuda: bool, need_nvtx: bool, trim_heap: b
         session_end_ns=session_end,
         open_ranges=open_ranges,
     )
-    lazy_kernel = LazyColumns(source, S.KERNEL, KERNEL_LAZY)
-    kernel_ids = LazyColumns(source, S.KERNEL, {"correlationId": I64, "globalPid": I64})
-    api_ids = LazyColumns(source, S.RUNTIME, {"correlationId": I64})
     return Trace(
         meta=meta,
         gpus=gpu_infos(raw["gpu"]),
         ranges=ranges_view(ranges_base),
-        gpu_ops=ops_view(op_parts, op_names, strings, (lazy_kernel, kernel_ids), api_base),
-        api=api_view(api_base, api_names, api_ids),
+        gpu_ops=ops_view(op_parts, op_names, api_base),
+        api=api_view(api_base, api_names),
         syncs=syncs,
         index=TraceIndex(ranges=index),
+        details=TraceDetails(source, strings, small_details(op_parts), op_names),
     )

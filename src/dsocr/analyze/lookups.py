@@ -1,15 +1,10 @@
-"""Column lookups without joins of the big frames: id -> value tables, global pid/tid parts, int32 narrowing,
-and rarely needed columns of a table read as a whole on first use (:class:`LazyColumns`).
-"""
+"""Column lookups without joins of the big frames: id -> value tables, global pid/tid parts, int32 narrowing."""
 
 from __future__ import annotations
-
-import threading
 
 import polars as pl
 
 from dsocr.analyze import schema as S
-from dsocr.analyze.readers import TableSource
 from dsocr.analyze.sweep import as_int
 
 I64 = pl.Int64
@@ -79,34 +74,3 @@ def lookup(
     return pl.col(key).replace_strict(
         table["_sid"].cast(key_dtype), table[value], default=default, return_dtype=table.schema[value]
     )
-
-
-class LazyColumns:
-    """Whole columns of one table, read on first use and cached (for rarely needed kernel columns)."""
-
-    def __init__(self, source: TableSource, table: str, columns: dict[str, type[pl.DataType]]) -> None:
-        self._source = source
-        self._table = table
-        self._columns = columns
-        self._cache: pl.DataFrame | None = None
-        self._lock = threading.Lock()
-
-    def frame(self) -> pl.DataFrame:
-        with self._lock:
-            if self._cache is None:
-                self._cache = self._source.read(self._table, self._columns)
-            return self._cache
-
-    def gather(self, ids: pl.Series, exprs: list[pl.Expr], dtype: pl.DataType | type[pl.DataType]) -> pl.Series:
-        """The value of ``exprs`` (over this table's columns) at row ``ids`` (kernel op ids)."""
-        frame = self.frame()
-        values = frame.select(*exprs).to_series(0).cast(dtype)
-        return values.gather(ids.cast(pl.Int64))
-
-    def column(self, row: str, expr: pl.Expr, dtype: pl.DataType | type[pl.DataType]) -> pl.Expr:
-        """``expr`` over this table at each row number in column ``row``, read only if selected."""
-
-        def fetch(ids: pl.Series) -> pl.Series:
-            return self.gather(ids, [expr], dtype)
-
-        return pl.col(row).map_batches(fetch, return_dtype=dtype, is_elementwise=True)

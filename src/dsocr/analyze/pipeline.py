@@ -80,7 +80,7 @@ def _kernels(trace: Trace) -> pl.DataFrame:
     return summary.join(cats, on="name", how="left", maintain_order="left")
 
 
-def _info(given: Path, trace: Trace, mode: str, gpu_lost: str | None = None) -> TraceInfo:
+def _info(given: Path, trace: Trace, mode: str, gpu_lost: str | None = None, graphs: int = 0) -> TraceInfo:
     m = trace.meta
     return TraceInfo(
         file=str(given),
@@ -95,6 +95,7 @@ def _info(given: Path, trace: Trace, mode: str, gpu_lost: str | None = None) -> 
         stage_mode=mode,
         open_ranges=m.open_ranges.count,
         gpu_lost=gpu_lost,
+        graph_executions=graphs,
     )
 
 
@@ -154,7 +155,7 @@ def analyze_trace(
     warnings[:0] = [w for w in [integrity.open_ranges_warning(given, trace, stages.cut_short)] if w]
     if stages.nesting is not None and (odd := stages.nesting.warning(str(given))):
         warnings.append(odd)
-    info = _info(given, trace, stages.mode, gpu.lost)
+    info = _info(given, trace, stages.mode, gpu.lost, gpu.graphs)
     if reference is not None:
         check_same_study(reference.info, info, stage_names(reference.stages), stage_names(stages))
         check_same_nesting(reference, str(given), stages)
@@ -175,7 +176,7 @@ def analyze_trace(
     if cuda and (tids // (1 << 24)).n_unique() > 1:  # several worker processes (dsocr capture --gpus N)
         from dsocr.analyze.devices import processes
 
-        procs = processes(trace.gpu_ops)
+        procs = processes(trace)
     return TraceResult(info, proj, kern, stages, mod_times, gaps, procs), warnings
 
 

@@ -3,7 +3,8 @@
 A range instance's projection spans from the first start to the last end of the GPU ops
 launched inside it (on its thread); instances without GPU ops are dropped; child time is not
 subtracted. ``gpu_ops`` counts the launching API calls (NVIDIA counts distinct correlation
-ids, so a CUDA graph launch counts once however many kernels it runs).
+ids, so a CUDA graph launch counts once however many kernels it runs). Like NVIDIA's scripts, it projects
+kernels, copies and memsets only: whole-graph executions (``--cuda-graph-trace graph``) are left out.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ SUMMARY_COLUMNS = (
 def _launches(trace: Trace) -> pl.DataFrame:
     """Per launching API call: first op start ``s`` and last op end ``e``."""
     ops = (
-        trace.gpu_ops.filter(pl.col("api_id").is_not_null())
+        trace.gpu_ops.filter(pl.col("api_id").is_not_null() & (pl.col("kind") != "graph"))
         .select("api_id", pl.col("start").alias("s"), pl.col("end").alias("e"))
         .collect()
     )

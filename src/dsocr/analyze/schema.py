@@ -26,8 +26,11 @@ SYNC: Final = "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION"
 GPU_INFO: Final = "TARGET_INFO_GPU"
 ANALYSIS: Final = "ANALYSIS_DETAILS"
 SESSION_START: Final = "TARGET_INFO_SESSION_START_TIME"
+#: One row per CUDA graph execution, from captures with ``--cuda-graph-trace graph`` (schema 3.11+): the
+#: kernels inside the graph have no rows of their own then.
+GRAPH_TRACE: Final = "CUPTI_ACTIVITY_KIND_GRAPH_TRACE"
 
-CUDA_ACTIVITY_TABLES: Final = frozenset({KERNEL, MEMCPY, MEMSET})
+CUDA_ACTIVITY_TABLES: Final = frozenset({KERNEL, MEMCPY, MEMSET, GRAPH_TRACE})
 #: Tables that mark a directory of Parquet files as an nsys export even without its metadata.
 NSYS_TABLES: Final = frozenset({STRINGS, NVTX, RUNTIME}) | CUDA_ACTIVITY_TABLES
 #: Schema reported for such an export (the metadata table is what tells the real one).
@@ -92,8 +95,12 @@ API_CATEGORY_PATTERNS: Final[tuple[tuple[str, str], ...]] = (
 #: Every API category, in alphabetical order (the values of the ``api.category`` enum).
 API_CATEGORIES: Final = ("graph", "launch", "memcpy", "memset", "other", "sync")
 
-#: GPU operation kinds (the values of the ``gpu_ops.kind`` enum).
-OP_KINDS: Final = ("kernel", "memcpy", "memset")
+#: GPU operation kinds (the values of the ``gpu_ops.kind`` enum); ``graph``: one whole CUDA graph execution
+#: (graph-level tracing, :data:`GRAPH_TRACE`).
+OP_KINDS: Final = ("kernel", "memcpy", "memset", "graph")
+
+#: ``CUDA graph 7``: the name of a graph execution's row (graph id 7) in the GPU operations.
+GRAPH_NAME: Final = "CUDA graph {}"
 
 #: ``cudaLaunchKernel_v7000`` -> ``cudaLaunchKernel``.
 API_VERSION_SUFFIX: Final = r"_v\d+$"

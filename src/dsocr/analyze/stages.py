@@ -187,17 +187,32 @@ def _indices(stages: pl.DataFrame, mode: str) -> pl.LazyFrame:
     return lf.drop("_ord").sort("start")
 
 
+#: Intervals per chunk of keys in :func:`busy_union` (one key's intervals are never split).
+BUSY_CHUNK_ROWS: Final = 1 << 19
+
+
 def busy_union(ops: pl.LazyFrame, key: str) -> pl.LazyFrame:
     """Per integer ``key``: the length of the union of the ``[start, end)`` intervals (``busy_ns``).
 
-    One global sort instead of per-group windows: each key's intervals are shifted into a time
-    band of their own (``rank(key) * span``), so a running maximum of the ends over the whole
-    sorted frame never mixes keys. An interval adds the part of it beyond everything before it:
-    ``max(0, end - max(start, running max end before it))``.
+    One sort per chunk of keys instead of per-group windows: each key's intervals are shifted into a
+    time band of their own (``rank(key) * span``), so a running maximum of the ends over the whole
+    sorted chunk never mixes keys. An interval adds the part of it beyond everything before it:
+    ``max(0, end - max(start, running max end before it))``. The keys are taken in chunks of about
+    :data:`BUSY_CHUNK_ROWS` intervals, so that the sort's copies stay small on big traces.
     """
     s = ops.select(key, "start", "end").collect()
     if s.height == 0:
         return pl.LazyFrame(schema={key: s.schema[key], "busy_ns": pl.Int64})
+    if s.height <= BUSY_CHUNK_ROWS:
+        return _busy_of(s, key).lazy()
+    counts = s.group_by(key).len().sort(key)
+    chunk = ((counts["len"].cum_sum() - 1) // BUSY_CHUNK_ROWS).alias("_chunk")
+    keys = counts.select(key, chunk).partition_by("_chunk", as_dict=False, maintain_order=True)
+    return pl.concat([_busy_of(s.filter(pl.col(key).is_in(part[key].implode())), key) for part in keys]).lazy()
+
+
+def _busy_of(s: pl.DataFrame, key: str) -> pl.DataFrame:
+    """:func:`busy_union` of the intervals of ``s`` (``key``, ``start``, ``end``; not empty), in one sort."""
     t0 = int(s["start"].min())  # type: ignore[arg-type]
     span = int(s["end"].max()) - t0 + 1  # type: ignore[arg-type]
     band = pl.col(key).cast(pl.Int64)
@@ -217,6 +232,7 @@ def busy_union(ops: pl.LazyFrame, key: str) -> pl.LazyFrame:
         .lazy()
         .group_by(key)
         .agg(pl.col("_new").sum().cast(pl.Int64).alias("busy_ns"))
+        .collect()
     )
 
 
@@ -414,8 +430,9 @@ def _op_metrics(op_rows: pl.DataFrame, copies: pl.DataFrame, inner: pl.DataFrame
             pl.col("bytes").filter(pl.col("kind") == "memset").sum().alias("memset_bytes"),
         )
     )
+    # kernels, and whole-graph executions (``--cuda-graph-trace graph``) as rows ``CUDA graph <id>``
     per_name = (
-        ops.filter(is_k)
+        ops.filter(is_k | (pl.col("kind") == "graph"))
         .group_by("range_id", "name_id")
         .agg(pl.len().alias("instances"), pl.col("dur").sum().alias("total_ns"), pl.col("op_id").min())
     )

@@ -4,10 +4,11 @@
 ``parquetdir`` export. All times are integer ns on the export's own time base (as stored in
 the export and printed by NVIDIA's reports; ``meta.session_start_ns``/``session_end_ns`` bound
 the session). Frames are lazy; each analysis selects the columns it needs, and only what it
-selects is computed: names are looked up, and rarely used kernel columns (``device_id``,
-``stream_id``, ``short_name``, ``grid``, ``block``, ``graph_node_id``) are read from the export
-on first use. On big traces select few columns (group kernels by ``name_id`` and look the
-names up afterwards, rather than carrying ``name`` through millions of rows).
+selects is computed (names are looked up in memory). Rarely used columns (the *detail columns*
+below) are not in the frames of a loaded trace: :func:`dsocr.analyze.op_details.with_op_details` and
+``with_api_details`` read them from the export, explicitly, and join them on. On big traces select
+few columns (group kernels by ``name_id`` and look the names up afterwards, rather than carrying
+``name`` through millions of rows).
 
 Columns (dtype) of each frame
 -----------------------------
@@ -23,24 +24,28 @@ that never closed, counted in ``meta.open_ranges``):
     ``parent_id`` (u32, the enclosing range on the same thread, null at depth 0; the enclosing
     range that starts last, which for nested ranges is the innermost). Ranges that ended on
     another thread than they started on have depth 0, no parent and enclose nothing.
-``gpu_ops`` (kernels, memcpys, memsets; one row per GPU operation; kernels first, then
-copies, then memsets, each in table order):
-    ``op_id`` (u32, row number, unique), ``kind`` (enum of str: ``kernel``, ``memcpy``, ``memset``), ``start``,
-    ``end`` (i64), ``device_id``, ``stream_id``, ``correlation_id`` (i64), ``global_pid``,
-    ``name`` (str: kernel demangled name; ``[CUDA memcpy Host-to-Device]`` style names for
-    copies and ``[CUDA memset]`` for memsets, as nsys prints them), ``short_name`` (str),
-    ``bytes`` (i64, 0 for kernels), ``copy_kind`` (i64, null unless memcpy: 1 HtoD, 2 DtoH,
-    8 DtoD, 10 PtoP), ``grid`` (str ``x,y,z`` or null), ``block`` (str or null),
-    ``graph_node_id`` (i64 or null), and from the launching API call (joined by
-    correlation id within the process; null when none was recorded): ``api_id`` (u32),
+``gpu_ops`` (kernels, memcpys, memsets, CUDA graph executions; one row per GPU operation; kernels first,
+then copies, then memsets, then graph executions, each in table order; graph executions exist only in
+captures with ``--cuda-graph-trace graph``, where the kernels inside a graph have no rows):
+    ``op_id`` (u32, row number, unique), ``kind`` (enum of str: ``kernel``, ``memcpy``, ``memset``,
+    ``graph``), ``start``, ``end`` (i64), ``name`` (str: kernel demangled name;
+    ``[CUDA memcpy Host-to-Device]`` style names for copies and ``[CUDA memset]`` for memsets, as nsys
+    prints them, ``CUDA graph <graphId>`` for a graph execution), ``bytes`` (i64, 0 for kernels),
+    ``copy_kind`` (i64, null unless memcpy: 1 HtoD, 2 DtoH, 8 DtoD, 10 PtoP), and from the launching API
+    call (joined by correlation id within the process; null when none was recorded): ``api_id`` (u32),
     ``api_start``, ``api_end`` (i64), ``global_tid``, ``tid`` (i64); ``name_id`` (i64: the
-    ``StringIds`` id of a kernel's name, negative ids for copies and memsets; same name, same id).
+    ``StringIds`` id of a kernel's name, negative ids for copies, memsets and graph executions; same
+    name, same id).
+    Detail columns (``with_op_details``): ``device_id``, ``stream_id``, ``correlation_id``,
+    ``global_pid`` (i64), ``short_name`` (str), ``grid`` (str ``x,y,z`` or null), ``block`` (str or
+    null), ``graph_node_id`` (i64 or null).
 ``api`` (CUDA runtime and driver API calls, one row per call, in table order):
     ``api_id`` (u32, row number), ``start``, ``end`` (i64), ``name`` (str, e.g. ``cudaLaunchKernel``,
-    version suffix ``_v7000`` removed), ``correlation_id``, ``global_tid``, ``pid``, ``tid``
-    (i64), ``category`` (enum of str, one byte per call: ``launch``, ``memcpy``, ``memset``,
-    ``sync``, ``graph``, ``other``, ordered alphabetically; ``sync`` is a host-blocking
-    ``*Synchronize`` call, see :data:`dsocr.analyze.schema.API_CATEGORY_PATTERNS`).
+    version suffix ``_v7000`` removed), ``global_tid``, ``pid``, ``tid`` (i64), ``category`` (enum of
+    str, one byte per call: ``launch``, ``memcpy``, ``memset``, ``sync``, ``graph``, ``other``, ordered
+    alphabetically; ``sync`` is a host-blocking ``*Synchronize`` call, see
+    :data:`dsocr.analyze.schema.API_CATEGORY_PATTERNS`).
+    Detail column (``with_api_details``): ``correlation_id`` (i64).
 ``syncs`` (CUPTI synchronization records: the host waiting on the device):
     ``start``, ``end`` (i64), ``sync_type`` (str), ``correlation_id``, ``global_pid`` (i64),
     ``api_id`` (u32 or null), ``global_tid`` (i64 or null).
@@ -49,11 +54,15 @@ copies, then memsets, each in table order):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import polars as pl
 
 from dsocr.analyze.sweep import Enclosing, RangeIndex
+
+if TYPE_CHECKING:
+    from dsocr.analyze.op_details import TraceDetails
 
 
 @attrs.frozen
@@ -121,13 +130,14 @@ class TraceMeta:
 
     @property
     def has_cuda(self) -> bool:
-        """Whether the export holds any CUDA activity (kernels, copies, memsets)."""
+        """Whether the export holds any CUDA activity (kernels, copies, memsets, whole-graph executions)."""
         return bool(
             self.tables
             & {
                 "CUPTI_ACTIVITY_KIND_KERNEL",
                 "CUPTI_ACTIVITY_KIND_MEMCPY",
                 "CUPTI_ACTIVITY_KIND_MEMSET",
+                "CUPTI_ACTIVITY_KIND_GRAPH_TRACE",
             }
         )
 
@@ -161,3 +171,6 @@ class Trace:
     syncs: pl.LazyFrame
     #: Intermediate results later steps reuse (an implementation detail, filled on first use).
     index: TraceIndex = attrs.field(factory=TraceIndex, eq=False, repr=False)
+    #: Where the detail columns come from (:mod:`dsocr.analyze.op_details`); None for a trace built in memory,
+    #: whose frames carry them.
+    details: TraceDetails | None = attrs.field(default=None, eq=False, repr=False)

@@ -11,6 +11,7 @@ from typing import Any
 import polars as pl
 
 from dsocr.analyze.analysis import Analysis
+from dsocr.analyze.integrity import graph_mode_warning
 from dsocr.analyze.nesting import BESIDE
 from dsocr.contract import atomic
 
@@ -65,6 +66,15 @@ def tables(analysis: Analysis) -> dict[str, pl.DataFrame]:
     if any(n is not None and n.shape != BESIDE for n in nestings):
         # vision inside prefill somewhere (the checkpoint's own code): each file's shape
         traces = traces.with_columns(pl.Series("vision_nesting", [n.shape if n else None for n in nestings]))
+    graphs = [t.info.graph_executions for t in analysis.traces]
+    if any(graphs):  # a capture with --cuda-graph-trace graph: the kernels inside graphs are not itemized
+        notes = [
+            graph_mode_warning(Path(t.info.file), n) if n else None
+            for t, n in zip(analysis.traces, graphs, strict=True)
+        ]
+        traces = traces.with_columns(
+            pl.Series("graph_executions", graphs, dtype=pl.Int64), pl.Series("graph_warning", notes, dtype=pl.String)
+        )
     proj = pl.concat(
         [t.nvtx_projection.with_columns(pl.lit(i).alias("file_index")) for i, t in enumerate(analysis.traces)],
         how="diagonal_relaxed",
@@ -80,6 +90,8 @@ def tables(analysis: Analysis) -> dict[str, pl.DataFrame]:
         extra["mfu_spread"] = analysis.analytic.mfu_spread
     if analysis.modules is not None:
         extra["module_metrics"] = analysis.modules.table
+        if not analysis.modules.categories.is_empty():  # module x kernel category: kernels, time and share per pass
+            extra["module_categories"] = analysis.modules.categories
     if not analysis.idle_gaps.is_empty():
         extra["idle_gaps"] = analysis.idle_gaps
     if analysis.devices is not None:  # a data-parallel trace (several workers): per-device tables
