@@ -18,7 +18,7 @@ from PIL import Image  # noqa: E402
 from dsocr.execution.preprocess import preprocess  # noqa: E402
 from dsocr.execution.replica import build_replica  # noqa: E402
 from dsocr.execution.static_decode import StaticDecoder, StaticDecoders, check_decode, static_mask  # noqa: E402
-from tests.test_replica import narrow_arch  # noqa: E402
+from test_replica import narrow_arch  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

@@ -106,7 +106,18 @@ def test_timing_json_holds_every_stage_with_counts(e2e) -> None:
     assert by["page"] >= by["vision"] + by["prefill"] + by["decode"]
     assert doc["model"]["kind"] == "replica" and doc["model"]["parameters"] > 0
     # the vendor's execution by default, recorded
-    assert doc["model"]["execution"] == {"moe": "loop", "attn": "eager", "autocast": "none", "prefill_logits": "all"}
+    assert doc["model"]["execution"] == {
+        "moe": "loop",
+        "attn": "eager",
+        "autocast": "none",
+        "decode": "eager",
+        "batch": 1,
+        "batching": "bucketed-by-grid",
+        "dtype": "float32",
+        "cache": "dynamic",
+        "prefill_logits": "all",
+    }
+    assert all(r["batch"] == 1 for r in doc["records"][1:])
     assert doc["model"]["attn_implementation"] == doc["config"]["attn_implementation"] == "eager"
     assert doc["config"]["moe"] == "loop"
     assert any("lm_head over every prompt position" in a for a in doc["assumptions"])

@@ -37,6 +37,7 @@ RECORD_FIELDS: Final = (
     "prefill_length",
     "context_length",
     "peak_allocated_bytes",
+    "batch",  # pages the forward held (``--batch``); absent (None) in the repeat record
 )
 
 

@@ -253,7 +253,9 @@ class Replica:
         text = embed(torch.cat([ids_before.reshape(-1), ids_after.reshape(-1)]).unsqueeze(0)).to(image_embeds.dtype)
         return torch.cat([text[:, :n], image_embeds.unsqueeze(0), text[:, n:]], dim=1)
 
-    def embed_prompts(self, ids_before: torch.Tensor, image_embeds: Sequence[torch.Tensor], ids_after: torch.Tensor) -> Any:
+    def embed_prompts(
+        self, ids_before: torch.Tensor, image_embeds: Sequence[torch.Tensor], ids_after: torch.Tensor
+    ) -> Any:
         """Prefill input ``(B, L, hidden)`` of pages with the same image length (one page: :meth:`embed_prompt`)."""
         import torch
 

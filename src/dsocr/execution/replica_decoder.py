@@ -199,7 +199,11 @@ class DecoderAttention(nn.Module):
         self.rotary_emb = RotaryEmbedding(cfg.head_dim, cfg.rope_theta)
 
     def forward(
-        self, hidden: torch.Tensor, mask: torch.Tensor | None, position_ids: torch.Tensor, cache: KVCache | StaticKVCache
+        self,
+        hidden: torch.Tensor,
+        mask: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        cache: KVCache | StaticKVCache,
     ) -> torch.Tensor:
         bsz, q_len, _ = hidden.size()
         q = self.q_proj(hidden).view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)
@@ -350,7 +354,11 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden, cfg.rms_eps)
 
     def forward(
-        self, hidden: torch.Tensor, mask: torch.Tensor | None, position_ids: torch.Tensor, cache: KVCache | StaticKVCache
+        self,
+        hidden: torch.Tensor,
+        mask: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        cache: KVCache | StaticKVCache,
     ) -> torch.Tensor:
         residual = hidden
         hidden = residual + self.self_attn(self.input_layernorm(hidden), mask, position_ids, cache)

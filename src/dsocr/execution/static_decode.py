@@ -33,38 +33,16 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import torch
 
-from dsocr.contract.errors import BadInput
+from dsocr.execution.variants import DECODE_COMPILE, DECODE_EAGER, DECODE_GRAPH, DECODE_MODES, check_decode
 
 if TYPE_CHECKING:
     from dsocr.execution.replica import Replica
 
-#: ``--decode`` values: today's dynamic-cache loop, one CUDA graph per step, torch.compile reduce-overhead.
-DECODE_EAGER: Final = "eager"
-DECODE_GRAPH: Final = "graph"
-DECODE_COMPILE: Final = "compile"
-DECODE_MODES: Final = (DECODE_EAGER, DECODE_GRAPH, DECODE_COMPILE)
+__all__ = ["DECODE_COMPILE", "DECODE_EAGER", "DECODE_GRAPH", "DECODE_MODES", "StaticDecoder", "StaticDecoders"]
+__all__ += ["StaticKVCache", "check_decode", "static_mask"]
+
 #: Warm-up steps on the side stream before the graph is captured (torch's documentation uses 3; 11 with DDP).
 GRAPH_WARMUP_STEPS: Final = 3
-
-
-def check_decode(decode: str, *, moe: str, device: str, vendor: bool = False) -> None:
-    """BadInput in one line when ``decode`` is unknown or cannot run with these settings."""
-    if decode not in DECODE_MODES:
-        raise BadInput(f"decode {decode!r} is unknown: use one of {', '.join(DECODE_MODES)}")
-    if decode == DECODE_EAGER:
-        return
-    if vendor:
-        raise BadInput(
-            f"--decode {decode} needs dsocr's replica: the checkpoint's own generate (--trust-remote-code) "
-            "keeps a dynamic cache; drop --trust-remote-code or use --decode eager"
-        )
-    if moe != "grouped":
-        raise BadInput(
-            f"--decode {decode} needs --moe grouped: the loop copies expert counts to the host in every MoE layer, "
-            "which a CUDA graph cannot capture"
-        )
-    if not str(device).startswith("cuda"):
-        raise BadInput(f"--decode {decode} needs a CUDA device (CUDA graphs): use --device cuda or --decode eager")
 
 
 def static_mask(position: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
