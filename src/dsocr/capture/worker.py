@@ -123,7 +123,10 @@ class PagePlan:
 
 def bucket_by_grid(plans: list[PagePlan], batch: int) -> list[list[PagePlan]]:
     """The forwards of one pass: pages grouped by crop grid (grids in order of first appearance, pages in
-    order within a grid), each grid's pages cut into forwards of ``batch`` (the last one may hold fewer)."""
+    order within a grid), each grid's pages cut into forwards of ``batch`` (the last one may hold fewer).
+    ``batch`` 1 keeps the pages' own order (one forward per page, as before batching existed)."""
+    if batch == 1:
+        return [[plan] for plan in plans]
     by_grid: dict[tuple[int, int], list[PagePlan]] = {}
     for plan in plans:
         by_grid.setdefault(plan.views.grid, []).append(plan)
