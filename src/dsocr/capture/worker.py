@@ -47,12 +47,13 @@ import attrs
 from dsocr.capture import progress
 from dsocr.capture.inputs import InputPage, load_image, load_ref, parse_ref
 from dsocr.capture.timing import StageTimer, timing_document, write_timing
-from dsocr.capture.worker_config import CAPTURE_CUDA, CAPTURE_NVTX, DECODE_EAGER, MODEL_REPLICA, WorkerConfig
+from dsocr.capture.worker_config import CAPTURE_CUDA, CAPTURE_NVTX, MODEL_REPLICA, WorkerConfig
 from dsocr.capture.worker_ranges import nvtx_range
 from dsocr.contract import nvtx_names as names
 from dsocr.contract.errors import BadInput, DsocrError, EnvironmentProblem, ExitCode, RunFailed
 from dsocr.execution.checkpoint_rules import KIND_REPLICA, KIND_VENDOR, ModelPlan, architecture_from_config
 from dsocr.execution.preprocess import PreparedImage, preprocess
+from dsocr.execution.variants import DECODE_EAGER
 
 #: The fixed prompt ids (no DeepSeek tokenizer offline): BOS, the image, then ``prompt_tokens - 1`` ids.
 BOS_ID: Final = 0

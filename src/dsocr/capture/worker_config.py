@@ -300,5 +300,5 @@ def check_variant(decode: str, batch: int, *, moe: str, device: str, vendor: boo
     if pages is not None and batch > pages:
         raise BadInput(
             f"--batch {batch} is larger than the {pages} page(s) given: use --batch {pages} or fewer, or give more "
-            "pages (--page-copies K repeats each page K times)"
+            "pages (a page file given several times to --pages counts each time)"
         )

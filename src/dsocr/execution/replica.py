@@ -234,7 +234,7 @@ class Replica:
             raise BadInput(f"a batch holds pages of one crop grid, not {sorted(grids)}: bucket the pages by grid")
         crops = None
         if pages[0].crops is not None:
-            crops = self.encode_view(torch.cat([p.crops for p in pages]), stage)  # type: ignore[misc]
+            crops = self.encode_view(torch.cat([p.crops for p in pages if p.crops is not None]), stage)
         glob = self.encode_view(torch.cat([p.global_view for p in pages]), stage)
         n_crops = 0 if crops is None else crops.shape[0] // len(pages)
         out = []

@@ -390,7 +390,7 @@ class Decoder(nn.Module):
             from dsocr.execution.static_decode import static_mask
 
             position_ids = position.reshape(1, 1)
-            mask = static_mask(position, cache.keys[0].shape[-2], inputs_embeds.dtype)  # type: ignore[index]
+            mask = static_mask(position, cache.keys[0].shape[-2], inputs_embeds.dtype)
         else:
             past = cache.get_seq_length()
             position_ids = torch.arange(past, length + past, dtype=torch.long, device=device).unsqueeze(0)

@@ -168,7 +168,7 @@ class StaticDecoder:
             with r.autocast(cache_enabled=False):
                 embeds = r.decoder.embed_tokens(self.token)
                 hidden = r.decoder(embeds, self.cache, position=self.position)
-                logits = r.lm_head(hidden).float()[:, -1]
+                logits: torch.Tensor = r.lm_head(hidden).float()[:, -1]
         finally:
             self.cache.position = None
         nxt = torch.argmax(logits, dim=-1, keepdim=True)
@@ -185,10 +185,10 @@ class StaticDecoder:
             self.logits = self.compiled()
         elif self.mode == DECODE_GRAPH:
             self.capture()
-            self.graph.replay()
+            self.step()
         elif self.mode == DECODE_COMPILE:
             self.compile()
-            self.logits = self.compiled() if self.compiled is not None else None
+            self.step()
         else:
             self.logits = self._step_body()
 
@@ -200,7 +200,7 @@ class StaticDecoder:
         """Warm up on a side stream, then capture one step into a CUDA graph (inputs restored afterwards)."""
         start = time.perf_counter()
         saved = (self.token.clone(), self.position.clone())
-        side = torch.cuda.Stream()
+        side = torch.cuda.Stream()  # type: ignore[no-untyped-call]
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(GRAPH_WARMUP_STEPS):
