@@ -195,21 +195,61 @@ def from_timing(timing: Mapping[str, Any], flags: WorkloadFlags | None = None) -
         common["vision_attn_impl"] = "sdpa"
         if execution.get("prefill_logits") in ("last", "all"):
             common["prefill_logits"] = execution["prefill_logits"]
+    static = isinstance(execution, Mapping) and str(execution.get("cache") or "").startswith("static")
     out: list[Workload] = []
     names: list[str] = []
     for i, p in enumerate(pages):
         grid = p.get("grid") if f.crops is None else list(parse_grid(f.crops))
         size = (int(p["width"]), int(p["height"])) if p.get("width") and p.get("height") else None
+        page_common = dict(common)
+        if static and f.context.kind == "auto":  # every step attends over the page's whole static cache
+            page_common["context"] = ContextMode("fixed", _cache_length(p, new_tokens, execution))
         if isinstance(grid, list) and len(grid) == 2 and f.mode is None:
-            out.append(Workload(crop_grid=(int(grid[0]), int(grid[1])), image_size=size, **common))
+            out.append(Workload(crop_grid=(int(grid[0]), int(grid[1])), image_size=size, **page_common))
         elif size is not None and f.crops is None:
-            out.append(Workload.for_image(*size, **common))
+            out.append(Workload.for_image(*size, **page_common))
         else:
-            out.append(Workload(crop_grid=_default_grid(mode, f.crops), image_size=size, **common))
+            out.append(Workload(crop_grid=_default_grid(mode, f.crops), image_size=size, **page_common))
         names.append(str(p.get("name") or f"page {i}"))
     if not out:
         raise BadInput("timing.json: lists no pages; give the workload with --mode/--crops")
+    batch = execution.get("batch") if isinstance(execution, Mapping) else None
+    if isinstance(batch, int) and batch > 1:
+        return _batched(out, names, pages, batch)
     return RunWorkload(tuple(w.validated() for w in out), tuple(names), "run")
+
+
+def _cache_length(page: Mapping[str, Any], new_tokens: int, execution: Mapping[str, Any]) -> int:
+    """A static-cache page's cache length: its ``cache_length``, else prefill length + new tokens, else the
+    ``static:N`` of the execution record."""
+    if isinstance(page.get("cache_length"), int):
+        return int(page["cache_length"])
+    if isinstance(page.get("prefill_length"), int):
+        return int(page["prefill_length"]) + new_tokens
+    _, _, n = str(execution.get("cache")).partition(":")
+    if n.isdigit():
+        return int(n)
+    raise BadInput("timing.json: a static-cache run without cache lengths; give --context fixed:N")
+
+
+def _batched(
+    out: list[Workload], names: list[str], pages: Sequence[Mapping[str, Any]], batch: int
+) -> RunWorkload:
+    """One workload per forward of a ``batch`` run (batch = the pages it held): the pages' ``forward`` indices,
+    or (older records) the worker's rule: bucketed by crop grid in order of first appearance, ``batch`` per forward."""
+    groups: dict[Any, list[int]] = {}
+    if all(isinstance(p.get("forward"), int) for p in pages):
+        for i, p in enumerate(pages):
+            groups.setdefault(p["forward"], []).append(i)
+    else:
+        by_grid: dict[tuple[int, int], list[int]] = {}
+        for i, w in enumerate(out):
+            by_grid.setdefault(w.crop_grid, []).append(i)
+        chunks = [ids[k : k + batch] for ids in by_grid.values() for k in range(0, len(ids), batch)]
+        groups = dict(enumerate(chunks))
+    works = tuple(attrs.evolve(out[ids[0]], batch=len(ids)).validated() for ids in groups.values())
+    labels = tuple(" + ".join(names[i] for i in ids) for ids in groups.values())
+    return RunWorkload(works, labels, "run")
 
 
 def _default_grid(mode: str, crops: str | None) -> tuple[int, int]:
