@@ -195,7 +195,8 @@ def from_timing(timing: Mapping[str, Any], flags: WorkloadFlags | None = None) -
         common["vision_attn_impl"] = "sdpa"
         if execution.get("prefill_logits") in ("last", "all"):
             common["prefill_logits"] = execution["prefill_logits"]
-    static = isinstance(execution, Mapping) and str(execution.get("cache") or "").startswith("static")
+    record: Mapping[str, Any] = execution if isinstance(execution, Mapping) else {}
+    static = str(record.get("cache") or "").startswith("static")
     out: list[Workload] = []
     names: list[str] = []
     for i, p in enumerate(pages):
@@ -203,7 +204,7 @@ def from_timing(timing: Mapping[str, Any], flags: WorkloadFlags | None = None) -
         size = (int(p["width"]), int(p["height"])) if p.get("width") and p.get("height") else None
         page_common = dict(common)
         if static and f.context.kind == "auto":  # every step attends over the page's whole static cache
-            page_common["context"] = ContextMode("fixed", _cache_length(p, new_tokens, execution))
+            page_common["context"] = ContextMode("fixed", _cache_length(p, new_tokens, record))
         if isinstance(grid, list) and len(grid) == 2 and f.mode is None:
             out.append(Workload(crop_grid=(int(grid[0]), int(grid[1])), image_size=size, **page_common))
         elif size is not None and f.crops is None:
@@ -213,7 +214,7 @@ def from_timing(timing: Mapping[str, Any], flags: WorkloadFlags | None = None) -
         names.append(str(p.get("name") or f"page {i}"))
     if not out:
         raise BadInput("timing.json: lists no pages; give the workload with --mode/--crops")
-    batch = execution.get("batch") if isinstance(execution, Mapping) else None
+    batch = record.get("batch")
     if isinstance(batch, int) and batch > 1:
         return _batched(out, names, pages, batch)
     return RunWorkload(tuple(w.validated() for w in out), tuple(names), "run")
