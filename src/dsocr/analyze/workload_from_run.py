@@ -233,9 +233,7 @@ def _cache_length(page: Mapping[str, Any], new_tokens: int, execution: Mapping[s
     raise BadInput("timing.json: a static-cache run without cache lengths; give --context fixed:N")
 
 
-def _batched(
-    out: list[Workload], names: list[str], pages: Sequence[Mapping[str, Any]], batch: int
-) -> RunWorkload:
+def _batched(out: list[Workload], names: list[str], pages: Sequence[Mapping[str, Any]], batch: int) -> RunWorkload:
     """One workload per forward of a ``batch`` run (batch = the pages it held): the pages' ``forward`` indices,
     or (older records) the worker's rule: bucketed by crop grid in order of first appearance, ``batch`` per forward."""
     groups: dict[Any, list[int]] = {}
