@@ -159,7 +159,16 @@ def test_dtype_and_execution_options() -> None:
     r = build_replica(narrow_arch(), dtype="bfloat16", attn_implementation="sdpa", moe="grouped")
     assert r.lm_head.weight.dtype == torch.bfloat16
     assert (r.moe, r.attn_implementation) == ("grouped", "sdpa")
-    assert r.execution == {"moe": "grouped", "attn": "sdpa", "autocast": "none"}  # no autocast on the CPU
+    assert r.execution == {  # no autocast on the CPU; decode, batch, cache: set by the capture worker
+        "moe": "grouped",
+        "attn": "sdpa",
+        "autocast": "none",
+        "decode": "eager",
+        "batch": 1,
+        "batching": "bucketed-by-grid",
+        "dtype": "bfloat16",
+        "cache": "dynamic",
+    }
     d = build_replica(narrow_arch())
     assert (d.moe, d.attn_implementation) == ("loop", "eager")  # the vendor's execution by default
     with pytest.raises(BadInput, match="attn_implementation 'flash' is unknown"):
