@@ -182,6 +182,7 @@ class StaticDecoder:
         if self.graph is not None:
             self.graph.replay()
         elif self.compiled is not None:
+            torch.compiler.cudagraph_mark_step_begin()  # type: ignore[no-untyped-call]  # a new step: the previous step's outputs may be overwritten
             self.logits = self.compiled()
         elif self.mode == DECODE_GRAPH:
             self.capture()
@@ -216,11 +217,17 @@ class StaticDecoder:
         self.setup_s += time.perf_counter() - start
 
     def compile(self) -> None:
-        """``torch.compile(mode="reduce-overhead")`` of the step; its first calls (compilation) run here."""
+        """``torch.compile(mode="reduce-overhead")`` of the step; its first calls (compilation) run here.
+
+        The step writes into the cache, token and position tensors in place; where torch's CUDA graph trees
+        do not accept that (torch then logs "skipping cudagraphs due to mutated inputs"), the compiled step
+        runs inductor's kernels without a CUDA graph: compare with ``graph`` on the GPU.
+        """
         start = time.perf_counter()
         compiled = torch.compile(self._step_body, mode="reduce-overhead", fullgraph=False)
         saved = (self.token.clone(), self.position.clone())
         for _ in range(GRAPH_WARMUP_STEPS):  # compile, record the cudagraph tree, replay once
+            torch.compiler.cudagraph_mark_step_begin()  # type: ignore[no-untyped-call]
             compiled()
             self._restore(*saved)
         torch.cuda.synchronize()
