@@ -164,3 +164,17 @@ def test_execution_records_the_variant() -> None:
         "dtype": "bfloat16",
         "cache": "dynamic",
     }
+
+
+def test_a_batch_of_pages_with_crops_gives_each_pages_own_tokens() -> None:
+    """Crops of all pages run as one batch, then the global views: each page's layout and tokens as alone."""
+    model = build_replica(narrow_arch(), seed=8, moe="grouped")
+    pages = [preprocess(Image.new("RGB", (1200, 700), c), "gundam", "2x1") for c in ((10, 80, 160), (240, 200, 0))]
+    assert all(p.crops is not None and p.grid == (2, 1) for p in pages)
+    alone = torch.cat([dynamic(model, [p], steps=2)[0] for p in pages])
+    together, _ = dynamic(model, pages, steps=2)
+    assert torch.equal(together, alone)
+    with torch.inference_mode():
+        one = model.encode_views(pages[1])
+        both = model.encode_batch(pages)
+    assert torch.allclose(both[1], one, rtol=1e-4, atol=1e-5)
