@@ -178,3 +178,21 @@ def test_a_batch_of_pages_with_crops_gives_each_pages_own_tokens() -> None:
         one = model.encode_views(pages[1])
         both = model.encode_batch(pages)
     assert torch.allclose(both[1], one, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_compiled_static_step_gives_the_eager_static_tokens(page, monkeypatch) -> None:
+    """``--decode compile``'s step through torch.compile(mode="reduce-overhead") on the CPU (bf16: grouped_mm's
+    compiled form takes bf16 only; CUDA graph trees skip the CPU, so this checks the compiled step, not its graph)."""
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *_a, **_k: None)  # compile() waits for the GPU
+    model = build_replica(narrow_arch(), seed=4, dtype="bfloat16", moe="grouped")
+    want, _ = static(model, [page], steps=4)
+    with torch.inference_mode():
+        emb = model.encode_batch([page.to(model.device, model.dtype)])
+        x = model.embed_prompts(IDS_BEFORE, emb, IDS_AFTER)
+        dec = StaticDecoder.create(model, 1, x.shape[1], 5, "compile")
+        dec.prefill(x)
+        for _ in range(4):
+            dec.step()
+    assert dec.compiled is not None and dec.setup_s > 0
+    assert torch.equal(dec.tokens, want.tokens)
