@@ -21,6 +21,9 @@
    ``projector`` per view: the crops as one batch, then the global view), ``prefill`` (prompt
    embedding, decoder forward, first logits, first token), ``decode`` > ``decode_step`` (greedy
    with KV cache, ``max_new_tokens - 1`` steps; EOS ends the loop only with a real checkpoint).
+   With ``batch`` > 1 each of these is one forward of the pages of one crop grid (:func:`bucket_by_grid`);
+   with ``decode`` ``graph``/``compile`` the decode steps run the static-cache step
+   (:mod:`dsocr.execution.static_decode`), captured or compiled at its first step in the warm-up.
 6. With ``op_memory_out`` (``dsocr capture --op-memory``), after the capture range closed: one more
    pass over all pages under the PyTorch profiler with memory recording into ``op_memory.json``
    (:mod:`dsocr.capture.op_memory`; no ranges, no records).
