@@ -701,9 +701,10 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> dict[str, Any]:
         key = "graph_capture_s" if cfg.decode == "graph" else "compile_s"
         static_setup = {key: runner.static.setup_s, "static_cache_lengths": runner.static.cache_lengths()}
     page_entries = [p.describe() for p in plans]
+    place = {id(p): i for i, p in enumerate(plans)}
     for forward, group in enumerate(runner.groups):
         for member in group:
-            entry = page_entries[plans.index(member)]
+            entry = page_entries[place[id(member)]]
             if cfg.batch > 1:
                 entry["forward"] = forward
             if runner.static is not None:
