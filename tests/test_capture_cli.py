@@ -204,3 +204,33 @@ def test_execution_options_reach_the_worker_and_the_calibration(
     cmd = driver.calibrate_command(seen[1], tmp_path / "c.json")
     assert cmd[cmd.index("--moe") + 1] == "grouped"
     assert seen[1].to_json()["attn"] == "sdpa" and seen[1].to_json()["moe"] == "grouped"  # manifest settings
+
+
+def test_variant_options_reach_the_worker_config_and_the_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--decode/--batch/--cuda-graph-trace (defaults eager/1/node) land in the settings, the worker config and
+    the manifest's settings; the nsys command takes the graph trace mode."""
+    from dsocr.capture import driver, nsys
+
+    seen: list[driver.CaptureSettings] = []
+
+    def fake(settings: driver.CaptureSettings, reporter: object, **_: object) -> driver.CaptureResult:
+        seen.append(settings)
+        return driver.CaptureResult(run_dir=tmp_path / "r", manifest={})
+
+    monkeypatch.setattr(driver, "run_capture", fake)
+    for var in ("DSOCR_DECODE", "DSOCR_BATCH", "DSOCR_CUDA_GRAPH_TRACE", "DSOCR_MOE"):
+        monkeypatch.delenv(var, raising=False)
+    assert _run(["capture", "--device", "cpu", "--quiet"], capsys)[0] == ExitCode.OK
+    argv = ["capture", "--quiet", "--moe", "grouped", "--decode", "graph", "--batch", "4"]
+    assert _run([*argv, "--cuda-graph-trace", "graph"], capsys)[0] == ExitCode.OK
+    assert [(s.decode, s.batch, s.cuda_graph_trace) for s in seen] == [("eager", 1, "node"), ("graph", 4, "graph")]
+    from dsocr.capture.inputs import default_pages
+
+    cfg = seen[1].worker_config(default_pages()[:4], tmp_path / "t.json", profiled=False)
+    assert (cfg.decode, cfg.batch, cfg.moe) == ("graph", 4, "grouped")
+    manifest = seen[1].to_json()
+    assert (manifest["decode"], manifest["batch"], manifest["cuda_graph_trace"]) == ("graph", 4, "graph")
+    cmd = nsys.profile_command(Path("/x/nsys"), tmp_path / "t", ["python"], "cuda", cuda_graph_trace="graph")
+    assert "--cuda-graph-trace=graph" in cmd and "--cuda-graph-trace=node" not in cmd

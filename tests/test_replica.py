@@ -159,7 +159,16 @@ def test_dtype_and_execution_options() -> None:
     r = build_replica(narrow_arch(), dtype="bfloat16", attn_implementation="sdpa", moe="grouped")
     assert r.lm_head.weight.dtype == torch.bfloat16
     assert (r.moe, r.attn_implementation) == ("grouped", "sdpa")
-    assert r.execution == {"moe": "grouped", "attn": "sdpa", "autocast": "none"}  # no autocast on the CPU
+    assert r.execution == {  # no autocast on the CPU; decode, batch, cache: set by the capture worker
+        "moe": "grouped",
+        "attn": "sdpa",
+        "autocast": "none",
+        "decode": "eager",
+        "batch": 1,
+        "batching": "bucketed-by-grid",
+        "dtype": "bfloat16",
+        "cache": "dynamic",
+    }
     d = build_replica(narrow_arch())
     assert (d.moe, d.attn_implementation) == ("loop", "eager")  # the vendor's execution by default
     with pytest.raises(BadInput, match="attn_implementation 'flash' is unknown"):
@@ -182,7 +191,11 @@ def test_casts_follow_the_vendors_bf16_model_and_cuda_autocast() -> None:
     )
     assert r.autocast_dtype is None  # not CUDA: no autocast, as the vendor's autocast("cuda") off CUDA
     on_cuda = attrs.evolve(r, device=torch.device("cuda"))
-    assert on_cuda.execution == {"moe": "loop", "attn": "eager", "autocast": "bfloat16"}
+    assert {k: on_cuda.execution[k] for k in ("moe", "attn", "autocast")} == {
+        "moe": "loop",
+        "attn": "eager",
+        "autocast": "bfloat16",
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # CPU-only torch: "CUDA is not available ... Disabling autocast"
         ctx = on_cuda._autocast()

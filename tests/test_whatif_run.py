@@ -20,6 +20,7 @@ from dsocr.contract.whatif_index import (
     FAILED,
     OUT_OF_MEMORY,
     SKIPPED,
+    VARIANT_VALUES,
     Variant,
     WhatIfIndex,
     parse_variant,
@@ -96,13 +97,12 @@ def test_plan_refusals(tmp_path: Path, kwargs: dict[str, object], variants: tupl
     assert message in exc.value.message
 
 
-def test_a_setting_this_capture_lacks_is_refused(tmp_path: Path) -> None:
+def test_every_variant_key_is_a_capture_setting(tmp_path: Path) -> None:
+    """A variant's keys become CaptureSettings fields of the same name (decode and batch included)."""
     fields = attrs.fields_dict(CaptureSettings)
-    key = next(k for k in ("decode", "batch") if k not in fields) if "decode" not in fields else None
-    if key is None:
-        pytest.skip("this dsocr's capture has --decode and --batch")
-    with pytest.raises(BadUsage, match=f"needs `dsocr capture --{key}`, which this dsocr does not have"):
-        settings_for(CaptureSettings(), parse_variant(f"x={key}={'graph' if key == 'decode' else '2'}"), tmp_path)
+    assert set(VARIANT_VALUES) <= set(fields)
+    settings = settings_for(CaptureSettings(), parse_variant("x=moe=grouped,decode=graph,batch=2"), tmp_path)
+    assert (settings.moe, settings.decode, settings.batch, settings.out) == ("grouped", "graph", 2, tmp_path)
 
 
 def test_an_existing_whatif_is_never_overwritten(tmp_path: Path) -> None:

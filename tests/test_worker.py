@@ -71,7 +71,9 @@ def test_timing_json_holds_every_stage_with_counts(e2e) -> None:
     # the keys in the order every worker wrote them (the bundled sample's timing.json), down to pages and records
     sample = json.loads((SAMPLE_RUN / "timing.json").read_text())
     assert list(doc) == list(sample) and list(doc["model"]) == list(sample["model"])
-    assert list(doc["pages"][0]) == list(sample["pages"][0]) and list(doc["records"][0]) == list(sample["records"][0])
+    # keys added since the sample was captured (records' ``batch``) follow the sample's, which keep their order
+    assert list(doc["pages"][0]) == list(sample["pages"][0])
+    assert list(doc["records"][0])[: len(sample["records"][0])] == list(sample["records"][0])
     assert list(doc["prompt"]) == list(sample["prompt"]) and list(doc["setup"]) == list(sample["setup"])
     assert (doc["schema"], doc["clock"], doc["profiled"], doc["interrupted"]) == (
         "dsocr.timing",
@@ -112,7 +114,18 @@ def test_timing_json_holds_every_stage_with_counts(e2e) -> None:
     assert by["page"] >= by["vision"] + by["prefill"] + by["decode"]
     assert doc["model"]["kind"] == "replica" and doc["model"]["parameters"] > 0
     # the vendor's execution by default, recorded
-    assert doc["model"]["execution"] == {"moe": "loop", "attn": "eager", "autocast": "none", "prefill_logits": "all"}
+    assert doc["model"]["execution"] == {
+        "moe": "loop",
+        "attn": "eager",
+        "autocast": "none",
+        "decode": "eager",
+        "batch": 1,
+        "batching": "bucketed-by-grid",
+        "dtype": "float32",
+        "cache": "dynamic",
+        "prefill_logits": "all",
+    }
+    assert all(r["batch"] == 1 for r in doc["records"][1:])
     assert doc["model"]["attn_implementation"] == doc["config"]["attn_implementation"] == "eager"
     assert doc["config"]["moe"] == "loop"
     assert any("lm_head over every prompt position" in a for a in doc["assumptions"])

@@ -9,6 +9,7 @@ Without either, :func:`workloads_for` says why no MFU can be given.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -18,7 +19,7 @@ from dsocr.analytic.workload import ContextMode, Workload
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput, BadUsage
 from dsocr.contract.run_manifest import RunManifest, read_manifest
-from dsocr.contract.run_timing import RunTiming, TimingRecord, read_timing
+from dsocr.contract.run_timing import Execution, RunTiming, TimingPage, TimingRecord, read_timing
 from dsocr.model.modes import NO_CROPS, TokenLayout, get_mode, parse_grid
 
 #: Decode steps of a decoder-only workload default to this many new tokens.
@@ -198,21 +199,59 @@ def from_timing(timing: RunTiming, flags: WorkloadFlags | None = None) -> RunWor
         common["vision_attn_impl"] = "sdpa"
         if execution.prefill_logits in ("last", "all"):
             common["prefill_logits"] = execution.prefill_logits
+    static_of = execution if execution is not None and str(execution.cache or "").startswith("static") else None
     out: list[Workload] = []
     names: list[str] = []
     for i, p in enumerate(timing.pages):
         grid = p.grid if f.crops is None else parse_grid(f.crops)
         size = (p.width, p.height) if p.width and p.height else None
+        page_common = dict(common)
+        if static_of is not None and f.context.kind == "auto":  # every step attends over the whole static cache
+            page_common["context"] = ContextMode("fixed", _cache_length(p, new_tokens, static_of))
         if grid is not None and f.mode is None:
-            out.append(Workload(crop_grid=grid, image_size=size, **common))
+            out.append(Workload(crop_grid=grid, image_size=size, **page_common))
         elif size is not None and f.crops is None:
-            out.append(Workload.for_image(*size, **common))
+            out.append(Workload.for_image(*size, **page_common))
         else:
-            out.append(Workload(crop_grid=_default_grid(mode, f.crops), image_size=size, **common))
+            out.append(Workload(crop_grid=_default_grid(mode, f.crops), image_size=size, **page_common))
         names.append(str(p.name or f"page {i}"))
     if not out:
         raise BadInput("timing.json: lists no pages; give the workload with --mode/--crops")
+    batch = execution.batch if execution is not None else None
+    if isinstance(batch, int) and batch > 1:
+        return _batched(out, names, timing.pages, batch)
     return RunWorkload(tuple(w.validated() for w in out), tuple(names), "run")
+
+
+def _cache_length(page: TimingPage, new_tokens: int, execution: Execution) -> int:
+    """A static-cache page's cache length: its ``cache_length``, else prefill length + new tokens, else the
+    ``static:N`` of the execution record."""
+    if page.cache_length is not None:
+        return page.cache_length
+    if page.prefill_length is not None:
+        return page.prefill_length + new_tokens
+    _, _, n = str(execution.cache).partition(":")
+    if n.isdigit():
+        return int(n)
+    raise BadInput("timing.json: a static-cache run without cache lengths; give --context fixed:N")
+
+
+def _batched(out: list[Workload], names: list[str], pages: Sequence[TimingPage], batch: int) -> RunWorkload:
+    """One workload per forward of a ``batch`` run (batch = the pages it held): the pages' ``forward`` indices,
+    or (older records) the worker's rule: bucketed by crop grid in order of first appearance, ``batch`` per forward."""
+    groups: dict[Any, list[int]] = {}
+    if pages and all(p.forward is not None for p in pages):
+        for i, p in enumerate(pages):
+            groups.setdefault(p.forward, []).append(i)
+    else:
+        by_grid: dict[tuple[int, int], list[int]] = {}
+        for i, w in enumerate(out):
+            by_grid.setdefault(w.crop_grid, []).append(i)
+        chunks = [ids[k : k + batch] for ids in by_grid.values() for k in range(0, len(ids), batch)]
+        groups = dict(enumerate(chunks))
+    works = tuple(attrs.evolve(out[ids[0]], batch=len(ids)).validated() for ids in groups.values())
+    labels = tuple(" + ".join(names[i] for i in ids) for ids in groups.values())
+    return RunWorkload(works, labels, "run")
 
 
 def _default_grid(mode: str, crops: str | None) -> tuple[int, int]:

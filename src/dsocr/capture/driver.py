@@ -119,6 +119,14 @@ class CaptureSettings:
     attn: str | None = None
     #: The replica's MoE execution: ``loop`` (the vendor's, a host sync per MoE layer) or ``grouped``.
     moe: str = "loop"
+    #: Decode: ``eager`` (the dynamic cache), ``graph`` (static cache, one CUDA graph per step shape, replayed)
+    #: or ``compile`` (the static step under torch.compile reduce-overhead); docs/variants.md.
+    decode: str = "eager"
+    #: Pages per forward, bucketed by crop grid (docs/variants.md).
+    batch: int = 1
+    #: nsys ``--cuda-graph-trace``: ``node`` (every kernel of a replayed graph, the default) or ``graph``
+    #: (one range per graph launch, cheaper to trace).
+    cuda_graph_trace: str = "node"
     device: str = "cuda"
     dtype: str = "auto"
     op_ranges: bool = False
@@ -215,6 +223,8 @@ class CaptureSettings:
             trust_remote_code=self.trust_remote_code,
             random_weights=self.random_weights,
             moe=self.moe,
+            decode=self.decode,
+            batch=self.batch,
             op_ranges=self.op_ranges,
             module_ranges=self.module_ranges,
             op_memory_out=None if op_memory_out is None else str(op_memory_out),
@@ -388,6 +398,32 @@ def check_machine(settings: CaptureSettings, gpu: dict[str, Any]) -> None:
         )
 
 
+def check_variant_usage(settings: CaptureSettings, pages: int | None) -> None:
+    """BadUsage (exit 2, one line) for an impossible variant: graph/compile decode with the checkpoint's code,
+    ``--moe loop`` or the CPU; flash attention in the replica; a batch larger than the ``pages`` given."""
+    from dsocr.capture.nsys import CUDA_GRAPH_TRACES
+    from dsocr.capture.worker_config import check_variant
+
+    if settings.attn == "flash_attention_2" and not settings.trust_remote_code:
+        raise BadUsage(
+            "--attn flash_attention_2 runs only with --trust-remote-code (the checkpoint's own code): the replica "
+            "has eager and sdpa attention"
+        )
+    if settings.cuda_graph_trace not in CUDA_GRAPH_TRACES:
+        raise BadUsage(f"--cuda-graph-trace {settings.cuda_graph_trace!r} is unknown: use node or graph")
+    try:
+        check_variant(
+            settings.decode,
+            settings.batch,
+            moe=settings.moe,
+            device=settings.device,
+            vendor=settings.trust_remote_code,
+            pages=pages,
+        )
+    except BadInput as exc:
+        raise BadUsage(exc.message) from None
+
+
 def _check_settings(settings: CaptureSettings) -> None:
     for name in ("repeats", "max_new_tokens", "prompt_tokens"):
         if getattr(settings, name) < 1:
@@ -399,6 +435,7 @@ def _check_settings(settings: CaptureSettings) -> None:
         raise BadUsage(f"--baseline-runs is {settings.baseline_runs}: it must be 0 or more (0: no unprofiled run)")
     if not settings.profile and settings.baselines < 1:
         raise BadUsage("an unprofiled-only capture needs at least one unprofiled run: give --baseline-runs 1 or more")
+    check_variant_usage(settings, pages=None)
     from dsocr.execution.checkpoint_rules import plan_model
 
     # the checkpoint directory rules, before the run directory exists
@@ -409,6 +446,7 @@ def preflight(settings: CaptureSettings, pages: Sequence[inputs_mod.InputPage]) 
     """The checks :func:`run_capture` makes on its settings before anything runs (BadUsage, exit 2), for a caller
     that plans several captures (``dsocr whatif run``) and must refuse a bad one before the first runs."""
     _check_settings(settings)
+    check_variant_usage(settings, len(pages))
     settings.worker_config(pages, Path(rundir.TIMING), profiled=settings.profile)
 
 
@@ -717,6 +755,7 @@ def run_capture(
     _check_settings(settings)
     rep.phase(PHASE_PREPARE, "checking inputs", None)
     pages = inputs_mod.collect(list(settings.pages)) if settings.pages else inputs_mod.default_pages()
+    check_variant_usage(settings, pages=len(pages))
     settings.worker_config(pages, Path(rundir.TIMING), profiled=True)  # bad mode/crops/dtype: stop here
     if settings.out is not None:
         refuse_overwrite(
@@ -766,6 +805,7 @@ def run_capture(
             _worker_command(settings, run_dir / WORKER_CONFIG),
             settings.device,
             nsys_mod.profile_options(nsys.path) if not settings.is_cpu else (),
+            cuda_graph_trace=settings.cuda_graph_trace,
         )
         if nsys is not None
         else None

@@ -225,12 +225,17 @@ def profile_options(path: Path, timeout: float = 60.0) -> frozenset[str]:
     return frozenset(_OPTION_RE.findall(done.stdout + done.stderr))
 
 
+#: ``--cuda-graph-trace`` values nsys accepts and dsocr passes on (the first is the default).
+CUDA_GRAPH_TRACES: Final = ("node", "graph")
+
+
 def profile_command(
     nsys: Path,
     output: Path,
     program: Sequence[str],
     device: str,
     options: Collection[str] = (),
+    cuda_graph_trace: str = "node",
 ) -> list[str]:
     """The ``nsys profile`` command line that runs ``program`` and writes ``output``.nsys-rep.
 
@@ -243,6 +248,9 @@ def profile_command(
     ``stop-shutdown`` would kill the worker at the stop, before it writes its timing). On the CPU
     there is no cudaProfilerStart: the capture range is the ``capture`` NVTX range of the ``dsocr``
     domain, which needs ``NSYS_NVTX_PROFILER_REGISTER_ONLY=0`` (:func:`profile_env`).
+
+    ``cuda_graph_trace`` (:data:`CUDA_GRAPH_TRACES`, ``dsocr capture --cuda-graph-trace``): ``node`` traces every
+    kernel of a replayed CUDA graph (the default), ``graph`` one range per graph launch (NVIDIA: cheaper).
     """
     if device == "cpu":
         flags = [
@@ -258,7 +266,7 @@ def profile_command(
             "--trace=cuda,nvtx",
             "--sample=none",
             "--cpuctxsw=none",
-            "--cuda-graph-trace=node",
+            f"--cuda-graph-trace={cuda_graph_trace}",
             "--capture-range=cudaProfilerApi",
             "--capture-range-end=stop",
         ]

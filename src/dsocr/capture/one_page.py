@@ -81,6 +81,8 @@ class GenerateSettings:
     mode: str = "gundam"
     seed: int = 0
     attn: str | None = None
+    moe: str = "loop"
+    decode: str = "eager"  #: ``graph``/``compile``: the static-cache step (docs/variants.md)
 
     def worker_config(self, page: inputs_mod.InputPage) -> WorkerConfig:
         """The worker's config for this page (no ranges, no timing file)."""
@@ -97,6 +99,8 @@ class GenerateSettings:
             model=self.model,
             trust_remote_code=self.trust_remote_code,
             random_weights=self.random_weights,
+            moe=self.moe,
+            decode=self.decode,
             capture_range="none",
             progress=False,
         )
@@ -139,6 +143,8 @@ def _replica(model: Any, cfg: WorkerConfig, image: Any, prompt: Any) -> Ran:
     after = torch.tensor(prompt.ids_after, dtype=torch.long, device=model.device)
     with torch.inference_mode():
         x = model.embed_prompt(before, model.encode_views(views), after)
+        if cfg.decode != "eager":
+            return _static(model, cfg, x, prompt.eos_token_id)
         logits, past = model.prefill(x)
         first = logits[0].detach().float().cpu()
         token = torch.argmax(logits, dim=-1, keepdim=True)
@@ -147,6 +153,23 @@ def _replica(model: Any, cfg: WorkerConfig, image: Any, prompt: Any) -> Ran:
             logits, past = model.decode_step(token, past)
             token = torch.argmax(logits, dim=-1, keepdim=True)
             ids.append(int(token.item()))
+    return int(x.shape[1]), ids, first
+
+
+def _static(model: Any, cfg: WorkerConfig, x: Any, eos: int | None) -> Ran:
+    """Static-cache decode (``--decode graph|compile``): all steps on the device, the ids copied to the host once
+    at the end and cut after the first EOS (the static step never stops early)."""
+    from dsocr.execution.static_decode import StaticDecoder
+
+    dec = StaticDecoder.create(model, 1, int(x.shape[1]), cfg.max_new_tokens, cfg.decode)
+    logits = dec.prefill(x)
+    first = logits[0].detach().float().cpu()
+    for _ in range(cfg.max_new_tokens - 1):
+        dec.step()
+    ids = [int(i) for i in dec.tokens[0].tolist()]  # the one device-to-host copy of the decode
+    if eos is not None and eos in ids:
+        ids = ids[: ids.index(eos) + 1]
+    model.decode, model.cache = cfg.decode, f"static:{dec.cache.length}"
     return int(x.shape[1]), ids, first
 
 
@@ -169,7 +192,12 @@ def generate_page(settings: GenerateSettings) -> GenerateResult:
     length, ids, logits = run(model, cfg, image, prompt)
     facts = TimingModel.from_json(model_facts(cfg, plan, model), "timing.json model (as the worker builds it)")
     ex = facts.replica_execution
-    replica = f"dsocr's replica: MoE {ex.moe}, decoder attention {ex.attn}, autocast {ex.autocast}" if ex else None
+    replica = (
+        f"dsocr's replica: MoE {ex.moe}, decoder attention {ex.attn}, autocast {ex.autocast}, decode {ex.decode}, "
+        f"cache {ex.cache}"
+        if ex
+        else None
+    )
     execution = facts.vendor_text or replica or f"dsocr's replica ({facts.attn_implementation} attention)"
     return GenerateResult(
         prompt_length=length,

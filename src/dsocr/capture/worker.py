@@ -21,6 +21,9 @@
    ``projector`` per view: the crops as one batch, then the global view), ``prefill`` (prompt
    embedding, decoder forward, first logits, first token), ``decode`` > ``decode_step`` (greedy
    with KV cache, ``max_new_tokens - 1`` steps; EOS ends the loop only with a real checkpoint).
+   With ``batch`` > 1 each of these is one forward of the pages of one crop grid (:func:`bucket_by_grid`);
+   with ``decode`` ``graph``/``compile`` the decode steps run the static-cache step
+   (:mod:`dsocr.execution.static_decode`), captured or compiled at its first step in the warm-up.
 6. With ``op_memory_out`` (``dsocr capture --op-memory``), after the capture range closed: one more
    pass over all pages under the PyTorch profiler with memory recording into ``op_memory.json``
    (:mod:`dsocr.capture.op_memory`; no ranges, no records).
@@ -54,6 +57,7 @@ from dsocr.contract.errors import BadInput, DsocrError, EnvironmentProblem, Exit
 from dsocr.contract.run_timing import RunTiming
 from dsocr.execution.checkpoint_rules import KIND_REPLICA, KIND_VENDOR, ModelPlan, architecture_from_config
 from dsocr.execution.preprocess import PreparedImage, preprocess
+from dsocr.execution.variants import DECODE_EAGER
 
 #: The fixed prompt ids (no DeepSeek tokenizer offline): BOS, the image, then ``prompt_tokens - 1`` ids.
 BOS_ID: Final = 0
@@ -122,6 +126,18 @@ class PagePlan:
         }
 
 
+def bucket_by_grid(plans: list[PagePlan], batch: int) -> list[list[PagePlan]]:
+    """The forwards of one pass: pages grouped by crop grid (grids in order of first appearance, pages in
+    order within a grid), each grid's pages cut into forwards of ``batch`` (the last one may hold fewer).
+    ``batch`` 1 keeps the pages' own order (one forward per page, as before batching existed)."""
+    if batch == 1:
+        return [[plan] for plan in plans]
+    by_grid: dict[tuple[int, int], list[PagePlan]] = {}
+    for plan in plans:
+        by_grid.setdefault(plan.views.grid, []).append(plan)
+    return [pages[i : i + batch] for pages in by_grid.values() for i in range(0, len(pages), batch)]
+
+
 def _torch() -> Any:
     try:
         import torch
@@ -183,6 +199,14 @@ class Runner:
         #: entered around every stage instance when set, recording or not (the --op-memory pass)
         self.stage_hook: Any = None
         self.what: list[str] = []
+        #: the forwards of one pass: pages bucketed by crop grid, ``cfg.batch`` at most per forward
+        self.groups = bucket_by_grid(plans, cfg.batch)
+        #: static-cache decoders per batch shape (``--decode graph|compile``), else None (the dynamic cache)
+        self.static: Any = None
+        if cfg.decode != DECODE_EAGER:
+            from dsocr.execution.static_decode import StaticDecoders
+
+            self.static = StaticDecoders(model, cfg.max_new_tokens, cfg.decode)
         dev = model.device
         self.ids_before = self.torch.tensor(prompt.ids_before, dtype=self.torch.long, device=dev)
         self.ids_after = self.torch.tensor(prompt.ids_after, dtype=self.torch.long, device=dev)
@@ -220,11 +244,24 @@ class Runner:
 
     def run_page(self, repeat: int | None, plan: PagePlan, steps: int) -> int:
         """Vision, prefill and ``steps`` decode steps of one page; returns the tokens generated."""
+        return self.run_forward(repeat, [plan], steps)
+
+    def run_group(self, repeat: int | None, group: list[PagePlan], steps: int) -> int:
+        """One forward of ``group`` (pages of one crop grid): :meth:`run_page` for a single page."""
+        if len(group) == 1:
+            return self.run_page(repeat, group[0], steps)
+        return self.run_forward(repeat, group, steps)
+
+    def run_forward(self, repeat: int | None, group: list[PagePlan], steps: int) -> int:
+        """Vision, prefill and ``steps`` decode steps of the pages in ``group`` in one forward (``batch`` of them,
+        one crop grid, so one prefill length); returns the tokens generated (all pages')."""
         torch = self.torch
-        ctx = {"repeat": repeat, "page": plan.index}
+        plan = group[0]
+        batch = len(group)
+        ctx = {"repeat": repeat, "page": plan.index, "batch": batch}
         views = plan.views
-        view_tokens = [views.layout.crop_tokens] if views.crops is not None else []
-        view_tokens.append(views.layout.global_tokens)
+        view_tokens = [views.layout.crop_tokens * batch] if views.crops is not None else []
+        view_tokens.append(views.layout.global_tokens * batch)
         counters: dict[str, int] = {}
         grid = "x".join(map(str, views.grid))
 
@@ -234,17 +271,24 @@ class Runner:
             return self.stage(name, f"{name} (view {i})", index=i, tokens=view_tokens[i], **ctx)
 
         L = plan.prefill_length
-        label = f"page {plan.index} ({plan.page.name}, {self.cfg.mode} {grid} crops)"
+        names_of = plan.page.name if batch == 1 else f"{batch} pages from {plan.page.name}"
+        label = f"page {plan.index} ({names_of}, {self.cfg.mode} {grid} crops)"
+        static = self.static.get(batch, L) if self.static is not None else None
         generated = 0
         with self.stage(names.PAGE, label, payload=plan.index, **ctx) as page_record:
-            with self.stage(names.VISION, "vision", tokens=views.image_tokens, **ctx):
-                image_embeds = self.model.encode_views(views, stage=view_stage)
-            with self.stage(names.PREFILL, "prefill", tokens=L, prefill_length=L, context_length=L, **ctx):
-                x = self.model.embed_prompt(self.ids_before, image_embeds, self.ids_after)
-                logits, past = self.model.prefill(x)
-                token = torch.argmax(logits, dim=-1, keepdim=True)
+            with self.stage(names.VISION, "vision", tokens=views.image_tokens * batch, **ctx):
+                image_embeds = self.model.encode_batch([p.views for p in group], stage=view_stage)
+            with self.stage(names.PREFILL, "prefill", tokens=L * batch, prefill_length=L, context_length=L, **ctx):
+                x = self.model.embed_prompts(self.ids_before, image_embeds, self.ids_after)
+                if static is not None:
+                    static.prefill(x)
+                else:
+                    logits, past = self.model.prefill(x)
+                    token = torch.argmax(logits, dim=-1, keepdim=True)
             generated = 1
-            eos = self.prompt.eos_token_id
+            # EOS ends decoding only for one page with the dynamic cache (a batch runs in lockstep, a static
+            # step never reads its token on the host)
+            eos = self.prompt.eos_token_id if batch == 1 and static is None else None
             with self.stage(names.DECODE, "decode", prefill_length=L, **ctx) as decode_record:
                 for t in range(steps):
                     if eos is not None and int(token.item()) == eos:
@@ -254,23 +298,26 @@ class Runner:
                         f"decode_step {t}",
                         payload=t,
                         index=t,
-                        tokens=1,
+                        tokens=batch,
                         prefill_length=L,
                         context_length=L + t + 1,
                         **ctx,
                     ):
-                        logits, past = self.model.decode_step(token, past)
-                        token = torch.argmax(logits, dim=-1, keepdim=True)
+                        if static is not None:
+                            static.step()
+                        else:
+                            logits, past = self.model.decode_step(token, past)
+                            token = torch.argmax(logits, dim=-1, keepdim=True)
                     generated += 1
-                decode_record.update(tokens=generated - 1, context_length=L + generated - 1)
-            page_record["tokens"] = generated
-        return generated
+                decode_record.update(tokens=(generated - 1) * batch, context_length=L + generated - 1)
+            page_record["tokens"] = generated * batch
+        return generated * batch
 
     def warmup(self, rounds: int) -> list[int]:
         """Warm-up rounds (no ranges, no timing): every distinct crop grid once per round."""
-        seen: dict[tuple[int, int], PagePlan] = {}
-        for plan in self.plans:
-            seen.setdefault(plan.views.grid, plan)
+        seen: dict[tuple[tuple[int, int], int], list[PagePlan]] = {}
+        for group in self.groups:  # every forward shape (crop grid, pages) once
+            seen.setdefault((group[0].views.grid, len(group)), group)
         # The whole decode: on the H100 a warm-up of 4 steps left every later step of the first
         # captured page ~3x slower (first-seen context lengths), in the unprofiled pass too.
         steps = self.cfg.max_new_tokens - 1
@@ -280,13 +327,13 @@ class Runner:
                 for r in range(rounds):
                     self.what.append(f"warm-up round {r}")
                     try:
-                        for plan in seen.values():
-                            self.run_page(None, plan, steps)
+                        for group in seen.values():
+                            self.run_group(None, group, steps)
                     finally:
                         self.what.pop()
             if self.cfg.is_cuda:
                 self.torch.cuda.synchronize()
-        return [p.index for p in seen.values()]
+        return [g[0].index for g in seen.values()]
 
     def capture_warmup(self, passes: int, on_page: Any = None) -> None:
         """``passes`` full passes over all pages in one ``warmup`` range: no stage ranges, no records.
@@ -302,10 +349,11 @@ class Runner:
             for r in range(passes):
                 self.what.append(f"capture warm-up pass {r}")
                 try:
-                    for plan in self.plans:
-                        self.run_page(None, plan, steps)
+                    for group in self.groups:
+                        self.run_group(None, group, steps)
                         if on_page is not None:
-                            on_page(r, plan.index)
+                            for plan in group:
+                                on_page(r, plan.index)
                 finally:
                     self.what.pop()
             if self.cfg.is_cuda:
@@ -322,8 +370,8 @@ class Runner:
             self.stage_hook = marks
             self.what.append("op-memory pass")
             try:
-                for plan in self.plans:
-                    self.run_page(None, plan, steps)
+                for group in self.groups:
+                    self.run_group(None, group, steps)
             finally:
                 self.what.pop()
                 self.stage_hook = None
@@ -336,10 +384,11 @@ class Runner:
         steps = self.cfg.max_new_tokens - 1
         for r in range(self.cfg.repeats):
             with self.stage(names.REPEAT, f"repeat {r}", payload=r, repeat=r):
-                for plan in self.plans:
-                    self.run_page(r, plan, steps)
+                for group in self.groups:
+                    self.run_group(r, group, steps)
                     if on_page is not None:
-                        on_page(r, plan.index)
+                        for plan in group:
+                            on_page(r, plan.index)
 
 
 def _barrier(cfg: WorkerConfig, name: str) -> None:
@@ -485,8 +534,9 @@ def model_facts(cfg: WorkerConfig, plan: ModelPlan, model: Any) -> dict[str, Any
     return facts
 
 
-def _execution(model: Any) -> dict[str, str] | None:
-    """How the replica executes (``moe``, ``attn``, ``autocast``, ``prefill_logits``); None for other models."""
+def _execution(model: Any) -> dict[str, str | int] | None:
+    """How the replica executes (``moe``, ``attn``, ``autocast``, ``decode``, ``batch``, ``batching``, ``dtype``,
+    ``cache``, ``prefill_logits``); None for other models."""
     execution = getattr(model, "execution", None)
     return None if execution is None else {**execution, "prefill_logits": "all"}
 
@@ -562,6 +612,10 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> RunTiming:
     t_model = time.perf_counter() - t0
     event(progress.MODEL_READY, seconds=round(t_model, 3), warmup=cfg.warmup)
 
+    if not vendor:  # the variant, recorded in timing.json's model.execution
+        model.decode, model.batch = cfg.decode, cfg.batch
+        if cfg.decode != DECODE_EAGER:
+            model.cache = f"static:{max(p.prefill_length for p in plans) + cfg.max_new_tokens}"
     runner: Runner
     if vendor:
         from dsocr.capture.vendor_ranges import VendorRunner
@@ -631,6 +685,31 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> RunTiming:
         )
     else:
         assumptions.append("prefill computes lm_head on the last position only (as transformers' generate does)")
+    if cfg.batch > 1:
+        assumptions.append(
+            f"batch {cfg.batch}: pages of one crop grid run in one forward (vision on the stacked views, prefill on "
+            "(B, L, hidden), decode steps in lockstep); a grid with fewer pages runs a smaller batch; a record's "
+            "page is the forward's first page, its batch the pages it held, its tokens all pages' tokens"
+        )
+    if cfg.decode != DECODE_EAGER:
+        assumptions.append(
+            f"decode {cfg.decode}: a static KV cache of prefill length + max_new_tokens positions per forward shape, "
+            "every step attends over the whole cache (masked after its position); prefill eager; EOS does not "
+            "end decoding"
+        )
+    static_setup: dict[str, Any] = {}
+    if runner.static is not None:
+        key = "graph_capture_s" if cfg.decode == "graph" else "compile_s"
+        static_setup = {key: runner.static.setup_s, "static_cache_lengths": runner.static.cache_lengths()}
+    page_entries = [p.describe() for p in plans]
+    place = {id(p): i for i, p in enumerate(plans)}
+    for forward, group in enumerate(runner.groups):
+        for member in group:
+            entry = page_entries[place[id(member)]]
+            if cfg.batch > 1:
+                entry["forward"] = forward
+            if runner.static is not None:
+                entry["cache_length"] = member.prefill_length + cfg.max_new_tokens
     doc = timing_document(
         clock=runner.timer.clock,
         records=runner.timer.records(),
@@ -643,7 +722,7 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> RunTiming:
             "ids_after": list(prompt.ids_after),
             "eos_token_id": prompt.eos_token_id,
         },
-        pages=[p.describe() for p in plans],
+        pages=page_entries,
         environment=_environment(cfg, model),
         setup={
             "inputs_s": t_inputs,
@@ -657,6 +736,7 @@ def run(cfg: WorkerConfig, emit_progress: bool | None = None) -> RunTiming:
             "capture_wall_s": t_capture,
             "capture_close_s": t_close,
             **({"op_memory_s": t_op_memory} if cfg.op_memory_out is not None else {}),
+            **static_setup,
         },
         assumptions=assumptions,
         interrupted=interrupted,

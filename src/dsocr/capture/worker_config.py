@@ -24,6 +24,10 @@ RUN_CONFIG.json`` (under ``nsys profile`` for the profiled pass, bare for the ba
   or ``sdpa``; ``eager`` or ``flash_attention_2`` for the checkpoint's own code. ``moe``: the
   replica's MoE execution, ``loop`` (default, the vendor's ``moe_infer``: a host sync and
   per-expert GEMMs in every MoE layer) or ``grouped`` (grouped GEMMs, no host sync).
+- ``decode``: ``eager`` (default: the dynamic cache, one step after the other), ``graph`` (a static KV
+  cache and one CUDA graph of a decode step, replayed) or ``compile`` (the same step under
+  ``torch.compile(mode="reduce-overhead")``); both need ``moe`` grouped, CUDA and the replica
+  (:mod:`dsocr.execution.static_decode`). ``batch``: pages per forward (1), bucketed by crop grid.
 - ``op_ranges``: wrap the captured work in ``emit_nvtx(record_shapes=True)`` (CUDA torch only).
 - ``module_ranges``: one NVTX range per medium-granularity module (domain ``dsocr.module``).
 - ``op_memory_out``: where to write ``op_memory.json`` (docs/op-memory-schema.md) from one extra
@@ -50,6 +54,7 @@ import attrs
 
 from dsocr.contract.atomic import write_text
 from dsocr.contract.errors import BadInput, InputNotFound
+from dsocr.execution.variants import DECODE_EAGER, DECODE_MODES
 from dsocr.model.architecture import DEEPSEEK_OCR, Architecture
 from dsocr.model.modes import MODES, check_grid, get_mode, parse_grid
 
@@ -103,6 +108,8 @@ class WorkerConfig:
     random_weights: bool = False
     attn_implementation: str = "eager"
     moe: str = "loop"
+    decode: str = "eager"
+    batch: int = 1
     op_ranges: bool = False
     module_ranges: bool = False
     op_memory_out: str | None = None
@@ -165,6 +172,9 @@ class WorkerConfig:
             )
         if self.moe not in ("loop", "grouped"):
             raise BadInput(f"worker config moe {self.moe!r} is unknown: use loop or grouped")
+        check_variant(
+            self.decode, self.batch, moe=self.moe, device=self.device, vendor=self.trust_remote_code, pages=None
+        )
         if not 0 <= self.rank < self.workers:
             raise BadInput(f"worker config rank {self.rank} is not in 0..{self.workers - 1}: give 0 <= rank < workers")
         if self.page_indices is not None and len(self.page_indices) != len(self.pages):
@@ -255,6 +265,8 @@ def _check_types(cfg: WorkerConfig, source: str) -> None:
         "random_weights": bool,
         "attn_implementation": str,
         "moe": str,
+        "decode": str,
+        "batch": int,
         "op_ranges": bool,
         "module_ranges": bool,
         "capture_range": str,
@@ -267,3 +279,26 @@ def _check_types(cfg: WorkerConfig, source: str) -> None:
         value = getattr(cfg, name)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise BadInput(f"{source}: field {name} is {value!r}, expected {getattr(kind, '__name__', kind)}")
+
+
+def check_variant(decode: str, batch: int, *, moe: str, device: str, vendor: bool, pages: int | None) -> None:
+    """BadInput in one line for an impossible variant: an unknown or uncapturable decode, a batch below 1,
+    a batch with the checkpoint's own code, a batch larger than the ``pages`` given (when known)."""
+    if decode not in DECODE_MODES:
+        raise BadInput(f"decode {decode!r} is unknown: use one of {', '.join(DECODE_MODES)}")
+    if decode != DECODE_EAGER:
+        from dsocr.execution.variants import check_decode
+
+        check_decode(decode, moe=moe, device=device, vendor=vendor)
+    if batch < 1:
+        raise BadInput(f"batch {batch} is out of range: give at least 1 page per forward")
+    if batch > 1 and vendor:
+        raise BadInput(
+            f"--batch {batch} needs dsocr's replica: the checkpoint's own generate runs one page at a time; "
+            "drop --trust-remote-code or use --batch 1"
+        )
+    if pages is not None and batch > pages:
+        raise BadInput(
+            f"--batch {batch} is larger than the {pages} page(s) given: use --batch {pages} or fewer, or give more "
+            "pages (a page file given several times to --pages counts each time)"
+        )

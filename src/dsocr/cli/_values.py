@@ -103,6 +103,18 @@ def _moe(value: str) -> None:
         raise BadInput(f"{value!r} is not an MoE execution: use loop (the vendor's) or grouped")
 
 
+def _decode(value: str) -> None:
+    from dsocr.execution.variants import DECODE_MODES
+
+    if value not in DECODE_MODES:
+        raise BadInput(f"{value!r} is not a decode execution: use eager (the default), graph or compile")
+
+
+def _cuda_graph_trace(value: str) -> None:
+    if value not in ("node", "graph"):
+        raise BadInput(f"{value!r} is not an nsys CUDA graph trace: use node (every kernel) or graph (one per launch)")
+
+
 def _scheduler(value: str) -> None:
     """``local`` or a Dask scheduler address, ``[tcp://]host:port``."""
     _, _, rest = value.strip().rpartition("://")
@@ -128,4 +140,6 @@ positive_value: Final = _checked(_positive)
 attn_value: Final = _checked(_attn)
 capture_attn_value: Final = _checked(_capture_attn)
 moe_value: Final = _checked(_moe)
+decode_value: Final = _checked(_decode)
+cuda_graph_trace_value: Final = _checked(_cuda_graph_trace)
 scheduler_value: Final = _checked(_scheduler)

@@ -12,6 +12,8 @@ import typer
 from dsocr.cli._values import (
     capture_attn_value,
     crops_value,
+    cuda_graph_trace_value,
+    decode_value,
     device_value,
     dtype_value,
     mode_value,
@@ -247,6 +249,33 @@ def capture(
             callback=moe_value,
         ),
     ] = "loop",
+    decode: Annotated[
+        str,
+        _opt(
+            "--decode",
+            "Decode: eager (default: dynamic KV cache, step by step), graph (static KV cache, one CUDA graph of a "
+            "step replayed) or compile (the static step under torch.compile reduce-overhead); graph and compile "
+            "need --moe grouped and CUDA (docs/variants.md).",
+            callback=decode_value,
+        ),
+    ] = "eager",
+    batch: Annotated[
+        int,
+        _opt(
+            "--batch",
+            "Pages per forward, bucketed by crop grid (a grid with fewer pages runs a smaller batch; default 1).",
+            min=1,
+        ),
+    ] = 1,
+    cuda_graph_trace: Annotated[
+        str,
+        _opt(
+            "--cuda-graph-trace",
+            "nsys --cuda-graph-trace: node (every kernel of a replayed graph; default) or graph (one range per "
+            "graph launch, cheaper).",
+            callback=cuda_graph_trace_value,
+        ),
+    ] = "node",
     device: Annotated[
         str, _opt("--device", "cuda, cuda:N, or cpu (the whole pipeline on the CPU).", callback=device_value)
     ] = "cuda",
@@ -353,6 +382,9 @@ def capture(
         random_weights=random_weights,
         attn=attn,
         moe=moe,
+        decode=decode,
+        batch=batch,
+        cuda_graph_trace=cuda_graph_trace,
         device=device,
         dtype=_DTYPE_ALIASES.get(dtype.strip().lower(), dtype),
         op_ranges=op_ranges,

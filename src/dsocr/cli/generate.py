@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from dsocr.cli._values import device_value, dtype_value, mode_value
+from dsocr.cli._values import decode_value, device_value, dtype_value, mode_value, moe_value
 from dsocr.cli.app import app
 from dsocr.cli.common import JsonOpt, QuietOpt, Ui, VerboseOpt, option
+from dsocr.contract.errors import BadInput, BadUsage
 
 #: The analytic model's dtype names (shared through DSOCR_DTYPE) -> torch's.
 _DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -54,6 +55,18 @@ def generate(
             "--attn", "Attention: eager or sdpa (replica); eager (default) or flash_attention_2 (--trust-remote-code)."
         ),
     ] = None,
+    moe: Annotated[
+        str, _opt("--moe", "The replica's MoE execution: loop (the vendor's; default) or grouped.", callback=moe_value)
+    ] = "loop",
+    decode: Annotated[
+        str,
+        _opt(
+            "--decode",
+            "Decode: eager (default), graph (static KV cache, one CUDA graph replayed) or compile; graph and "
+            "compile need --moe grouped and CUDA (docs/variants.md).",
+            callback=decode_value,
+        ),
+    ] = "eager",
     seed: Annotated[int, _opt("--seed", "Seed of random weights.")] = 0,
     logits_out: Annotated[
         Path | None,
@@ -65,8 +78,13 @@ def generate(
 ) -> None:
     """One page through a model: prompt length, generated ids, the first token's 5 highest logits."""
     from dsocr.capture.one_page import GenerateSettings, generate_page
+    from dsocr.capture.worker_config import check_variant
 
     ui = Ui(quiet=quiet, json_mode=json_out, verbose=verbose)
+    try:
+        check_variant(decode, 1, moe=moe, device=device, vendor=trust_remote_code, pages=None)
+    except BadInput as exc:
+        raise BadUsage(exc.message) from None
     result = generate_page(
         GenerateSettings(
             model=model,
@@ -80,6 +98,8 @@ def generate(
             mode=mode,
             seed=seed,
             attn=attn,
+            moe=moe,
+            decode=decode,
         )
     )
     if logits_out is not None:

@@ -36,6 +36,7 @@ RECORD_FIELDS: Final = (
     "prefill_length",
     "context_length",
     "peak_allocated_bytes",
+    "batch",  # pages the forward held (``--batch``); absent (None) in the repeat record
 )
 
 #: ``model.execution.decode``: how decode steps run.
@@ -158,6 +159,8 @@ class TimingPage(jd.JsonDoc):
     image_tokens: int | None = jd.field(_opt_int)
     vision_tokens: int | None = jd.field(_opt_int)
     prefill_length: int | None = jd.field(_opt_int)
+    forward: int | None = jd.field(_opt_int)  #: ``--batch``: the forward (0, 1, ...) that held this page
+    cache_length: int | None = jd.field(_opt_int)  #: static-cache decode: positions of this page's cache
 
 
 @attrs.frozen

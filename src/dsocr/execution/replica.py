@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Final
 
@@ -54,6 +54,8 @@ FULL_PARAMETERS: Final = 3_336_106_240
 ATTN_IMPLEMENTATIONS: Final = ("eager", "sdpa")
 #: ``moe`` values: the vendor's per-expert loop with a host sync, or grouped GEMMs without one.
 MOE_EXECUTIONS: Final = ("loop", "grouped")
+#: How pages are batched (``--batch N``): pages with the same crop grid share vision shapes and prefill length.
+BATCHING: Final = "bucketed-by-grid"
 #: The vendor's execution (the default).
 DEFAULT_ATTN: Final = "eager"
 DEFAULT_MOE: Final = "loop"
@@ -112,12 +114,27 @@ class Replica:
     eos_token_id: int | None = None  #: set by a real checkpoint; the replica never stops early
     moe: str = DEFAULT_MOE  #: ``loop`` (the vendor's) or ``grouped``
     attn_implementation: str = DEFAULT_ATTN  #: decoder attention: ``eager`` (the vendor's) or ``sdpa``
+    #: How the capture runs it (set by the worker, recorded in ``execution``): decode ``eager|graph|compile``,
+    #: pages per forward, and the KV cache (``dynamic`` or ``static:N``, N the longest static cache used).
+    decode: str = "eager"
+    batch: int = 1
+    cache: str = "dynamic"
 
     # ----------------------------------------------------------------- structure
     @property
-    def execution(self) -> dict[str, str]:
-        """How the replica executes: ``{"moe": ..., "attn": ..., "autocast": ...}`` (for timing.json and reports)."""
-        return {"moe": self.moe, "attn": self.attn_implementation, "autocast": self.autocast_dtype or "none"}
+    def execution(self) -> dict[str, str | int]:
+        """How the replica executes (timing.json's ``model.execution``, docs/variants.md): ``moe``, ``attn``,
+        ``autocast``, ``decode``, ``batch``, ``batching``, ``dtype``, ``cache``."""
+        return {
+            "moe": self.moe,
+            "attn": self.attn_implementation,
+            "autocast": self.autocast_dtype or "none",
+            "decode": self.decode,
+            "batch": self.batch,
+            "batching": BATCHING,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "cache": self.cache,
+        }
 
     @property
     def autocast_dtype(self) -> str | None:
@@ -127,12 +144,17 @@ class Replica:
         return "bfloat16" if self.device.type == "cuda" and self.dtype == torch.bfloat16 else None
 
     def _autocast(self) -> AbstractContextManager[Any]:
-        """The vendor's ``torch.autocast("cuda", bfloat16)`` in bf16 on CUDA; nothing elsewhere (see module doc)."""
+        return self.autocast()
+
+    def autocast(self, cache_enabled: bool = True) -> AbstractContextManager[Any]:
+        """The vendor's ``torch.autocast("cuda", bfloat16)`` in bf16 on CUDA; nothing elsewhere (see module doc).
+
+        ``cache_enabled=False`` inside a CUDA graph capture (torch's documentation asks for it)."""
         import torch
 
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache_enabled)
 
     def parameter_count(self) -> int:
         """Number of parameters (3,336,106,240 for the full architecture)."""
@@ -200,6 +222,27 @@ class Replica:
         glob = self.encode_view(views.global_view, stage)
         return self.lay_out(glob, crops, views.grid)  # type: ignore[no-any-return]
 
+    def encode_batch(self, pages: Sequence[PreparedImage], stage: StageFn | None = None) -> list[torch.Tensor]:
+        """Image embeddings of pages with one crop grid: all pages' crops as one batch, then all global views as
+        one batch, then each page's layout (one page: :meth:`encode_views`)."""
+        import torch
+
+        if len(pages) == 1:
+            return [self.encode_views(pages[0], stage)]
+        grids = {p.grid for p in pages}
+        if len(grids) != 1:
+            raise BadInput(f"a batch holds pages of one crop grid, not {sorted(grids)}: bucket the pages by grid")
+        crops = None
+        if pages[0].crops is not None:
+            crops = self.encode_view(torch.cat([p.crops for p in pages if p.crops is not None]), stage)
+        glob = self.encode_view(torch.cat([p.global_view for p in pages]), stage)
+        n_crops = 0 if crops is None else crops.shape[0] // len(pages)
+        out = []
+        for i, p in enumerate(pages):
+            page_crops = None if crops is None else crops[i * n_crops : (i + 1) * n_crops]
+            out.append(self.lay_out(glob[i : i + 1], page_crops, p.grid))
+        return out
+
     # ----------------------------------------------------------------- decoder
     def embed_prompt(self, ids_before: torch.Tensor, image_embeds: torch.Tensor, ids_after: torch.Tensor) -> Any:
         """Prefill input ``(1, L, hidden)``: ids before the image, image embeddings, ids after (one lookup)."""
@@ -210,21 +253,31 @@ class Replica:
         text = embed(torch.cat([ids_before.reshape(-1), ids_after.reshape(-1)]).unsqueeze(0)).to(image_embeds.dtype)
         return torch.cat([text[:, :n], image_embeds.unsqueeze(0), text[:, n:]], dim=1)
 
-    def prefill(self, input_embeds: torch.Tensor) -> tuple[torch.Tensor, KVCache]:
-        """Decoder over the whole prompt with a fresh KV cache: (float32 logits of the last position
-        ``(1, vocab)``, cache). ``lm_head`` runs over every position, as the vendor's forward does."""
+    def embed_prompts(
+        self, ids_before: torch.Tensor, image_embeds: Sequence[torch.Tensor], ids_after: torch.Tensor
+    ) -> Any:
+        """Prefill input ``(B, L, hidden)`` of pages with the same image length (one page: :meth:`embed_prompt`)."""
+        import torch
+
+        rows = [self.embed_prompt(ids_before, e, ids_after) for e in image_embeds]
+        return rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
+
+    def prefill(self, input_embeds: torch.Tensor, cache: Any = None) -> tuple[torch.Tensor, Any]:
+        """Decoder over the whole prompt ``(B, L, hidden)`` with a fresh KV cache (or ``cache``, a static one):
+        (float32 logits of the last position ``(B, vocab)``, cache). ``lm_head`` runs over every position, as
+        the vendor's forward does."""
         from dsocr.execution.replica_decoder import KVCache
 
-        cache = KVCache()
+        cache = KVCache() if cache is None else cache
         with self._autocast():
             hidden = self.decoder(input_embeds, cache)
             logits = self.lm_head(hidden).float()
         return logits[:, -1], cache
 
     def decode_step(self, token: torch.Tensor, past: KVCache) -> tuple[torch.Tensor, KVCache]:
-        """One greedy step: token ids ``(1, 1)`` and the cache -> (float32 logits ``(1, vocab)``, cache)."""
+        """One greedy step: token ids ``(B, 1)`` and the cache -> (float32 logits ``(B, vocab)``, cache)."""
         with self._autocast():
-            hidden = self.decoder(self.decoder.embed_tokens(token.reshape(1, 1)), past)
+            hidden = self.decoder(self.decoder.embed_tokens(token.reshape(-1, 1)), past)
             logits = self.lm_head(hidden).float()
         return logits[:, -1], past
 

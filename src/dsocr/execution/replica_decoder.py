@@ -27,7 +27,7 @@ same contiguous matrices as the vendor's per-expert ``nn.Linear`` weights.
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 import torch
@@ -35,6 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dsocr.model.architecture import DecoderConfig
+
+if TYPE_CHECKING:
+    from dsocr.execution.static_decode import StaticKVCache
 
 #: MoE executions: the vendor's per-expert loop with a host sync, or one grouped GEMM path.
 MOE_EXECUTIONS: Final = ("loop", "grouped")
@@ -163,12 +166,13 @@ def attend(
     """Attention between RoPE/cache and ``o_proj``: ``(B, heads, q, d)`` and keys/values -> ``(B, q, heads * d)``.
 
     ``eager``: ``LlamaAttention``'s math (scores in the working dtype, additive ``mask``, float32
-    softmax cast back); ``sdpa``: ``scaled_dot_product_attention``, causal when more than one query.
+    softmax cast back); ``sdpa``: ``scaled_dot_product_attention``, causal when more than one query, with
+    ``mask`` as its additive mask when one is given (a static-cache decode step).
     """
     bsz, _, q_len, head_dim = q.shape
     k, v = repeat_kv(k, groups), repeat_kv(v, groups)
-    if attn == "sdpa":
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=q_len > 1)
+    if attn == "sdpa":  # a mask only in a static-cache step (over the whole cache); causal on prefill
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and q_len > 1)
     else:
         weights = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(head_dim)
         if mask is not None:
@@ -195,7 +199,11 @@ class DecoderAttention(nn.Module):
         self.rotary_emb = RotaryEmbedding(cfg.head_dim, cfg.rope_theta)
 
     def forward(
-        self, hidden: torch.Tensor, mask: torch.Tensor | None, position_ids: torch.Tensor, cache: KVCache
+        self,
+        hidden: torch.Tensor,
+        mask: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        cache: KVCache | StaticKVCache,
     ) -> torch.Tensor:
         bsz, q_len, _ = hidden.size()
         q = self.q_proj(hidden).view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)
@@ -346,7 +354,11 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden, cfg.rms_eps)
 
     def forward(
-        self, hidden: torch.Tensor, mask: torch.Tensor | None, position_ids: torch.Tensor, cache: KVCache
+        self,
+        hidden: torch.Tensor,
+        mask: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        cache: KVCache | StaticKVCache,
     ) -> torch.Tensor:
         residual = hidden
         hidden = residual + self.self_attn(self.input_layernorm(hidden), mask, position_ids, cache)
@@ -363,13 +375,26 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg, i, moe, attn) for i in range(cfg.layers))
         self.norm = RMSNorm(cfg.hidden, cfg.rms_eps)
 
-    def forward(self, inputs_embeds: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Hidden states after the final norm ``(B, L, hidden)``; ``cache`` grows by ``L`` positions."""
+    def forward(
+        self, inputs_embeds: torch.Tensor, cache: KVCache | StaticKVCache, position: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Hidden states after the final norm ``(B, L, hidden)``; ``cache`` grows by ``L`` positions.
+
+        ``position`` (a ``(1,)`` long device tensor, with a static cache and one token): a static decode step
+        at that position, attending over the whole cache through a mask built on the device.
+        """
         batch, length = inputs_embeds.shape[:2]
-        past = cache.get_seq_length()
         device = inputs_embeds.device
-        position_ids = torch.arange(past, length + past, dtype=torch.long, device=device).unsqueeze(0)
-        mask = None if self.attn == "sdpa" else causal_mask(batch, length, past, inputs_embeds.dtype, device)
+        mask: torch.Tensor | None
+        if position is not None:
+            from dsocr.execution.static_decode import static_mask
+
+            position_ids = position.reshape(1, 1)
+            mask = static_mask(position, cache.keys[0].shape[-2], inputs_embeds.dtype)
+        else:
+            past = cache.get_seq_length()
+            position_ids = torch.arange(past, length + past, dtype=torch.long, device=device).unsqueeze(0)
+            mask = None if self.attn == "sdpa" else causal_mask(batch, length, past, inputs_embeds.dtype, device)
         hidden = inputs_embeds
         for layer in self.layers:
             hidden = layer(hidden, mask, position_ids, cache)
