@@ -20,17 +20,17 @@ mkdir -p "$W" "$OUT"
 PAGES=(--pages $P/text-01-article.png --pages $P/mixed-02-table.png --pages $P/text-02-dense.png --pages $P/image-01-figures.png)
 WORK=(--mode gundam --repeats 2 --max-new-tokens 32)
 t0=$(date +%s)
-timeout ${WHATIF_MAIN_S:-280} python3 -m dsocr whatif run --out $W/main "${PAGES[@]}" "${WORK[@]}" --nsys "$NSYS" \
+timeout ${WHATIF_MAIN_S:-260} python3 -m dsocr whatif run --out $W/main "${PAGES[@]}" "${WORK[@]}" --nsys "$NSYS" \
   --no-analyze --variant grouped=moe=grouped --variant graph=moe=grouped,decode=graph \
   --variant compile=moe=grouped,decode=compile --profile baseline,graph > $W/main.log 2>&1
 echo "whatif main: rc=$? at $(( $(date +%s) - t0 )) s"
-timeout ${GRAPHTRACE_S:-75} python3 -m dsocr capture --out $W/graphtrace "${PAGES[@]}" "${WORK[@]}" --nsys "$NSYS" \
+timeout ${GRAPHTRACE_S:-70} python3 -m dsocr capture --out $W/graphtrace "${PAGES[@]}" "${WORK[@]}" --nsys "$NSYS" \
   --moe grouped --decode graph --cuda-graph-trace graph --baseline-runs 1 --no-analyze --no-calibrate \
   > $W/graphtrace.log 2>&1
 echo "graph-trace capture: rc=$? at $(( $(date +%s) - t0 )) s"
 mkdir -p /tmp/p32
 for i in $(seq -w 1 32); do cp $P/text-01-article.png /tmp/p32/page-$i.png; done
-timeout ${SWEEP_S:-140} python3 -m dsocr whatif run --out $W/sweep --pages /tmp/p32 "${WORK[@]}" --warmup 1 \
+timeout ${SWEEP_S:-130} python3 -m dsocr whatif run --out $W/sweep --pages /tmp/p32 "${WORK[@]}" --warmup 1 \
   --sweep-batch 1,2,4,8,16,32 --no-analyze > $W/sweep.log 2>&1
 echo "sweep: rc=$? at $(( $(date +%s) - t0 )) s"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $W/card.txt
