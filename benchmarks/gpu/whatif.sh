@@ -5,6 +5,7 @@
 #    (the vendor-like execution: MoE loop, eager attention, eager decode) and the graph variant also under nsys
 #    (--cuda-graph-trace node, the default); variants grouped (moe=grouped), graph (moe=grouped, decode=graph),
 #    compile (moe=grouped, decode=compile: torch.compile reduce-overhead, its compile time in timing.json).
+#    Environment: PROFILE (default baseline,graph), WHATIF_MAIN_S, SWEEP_S, GRAPHTRACE_S (part timeouts; 0 skips).
 # 2. The batch sweep 1..32 with graph decode, unprofiled, on 32 copies of one page (one crop grid, so one
 #    forward holds the whole batch).
 # 3. The graph variant once more under nsys with --cuda-graph-trace graph (NVIDIA's cheaper mode), unprofiled
@@ -29,7 +30,7 @@ pack() {  # pack() NAME: the run directories of part NAME (small files, SQLite e
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $OUT/card.txt
 timeout ${WHATIF_MAIN_S:-260} python3 -m dsocr whatif run --out $W/main "${PAGES[@]}" "${WORK[@]}" --nsys "$NSYS" \
   --no-analyze --variant grouped=moe=grouped --variant graph=moe=grouped,decode=graph \
-  --variant compile=moe=grouped,decode=compile --profile baseline,graph > $W/main.log 2>&1
+  --variant compile=moe=grouped,decode=compile --profile ${PROFILE:-baseline,graph} > $W/main.log 2>&1
 echo "whatif main: rc=$? at $(( $(date +%s) - t0 )) s"
 pack main
 mkdir -p /tmp/p32
@@ -38,7 +39,7 @@ timeout ${SWEEP_S:-130} python3 -m dsocr whatif run --out $W/sweep --pages /tmp/
   --sweep-batch 1,2,4,8,16,32 --no-analyze > $W/sweep.log 2>&1
 echo "sweep: rc=$? at $(( $(date +%s) - t0 )) s"
 pack sweep
-timeout ${GRAPHTRACE_S:-70} python3 -m dsocr capture --out $W/graphtrace "${PAGES[@]}" "${WORK[@]}" --nsys "$NSYS" \
+[ "${GRAPHTRACE_S:-70}" != 0 ] && timeout ${GRAPHTRACE_S:-70} python3 -m dsocr capture --out $W/graphtrace "${PAGES[@]}" "${WORK[@]}" --nsys "$NSYS" \
   --moe grouped --decode graph --cuda-graph-trace graph --baseline-runs 1 --no-analyze --no-calibrate \
   > $W/graphtrace.log 2>&1
 echo "graph-trace capture: rc=$? at $(( $(date +%s) - t0 )) s"
