@@ -209,7 +209,8 @@ def test_report_md_carries_what_report_html_carries() -> None:
     assert "- **model code**: dsocr's replica (MoE loop, attention eager)" in md
     for page in manifest["inputs"]:
         assert f"| {page['name']} | image | 1240x1754 | {page['sha256'][:16]} |" in md
-    # decode: 30 tokens a pass; 25.0 tokens/s over its unprofiled time, 19.6 over the profiled range
-    assert "| 30 | 25.0 | 19.6 ± 1.3" in md
-    assert "| decode | 1,197.8 ± 26.4 ms (CV 2.2%, s.e. 1.1%) | before 1,212.4 ms, after 1,183.2 ms |" in md
+    # decode: 30 tokens a pass; 26.8 tokens/s over its unprofiled time (30 / 1.1191 s), 18.5 over the profiled
+    # range (30 / 1.6218 s); the unprofiled mean 1,119.1 ms = (1,167.8 + 1,070.4) / 2
+    assert "| 30 | 26.8 | 18.5 ± 0.7" in md
+    assert "| decode | 1,119.1 ± 57.7 ms (CV 5.2%, s.e. 2.6%) | before 1,167.8 ms, after 1,070.4 ms |" in md
     assert "- **weights**: 6.21 GiB" in md
