@@ -74,7 +74,7 @@ def test_measured_sentence_and_pass_defined() -> None:
         "beside the image and up to 65 generated tokens per page, base mode, seeded random weights (the GPU work and "
         "its timings are real; random weights only make the text meaningless and never stop early, so every page "
         "generates all its tokens), model code: dsocr's replica (experts grouped_mm). A pass is every page "
-        "once through vision, prefill and decode; the times below are per pass."
+        "once through vision, prefill and decode; the times below are per pass unless they say per page."
     )
     md = html.render_summary_md(view, s)
     assert md.index("Measured on") < md.index("One pass (")

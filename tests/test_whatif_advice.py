@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import attrs
+import markupsafe
 import pytest
 
 from dsocr.cli import main
@@ -22,8 +22,9 @@ from whatif_dirs import H100, make_run, make_whatif
 GRAPH = Variant("graph", (("moe", "grouped"), ("decode", "graph")))
 MEASURED = (
     "Measured in a what-if (a separate pair of unprofiled runs of the same pages, without and with CUDA graphs for "
-    "decode, also with the grouped MoE; variant graph): decode took 525 -> 103 ms per page, 5.1x faster, and a "
-    f"whole page 700 -> 278 ms, 2.5x faster (both beyond the run-to-run spread), on {H100}."
+    "decode, also with the grouped MoE; the variant named graph): decode's time per page went from 525 to 103 ms, "
+    "5.1x faster, and a whole page from 700 to 278 ms, 2.5x faster (both beyond the run-to-run spread, so not "
+    f"noise), on {H100}."
 )
 
 
@@ -107,7 +108,8 @@ def test_decode_host_overhead_is_one_finding_with_one_bound() -> None:
     )
     assert s.top[2].text == (
         "What to fund: cutting decode's CPU overhead (CUDA graphs or a serving engine). Expected: a whole page at "
-        "most 3.8x faster (decode at most 12.0x; an upper bound from this run, not measured)."
+        "most 3.8x faster (decode at most 12.0x; an upper bound from this run, not measured). No what-if has "
+        "measured it yet."
     )
     assert md.index(s.top[2].text) < md.index(s.headline.text)  # read first
 
@@ -151,10 +153,11 @@ def test_measured_gain_from_the_whatif_beside_the_baseline(whatif_dir: Path) -> 
     assert host.text.endswith(MEASURED)
     assert {e.key for e in host.evidence} >= {"whatif:graph:decode:before_ms", "whatif:graph:end_to_end:speedup"}
     assert MEASURED in html_mod.render_summary_md(_view(), s)
-    assert html.escape(MEASURED, quote=False) in html_mod.render(_view(), found).html
+    assert str(markupsafe.escape(MEASURED)) in html_mod.render(_view(), found).html  # as jinja escapes it
+    assert "No what-if has measured it yet" not in s.top[-1].text
     assert s.top[-1].text.endswith(
         f"Measured in a what-if (a separate pair of runs without and with the change) on {H100}: decode 5.1x faster "
-        "(525 -> 103 ms per page), a whole page 2.5x faster (700 -> 278 ms)."
+        "(its time per page from 525 to 103 ms), a whole page 2.5x faster (from 700 to 278 ms)."
     )
 
 

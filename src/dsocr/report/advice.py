@@ -121,7 +121,7 @@ SETTING_WORDS: Final[dict[tuple[str, str], str]] = {
 
 #: The significance call in words.
 VERDICT_WORDS: Final[dict[str, str]] = {
-    "significant": "beyond the run-to-run spread",
+    "significant": "beyond the run-to-run spread, so not noise",
     "within noise": "within the run-to-run spread, so not a clear gain",
     "spread unknown": "run-to-run spread unknown",
 }
@@ -204,10 +204,12 @@ class MeasuredGain:
     def short(self) -> str:
         """``decode 5.1x faster (1,073 -> 210 ms per page), a whole page 2.5x (...)``: the top of summary.md."""
         ev = [e.shown for e in self.evidence()]
-        what = "a whole page" if self.stage == END_TO_END else self.stage
-        text = f"{what} {ev[2]} faster ({ev[0]} -> {ev[1]} ms per page)"
+        if self.stage == END_TO_END:
+            text = f"a whole page {ev[2]} faster (from {ev[0]} to {ev[1]} ms)"
+        else:
+            text = f"{self.stage} {ev[2]} faster (its time per page from {ev[0]} to {ev[1]} ms)"
         if self.page is not None:
-            text += f", a whole page {ev[5]} faster ({ev[3]} -> {ev[4]} ms)"
+            text += f", a whole page {ev[5]} faster (from {ev[3]} to {ev[4]} ms)"
         return text
 
     def text(self) -> str:
@@ -216,17 +218,17 @@ class MeasuredGain:
         same = self.page is None or self.page[3] == self.verdict
         verdict = "" if not same else f" ({'both ' if self.page else ''}{VERDICT_WORDS[self.verdict]})"
         if self.stage == END_TO_END:
-            text = f"a whole page took {ev[0]} -> {ev[1]} ms, {ev[2]} faster"
+            text = f"a whole page went from {ev[0]} to {ev[1]} ms, {ev[2]} faster"
         else:
-            text = f"{self.stage} took {ev[0]} -> {ev[1]} ms per page, {ev[2]} faster"
+            text = f"{self.stage}'s time per page went from {ev[0]} to {ev[1]} ms, {ev[2]} faster"
             text += "" if same else f" ({VERDICT_WORDS[self.verdict]})"
         if self.page is not None:
-            text += f", and a whole page {ev[3]} -> {ev[4]} ms, {ev[5]} faster"
+            text += f", and a whole page from {ev[3]} to {ev[4]} ms, {ev[5]} faster"
             text += "" if same else f" ({VERDICT_WORDS[self.page[3]]})"
         on = f", on {self.gpu}" if self.gpu else ""
         return (
             f"Measured in a what-if (a separate pair of unprofiled runs of the same pages, without and with "
-            f"{self.change}; variant {self.variant}): {text}{verdict}{on}."
+            f"{self.change}; the variant named {self.variant}): {text}{verdict}{on}."
         )
 
 
@@ -401,6 +403,7 @@ def fund(
     text = (
         f"What to fund: {FUND[st.rule or ''].format(stage=stage)}. Expected: a whole {_unit(view)} at most "
         f"{best.shown} faster ({on} at most {bound.shown}; an upper bound from this run, not measured)."
+        + ("" if measured is not None and measured.for_rule(st.rule or "") else " No what-if has measured it yet.")
     )
     ev = [best, bound]
     for g in measured.for_rule(st.rule or "") if measured is not None and st.rule is not None else ():

@@ -72,9 +72,14 @@ GLOSSARY: dict[str, str] = {
     "so the headline times come from runs without it",
     "unprofiled": "timed without the profiler (the times to quote)",
     "FLOPs": "floating-point operations, the model's arithmetic; TFLOP/s: trillions of them per second",
-    "upper bound": "the most a change could give by this run's numbers; the real gain is lower",
+    "upper bound": "the most a change could give by this run's numbers; the real gain is at most this, often less",
     "what-if": "a separate pair of runs of the same pages, without and with one change, timed without the profiler",
     "ms": "milliseconds (thousandths of a second)",
+    "vision": "the first stage: the image encoders that turn each page image into tokens for the language model",
+    "trace": "the profiler's record of a run: every GPU kernel and CPU call with its start and end",
+    "wall time": "the elapsed time, as a clock on the wall measures it (not only the time the GPU was busy)",
+    "memory bandwidth": "how many bytes per second the GPU's memory can deliver to its arithmetic units",
+    "serving engine": "software that runs a model for many requests at once and keeps the GPU fed (vLLM, SGLang)",
 }
 
 #: The words that bring in a glossary entry (whole words), where they are not the term itself.
@@ -86,6 +91,7 @@ GLOSSARY_TRIGGERS: dict[str, tuple[str, ...]] = {
     "sam, clip, projector": ("sam", "clip", "projector"),
     "profiler": ("profiler", "profiled", "profiling"),
     "FLOPs": ("FLOPs", "TFLOP/s"),
+    "trace": ("trace", "traced"),
 }
 
 
@@ -401,6 +407,8 @@ class Rule:
 #: finding with one bound, :data:`HOST_FINDING`: the counts are evidence of the same overhead, not separate gains.
 HOST_RULES: tuple[str, ...] = ("launch-bound", "launches-per-token", "syncs-per-token", "d2h-per-token")
 HOST_FINDING = "decode-host-overhead"
+#: The rules that are caveats on reading the numbers, not changes to make: summary.md lists them apart.
+CAVEATS: tuple[str, ...] = ("noisy", "profiler-overhead", "overhead-drift-unknown", "overhead-within-drift")
 
 #: The recommendation rules, in the order the summary lists them.
 RULES: tuple[Rule, ...] = (
@@ -642,6 +650,16 @@ class Summary:
     #: Below the recommendations where several state a gain: the gains overlap and do not add up.
     gains_note: str | None = None
 
+    @property
+    def advice(self) -> tuple[Statement, ...]:
+        """The recommendations: the actions that are changes to make (not :data:`CAVEATS`)."""
+        return tuple(a for a in self.actions if a.rule not in CAVEATS)
+
+    @property
+    def caveats(self) -> tuple[Statement, ...]:
+        """The actions that are caveats on reading the numbers (:data:`CAVEATS`), listed apart from the advice."""
+        return tuple(a for a in self.actions if a.rule in CAVEATS)
+
 
 def cost_centers(view: ReportView, top: int = 3) -> tuple[CostCenter, ...]:
     """The ``top`` largest cost centers over the top stages (kernel categories and GPU idle time), by absolute
@@ -843,7 +861,7 @@ def _measured(view: ReportView) -> Statement:
         bits.append(f"model code: {ident.model_code}")
     gpu = f" on {ident.gpu}" if ident.gpu else ""
     unit = "every page once through vision, prefill and decode" if ident.pages else "one run of the traced stages"
-    text = f"Measured{gpu}: {', '.join(bits)}. A pass is {unit}; the times below are per pass."
+    text = f"Measured{gpu}: {', '.join(bits)}. A pass is {unit}; the times below are per pass unless they say per page."
     return Statement(text, tuple(ev))
 
 
@@ -1071,7 +1089,8 @@ def build(view: ReportView, whatif: Measurements | None = None) -> Summary:
     lims = _limits(view, limits)
     mfu = _mfu(view)
     measured = _measured(view)
-    said = [measured, headline, *(s for _, s in centers), *acts, *lims, *(x for x in (mfu, cost_note) if x)]
+    top = _top(view, t, [c for c, _ in centers], fund(view, acts, whatif))
+    said = [*top, measured, headline, *(s for _, s in centers), *acts, *lims, *(x for x in (mfu, cost_note) if x)]
     words = " ".join(s.text for s in said) + " " + (gains_note(acts) or "")
     gloss = glossed(words)
     note = None
@@ -1080,7 +1099,6 @@ def build(view: ReportView, whatif: Measurements | None = None) -> Summary:
             "Vision ran inside prefill (the checkpoint's own code). Here prefill means its own work (exclusive: "
             "prefill - vision), so vision, prefill and decode each count once."
         )
-    top = _top(view, t, [c for c, _ in centers], fund(view, acts, whatif))
     return Summary(headline, tuple(centers), acts, gloss, note, measured, mfu, lims, cost_note, top, gains_note(acts))
 
 
