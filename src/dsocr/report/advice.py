@@ -2,9 +2,11 @@
 the measurements bound it to, and, where a what-if measured that change, the measured gain (docs/whatif.md).
 
 Expected gains come from the run itself: decode's GPU busy time against its wall time per step bounds what
-removing host overhead can give (launches, syncs, copies); a kernel category's share of a stage's GPU time
-bounds what making it free can give (``1 / (1 - share)``); the measured-over-roofline ratio bounds what
-better kernels can give. Measured gains come from a what-if directory (:mod:`dsocr.report.whatif`): the
+removing host overhead can give (one bound for the one host-overhead finding: launches, syncs and copies are
+its evidence, not separate gains); a kernel category's share of a stage's GPU time bounds what making it free
+can give (``1 / (1 - share)``); the measured-over-roofline ratio bounds what better kernels can give. Each is
+also said for a whole page (the other stages unchanged), a bound already stated is not repeated as another
+gain, and :data:`GAINS_NOTE` says that the gains overlap. Measured gains come from a what-if directory (:mod:`dsocr.report.whatif`): the
 variant that makes the change the rule recommends, its time per page before and after, the speedup and the
 ``dsocr diff`` significance call. ``dsocr analyze RUN --whatif DIR`` names the what-if; without it a run
 that is the baseline of a ``whatif.json`` in its parent directory finds it on its own.
