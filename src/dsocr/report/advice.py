@@ -6,9 +6,11 @@ removing host overhead can give (one bound for the one host-overhead finding: la
 its evidence, not separate gains); a kernel category's share of a stage's GPU time bounds what making it free
 can give (``1 / (1 - share)``); the measured-over-roofline ratio bounds what better kernels can give. Each is
 also said for a whole page (the other stages unchanged), a bound already stated is not repeated as another
-gain, and :data:`GAINS_NOTE` says that the gains overlap. Measured gains come from a what-if directory (:mod:`dsocr.report.whatif`): the
-variant that makes the change the rule recommends, its time per page before and after, the speedup and the
-``dsocr diff`` significance call. ``dsocr analyze RUN --whatif DIR`` names the what-if; without it a run
+gain, and :data:`GAINS_NOTE` says that the gains overlap.
+
+Measured gains come from a what-if directory (:mod:`dsocr.report.whatif`): the variant that makes the change
+the rule recommends, its time per page before and after (in the stage and for a whole page), the speedup and
+the ``dsocr diff`` significance call. ``dsocr analyze RUN --whatif DIR`` names the what-if; without it a run
 that is the baseline of a ``whatif.json`` in its parent directory finds it on its own.
 """
 
