@@ -196,7 +196,7 @@ def test_full_view_renders_every_part() -> None:
     assert "6.21 GiB" in text and "46 MiB" not in text  # weights in GiB
     assert "page-01.png" in cells
     assert "Random weights: MoE routing is near uniform" in text
-    assert 'data-rule="launch-bound"' in text
+    assert 'data-rule="decode-host-overhead"' in text
     for pid in PLOT_IDS:
         assert f'id="{pid}"' in text
     assert "No analytic" not in text and "Single pass" not in text

@@ -63,7 +63,7 @@ def test_mfu_from_analytic_and_measured_times(h100_sqlite: Path, analytic: dict[
     # both stages idle the GPU most of their time: host-bound, so only the host-side rules fire (the GPU-side
     # ones, low MFU and far from the roofline, would contradict that); the MFU headline is there
     assert summ.classify(view) == {"prefill": summ.HOST, "decode": summ.HOST, "decode_step": summ.HOST}
-    rules = {a.rule for a in summ.actions(view)}
+    rules = {r for a in summ.actions(view) for r in (a.rules or (a.rule,))}
     assert {"launch-bound", "launches-per-token"} <= rules
     assert not rules & {"low-mfu-prefill", "far-from-roofline", "kernels-explain"}
     s = summ.build(view)

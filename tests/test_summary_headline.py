@@ -70,11 +70,11 @@ def test_measured_sentence_and_pass_defined() -> None:
     s = check_traceable(view)
     assert s.measured is not None
     assert s.measured.text == (
-        "Measured on NVIDIA H100 80GB HBM3: 1 page, 3 passes (repeats), a 900-token text prompt beside the image "
-        "and up to 65 generated tokens per page, base mode, seeded random weights (the GPU work and its timings are "
-        "real; random weights only make the text meaningless and never stop early, so every page generates all its "
-        "tokens), model code: dsocr's replica (experts grouped_mm). A pass is every page "
-        "once through vision, prefill and decode; the times below are per pass."
+        "Measured on NVIDIA H100 80GB HBM3: 1 page, 3 passes (repeats of the whole set), a 900-token text prompt "
+        "beside the image and up to 65 generated tokens per page, base mode, seeded random weights (the GPU work and "
+        "its timings are real; random weights only make the text meaningless and never stop early, so every page "
+        "generates all its tokens), model code: dsocr's replica (experts grouped_mm). A pass is every page "
+        "once through vision, prefill and decode; the times below are per pass unless they say per page."
     )
     md = html.render_summary_md(view, s)
     assert md.index("Measured on") < md.index("One pass (")

@@ -32,7 +32,10 @@ def test_headline_splits_the_passes_into_runs_and_gives_the_time_per_page() -> N
     assert "took 3,407 ms (1,704 ms per page) without the profiler" in s.headline.text
     assert "mean of 4 unprofiled passes: 2 unprofiled runs x 2 passes;" in s.headline.text
     # decode's tokens per second count every page's tokens of a pass
-    assert "counting the 64 tokens a pass generates over all its pages" in s.headline.text
+    assert (
+        "counting the 64 tokens decode generates in a pass over all its pages (prefill produces each page's first"
+        in s.headline.text
+    )
     # one page: no per-page figure, and 3 passes over 2 runs is no even split: none claimed
     one = check_traceable(full_view())
     assert "per page" not in one.headline.text and "unprofiled runs x" not in one.headline.text
@@ -53,7 +56,7 @@ def test_each_idle_figure_names_what_it_is_a_share_of() -> None:
     # decode's own idle share is of decode's unprofiled time: 1 - 159 / 3,300 ms, not a profiled share
     decode = next(st for st in s.limits if st.text.startswith("decode:"))
     assert f"GPU idle {100 * (1 - 159e6 / 3300e6):.1f}% of decode's unprofiled time" in decode.text
-    launch = next(a for a in s.actions if a.rule == "launch-bound")
+    launch = next(a for a in s.actions if a.rule == summ.HOST_FINDING)
     assert f"idle {100 * (1 - 159e6 / 3300e6):.1f}% of decode's unprofiled time" in launch.text
 
 
@@ -61,7 +64,7 @@ def test_without_unprofiled_runs_the_idle_figures_say_profiled() -> None:
     view = attrs.evolve(full_view(), stages=tuple(attrs.evolve(s, unprofiled_ns=None) for s in full_view().stages))
     s = check_traceable(view)
     assert all("unprofiled" not in st.text for st in s.limits)
-    launch = next(a for a in s.actions if a.rule == "launch-bound")
+    launch = next(a for a in s.actions if a.rule == summ.HOST_FINDING)
     assert "of decode's profiled time" in launch.text
     assert all("unprofiled" not in st.text for _, st in s.cost_centers)
 
@@ -77,10 +80,12 @@ def test_launch_bound_gives_the_most_removing_cpu_overhead_could_gain() -> None:
     )
     view = ReportView(identity=full_view().identity, stages=(stage,))
     s = check_traceable(view)
-    (launch,) = [a for a in s.actions if a.rule == "launch-bound"]
+    (launch,) = [a for a in s.actions if a.rule == summ.HOST_FINDING]
     # unprofiled 400 ms over 40 ms of GPU work: at most 10x; per step 2 ms of 20 ms
-    assert "at most 10.0x faster: the GPU works 2 ms of each 20 ms step" in launch.text
-    assert "an upper bound from these measurements, not itself measured" in launch.text
+    assert "decode would be at most 10.0x faster (the GPU works 2 ms of each 20 ms decode step" in launch.text
+    assert "Expected gain, an upper bound from this run (not measured):" in launch.text
+    # one stage only: the whole pass is decode, so the pass-level bound is the same 10x
+    assert "a whole page at most 10.0x faster (the other stages unchanged)" in launch.text
 
 
 def test_cost_note_names_the_rest_and_the_profilers_stretch() -> None:

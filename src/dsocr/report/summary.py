@@ -68,6 +68,18 @@ GLOSSARY: dict[str, str] = {
     "sam, clip, projector": "parts of vision: two image encoders and the layer that feeds their output to "
     "the language model",
     "decode_step": "one step of decode (one generated token)",
+    "profiler": "the tool (Nsight Systems) that records every CPU and GPU event of a run; it slows the run down, "
+    "so the headline times come from runs without it",
+    "unprofiled": "timed without the profiler (the times to quote)",
+    "FLOPs": "floating-point operations, the model's arithmetic; TFLOP/s: trillions of them per second",
+    "upper bound": "the most a change could give by this run's numbers; the real gain is at most this, often less",
+    "what-if": "a separate pair of runs of the same pages, without and with one change, timed without the profiler",
+    "ms": "milliseconds (thousandths of a second)",
+    "vision": "the first stage: the image encoders that turn each page image into tokens for the language model",
+    "trace": "the profiler's record of a run: every GPU kernel and CPU call with its start and end",
+    "wall time": "the elapsed time, as a clock on the wall measures it (not only the time the GPU was busy)",
+    "memory bandwidth": "how many bytes per second the GPU's memory can deliver to its arithmetic units",
+    "serving engine": "software that runs a model for many requests at once and keeps the GPU fed (vLLM, SGLang)",
 }
 
 #: The words that bring in a glossary entry (whole words), where they are not the term itself.
@@ -77,6 +89,9 @@ GLOSSARY_TRIGGERS: dict[str, tuple[str, ...]] = {
     "host": ("host", "host-bound"),
     "token": ("token", "tokens"),
     "sam, clip, projector": ("sam", "clip", "projector"),
+    "profiler": ("profiler", "profiled", "profiling"),
+    "FLOPs": ("FLOPs", "TFLOP/s"),
+    "trace": ("trace", "traced"),
 }
 
 
@@ -110,12 +125,24 @@ def ms(ns: float) -> str:
     return f"{v:,.0f} ms" if v >= 100 else f"{v:,.3g} ms"
 
 
+def gain(x: float) -> str:
+    """A speedup bound: ``3.1x``, with two decimals below 1.1x (``1.03x``, never a ``1.0x`` that reads as none)."""
+    return f"{x:.2f}x" if x < 1.1 else f"{x:.1f}x"
+
+
 def rate(x: float) -> str:
     """A rate with one decimal: ``23.9``."""
     return f"{x:,.1f}"
 
 
-FORMATS: dict[str, Callable[[float], str]] = {"pct": pct, "count": count, "times": times, "ms": ms, "rate": rate}
+FORMATS: dict[str, Callable[[float], str]] = {
+    "pct": pct,
+    "count": count,
+    "times": times,
+    "ms": ms,
+    "rate": rate,
+    "gain": gain,
+}
 
 #: The same formats with a given number of decimals (to tell a value from its threshold).
 _PRECISE: dict[str, Callable[[float, int], str]] = {
@@ -124,6 +151,7 @@ _PRECISE: dict[str, Callable[[float, int], str]] = {
     "times": lambda x, d: f"{x:.{d}f}x",
     "ms": lambda ns, d: f"{ns / 1e6:,.{d}f} ms",
     "rate": lambda x, d: f"{x:,.{d}f}",
+    "gain": lambda x, d: f"{x:.{d}f}x",
 }
 
 
@@ -265,6 +293,40 @@ def _per_token(stat_name: str) -> Callable[[ReportView, StageView], float | None
     return get
 
 
+def pass_time(view: ReportView) -> float | None:
+    """The time of a pass the pass-level gains divide: unprofiled where measured, else the profiled range time."""
+    t = totals(view)
+    return t.unprofiled_ns or t.range_ns or None
+
+
+def _pass_speedup(view: ReportView, saved: float | None) -> float | None:
+    """How much faster a pass would be with ``saved`` ns less time, everything else unchanged."""
+    total = pass_time(view)
+    if total is None or saved is None or not 0 <= saved < total:
+        return None
+    return total / (total - saved)
+
+
+def _host_pass(view: ReportView, stage: StageView) -> float | None:
+    """A pass's bound if the stage ran at its GPU busy time (its host overhead gone, the other stages unchanged)."""
+    return _pass_speedup(view, _wall(view, stage) - stage.gpu_busy_ns.mean) if stage.has_gpu else None
+
+
+def _gpu_pass(metric: str) -> Callable[[ReportView, StageView], float | None]:
+    """A pass's bound if the stage's GPU work ran ``metric`` (a bound on that work) times faster."""
+
+    def get(view: ReportView, stage: StageView) -> float | None:
+        bound = METRICS[metric][0](view, stage)
+        if bound is None or not bound > 1 or not stage.has_gpu:
+            return None
+        return _pass_speedup(view, stage.gpu_busy_ns.mean * (1 - 1 / bound))
+
+    return get
+
+
+#: The stage bounds of the advice (report/advice.py) that also have a pass-level bound ``pass_<bound>``.
+GPU_BOUNDS = ("moe_routing_bound", "attention_bound", "measured_over_predicted", "measured_over_calibrated")
+
 #: Stage metrics the rules may test: name -> (getter, format).
 METRICS: dict[str, tuple[Callable[[ReportView, StageView], float | None], str]] = {
     # the headline idle share: of the unprofiled time where the run has one (GPU busy time from the trace)
@@ -308,6 +370,11 @@ METRICS: dict[str, tuple[Callable[[ReportView, StageView], float | None], str]] 
     # what making a kernel category free could give its stage's GPU work: 1 / (1 - share) (report/advice.py)
     "moe_routing_bound": (lambda v, s: _free_bound(_cat_share("moe_routing")(v, s)), "times"),
     "attention_bound": (lambda v, s: _free_bound(_cat_share("attention")(v, s)), "times"),
+    # the same bounds for a whole pass, the other stages unchanged (Amdahl): pass time over pass time less the saving
+    "pass_speedup_bound": (_host_pass, "gain"),
+    **{f"pass_{m}": (_gpu_pass(m), "gain") for m in GPU_BOUNDS},
+    # the stage's GPU busy time as a share of a pass (what a bound on its GPU work can reach at most)
+    "busy_share_of_pass": (lambda v, s: _ratio(s.gpu_busy_ns.mean if s.has_gpu else None, pass_time(v)), "pct"),
 }
 
 
@@ -336,20 +403,25 @@ class Rule:
     limits: tuple[str, ...] = ()
 
 
+#: The decode host-overhead rules (the idle share first, then the per-token counts), joined in summary.md as one
+#: finding with one bound, :data:`HOST_FINDING`: the counts are evidence of the same overhead, not separate gains.
+HOST_RULES: tuple[str, ...] = ("launch-bound", "launches-per-token", "syncs-per-token", "d2h-per-token")
+HOST_FINDING = "decode-host-overhead"
+#: The rules that are caveats on reading the numbers, not changes to make: summary.md lists them apart.
+CAVEATS: tuple[str, ...] = ("noisy", "profiler-overhead", "overhead-drift-unknown", "overhead-within-drift")
+
 #: The recommendation rules, in the order the summary lists them.
 RULES: tuple[Rule, ...] = (
+    # The four decode host-overhead rules make one finding (:func:`actions` joins them, :data:`HOST_FINDING`):
+    # their texts are clauses of it, and one bound (decode's wall time over its GPU busy time) covers them all.
     Rule(
         "launch-bound",
         "decode",
         "idle_frac",
         ">",
         IDLE_LIMIT,
-        "The GPU sat idle {value} of decode's {basis} time (above the {threshold} threshold): generating tokens "
-        "is limited by the CPU issuing work one small step at a time, not by the GPU. Replaying each decode step as "
-        "a CUDA graph, torch.compile (mode reduce-overhead) or a serving engine such as vLLM or SGLang cuts that "
-        "CPU overhead; removing it entirely would make decode at most {speedup_bound} faster: the GPU works "
-        "{busy_per_step} of each {wall_per_step} step (an upper bound from these measurements, not itself measured).",
-        also=("speedup_bound", "busy_per_step", "wall_per_step"),
+        "the GPU sat idle {value} of decode's {basis} time (above the {threshold} threshold), waiting for the CPU, "
+        "which issues the work one small step at a time",
     ),
     Rule(
         "launches-per-token",
@@ -357,18 +429,7 @@ RULES: tuple[Rule, ...] = (
         "launches_per_token",
         ">",
         100,
-        "Each generated token costs {value} kernel launches (above the {threshold} threshold); fusing operations "
-        "(torch.compile) or a CUDA graph cuts that per-token overhead.",
-    ),
-    Rule(
-        "d2h-per-token",
-        "decode",
-        "d2h_per_token",
-        ">",
-        0.5,
-        "Each generated token makes {value} device-to-host copies on average (above the {threshold} "
-        "threshold); each one stalls "
-        "the CPU until the GPU catches up. Keep token selection and stop checks on the GPU.",
+        "{value} kernel launches (above the {threshold} threshold)",
     ),
     Rule(
         "syncs-per-token",
@@ -376,8 +437,15 @@ RULES: tuple[Rule, ...] = (
         "syncs_per_token",
         ">",
         0.5,
-        "Each generated token waits for the GPU {value} times (above the {threshold} threshold); remove the "
-        "synchronizations (.item(), .cpu(), printing tensors) from the decode loop.",
+        "{value} waits for the GPU (above the {threshold} threshold)",
+    ),
+    Rule(
+        "d2h-per-token",
+        "decode",
+        "d2h_per_token",
+        ">",
+        0.5,
+        "{value} device-to-host copies (above the {threshold} threshold)",
     ),
     Rule(
         "moe-routing",
@@ -543,6 +611,8 @@ class Statement:
     text: str
     evidence: tuple[Evidence, ...]
     rule: str | None = None
+    #: The rules a finding joins (:data:`HOST_FINDING`: the decode host-overhead rules that fired); else empty.
+    rules: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -575,6 +645,20 @@ class Summary:
     limits: tuple[Statement, ...] = ()
     #: What the cost centers leave out, and how far the profiler can distort their shares.
     cost_note: Statement | None = None
+    #: The lines a stakeholder reads first: the time per page, the main cost, what to fund (:func:`top_lines`).
+    top: tuple[Statement, ...] = ()
+    #: Below the recommendations where several state a gain: the gains overlap and do not add up.
+    gains_note: str | None = None
+
+    @property
+    def advice(self) -> tuple[Statement, ...]:
+        """The recommendations: the actions that are changes to make (not :data:`CAVEATS`)."""
+        return tuple(a for a in self.actions if a.rule not in CAVEATS)
+
+    @property
+    def caveats(self) -> tuple[Statement, ...]:
+        """The actions that are caveats on reading the numbers (:data:`CAVEATS`), listed apart from the advice."""
+        return tuple(a for a in self.actions if a.rule in CAVEATS)
 
 
 def cost_centers(view: ReportView, top: int = 3) -> tuple[CostCenter, ...]:
@@ -656,7 +740,34 @@ def actions(view: ReportView, limits: dict[str, str] | None = None) -> tuple[Sta
         for stage, v, also in fired:
             text = rule.text.format(**_fields(view, rule, stage, v, also), threshold=t.shown)
             out.append(Statement(text, (v, *also, t), rule.id))
-    return tuple(out)
+    return _join_host(out)
+
+
+def _join_host(found: list[Statement]) -> tuple[Statement, ...]:
+    """``found`` with the decode host-overhead rules that fired joined into one finding, in the first one's place:
+    the idle share as the diagnosis, the per-token counts as its evidence, one fix (its one bound: advice.py)."""
+    parts = {st.rule: st for st in found if st.rule in HOST_RULES}
+    if not parts:
+        return tuple(found)
+    idle = parts.get("launch-bound")
+    head = "Decode (generating the text token by token) is held back by the CPU"
+    text = f"{head}: {idle.text}." if idle else f"{head} on every generated token."
+    counts = [parts[r].text for r in HOST_RULES[1:] if r in parts]
+    if counts:
+        listed = ", ".join(counts[:-1]) + (" and " if len(counts) > 1 else "") + counts[-1]
+        text += f" Each generated token costs {listed}."
+        if "syncs-per-token" in parts and "d2h-per-token" in parts:
+            text += " A device-to-host copy is itself a wait, so those two counts can overlap."
+    text += (
+        " One change addresses all of it: replay each decode step as a CUDA graph (or use torch.compile with mode "
+        "reduce-overhead, or a serving engine such as vLLM or SGLang)"
+    )
+    if "syncs-per-token" in parts or "d2h-per-token" in parts:
+        text += ", which also needs token selection and stop checks kept on the GPU (no .item() or .cpu() in the loop)"
+    joined = Statement(text + ".", tuple(e for st in parts.values() for e in st.evidence), HOST_FINDING, tuple(parts))
+    first = next(i for i, st in enumerate(found) if st.rule in HOST_RULES)
+    rest = [st for st in found if st.rule not in HOST_RULES]
+    return (*rest[:first], joined, *rest[first:])
 
 
 def _fields(
@@ -723,7 +834,7 @@ def _measured(view: ReportView) -> Statement:
         bits.append(f"{ev[-1].shown} page{'s' if ident.pages != 1 else ''}")
     ev_passes = _ev("passes", float(view.passes), "count")
     ev.append(ev_passes)
-    bits.append(f"{ev_passes.shown} pass{'es' if view.passes != 1 else ''} (repeats)")
+    bits.append(f"{ev_passes.shown} pass{'es' if view.passes != 1 else ''} (repeats of the whole set)")
     tok = []
     if ident.prompt_tokens:
         ev.append(_ev("identity:prompt_tokens", float(ident.prompt_tokens), "count"))
@@ -750,7 +861,7 @@ def _measured(view: ReportView) -> Statement:
         bits.append(f"model code: {ident.model_code}")
     gpu = f" on {ident.gpu}" if ident.gpu else ""
     unit = "every page once through vision, prefill and decode" if ident.pages else "one run of the traced stages"
-    text = f"Measured{gpu}: {', '.join(bits)}. A pass is {unit}; the times below are per pass."
+    text = f"Measured{gpu}: {', '.join(bits)}. A pass is {unit}; the times below are per pass unless they say per page."
     return Statement(text, tuple(ev))
 
 
@@ -863,7 +974,7 @@ def _headline(view: ReportView, t: Totals) -> Statement:
             every = " over all its pages" if view.identity.pages and view.identity.pages > 1 else ""
             text += (
                 f" Decode generated {e1.shown} tokens/s without the profiler ({e2.shown} under it), counting the "
-                f"{e3.shown} tokens a pass generates{every}."
+                f"{e3.shown} tokens decode generates in a pass{every} (prefill produces each page's first token)."
             )
     if has_gpu:
         e = _ev("total:busy_frac_unprofiled", min(1.0, t.busy_ns / t.unprofiled_ns) if t.unprofiled_ns else 0.0, "pct")
@@ -948,7 +1059,7 @@ def _limits(view: ReportView, limits: dict[str, str]) -> tuple[Statement, ...]:
 
 def build(view: ReportView, whatif: Measurements | None = None) -> Summary:
     """The stakeholder summary of ``view``; ``whatif``: a what-if's measured gains for the advice."""
-    from dsocr.report.advice import with_gains
+    from dsocr.report.advice import fund, gains_note, with_gains
 
     t = totals(view)
     headline = _headline(view, t)
@@ -978,8 +1089,9 @@ def build(view: ReportView, whatif: Measurements | None = None) -> Summary:
     lims = _limits(view, limits)
     mfu = _mfu(view)
     measured = _measured(view)
-    said = [measured, headline, *(s for _, s in centers), *acts, *lims, *(x for x in (mfu, cost_note) if x)]
-    words = " ".join(s.text for s in said)
+    top = _top(view, t, [c for c, _ in centers], fund(view, acts, whatif))
+    said = [*top, measured, headline, *(s for _, s in centers), *acts, *lims, *(x for x in (mfu, cost_note) if x)]
+    words = " ".join(s.text for s in said) + " " + (gains_note(acts) or "")
     gloss = glossed(words)
     note = None
     if view.nesting_note:
@@ -987,7 +1099,41 @@ def build(view: ReportView, whatif: Measurements | None = None) -> Summary:
             "Vision ran inside prefill (the checkpoint's own code). Here prefill means its own work (exclusive: "
             "prefill - vision), so vision, prefill and decode each count once."
         )
-    return Summary(headline, tuple(centers), acts, gloss, note, measured, mfu, lims, cost_note)
+    return Summary(headline, tuple(centers), acts, gloss, note, measured, mfu, lims, cost_note, top, gains_note(acts))
+
+
+def _top(view: ReportView, t: Totals, centers: list[CostCenter], funded: Statement | None) -> tuple[Statement, ...]:
+    """The first lines: the time of a page (or pass), the largest cost center, what to fund (each where known)."""
+    out = []
+    pages = view.identity.pages or 0
+    wall = t.unprofiled_ns or t.range_ns
+    if wall:
+        how = "without the profiler" if t.unprofiled_ns else "under the profiler (no run without it)"
+        key = "total:unprofiled" if t.unprofiled_ns else "total:range"
+        e = _ev(f"{key}_ns", wall, "ms")
+        if pages > 1:
+            per = _ev(f"{key}_per_page", wall / pages, "ms")
+            n = _ev("identity:pages", float(pages), "count")
+            text = f"Time: {per.shown} per page ({e.shown} for one pass over the {n.shown} pages), measured {how}."
+            out.append(Statement(text, (per, e, n)))
+        else:
+            out.append(Statement(f"Time: {e.shown} per pass, measured {how}.", (e,)))
+    if centers and not centers[0].key.startswith(STAGE_PREFIX):
+        c = centers[0]
+        u = _unprofiled_share(view, c)
+        share = (
+            _ev(f"cost:{c.key}:unprofiled_share", u, "pct")
+            if u is not None
+            else _ev(f"cost:{c.key}:share", c.share, "pct")
+        )
+        of = "the time without the profiler" if u is not None else "the profiled time"
+        where = _ev(f"cost:{c.key}:stage_share:{c.stage}", c.stage_share, "pct")
+        label = COST_LABELS.get(c.key, c.key)
+        text = f"Main cost: {label}, {share.shown} of {of}; {where.shown} of it falls in {c.stage}."
+        out.append(Statement(text, (share, where)))
+    if funded is not None:
+        out.append(funded)
+    return tuple(out)
 
 
 def resolve(view: ReportView, key: str) -> float | None:
@@ -1018,6 +1164,8 @@ def resolve(view: ReportView, key: str) -> float | None:
             return 1.0 - min(1.0, t.busy_ns / t.unprofiled_ns) if t.unprofiled_ns else 1.0
         if parts[1] == "unprofiled_per_page":
             return (t.unprofiled_ns or 0.0) / (view.identity.pages or 1)
+        if parts[1] == "range_per_page":
+            return t.range_ns / (view.identity.pages or 1)
         if parts[1] == "unprofiled_run_count":
             return float(len(t.runs))
         if parts[1] == "unprofiled_passes_per_run":
