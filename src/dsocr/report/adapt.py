@@ -79,14 +79,19 @@ def _analytic_stage(analytic: Mapping[str, Any] | None, name: str) -> Mapping[st
     return entry if isinstance(entry, Mapping) else {}
 
 
-def _rate(per_page: float | None, instances: Stat, peak: float, times: Stat) -> Stat | None:
-    """Per pass: (work of one page x the stage's instances in the pass) / (peak x time)."""
-    if not per_page or not peak:
-        return None
-    counts = instances.values if instances.n == times.n else (instances.mean,) * times.n
-    return Stat.of(
-        [per_page * n / (peak * t / 1e9) if t > 0 else 0.0 for n, t in zip(counts, times.values, strict=True)]
-    )
+#: The per-pass utilization columns of analysis.json's ``analytic.per_pass`` (analyze.analytic_section).
+UTILIZATION = ("mfu_busy", "mfu_wall", "mbu_busy", "mbu_wall")
+
+
+def _utilization(analytic: Mapping[str, Any] | None) -> dict[tuple[str, str], Stat]:
+    """Per (stage, column of :data:`UTILIZATION`): the per-pass values ``dsocr analyze`` computed, in pass order."""
+    rows = [r for r in (_get(analytic, "per_pass") or []) if isinstance(r, Mapping)]
+    df = _frame(rows)
+    cols = [c for c in UTILIZATION if c in df.columns]
+    if df.is_empty() or not cols:
+        return {}
+    lists = df.sort("pass").group_by("stage", maintain_order=True).agg(pl.col(c).drop_nulls() for c in cols)
+    return {(str(r["stage"]), c): Stat.of(r[c]) for r in lists.iter_rows(named=True) for c in cols if r[c]}
 
 
 def _as(metrics: Mapping[str, Any] | None, key: str, per_pass: Stat | None) -> Stat | None:
@@ -267,13 +272,11 @@ def _stage_views(
             if n in depth:
                 depth[n] -= 1
     has_gpu = _has_gpu(d)
-    peak = _get(analytic, "peak") or {}
-    peak_flops = float(peak.get("tflops") or 0) * 1e12
-    peak_bw = float(peak.get("tbps") or 0) * 1e12
     rows = {r["stage"]: r for r in stages.iter_rows(named=True)}
     metrics = {
         str(r["stage"]): r for r in (_get(analytic, "stage_metrics") or []) if isinstance(r, Mapping) and "stage" in r
     }
+    util = _utilization(analytic)
     base = _per_repeat(baseline)
     drift = _drift(base)
     prof_recs = _per_repeat(records) if profiled else pl.DataFrame()
@@ -320,8 +323,8 @@ def _stage_views(
         predicted = a["predicted_ns"] * scale if a.get("predicted_ns") else None
         calibrated = a["calibrated_ns"] * scale if a.get("calibrated_ns") else None
 
-        mfu_busy_passes = _rate(a.get("flops"), inst, peak_flops, busy) if has_gpu else None
-        mfu_wall_passes = _rate(a.get("flops"), inst, peak_flops, rng)
+        mfu_busy_passes = util.get((name, "mfu_busy")) if has_gpu else None
+        mfu_wall_passes = util.get((name, "mfu_wall"))
         out.append(
             StageView(
                 name=name,
@@ -342,7 +345,7 @@ def _stage_views(
                 mfu_wall=_as(sm, "mfu_wall", mfu_wall_passes),
                 mfu_busy_passes=mfu_busy_passes,
                 mfu_wall_passes=mfu_wall_passes,
-                mbu_busy=_as(sm, "mbu_busy", _rate(a.get("bytes"), inst, peak_bw, busy)) if has_gpu else None,
+                mbu_busy=_as(sm, "mbu_busy", util.get((name, "mbu_busy"))) if has_gpu else None,
                 depth=depth[name],
                 has_gpu=has_gpu,
                 baseline_runs=drift.get(name, (0, None))[0],
@@ -816,22 +819,12 @@ def view_from_analysis(
         if peak.get("tflops") and peak.get("tbps")
         else None
     )
-    model_mfu = None
     model_row = next(
         (r for r in (_get(analytic, "stage_metrics") or []) if isinstance(r, Mapping) and r.get("stage") == "model"),
         None,
     )
-    if peaks:
-        tops = [s for s in stages if s.depth == 0 and s.flops]
-        if tops and all(s.has_gpu for s in tops):
-            per_pass = [
-                sum(s.flops or 0 for s in tops)
-                / (peaks.tflops * 1e12 * sum(s.gpu_busy_ns.values[i] for s in tops) / 1e9)
-                for i in range(min(s.gpu_busy_ns.n for s in tops))
-            ]
-            model_mfu = Stat.of(per_pass)
-    if model_row is not None and has_gpu:
-        model_mfu = _as(model_row, "mfu_busy", model_mfu)  # the figure report.md and analysis.json give
+    # the figure report.md and analysis.json give (ratio of means), with the spread of the per-pass values
+    model_mfu = _as(model_row, "mfu_busy", _utilization(analytic).get(("model", "mfu_busy"))) if has_gpu else None
     facts = timing if timing is not None else baseline
     assumptions, pages, caveats = _assumptions(manifest, facts, analytic)
     modules, module_categories, modules_note = _modules(d)
