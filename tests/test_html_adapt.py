@@ -198,7 +198,9 @@ def test_identity_and_inputs_from_manifest_and_timing(cpu_doc: dict[str, Any]) -
     i = view_from_analysis(
         cpu_doc, manifest=RunManifest.from_json(manifest), timing=RunTiming.from_json(executed)
     ).identity
-    assert i.model_source == "replica; execution: MoE loop, decoder attention eager"
+    assert (
+        i.model_source == "replica; execution: MoE loop, decoder attention eager, decode eager, batch 1, cache dynamic"
+    )
 
 
 def test_true_idle_gaps_when_the_analysis_lists_them(h100_sqlite: Path) -> None:

@@ -151,8 +151,10 @@ def _identity(d: AnalysisDocument, manifest: RunManifest | None, timing: RunTimi
     )
     model_source = f"{source} ({kind})" if source and kind and kind != source else (source or kind)
     execution = model.replica_execution
-    if model_source and execution is not None:  # the replica's (timing.json from issue 10 on)
-        model_source += f"; execution: MoE {execution.moe}, decoder attention {execution.attn}"
+    if model_source and execution is not None:  # the replica's (timing.json from issue 10 on): its full variant
+        model_source += "; execution: " + ", ".join(
+            f"decoder {k} {v}" if k == "attention" else f"{k} {v}" for k, v in execution.variant()
+        )
     return Identity(
         trace_files=tuple(files),
         gpu=trace.get("gpu") or tenv.get("device_name") or (gpus[0].get("name") if gpus else None),
@@ -193,7 +195,7 @@ def model_code_text(model: TimingModel, settings: Mapping[str, Any]) -> str | No
     attn = model.attn_implementation or settings.get("attn_implementation")
     execution = model.replica_execution
     if execution is not None:  # the replica's execution record (issue 10 on)
-        parts = [f"MoE {execution.moe}", f"attention {execution.attn or attn}"]
+        parts = [f"{k} {v}" for k, v in execution.variant(attn)]
     else:  # older captures: transformers' experts kernel
         parts = [f"{k} {v}" for k, v in (("experts", model.experts_implementation), ("attention", attn)) if v]
     return code + (f" ({', '.join(parts)})" if parts else "")
