@@ -18,12 +18,10 @@ all read the same data. Optional inputs, each either a key of the document or an
   unprofiled time of a stage is the mean over all runs, and their drift (largest minus smallest
   run mean, over the mean) sits beside the overhead; the manifest's ``timing.runs`` says where
   each ran relative to the profiled run.
-- ``analytic``: the analytic model's document for ONE page (``dsocr model --format json``,
-  ``dsocr.analytic.export.to_json(estimate, peak)``): ``peak`` (``tflops``, ``tbps``,
-  ``source``), ``stages`` (``vision`` with ``parts`` sam/clip/projector, ``prefill``, ``decode``:
-  ``flops``, ``bytes``, ``predicted_ns``), ``memory`` (``weight_footprint_bytes``, ``kv_cache_bytes``),
-  ``workload``, and ``modules`` (those with a ``measured_ns`` are placed on the roofline).
-  A pass's FLOPs are the per-page figures times the stage's instances in that pass.
+- ``analytic`` (always the document's): the ``analytic`` section ``dsocr analyze`` computed: ``peak``,
+  ``stage_metrics`` (each stage's work of a pass and its MFU/MBU), ``per_pass`` (those utilizations
+  in every pass, behind the spreads), ``memory``, ``workload`` and ``modules``. The view reads these
+  figures; it computes none of them.
 
 Anything missing leaves its fields ``None``; the report says so.
 """
@@ -69,14 +67,6 @@ TOP_IDLE = 5
 
 def _frame(rows: Sequence[Mapping[str, Any]] | None) -> pl.DataFrame:
     return pl.DataFrame(list(rows or []), infer_schema_length=None)
-
-
-def _analytic_stage(analytic: Mapping[str, Any] | None, name: str) -> Mapping[str, Any]:
-    """The analytic model's entry for a stage (vision parts live under ``stages.vision.parts``)."""
-    entry = _get(analytic, "stages", name)
-    if entry is None:
-        entry = _get(analytic, "stages", nv.VISION, "parts", name)
-    return entry if isinstance(entry, Mapping) else {}
 
 
 #: The per-pass utilization columns of analysis.json's ``analytic.per_pass`` (analyze.analytic_section).
@@ -311,20 +301,12 @@ def _stage_views(
             tokens = int(tok.mean()) if tok.len() and tok.mean() else None  # type: ignore[arg-type]
         if tokens is None and name == nv.DECODE and row.get("decode_steps"):
             tokens = round(row["decode_steps"] / max(1, passes))
-        a = _analytic_stage(analytic, name)
-        # the analytic figures are for one page: a pass holds `instances` of the stage
-        inst = _stats(per_pass, name, "instances") or Stat.of([row["instances"] / max(1, passes)])
+        # dsocr analyze's stage_metrics: the work of a whole pass (all its pages), computed once in analyze
         sm = metrics.get(name)
-        if sm is not None:
-            # dsocr analyze's stage_metrics: already the work of a whole pass (all its pages)
-            a = {k: sm.get(k) for k in ("flops", "bytes", "predicted_ns", "calibrated_ns")}
-            inst = Stat.of([1.0] * max(busy.n, rng.n))
-        scale = inst.mean if a else 1.0
-        flops = a["flops"] * scale if a.get("flops") else None
-        nbytes = a["bytes"] * scale if a.get("bytes") else None
-        predicted = a["predicted_ns"] * scale if a.get("predicted_ns") else None
-        calibrated = a["calibrated_ns"] * scale if a.get("calibrated_ns") else None
-
+        flops, nbytes, predicted, calibrated = (
+            float(v) if sm is not None and (v := sm.get(k)) else None
+            for k in ("flops", "bytes", "predicted_ns", "calibrated_ns")
+        )
         mfu_busy_passes = util.get((name, "mfu_busy")) if has_gpu else None
         mfu_wall_passes = util.get((name, "mfu_wall"))
         out.append(
@@ -736,7 +718,6 @@ def view_from_analysis(
     document: AnalysisDocument | Mapping[str, Any],
     manifest: RunManifest | None = None,
     timing: RunTiming | None = None,
-    analytic: Mapping[str, Any] | None = None,
     baseline: RunTiming | None = None,
 ) -> ReportView:
     """The report view of an analysis document (plus the optional run files, see the module doc); a plain
@@ -744,7 +725,7 @@ def view_from_analysis(
     d = document if isinstance(document, AnalysisDocument) else AnalysisDocument.from_json(document, "analysis")
     manifest = manifest if manifest is not None else d.manifest
     timing = timing if timing is not None else d.timing
-    analytic = analytic if analytic is not None else d.analytic
+    analytic: Mapping[str, Any] | None = d.analytic
     why_no_model = None
     peak_only: Mapping[str, Any] | None = None
     if isinstance(analytic, Mapping) and analytic.get("available") is False:
