@@ -35,26 +35,33 @@ def cpu_doc(cpu_sqlite: Path) -> dict[str, Any]:
     return doc
 
 
-def test_mfu_from_analytic_and_measured_times(h100_sqlite: Path, analytic: dict[str, Any]) -> None:
-    doc = h100_analysis(str(h100_sqlite))
-    view = view_from_analysis(doc, analytic=analytic)
+def test_mfu_from_analytic_and_measured_times(h100_sqlite: Path) -> None:
+    """The view reads the MFU/MBU figures and their per-pass values from the document; it computes none."""
+    from dsocr.analyze.pipeline import run_analysis
+    from dsocr.analyze.workload_from_run import WorkloadFlags
+
+    a = run_analysis([h100_sqlite], workload=WorkloadFlags(max_new_tokens=65, prefill_tokens=900))
+    doc: dict[str, Any] = json.loads(json.dumps(a.to_dict(), default=str))
+    view = view_from_analysis(doc)
     dec = view.stage("decode")
     assert dec is not None and dec.mfu_busy is not None and dec.mbu_busy is not None and dec.mfu_wall is not None
-    row = next(r for r in doc["stages"] if r["stage"] == "decode")
-    flops = analytic["stages"]["decode"]["flops"] * row["instances"]  # one page's work x the 3 decode ranges
-    assert dec.flops == pytest.approx(flops)
-    assert dec.mfu_busy.mean == pytest.approx(flops / (989.4e12 * row["gpu_busy_ns"] / 1e9))
-    assert dec.mfu_wall.mean == pytest.approx(flops / (989.4e12 * row["cpu_ns"] / 1e9))
-    nbytes = analytic["stages"]["decode"]["bytes"] * row["instances"]
-    assert dec.mbu_busy.mean == pytest.approx(nbytes / (3.35e12 * row["gpu_busy_ns"] / 1e9))
-    assert dec.predicted_ns == pytest.approx(analytic["stages"]["decode"]["predicted_ns"] * 3)
+    metrics = {r["stage"]: r for r in doc["analytic"]["stage_metrics"]}
+    per_pass = [r for r in doc["analytic"]["per_pass"] if r["stage"] == "decode"]
+    assert per_pass and [r["pass"] for r in per_pass] == sorted(r["pass"] for r in per_pass)
+    assert dec.flops == pytest.approx(metrics["decode"]["flops"])
+    for key in ("mfu_busy", "mfu_wall", "mbu_busy"):
+        assert getattr(dec, key).mean == pytest.approx(metrics["decode"][key])
+    assert dec.mfu_busy_passes is not None and dec.mfu_wall_passes is not None
+    assert dec.mfu_busy_passes.values == pytest.approx([r["mfu_busy"] for r in per_pass])
+    assert dec.mfu_wall_passes.values == pytest.approx([r["mfu_wall"] for r in per_pass])
+    # the per-pass value is the pass's work over the peak x its own time
+    busy = [r["gpu_busy_ns"] for r in doc["repeats"]["per_pass"] if r["stage"] == "decode"]
+    assert per_pass[0]["mfu_busy"] == pytest.approx(metrics["decode"]["flops"] / (989.4e12 * busy[0] / 1e9))
     assert view.peaks is not None and view.peaks.source == "table: H100 SXM5 80GB"
-    assert view.memory is not None and view.memory.weight_footprint_bytes == 6_672_212_480
-    # model-level MFU over prefill + decode (the trace has no vision stage)
-    pre = next(r for r in doc["stages"] if r["stage"] == "prefill")
-    total = analytic["stages"]["prefill"]["flops"] * pre["instances"] + flops
+    assert view.memory is not None and view.memory.weight_footprint_bytes
+    # model-level MFU over prefill + decode (the trace has no vision stage): the document's figure
     assert view.model_mfu is not None
-    assert view.model_mfu.mean == pytest.approx(total / (989.4e12 * (pre["gpu_busy_ns"] + row["gpu_busy_ns"]) / 1e9))
+    assert view.model_mfu.mean == pytest.approx(metrics["model"]["mfu_busy"])
     assert {p.label for p in view.roofline} == {"prefill", "decode"}
     text = html.render_html(view)
     assert "No analytic model" not in text and "Model-level MFU is not available" not in text
@@ -191,7 +198,9 @@ def test_identity_and_inputs_from_manifest_and_timing(cpu_doc: dict[str, Any]) -
     i = view_from_analysis(
         cpu_doc, manifest=RunManifest.from_json(manifest), timing=RunTiming.from_json(executed)
     ).identity
-    assert i.model_source == "replica; execution: MoE loop, decoder attention eager"
+    assert (
+        i.model_source == "replica; execution: MoE loop, decoder attention eager, decode eager, batch 1, cache dynamic"
+    )
 
 
 def test_true_idle_gaps_when_the_analysis_lists_them(h100_sqlite: Path) -> None:

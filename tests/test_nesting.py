@@ -222,6 +222,15 @@ def test_analytic_prefill_uses_exclusive_times(tmp_path: Path) -> None:
     assert an["model_mfu"]["mfu_busy"] == pytest.approx(rows["model"]["flops"] / (989.4e12 * busy * 1e-9))
     assert rows["prefill"]["mfu_busy"] == pytest.approx(rows["prefill"]["flops"] / (989.4e12 * 1420e-9))
     assert "exclusive" in an["prefill_times"]
+    # each pass's utilization (analytic.per_pass) divides the same work by that pass's exclusive prefill time
+    pre = [r for r in an["per_pass"] if r["stage"] == "prefill"]
+    assert pre and all(r["mfu_busy"] == pytest.approx(rows["prefill"]["flops"] / (989.4e12 * 1420e-9)) for r in pre)
+    assert all(
+        r["mbu_wall"] == pytest.approx(rows["prefill"]["bytes"] / (3.35e12 * PREFILL_EXCL["cpu_ns"] * 1e-9))
+        for r in pre
+    )
+    model = [r for r in an["per_pass"] if r["stage"] == "model"]
+    assert model and model[0]["mfu_busy"] == pytest.approx(an["model_mfu"]["mfu_busy"])
 
 
 def test_view_partitions_the_pass_once(tmp_path: Path) -> None:
@@ -238,6 +247,9 @@ def test_view_partitions_the_pass_once(tmp_path: Path) -> None:
     # the pass's time, once: vision + exclusive prefill + decode
     total = VISION["cpu_ns"] + PREFILL_EXCL["cpu_ns"] + DECODE["cpu_ns"]
     assert resolve(view, "total:range_ns") == total
+    # the spreads are the document's per-pass values (analytic.per_pass), not recomputed by the view
+    per_pass = [r["mfu_busy"] for r in doc["analytic"]["per_pass"] if r["stage"] == "prefill"]
+    assert pre.mfu_busy_passes is not None and pre.mfu_busy_passes.values == tuple(per_pass)
     assert resolve(view, "total:busy_frac") == pytest.approx(
         (VISION["gpu_busy_ns"] + PREFILL_EXCL["gpu_busy_ns"] + DECODE["gpu_busy_ns"]) / total
     )

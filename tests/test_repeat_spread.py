@@ -89,7 +89,7 @@ def test_mfu_spread_uses_exclusive_prefill_times() -> None:
     from dsocr.analytic.metrics import stage_metrics
     from dsocr.analytic.peaks import resolve_peak
     from dsocr.analytic.workload import Workload, estimate
-    from dsocr.analyze.analytic_section import mfu_spread
+    from dsocr.analyze.analytic_section import mfu_spread, per_pass_utilization
 
     per_pass = pl.DataFrame(
         {
@@ -103,7 +103,7 @@ def test_mfu_spread_uses_exclusive_prefill_times() -> None:
     )
     peak = resolve_peak(None, tflops=1.0, tbps=1.0)
     rows = stage_metrics([estimate(Workload(crop_grid=(2, 2)))], {}, peak)
-    got = {(r["stage"], r["metric"]): r for r in mfu_spread(per_pass, rows, peak).to_dicts()}
+    got = {(r["stage"], r["metric"]): r for r in mfu_spread(per_pass_utilization(per_pass, rows, peak)).to_dicts()}
     flops = next(r.flops for r in rows if r.stage == "prefill")
     assert got[("prefill", "mfu_busy")]["values"] == pytest.approx([flops / (1e12 * 250e-9), flops / (1e12 * 200e-9)])
     assert got[("prefill", "mfu_wall")]["values"] == pytest.approx([flops / (1e12 * 300e-9)] * 2)

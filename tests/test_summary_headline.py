@@ -105,7 +105,18 @@ def test_model_code_names_the_variant_or_the_checkpoints_code() -> None:
     )
     # the replica's execution record (timing.json from issue 10 on): a dict, never printed as one
     executed = {"kind": "replica", "execution": {"moe": "loop", "attn": "eager", "autocast": "bfloat16"}}
-    assert model_code_text(executed, {}) == "dsocr's replica (MoE loop, attention eager)"
+    assert (
+        model_code_text(executed, {})
+        == "dsocr's replica (MoE loop, attention eager, decode eager, batch 1, cache dynamic)"
+    )
+    # the full execution variant: decode steps, batch and KV cache too
+    variant = {
+        "kind": "replica",
+        "execution": {"moe": "grouped", "attn": "sdpa", "decode": "graph", "batch": 4, "cache": "static:640"},
+    }
+    assert model_code_text(variant, {}) == (
+        "dsocr's replica (MoE grouped, attention sdpa, decode graph, batch 4, cache static:640)"
+    )
     assert model_code_text({}, {}) is None
 
 
@@ -206,7 +217,7 @@ def test_report_md_carries_what_report_html_carries() -> None:
     for heading in ("## Run identity", "## Time per pass and tokens/s", "## Profiler overhead", "## Memory"):
         assert f"\n{heading}\n" in md
     assert "\n## Inputs and assumptions\n" in md and "\n### Pages\n" in md and "\n### Caveats\n" in md
-    assert "- **model code**: dsocr's replica (MoE loop, attention eager)" in md
+    assert "- **model code**: dsocr's replica (MoE loop, attention eager, decode eager, batch 1, cache dynamic)" in md
     for page in manifest["inputs"]:
         assert f"| {page['name']} | image | 1240x1754 | {page['sha256'][:16]} |" in md
     # decode: 30 tokens a pass; 26.8 tokens/s over its unprofiled time (30 / 1.1191 s), 18.5 over the profiled

@@ -220,3 +220,16 @@ def test_cli_writes_the_set(whatif_dir: Path, tmp_path: Path, capsys: pytest.Cap
         main(["whatif", "report", str(whatif_dir), "--json"])
     assert exc.value.code == 0
     assert json.loads(capsys.readouterr().out)["headline"].startswith("3 variant(s) against the baseline")
+
+
+def test_read_run_reads_the_typed_documents(tmp_path: Path) -> None:
+    """The run's timing and analysis are read through their typed documents: the execution as written (a
+    number for batch), and a bad field refused in one line naming the file and the field."""
+    run_dir = make_run(tmp_path / "b4", decode=[100.0, 101.0], execution={"decode": "graph", "batch": "4"})
+    run = read_run(run_dir)
+    assert run.batch == 4 and run.setting("decode") == "graph" and run.setting("cache") == "dynamic"
+    timing = json.loads((run_dir / "timing-baseline.json").read_text())
+    timing["records"][0]["ms"] = "x"
+    (run_dir / "timing-baseline.json").write_text(json.dumps(timing))
+    with pytest.raises(BadInput, match=r"timing-baseline\.json: field records\[0\]\.ms is 'x', expected a number"):
+        read_run(run_dir)

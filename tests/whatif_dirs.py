@@ -85,7 +85,8 @@ def make_run(
                 "attn": "eager",
                 "autocast": "bfloat16",
                 "prefill_logits": "all",
-                **(execution or {}),
+                # as the worker writes it: batch is a number (the variants name it as text)
+                **{k: int(v) if k == "batch" else v for k, v in (execution or {}).items()},
             }
         },
         "pages": [{"index": i, "grid": [2, 3], "crops": 6} for i in range(pages)],

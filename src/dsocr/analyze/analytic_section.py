@@ -128,6 +128,8 @@ class AnalyticResult:
     peak: Peak | None = None
     #: per (stage, metric mfu_busy|mfu_wall): the spread of the per-pass MFU (analyze.repeats.spread columns)
     mfu_spread: pl.DataFrame = attrs.field(factory=pl.DataFrame)
+    #: per stage and pass: mfu_busy, mfu_wall, mbu_busy, mbu_wall (:func:`per_pass_utilization`)
+    per_pass: pl.DataFrame = attrs.field(factory=pl.DataFrame)
 
 
 def analytic_section(
@@ -149,7 +151,8 @@ def analytic_section(
     ests = tuple(estimate(w) for w in workload.pages)
     times, passes = stage_times(per_pass)
     rows = stage_metrics(ests, times, peak, calibration)
-    spread = mfu_spread(per_pass, rows, peak)
+    utilization = per_pass_utilization(per_pass, rows, peak)
+    spread = mfu_spread(utilization)
     n = len(ests)
     metrics = [_metric_dict(m, n) for m in rows]
     model = next(m for m in metrics if m["stage"] == "model")
@@ -163,6 +166,7 @@ def analytic_section(
         "stage_metrics": [{**m, "passes": passes.get(m["stage"], 0)} for m in metrics],
         "model_mfu": {k: model[k] for k in ("mfu_busy", "mfu_wall", "mbu_busy", "mbu_wall")},
         "mfu_spread": _spread_rows(spread),
+        "per_pass": _spread_rows(utilization),
         "calibration": calibration_doc(ests, calibration),
         "note": "stage_metrics are per pass (all pages of one repeat), times the mean over passes; "
         "the model JSON above (workload, stages, modules) is the first page's",
@@ -177,20 +181,19 @@ def analytic_section(
         [{k: v for k, v in m.items() if k != "per_page"} | {"passes": passes.get(m["stage"], 0)} for m in metrics],
         infer_schema_length=None,
     )
-    return AnalyticResult(doc, table, ests, peak, spread)
+    return AnalyticResult(doc, table, ests, peak, spread, utilization)
 
 
 #: The stages whose times make the ``model`` row's time (analytic.metrics.stage_metrics).
 MODEL_STAGES = ("vision", "prefill", "decode")
 
 
-def mfu_spread(per_pass: pl.DataFrame, rows: Sequence[StageMetric], peak: Peak) -> pl.DataFrame:
-    """The spread over passes of each stage's MFU: ``flops / (peak x t_i)`` for every pass ``i``, with
-    ``t_i`` the pass's GPU busy (``mfu_busy``) or range (``mfu_wall``) time; the ``model`` row's ``t_i``
-    is the sum of the model stages' times in that pass (only passes that have them all)."""
-    from dsocr.analyze.repeats import spread
-
-    fps = peak.flops_per_s
+def per_pass_utilization(per_pass: pl.DataFrame, rows: Sequence[StageMetric], peak: Peak) -> pl.DataFrame:
+    """Each stage's utilization in every pass ``i``: ``mfu_busy``/``mfu_wall`` = ``flops / (peak x t_i)`` and
+    ``mbu_busy``/``mbu_wall`` = ``bytes / (bandwidth x t_i)``, with ``t_i`` the pass's GPU busy or range time
+    (null where it is 0); the ``model`` row's ``t_i`` is the sum of the model stages' times in that pass (only
+    passes that have them all). The work is a whole pass's (``stage_metrics``)."""
+    fps, bps = peak.flops_per_s, peak.bytes_per_s
     work = {r.stage: r for r in rows}
     if not fps or per_pass.is_empty():
         return pl.DataFrame()
@@ -207,17 +210,51 @@ def mfu_spread(per_pass: pl.DataFrame, rows: Sequence[StageMetric], peak: Peak) 
         .filter(pl.col("_n") == len(parts))
         .select(pl.lit("model").alias("stage"), "pass", "gpu_busy_ns", "cpu_ns")
     )
-    flops = pl.DataFrame(
-        {"stage": [r.stage for r in rows if r.flops], "flops": [float(r.flops) for r in rows if r.flops]},
-        schema={"stage": pl.Utf8, "flops": pl.Float64},
+    has = [r for r in rows if r.flops or r.bytes]
+    amounts = pl.DataFrame(
+        {
+            "stage": [r.stage for r in has],
+            "flops": [float(r.flops) if r.flops else None for r in has],
+            "bytes": [float(r.bytes) if r.bytes else None for r in has],
+        },
+        schema={"stage": pl.Utf8, "flops": pl.Float64, "bytes": pl.Float64},
     )
-    per = pl.concat([timed, model], how="vertical_relaxed").join(flops, on="stage", how="inner")
+    per = pl.concat([timed, model], how="vertical_relaxed").join(amounts, on="stage", how="inner")
 
-    def util(t: str) -> pl.Expr:
-        return pl.when(pl.col(t) > 0).then(pl.col("flops") / (fps * pl.col(t) * 1e-9))
+    def util(amount: str, rate: float | None, t: str) -> pl.Expr:
+        return pl.when(pl.col(t) > 0).then(pl.col(amount) / (rate * pl.col(t) * 1e-9)) if rate else pl.lit(None)
 
-    long = per.select("stage", "pass", util("gpu_busy_ns").alias("mfu_busy"), util("cpu_ns").alias("mfu_wall"))
-    long = long.unpivot(index=["stage", "pass"], variable_name="metric", value_name="value")
+    order = {s: i for i, s in enumerate(METRIC_ORDER)}
+    return (
+        per.select(
+            "stage",
+            "pass",
+            util("flops", fps, "gpu_busy_ns").cast(pl.Float64).alias("mfu_busy"),
+            util("flops", fps, "cpu_ns").cast(pl.Float64).alias("mfu_wall"),
+            util("bytes", bps, "gpu_busy_ns").cast(pl.Float64).alias("mbu_busy"),
+            util("bytes", bps, "cpu_ns").cast(pl.Float64).alias("mbu_wall"),
+        )
+        .with_columns(pl.col("stage").replace_strict(order, default=len(order), return_dtype=pl.Int64).alias("_o"))
+        .sort("_o", "pass")
+        .drop("_o")
+    )
+
+
+def mfu_spread(utilization: pl.DataFrame) -> pl.DataFrame:
+    """The spread over passes of each stage's MFU (``mfu_busy``, ``mfu_wall``) from
+    :func:`per_pass_utilization` (analyze.repeats.spread columns)."""
+    from dsocr.analyze.repeats import spread
+
+    if utilization.is_empty():
+        return pl.DataFrame()
+    with_flops = pl.col("mfu_busy").is_not_null().any().over("stage") | pl.col("mfu_wall").is_not_null().any().over(
+        "stage"
+    )
+    long = (
+        utilization.filter(with_flops)
+        .select("stage", "pass", "mfu_busy", "mfu_wall")
+        .unpivot(index=["stage", "pass"], variable_name="metric", value_name="value")
+    )
     order = {s: i for i, s in enumerate(METRIC_ORDER)}
     return (
         spread(long, ["stage", "metric"])

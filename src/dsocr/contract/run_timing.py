@@ -79,6 +79,18 @@ class Execution(jd.JsonDoc):
     dtype: str | None = jd.field(_opt_str)  #: the weights' dtype as run
     cache: str = jd.field(_cache, "dynamic")  #: KV cache: ``dynamic`` or ``static:N`` (N positions)
 
+    def variant(self, attention: str | None = None) -> tuple[tuple[str, str], ...]:
+        """The execution variant that names a run in every report: (label, value) of MoE, decoder attention
+        (``attention`` where the record has none), decode, batch and KV cache."""
+        attn = self.attn or attention
+        return (
+            *((("MoE", self.moe),) if self.moe else ()),
+            *((("attention", attn),) if attn else ()),
+            ("decode", self.decode),
+            ("batch", str(self.batch)),
+            ("cache", self.cache),
+        )
+
 
 def _execution(value: Any, where: jd.Where) -> Execution | str | None:
     """The replica's record; older captures of the vendor's code held its description here, as a string."""

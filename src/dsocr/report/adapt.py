@@ -18,12 +18,10 @@ all read the same data. Optional inputs, each either a key of the document or an
   unprofiled time of a stage is the mean over all runs, and their drift (largest minus smallest
   run mean, over the mean) sits beside the overhead; the manifest's ``timing.runs`` says where
   each ran relative to the profiled run.
-- ``analytic``: the analytic model's document for ONE page (``dsocr model --format json``,
-  ``dsocr.analytic.export.to_json(estimate, peak)``): ``peak`` (``tflops``, ``tbps``,
-  ``source``), ``stages`` (``vision`` with ``parts`` sam/clip/projector, ``prefill``, ``decode``:
-  ``flops``, ``bytes``, ``predicted_ns``), ``memory`` (``weight_footprint_bytes``, ``kv_cache_bytes``),
-  ``workload``, and ``modules`` (those with a ``measured_ns`` are placed on the roofline).
-  A pass's FLOPs are the per-page figures times the stage's instances in that pass.
+- ``analytic`` (always the document's): the ``analytic`` section ``dsocr analyze`` computed: ``peak``,
+  ``stage_metrics`` (each stage's work of a pass and its MFU/MBU), ``per_pass`` (those utilizations
+  in every pass, behind the spreads), ``memory``, ``workload`` and ``modules``. The view reads these
+  figures; it computes none of them.
 
 Anything missing leaves its fields ``None``; the report says so.
 """
@@ -71,22 +69,19 @@ def _frame(rows: Sequence[Mapping[str, Any]] | None) -> pl.DataFrame:
     return pl.DataFrame(list(rows or []), infer_schema_length=None)
 
 
-def _analytic_stage(analytic: Mapping[str, Any] | None, name: str) -> Mapping[str, Any]:
-    """The analytic model's entry for a stage (vision parts live under ``stages.vision.parts``)."""
-    entry = _get(analytic, "stages", name)
-    if entry is None:
-        entry = _get(analytic, "stages", nv.VISION, "parts", name)
-    return entry if isinstance(entry, Mapping) else {}
+#: The per-pass utilization columns of analysis.json's ``analytic.per_pass`` (analyze.analytic_section).
+UTILIZATION = ("mfu_busy", "mfu_wall", "mbu_busy", "mbu_wall")
 
 
-def _rate(per_page: float | None, instances: Stat, peak: float, times: Stat) -> Stat | None:
-    """Per pass: (work of one page x the stage's instances in the pass) / (peak x time)."""
-    if not per_page or not peak:
-        return None
-    counts = instances.values if instances.n == times.n else (instances.mean,) * times.n
-    return Stat.of(
-        [per_page * n / (peak * t / 1e9) if t > 0 else 0.0 for n, t in zip(counts, times.values, strict=True)]
-    )
+def _utilization(analytic: Mapping[str, Any] | None) -> dict[tuple[str, str], Stat]:
+    """Per (stage, column of :data:`UTILIZATION`): the per-pass values ``dsocr analyze`` computed, in pass order."""
+    rows = [r for r in (_get(analytic, "per_pass") or []) if isinstance(r, Mapping)]
+    df = _frame(rows)
+    cols = [c for c in UTILIZATION if c in df.columns]
+    if df.is_empty() or not cols:
+        return {}
+    lists = df.sort("pass").group_by("stage", maintain_order=True).agg(pl.col(c).drop_nulls() for c in cols)
+    return {(str(r["stage"]), c): Stat.of(r[c]) for r in lists.iter_rows(named=True) for c in cols if r[c]}
 
 
 def _as(metrics: Mapping[str, Any] | None, key: str, per_pass: Stat | None) -> Stat | None:
@@ -146,8 +141,10 @@ def _identity(d: AnalysisDocument, manifest: RunManifest | None, timing: RunTimi
     )
     model_source = f"{source} ({kind})" if source and kind and kind != source else (source or kind)
     execution = model.replica_execution
-    if model_source and execution is not None:  # the replica's (timing.json from issue 10 on)
-        model_source += f"; execution: MoE {execution.moe}, decoder attention {execution.attn}"
+    if model_source and execution is not None:  # the replica's (timing.json from issue 10 on): its full variant
+        model_source += "; execution: " + ", ".join(
+            f"decoder {k} {v}" if k == "attention" else f"{k} {v}" for k, v in execution.variant()
+        )
     return Identity(
         trace_files=tuple(files),
         gpu=trace.get("gpu") or tenv.get("device_name") or (gpus[0].get("name") if gpus else None),
@@ -188,7 +185,7 @@ def model_code_text(model: TimingModel, settings: Mapping[str, Any]) -> str | No
     attn = model.attn_implementation or settings.get("attn_implementation")
     execution = model.replica_execution
     if execution is not None:  # the replica's execution record (issue 10 on)
-        parts = [f"MoE {execution.moe}", f"attention {execution.attn or attn}"]
+        parts = [f"{k} {v}" for k, v in execution.variant(attn)]
     else:  # older captures: transformers' experts kernel
         parts = [f"{k} {v}" for k, v in (("experts", model.experts_implementation), ("attention", attn)) if v]
     return code + (f" ({', '.join(parts)})" if parts else "")
@@ -267,13 +264,11 @@ def _stage_views(
             if n in depth:
                 depth[n] -= 1
     has_gpu = _has_gpu(d)
-    peak = _get(analytic, "peak") or {}
-    peak_flops = float(peak.get("tflops") or 0) * 1e12
-    peak_bw = float(peak.get("tbps") or 0) * 1e12
     rows = {r["stage"]: r for r in stages.iter_rows(named=True)}
     metrics = {
         str(r["stage"]): r for r in (_get(analytic, "stage_metrics") or []) if isinstance(r, Mapping) and "stage" in r
     }
+    util = _utilization(analytic)
     base = _per_repeat(baseline)
     drift = _drift(base)
     prof_recs = _per_repeat(records) if profiled else pl.DataFrame()
@@ -306,22 +301,14 @@ def _stage_views(
             tokens = int(tok.mean()) if tok.len() and tok.mean() else None  # type: ignore[arg-type]
         if tokens is None and name == nv.DECODE and row.get("decode_steps"):
             tokens = round(row["decode_steps"] / max(1, passes))
-        a = _analytic_stage(analytic, name)
-        # the analytic figures are for one page: a pass holds `instances` of the stage
-        inst = _stats(per_pass, name, "instances") or Stat.of([row["instances"] / max(1, passes)])
+        # dsocr analyze's stage_metrics: the work of a whole pass (all its pages), computed once in analyze
         sm = metrics.get(name)
-        if sm is not None:
-            # dsocr analyze's stage_metrics: already the work of a whole pass (all its pages)
-            a = {k: sm.get(k) for k in ("flops", "bytes", "predicted_ns", "calibrated_ns")}
-            inst = Stat.of([1.0] * max(busy.n, rng.n))
-        scale = inst.mean if a else 1.0
-        flops = a["flops"] * scale if a.get("flops") else None
-        nbytes = a["bytes"] * scale if a.get("bytes") else None
-        predicted = a["predicted_ns"] * scale if a.get("predicted_ns") else None
-        calibrated = a["calibrated_ns"] * scale if a.get("calibrated_ns") else None
-
-        mfu_busy_passes = _rate(a.get("flops"), inst, peak_flops, busy) if has_gpu else None
-        mfu_wall_passes = _rate(a.get("flops"), inst, peak_flops, rng)
+        flops, nbytes, predicted, calibrated = (
+            float(v) if sm is not None and (v := sm.get(k)) else None
+            for k in ("flops", "bytes", "predicted_ns", "calibrated_ns")
+        )
+        mfu_busy_passes = util.get((name, "mfu_busy")) if has_gpu else None
+        mfu_wall_passes = util.get((name, "mfu_wall"))
         out.append(
             StageView(
                 name=name,
@@ -342,7 +329,7 @@ def _stage_views(
                 mfu_wall=_as(sm, "mfu_wall", mfu_wall_passes),
                 mfu_busy_passes=mfu_busy_passes,
                 mfu_wall_passes=mfu_wall_passes,
-                mbu_busy=_as(sm, "mbu_busy", _rate(a.get("bytes"), inst, peak_bw, busy)) if has_gpu else None,
+                mbu_busy=_as(sm, "mbu_busy", util.get((name, "mbu_busy"))) if has_gpu else None,
                 depth=depth[name],
                 has_gpu=has_gpu,
                 baseline_runs=drift.get(name, (0, None))[0],
@@ -731,7 +718,6 @@ def view_from_analysis(
     document: AnalysisDocument | Mapping[str, Any],
     manifest: RunManifest | None = None,
     timing: RunTiming | None = None,
-    analytic: Mapping[str, Any] | None = None,
     baseline: RunTiming | None = None,
 ) -> ReportView:
     """The report view of an analysis document (plus the optional run files, see the module doc); a plain
@@ -739,7 +725,7 @@ def view_from_analysis(
     d = document if isinstance(document, AnalysisDocument) else AnalysisDocument.from_json(document, "analysis")
     manifest = manifest if manifest is not None else d.manifest
     timing = timing if timing is not None else d.timing
-    analytic = analytic if analytic is not None else d.analytic
+    analytic: Mapping[str, Any] | None = d.analytic
     why_no_model = None
     peak_only: Mapping[str, Any] | None = None
     if isinstance(analytic, Mapping) and analytic.get("available") is False:
@@ -816,22 +802,12 @@ def view_from_analysis(
         if peak.get("tflops") and peak.get("tbps")
         else None
     )
-    model_mfu = None
     model_row = next(
         (r for r in (_get(analytic, "stage_metrics") or []) if isinstance(r, Mapping) and r.get("stage") == "model"),
         None,
     )
-    if peaks:
-        tops = [s for s in stages if s.depth == 0 and s.flops]
-        if tops and all(s.has_gpu for s in tops):
-            per_pass = [
-                sum(s.flops or 0 for s in tops)
-                / (peaks.tflops * 1e12 * sum(s.gpu_busy_ns.values[i] for s in tops) / 1e9)
-                for i in range(min(s.gpu_busy_ns.n for s in tops))
-            ]
-            model_mfu = Stat.of(per_pass)
-    if model_row is not None and has_gpu:
-        model_mfu = _as(model_row, "mfu_busy", model_mfu)  # the figure report.md and analysis.json give
+    # the figure report.md and analysis.json give (ratio of means), with the spread of the per-pass values
+    model_mfu = _as(model_row, "mfu_busy", _utilization(analytic).get(("model", "mfu_busy"))) if has_gpu else None
     facts = timing if timing is not None else baseline
     assumptions, pages, caveats = _assumptions(manifest, facts, analytic)
     modules, module_categories, modules_note = _modules(d)

@@ -296,21 +296,17 @@ def write_for_analysis(
     doc: AnalysisDocument | Mapping[str, Any],
     out_dir: Path,
     run_dir: Path | None = None,
-    analytic: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """report.html, summary.md and plots/*.svg for an analysis document (typed, or ``Analysis.to_dict()``).
 
     ``run_dir`` (a capture's run directory) adds its manifest.json, timing.json and
-    timing-baseline.json; ``analytic`` is the analytic model's JSON for one page
-    (``dsocr.analytic.export.to_json``). This is what ``dsocr analyze`` calls.
+    timing-baseline.json.
     """
     from dsocr.analyze.workload_from_run import read_run_files
     from dsocr.report.adapt import view_from_analysis
 
     files = read_run_files(run_dir) if run_dir is not None else None
     if files is None:
-        return write(view_from_analysis(doc, analytic=analytic), out_dir)
-    view = view_from_analysis(
-        doc, manifest=files.manifest, timing=files.timing, analytic=analytic, baseline=files.baseline
-    )
+        return write(view_from_analysis(doc), out_dir)
+    view = view_from_analysis(doc, manifest=files.manifest, timing=files.timing, baseline=files.baseline)
     return write(view, out_dir)

@@ -1,8 +1,10 @@
 """The one place ``dsocr whatif report`` (and the advice's measured gains) read a run directory: its manifest,
 its timing files and, where the run was analyzed, its ``analysis.json`` (docs/whatif.md).
 
-Until the run-directory documents are typed (``dsocr.contract``), this module turns the JSON dicts into
-the attrs types below; nothing else in the what-if code reads a run directory's JSON.
+It reads them through their typed documents (:class:`~dsocr.contract.run_manifest.RunManifest`,
+:class:`~dsocr.contract.run_timing.RunTiming`, :class:`~dsocr.analyze.analysis_doc.AnalysisDocument`), the
+same reading path as ``dsocr analyze`` and ``dsocr diff``, and keeps what the comparison needs in the attrs
+types below; nothing else in the what-if code reads a run directory.
 
 Pass times come from the unprofiled runs (``timing-baseline*.json``, CUDA events); a run without any uses
 its profiled ``timing.json`` and says so. A pass is one ``repeat``: a stage's time in a pass is the sum of
@@ -12,14 +14,17 @@ its records in that repeat (a batched record, ``batch`` B, timed one forward ove
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import attrs
 
+from dsocr.analyze.analysis_doc import AnalysisDocument
 from dsocr.contract import rundir
 from dsocr.contract.errors import BadInput, InputNotFound
+from dsocr.contract.run_manifest import read_manifest
+from dsocr.contract.run_timing import RunTiming, TimingRecord, read_timing
 from dsocr.contract.rundocs import read_doc
 from dsocr.contract.whatif_index import DEFAULTS
 
@@ -136,37 +141,37 @@ def timing_files(run_dir: Path) -> tuple[list[Path], bool]:
     return ([run_dir / rundir.TIMING] if (run_dir / rundir.TIMING).is_file() else []), False
 
 
-def _passes(records: Sequence[Mapping[str, Any]], stage: str) -> list[float]:
+def _passes(records: Sequence[TimingRecord], stage: str) -> list[float]:
     by_repeat: dict[int, float] = {}
     for r in records:
-        if r.get("stage") == stage and r.get("ms") is not None:
-            key = int(r.get("repeat") or 0)
-            by_repeat[key] = by_repeat.get(key, 0.0) + float(r["ms"])
+        if r.stage == stage and r.ms is not None:
+            key = r.repeat or 0
+            by_repeat[key] = by_repeat.get(key, 0.0) + float(r.ms)
     return [by_repeat[k] for k in sorted(by_repeat)]
 
 
-def _tokens(records: Sequence[Mapping[str, Any]], stage: str) -> float | None:
-    rows = [r for r in records if r.get("stage") == stage and r.get("tokens") is not None]
-    repeats = {int(r.get("repeat") or 0) for r in rows}
-    return sum(float(r["tokens"]) for r in rows) / len(repeats) if repeats else None
+def _tokens(records: Sequence[TimingRecord], stage: str) -> float | None:
+    rows = [r for r in records if r.stage == stage and r.tokens is not None]
+    repeats = {r.repeat or 0 for r in rows}
+    return sum(float(r.tokens or 0) for r in rows) / len(repeats) if repeats else None
 
 
-def _peak(records: Sequence[Mapping[str, Any]], stage: str) -> int | None:
-    peaks = [
-        int(r["peak_allocated_bytes"]) for r in records if r.get("stage") == stage and r.get("peak_allocated_bytes")
-    ]
+def _peak(records: Sequence[TimingRecord], stage: str) -> int | None:
+    peaks = [r.peak_allocated_bytes for r in records if r.stage == stage and r.peak_allocated_bytes]
     return max(peaks) if peaks else None
 
 
 def _trace(run_dir: Path, passes: int) -> tuple[tuple[str, TraceFigures], ...]:
-    doc, _ = read_doc(run_dir / rundir.ANALYSIS_JSON)
-    if doc is None or not isinstance(doc.get("stages"), list):
+    path = run_dir / rundir.ANALYSIS_JSON
+    data, _ = read_doc(path)
+    doc = AnalysisDocument.from_json(data, str(path)) if data is not None else None
+    if doc is None or not doc.has("stages"):
         return ()
-    n = int((doc.get("repeats") or {}).get("passes") or passes or 1)
-    if not any((row.get("kernels") or 0) > 0 or (row.get("gpu_busy_ns") or 0) > 0 for row in doc["stages"]):
+    n = int(doc.repeats_value("passes") or passes or 1)
+    if not any((row.get("kernels") or 0) > 0 or (row.get("gpu_busy_ns") or 0) > 0 for row in doc.stages):
         return ((NO_GPU, TraceFigures(None, None, None)),)  # a CPU trace: no GPU figure is a measurement
     out = []
-    for row in doc["stages"]:
+    for row in doc.stages:
         name = str(row.get("stage"))
         if name not in STAGES and name != _PASS_RECORD:
             continue
@@ -188,52 +193,51 @@ def read_run(run_dir: Path) -> RunData:
     """Read one run directory; InputNotFound/BadInput (one line) when it is not a usable capture."""
     if not run_dir.is_dir():
         raise InputNotFound(f"{run_dir}: no such run directory; pass directories made by `dsocr whatif run`")
-    manifest, problem = read_doc(run_dir / rundir.MANIFEST)
+    manifest, problem = read_manifest(run_dir / rundir.MANIFEST)
     if problem is not None:
         raise BadInput(f"{problem}; capture that variant again")
     files, unprofiled = timing_files(run_dir)
     if not files:
         raise BadInput(f"{run_dir}: no timing file (timing-baseline*.json or timing.json); capture it again")
-    records: list[dict[str, Any]] = []
+    records: list[TimingRecord] = []
     problems: list[str] = []
-    first: dict[str, Any] | None = None
+    first: RunTiming | None = None
     offset = 0
     for f in files:
-        doc, bad = read_doc(f)
+        doc, bad = read_timing(f)
         if doc is None:
             problems.append(bad or f"{f}: missing")
             continue
-        if doc.get("interrupted"):
+        if doc.interrupted:
             problems.append(f"{f.name}: the run was interrupted; its passes are left out")
             continue
         first = first or doc
-        reps = {int(r.get("repeat") or 0) for r in doc.get("records", [])}
-        for r in doc.get("records", []):
-            records.append({**r, "repeat": int(r.get("repeat") or 0) + offset})
+        reps = {r.repeat or 0 for r in doc.records}
+        records.extend(r.with_(repeat=(r.repeat or 0) + offset) for r in doc.records)
         offset += max(reps, default=-1) + 1
     if first is None:
         raise BadInput(f"{run_dir}: no usable timing file ({'; '.join(problems)}); capture it again")
-    cfg = first.get("config") or {}
-    model = first.get("model") or {}
-    execution = {**DEFAULTS, **{str(k): str(v) for k, v in (model.get("execution") or {}).items()}}
+    cfg = first.config or {}
+    run_execution = first.execution
+    execution = {**DEFAULTS, **{k: str(v) for k, v in (run_execution.to_json() if run_execution else {}).items()}}
     if str(cfg.get("dtype", "auto")) != "auto":
         execution.setdefault("dtype", str(cfg["dtype"]))
-    env = first.get("environment") or {}
+    env = first.environment or {}
     stages = []
     for name in (*STAGES, END_TO_END):
         stage = _PASS_RECORD if name == END_TO_END else name
         values = _passes(records, stage)
         if values:
             stages.append(StageTiming(name, Spread(tuple(values)), _peak(records, stage), _tokens(records, stage)))
-    pages_doc = first.get("pages") or []
     page_tokens = _tokens(records, "page")
-    gpu = (manifest or {}).get("gpu") or env.get("device_name")
+    gpu = (manifest.gpu if manifest is not None else None) or env.get("device_name")
     passes = len(_passes(records, _PASS_RECORD))
+    weights = first.model.weights if first.model is not None else None
     return RunData(
         path=run_dir,
         gpu=None if gpu is None else str(gpu),
         device=str(cfg.get("device", "cuda")),
-        pages=len(pages_doc),
+        pages=len(first.pages),
         repeats=int(cfg.get("repeats") or 0),
         mode=str(cfg.get("mode", "gundam")),
         prompt_tokens=int(cfg.get("prompt_tokens") or 0),
@@ -242,9 +246,9 @@ def read_run(run_dir: Path) -> RunData:
         stages=tuple(stages),
         output_tokens_per_pass=page_tokens,
         unprofiled=unprofiled,
-        clock=str(first.get("clock", "cuda-event")),
-        weights=None if model.get("weights") is None else str(model["weights"]),
+        clock=first.clock or "cuda-event",
+        weights=weights,
         trace=_trace(run_dir, passes),
-        page_shapes=tuple(PageShape((int(p["grid"][0]), int(p["grid"][1]))) for p in pages_doc if p.get("grid")),
+        page_shapes=tuple(PageShape(p.grid) for p in first.pages if p.grid),
         problems=tuple(problems),
     )
